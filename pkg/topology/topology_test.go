@@ -88,7 +88,7 @@ func TestFromProtoErrors(t *testing.T) {
 		{"reversed", "topology.assignments[0].ranges[0]", "starts after", &clusterv1.Topology{Version: 1, Nodes: []*clusterv1.Node{n("a", "x:1")},
 			Assignments: []*clusterv1.Assignment{{NodeId: "a", Ranges: []*clusterv1.SlotRange{r(9, 3)}}}}},
 		{"double assignment", "topology.assignments[1].ranges[0]", "slot 5 is assigned to both", &clusterv1.Topology{Version: 1,
-			Nodes: []*clusterv1.Node{n("a", "x:1"), n("b", "x:2")},
+			Nodes:       []*clusterv1.Node{n("a", "x:1"), n("b", "x:2")},
 			Assignments: []*clusterv1.Assignment{{NodeId: "a", Ranges: []*clusterv1.SlotRange{r(0, 5)}}, {NodeId: "b", Ranges: []*clusterv1.SlotRange{r(5, 9)}}}}},
 	}
 	for _, tc := range tests {

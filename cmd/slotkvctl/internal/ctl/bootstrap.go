@@ -1,0 +1,272 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/pkg/topology"
+)
+
+// NodeRanges is a parsed --ranges value: slot ranges per node id, in the
+// order the ids were written.
+type NodeRanges struct {
+	IDs    []string
+	Ranges map[string]slot.RangeSet
+}
+
+// ParseNodeRanges parses "n1=0-5460,n2=5461-10922,n3=10923-16383". A node
+// may have several ranges: "n1=0-100,200-300,n2=101-199" (an item without
+// "=" belongs to the node before it); ";" separates items too.
+func ParseNodeRanges(s string) (NodeRanges, error) {
+	out := NodeRanges{Ranges: map[string]slot.RangeSet{}}
+	if strings.TrimSpace(s) == "" {
+		return out, fmt.Errorf("--ranges: empty")
+	}
+	parts := map[string][]string{}
+	cur := ""
+	for item := range strings.FieldsFuncSeq(s, func(r rune) bool { return r == ',' || r == ';' }) {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if id, rs, ok := strings.Cut(item, "="); ok {
+			id = strings.TrimSpace(id)
+			if id == "" {
+				return out, fmt.Errorf("--ranges: %q: empty node id before '='", item)
+			}
+			if _, dup := parts[id]; dup {
+				return out, fmt.Errorf("--ranges: node %q is given twice (write its ranges together: %s=0-10,20-30)", id, id)
+			}
+			cur = id
+			out.IDs = append(out.IDs, id)
+			item = rs
+		} else if cur == "" {
+			return out, fmt.Errorf("--ranges: %q: expected node=ranges, e.g. n1=0-5460", item)
+		}
+		parts[cur] = append(parts[cur], strings.TrimSpace(item))
+	}
+	if len(out.IDs) == 0 {
+		return out, fmt.Errorf("--ranges: no node=ranges item in %q", s)
+	}
+	for _, id := range out.IDs {
+		rs, err := slot.ParseRangeSet(strings.Join(parts[id], ","))
+		if err != nil {
+			return out, fmt.Errorf("--ranges: node %s: %w", id, err)
+		}
+		out.Ranges[id] = rs
+	}
+	return out, nil
+}
+
+// BootstrapOptions configures Bootstrap.
+type BootstrapOptions struct {
+	// Storage lists the gRPC addresses of the nodes, in the order slots are
+	// split when Ranges is empty.
+	Storage []string
+	// Ranges, when set, gives each node id its slots ("n1=0-5460,...").
+	Ranges string
+	Conn   ConnOptions
+}
+
+// NodeOutcome is what bootstrap did on one node.
+type NodeOutcome struct {
+	Node    topology.Node
+	Ranges  slot.RangeSet
+	Changed bool // false when the node already held this topology
+}
+
+// BootstrapResult describes a bootstrap run.
+type BootstrapResult struct {
+	// AlreadyAt is set when every node already holds a topology of a
+	// version above 1: nothing was changed.
+	AlreadyAt uint64
+	// Topology is the version 1 topology installed (nil with AlreadyAt).
+	Topology *topology.Topology
+	Nodes    []NodeOutcome
+	// Unassigned are the slots no node serves (explicit ranges only).
+	Unassigned slot.RangeSet
+}
+
+type probed struct {
+	addr string
+	node topology.Node
+	held *topology.Topology // nil when the node has none
+	nc   storagev1.NodeServiceClient
+}
+
+// Bootstrap gives the nodes at opts.Storage their first topology (version 1).
+// It is safe to run again: nodes holding the identical version 1 are left
+// unchanged, and when every node holds a newer version nothing is done.
+// A node that holds a different version 1, or a newer version while others
+// hold none, is an error naming the node; nothing is changed then.
+func Bootstrap(ctx context.Context, opts BootstrapOptions) (*BootstrapResult, error) {
+	addrs := cleanAddrs(opts.Storage)
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("--storage: give the gRPC address of every storage node (addr1,addr2,...)")
+	}
+	var explicit NodeRanges
+	if opts.Ranges != "" {
+		var err error
+		if explicit, err = ParseNodeRanges(opts.Ranges); err != nil {
+			return nil, err
+		}
+	}
+	pool := newPool(opts.Conn)
+	defer pool.Close()
+
+	// 1. Ask every node who it is and what it holds.
+	nodes := make([]probed, 0, len(addrs))
+	byID := map[string]string{}
+	for _, addr := range addrs {
+		nc, err := pool.node(addr)
+		if err != nil {
+			return nil, err
+		}
+		info, err := nc.GetNodeInfo(ctx, &storagev1.GetNodeInfoRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("storage node at %s: GetNodeInfo: %w", addr, describe(err))
+		}
+		n := info.GetNode()
+		if n.GetId() == "" {
+			return nil, fmt.Errorf("storage node at %s did not report its node id", addr)
+		}
+		if prev, dup := byID[n.GetId()]; dup {
+			return nil, fmt.Errorf("storage nodes at %s and %s both report node id %q: every node needs its own --node-id", prev, addr, n.GetId())
+		}
+		byID[n.GetId()] = addr
+		p := probed{addr: addr, nc: nc, node: topology.Node{
+			ID:          n.GetId(),
+			GRPCAddress: advertised(n.GetGrpcAddress(), addr),
+			HTTPAddress: n.GetHttpAddress(),
+		}}
+		tr, err := nc.GetTopology(ctx, &storagev1.GetTopologyRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("storage node %s at %s: GetTopology: %w", p.node.ID, addr, describe(err))
+		}
+		if tr.GetTopology() != nil {
+			if p.held, err = topology.FromProto(tr.GetTopology()); err != nil {
+				return nil, fmt.Errorf("storage node %s at %s holds an invalid topology: %w", p.node.ID, addr, err)
+			}
+		}
+		nodes = append(nodes, p)
+	}
+
+	// 2. Already bootstrapped?
+	var newer, empty []string
+	var maxVersion uint64
+	for _, p := range nodes {
+		switch {
+		case p.held == nil:
+			empty = append(empty, p.node.ID)
+		case p.held.Version() > 1:
+			newer = append(newer, fmt.Sprintf("%s (version %d)", p.node.ID, p.held.Version()))
+			maxVersion = max(maxVersion, p.held.Version())
+		}
+	}
+	if len(newer) == len(nodes) {
+		return &BootstrapResult{AlreadyAt: maxVersion}, nil
+	}
+	if len(newer) > 0 {
+		return nil, fmt.Errorf("the cluster is already bootstrapped: %s hold a newer topology than version 1, but %s do not; "+
+			"bootstrap only gives a new cluster its first topology (add nodes with a migration instead)",
+			strings.Join(newer, ", "), strings.Join(idsNotIn(nodes, newer), ", "))
+	}
+
+	// 3. Build version 1.
+	tnodes := make([]topology.Node, len(nodes))
+	for i, p := range nodes {
+		tnodes[i] = p.node
+	}
+	res := &BootstrapResult{}
+	var err error
+	if opts.Ranges == "" {
+		res.Topology, err = topology.Even(1, tnodes)
+	} else {
+		ranges := map[string][]slot.Range{}
+		var ids []string
+		for _, p := range nodes {
+			ids = append(ids, p.node.ID)
+		}
+		var assigned slot.RangeSet
+		for _, id := range explicit.IDs {
+			if _, ok := byID[id]; !ok {
+				return nil, fmt.Errorf("--ranges names node %q, which is not among the nodes at --storage (%s)", id, strings.Join(ids, ", "))
+			}
+			rs := explicit.Ranges[id]
+			if assigned.Overlaps(rs) {
+				return nil, fmt.Errorf("--ranges: slots %s of node %s are given to another node too", assigned.Intersect(rs), id)
+			}
+			assigned = assigned.Union(rs)
+			ranges[id] = rs.Ranges()
+		}
+		res.Unassigned = slot.Full().Subtract(assigned)
+		res.Topology, err = topology.New(1, tnodes, ranges)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("building topology version 1: %w", err)
+	}
+
+	// 4. Refuse before changing anything if a node holds another version 1.
+	for _, p := range nodes {
+		if p.held != nil && !p.held.Equal(res.Topology) {
+			return nil, fmt.Errorf("storage node %s at %s already holds a different topology version 1 (%s); "+
+				"it was bootstrapped with other nodes or ranges: refusing to overwrite it (wanted %s)",
+				p.node.ID, p.addr, summarize(p.held), summarize(res.Topology))
+		}
+	}
+
+	// 5. Install it everywhere.
+	want := res.Topology.Proto()
+	for _, p := range nodes {
+		out, err := p.nc.SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: want})
+		if err != nil {
+			return res, fmt.Errorf("storage node %s at %s refused topology version 1: %w", p.node.ID, p.addr, describe(err))
+		}
+		rs, _ := slot.NewRangeSet(res.Topology.RangesOf(p.node.ID)...)
+		res.Nodes = append(res.Nodes, NodeOutcome{Node: p.node, Ranges: rs, Changed: out.GetChanged()})
+	}
+	return res, nil
+}
+
+func idsNotIn(nodes []probed, newer []string) []string {
+	var out []string
+	for _, p := range nodes {
+		if !slices.ContainsFunc(newer, func(s string) bool { return strings.HasPrefix(s, p.node.ID+" (") }) {
+			out = append(out, p.node.ID)
+		}
+	}
+	return out
+}
+
+// advertised is the address a node reports, unless it is missing or has
+// no usable host (":7001", "0.0.0.0:7001"), in which case the address the
+// operator reached it at is used.
+func advertised(reported, dialed string) string {
+	host, _, err := net.SplitHostPort(reported)
+	if reported == "" || err != nil {
+		return dialed
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return dialed
+	}
+	return reported
+}
+
+// summarize writes a topology as "n1=0-5460 n2=5461-16383".
+func summarize(t *topology.Topology) string {
+	var parts []string
+	for _, n := range t.Nodes() {
+		rs, _ := slot.NewRangeSet(t.RangesOf(n.ID)...)
+		s := rs.String()
+		if rs.IsEmpty() {
+			s = "none"
+		}
+		parts = append(parts, fmt.Sprintf("%s@%s=%s", n.ID, n.GRPCAddress, s))
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,576 @@
+// Package route keeps the router's view of the cluster: the newest topology
+// the storage nodes know, one gRPC connection per storage node, and the retry
+// rules that turn a storage node's SLOT_MOVED, SLOT_FROZEN and Unavailable
+// answers into a successful call whenever the cluster allows it.
+//
+// The topology lives in an atomic pointer, so routing a key is one load and
+// one array index. It is refreshed periodically (Run), on demand (Refresh)
+// and whenever a storage node answers SLOT_MOVED with a version newer than
+// the one held. Refreshes are single-flight: any number of concurrent
+// SLOT_MOVED answers cause one round of GetTopology calls.
+package route
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/pkg/topology"
+)
+
+// Defaults of Options.
+const (
+	DefaultRefreshInterval = 10 * time.Second
+	DefaultCallTimeout     = 10 * time.Second
+	DefaultMaxRetries      = 5
+	DefaultFetchTimeout    = 3 * time.Second
+	DefaultMinBackoff      = 20 * time.Millisecond
+	DefaultMaxBackoff      = time.Second
+)
+
+// DialFunc opens a client connection to a storage node's gRPC address.
+type DialFunc func(addr string) (*grpc.ClientConn, error)
+
+// Options configures a Router.
+type Options struct {
+	// Seeds are storage node gRPC addresses asked for the topology. Nodes of
+	// the topology are asked too once it is known.
+	Seeds []string
+	// Dial opens connections (token, TLS and tracing are its business).
+	Dial DialFunc
+	// RefreshInterval between periodic refreshes (DefaultRefreshInterval
+	// when 0; negative turns periodic refresh off).
+	RefreshInterval time.Duration
+	// CallTimeout is the deadline given to a call whose context has none
+	// (DefaultCallTimeout when 0).
+	CallTimeout time.Duration
+	// MaxRetries bounds how many times one call follows SLOT_MOVED
+	// (DefaultMaxRetries when 0).
+	MaxRetries int
+	// FetchTimeout bounds each GetTopology call of a refresh
+	// (DefaultFetchTimeout when 0).
+	FetchTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the delay between retries of a
+	// frozen or unavailable slot when the node gives no RetryInfo.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.RefreshInterval == 0 {
+		o.RefreshInterval = DefaultRefreshInterval
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.MaxRetries <= 0 {
+		o.MaxRetries = DefaultMaxRetries
+	}
+	if o.FetchTimeout <= 0 {
+		o.FetchTimeout = DefaultFetchTimeout
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = DefaultMinBackoff
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(DefaultMaxBackoff, o.MinBackoff)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Router routes keys to storage nodes.
+type Router struct {
+	opts  Options
+	seeds []string
+
+	topo      atomic.Pointer[topology.Topology]
+	refreshes atomic.Uint64 // refresh rounds started
+
+	ctx    context.Context // ends with Close; bounds refreshes
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	conns   map[string]*grpc.ClientConn // by gRPC address
+	flight  *flight                     // refresh in progress, nil when none
+	lastErr error                       // error of the last refresh
+	closed  bool
+}
+
+type flight struct {
+	done  chan struct{}
+	hints []string
+	topo  *topology.Topology
+	err   error
+}
+
+// New returns a Router. It does not contact any node: call Run (or Refresh)
+// to load the topology.
+func New(opts Options) (*Router, error) {
+	opts.setDefaults()
+	if opts.Dial == nil {
+		return nil, errors.New("route: Options.Dial is required")
+	}
+	var seeds []string
+	for _, s := range opts.Seeds {
+		if s = strings.TrimSpace(s); s != "" && !slices.Contains(seeds, s) {
+			seeds = append(seeds, s)
+		}
+	}
+	if len(seeds) == 0 {
+		return nil, rpcerr.InvalidField("storage", "at least one storage node address is required")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Router{opts: opts, seeds: seeds, ctx: ctx, cancel: cancel, conns: map[string]*grpc.ClientConn{}}, nil
+}
+
+// Topology returns the topology in use, nil before the first load.
+func (r *Router) Topology() *topology.Topology { return r.topo.Load() }
+
+// Ready reports whether a topology has been loaded.
+func (r *Router) Ready() bool { return r.topo.Load() != nil }
+
+// Seeds returns the seed addresses.
+func (r *Router) Seeds() []string { return slices.Clone(r.seeds) }
+
+// Close stops refreshes and closes every connection.
+func (r *Router) Close() error {
+	r.cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	var errs []error
+	for addr, c := range r.conns {
+		errs = append(errs, c.Close())
+		delete(r.conns, addr)
+	}
+	return errors.Join(errs...)
+}
+
+// Run loads the topology, retrying until it succeeds, then refreshes it
+// every RefreshInterval until ctx ends.
+func (r *Router) Run(ctx context.Context) error {
+	retry := r.opts.MinBackoff * 10
+	for r.topo.Load() == nil {
+		if _, err := r.Refresh(ctx); err != nil {
+			r.opts.Logger.WarnContext(ctx, "loading topology failed; retrying", "error", err, "retry_in", retry)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(retry):
+			}
+			retry = min(retry*2, 5*time.Second, max(r.opts.RefreshInterval, time.Second))
+		}
+	}
+	if r.opts.RefreshInterval < 0 {
+		<-ctx.Done()
+		return nil
+	}
+	tick := time.NewTicker(r.opts.RefreshInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if _, err := r.Refresh(ctx); err != nil {
+				r.opts.Logger.WarnContext(ctx, "periodic topology refresh failed", "error", err)
+			}
+		}
+	}
+}
+
+// Refresh asks the seeds and the known nodes for their topology and keeps
+// the highest version. A refresh already running is joined rather than
+// repeated. hints are extra addresses to ask (the owner named by a
+// SLOT_MOVED answer). It returns the topology in use afterwards.
+func (r *Router) Refresh(ctx context.Context, hints ...string) (*topology.Topology, error) {
+	return r.refresh(ctx, 0, hints)
+}
+
+// refresh makes sure the topology is at least minVersion if the cluster
+// knows one: it joins the refresh in flight and starts a new one (once) when
+// the joined one did not reach minVersion. minVersion 0 just joins or starts
+// one refresh.
+func (r *Router) refresh(ctx context.Context, minVersion uint64, hints []string) (*topology.Topology, error) {
+	for round := 0; ; round++ {
+		if t := r.topo.Load(); minVersion > 0 && t != nil && t.Version() >= minVersion {
+			return t, nil
+		}
+		f, started := r.startFlight(hints)
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return r.topo.Load(), ctx.Err()
+		}
+		t := r.topo.Load()
+		if started || round > 0 || minVersion == 0 || (t != nil && t.Version() >= minVersion) {
+			if t == nil {
+				return nil, f.err
+			}
+			return t, f.err
+		}
+		// We joined a refresh started before our answer arrived, and it
+		// did not see the version we know exists: go once more.
+	}
+}
+
+func (r *Router) startFlight(hints []string) (*flight, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.flight != nil {
+		return r.flight, false
+	}
+	f := &flight{done: make(chan struct{}), hints: hints}
+	r.flight = f
+	r.refreshes.Add(1)
+	go func() {
+		f.topo, f.err = r.fetch(f.hints)
+		r.mu.Lock()
+		r.flight = nil
+		r.lastErr = f.err
+		r.mu.Unlock()
+		close(f.done)
+	}()
+	return f, true
+}
+
+// triggerRefresh starts a refresh unless one runs, without waiting.
+func (r *Router) triggerRefresh() { r.startFlight(nil) }
+
+// Refreshes is the number of refresh rounds started so far (each asks
+// every known node once).
+func (r *Router) Refreshes() uint64 { return r.refreshes.Load() }
+
+// LastRefreshError is the error of the most recent refresh, nil if it
+// succeeded.
+func (r *Router) LastRefreshError() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr
+}
+
+// fetch asks every candidate address for its topology concurrently and
+// installs the highest version if it is newer than the one held.
+func (r *Router) fetch(hints []string) (*topology.Topology, error) {
+	addrs := slices.Clone(r.seeds)
+	if t := r.topo.Load(); t != nil {
+		for _, n := range t.Nodes() {
+			addrs = append(addrs, n.GRPCAddress)
+		}
+	}
+	addrs = append(addrs, hints...)
+	addrs = dedup(addrs)
+
+	type answer struct {
+		addr string
+		topo *topology.Topology
+		err  error
+	}
+	answers := make(chan answer, len(addrs))
+	for _, addr := range addrs {
+		go func() {
+			t, err := r.fetchOne(addr)
+			answers <- answer{addr, t, err}
+		}()
+	}
+	var best *topology.Topology
+	var errs []string
+	for range addrs {
+		a := <-answers
+		switch {
+		case a.err != nil:
+			errs = append(errs, fmt.Sprintf("%s: %v", a.addr, a.err))
+		case a.topo != nil && (best == nil || a.topo.Version() > best.Version()):
+			best = a.topo
+		}
+	}
+	sort.Strings(errs)
+	if best == nil {
+		if len(errs) == 0 {
+			return nil, fmt.Errorf("%w: no storage node among %s has been given a topology (run slotkvctl bootstrap)",
+				rpcerr.ErrNoTopology, strings.Join(addrs, ","))
+		}
+		return nil, fmt.Errorf("%w: no topology from any storage node: %s", rpcerr.ErrUnavailable, strings.Join(errs, "; "))
+	}
+	if len(errs) > 0 {
+		r.opts.Logger.Debug("some storage nodes did not answer the topology refresh", "errors", errs)
+	}
+	for {
+		cur := r.topo.Load()
+		if cur != nil && cur.Version() >= best.Version() {
+			return cur, nil
+		}
+		if r.topo.CompareAndSwap(cur, best) {
+			var from uint64
+			if cur != nil {
+				from = cur.Version()
+			}
+			r.opts.Logger.Info("topology updated", "from_version", from, "version", best.Version(), "nodes", len(best.Nodes()))
+			r.prune(best)
+			return best, nil
+		}
+	}
+}
+
+func (r *Router) fetchOne(addr string) (*topology.Topology, error) {
+	cc, err := r.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, r.opts.FetchTimeout)
+	defer cancel()
+	resp, err := storagev1.NewNodeServiceClient(cc).GetTopology(ctx, &storagev1.GetTopologyRequest{})
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetTopology() == nil {
+		return nil, nil
+	}
+	t, err := topology.FromProto(resp.GetTopology())
+	if err != nil {
+		return nil, fmt.Errorf("invalid topology: %w", err)
+	}
+	return t, nil
+}
+
+// conn returns the connection to addr, dialing it the first time.
+func (r *Router) conn(addr string) (*grpc.ClientConn, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, status.Error(codes.Unavailable, "router is shutting down")
+	}
+	if c, ok := r.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := r.opts.Dial(addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	r.conns[addr] = c
+	return c, nil
+}
+
+// prune closes the connections to addresses that are neither seeds nor
+// nodes of t.
+func (r *Router) prune(t *topology.Topology) {
+	keep := map[string]bool{}
+	for _, s := range r.seeds {
+		keep[s] = true
+	}
+	for _, n := range t.Nodes() {
+		keep[n.GRPCAddress] = true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for addr, c := range r.conns {
+		if !keep[addr] {
+			delete(r.conns, addr)
+			r.opts.Logger.Info("closing connection to a node that left the topology", "address", addr)
+			_ = c.Close()
+		}
+	}
+}
+
+// ConnAddrs lists the addresses with an open connection, sorted (for tests
+// and diagnostics).
+func (r *Router) ConnAddrs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.conns))
+	for a := range r.conns {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Call is one attempt of a keyed call on the node owning the key.
+type Call func(ctx context.Context, c storagev1.StorageServiceClient) error
+
+// Result says where a call was served.
+type Result struct {
+	Slot uint16
+	Node topology.Node
+	// Attempts is the number of calls made (1 when the first succeeded).
+	Attempts int
+}
+
+// Do runs call on the node owning key's slot, following SLOT_MOVED answers
+// (at most MaxRetries times) and retrying frozen slots and unavailable nodes
+// with backoff within the context's deadline (CallTimeout when it has none).
+// The error it returns is a gRPC status error: the storage node's own status
+// when it is not retryable (NotFound stays NotFound), with the node named in
+// the message for errors that are about the node rather than the request.
+func (r *Router) Do(ctx context.Context, key string, call Call) (Result, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.opts.CallTimeout)
+		defer cancel()
+	}
+	res := Result{Slot: slot.OfString(key)}
+	moved := 0
+	backoff := r.opts.MinBackoff
+	refreshedUnassigned := false
+	var last error // last retryable answer, annotated
+	for {
+		t := r.topo.Load()
+		if t == nil {
+			var err error
+			if t, err = r.refresh(ctx, 1, nil); t == nil {
+				if err == nil {
+					err = rpcerr.ErrNoTopology
+				}
+				return res, status.Errorf(codes.Unavailable, "router has no topology yet: %v", err)
+			}
+		}
+		node, ok := t.Owner(res.Slot)
+		if !ok {
+			if !refreshedUnassigned {
+				refreshedUnassigned = true
+				_, _ = r.refresh(ctx, t.Version()+1, nil)
+				continue
+			}
+			return res, rpcerr.ToStatus(fmt.Errorf("%w: slot %d of key has no owner in topology version %d",
+				rpcerr.ErrSlotUnassigned, res.Slot, t.Version()))
+		}
+		res.Node = node
+		res.Attempts++
+		cc, err := r.conn(node.GRPCAddress)
+		if err == nil {
+			err = call(ctx, storagev1.NewStorageServiceClient(cc))
+		}
+		if err == nil {
+			return res, nil
+		}
+		if ctx.Err() != nil {
+			// The deadline ran out during this attempt: the previous
+			// answer (a node down, a frozen slot) says more than
+			// DeadlineExceeded.
+			if last != nil {
+				return res, last
+			}
+			return res, annotate(err, node)
+		}
+		last = annotate(err, node)
+		derr := rpcerr.FromStatus(err)
+		var sm *rpcerr.SlotMovedError
+		var sf *rpcerr.SlotFrozenError
+		switch code := status.Code(err); {
+		case errors.As(derr, &sm):
+			moved++
+			if moved > r.opts.MaxRetries {
+				return res, annotatef(err, node, "slot %d still moved after %d topology refreshes", res.Slot, r.opts.MaxRetries)
+			}
+			r.opts.Logger.DebugContext(ctx, "slot moved; refreshing the topology", "slot", res.Slot, "node", node.ID,
+				"owner", sm.OwnerID, "owner_address", sm.OwnerAddress, "owner_version", sm.Version, "version", t.Version())
+			var hints []string
+			if sm.OwnerAddress != "" {
+				hints = []string{sm.OwnerAddress}
+			}
+			minVersion := sm.Version
+			if minVersion <= t.Version() {
+				minVersion = t.Version() + 1
+			}
+			if _, rerr := r.refresh(ctx, minVersion, hints); rerr != nil && ctx.Err() != nil {
+				return res, last
+			}
+			continue
+		case errors.As(derr, &sf), code == codes.Unavailable,
+			// A connection closed under the call because its node left the
+			// topology: try the new owner.
+			code == codes.Canceled:
+			delay := backoff
+			if sf != nil && sf.RetryAfter > 0 {
+				delay = sf.RetryAfter
+			} else {
+				backoff = min(backoff*2, r.opts.MaxBackoff)
+			}
+			delay = jitter(delay)
+			if sf == nil {
+				// The node may have been replaced.
+				r.triggerRefresh()
+			}
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay+5*time.Millisecond {
+				r.opts.Logger.WarnContext(ctx, "giving up on a storage node before the deadline", "slot", res.Slot,
+					"node", node.ID, "address", node.GRPCAddress, "attempts", res.Attempts, "error", err)
+				return res, last
+			}
+			r.opts.Logger.DebugContext(ctx, "retrying", "slot", res.Slot, "node", node.ID, "address", node.GRPCAddress,
+				"delay", delay, "error", err)
+			timer := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return res, last
+			case <-timer.C:
+			}
+			continue
+		default:
+			return res, annotate(err, node)
+		}
+	}
+}
+
+// jitter spreads delays by up to ±20% so retries of many callers do not
+// arrive together.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
+}
+
+// annotate returns err as a status error. Answers about the request itself
+// (not found, invalid argument, ...) are relayed as they are; others get the
+// node named in the message, keeping code and details.
+func annotate(err error, node topology.Node) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return status.Errorf(codes.Unavailable, "storage node %s (%s): %v", node.ID, node.GRPCAddress, err)
+	}
+	switch st.Code() {
+	case codes.OK, codes.NotFound, codes.InvalidArgument, codes.AlreadyExists, codes.OutOfRange:
+		return st.Err()
+	}
+	return annotatef(err, node, "")
+}
+
+func annotatef(err error, node topology.Node, format string, args ...any) error {
+	st, _ := status.FromError(err)
+	p := st.Proto()
+	msg := fmt.Sprintf("storage node %s (%s): %s", node.ID, node.GRPCAddress, p.GetMessage())
+	if format != "" {
+		msg = fmt.Sprintf("storage node %s (%s): %s: %s", node.ID, node.GRPCAddress, fmt.Sprintf(format, args...), p.GetMessage())
+	}
+	p.Message = msg
+	return status.FromProto(p).Err()
+}
+
+func dedup(in []string) []string {
+	out := in[:0:0]
+	for _, s := range in {
+		if s != "" && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

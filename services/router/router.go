@@ -1,0 +1,149 @@
+// Package router is slotkv's public key-value service: it serves KVService
+// over gRPC and REST and routes every key to the storage node that owns its
+// slot, following topology changes (SLOT_MOVED), frozen slots and node
+// restarts with bounded retries.
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+
+	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
+	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/services/router/internal/kv"
+	"github.com/slotkv/slotkv/services/router/internal/route"
+)
+
+// ServiceName names the router in logs and traces.
+const ServiceName = "slotkv-router"
+
+// Options configures the router.
+type Options struct {
+	// GRPCAddr and HTTPAddr are the listen addresses; HTTPAddr "" turns
+	// REST (and /healthz, /readyz) off.
+	GRPCAddr string
+	HTTPAddr string
+	// Storage lists seed storage node gRPC addresses; the topology they
+	// hold names the others.
+	Storage []string
+	// Token is the cluster token: required from callers and sent to the
+	// storage nodes. "" leaves the router open.
+	Token string
+
+	// TLS serves both ports over TLS; ClientTLS is then used by the REST
+	// gateway's loopback connection (see server.Options).
+	TLS       *tls.Config
+	ClientTLS *tls.Config
+	// StorageTLS, when set, dials the storage nodes over TLS.
+	StorageTLS *tls.Config
+
+	// RefreshInterval between periodic topology refreshes.
+	RefreshInterval time.Duration
+	// CallTimeout is the deadline of a call whose caller set none.
+	CallTimeout time.Duration
+	// MaxRetries bounds how many SLOT_MOVED answers one call follows.
+	MaxRetries int
+	// ShutdownTimeout bounds graceful shutdown (server default when 0).
+	ShutdownTimeout time.Duration
+
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+	// OnListen is called once both ports are bound, with the bound addresses
+	// (httpAddr nil when HTTP is off).
+	OnListen func(grpcAddr, httpAddr net.Addr)
+}
+
+// DefaultOptions returns the defaults the binary starts from.
+func DefaultOptions() Options {
+	return Options{
+		GRPCAddr:        ":9090",
+		HTTPAddr:        ":8080",
+		RefreshInterval: route.DefaultRefreshInterval,
+		CallTimeout:     route.DefaultCallTimeout,
+		MaxRetries:      route.DefaultMaxRetries,
+	}
+}
+
+// Run serves the router until ctx ends, then shuts down gracefully. It is
+// ready (/readyz, gRPC health) once a topology has been loaded from the
+// storage nodes; until then it keeps trying.
+func Run(ctx context.Context, o Options) error {
+	base := o.Logger
+	if base == nil {
+		base = slog.Default()
+	}
+	// pkg/server adds service=<Name> to its own lines.
+	log := base.With("service", ServiceName)
+	var seeds []string
+	for _, s := range o.Storage {
+		for part := range strings.SplitSeq(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				seeds = append(seeds, part)
+			}
+		}
+	}
+	if len(seeds) == 0 {
+		return errors.New("router: no storage node address given (--storage host:port,...)")
+	}
+	rt, err := route.New(route.Options{
+		Seeds: seeds,
+		Dial: func(addr string) (*grpc.ClientConn, error) {
+			return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider})
+		},
+		RefreshInterval: o.RefreshInterval,
+		CallTimeout:     o.CallTimeout,
+		MaxRetries:      o.MaxRetries,
+		Logger:          log,
+	})
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	defer rt.Close()
+
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = rt.Run(rctx) })
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	svc := kv.New(rt)
+	return server.Run(ctx, server.Options{
+		Name:            ServiceName,
+		GRPCAddr:        o.GRPCAddr,
+		HTTPAddr:        o.HTTPAddr,
+		Token:           o.Token,
+		TLS:             o.TLS,
+		ClientTLS:       o.ClientTLS,
+		TracerProvider:  o.TracerProvider,
+		Logger:          base,
+		ShutdownTimeout: o.ShutdownTimeout,
+		Register:        func(s *grpc.Server) { svc.Register(s) },
+		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+			return routerv1.RegisterKVServiceHandler(ctx, mux, conn)
+		},
+		Ready: func(context.Context) error {
+			if rt.Ready() {
+				return nil
+			}
+			if err := rt.LastRefreshError(); err != nil {
+				return fmt.Errorf("no topology loaded yet: %w", err)
+			}
+			return errors.New("no topology loaded yet")
+		},
+		OnListen: o.OnListen,
+	})
+}

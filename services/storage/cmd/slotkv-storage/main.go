@@ -1,0 +1,147 @@
+// Command slotkv-storage runs one slotkv storage node. Every flag has an
+// environment fallback (SLOTKV_...); run with -h for the list.
+//
+//	slotkv-storage --node-id n1 --data-dir ./.data/n1 --grpc-addr 127.0.0.1:7101 --http-addr 127.0.0.1:8101
+//
+// With --listen-file the node writes {"grpc":"host:port","http":"host:port"}
+// there (atomically) once both listeners are bound, so scripts and tests can
+// start it on port 0 and learn the real ports.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/slotkv/slotkv/pkg/flagenv"
+	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/pkg/telemetry"
+	"github.com/slotkv/slotkv/pkg/version"
+	"github.com/slotkv/slotkv/services/storage"
+)
+
+const serviceName = "slotkv-storage"
+
+func main() {
+	ctx, stop := server.SignalContext()
+	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// config is what the command line and environment give.
+type config struct {
+	opts        storage.Options
+	logLevel    slog.Level
+	listenFile  string
+	sampleRatio float64
+	showVersion bool
+}
+
+func parse(args []string, lookup func(string) (string, bool), out io.Writer) (config, error) {
+	d := storage.DefaultOptions()
+	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
+	fs.SetOutput(out)
+	var (
+		nodeID     = flagenv.String(fs, "node-id", "SLOTKV_NODE_ID", "", "stable id of this node (required; recorded in the data directory on first start)")
+		dataDir    = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", d.DataDir, "Badger data directory")
+		grpcAddr   = flagenv.String(fs, "grpc-addr", "SLOTKV_GRPC_ADDR", d.GRPCAddr, "gRPC listen address (port 0 picks a free port)")
+		httpAddr   = flagenv.String(fs, "http-addr", "SLOTKV_HTTP_ADDR", d.HTTPAddr, `REST/probe listen address ("" disables HTTP)`)
+		advGRPC    = flagenv.String(fs, "advertise-grpc", "SLOTKV_ADVERTISE_GRPC", "", "gRPC address reported to others (default: the bound address)")
+		advHTTP    = flagenv.String(fs, "advertise-http", "SLOTKV_ADVERTISE_HTTP", "", "HTTP address reported to others (default: the bound address)")
+		token      = flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token every RPC must carry (empty: open)")
+		maxKey     = flagenv.Int(fs, "max-key-bytes", "SLOTKV_MAX_KEY_BYTES", d.MaxKeyBytes, "largest key accepted, in bytes")
+		maxValue   = flagenv.Int(fs, "max-value-bytes", "SLOTKV_MAX_VALUE_BYTES", d.MaxValueBytes, "largest value accepted, in bytes")
+		maxBatch   = flagenv.Int(fs, "max-batch", "SLOTKV_MAX_BATCH", d.MaxBatch, "most keys in one batch get or batch write")
+		syncWrites = flagenv.Bool(fs, "sync-writes", "SLOTKV_SYNC_WRITES", false, "fsync every write before acknowledging it")
+		memtable   = flagenv.Int64(fs, "memtable-bytes", "SLOTKV_MEMTABLE_BYTES", 0, "Badger memtable size (0: 64 MiB)")
+		blockCache = flagenv.Int64(fs, "block-cache-bytes", "SLOTKV_BLOCK_CACHE_BYTES", 0, "Badger block cache size (0: 256 MiB)")
+		shutdown   = flagenv.Duration(fs, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", 15*time.Second, "bound on graceful shutdown")
+		listenFile = flagenv.String(fs, "listen-file", "SLOTKV_LISTEN_FILE", "", `write {"grpc":...,"http":...} here once listening`)
+		sample     = flagenv.Float64(fs, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled (0-1)")
+		showVer    = fs.Bool("version", false, "print the version and exit")
+	)
+	c := config{logLevel: slog.LevelInfo}
+	flagenv.TextVar(fs, &c.logLevel, "log-level", "SLOTKV_LOG_LEVEL", slog.LevelInfo, "log level: debug, info, warn, error")
+	if err := flagenv.ParseLookup(fs, args, lookup); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	c.opts = storage.Options{
+		NodeID: *nodeID, DataDir: *dataDir,
+		GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr,
+		AdvertiseGRPC: *advGRPC, AdvertiseHTTP: *advHTTP,
+		Token:       *token,
+		MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, MaxBatch: *maxBatch,
+		SyncWrites:    *syncWrites,
+		MemTableBytes: *memtable, BlockCacheBytes: *blockCache,
+		ShutdownTimeout: *shutdown,
+	}
+	c.listenFile, c.sampleRatio, c.showVersion = *listenFile, *sample, *showVer
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) int {
+	c, err := parse(args, lookup, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", serviceName, err)
+		return 2
+	}
+	if c.showVersion {
+		fmt.Fprintln(stderr, serviceName, version.Version)
+		return 0
+	}
+	// No service attribute here: pkg/server and storage.Run add it to their
+	// lines, and a second one would repeat the key in the JSON.
+	log := telemetry.NewLogger(stderr, c.logLevel, true)
+
+	tel, err := telemetry.Setup(ctx, telemetry.Config{
+		ServiceName: serviceName, ServiceVersion: version.Version, SampleRatio: c.sampleRatio,
+	})
+	if err != nil {
+		log.Error("telemetry setup failed", "err", err)
+		return 1
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry shutdown", "err", err)
+		}
+	}()
+
+	o := c.opts
+	o.Logger, o.TracerProvider = log, tel.TracerProvider
+	var listenErr error
+	if c.listenFile != "" {
+		lctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		ctx = lctx
+		o.OnListen = func(g, h net.Addr) {
+			if err := server.WriteListenFile(c.listenFile, g, h); err != nil {
+				// Whoever waits for the file would wait forever: stop.
+				listenErr = err
+				log.Error("cannot write listen file, shutting down", "path", c.listenFile, "err", err)
+				cancel()
+			}
+		}
+	}
+	log.Info("starting", "service", serviceName, "version", version.Version, "node_id", o.NodeID, "data_dir", o.DataDir, "exporting_traces", tel.Exporting)
+	if err := errors.Join(storage.Run(ctx, o), listenErr); err != nil {
+		log.Error("storage node failed", "err", err)
+		return 1
+	}
+	log.Info("stopped cleanly", "service", serviceName)
+	return 0
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/dial"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	c, err := parse([]string{"--node-id", "flag-id", "--max-value-bytes", "1000"}, env(map[string]string{
+		"SLOTKV_NODE_ID":       "env-id", // the flag wins
+		"SLOTKV_DATA_DIR":      "/srv/data",
+		"SLOTKV_GRPC_ADDR":     "127.0.0.1:7",
+		"SLOTKV_HTTP_ADDR":     "",
+		"SLOTKV_TOKEN":         "tok",
+		"SLOTKV_MAX_KEY_BYTES": "99",
+		"SLOTKV_LOG_LEVEL":     "debug",
+		"SLOTKV_LISTEN_FILE":   "/tmp/l.json",
+	}), &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.opts
+	if o.NodeID != "flag-id" || o.DataDir != "/srv/data" || o.GRPCAddr != "127.0.0.1:7" || o.HTTPAddr != ":8100" ||
+		o.Token != "tok" || o.MaxKeyBytes != 99 || o.MaxValueBytes != 1000 || c.listenFile != "/tmp/l.json" || c.logLevel.String() != "DEBUG" {
+		t.Errorf("parsed %+v (listen %q, level %v)", o, c.listenFile, c.logLevel)
+	}
+
+	_, err = parse(nil, env(map[string]string{"SLOTKV_MAX_VALUE_BYTES": "lots"}), &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "SLOTKV_MAX_VALUE_BYTES") {
+		t.Errorf("bad env value: err = %v, want one naming the variable", err)
+	}
+	if _, err := parse([]string{"extra"}, env(nil), &bytes.Buffer{}); err == nil {
+		t.Error("positional argument accepted")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestRun runs the command in process: it starts on port 0, writes the
+// listen file, serves, stops cleanly on cancel, and refuses to reuse the
+// data directory under another node id.
+func TestRun(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	listen := filepath.Join(dir, "listen.json")
+	args := []string{"--node-id", "cmd-node", "--data-dir", filepath.Join(dir, "data"),
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--listen-file", listen,
+		"--memtable-bytes", "4194304", "--block-cache-bytes", "4194304"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, env(nil), &logs) }()
+
+	var addrs struct{ GRPC, HTTP string }
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, err := os.ReadFile(listen); err == nil {
+			if err := json.Unmarshal(b, &addrs); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("exited with %d before listening:\n%s", code, logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listen file:\n%s", logs.String())
+		}
+	}
+	conn, err := dial.New(addrs.GRPC, dial.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	info, err := storagev1.NewNodeServiceClient(conn).GetNodeInfo(ctx, &storagev1.GetNodeInfoRequest{})
+	if err != nil || info.GetNode().GetId() != "cmd-node" || info.GetNode().GetGrpcAddress() != addrs.GRPC || info.GetNode().GetHttpAddress() != addrs.HTTP {
+		t.Fatalf("GetNodeInfo = %v, %v; want the listen-file addresses", info, err)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit code %d after cancel:\n%s", code, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("did not stop within 30s of cancel")
+	}
+	// Every log line is JSON.
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("log line is not JSON: %s", line)
+		}
+	}
+
+	var logs2 syncBuffer
+	args[1] = "someone-else"
+	if code := run(context.Background(), args, env(nil), &logs2); code != 1 || !strings.Contains(logs2.String(), "cmd-node") {
+		t.Errorf("restart with another id: exit %d, log:\n%s", code, logs2.String())
+	}
+}

@@ -1,0 +1,168 @@
+// Package grpcapi implements the storage node's gRPC services,
+// StorageService (data) and NodeService (administration), on top of the
+// store and node packages.
+//
+// Every handler does the same three steps in the same order: validate the
+// request (InvalidArgument naming the field, e.g. "mutations[3].value"),
+// check that this node serves every slot the request touches (SLOT_MOVED
+// naming the first one that it does not), then run the store operation. This
+// is the only layer that turns domain errors into gRPC statuses
+// (rpcerr.ToStatus); the gateway turns those into HTTP codes.
+//
+// The ownership check and the store operation are two steps: a SetTopology
+// that lands between them lets one request finish against the old view.
+// That is harmless for a topology change without data movement (the data
+// stays where it was written); live migration closes the gap with the
+// FROZEN state, which refuses writes before the hand-off commits.
+//
+// GetNodeInfo counts keys with a key-only walk of the whole store: exact,
+// but proportional to the number of keys, so it is an admin call, not a
+// health probe.
+package grpcapi
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/services/storage/internal/node"
+	"github.com/slotkv/slotkv/services/storage/internal/store"
+)
+
+// Default request limits.
+const (
+	// DefaultMaxKeyBytes caps a key. Badger's own hard limit is 65000 bytes;
+	// 16 KiB leaves room for the slot prefix and is far above any sane key,
+	// while keeping scan pages and index blocks compact.
+	DefaultMaxKeyBytes = 16 << 10
+	// DefaultMaxValueBytes caps a value at 4 MiB: large values go to
+	// Badger's value log and stream fine through gRPC (messages may be up to
+	// 64 MiB, see pkg/dial), but bigger blobs belong in an object store.
+	DefaultMaxValueBytes = 4 << 20
+	// DefaultMaxBatch caps the keys of one BatchGet or BatchWrite.
+	DefaultMaxBatch = 10000
+)
+
+// Limits bounds request sizes. Zero fields take the defaults above. The
+// error messages name the flags that set them (--max-key-bytes,
+// --max-value-bytes, --max-batch), so an operator who hits one knows the knob.
+type Limits struct {
+	MaxKeyBytes   int
+	MaxValueBytes int
+	MaxBatch      int
+}
+
+// MaxKeyBytesLimit is the largest MaxKeyBytes allowed: Badger refuses keys
+// over 65000 bytes, and the storage key adds the 2-byte slot prefix.
+const MaxKeyBytesLimit = 65000 - 2
+
+// WithDefaults returns l with zero fields set to the defaults.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxKeyBytes <= 0 {
+		l.MaxKeyBytes = DefaultMaxKeyBytes
+	}
+	if l.MaxValueBytes <= 0 {
+		l.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if l.MaxBatch <= 0 {
+		l.MaxBatch = DefaultMaxBatch
+	}
+	return l
+}
+
+// Config is what the services need.
+type Config struct {
+	Store  *store.Store
+	Node   *node.Node
+	Limits Limits
+	// Self returns this node's advertised gRPC and HTTP addresses; they are
+	// known only once the listeners are bound.
+	Self   func() (grpcAddr, httpAddr string)
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	c.Limits = c.Limits.WithDefaults()
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Self == nil {
+		c.Self = func() (string, string) { return "", "" }
+	}
+	return c
+}
+
+// checkKey validates one key and returns its slot.
+func (l Limits) checkKey(field string, key []byte) (uint16, error) {
+	if len(key) > l.MaxKeyBytes {
+		return 0, rpcerr.InvalidField(field, "key is %d bytes, above the limit --max-key-bytes=%d", len(key), l.MaxKeyBytes)
+	}
+	sl, err := store.CheckKey(key)
+	switch {
+	case errors.Is(err, store.ErrEmptyKey):
+		return 0, rpcerr.InvalidField(field, "empty key")
+	case err != nil:
+		return 0, rpcerr.InvalidField(field, "%v", err)
+	}
+	return sl, nil
+}
+
+func (l Limits) checkValue(field string, v []byte) error {
+	if len(v) > l.MaxValueBytes {
+		return rpcerr.InvalidField(field, "value is %d bytes, above the limit --max-value-bytes=%d", len(v), l.MaxValueBytes)
+	}
+	return nil
+}
+
+func (l Limits) checkBatch(field string, n int) error {
+	if n > l.MaxBatch {
+		return rpcerr.InvalidField(field, "%d entries, above the limit --max-batch=%d", n, l.MaxBatch)
+	}
+	return nil
+}
+
+// ranges validates wire ranges. An empty list means every range this node
+// serves now, so an operator can scan or count a node without knowing its
+// slots; a router always names the ranges.
+func ranges(n *node.Node, field string, in []*clusterv1.SlotRange) ([]slot.Range, error) {
+	if len(in) == 0 {
+		if n.Topology() == nil {
+			return nil, n.CheckRead(0) // ErrNoTopology, with its message
+		}
+		return n.Served(), nil
+	}
+	out := make([]slot.Range, len(in))
+	for i, r := range in {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case r.GetStart() > slot.MaxSlot || r.GetEnd() > slot.MaxSlot:
+			return nil, rpcerr.InvalidField(f, "range %d-%d is out of 0-%d", r.GetStart(), r.GetEnd(), slot.MaxSlot)
+		case r.GetStart() > r.GetEnd():
+			return nil, rpcerr.InvalidField(f, "range %d-%d starts after it ends", r.GetStart(), r.GetEnd())
+		}
+		out[i] = slot.Range{Start: uint16(r.GetStart()), End: uint16(r.GetEnd())}
+	}
+	return out, nil
+}
+
+func protoRanges(rs []slot.Range) []*clusterv1.SlotRange {
+	out := make([]*clusterv1.SlotRange, len(rs))
+	for i, r := range rs {
+		out[i] = &clusterv1.SlotRange{Start: uint32(r.Start), End: uint32(r.End)}
+	}
+	return out
+}
+
+func rangeString(rs []slot.Range) string {
+	set, err := slot.NewRangeSet(rs...)
+	if err != nil {
+		return fmt.Sprint(rs)
+	}
+	if set.IsEmpty() {
+		return "none"
+	}
+	return set.String()
+}

@@ -1,0 +1,373 @@
+// Package node holds what a storage node knows about the cluster: its own
+// identity, the topology it was last given and the state of each slot on
+// this node, and answers the one question every data request asks first:
+// may this node serve slot s right now?
+//
+// The topology and slot states are persisted as system records of the store
+// and changed together in one Badger transaction, so after a crash a node
+// never holds a topology without the slot states derived from it. In memory
+// they form one immutable view behind an atomic pointer: the ownership check
+// on the request path is a pointer load and an array index, with no lock.
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/services/storage/internal/store"
+)
+
+// System record names (under store.SystemPrefix).
+const (
+	recordNodeID     = "node_id"
+	recordTopology   = "topology"
+	recordSlotStates = "slot_states"
+)
+
+// FrozenRetryAfter is the retry delay suggested to writers of a frozen slot.
+// A hand-off freezes a slot only while the last changes drain, so a short
+// delay keeps the write pause seen by clients close to the real one.
+const FrozenRetryAfter = 50 * time.Millisecond
+
+// ErrIdentity: the data directory belongs to another node id.
+var ErrIdentity = errors.New("node identity mismatch")
+
+// Kind is the state of one slot on this node.
+type Kind uint8
+
+// Slot states. The zero value means the node does not serve the slot.
+const (
+	None      Kind = iota // not served by this node
+	Owned                 // served
+	Migrating             // served while being copied to a peer
+	Importing             // being received from a peer; not served yet
+	Frozen                // reads served, writes paused for the hand-off
+)
+
+var kindNames = [...]string{"NONE", "OWNED", "MIGRATING", "IMPORTING", "FROZEN"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("Kind(%d)", k)
+}
+
+// Proto returns the wire enum of k.
+func (k Kind) Proto() clusterv1.SlotState {
+	switch k {
+	case Owned:
+		return clusterv1.SlotState_SLOT_STATE_OWNED
+	case Migrating:
+		return clusterv1.SlotState_SLOT_STATE_MIGRATING
+	case Importing:
+		return clusterv1.SlotState_SLOT_STATE_IMPORTING
+	case Frozen:
+		return clusterv1.SlotState_SLOT_STATE_FROZEN
+	}
+	return clusterv1.SlotState_SLOT_STATE_UNSPECIFIED
+}
+
+func kindFromProto(s clusterv1.SlotState) (Kind, error) {
+	switch s {
+	case clusterv1.SlotState_SLOT_STATE_UNSPECIFIED:
+		return None, nil
+	case clusterv1.SlotState_SLOT_STATE_OWNED:
+		return Owned, nil
+	case clusterv1.SlotState_SLOT_STATE_MIGRATING:
+		return Migrating, nil
+	case clusterv1.SlotState_SLOT_STATE_IMPORTING:
+		return Importing, nil
+	case clusterv1.SlotState_SLOT_STATE_FROZEN:
+		return Frozen, nil
+	}
+	return None, fmt.Errorf("unknown slot state %d", s)
+}
+
+// serves reports whether a slot in this state answers reads.
+func (k Kind) serves() bool { return k == Owned || k == Migrating || k == Frozen }
+
+// StateRange is the state of a range of slots. JobID and PeerNodeID name the
+// migration behind MIGRATING, IMPORTING and FROZEN.
+type StateRange struct {
+	Range      slot.Range
+	Kind       Kind
+	JobID      string
+	PeerNodeID string
+}
+
+// Proto returns the wire form of r.
+func (r StateRange) Proto() *clusterv1.SlotStateRange {
+	return &clusterv1.SlotStateRange{
+		Range:      &clusterv1.SlotRange{Start: uint32(r.Range.Start), End: uint32(r.Range.End)},
+		State:      r.Kind.Proto(),
+		JobId:      r.JobID,
+		PeerNodeId: r.PeerNodeID,
+	}
+}
+
+// view is one immutable snapshot of the topology and slot states.
+type view struct {
+	topo   *topology.Topology // nil before the first SetTopology
+	states []StateRange       // sorted, merged, Kind != None
+	kind   [slot.Count]Kind   // per-slot lookup derived from states
+}
+
+func newView(topo *topology.Topology, states []StateRange) *view {
+	v := &view{topo: topo, states: states}
+	for _, r := range states {
+		for s := int(r.Range.Start); s <= int(r.Range.End); s++ {
+			v.kind[s] = r.Kind
+		}
+	}
+	return v
+}
+
+// Node is the identity and cluster view of one storage node. It is safe for
+// concurrent use.
+type Node struct {
+	st *store.Store
+	id string
+
+	mu   sync.Mutex // serializes changes; readers only load view
+	view atomic.Pointer[view]
+}
+
+// Open binds st to node id and loads the persisted topology and slot states.
+// The first Open of a directory records id; a later Open with another id
+// fails with ErrIdentity naming both, since serving one node's data under
+// another's name would silently hand out the wrong slots.
+func Open(st *store.Store, id string) (*Node, error) {
+	if id == "" {
+		return nil, rpcerr.InvalidField("node-id", "a node id is required")
+	}
+	err := st.UpdateSystem(func(tx *store.SystemTxn) error {
+		have, err := tx.Get(recordNodeID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return tx.Set(recordNodeID, []byte(id))
+		case err != nil:
+			return err
+		case string(have) != id:
+			return fmt.Errorf("%w: data directory %s belongs to node %q, refusing to start it as node %q (use --node-id %s or another --data-dir)",
+				ErrIdentity, st.Dir(), have, id, have)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{st: st, id: id}
+	v, err := n.load()
+	if err != nil {
+		return nil, err
+	}
+	n.view.Store(v)
+	return n, nil
+}
+
+func (n *Node) load() (*view, error) {
+	raw, err := n.st.GetSystem(recordTopology)
+	if errors.Is(err, store.ErrNotFound) {
+		return newView(nil, nil), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var p clusterv1.Topology
+	if err := proto.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("node: persisted topology is corrupt: %w", err)
+	}
+	topo, err := topology.FromProto(&p)
+	if err != nil {
+		return nil, fmt.Errorf("node: persisted topology is invalid: %w", err)
+	}
+	raw, err = n.st.GetSystem(recordSlotStates)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	states, err := decodeStates(raw)
+	if err != nil {
+		return nil, fmt.Errorf("node: persisted slot states are corrupt: %w", err)
+	}
+	return newView(topo, states), nil
+}
+
+// ID is the node id.
+func (n *Node) ID() string { return n.id }
+
+// Topology returns the topology held, nil before the first one.
+func (n *Node) Topology() *topology.Topology { return n.view.Load().topo }
+
+// States returns every slot range with a state on this node, in slot order.
+func (n *Node) States() []StateRange {
+	return append([]StateRange(nil), n.view.Load().states...)
+}
+
+// Served returns the slot ranges this node answers reads for now (OWNED,
+// MIGRATING and FROZEN), merged, in slot order.
+func (n *Node) Served() []slot.Range {
+	var out []slot.Range
+	for _, r := range n.view.Load().states {
+		if !r.Kind.serves() {
+			continue
+		}
+		if k := len(out); k > 0 && int(out[k-1].End)+1 == int(r.Range.Start) {
+			out[k-1].End = r.Range.End
+			continue
+		}
+		out = append(out, r.Range)
+	}
+	return out
+}
+
+// State returns the state of slot s.
+func (n *Node) State(s uint16) Kind {
+	if int(s) >= slot.Count {
+		return None
+	}
+	return n.view.Load().kind[s]
+}
+
+// CheckRead returns nil when this node serves reads of slot s, and otherwise
+// the reason: rpcerr.ErrNoTopology, rpcerr.ErrSlotUnassigned, or a
+// *rpcerr.SlotMovedError naming the owner.
+func (n *Node) CheckRead(s uint16) error { return n.check(n.view.Load(), s, false) }
+
+// CheckWrite is CheckRead for writes; a FROZEN slot also refuses with a
+// *rpcerr.SlotFrozenError.
+func (n *Node) CheckWrite(s uint16) error { return n.check(n.view.Load(), s, true) }
+
+// CheckRanges checks every slot of ranges from one view and returns the
+// error of the first slot not served.
+func (n *Node) CheckRanges(ranges []slot.Range, write bool) error {
+	v := n.view.Load()
+	for _, r := range ranges {
+		for s := int(r.Start); s <= int(r.End) && s < slot.Count; s++ {
+			if err := n.check(v, uint16(s), write); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (n *Node) check(v *view, s uint16, write bool) error {
+	if int(s) >= slot.Count {
+		return rpcerr.InvalidField("slot", "slot %d is out of 0-%d", s, slot.MaxSlot)
+	}
+	switch k := v.kind[s]; {
+	case k == Frozen && write:
+		return &rpcerr.SlotFrozenError{Slot: s, RetryAfter: FrozenRetryAfter}
+	case k.serves():
+		return nil
+	}
+	if v.topo == nil {
+		return fmt.Errorf("%w: node %s has not been given a topology yet", rpcerr.ErrNoTopology, n.id)
+	}
+	owner, ok := v.topo.Owner(s)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: slot %d has no owner in topology version %d", rpcerr.ErrSlotUnassigned, s, v.topo.Version())
+	case owner.ID == n.id:
+		// Assigned here but not (yet) served: an import not committed.
+		return fmt.Errorf("%w: slot %d is %s on node %s and not served yet", rpcerr.ErrUnavailable, s, v.kind[s], n.id)
+	}
+	return &rpcerr.SlotMovedError{Slot: s, OwnerID: owner.ID, OwnerAddress: owner.GRPCAddress, Version: v.topo.Version()}
+}
+
+// SetTopology installs p if it is newer than the topology held. It returns
+// the version held afterwards and whether anything changed. An older version
+// is refused with rpcerr.ErrStaleTopology; the same version is accepted
+// (changed=false) only when identical, so a bootstrap can be re-run, and is
+// otherwise refused too: two different topologies must never share a version.
+// A newer topology is persisted together with the slot states derived from
+// it (slots assigned to this node OWNED, the rest no state) in one
+// transaction, then becomes visible to requests at once.
+func (n *Node) SetTopology(p *clusterv1.Topology) (version uint64, changed bool, err error) {
+	t, err := topology.FromProto(p)
+	if err != nil {
+		return 0, false, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	cur := n.view.Load()
+	if cur.topo != nil {
+		switch have := cur.topo.Version(); {
+		case t.Version() < have:
+			return have, false, fmt.Errorf("%w: topology version %d is older than version %d held by node %s",
+				rpcerr.ErrStaleTopology, t.Version(), have, n.id)
+		case t.Version() == have && t.Equal(cur.topo):
+			return have, false, nil
+		case t.Version() == have:
+			return have, false, fmt.Errorf("%w: topology version %d differs from the version %d already held by node %s; a changed topology needs a higher version",
+				rpcerr.ErrStaleTopology, t.Version(), have, n.id)
+		}
+	}
+	var states []StateRange
+	for _, r := range t.RangesOf(n.id) {
+		states = append(states, StateRange{Range: r, Kind: Owned})
+	}
+	topoBytes, err := proto.Marshal(t.Proto())
+	if err != nil {
+		return 0, false, fmt.Errorf("node: encode topology: %w", err)
+	}
+	stateBytes, err := encodeStates(states)
+	if err != nil {
+		return 0, false, err
+	}
+	err = n.st.UpdateSystem(func(tx *store.SystemTxn) error {
+		if err := tx.Set(recordTopology, topoBytes); err != nil {
+			return err
+		}
+		return tx.Set(recordSlotStates, stateBytes)
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("node: persist topology version %d: %w", t.Version(), err)
+	}
+	n.view.Store(newView(t, states))
+	return t.Version(), true, nil
+}
+
+// encodeStates writes states as length-delimited SlotStateRange messages.
+func encodeStates(states []StateRange) ([]byte, error) {
+	var buf bytes.Buffer
+	for _, r := range states {
+		if _, err := protodelim.MarshalTo(&buf, r.Proto()); err != nil {
+			return nil, fmt.Errorf("node: encode slot states: %w", err)
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+func decodeStates(b []byte) ([]StateRange, error) {
+	var out []StateRange
+	r := bytes.NewReader(b)
+	for r.Len() > 0 {
+		var m clusterv1.SlotStateRange
+		if err := protodelim.UnmarshalFrom(r, &m); err != nil {
+			return nil, err
+		}
+		k, err := kindFromProto(m.GetState())
+		if err != nil {
+			return nil, err
+		}
+		rg := slot.Range{Start: uint16(m.GetRange().GetStart()), End: uint16(m.GetRange().GetEnd())}
+		if m.GetRange().GetEnd() > slot.MaxSlot || m.GetRange().GetStart() > m.GetRange().GetEnd() {
+			return nil, fmt.Errorf("bad slot range %d-%d", m.GetRange().GetStart(), m.GetRange().GetEnd())
+		}
+		out = append(out, StateRange{Range: rg, Kind: k, JobID: m.GetJobId(), PeerNodeID: m.GetPeerNodeId()})
+	}
+	return out, nil
+}

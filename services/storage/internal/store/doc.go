@@ -1,0 +1,42 @@
+// Package store is the storage node's Badger domain layer: user data laid
+// out by slot, system records beside it, and the range operations (scan,
+// count, digest) that slot ownership, routing and migration are built on.
+//
+// # Key layout
+//
+// Every user key is stored as
+//
+//	[slot: 2 bytes big-endian][user key]
+//
+// where slot = CRC16(key) mod 16384 (pkg/slot). Badger keeps keys sorted, so
+// the keys of one slot are one contiguous key range and a slot range a-b is
+// the single key range [a, b+1) of two-byte prefixes. That makes a scan of a
+// slot range one seek and one forward walk, a count of a slot range a
+// key-only walk, and a whole slot droppable with Badger's DropPrefix.
+// Storage order is therefore "slot, then key": a scan over several slots
+// returns slot 0's keys (sorted) before slot 1's.
+//
+// # Reserved prefix
+//
+// Slots are below 16384 = 0x4000, so the first byte of a user storage key is
+// at most 0x3F. System records (node identity, topology, slot states and
+// later migration job state) live under the first byte 0xFF, which no slot
+// can produce: system records never show up in a scan of any slot range and
+// user data can never overwrite them. See SystemTxn.
+//
+// Badger reserves keys starting with "!badger!" for itself. The two bytes
+// "!b" are the slot prefix of slot 0x2162 (8546), so a user key of that slot
+// starting with "adger!" cannot be stored; Put refuses it with
+// ErrReservedKey instead of failing obscurely inside Badger.
+//
+// # Digest
+//
+// Digest hashes each entry as sha256(uvarint len(key) || key || uvarint
+// len(value) || value) over the user key (without the slot prefix) and sums
+// the 32-byte hashes as four little-endian uint64 lanes modulo 2^64. The sum
+// is order-independent (two nodes that hold the same entries agree whatever
+// order they were written or are scanned in) and additive (the digest of a
+// range set is the Combine of its slots' digests), which is what migration
+// verification needs: compare per-slot digests on both sides without moving
+// the data again. Length prefixes keep ("ab","c") and ("a","bc") apart.
+package store

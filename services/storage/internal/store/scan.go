@@ -1,0 +1,331 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/slotkv/slotkv/pkg/slot"
+)
+
+// Scan limits.
+const (
+	// DefaultScanLimit is the limit of a scan that gives none.
+	DefaultScanLimit = 1000
+	// MaxScanLimit is the largest limit a scan accepts.
+	MaxScanLimit = 10000
+	// MaxScanBytes bounds one scan result (keys, values and per-item framing),
+	// so a page of large values stays below gRPC's default 4 MiB message
+	// limit. A scan always returns at least one item, whatever its size.
+	MaxScanBytes = 4<<20 - 64<<10
+	// itemOverhead approximates the protobuf framing of one scanned item.
+	itemOverhead = 20
+)
+
+// Position is a place in storage order: the first key of Slot that is >= Key.
+type Position struct {
+	Slot uint16
+	Key  []byte
+}
+
+// ScanOptions selects what Scan returns.
+type ScanOptions struct {
+	// Ranges to scan; they may be unsorted or overlap (they are merged).
+	Ranges []slot.Range
+	// Prefix keeps only keys starting with it.
+	Prefix []byte
+	// Start, when set, skips everything before it (inclusive start).
+	Start *Position
+	// Limit is the maximum number of items; 0 means DefaultScanLimit.
+	Limit int
+	// KeysOnly leaves values out (and does not read them).
+	KeysOnly bool
+	// MaxBytes overrides MaxScanBytes when positive (tests).
+	MaxBytes int
+}
+
+// KV is one scanned entry.
+type KV struct {
+	Slot  uint16
+	Key   []byte
+	Value []byte // nil with KeysOnly
+}
+
+// ScanResult is one page of a scan.
+type ScanResult struct {
+	Items []KV
+	// Next is where to continue: the last returned key + "\x00" in its slot.
+	// Nil when the scan is complete.
+	Next *Position
+}
+
+// normalize validates and merges ranges into storage order.
+func normalize(ranges []slot.Range) ([]slot.Range, error) {
+	if len(ranges) == 0 {
+		return nil, fmt.Errorf("%w: no slot ranges given", ErrBadScan)
+	}
+	rs, err := slot.NewRangeSet(ranges...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadScan, err)
+	}
+	return rs.Ranges(), nil
+}
+
+// walk calls fn for every entry of ranges (sorted, disjoint) in storage
+// order that is at or after start (a storage key, or nil) and whose user key
+// has prefix, until fn returns false. With a prefix it seeks to the prefix in
+// each slot, jumping straight over slots that hold nothing.
+func walk(it *badger.Iterator, ranges []slot.Range, prefix, start []byte, fn func(*badger.Item) bool) {
+	seek := make([]byte, 0, slot.PrefixLen+len(prefix))
+	if len(prefix) == 0 {
+		for _, r := range ranges {
+			lo, hi := r.KeyBounds()
+			from := lo[:]
+			if start != nil && bytes.Compare(start, from) > 0 {
+				from = start
+			}
+			if bytes.Compare(from, hi[:]) >= 0 {
+				continue
+			}
+			for it.Seek(from); it.Valid(); it.Next() {
+				item := it.Item()
+				if bytes.Compare(item.Key(), hi[:]) >= 0 {
+					break
+				}
+				if !fn(item) {
+					return
+				}
+			}
+		}
+		return
+	}
+	var startSlot uint16
+	if start != nil {
+		startSlot, _, _ = slot.SplitKey(start)
+	}
+	for _, r := range ranges {
+		s := int(r.Start)
+		if start != nil {
+			s = max(s, int(startSlot))
+		}
+		for s <= int(r.End) {
+			seek = slot.AppendKey(seek[:0], uint16(s), prefix)
+			from := seek
+			if start != nil && s == int(startSlot) && bytes.Compare(start, from) > 0 {
+				from = start
+			}
+			it.Seek(from)
+			if !it.Valid() {
+				return // nothing at all after this point
+			}
+			k := it.Item().Key()
+			if k[0] == SystemPrefix {
+				return // past every slot
+			}
+			ks := int(k[0])<<8 | int(k[1])
+			if ks > s {
+				s = ks // skip empty slots in one step
+				continue
+			}
+			for ; it.Valid(); it.Next() {
+				item := it.Item()
+				if !bytes.HasPrefix(item.Key(), seek) {
+					break
+				}
+				if !fn(item) {
+					return
+				}
+			}
+			s++
+		}
+	}
+}
+
+func startKey(p *Position) ([]byte, error) {
+	if p == nil {
+		return nil, nil
+	}
+	if p.Slot > slot.MaxSlot {
+		return nil, fmt.Errorf("%w: start slot %d out of range 0-%d", ErrBadScan, p.Slot, slot.MaxSlot)
+	}
+	return slot.AppendKey(nil, p.Slot, p.Key), nil
+}
+
+// Scan returns one page of the entries of o.Ranges in storage order.
+func (s *Store) Scan(o ScanOptions) (ScanResult, error) {
+	ranges, err := normalize(o.Ranges)
+	if err != nil {
+		return ScanResult{}, err
+	}
+	limit := o.Limit
+	switch {
+	case limit < 0 || limit > MaxScanLimit:
+		return ScanResult{}, fmt.Errorf("%w: limit %d is out of 0-%d", ErrBadScan, limit, MaxScanLimit)
+	case limit == 0:
+		limit = DefaultScanLimit
+	}
+	budget := o.MaxBytes
+	if budget <= 0 {
+		budget = MaxScanBytes
+	}
+	start, err := startKey(o.Start)
+	if err != nil {
+		return ScanResult{}, err
+	}
+
+	// Keys and values are copied into one arena and sliced out at the end:
+	// two allocations per page instead of two per item.
+	type span struct {
+		slot            uint16
+		kFrom, kTo, vTo int
+	}
+	var (
+		arena []byte
+		spans = make([]span, 0, min(limit, 256))
+		size  int
+		more  bool
+		verr  error
+	)
+	err = s.db.View(func(txn *badger.Txn) error {
+		io := badger.DefaultIteratorOptions
+		io.PrefetchValues = !o.KeysOnly
+		io.PrefetchSize = min(limit, io.PrefetchSize)
+		it := txn.NewIterator(io)
+		defer it.Close()
+		walk(it, ranges, o.Prefix, start, func(item *badger.Item) bool {
+			n := len(item.Key()) + itemOverhead
+			if !o.KeysOnly {
+				n += int(item.ValueSize())
+			}
+			if len(spans) == limit || (len(spans) > 0 && size+n > budget) {
+				more = true
+				return false
+			}
+			size += n
+			k := item.Key()
+			sp := span{slot: uint16(k[0])<<8 | uint16(k[1]), kFrom: len(arena)}
+			arena = append(arena, k[slot.PrefixLen:]...)
+			sp.kTo = len(arena)
+			if !o.KeysOnly {
+				verr = item.Value(func(v []byte) error {
+					arena = append(arena, v...)
+					return nil
+				})
+				if verr != nil {
+					return false
+				}
+			}
+			sp.vTo = len(arena)
+			spans = append(spans, sp)
+			return true
+		})
+		return verr
+	})
+	if err != nil {
+		return ScanResult{}, mapErr("scan", err)
+	}
+	res := ScanResult{Items: make([]KV, len(spans))}
+	for i, sp := range spans {
+		kv := KV{Slot: sp.slot, Key: arena[sp.kFrom:sp.kTo:sp.kTo]}
+		if !o.KeysOnly {
+			kv.Value = arena[sp.kTo:sp.vTo:sp.vTo]
+		}
+		res.Items[i] = kv
+	}
+	if more {
+		last := res.Items[len(res.Items)-1]
+		next := make([]byte, len(last.Key)+1)
+		copy(next, last.Key)
+		res.Next = &Position{Slot: last.Slot, Key: next}
+	}
+	return res, nil
+}
+
+// Count returns the number of keys in ranges, walking keys only.
+func (s *Store) Count(ranges []slot.Range) (uint64, error) {
+	ranges, err := normalize(ranges)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	err = s.db.View(func(txn *badger.Txn) error {
+		io := badger.DefaultIteratorOptions
+		io.PrefetchValues = false
+		it := txn.NewIterator(io)
+		defer it.Close()
+		walk(it, ranges, nil, nil, func(*badger.Item) bool { n++; return true })
+		return nil
+	})
+	if err != nil {
+		return 0, mapErr("count", err)
+	}
+	return n, nil
+}
+
+// KeyCount returns the number of user keys in the store.
+func (s *Store) KeyCount() (uint64, error) {
+	return s.Count([]slot.Range{{Start: 0, End: slot.MaxSlot}})
+}
+
+// SlotDigest is the digest of one slot.
+type SlotDigest struct {
+	Slot   uint16
+	Count  uint64
+	Digest Digest
+}
+
+// DigestResult is the digest of a range set.
+type DigestResult struct {
+	Count  uint64
+	Digest Digest
+	// Slots holds one digest per non-empty slot, in slot order, when asked.
+	Slots []SlotDigest
+}
+
+// Digest counts and digests the entries of ranges from one snapshot.
+func (s *Store) Digest(ranges []slot.Range, perSlot bool) (DigestResult, error) {
+	ranges, err := normalize(ranges)
+	if err != nil {
+		return DigestResult{}, err
+	}
+	var res DigestResult
+	h := NewHasher()
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		defer it.Close()
+		var (
+			cur  *SlotDigest
+			verr error
+		)
+		walk(it, ranges, nil, nil, func(item *badger.Item) bool {
+			k := item.Key()
+			sl := uint16(k[0])<<8 | uint16(k[1])
+			d := &res.Digest
+			if perSlot {
+				if cur == nil || cur.Slot != sl {
+					res.Slots = append(res.Slots, SlotDigest{Slot: sl})
+					cur = &res.Slots[len(res.Slots)-1]
+				}
+				cur.Count++
+				d = &cur.Digest
+			}
+			verr = item.Value(func(v []byte) error {
+				h.Add(d, k[slot.PrefixLen:], v)
+				return nil
+			})
+			res.Count++
+			return verr == nil
+		})
+		return verr
+	})
+	if err != nil {
+		return DigestResult{}, mapErr("digest", err)
+	}
+	if perSlot {
+		for _, sd := range res.Slots {
+			res.Digest = res.Digest.Combine(sd.Digest)
+		}
+	}
+	return res, nil
+}

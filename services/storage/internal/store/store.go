@@ -1,0 +1,347 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/slot"
+)
+
+// Sentinel errors. Each wraps the rpcerr sentinel that decides its gRPC code,
+// so callers test them with errors.Is and the gRPC layer maps them without
+// knowing this package.
+var (
+	// ErrNotFound: Get of an absent key.
+	ErrNotFound = fmt.Errorf("key %w", rpcerr.ErrNotFound)
+	// ErrEmptyKey: a user key of length zero.
+	ErrEmptyKey = fmt.Errorf("%w: empty key", rpcerr.ErrInvalidArgument)
+	// ErrReservedKey: a key whose storage form starts with Badger's reserved
+	// "!badger!" prefix (slot 8546 and a key starting with "adger!").
+	ErrReservedKey = fmt.Errorf("%w: key collides with Badger's reserved key space", rpcerr.ErrInvalidArgument)
+	// ErrBatchTooLarge: a batch that does not fit in one Badger transaction
+	// (Badger's ErrTxnTooBig); the wrapping error names the count.
+	ErrBatchTooLarge = fmt.Errorf("%w: batch too large", rpcerr.ErrInvalidArgument)
+	// ErrBadScan: scan options out of bounds (limit, ranges).
+	ErrBadScan = fmt.Errorf("%w: bad scan", rpcerr.ErrInvalidArgument)
+	// ErrClosed: the store was closed.
+	ErrClosed = fmt.Errorf("store closed: %w", rpcerr.ErrUnavailable)
+	// ErrFormat: the directory holds data of another format version.
+	ErrFormat = errors.New("store: incompatible data format")
+)
+
+// badgerReserved is the prefix Badger keeps for its own keys.
+var badgerReserved = []byte("!badger!")
+
+// Store is a Badger database with slotkv's key layout. It is safe for
+// concurrent use.
+type Store struct {
+	db   *badger.DB
+	opts Options
+}
+
+// Open opens (creating if needed) the store described by opts.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" && !opts.InMemory {
+		return nil, fmt.Errorf("store: open: %w", rpcerr.InvalidField("dir", "no data directory given"))
+	}
+	bo := badger.DefaultOptions(opts.Dir).
+		WithInMemory(opts.InMemory).
+		WithSyncWrites(opts.SyncWrites).
+		WithLogger(badgerLogger{opts.Logger}).
+		// Metrics are process-global expvars in Badger; Size is computed
+		// here from the files instead, so they buy nothing.
+		WithMetricsEnabled(false)
+	if opts.InMemory {
+		bo = bo.WithDir("").WithValueDir("")
+	}
+	if opts.MemTableSize > 0 {
+		bo = bo.WithMemTableSize(opts.MemTableSize)
+		// Badger refuses a value threshold above its largest batch (15% of
+		// a memtable); small memtables (tests) need a smaller threshold.
+		if maxBatch := opts.MemTableSize * 15 / 100; bo.ValueThreshold > maxBatch/2 {
+			bo = bo.WithValueThreshold(maxBatch / 2)
+		}
+	}
+	if opts.BlockCacheSize > 0 {
+		bo = bo.WithBlockCacheSize(opts.BlockCacheSize)
+	}
+	if opts.ValueLogFileSize > 0 {
+		bo = bo.WithValueLogFileSize(opts.ValueLogFileSize)
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("store: open badger in %s: %w", opts.Dir, err)
+	}
+	s := &Store{db: db, opts: opts}
+	if err := s.checkFormat(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close flushes and closes the database. Calls after the first return nil.
+func (s *Store) Close() error {
+	if s.db.IsClosed() {
+		return nil
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// Dir returns the data directory.
+func (s *Store) Dir() string { return s.opts.Dir }
+
+// CheckKey returns the slot of a user key, or ErrEmptyKey / ErrReservedKey
+// when the key cannot be stored; request validation calls it to name the
+// offending field before any write starts.
+func CheckKey(key []byte) (uint16, error) {
+	if len(key) == 0 {
+		return 0, ErrEmptyKey
+	}
+	sl := slot.Of(key)
+	if p := slot.Prefix(sl); p == [2]byte(badgerReserved[:2]) && bytes.HasPrefix(key, badgerReserved[slot.PrefixLen:]) {
+		return sl, fmt.Errorf("%w: key %q (slot %d) starts with %q after its slot prefix", ErrReservedKey, key, sl, badgerReserved[slot.PrefixLen:])
+	}
+	return sl, nil
+}
+
+// Ready reports whether the store is open: nil, or ErrClosed.
+func (s *Store) Ready() error {
+	if s.db.IsClosed() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// storageKey returns the storage form of a user key and its slot.
+func storageKey(dst, key []byte) ([]byte, uint16, error) {
+	sl, err := CheckKey(key)
+	if err != nil {
+		return nil, sl, err
+	}
+	return slot.AppendKey(dst, sl, key), sl, nil
+}
+
+// mapErr turns Badger errors into this package's sentinels.
+func mapErr(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, badger.ErrDBClosed):
+		return fmt.Errorf("store: %s: %w", op, ErrClosed)
+	case errors.Is(err, badger.ErrBlockedWrites):
+		// Writes are blocked while Badger drops a prefix; the caller may retry.
+		return fmt.Errorf("store: %s: %w: %w", op, rpcerr.ErrUnavailable, err)
+	}
+	return fmt.Errorf("store: %s: %w", op, err)
+}
+
+// Get returns the value of key and its slot; ErrNotFound when absent.
+func (s *Store) Get(key []byte) ([]byte, uint16, error) {
+	k, sl, err := storageKey(nil, key)
+	if err != nil {
+		return nil, sl, err
+	}
+	var val []byte
+	err = s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(k)
+		if err != nil {
+			return err
+		}
+		val, err = it.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, sl, fmt.Errorf("%w: %q (slot %d)", ErrNotFound, key, sl)
+	}
+	if err != nil {
+		return nil, sl, mapErr("get", err)
+	}
+	if val == nil {
+		val = []byte{}
+	}
+	return val, sl, nil
+}
+
+// Put writes key = value in its own transaction and returns the key's slot.
+func (s *Store) Put(key, value []byte) (uint16, error) {
+	k, sl, err := storageKey(nil, key)
+	if err != nil {
+		return sl, err
+	}
+	err = s.db.Update(func(txn *badger.Txn) error { return txn.Set(k, value) })
+	return sl, mapErr("put", err)
+}
+
+// Delete removes key (absent keys are fine) and returns its slot.
+func (s *Store) Delete(key []byte) (uint16, error) {
+	k, sl, err := storageKey(nil, key)
+	if err != nil {
+		return sl, err
+	}
+	err = s.db.Update(func(txn *badger.Txn) error { return txn.Delete(k) })
+	return sl, mapErr("delete", err)
+}
+
+// Item is one BatchGet result.
+type Item struct {
+	Key   []byte
+	Value []byte // nil when not found
+	Found bool
+	Slot  uint16
+}
+
+// BatchGet reads keys in one consistent snapshot, returning one Item per key
+// in request order.
+func (s *Store) BatchGet(keys [][]byte) ([]Item, error) {
+	items := make([]Item, len(keys))
+	var buf []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		for i, key := range keys {
+			k, sl, err := storageKey(buf[:0], key)
+			if err != nil {
+				return fmt.Errorf("keys[%d]: %w", i, err)
+			}
+			buf = k
+			items[i] = Item{Key: key, Slot: sl}
+			it, err := txn.Get(k)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			v, err := it.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if v == nil {
+				v = []byte{}
+			}
+			items[i].Value, items[i].Found = v, true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr("batch get", err)
+	}
+	return items, nil
+}
+
+// Mutation is one BatchWrite operation: a put, or a delete when Delete is set.
+type Mutation struct {
+	Key    []byte
+	Value  []byte
+	Delete bool
+}
+
+// BatchWrite applies muts atomically: every mutation or none. A batch too big
+// for one Badger transaction fails with ErrBatchTooLarge naming its size.
+func (s *Store) BatchWrite(muts []Mutation) error {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	var total int
+	for i, m := range muts {
+		// Each key needs its own buffer: Badger keeps it until commit.
+		k, _, err := storageKey(nil, m.Key)
+		if err != nil {
+			return fmt.Errorf("mutations[%d]: %w", i, err)
+		}
+		total += len(k) + len(m.Value)
+		if m.Delete {
+			err = txn.Delete(k)
+		} else {
+			err = txn.Set(k, m.Value)
+		}
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			return fmt.Errorf("%w: %d mutations totalling over %d bytes do not fit in one transaction (it filled up at mutations[%d]); split the batch",
+				ErrBatchTooLarge, len(muts), total, i)
+		}
+		if err != nil {
+			return mapErr("batch write", err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			return fmt.Errorf("%w: %d mutations do not fit in one transaction; split the batch", ErrBatchTooLarge, len(muts))
+		}
+		return mapErr("batch write commit", err)
+	}
+	return nil
+}
+
+// Size returns the bytes Badger's LSM tree (.sst tables and the .mem
+// memtable write-ahead logs) and value log (.vlog) take on disk, computed
+// from the files now (Badger's own figure is a metric refreshed once a
+// minute). Sizes are allocated bytes where the platform reports them:
+// Badger preallocates memtable and value-log files as sparse files, whose
+// apparent size (hundreds of MiB for an empty node) says nothing about disk
+// use. An in-memory store reports zeros.
+func (s *Store) Size() (lsm, vlog int64, err error) {
+	if s.opts.InMemory {
+		return 0, 0, nil
+	}
+	err = filepath.WalkDir(s.opts.Dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			// Files come and go under compaction; a vanished one counts zero.
+			if errors.Is(err, os.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		switch filepath.Ext(path) {
+		case ".sst", ".mem":
+			lsm += diskSize(d)
+		case ".vlog":
+			vlog += diskSize(d)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("store: size of %s: %w", s.opts.Dir, err)
+	}
+	return lsm, vlog, nil
+}
+
+// diskSize is the allocated size of a file, or its length where the
+// platform does not say.
+func diskSize(d os.DirEntry) int64 {
+	fi, err := d.Info()
+	if err != nil {
+		return 0
+	}
+	if a, ok := allocated(fi); ok {
+		return min(a, fi.Size())
+	}
+	return fi.Size()
+}
+
+// badgerLogger sends Badger's log lines to slog.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) log(level slog.Level, format string, args ...any) {
+	if b.l == nil || !b.l.Enabled(context.Background(), level) {
+		return
+	}
+	b.l.Log(context.Background(), level, strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "badger")
+}
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a...) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a...) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a...) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug-4, f, a...) }

@@ -1,0 +1,108 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// SystemPrefix is the first byte of every system record's key. User storage
+// keys start with a slot's high byte, at most 0x3F (slots are < 0x4000), so
+// no user key can reach this space and no slot-range scan can see it.
+const SystemPrefix byte = 0xFF
+
+// formatRecord holds the data format version of the directory.
+const (
+	formatRecord  = "format"
+	formatVersion = "1"
+)
+
+func systemKey(name string) []byte {
+	k := make([]byte, 0, 1+len(name))
+	k = append(k, SystemPrefix)
+	return append(k, name...)
+}
+
+// checkFormat stamps a new directory with the format version and refuses one
+// written by an incompatible version, before any data is misread.
+func (s *Store) checkFormat() error {
+	return s.UpdateSystem(func(tx *SystemTxn) error {
+		v, err := tx.Get(formatRecord)
+		if errors.Is(err, ErrNotFound) {
+			return tx.Set(formatRecord, []byte(formatVersion))
+		}
+		if err != nil {
+			return err
+		}
+		if string(v) != formatVersion {
+			return fmt.Errorf("%w: %s holds format %q, this binary reads format %q", ErrFormat, s.opts.Dir, v, formatVersion)
+		}
+		return nil
+	})
+}
+
+// SystemTxn reads and writes system records (names under SystemPrefix)
+// inside one Badger transaction, so related records (a topology and the slot
+// states derived from it) change together or not at all.
+type SystemTxn struct {
+	txn *badger.Txn
+}
+
+// Get returns a copy of the record name; ErrNotFound when absent.
+func (t *SystemTxn) Get(name string) ([]byte, error) {
+	it, err := t.txn.Get(systemKey(name))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("system record %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, mapErr("get system record "+name, err)
+	}
+	v, err := it.ValueCopy(nil)
+	if err != nil {
+		return nil, mapErr("get system record "+name, err)
+	}
+	return v, nil
+}
+
+// Set writes the record name. Only valid in UpdateSystem.
+func (t *SystemTxn) Set(name string, value []byte) error {
+	return mapErr("set system record "+name, t.txn.Set(systemKey(name), value))
+}
+
+// Delete removes the record name. Only valid in UpdateSystem.
+func (t *SystemTxn) Delete(name string) error {
+	return mapErr("delete system record "+name, t.txn.Delete(systemKey(name)))
+}
+
+// GetSystem returns the system record name; ErrNotFound when absent.
+func (s *Store) GetSystem(name string) ([]byte, error) {
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		v, err = (&SystemTxn{txn: txn}).Get(name)
+		return err
+	})
+	return v, err
+}
+
+// UpdateSystem runs fn in one read-write transaction and commits it when fn
+// returns nil. Writes are always synced to disk: system records are rare and
+// losing one (a topology) after acknowledging it would be worse than a slow
+// call.
+func (s *Store) UpdateSystem(fn func(tx *SystemTxn) error) error {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	if err := fn(&SystemTxn{txn: txn}); err != nil {
+		return err
+	}
+	if err := txn.Commit(); err != nil {
+		return mapErr("commit system records", err)
+	}
+	if !s.opts.SyncWrites && !s.opts.InMemory {
+		if err := s.db.Sync(); err != nil {
+			return mapErr("sync system records", err)
+		}
+	}
+	return nil
+}

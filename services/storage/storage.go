@@ -1,0 +1,222 @@
+// Package storage runs a slotkv storage node: a Badger store laid out by
+// slot (internal/store), the node's identity, topology and slot states
+// (internal/node), and the StorageService and NodeService gRPC APIs with
+// their REST gateway (internal/grpcapi), served through pkg/server.
+//
+// cmd/slotkv-storage only turns flags into Options and calls Run; tests
+// call Run in process on 127.0.0.1:0 and learn the ports from OnListen.
+package storage
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+
+	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/services/storage/internal/grpcapi"
+	"github.com/slotkv/slotkv/services/storage/internal/node"
+	"github.com/slotkv/slotkv/services/storage/internal/store"
+)
+
+// Default limits, re-exported for flags and documentation.
+const (
+	DefaultMaxKeyBytes   = grpcapi.DefaultMaxKeyBytes
+	DefaultMaxValueBytes = grpcapi.DefaultMaxValueBytes
+	DefaultMaxBatch      = grpcapi.DefaultMaxBatch
+)
+
+// Options configures a storage node. Start from DefaultOptions.
+type Options struct {
+	// NodeID is the node's stable id. Required. The first start records it
+	// in DataDir; starting the same directory with another id fails.
+	NodeID string
+	// DataDir holds the Badger database. Required.
+	DataDir string
+	// GRPCAddr and HTTPAddr are the listen addresses; port 0 picks a free
+	// port. HTTPAddr "" disables REST and the /healthz, /readyz probes.
+	GRPCAddr, HTTPAddr string
+	// AdvertiseGRPC and AdvertiseHTTP are the addresses this node reports
+	// (GetNodeInfo). Empty means the bound address, with a wildcard host
+	// (0.0.0.0, [::]) replaced by the machine's hostname.
+	AdvertiseGRPC, AdvertiseHTTP string
+	// Token is the cluster token every RPC must carry; "" means open.
+	Token string
+	// TLS serves both ports over TLS; ClientTLS is then needed by the
+	// gateway's loopback connection (see server.Options).
+	TLS, ClientTLS *tls.Config
+
+	// MaxKeyBytes, MaxValueBytes and MaxBatch bound requests; zero means
+	// the defaults.
+	MaxKeyBytes, MaxValueBytes, MaxBatch int
+
+	// SyncWrites fsyncs every commit before acknowledging it.
+	SyncWrites bool
+	// MemTableBytes and BlockCacheBytes tune Badger; zero means the store
+	// defaults (64 MiB memtables, 256 MiB block cache).
+	MemTableBytes, BlockCacheBytes int64
+
+	// Logger receives the node's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// TracerProvider makes server spans; nil means none (the trace
+	// context still propagates).
+	TracerProvider trace.TracerProvider
+	// OnListen is called once both listeners are bound, with their actual
+	// addresses (http is nil when HTTP is disabled).
+	OnListen func(grpc, http net.Addr)
+	// ShutdownTimeout bounds graceful shutdown; zero means the server default.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultOptions returns the defaults: gRPC on :7100, HTTP on :8100, data in
+// ./data, default limits. NodeID must still be set.
+func DefaultOptions() Options {
+	return Options{
+		DataDir:       "data",
+		GRPCAddr:      ":7100",
+		HTTPAddr:      ":8100",
+		MaxKeyBytes:   DefaultMaxKeyBytes,
+		MaxValueBytes: DefaultMaxValueBytes,
+		MaxBatch:      DefaultMaxBatch,
+	}
+}
+
+const serviceName = "slotkv-storage"
+
+// ErrConfig marks invalid Options.
+var ErrConfig = errors.New("storage: invalid options")
+
+// Run opens the store in DataDir, serves the storage node until ctx is
+// done, then shuts down gracefully and closes the store. It returns nil
+// after a requested shutdown, or the error that prevented startup or
+// stopped a listener.
+func Run(ctx context.Context, o Options) (err error) {
+	switch {
+	case o.NodeID == "":
+		return fmt.Errorf("%w: a node id is required (--node-id)", ErrConfig)
+	case o.DataDir == "":
+		return fmt.Errorf("%w: a data directory is required (--data-dir)", ErrConfig)
+	case o.GRPCAddr == "":
+		return fmt.Errorf("%w: a gRPC listen address is required (--grpc-addr)", ErrConfig)
+	case o.MaxKeyBytes < 0 || o.MaxValueBytes < 0 || o.MaxBatch < 0:
+		return fmt.Errorf("%w: negative limit (--max-key-bytes=%d, --max-value-bytes=%d, --max-batch=%d)", ErrConfig, o.MaxKeyBytes, o.MaxValueBytes, o.MaxBatch)
+	case o.MaxKeyBytes > grpcapi.MaxKeyBytesLimit:
+		return fmt.Errorf("%w: --max-key-bytes=%d is above Badger's key limit of %d", ErrConfig, o.MaxKeyBytes, grpcapi.MaxKeyBytesLimit)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	// pkg/server adds service=<Name> to its own lines; the rest of the node
+	// logs through log, which carries it too.
+	base := log.With("node_id", o.NodeID)
+	log = base.With("service", serviceName)
+
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		return fmt.Errorf("storage: data directory: %w", err)
+	}
+	so := store.DefaultOptions(o.DataDir).WithSyncWrites(o.SyncWrites).WithLogger(log)
+	if o.MemTableBytes > 0 {
+		so = so.WithMemTableSize(o.MemTableBytes)
+	}
+	if o.BlockCacheBytes > 0 {
+		so = so.WithBlockCacheSize(o.BlockCacheBytes)
+	}
+	st, err := store.Open(so)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := st.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+	n, err := node.Open(st, o.NodeID)
+	if err != nil {
+		return err
+	}
+	if t := n.Topology(); t != nil {
+		log.Info("loaded topology", "version", t.Version(), "served", fmt.Sprint(n.Served()))
+	}
+
+	lim := grpcapi.Limits{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes, MaxBatch: o.MaxBatch}.WithDefaults()
+
+	// The advertised addresses are known only once the listeners are
+	// bound; handlers read them through this pointer.
+	var self atomic.Pointer[[2]string]
+	self.Store(&[2]string{o.AdvertiseGRPC, o.AdvertiseHTTP})
+	cfg := grpcapi.Config{
+		Store:  st,
+		Node:   n,
+		Limits: lim,
+		Self:   func() (string, string) { a := self.Load(); return a[0], a[1] },
+		Logger: log,
+	}
+	storageSvc, nodeSvc := grpcapi.NewStorageService(cfg), grpcapi.NewNodeService(cfg)
+
+	return server.Run(ctx, server.Options{
+		Name:      serviceName,
+		GRPCAddr:  o.GRPCAddr,
+		HTTPAddr:  o.HTTPAddr,
+		Token:     o.Token,
+		TLS:       o.TLS,
+		ClientTLS: o.ClientTLS,
+		// Room for a maximal key and value plus framing in one message,
+		// even when the limits are raised above the shared default.
+		MaxRecvMsgSize:  max(dial.MaxMsgSize, lim.MaxValueBytes+lim.MaxKeyBytes+(1<<20)),
+		TracerProvider:  o.TracerProvider,
+		Logger:          base,
+		ShutdownTimeout: o.ShutdownTimeout,
+		Register: func(s *grpc.Server) {
+			storagev1.RegisterStorageServiceServer(s, storageSvc)
+			storagev1.RegisterNodeServiceServer(s, nodeSvc)
+		},
+		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+			if err := storagev1.RegisterStorageServiceHandler(ctx, mux, conn); err != nil {
+				return err
+			}
+			return storagev1.RegisterNodeServiceHandler(ctx, mux, conn)
+		},
+		Ready: func(context.Context) error { return st.Ready() },
+		OnListen: func(g, h net.Addr) {
+			a := [2]string{o.AdvertiseGRPC, o.AdvertiseHTTP}
+			if a[0] == "" {
+				a[0] = advertised(g)
+			}
+			if a[1] == "" && h != nil {
+				a[1] = advertised(h)
+			}
+			self.Store(&a)
+			log.Info("storage node ready", "advertise_grpc", a[0], "advertise_http", a[1], "data_dir", o.DataDir)
+			if o.OnListen != nil {
+				o.OnListen(g, h)
+			}
+		},
+	})
+}
+
+// advertised turns a bound address into one peers can dial: a wildcard host
+// becomes the hostname (set --advertise-grpc/--advertise-http when that is
+// not resolvable by peers).
+func advertised(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !(tcp.IP == nil || tcp.IP.IsUnspecified()) {
+		return a.String()
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, fmt.Sprint(tcp.Port))
+}

@@ -25,7 +25,7 @@ all: build
 ## tools: build the pinned code generators and grpcurl into bin/
 tools: $(addprefix $(BIN)/,$(TOOLS))
 $(addprefix $(BIN)/,$(TOOLS)): tools/go.mod tools/go.sum
-	cd tools && $(GO) build -o $(BIN)/ $(TOOL_PKGS)
+	cd tools && GOWORK=off $(GO) build -o $(BIN)/ $(TOOL_PKGS)
 
 ## proto: regenerate gen/ from proto/ (byte-for-byte reproducible)
 proto: tools

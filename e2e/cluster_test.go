@@ -8,16 +8,17 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/pkg/testcluster"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,25 +26,16 @@ import (
 
 // cluster is a set of storage processes plus a router, all real processes.
 type cluster struct {
-	t       *testing.T
-	token   string
-	storage []*node
-	router  *proctest.Proc
+	*testcluster.Cluster
+	t      *testing.T
+	router *proctest.Proc
 }
 
-type node struct {
-	id, dir string
-	proc    *proctest.Proc
-}
-
+// startCluster starts n storage nodes, bootstraps them with slotkvctl (the
+// documented command) and starts a router in front of them.
 func startCluster(t *testing.T, n int, token string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, token: token}
-	for i := 1; i <= n; i++ {
-		nd := &node{id: fmt.Sprintf("n%d", i), dir: filepath.Join(t.TempDir(), "data")}
-		nd.proc = c.startStorage(nd, "127.0.0.1:0", "127.0.0.1:0")
-		c.storage = append(c.storage, nd)
-	}
+	c := &cluster{Cluster: testcluster.Start(t, n, testcluster.Options{Token: token}), t: t}
 	c.ctl("bootstrap", "--storage", c.storageAddrs())
 	c.router = proctest.Start(t, proctest.Bin(t, "slotkv-router"),
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
@@ -52,20 +44,7 @@ func startCluster(t *testing.T, n int, token string) *cluster {
 	return c
 }
 
-func (c *cluster) startStorage(nd *node, grpcAddr, httpAddr string) *proctest.Proc {
-	c.t.Helper()
-	return proctest.Start(c.t, proctest.Bin(c.t, "slotkv-storage"),
-		"--node-id", nd.id, "--data-dir", nd.dir,
-		"--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--token", c.token)
-}
-
-func (c *cluster) storageAddrs() string {
-	var a []string
-	for _, nd := range c.storage {
-		a = append(a, nd.proc.GRPC)
-	}
-	return strings.Join(a, ",")
-}
+func (c *cluster) storageAddrs() string { return strings.Join(c.Addrs(), ",") }
 
 // ctl runs slotkvctl with the cluster token and returns its output.
 func (c *cluster) ctl(args ...string) string {
@@ -73,7 +52,7 @@ func (c *cluster) ctl(args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, proctest.Bin(c.t, "slotkvctl"), args...)
-	cmd.Env = append(cmd.Environ(), "SLOTKV_TOKEN="+c.token)
+	cmd.Env = append(cmd.Environ(), "SLOTKV_TOKEN="+c.Token)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		c.t.Fatalf("slotkvctl %v: %v\n%s", args, err, out)
@@ -108,9 +87,7 @@ func (c *cluster) rest(method, path string, body any) (int, map[string]any) {
 		rd = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, "http://"+c.router.HTTP+path, rd)
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
+	auth.SetHeader(req.Header, c.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", method, path, err)
@@ -128,7 +105,7 @@ func (c *cluster) rest(method, path string, body any) (int, map[string]any) {
 
 func (c *cluster) conn(addr string) *grpc.ClientConn {
 	c.t.Helper()
-	cc, err := dial.New(addr, dial.Options{Token: c.token})
+	cc, err := dial.New(addr, dial.Options{Token: c.Token})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -205,18 +182,17 @@ func TestClusterEndToEnd(t *testing.T) {
 
 	// Every key is on the node that owns its slot, and only there.
 	var total uint64
-	for _, nd := range c.storage {
-		cc := c.conn(nd.proc.GRPC)
-		info, err := storagev1.NewNodeServiceClient(cc).GetNodeInfo(ctx, &storagev1.GetNodeInfoRequest{})
+	for _, nd := range c.Nodes {
+		info, err := nd.NodeClient().GetNodeInfo(ctx, &storagev1.GetNodeInfoRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cnt, err := storagev1.NewStorageServiceClient(cc).Count(ctx, &storagev1.CountRequest{Ranges: info.GetOwned()})
+		cnt, err := nd.StorageClient().Count(ctx, &storagev1.CountRequest{Ranges: info.GetOwned()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if cnt.GetCount() != info.GetKeyCount() {
-			t.Fatalf("%s: count over owned ranges %d != key count %d", nd.id, cnt.GetCount(), info.GetKeyCount())
+			t.Fatalf("%s: count over owned ranges %d != key count %d", nd.ID, cnt.GetCount(), info.GetKeyCount())
 		}
 		total += cnt.GetCount()
 	}
@@ -226,12 +202,7 @@ func TestClusterEndToEnd(t *testing.T) {
 
 	// A storage node restarts on the same ports with its data: the router
 	// finds every key again.
-	nd := c.storage[1]
-	grpcAddr, httpAddr := nd.proc.GRPC, nd.proc.HTTP
-	if err := nd.proc.Stop(); err != nil {
-		t.Fatalf("stop %s (pid %d): %v", nd.id, nd.proc.Pid(), err)
-	}
-	nd.proc = c.startStorage(nd, grpcAddr, httpAddr)
+	c.Restart(t, c.Nodes[1])
 	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("user/%d", i)
 		code, body := c.rest(http.MethodGet, "/v1/kv/"+key, nil)

@@ -207,3 +207,18 @@ func (t *Topology) Equal(o *Topology) bool {
 func (t *Topology) SameLayout(o *Topology) bool {
 	return slices.Equal(t.nodes, o.nodes) && t.owner == o.owner
 }
+
+// Reassign returns a topology of version+1 in which every slot of ranges
+// belongs to node to (which must be a node of t). It is how a migration's
+// commit hands slots to their destination.
+func (t *Topology) Reassign(ranges slot.RangeSet, to string) (*Topology, error) {
+	ni, ok := t.indexOf(to)
+	if !ok {
+		return nil, rpcerr.InvalidField("node_id", "node %q is not in topology version %d", to, t.version)
+	}
+	next := &Topology{version: t.version + 1, nodes: slices.Clone(t.nodes), owner: t.owner}
+	for s := range ranges.All() {
+		next.owner[s] = ni
+	}
+	return next, nil
+}

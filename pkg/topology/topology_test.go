@@ -105,3 +105,45 @@ func TestFromProtoErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestReassign(t *testing.T) {
+	t.Parallel()
+	v1, err := Even(1, nodes("a", "b", "c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := slot.MustParseRangeSet("0-9,5461")
+	v2, err := v1.Reassign(moved, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v2.Version() != 2 || v1.Version() != 1 {
+		t.Fatalf("versions %d %d", v1.Version(), v2.Version())
+	}
+	for s := range moved.All() {
+		if n, _ := v2.Owner(s); n.ID != "c" {
+			t.Errorf("slot %d owned by %s, want c", s, n.ID)
+		}
+		if n, _ := v1.Owner(s); n.ID == "c" {
+			t.Errorf("v1 changed: slot %d owned by c", s)
+		}
+	}
+	if got := slot.MustParseRangeSet("10-5460"); !mustSet(t, v2.RangesOf("a")).Equal(got) {
+		t.Errorf("a keeps %v, want %v", v2.RangesOf("a"), got)
+	}
+	if _, err := FromProto(v2.Proto()); err != nil {
+		t.Fatalf("reassigned topology invalid: %v", err)
+	}
+	if _, err := v1.Reassign(moved, "zz"); !errors.Is(err, rpcerr.ErrInvalidArgument) {
+		t.Fatalf("unknown node: %v", err)
+	}
+}
+
+func mustSet(t *testing.T, rs []slot.Range) slot.RangeSet {
+	t.Helper()
+	s, err := slot.NewRangeSet(rs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}

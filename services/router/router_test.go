@@ -29,7 +29,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
 	"github.com/slotkv/slotkv/services/router"
-	"github.com/slotkv/slotkv/services/router/internal/testcluster"
+	"github.com/slotkv/slotkv/pkg/testcluster"
 )
 
 // testRouter is a router running in the test process.

@@ -17,7 +17,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
 	"github.com/slotkv/slotkv/services/router/internal/route"
-	"github.com/slotkv/slotkv/services/router/internal/testcluster"
+	"github.com/slotkv/slotkv/pkg/testcluster"
 )
 
 func newRouter(t *testing.T, seeds []string) *route.Router {

@@ -1,6 +1,6 @@
 // Package testcluster starts real slotkv storage nodes (as processes, via
-// pkg/proctest) for the router's tests and gives them topologies directly
-// through NodeService.SetTopology.
+// pkg/proctest) for tests of the services that drive them, and gives them
+// topologies directly through NodeService.SetTopology.
 package testcluster
 
 import (
@@ -68,10 +68,7 @@ func Start(t testing.TB, n int, o Options) *Cluster {
 		id := fmt.Sprintf("n%d", i+1)
 		dir := filepath.Join(t.TempDir(), id)
 		wg.Go(func() {
-			args := []string{"--node-id", id, "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}
-			if o.Token != "" {
-				args = append(args, "--token", o.Token)
-			}
+			args := c.args(id, dir, "127.0.0.1:0", "127.0.0.1:0")
 			// On failure proctest.Start marks the test failed and ends
 			// this goroutine; the nil node is reported below.
 			p := proctest.Start(t, bin, args...)
@@ -154,22 +151,28 @@ func (c *Cluster) SetTopology(t testing.TB, topo *topology.Topology) {
 // node to.
 func Move(t testing.TB, topo *topology.Topology, s uint16, to string) *topology.Topology {
 	t.Helper()
-	ranges := map[string][]slot.Range{}
-	for _, n := range topo.Nodes() {
-		set, err := slot.NewRangeSet(topo.RangesOf(n.ID)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		one := slot.FromSlots([]uint16{s})
-		set = set.Subtract(one)
-		if n.ID == to {
-			set = set.Union(one)
-		}
-		ranges[n.ID] = set.Ranges()
-	}
-	next, err := topology.New(topo.Version()+1, topo.Nodes(), ranges)
+	next, err := topo.Reassign(slot.FromSlots([]uint16{s}), to)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return next
+}
+
+// Restart stops the node by pid (SIGTERM, a clean shutdown) and starts it
+// again on the same data directory and the same ports, as an operator's
+// restart does: the topology names its addresses.
+func (c *Cluster) Restart(t testing.TB, n *Node) {
+	t.Helper()
+	if err := n.Proc.Stop(); err != nil {
+		t.Fatalf("stop %s (pid %d): %v", n.ID, n.Proc.Pid(), err)
+	}
+	n.Proc = proctest.Start(t, proctest.Bin(t, "slotkv-storage"), c.args(n.ID, n.DataDir, n.Proc.GRPC, n.Proc.HTTP)...)
+}
+
+func (c *Cluster) args(id, dir, grpcAddr, httpAddr string) []string {
+	args := []string{"--node-id", id, "--data-dir", dir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr}
+	if c.Token != "" {
+		args = append(args, "--token", c.Token)
+	}
+	return args
 }

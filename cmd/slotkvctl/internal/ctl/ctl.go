@@ -4,6 +4,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -252,10 +253,25 @@ func FetchInfo(ctx context.Context, addrs []string, o ConnOptions) ([]*storagev1
 	return out, nil
 }
 
-var jsonOpts = protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true}
+var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
+
+// marshalJSON renders m as indented JSON. protojson varies its whitespace on
+// purpose from build to build; re-indenting with encoding/json gives scripts
+// a stable layout.
+func marshalJSON(m proto.Message) ([]byte, error) {
+	b, err := jsonOpts.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
 
 func printJSON(w io.Writer, m proto.Message) error {
-	b, err := jsonOpts.Marshal(m)
+	b, err := marshalJSON(m)
 	if err != nil {
 		return err
 	}
@@ -372,7 +388,7 @@ func PrintInfo(w io.Writer, infos []*storagev1.GetNodeInfoResponse, asJSON bool)
 		}
 		fmt.Fprintln(w, "[")
 		for i, in := range infos {
-			b, err := jsonOpts.Marshal(in)
+			b, err := marshalJSON(in)
 			if err != nil {
 				return err
 			}

@@ -524,6 +524,811 @@ func (x *GetTopologyResponse) GetTopology() *v1.Topology {
 	return nil
 }
 
+// PartitionFailure names a partition a read could not reach.
+type PartitionFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Partition name: the storage node id (topology layouts) or "N/M" (naming
+	// file layouts).
+	Partition string `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	// gRPC status code name of the failure, e.g. "UNAVAILABLE".
+	Code          string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionFailure) Reset() {
+	*x = PartitionFailure{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionFailure) ProtoMessage() {}
+
+func (x *PartitionFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionFailure.ProtoReflect.Descriptor instead.
+func (*PartitionFailure) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PartitionFailure) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *PartitionFailure) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *PartitionFailure) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// Entry is one key of a multi-key answer.
+type Entry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The value: `text` when it is valid UTF-8, otherwise `value`. Unset when
+	// the key is absent or its partition failed.
+	//
+	// Types that are valid to be assigned to Data:
+	//
+	//	*Entry_Text
+	//	*Entry_Value
+	Data  isEntry_Data `protobuf_oneof:"data"`
+	Found bool         `protobuf:"varint,4,opt,name=found,proto3" json:"found,omitempty"`
+	Slot  uint32       `protobuf:"varint,5,opt,name=slot,proto3" json:"slot,omitempty"`
+	// Partition that answered.
+	Partition     string `protobuf:"bytes,6,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Entry) Reset() {
+	*x = Entry{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Entry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Entry) ProtoMessage() {}
+
+func (x *Entry) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Entry.ProtoReflect.Descriptor instead.
+func (*Entry) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Entry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Entry) GetData() isEntry_Data {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *Entry) GetText() string {
+	if x != nil {
+		if x, ok := x.Data.(*Entry_Text); ok {
+			return x.Text
+		}
+	}
+	return ""
+}
+
+func (x *Entry) GetValue() []byte {
+	if x != nil {
+		if x, ok := x.Data.(*Entry_Value); ok {
+			return x.Value
+		}
+	}
+	return nil
+}
+
+func (x *Entry) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *Entry) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *Entry) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+type isEntry_Data interface {
+	isEntry_Data()
+}
+
+type Entry_Text struct {
+	Text string `protobuf:"bytes,2,opt,name=text,proto3,oneof"`
+}
+
+type Entry_Value struct {
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3,oneof"`
+}
+
+func (*Entry_Text) isEntry_Data() {}
+
+func (*Entry_Value) isEntry_Data() {}
+
+type MultiGetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Keys  []string               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Answer with what the reachable partitions hold instead of failing; the
+	// unreachable partitions are listed in `failed`.
+	AllowPartial  bool `protobuf:"varint,2,opt,name=allow_partial,json=allowPartial,proto3" json:"allow_partial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiGetRequest) Reset() {
+	*x = MultiGetRequest{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiGetRequest) ProtoMessage() {}
+
+func (x *MultiGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiGetRequest.ProtoReflect.Descriptor instead.
+func (*MultiGetRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MultiGetRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *MultiGetRequest) GetAllowPartial() bool {
+	if x != nil {
+		return x.AllowPartial
+	}
+	return false
+}
+
+type MultiGetResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per requested key, in request order.
+	Entries       []*Entry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Failed        []*PartitionFailure `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiGetResponse) Reset() {
+	*x = MultiGetResponse{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiGetResponse) ProtoMessage() {}
+
+func (x *MultiGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiGetResponse.ProtoReflect.Descriptor instead.
+func (*MultiGetResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MultiGetResponse) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *MultiGetResponse) GetFailed() []*PartitionFailure {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
+// KeyValue is one key to write.
+type KeyValue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Types that are valid to be assigned to Data:
+	//
+	//	*KeyValue_Text
+	//	*KeyValue_Value
+	Data          isKeyValue_Data `protobuf_oneof:"data"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyValue) Reset() {
+	*x = KeyValue{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyValue) ProtoMessage() {}
+
+func (x *KeyValue) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
+func (*KeyValue) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *KeyValue) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyValue) GetData() isKeyValue_Data {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *KeyValue) GetText() string {
+	if x != nil {
+		if x, ok := x.Data.(*KeyValue_Text); ok {
+			return x.Text
+		}
+	}
+	return ""
+}
+
+func (x *KeyValue) GetValue() []byte {
+	if x != nil {
+		if x, ok := x.Data.(*KeyValue_Value); ok {
+			return x.Value
+		}
+	}
+	return nil
+}
+
+type isKeyValue_Data interface {
+	isKeyValue_Data()
+}
+
+type KeyValue_Text struct {
+	Text string `protobuf:"bytes,2,opt,name=text,proto3,oneof"`
+}
+
+type KeyValue_Value struct {
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3,oneof"`
+}
+
+func (*KeyValue_Text) isKeyValue_Data() {}
+
+func (*KeyValue_Value) isKeyValue_Data() {}
+
+type MultiPutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*KeyValue            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiPutRequest) Reset() {
+	*x = MultiPutRequest{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiPutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiPutRequest) ProtoMessage() {}
+
+func (x *MultiPutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiPutRequest.ProtoReflect.Descriptor instead.
+func (*MultiPutRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *MultiPutRequest) GetEntries() []*KeyValue {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type MultiPutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Written       uint32                 `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiPutResponse) Reset() {
+	*x = MultiPutResponse{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiPutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiPutResponse) ProtoMessage() {}
+
+func (x *MultiPutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiPutResponse.ProtoReflect.Descriptor instead.
+func (*MultiPutResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MultiPutResponse) GetWritten() uint32 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+type MultiDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []string               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiDeleteRequest) Reset() {
+	*x = MultiDeleteRequest{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiDeleteRequest) ProtoMessage() {}
+
+func (x *MultiDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiDeleteRequest.ProtoReflect.Descriptor instead.
+func (*MultiDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MultiDeleteRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type MultiDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deleted       uint32                 `protobuf:"varint,1,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MultiDeleteResponse) Reset() {
+	*x = MultiDeleteResponse{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MultiDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MultiDeleteResponse) ProtoMessage() {}
+
+func (x *MultiDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MultiDeleteResponse.ProtoReflect.Descriptor instead.
+func (*MultiDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MultiDeleteResponse) GetDeleted() uint32 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
+}
+
+type ScanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only keys starting with prefix.
+	Prefix string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Start at the position of this key in storage order (its slot, then
+	// the key); ignored when cursor is set.
+	StartKey string `protobuf:"bytes,2,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"`
+	// Maximum entries; 0 means 100, at most 10000.
+	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Opaque cursor from a previous answer's next_cursor.
+	Cursor string `protobuf:"bytes,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Return keys without values.
+	KeysOnly bool `protobuf:"varint,5,opt,name=keys_only,json=keysOnly,proto3" json:"keys_only,omitempty"`
+	// Skip unreachable partitions (listed in `failed`) instead of failing.
+	AllowPartial  bool `protobuf:"varint,6,opt,name=allow_partial,json=allowPartial,proto3" json:"allow_partial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanRequest) Reset() {
+	*x = ScanRequest{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanRequest) ProtoMessage() {}
+
+func (x *ScanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
+func (*ScanRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ScanRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ScanRequest) GetStartKey() string {
+	if x != nil {
+		return x.StartKey
+	}
+	return ""
+}
+
+func (x *ScanRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ScanRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *ScanRequest) GetKeysOnly() bool {
+	if x != nil {
+		return x.KeysOnly
+	}
+	return false
+}
+
+func (x *ScanRequest) GetAllowPartial() bool {
+	if x != nil {
+		return x.AllowPartial
+	}
+	return false
+}
+
+type ScanResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Pass as cursor to continue; empty when the scan is complete.
+	NextCursor    string              `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	Failed        []*PartitionFailure `protobuf:"bytes,3,rep,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanResponse) Reset() {
+	*x = ScanResponse{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanResponse) ProtoMessage() {}
+
+func (x *ScanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
+func (*ScanResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ScanResponse) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ScanResponse) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
+}
+
+func (x *ScanResponse) GetFailed() []*PartitionFailure {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
+type CountRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AllowPartial  bool                   `protobuf:"varint,1,opt,name=allow_partial,json=allowPartial,proto3" json:"allow_partial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountRequest) Reset() {
+	*x = CountRequest{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountRequest) ProtoMessage() {}
+
+func (x *CountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
+func (*CountRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CountRequest) GetAllowPartial() bool {
+	if x != nil {
+		return x.AllowPartial
+	}
+	return false
+}
+
+type CountResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Failed        []*PartitionFailure    `protobuf:"bytes,2,rep,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountResponse) Reset() {
+	*x = CountResponse{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountResponse) ProtoMessage() {}
+
+func (x *CountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
+func (*CountResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CountResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *CountResponse) GetFailed() []*PartitionFailure {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
 var File_slotkv_router_v1_router_proto protoreflect.FileDescriptor
 
 const file_slotkv_router_v1_router_proto_rawDesc = "" +
@@ -558,12 +1363,65 @@ const file_slotkv_router_v1_router_proto_rawDesc = "" +
 	"\x12GetTopologyRequest\x12\x18\n" +
 	"\arefresh\x18\x01 \x01(\bR\arefresh\"N\n" +
 	"\x13GetTopologyResponse\x127\n" +
-	"\btopology\x18\x01 \x01(\v2\x1b.slotkv.cluster.v1.TopologyR\btopology2\xbc\x02\n" +
+	"\btopology\x18\x01 \x01(\v2\x1b.slotkv.cluster.v1.TopologyR\btopology\"^\n" +
+	"\x10PartitionFailure\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x97\x01\n" +
+	"\x05Entry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x04text\x18\x02 \x01(\tH\x00R\x04text\x12\x16\n" +
+	"\x05value\x18\x03 \x01(\fH\x00R\x05value\x12\x14\n" +
+	"\x05found\x18\x04 \x01(\bR\x05found\x12\x12\n" +
+	"\x04slot\x18\x05 \x01(\rR\x04slot\x12\x1c\n" +
+	"\tpartition\x18\x06 \x01(\tR\tpartitionB\x06\n" +
+	"\x04data\"J\n" +
+	"\x0fMultiGetRequest\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\x12#\n" +
+	"\rallow_partial\x18\x02 \x01(\bR\fallowPartial\"\x81\x01\n" +
+	"\x10MultiGetResponse\x121\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.slotkv.router.v1.EntryR\aentries\x12:\n" +
+	"\x06failed\x18\x02 \x03(\v2\".slotkv.router.v1.PartitionFailureR\x06failed\"R\n" +
+	"\bKeyValue\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x04text\x18\x02 \x01(\tH\x00R\x04text\x12\x16\n" +
+	"\x05value\x18\x03 \x01(\fH\x00R\x05valueB\x06\n" +
+	"\x04data\"G\n" +
+	"\x0fMultiPutRequest\x124\n" +
+	"\aentries\x18\x01 \x03(\v2\x1a.slotkv.router.v1.KeyValueR\aentries\",\n" +
+	"\x10MultiPutResponse\x12\x18\n" +
+	"\awritten\x18\x01 \x01(\rR\awritten\"(\n" +
+	"\x12MultiDeleteRequest\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\"/\n" +
+	"\x13MultiDeleteResponse\x12\x18\n" +
+	"\adeleted\x18\x01 \x01(\rR\adeleted\"\xb2\x01\n" +
+	"\vScanRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1b\n" +
+	"\tstart_key\x18\x02 \x01(\tR\bstartKey\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x16\n" +
+	"\x06cursor\x18\x04 \x01(\tR\x06cursor\x12\x1b\n" +
+	"\tkeys_only\x18\x05 \x01(\bR\bkeysOnly\x12#\n" +
+	"\rallow_partial\x18\x06 \x01(\bR\fallowPartial\"\x9e\x01\n" +
+	"\fScanResponse\x121\n" +
+	"\aentries\x18\x01 \x03(\v2\x17.slotkv.router.v1.EntryR\aentries\x12\x1f\n" +
+	"\vnext_cursor\x18\x02 \x01(\tR\n" +
+	"nextCursor\x12:\n" +
+	"\x06failed\x18\x03 \x03(\v2\".slotkv.router.v1.PartitionFailureR\x06failed\"3\n" +
+	"\fCountRequest\x12#\n" +
+	"\rallow_partial\x18\x01 \x01(\bR\fallowPartial\"a\n" +
+	"\rCountResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12:\n" +
+	"\x06failed\x18\x02 \x03(\v2\".slotkv.router.v1.PartitionFailureR\x06failed2\xcf\x05\n" +
 	"\tKVService\x12B\n" +
 	"\x03Get\x12\x1c.slotkv.router.v1.GetRequest\x1a\x1d.slotkv.router.v1.GetResponse\x12B\n" +
 	"\x03Put\x12\x1c.slotkv.router.v1.PutRequest\x1a\x1d.slotkv.router.v1.PutResponse\x12K\n" +
 	"\x06Delete\x12\x1f.slotkv.router.v1.DeleteRequest\x1a .slotkv.router.v1.DeleteResponse\x12Z\n" +
-	"\vGetTopology\x12$.slotkv.router.v1.GetTopologyRequest\x1a%.slotkv.router.v1.GetTopologyResponseB\xbd\x01\n" +
+	"\vGetTopology\x12$.slotkv.router.v1.GetTopologyRequest\x1a%.slotkv.router.v1.GetTopologyResponse\x12Q\n" +
+	"\bMultiGet\x12!.slotkv.router.v1.MultiGetRequest\x1a\".slotkv.router.v1.MultiGetResponse\x12Q\n" +
+	"\bMultiPut\x12!.slotkv.router.v1.MultiPutRequest\x1a\".slotkv.router.v1.MultiPutResponse\x12Z\n" +
+	"\vMultiDelete\x12$.slotkv.router.v1.MultiDeleteRequest\x1a%.slotkv.router.v1.MultiDeleteResponse\x12E\n" +
+	"\x04Scan\x12\x1d.slotkv.router.v1.ScanRequest\x1a\x1e.slotkv.router.v1.ScanResponse\x12H\n" +
+	"\x05Count\x12\x1e.slotkv.router.v1.CountRequest\x1a\x1f.slotkv.router.v1.CountResponseB\xbd\x01\n" +
 	"\x14com.slotkv.router.v1B\vRouterProtoP\x01Z6github.com/slotkv/slotkv/gen/slotkv/router/v1;routerv1\xa2\x02\x03SRX\xaa\x02\x10Slotkv.Router.V1\xca\x02\x10Slotkv\\Router\\V1\xe2\x02\x1cSlotkv\\Router\\V1\\GPBMetadata\xea\x02\x12Slotkv::Router::V1b\x06proto3"
 
 var (
@@ -578,7 +1436,7 @@ func file_slotkv_router_v1_router_proto_rawDescGZIP() []byte {
 	return file_slotkv_router_v1_router_proto_rawDescData
 }
 
-var file_slotkv_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_slotkv_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_slotkv_router_v1_router_proto_goTypes = []any{
 	(*GetRequest)(nil),          // 0: slotkv.router.v1.GetRequest
 	(*GetResponse)(nil),         // 1: slotkv.router.v1.GetResponse
@@ -588,23 +1446,52 @@ var file_slotkv_router_v1_router_proto_goTypes = []any{
 	(*DeleteResponse)(nil),      // 5: slotkv.router.v1.DeleteResponse
 	(*GetTopologyRequest)(nil),  // 6: slotkv.router.v1.GetTopologyRequest
 	(*GetTopologyResponse)(nil), // 7: slotkv.router.v1.GetTopologyResponse
-	(*v1.Topology)(nil),         // 8: slotkv.cluster.v1.Topology
+	(*PartitionFailure)(nil),    // 8: slotkv.router.v1.PartitionFailure
+	(*Entry)(nil),               // 9: slotkv.router.v1.Entry
+	(*MultiGetRequest)(nil),     // 10: slotkv.router.v1.MultiGetRequest
+	(*MultiGetResponse)(nil),    // 11: slotkv.router.v1.MultiGetResponse
+	(*KeyValue)(nil),            // 12: slotkv.router.v1.KeyValue
+	(*MultiPutRequest)(nil),     // 13: slotkv.router.v1.MultiPutRequest
+	(*MultiPutResponse)(nil),    // 14: slotkv.router.v1.MultiPutResponse
+	(*MultiDeleteRequest)(nil),  // 15: slotkv.router.v1.MultiDeleteRequest
+	(*MultiDeleteResponse)(nil), // 16: slotkv.router.v1.MultiDeleteResponse
+	(*ScanRequest)(nil),         // 17: slotkv.router.v1.ScanRequest
+	(*ScanResponse)(nil),        // 18: slotkv.router.v1.ScanResponse
+	(*CountRequest)(nil),        // 19: slotkv.router.v1.CountRequest
+	(*CountResponse)(nil),       // 20: slotkv.router.v1.CountResponse
+	(*v1.Topology)(nil),         // 21: slotkv.cluster.v1.Topology
 }
 var file_slotkv_router_v1_router_proto_depIdxs = []int32{
-	8, // 0: slotkv.router.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
-	0, // 1: slotkv.router.v1.KVService.Get:input_type -> slotkv.router.v1.GetRequest
-	2, // 2: slotkv.router.v1.KVService.Put:input_type -> slotkv.router.v1.PutRequest
-	4, // 3: slotkv.router.v1.KVService.Delete:input_type -> slotkv.router.v1.DeleteRequest
-	6, // 4: slotkv.router.v1.KVService.GetTopology:input_type -> slotkv.router.v1.GetTopologyRequest
-	1, // 5: slotkv.router.v1.KVService.Get:output_type -> slotkv.router.v1.GetResponse
-	3, // 6: slotkv.router.v1.KVService.Put:output_type -> slotkv.router.v1.PutResponse
-	5, // 7: slotkv.router.v1.KVService.Delete:output_type -> slotkv.router.v1.DeleteResponse
-	7, // 8: slotkv.router.v1.KVService.GetTopology:output_type -> slotkv.router.v1.GetTopologyResponse
-	5, // [5:9] is the sub-list for method output_type
-	1, // [1:5] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	21, // 0: slotkv.router.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
+	9,  // 1: slotkv.router.v1.MultiGetResponse.entries:type_name -> slotkv.router.v1.Entry
+	8,  // 2: slotkv.router.v1.MultiGetResponse.failed:type_name -> slotkv.router.v1.PartitionFailure
+	12, // 3: slotkv.router.v1.MultiPutRequest.entries:type_name -> slotkv.router.v1.KeyValue
+	9,  // 4: slotkv.router.v1.ScanResponse.entries:type_name -> slotkv.router.v1.Entry
+	8,  // 5: slotkv.router.v1.ScanResponse.failed:type_name -> slotkv.router.v1.PartitionFailure
+	8,  // 6: slotkv.router.v1.CountResponse.failed:type_name -> slotkv.router.v1.PartitionFailure
+	0,  // 7: slotkv.router.v1.KVService.Get:input_type -> slotkv.router.v1.GetRequest
+	2,  // 8: slotkv.router.v1.KVService.Put:input_type -> slotkv.router.v1.PutRequest
+	4,  // 9: slotkv.router.v1.KVService.Delete:input_type -> slotkv.router.v1.DeleteRequest
+	6,  // 10: slotkv.router.v1.KVService.GetTopology:input_type -> slotkv.router.v1.GetTopologyRequest
+	10, // 11: slotkv.router.v1.KVService.MultiGet:input_type -> slotkv.router.v1.MultiGetRequest
+	13, // 12: slotkv.router.v1.KVService.MultiPut:input_type -> slotkv.router.v1.MultiPutRequest
+	15, // 13: slotkv.router.v1.KVService.MultiDelete:input_type -> slotkv.router.v1.MultiDeleteRequest
+	17, // 14: slotkv.router.v1.KVService.Scan:input_type -> slotkv.router.v1.ScanRequest
+	19, // 15: slotkv.router.v1.KVService.Count:input_type -> slotkv.router.v1.CountRequest
+	1,  // 16: slotkv.router.v1.KVService.Get:output_type -> slotkv.router.v1.GetResponse
+	3,  // 17: slotkv.router.v1.KVService.Put:output_type -> slotkv.router.v1.PutResponse
+	5,  // 18: slotkv.router.v1.KVService.Delete:output_type -> slotkv.router.v1.DeleteResponse
+	7,  // 19: slotkv.router.v1.KVService.GetTopology:output_type -> slotkv.router.v1.GetTopologyResponse
+	11, // 20: slotkv.router.v1.KVService.MultiGet:output_type -> slotkv.router.v1.MultiGetResponse
+	14, // 21: slotkv.router.v1.KVService.MultiPut:output_type -> slotkv.router.v1.MultiPutResponse
+	16, // 22: slotkv.router.v1.KVService.MultiDelete:output_type -> slotkv.router.v1.MultiDeleteResponse
+	18, // 23: slotkv.router.v1.KVService.Scan:output_type -> slotkv.router.v1.ScanResponse
+	20, // 24: slotkv.router.v1.KVService.Count:output_type -> slotkv.router.v1.CountResponse
+	16, // [16:25] is the sub-list for method output_type
+	7,  // [7:16] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_slotkv_router_v1_router_proto_init() }
@@ -620,13 +1507,21 @@ func file_slotkv_router_v1_router_proto_init() {
 		(*PutRequest_Text)(nil),
 		(*PutRequest_Value)(nil),
 	}
+	file_slotkv_router_v1_router_proto_msgTypes[9].OneofWrappers = []any{
+		(*Entry_Text)(nil),
+		(*Entry_Value)(nil),
+	}
+	file_slotkv_router_v1_router_proto_msgTypes[12].OneofWrappers = []any{
+		(*KeyValue_Text)(nil),
+		(*KeyValue_Value)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slotkv_router_v1_router_proto_rawDesc), len(file_slotkv_router_v1_router_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,11 @@ const (
 	KVService_Put_FullMethodName         = "/slotkv.router.v1.KVService/Put"
 	KVService_Delete_FullMethodName      = "/slotkv.router.v1.KVService/Delete"
 	KVService_GetTopology_FullMethodName = "/slotkv.router.v1.KVService/GetTopology"
+	KVService_MultiGet_FullMethodName    = "/slotkv.router.v1.KVService/MultiGet"
+	KVService_MultiPut_FullMethodName    = "/slotkv.router.v1.KVService/MultiPut"
+	KVService_MultiDelete_FullMethodName = "/slotkv.router.v1.KVService/MultiDelete"
+	KVService_Scan_FullMethodName        = "/slotkv.router.v1.KVService/Scan"
+	KVService_Count_FullMethodName       = "/slotkv.router.v1.KVService/Count"
 )
 
 // KVServiceClient is the client API for KVService service.
@@ -43,6 +48,18 @@ type KVServiceClient interface {
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	// GetTopology returns the topology the router routes by.
 	GetTopology(ctx context.Context, in *GetTopologyRequest, opts ...grpc.CallOption) (*GetTopologyResponse, error)
+	// MultiGet reads many keys: one sub-call per partition, answers in
+	// request order.
+	MultiGet(ctx context.Context, in *MultiGetRequest, opts ...grpc.CallOption) (*MultiGetResponse, error)
+	// MultiPut writes many keys (atomic per partition, not across partitions).
+	MultiPut(ctx context.Context, in *MultiPutRequest, opts ...grpc.CallOption) (*MultiPutResponse, error)
+	// MultiDelete removes many keys.
+	MultiDelete(ctx context.Context, in *MultiDeleteRequest, opts ...grpc.CallOption) (*MultiDeleteResponse, error)
+	// Scan lists keys of every partition as one ordered stream (storage
+	// order: slot, then key), merged across partitions, with a cursor.
+	Scan(ctx context.Context, in *ScanRequest, opts ...grpc.CallOption) (*ScanResponse, error)
+	// Count counts the keys of every partition.
+	Count(ctx context.Context, in *CountRequest, opts ...grpc.CallOption) (*CountResponse, error)
 }
 
 type kVServiceClient struct {
@@ -93,6 +110,56 @@ func (c *kVServiceClient) GetTopology(ctx context.Context, in *GetTopologyReques
 	return out, nil
 }
 
+func (c *kVServiceClient) MultiGet(ctx context.Context, in *MultiGetRequest, opts ...grpc.CallOption) (*MultiGetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MultiGetResponse)
+	err := c.cc.Invoke(ctx, KVService_MultiGet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVServiceClient) MultiPut(ctx context.Context, in *MultiPutRequest, opts ...grpc.CallOption) (*MultiPutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MultiPutResponse)
+	err := c.cc.Invoke(ctx, KVService_MultiPut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVServiceClient) MultiDelete(ctx context.Context, in *MultiDeleteRequest, opts ...grpc.CallOption) (*MultiDeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MultiDeleteResponse)
+	err := c.cc.Invoke(ctx, KVService_MultiDelete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVServiceClient) Scan(ctx context.Context, in *ScanRequest, opts ...grpc.CallOption) (*ScanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScanResponse)
+	err := c.cc.Invoke(ctx, KVService_Scan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVServiceClient) Count(ctx context.Context, in *CountRequest, opts ...grpc.CallOption) (*CountResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountResponse)
+	err := c.cc.Invoke(ctx, KVService_Count_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServiceServer is the server API for KVService service.
 // All implementations must embed UnimplementedKVServiceServer
 // for forward compatibility.
@@ -107,6 +174,18 @@ type KVServiceServer interface {
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	// GetTopology returns the topology the router routes by.
 	GetTopology(context.Context, *GetTopologyRequest) (*GetTopologyResponse, error)
+	// MultiGet reads many keys: one sub-call per partition, answers in
+	// request order.
+	MultiGet(context.Context, *MultiGetRequest) (*MultiGetResponse, error)
+	// MultiPut writes many keys (atomic per partition, not across partitions).
+	MultiPut(context.Context, *MultiPutRequest) (*MultiPutResponse, error)
+	// MultiDelete removes many keys.
+	MultiDelete(context.Context, *MultiDeleteRequest) (*MultiDeleteResponse, error)
+	// Scan lists keys of every partition as one ordered stream (storage
+	// order: slot, then key), merged across partitions, with a cursor.
+	Scan(context.Context, *ScanRequest) (*ScanResponse, error)
+	// Count counts the keys of every partition.
+	Count(context.Context, *CountRequest) (*CountResponse, error)
 	mustEmbedUnimplementedKVServiceServer()
 }
 
@@ -128,6 +207,21 @@ func (UnimplementedKVServiceServer) Delete(context.Context, *DeleteRequest) (*De
 }
 func (UnimplementedKVServiceServer) GetTopology(context.Context, *GetTopologyRequest) (*GetTopologyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTopology not implemented")
+}
+func (UnimplementedKVServiceServer) MultiGet(context.Context, *MultiGetRequest) (*MultiGetResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MultiGet not implemented")
+}
+func (UnimplementedKVServiceServer) MultiPut(context.Context, *MultiPutRequest) (*MultiPutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MultiPut not implemented")
+}
+func (UnimplementedKVServiceServer) MultiDelete(context.Context, *MultiDeleteRequest) (*MultiDeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MultiDelete not implemented")
+}
+func (UnimplementedKVServiceServer) Scan(context.Context, *ScanRequest) (*ScanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Scan not implemented")
+}
+func (UnimplementedKVServiceServer) Count(context.Context, *CountRequest) (*CountResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Count not implemented")
 }
 func (UnimplementedKVServiceServer) mustEmbedUnimplementedKVServiceServer() {}
 func (UnimplementedKVServiceServer) testEmbeddedByValue()                   {}
@@ -222,6 +316,96 @@ func _KVService_GetTopology_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KVService_MultiGet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MultiGetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServiceServer).MultiGet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KVService_MultiGet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServiceServer).MultiGet(ctx, req.(*MultiGetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KVService_MultiPut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MultiPutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServiceServer).MultiPut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KVService_MultiPut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServiceServer).MultiPut(ctx, req.(*MultiPutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KVService_MultiDelete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MultiDeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServiceServer).MultiDelete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KVService_MultiDelete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServiceServer).MultiDelete(ctx, req.(*MultiDeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KVService_Scan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServiceServer).Scan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KVService_Scan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServiceServer).Scan(ctx, req.(*ScanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KVService_Count_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CountRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServiceServer).Count(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KVService_Count_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServiceServer).Count(ctx, req.(*CountRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KVService_ServiceDesc is the grpc.ServiceDesc for KVService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -244,6 +428,26 @@ var KVService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTopology",
 			Handler:    _KVService_GetTopology_Handler,
+		},
+		{
+			MethodName: "MultiGet",
+			Handler:    _KVService_MultiGet_Handler,
+		},
+		{
+			MethodName: "MultiPut",
+			Handler:    _KVService_MultiPut_Handler,
+		},
+		{
+			MethodName: "MultiDelete",
+			Handler:    _KVService_MultiDelete_Handler,
+		},
+		{
+			MethodName: "Scan",
+			Handler:    _KVService_Scan_Handler,
+		},
+		{
+			MethodName: "Count",
+			Handler:    _KVService_Count_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1346,7 +1346,10 @@ type GetNodeInfoResponse struct {
 	LsmBytes  int64 `protobuf:"varint,6,opt,name=lsm_bytes,json=lsmBytes,proto3" json:"lsm_bytes,omitempty"`
 	VlogBytes int64 `protobuf:"varint,7,opt,name=vlog_bytes,json=vlogBytes,proto3" json:"vlog_bytes,omitempty"`
 	// Server version string.
-	Version       string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	// Data RPCs served since the process started, by method name (e.g.
+	// "Get"), refused ones included: shows where traffic goes.
+	RpcCounts     map[string]uint64 `protobuf:"bytes,9,rep,name=rpc_counts,json=rpcCounts,proto3" json:"rpc_counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1437,6 +1440,13 @@ func (x *GetNodeInfoResponse) GetVersion() string {
 	return ""
 }
 
+func (x *GetNodeInfoResponse) GetRpcCounts() map[string]uint64 {
+	if x != nil {
+		return x.RpcCounts
+	}
+	return nil
+}
+
 var File_slotkv_storage_v1_storage_proto protoreflect.FileDescriptor
 
 const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
@@ -1514,7 +1524,7 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x13SetTopologyResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x18\n" +
 	"\achanged\x18\x02 \x01(\bR\achanged\"\x14\n" +
-	"\x12GetNodeInfoRequest\"\xd8\x02\n" +
+	"\x12GetNodeInfoRequest\"\xec\x03\n" +
 	"\x13GetNodeInfoResponse\x12+\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.slotkv.cluster.v1.NodeR\x04node\x12)\n" +
 	"\x10topology_version\x18\x02 \x01(\x04R\x0ftopologyVersion\x122\n" +
@@ -1525,7 +1535,12 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\tlsm_bytes\x18\x06 \x01(\x03R\blsmBytes\x12\x1d\n" +
 	"\n" +
 	"vlog_bytes\x18\a \x01(\x03R\tvlogBytes\x12\x18\n" +
-	"\aversion\x18\b \x01(\tR\aversion2\xff\x04\n" +
+	"\aversion\x18\b \x01(\tR\aversion\x12T\n" +
+	"\n" +
+	"rpc_counts\x18\t \x03(\v25.slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntryR\trpcCounts\x1a<\n" +
+	"\x0eRpcCountsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x012\xff\x04\n" +
 	"\x0eStorageService\x12D\n" +
 	"\x03Get\x12\x1d.slotkv.storage.v1.GetRequest\x1a\x1e.slotkv.storage.v1.GetResponse\x12D\n" +
 	"\x03Put\x12\x1d.slotkv.storage.v1.PutRequest\x1a\x1e.slotkv.storage.v1.PutResponse\x12M\n" +
@@ -1554,7 +1569,7 @@ func file_slotkv_storage_v1_storage_proto_rawDescGZIP() []byte {
 	return file_slotkv_storage_v1_storage_proto_rawDescData
 }
 
-var file_slotkv_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_slotkv_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_slotkv_storage_v1_storage_proto_goTypes = []any{
 	(*GetRequest)(nil),          // 0: slotkv.storage.v1.GetRequest
 	(*GetResponse)(nil),         // 1: slotkv.storage.v1.GetResponse
@@ -1583,53 +1598,55 @@ var file_slotkv_storage_v1_storage_proto_goTypes = []any{
 	(*SetTopologyResponse)(nil), // 24: slotkv.storage.v1.SetTopologyResponse
 	(*GetNodeInfoRequest)(nil),  // 25: slotkv.storage.v1.GetNodeInfoRequest
 	(*GetNodeInfoResponse)(nil), // 26: slotkv.storage.v1.GetNodeInfoResponse
-	(*v1.SlotRange)(nil),        // 27: slotkv.cluster.v1.SlotRange
-	(*v1.Topology)(nil),         // 28: slotkv.cluster.v1.Topology
-	(*v1.Node)(nil),             // 29: slotkv.cluster.v1.Node
-	(*v1.SlotStateRange)(nil),   // 30: slotkv.cluster.v1.SlotStateRange
+	nil,                         // 27: slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
+	(*v1.SlotRange)(nil),        // 28: slotkv.cluster.v1.SlotRange
+	(*v1.Topology)(nil),         // 29: slotkv.cluster.v1.Topology
+	(*v1.Node)(nil),             // 30: slotkv.cluster.v1.Node
+	(*v1.SlotStateRange)(nil),   // 31: slotkv.cluster.v1.SlotStateRange
 }
 var file_slotkv_storage_v1_storage_proto_depIdxs = []int32{
 	7,  // 0: slotkv.storage.v1.BatchGetResponse.items:type_name -> slotkv.storage.v1.Item
 	9,  // 1: slotkv.storage.v1.BatchWriteRequest.mutations:type_name -> slotkv.storage.v1.Mutation
-	27, // 2: slotkv.storage.v1.ScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	28, // 2: slotkv.storage.v1.ScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
 	12, // 3: slotkv.storage.v1.ScanRequest.start:type_name -> slotkv.storage.v1.ScanPosition
 	14, // 4: slotkv.storage.v1.ScanResponse.items:type_name -> slotkv.storage.v1.KeyValue
 	12, // 5: slotkv.storage.v1.ScanResponse.next:type_name -> slotkv.storage.v1.ScanPosition
-	27, // 6: slotkv.storage.v1.CountRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	27, // 7: slotkv.storage.v1.DigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	28, // 6: slotkv.storage.v1.CountRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	28, // 7: slotkv.storage.v1.DigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
 	19, // 8: slotkv.storage.v1.DigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	28, // 9: slotkv.storage.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
-	28, // 10: slotkv.storage.v1.SetTopologyRequest.topology:type_name -> slotkv.cluster.v1.Topology
-	29, // 11: slotkv.storage.v1.GetNodeInfoResponse.node:type_name -> slotkv.cluster.v1.Node
-	27, // 12: slotkv.storage.v1.GetNodeInfoResponse.owned:type_name -> slotkv.cluster.v1.SlotRange
-	30, // 13: slotkv.storage.v1.GetNodeInfoResponse.slot_states:type_name -> slotkv.cluster.v1.SlotStateRange
-	0,  // 14: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
-	2,  // 15: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
-	4,  // 16: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
-	6,  // 17: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
-	10, // 18: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
-	13, // 19: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
-	16, // 20: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
-	18, // 21: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
-	21, // 22: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
-	23, // 23: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
-	25, // 24: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
-	1,  // 25: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
-	3,  // 26: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
-	5,  // 27: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
-	8,  // 28: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
-	11, // 29: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
-	15, // 30: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
-	17, // 31: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
-	20, // 32: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
-	22, // 33: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
-	24, // 34: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
-	26, // 35: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
-	25, // [25:36] is the sub-list for method output_type
-	14, // [14:25] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	29, // 9: slotkv.storage.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
+	29, // 10: slotkv.storage.v1.SetTopologyRequest.topology:type_name -> slotkv.cluster.v1.Topology
+	30, // 11: slotkv.storage.v1.GetNodeInfoResponse.node:type_name -> slotkv.cluster.v1.Node
+	28, // 12: slotkv.storage.v1.GetNodeInfoResponse.owned:type_name -> slotkv.cluster.v1.SlotRange
+	31, // 13: slotkv.storage.v1.GetNodeInfoResponse.slot_states:type_name -> slotkv.cluster.v1.SlotStateRange
+	27, // 14: slotkv.storage.v1.GetNodeInfoResponse.rpc_counts:type_name -> slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
+	0,  // 15: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
+	2,  // 16: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
+	4,  // 17: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
+	6,  // 18: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
+	10, // 19: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
+	13, // 20: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
+	16, // 21: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
+	18, // 22: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
+	21, // 23: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
+	23, // 24: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
+	25, // 25: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
+	1,  // 26: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
+	3,  // 27: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
+	5,  // 28: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
+	8,  // 29: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
+	11, // 30: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
+	15, // 31: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
+	17, // 32: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
+	20, // 33: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
+	22, // 34: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
+	24, // 35: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
+	26, // 36: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
+	26, // [26:37] is the sub-list for method output_type
+	15, // [15:26] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_slotkv_storage_v1_storage_proto_init() }
@@ -1643,7 +1660,7 @@ func file_slotkv_storage_v1_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slotkv_storage_v1_storage_proto_rawDesc), len(file_slotkv_storage_v1_storage_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -66,11 +66,19 @@ bench: build
 	SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime 3s ./e2e/ \
 	| $(GO) run ./e2e/cmd/benchratio \
 		'router get / storage get=SingleKey/router-get:SingleKey/storage-get' \
-		'router put / storage put=SingleKey/router-put:SingleKey/storage-put'
+		'router put / storage put=SingleKey/router-put:SingleKey/storage-put' \
+		'reads with a slow replica: hedged / unhedged=SlowReplicaReads/hedged:SlowReplicaReads/unhedged'
+	cd services/router && $(GO) test -run '^$$' -bench . -benchtime 2s . \
+	| $(GO) run ../../e2e/cmd/benchratio \
+		'multi-get of 100 keys / 100 sequential gets=MultiGet100:SequentialGet100'
 	cd services/storage && $(GO) test -run '^$$' -bench . -benchtime 2s . \
 	| $(GO) run ../../e2e/cmd/benchratio \
 		'storage get: gRPC / direct Badger=Get/grpc:Get/direct' \
 		'storage put: gRPC / direct Badger=Put/grpc:Put/direct'
+	cd pkg && $(GO) test -run '^$$' -bench 'ParallelOverhead|DirectCall|SelectiveCall' -benchmem ./fanout/ \
+	| $(GO) run ../e2e/cmd/benchratio \
+		'parallel call, 1 sub / direct call=ParallelOverhead/1sub:DirectCall' \
+		'parallel call, 8 subs / direct call=ParallelOverhead/8subs:DirectCall'
 
 ## run: 3 storage nodes + router on loopback, data under ./.data/, Ctrl-C stops all
 run: build tools

@@ -110,7 +110,7 @@ func measure(b *testing.B, op func(i int) error) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
 
-func benchConn(b *testing.B, addr string) *grpc.ClientConn {
+func benchConn(b testing.TB, addr string) *grpc.ClientConn {
 	cc, err := dial.New(addr, dial.Options{})
 	if err != nil {
 		b.Fatal(err)

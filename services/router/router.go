@@ -36,8 +36,28 @@ type Options struct {
 	GRPCAddr string
 	HTTPAddr string
 	// Storage lists seed storage node gRPC addresses; the topology they
-	// hold names the others.
+	// hold names the others. Exclusive with NamingFile.
 	Storage []string
+	// NamingFile, instead of Storage, routes by the layouts of a naming
+	// file: one `address N/M [weight]` per line, N/M = partition N of M =
+	// slots [N*16384/M, (N+1)*16384/M). Several layouts (values of M) may
+	// be listed at once; reads go to one complete layout chosen in
+	// proportion to its capacity, writes to every instance of every
+	// complete layout. The file is reloaded when it changes.
+	NamingFile string
+	// NamingPoll is how often the naming file is checked for changes
+	// (250ms when 0).
+	NamingPoll time.Duration
+	// Balancer picks the instance of a partition for reads in naming mode:
+	// "rr", "random", "hash" (consistent hash of the first key) or
+	// "latency" (default).
+	Balancer string
+	// HedgeDelay > 0 sends a backup read to another instance of the
+	// partition when the first has not answered within it (naming mode,
+	// partitions with several instances). HedgeMaxRatio caps backups as a
+	// fraction of reads (0.1 when 0).
+	HedgeDelay    time.Duration
+	HedgeMaxRatio float64
 	// Token is the cluster token: required from callers and sent to the
 	// storage nodes. "" leaves the router open.
 	Token string
@@ -68,6 +88,8 @@ type Options struct {
 // DefaultOptions returns the defaults the binary starts from.
 func DefaultOptions() Options {
 	return Options{
+		Balancer:        kv.BalancerLatency,
+		HedgeMaxRatio:   0.1,
 		GRPCAddr:        ":9090",
 		HTTPAddr:        ":8080",
 		RefreshInterval: route.DefaultRefreshInterval,
@@ -78,7 +100,8 @@ func DefaultOptions() Options {
 
 // Run serves the router until ctx ends, then shuts down gracefully. It is
 // ready (/readyz, gRPC health) once a topology has been loaded from the
-// storage nodes; until then it keeps trying.
+// storage nodes (until then it keeps trying), or, with NamingFile, once
+// the file has at least one complete layout.
 func Run(ctx context.Context, o Options) error {
 	base := o.Logger
 	if base == nil {
@@ -86,41 +109,74 @@ func Run(ctx context.Context, o Options) error {
 	}
 	// pkg/server adds service=<Name> to its own lines.
 	log := base.With("service", ServiceName)
-	var seeds []string
-	for _, s := range o.Storage {
-		for part := range strings.SplitSeq(s, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				seeds = append(seeds, part)
+	dialer := func(addr string) (*grpc.ClientConn, error) {
+		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider})
+	}
+	var (
+		svc   *kv.Service
+		ready func(context.Context) error
+	)
+	if o.NamingFile != "" {
+		if len(splitAddrs(o.Storage)) > 0 {
+			return errors.New("router: --storage and --naming-file are exclusive: give one")
+		}
+		bal, err := kv.NewBalancer(o.Balancer)
+		if err != nil {
+			return fmt.Errorf("router: --balancer: %w", err)
+		}
+		if o.HedgeDelay < 0 || o.HedgeMaxRatio < 0 {
+			return fmt.Errorf("router: --hedge-delay %s and --hedge-max-ratio %g must not be negative", o.HedgeDelay, o.HedgeMaxRatio)
+		}
+		n, err := kv.OpenNaming(kv.NamingOptions{
+			Path: o.NamingFile, Poll: o.NamingPoll, Dial: dialer, Balancer: bal,
+			HedgeDelay: o.HedgeDelay, HedgeMaxRatio: o.HedgeMaxRatio,
+			MaxRetries: o.MaxRetries, CallTimeout: o.CallTimeout, Logger: log,
+		})
+		if err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+		defer n.Close()
+		svc = kv.NewNamed(n)
+		ready = func(context.Context) error { return n.Ready() }
+		log.Info("routing by naming file", "path", o.NamingFile, "balancer", o.Balancer,
+			"hedge_delay", o.HedgeDelay, "hedge_max_ratio", o.HedgeMaxRatio)
+	} else {
+		seeds := splitAddrs(o.Storage)
+		if len(seeds) == 0 {
+			return errors.New("router: no storage node address given (--storage host:port,... or --naming-file)")
+		}
+		rt, err := route.New(route.Options{
+			Seeds:           seeds,
+			Dial:            dialer,
+			RefreshInterval: o.RefreshInterval,
+			CallTimeout:     o.CallTimeout,
+			MaxRetries:      o.MaxRetries,
+			Logger:          log,
+		})
+		if err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+		defer rt.Close()
+
+		rctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = rt.Run(rctx) })
+		defer func() {
+			cancel()
+			wg.Wait()
+		}()
+		svc = kv.New(rt)
+		ready = func(context.Context) error {
+			if rt.Ready() {
+				return nil
 			}
+			if err := rt.LastRefreshError(); err != nil {
+				return fmt.Errorf("no topology loaded yet: %w", err)
+			}
+			return errors.New("no topology loaded yet")
 		}
 	}
-	if len(seeds) == 0 {
-		return errors.New("router: no storage node address given (--storage host:port,...)")
-	}
-	rt, err := route.New(route.Options{
-		Seeds: seeds,
-		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider})
-		},
-		RefreshInterval: o.RefreshInterval,
-		CallTimeout:     o.CallTimeout,
-		MaxRetries:      o.MaxRetries,
-		Logger:          log,
-	})
-	if err != nil {
-		return fmt.Errorf("router: %w", err)
-	}
-	defer rt.Close()
 
-	rctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = rt.Run(rctx) })
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-
-	svc := kv.New(rt)
 	return server.Run(ctx, server.Options{
 		Name:            ServiceName,
 		GRPCAddr:        o.GRPCAddr,
@@ -135,15 +191,20 @@ func Run(ctx context.Context, o Options) error {
 		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 			return routerv1.RegisterKVServiceHandler(ctx, mux, conn)
 		},
-		Ready: func(context.Context) error {
-			if rt.Ready() {
-				return nil
-			}
-			if err := rt.LastRefreshError(); err != nil {
-				return fmt.Errorf("no topology loaded yet: %w", err)
-			}
-			return errors.New("no topology loaded yet")
-		},
+		Ready:    ready,
 		OnListen: o.OnListen,
 	})
+}
+
+// splitAddrs splits comma-separated address lists and drops empty entries.
+func splitAddrs(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for part := range strings.SplitSeq(s, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				out = append(out, part)
+			}
+		}
+	}
+	return out
 }

@@ -27,9 +27,9 @@ import (
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/pkg/testcluster"
 	"github.com/slotkv/slotkv/pkg/topology"
 	"github.com/slotkv/slotkv/services/router"
-	"github.com/slotkv/slotkv/pkg/testcluster"
 )
 
 // testRouter is a router running in the test process.
@@ -41,7 +41,7 @@ type testRouter struct {
 
 // startRouter runs router.Run in the test process on 127.0.0.1:0 and stops
 // it (waiting for Run to return) when the test ends.
-func startRouter(t *testing.T, o router.Options) *testRouter {
+func startRouter(t testing.TB, o router.Options) *testRouter {
 	t.Helper()
 	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	if o.Logger == nil {
@@ -73,7 +73,7 @@ func startRouter(t *testing.T, o router.Options) *testRouter {
 }
 
 // tlog sends router logs to t.Log, so they show up only for failing tests.
-type tlog struct{ t *testing.T }
+type tlog struct{ t testing.TB }
 
 func (w tlog) Write(p []byte) (int, error) {
 	w.t.Helper()
@@ -83,7 +83,7 @@ func (w tlog) Write(p []byte) (int, error) {
 }
 
 // waitReady polls /readyz until it answers 200.
-func waitReady(t *testing.T, r *testRouter) {
+func waitReady(t testing.TB, r *testRouter) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -101,14 +101,14 @@ func waitReady(t *testing.T, r *testRouter) {
 	}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // setup starts n storage nodes with topology v1 and a router on them.
-func setup(t *testing.T, n int, o router.Options) (*testcluster.Cluster, *topology.Topology, *testRouter) {
+func setup(t testing.TB, n int, o router.Options) (*testcluster.Cluster, *topology.Topology, *testRouter) {
 	t.Helper()
 	c := testcluster.Start(t, n, testcluster.Options{Token: o.Token})
 	topo := c.Bootstrap(t)
@@ -122,7 +122,7 @@ func setup(t *testing.T, n int, o router.Options) (*testcluster.Cluster, *topolo
 }
 
 // keyOn returns a key whose slot node id owns in topo.
-func keyOn(t *testing.T, topo *topology.Topology, id, prefix string) string {
+func keyOn(t testing.TB, topo *topology.Topology, id, prefix string) string {
 	t.Helper()
 	for i := range 100000 {
 		k := fmt.Sprintf("%s%d", prefix, i)
@@ -245,7 +245,7 @@ func badField(err error) string {
 }
 
 // rest does one HTTP call and decodes the JSON answer.
-func rest(t *testing.T, method, url, body, token string) (int, map[string]any) {
+func rest(t testing.TB, method, url, body, token string) (int, map[string]any) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {

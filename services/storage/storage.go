@@ -161,6 +161,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Node:   n,
 		Limits: lim,
 		Self:   func() (string, string) { a := self.Load(); return a[0], a[1] },
+		Counts: grpcapi.NewRPCCounts(),
 		Logger: log,
 	}
 	storageSvc, nodeSvc := grpcapi.NewStorageService(cfg), grpcapi.NewNodeService(cfg)
@@ -178,6 +179,11 @@ func Run(ctx context.Context, o Options) (err error) {
 		TracerProvider:  o.TracerProvider,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
+		// Count data RPCs (rpc_counts in GetNodeInfo), refused ones included.
+		ServerOptions: []grpc.ServerOption{
+			grpc.ChainUnaryInterceptor(cfg.Counts.UnaryInterceptor()),
+			grpc.ChainStreamInterceptor(cfg.Counts.StreamInterceptor()),
+		},
 		Register: func(s *grpc.Server) {
 			storagev1.RegisterStorageServiceServer(s, storageSvc)
 			storagev1.RegisterNodeServiceServer(s, nodeSvc)

@@ -33,14 +33,19 @@ func main() {
 func run(args []string) int {
 	def := router.DefaultOptions()
 	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
-	storage := flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required)")
+	storage := flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required unless --naming-file)")
+	namingFile := flagenv.String(fs, "naming-file", "SLOTKV_NAMING_FILE", "", "path: route by a naming file instead of the topology (exclusive with --storage): one line \"address N/M [weight]\" per instance, N/M = partition N of M = slots [N*16384/M, (N+1)*16384/M); several layouts at once; reloaded when it changes")
+	namingPoll := flagenv.Duration(fs, "naming-poll", "SLOTKV_NAMING_POLL", 250*time.Millisecond, "how often the naming file is checked for changes")
+	balancer := flagenv.String(fs, "balancer", "SLOTKV_BALANCER", def.Balancer, "naming-file mode: how reads pick an instance of a partition: rr, random, hash (consistent hash of the first key) or latency")
+	hedgeDelay := flagenv.Duration(fs, "hedge-delay", "SLOTKV_HEDGE_DELAY", 0, "naming-file mode: send a backup (hedged) read to another instance of the partition when the first has not answered within this delay; 0 = off. In topology mode (--storage) each slot has one owner, so there is nothing to hedge to and this is ignored")
+	hedgeMaxRatio := flagenv.Float64(fs, "hedge-max-ratio", "SLOTKV_HEDGE_MAX_RATIO", def.HedgeMaxRatio, "naming-file mode: cap on hedged reads as a fraction of reads (ignored in topology mode)")
 	grpcAddr := flagenv.String(fs, "grpc-addr", "SLOTKV_GRPC_ADDR", def.GRPCAddr, "gRPC listen address")
 	httpAddr := flagenv.String(fs, "http-addr", "SLOTKV_HTTP_ADDR", def.HTTPAddr, "HTTP (REST, /healthz, /readyz) listen address; empty turns it off")
 	token := flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token, required from callers and sent to storage nodes")
 	listenFile := flagenv.String(fs, "listen-file", "SLOTKV_LISTEN_FILE", "", "write the bound addresses as JSON {\"grpc\":..., \"http\":...} to this file once listening")
 	refresh := flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", def.RefreshInterval, "period of topology refreshes")
 	callTimeout := flagenv.Duration(fs, "call-timeout", "SLOTKV_CALL_TIMEOUT", def.CallTimeout, "deadline of a call whose caller set none (retries included)")
-	maxRetries := flagenv.Int(fs, "max-retries", "SLOTKV_MAX_RETRIES", def.MaxRetries, "SLOT_MOVED answers one call follows at most")
+	maxRetries := flagenv.Int(fs, "max-retries", "SLOTKV_MAX_RETRIES", def.MaxRetries, "SLOT_MOVED answers one call follows at most (and, with allow_partial, backoff rounds for an unavailable node; in naming-file mode, retries of a read on other instances)")
 	shutdownTimeout := flagenv.Duration(fs, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown limit")
 	sampleRatio := flagenv.Float64(fs, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled")
 	var level slog.Level
@@ -83,6 +88,8 @@ func run(args []string) int {
 	o := def
 	o.GRPCAddr, o.HTTPAddr = *grpcAddr, *httpAddr
 	o.Storage = strings.Split(*storage, ",")
+	o.NamingFile, o.NamingPoll = *namingFile, *namingPoll
+	o.Balancer, o.HedgeDelay, o.HedgeMaxRatio = *balancer, *hedgeDelay, *hedgeMaxRatio
 	o.Token = *token
 	o.RefreshInterval, o.CallTimeout, o.MaxRetries = *refresh, *callTimeout, *maxRetries
 	o.ShutdownTimeout = *shutdownTimeout
@@ -98,7 +105,7 @@ func run(args []string) int {
 			stop()
 		}
 	}
-	log.Info("starting", "service", serviceName, "version", version.Version, "storage", *storage)
+	log.Info("starting", "service", serviceName, "version", version.Version, "storage", *storage, "naming_file", *namingFile)
 	err = router.Run(ctx, o)
 	select {
 	case lerr := <-listenErr:

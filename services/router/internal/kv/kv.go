@@ -1,5 +1,11 @@
-// Package kv implements the router's public KVService: each call is routed
-// to the storage node owning the key's slot through internal/route.
+// Package kv implements the router's public KVService.
+//
+// In topology mode (the default) single-key calls are routed to the node
+// owning the key's slot through internal/route (route.Do), and multi-key
+// calls, scans and counts fan out through pkg/fanout Parallel channels with
+// one sub-channel per node of the current topology (topoBackend). In
+// naming-file mode every call goes through fanout.DynamicPartition channels
+// over the layouts of the naming file (Naming).
 package kv
 
 import (
@@ -7,21 +13,29 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/router/internal/route"
 )
 
 // Service is the KVService server.
 type Service struct {
 	routerv1.UnimplementedKVServiceServer
-	r *route.Router
+	r      *route.Router // topology mode; nil in naming mode
+	naming *Naming       // naming mode; nil in topology mode
+	b      backend
 }
 
-// New returns a KVService routing through r.
-func New(r *route.Router) *Service { return &Service{r: r} }
+// New returns a KVService routing by the topology r holds.
+func New(r *route.Router) *Service { return &Service{r: r, b: &topoBackend{r: r}} }
+
+// NewNamed returns a KVService routing by the layouts of a naming file.
+func NewNamed(n *Naming) *Service { return &Service{naming: n, b: n} }
 
 // Register adds the service to s.
 func (s *Service) Register(reg grpc.ServiceRegistrar) { routerv1.RegisterKVServiceServer(reg, s) }
@@ -39,6 +53,9 @@ func (s *Service) Get(ctx context.Context, req *routerv1.GetRequest) (*routerv1.
 	key := req.GetKey()
 	if err := checkKey(key); err != nil {
 		return nil, err
+	}
+	if s.naming != nil {
+		return s.namingGet(ctx, key)
 	}
 	var got *storagev1.GetResponse
 	res, err := s.r.Do(ctx, key, func(ctx context.Context, c storagev1.StorageServiceClient) error {
@@ -77,6 +94,13 @@ func (s *Service) Put(ctx context.Context, req *routerv1.PutRequest) (*routerv1.
 	default:
 		return nil, rpcerr.ToStatus(rpcerr.InvalidField("text", "the value is missing: set text (a UTF-8 string) or value (base64 bytes)"))
 	}
+	if s.naming != nil {
+		where, err := s.b.write(ctx, oneWrite(key, &storagev1.Mutation{Key: []byte(key), Value: value}))
+		if err != nil {
+			return nil, err
+		}
+		return &routerv1.PutResponse{Key: key, Slot: uint32(slot.OfString(key)), NodeId: where[0]}, nil
+	}
 	res, err := s.r.Do(ctx, key, func(ctx context.Context, c storagev1.StorageServiceClient) error {
 		_, err := c.Put(ctx, &storagev1.PutRequest{Key: []byte(key), Value: value})
 		return err
@@ -93,6 +117,13 @@ func (s *Service) Delete(ctx context.Context, req *routerv1.DeleteRequest) (*rou
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
+	if s.naming != nil {
+		where, err := s.b.write(ctx, oneWrite(key, &storagev1.Mutation{Key: []byte(key), Delete: true}))
+		if err != nil {
+			return nil, err
+		}
+		return &routerv1.DeleteResponse{Key: key, Slot: uint32(slot.OfString(key)), NodeId: where[0]}, nil
+	}
 	res, err := s.r.Do(ctx, key, func(ctx context.Context, c storagev1.StorageServiceClient) error {
 		_, err := c.Delete(ctx, &storagev1.DeleteRequest{Key: []byte(key)})
 		return err
@@ -106,6 +137,10 @@ func (s *Service) Delete(ctx context.Context, req *routerv1.DeleteRequest) (*rou
 // GetTopology answers the topology the router routes by, refreshed first
 // when asked.
 func (s *Service) GetTopology(ctx context.Context, req *routerv1.GetTopologyRequest) (*routerv1.GetTopologyResponse, error) {
+	if s.naming != nil {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"router runs from a naming file (%s): it routes by its layouts, not by a topology", s.naming.o.Path)
+	}
 	t := s.r.Topology()
 	if req.GetRefresh() || t == nil {
 		var err error

@@ -574,3 +574,39 @@ func dedup(in []string) []string {
 	}
 	return out
 }
+
+// Conn returns the connection to a storage node's gRPC address, dialing it
+// the first time (the multi-key paths call nodes directly).
+func (r *Router) Conn(addr string) (*grpc.ClientConn, error) { return r.conn(addr) }
+
+// RefreshTo makes sure the topology is at least minVersion when the cluster
+// knows one (see Refresh); hints are extra addresses to ask.
+func (r *Router) RefreshTo(ctx context.Context, minVersion uint64, hints ...string) (*topology.Topology, error) {
+	return r.refresh(ctx, minVersion, hints)
+}
+
+// TriggerRefresh starts a refresh unless one runs, without waiting.
+func (r *Router) TriggerRefresh() { r.triggerRefresh() }
+
+// CallTimeout is the deadline given to calls whose context has none.
+func (r *Router) CallTimeout() time.Duration { return r.opts.CallTimeout }
+
+// MaxRetries bounds the SLOT_MOVED answers one call follows.
+func (r *Router) MaxRetries() int { return r.opts.MaxRetries }
+
+// Backoff returns the bounds of the delay between retries of a frozen or
+// unavailable node.
+func (r *Router) Backoff() (minDelay, maxDelay time.Duration) {
+	return r.opts.MinBackoff, r.opts.MaxBackoff
+}
+
+// Logger is the router's logger.
+func (r *Router) Logger() *slog.Logger { return r.opts.Logger }
+
+// Jitter spreads d by up to ±20%.
+func Jitter(d time.Duration) time.Duration { return jitter(d) }
+
+// Annotate turns err from node into a status error naming the node, as Do
+// does: answers about the request (NotFound, InvalidArgument, ...) are
+// relayed as they are.
+func Annotate(err error, node topology.Node) error { return annotate(err, node) }

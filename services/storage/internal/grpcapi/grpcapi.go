@@ -80,7 +80,10 @@ type Config struct {
 	Limits Limits
 	// Self returns this node's advertised gRPC and HTTP addresses; they are
 	// known only once the listeners are bound.
-	Self   func() (grpcAddr, httpAddr string)
+	Self func() (grpcAddr, httpAddr string)
+	// Counts, when set, are the StorageService call counters reported by
+	// GetNodeInfo (install Counts.UnaryInterceptor on the server).
+	Counts *RPCCounts
 	Logger *slog.Logger
 }
 

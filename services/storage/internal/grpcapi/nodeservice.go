@@ -59,9 +59,10 @@ func (s *NodeService) SetTopology(ctx context.Context, req *storagev1.SetTopolog
 func (s *NodeService) GetNodeInfo(context.Context, *storagev1.GetNodeInfoRequest) (*storagev1.GetNodeInfoResponse, error) {
 	grpcAddr, httpAddr := s.c.Self()
 	out := &storagev1.GetNodeInfoResponse{
-		Node:    &clusterv1.Node{Id: s.c.Node.ID(), GrpcAddress: grpcAddr, HttpAddress: httpAddr},
-		Owned:   protoRanges(s.c.Node.Served()),
-		Version: version.Version,
+		Node:      &clusterv1.Node{Id: s.c.Node.ID(), GrpcAddress: grpcAddr, HttpAddress: httpAddr},
+		Owned:     protoRanges(s.c.Node.Served()),
+		Version:   version.Version,
+		RpcCounts: s.c.Counts.Snapshot(),
 	}
 	if t := s.c.Node.Topology(); t != nil {
 		out.TopologyVersion = t.Version()

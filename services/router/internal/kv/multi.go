@@ -1,0 +1,252 @@
+package kv
+
+import (
+	"context"
+	"fmt"
+	"unicode/utf8"
+
+	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
+	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/slot"
+)
+
+// MaxKeys caps the keys (entries) of one multi-key call.
+const MaxKeys = 10000
+
+func invalid(field, format string, args ...any) error {
+	return rpcerr.ToStatus(rpcerr.InvalidField(field, format, args...))
+}
+
+// oneWrite is the call of a single-key write in naming mode.
+func oneWrite(key string, m *storagev1.Mutation) *subReq {
+	return &subReq{kind: opWrite, keys: [][]byte{[]byte(key)}, muts: []*storagev1.Mutation{m},
+		slots: []uint16{slot.OfString(key)}, rename: func(int, string) string { return "key" }}
+}
+
+// namingGet is Get in naming mode: a one-key read of one complete layout.
+func (s *Service) namingGet(ctx context.Context, key string) (*routerv1.GetResponse, error) {
+	q := &subReq{kind: opGet, keys: [][]byte{[]byte(key)}, slots: []uint16{slot.OfString(key)},
+		rename: func(int, string) string { return "key" }}
+	items, where, _, err := s.b.get(ctx, q, false)
+	if err != nil {
+		return nil, err
+	}
+	it := items[0]
+	if it == nil || !it.GetFound() {
+		return nil, rpcerr.ToStatus(fmt.Errorf("%w: key %q", rpcerr.ErrNotFound, key))
+	}
+	resp := &routerv1.GetResponse{Key: key, Slot: uint32(q.slots[0]), NodeId: where[0]}
+	if v := it.GetValue(); utf8.Valid(v) {
+		resp.Data = &routerv1.GetResponse_Text{Text: string(v)}
+	} else {
+		resp.Data = &routerv1.GetResponse_Value{Value: v}
+	}
+	return resp, nil
+}
+
+func failuresProto(fs []failure) []*routerv1.PartitionFailure {
+	out := make([]*routerv1.PartitionFailure, len(fs))
+	for i, f := range fs {
+		out[i] = f.proto()
+	}
+	return out
+}
+
+// MultiGet reads many keys: one BatchGet per partition, answers in request
+// order. A key listed several times is read once and answered once per
+// occurrence.
+func (s *Service) MultiGet(ctx context.Context, req *routerv1.MultiGetRequest) (*routerv1.MultiGetResponse, error) {
+	keys := req.GetKeys()
+	if len(keys) > MaxKeys {
+		return nil, invalid("keys", "%d keys, at most %d per call", len(keys), MaxKeys)
+	}
+	if len(keys) == 0 {
+		return &routerv1.MultiGetResponse{}, nil
+	}
+	seen := make(map[string]int, len(keys))
+	q := &subReq{kind: opGet}
+	var first []int // first position of each unique key
+	uniq := make([]int, len(keys))
+	for i, k := range keys {
+		if k == "" {
+			return nil, invalid(fmt.Sprintf("keys[%d]", i), "must not be empty")
+		}
+		u, ok := seen[k]
+		if !ok {
+			u = len(q.keys)
+			seen[k] = u
+			q.keys = append(q.keys, []byte(k))
+			q.slots = append(q.slots, slot.OfString(k))
+			first = append(first, i)
+		}
+		uniq[i] = u
+	}
+	q.rename = func(pos int, _ string) string { return fmt.Sprintf("keys[%d]", first[pos]) }
+	items, where, failed, err := s.b.get(ctx, q, req.GetAllowPartial())
+	if err != nil {
+		return nil, err
+	}
+	out := &routerv1.MultiGetResponse{Entries: make([]*routerv1.Entry, len(keys)), Failed: failuresProto(failed)}
+	slab := make([]routerv1.Entry, len(keys))
+	for i, k := range keys {
+		u := uniq[i]
+		e := &slab[i]
+		e.Key, e.Slot, e.Partition = k, uint32(q.slots[u]), where[u]
+		if it := items[u]; it != nil && it.GetFound() {
+			e.Found = true
+			if v := it.GetValue(); utf8.Valid(v) {
+				e.Data = &routerv1.Entry_Text{Text: string(v)}
+			} else {
+				e.Data = &routerv1.Entry_Value{Value: v}
+			}
+		}
+		out.Entries[i] = e
+	}
+	return out, nil
+}
+
+// MultiPut writes many keys: one BatchWrite per partition, atomic per
+// partition, not across partitions. A key listed several times takes its
+// last value.
+func (s *Service) MultiPut(ctx context.Context, req *routerv1.MultiPutRequest) (*routerv1.MultiPutResponse, error) {
+	es := req.GetEntries()
+	if len(es) > MaxKeys {
+		return nil, invalid("entries", "%d entries, at most %d per call", len(es), MaxKeys)
+	}
+	if len(es) == 0 {
+		return &routerv1.MultiPutResponse{}, nil
+	}
+	q := &subReq{kind: opWrite, keys: make([][]byte, len(es)), muts: make([]*storagev1.Mutation, len(es)), slots: make([]uint16, len(es))}
+	slab := make([]storagev1.Mutation, len(es))
+	for i, e := range es {
+		if e.GetKey() == "" {
+			return nil, invalid(fmt.Sprintf("entries[%d].key", i), "must not be empty")
+		}
+		var v []byte
+		switch d := e.GetData().(type) {
+		case *routerv1.KeyValue_Text:
+			v = []byte(d.Text)
+		case *routerv1.KeyValue_Value:
+			v = d.Value
+			if v == nil {
+				v = []byte{}
+			}
+		default:
+			return nil, invalid(fmt.Sprintf("entries[%d].text", i), "the value is missing: set text (a UTF-8 string) or value (base64 bytes)")
+		}
+		q.keys[i] = []byte(e.GetKey())
+		q.slots[i] = slot.OfString(e.GetKey())
+		slab[i] = storagev1.Mutation{Key: q.keys[i], Value: v}
+		q.muts[i] = &slab[i]
+	}
+	q.rename = func(pos int, suffix string) string {
+		switch suffix {
+		case ".value":
+			if _, ok := es[pos].GetData().(*routerv1.KeyValue_Text); ok {
+				return fmt.Sprintf("entries[%d].text", pos)
+			}
+			return fmt.Sprintf("entries[%d].value", pos)
+		case ".key":
+			return fmt.Sprintf("entries[%d].key", pos)
+		}
+		return fmt.Sprintf("entries[%d]", pos)
+	}
+	if _, err := s.b.write(ctx, q); err != nil {
+		return nil, err
+	}
+	return &routerv1.MultiPutResponse{Written: uint32(len(es))}, nil
+}
+
+// MultiDelete removes many keys: one BatchWrite per partition. Deleting an
+// absent key succeeds; deleted counts the keys asked for.
+func (s *Service) MultiDelete(ctx context.Context, req *routerv1.MultiDeleteRequest) (*routerv1.MultiDeleteResponse, error) {
+	keys := req.GetKeys()
+	if len(keys) > MaxKeys {
+		return nil, invalid("keys", "%d keys, at most %d per call", len(keys), MaxKeys)
+	}
+	if len(keys) == 0 {
+		return &routerv1.MultiDeleteResponse{}, nil
+	}
+	q := &subReq{kind: opWrite, keys: make([][]byte, len(keys)), muts: make([]*storagev1.Mutation, len(keys)), slots: make([]uint16, len(keys))}
+	slab := make([]storagev1.Mutation, len(keys))
+	for i, k := range keys {
+		if k == "" {
+			return nil, invalid(fmt.Sprintf("keys[%d]", i), "must not be empty")
+		}
+		q.keys[i] = []byte(k)
+		q.slots[i] = slot.OfString(k)
+		slab[i] = storagev1.Mutation{Key: q.keys[i], Delete: true}
+		q.muts[i] = &slab[i]
+	}
+	q.rename = func(pos int, _ string) string { return fmt.Sprintf("keys[%d]", pos) }
+	if _, err := s.b.write(ctx, q); err != nil {
+		return nil, err
+	}
+	return &routerv1.MultiDeleteResponse{Deleted: uint32(len(keys))}, nil
+}
+
+// Scan lists keys of every partition as one stream ordered by (slot, key):
+// each partition returns up to limit entries from the position, the pages
+// are merged (k-way, container/heap) and cut at limit. next_cursor resumes
+// right after the last entry returned.
+func (s *Service) Scan(ctx context.Context, req *routerv1.ScanRequest) (*routerv1.ScanResponse, error) {
+	limit := req.GetLimit()
+	switch {
+	case limit == 0:
+		limit = DefaultScanLimit
+	case limit > MaxScanLimit:
+		return nil, invalid("limit", "%d is above the maximum of %d", limit, MaxScanLimit)
+	}
+	var start *storagev1.ScanPosition
+	switch {
+	case req.GetCursor() != "":
+		p, err := decodeCursor(req.GetCursor())
+		if err != nil {
+			return nil, rpcerr.ToStatus(err)
+		}
+		start = p
+	case req.GetStartKey() != "":
+		start = &storagev1.ScanPosition{Slot: uint32(slot.OfString(req.GetStartKey())), Key: []byte(req.GetStartKey())}
+	}
+	q := &subReq{kind: opScan, scan: &storagev1.ScanRequest{
+		Prefix: []byte(req.GetPrefix()), Start: start, Limit: limit, KeysOnly: req.GetKeysOnly(),
+	}}
+	parts, failed, err := s.b.scan(ctx, q, req.GetAllowPartial())
+	if err != nil {
+		return nil, err
+	}
+	pages := make([]*storagev1.ScanResponse, len(parts))
+	for i, p := range parts {
+		pages[i] = p.scan
+	}
+	items, from, more := mergePages(pages, int(limit))
+	out := &routerv1.ScanResponse{Entries: make([]*routerv1.Entry, len(items)), Failed: failuresProto(failed)}
+	slab := make([]routerv1.Entry, len(items))
+	for i, kv := range items {
+		e := &slab[i]
+		e.Key, e.Slot, e.Found, e.Partition = string(kv.GetKey()), kv.GetSlot(), true, parts[from[i]].name
+		if !req.GetKeysOnly() {
+			if v := kv.GetValue(); utf8.Valid(v) {
+				e.Data = &routerv1.Entry_Text{Text: string(v)}
+			} else {
+				e.Data = &routerv1.Entry_Value{Value: v}
+			}
+		}
+		out.Entries[i] = e
+	}
+	if more && len(items) > 0 {
+		last := items[len(items)-1]
+		out.NextCursor = encodeCursor(uint16(last.GetSlot()), last.GetKey())
+	}
+	return out, nil
+}
+
+// Count counts the keys of every partition.
+func (s *Service) Count(ctx context.Context, req *routerv1.CountRequest) (*routerv1.CountResponse, error) {
+	n, failed, err := s.b.count(ctx, req.GetAllowPartial())
+	if err != nil {
+		return nil, err
+	}
+	return &routerv1.CountResponse{Count: n, Failed: failuresProto(failed)}, nil
+}

@@ -23,7 +23,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/services/router/internal/kv"
-	"github.com/slotkv/slotkv/services/router/internal/route"
+	"github.com/slotkv/slotkv/pkg/route"
 )
 
 // ServiceName names the router in logs and traces.

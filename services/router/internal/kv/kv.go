@@ -20,7 +20,7 @@ import (
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
-	"github.com/slotkv/slotkv/services/router/internal/route"
+	"github.com/slotkv/slotkv/pkg/route"
 )
 
 // Service is the KVService server.

@@ -21,7 +21,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/fanout"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
-	"github.com/slotkv/slotkv/services/router/internal/route"
+	"github.com/slotkv/slotkv/pkg/route"
 )
 
 // Balancer names accepted by NamingOptions.Balancer (--balancer).

@@ -16,7 +16,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/fanout"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/topology"
-	"github.com/slotkv/slotkv/services/router/internal/route"
+	"github.com/slotkv/slotkv/pkg/route"
 )
 
 // topoBackend routes by the live topology: one partition per storage node,

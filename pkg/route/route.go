@@ -1,7 +1,8 @@
-// Package route keeps the router's view of the cluster: the newest topology
-// the storage nodes know, one gRPC connection per storage node, and the retry
-// rules that turn a storage node's SLOT_MOVED, SLOT_FROZEN and Unavailable
-// answers into a successful call whenever the cluster allows it.
+// Package route is a client's view of the cluster (the router's, the
+// downloader's, the migrator's): the newest topology the storage nodes know,
+// one gRPC connection per storage node, and the retry rules that turn a
+// storage node's SLOT_MOVED, SLOT_FROZEN and Unavailable answers into a
+// successful call whenever the cluster allows it.
 //
 // The topology lives in an atomic pointer, so routing a key is one load and
 // one array index. It is refreshed periodically (Run), on demand (Refresh)

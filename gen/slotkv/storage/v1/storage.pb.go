@@ -1447,6 +1447,191 @@ func (x *GetNodeInfoResponse) GetRpcCounts() map[string]uint64 {
 	return nil
 }
 
+// IngestRecord is one key and value of a bulk load.
+type IngestRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestRecord) Reset() {
+	*x = IngestRecord{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestRecord) ProtoMessage() {}
+
+func (x *IngestRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestRecord.ProtoReflect.Descriptor instead.
+func (*IngestRecord) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *IngestRecord) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *IngestRecord) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type IngestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bulk-load job and data file the batch comes from (for logs and errors).
+	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	File  string `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	// Sequence number of the batch in this stream, from 1.
+	Batch         uint64          `protobuf:"varint,3,opt,name=batch,proto3" json:"batch,omitempty"`
+	Records       []*IngestRecord `protobuf:"bytes,4,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestRequest) Reset() {
+	*x = IngestRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestRequest) ProtoMessage() {}
+
+func (x *IngestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
+func (*IngestRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *IngestRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *IngestRequest) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *IngestRequest) GetBatch() uint64 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+func (x *IngestRequest) GetRecords() []*IngestRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+type IngestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The batch now durable.
+	Batch uint64 `protobuf:"varint,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	// Records and bytes (keys + values) written by this batch.
+	Records       uint64 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
+	Bytes         uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngestResponse) Reset() {
+	*x = IngestResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngestResponse) ProtoMessage() {}
+
+func (x *IngestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
+func (*IngestResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *IngestResponse) GetBatch() uint64 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+func (x *IngestResponse) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *IngestResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 var File_slotkv_storage_v1_storage_proto protoreflect.FileDescriptor
 
 const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
@@ -1540,7 +1725,19 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"rpc_counts\x18\t \x03(\v25.slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntryR\trpcCounts\x1a<\n" +
 	"\x0eRpcCountsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x012\xff\x04\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"6\n" +
+	"\fIngestRecord\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\x8b\x01\n" +
+	"\rIngestRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\x12\x14\n" +
+	"\x05batch\x18\x03 \x01(\x04R\x05batch\x129\n" +
+	"\arecords\x18\x04 \x03(\v2\x1f.slotkv.storage.v1.IngestRecordR\arecords\"V\n" +
+	"\x0eIngestResponse\x12\x14\n" +
+	"\x05batch\x18\x01 \x01(\x04R\x05batch\x12\x18\n" +
+	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes2\xff\x04\n" +
 	"\x0eStorageService\x12D\n" +
 	"\x03Get\x12\x1d.slotkv.storage.v1.GetRequest\x1a\x1e.slotkv.storage.v1.GetResponse\x12D\n" +
 	"\x03Put\x12\x1d.slotkv.storage.v1.PutRequest\x1a\x1e.slotkv.storage.v1.PutResponse\x12M\n" +
@@ -1550,11 +1747,12 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"BatchWrite\x12$.slotkv.storage.v1.BatchWriteRequest\x1a%.slotkv.storage.v1.BatchWriteResponse\x12G\n" +
 	"\x04Scan\x12\x1e.slotkv.storage.v1.ScanRequest\x1a\x1f.slotkv.storage.v1.ScanResponse\x12J\n" +
 	"\x05Count\x12\x1f.slotkv.storage.v1.CountRequest\x1a .slotkv.storage.v1.CountResponse\x12M\n" +
-	"\x06Digest\x12 .slotkv.storage.v1.DigestRequest\x1a!.slotkv.storage.v1.DigestResponse2\xa7\x02\n" +
+	"\x06Digest\x12 .slotkv.storage.v1.DigestRequest\x1a!.slotkv.storage.v1.DigestResponse2\xfa\x02\n" +
 	"\vNodeService\x12\\\n" +
 	"\vGetTopology\x12%.slotkv.storage.v1.GetTopologyRequest\x1a&.slotkv.storage.v1.GetTopologyResponse\x12\\\n" +
 	"\vSetTopology\x12%.slotkv.storage.v1.SetTopologyRequest\x1a&.slotkv.storage.v1.SetTopologyResponse\x12\\\n" +
-	"\vGetNodeInfo\x12%.slotkv.storage.v1.GetNodeInfoRequest\x1a&.slotkv.storage.v1.GetNodeInfoResponseB\xc5\x01\n" +
+	"\vGetNodeInfo\x12%.slotkv.storage.v1.GetNodeInfoRequest\x1a&.slotkv.storage.v1.GetNodeInfoResponse\x12Q\n" +
+	"\x06Ingest\x12 .slotkv.storage.v1.IngestRequest\x1a!.slotkv.storage.v1.IngestResponse(\x010\x01B\xc5\x01\n" +
 	"\x15com.slotkv.storage.v1B\fStorageProtoP\x01Z8github.com/slotkv/slotkv/gen/slotkv/storage/v1;storagev1\xa2\x02\x03SSX\xaa\x02\x11Slotkv.Storage.V1\xca\x02\x11Slotkv\\Storage\\V1\xe2\x02\x1dSlotkv\\Storage\\V1\\GPBMetadata\xea\x02\x13Slotkv::Storage::V1b\x06proto3"
 
 var (
@@ -1569,7 +1767,7 @@ func file_slotkv_storage_v1_storage_proto_rawDescGZIP() []byte {
 	return file_slotkv_storage_v1_storage_proto_rawDescData
 }
 
-var file_slotkv_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_slotkv_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_slotkv_storage_v1_storage_proto_goTypes = []any{
 	(*GetRequest)(nil),          // 0: slotkv.storage.v1.GetRequest
 	(*GetResponse)(nil),         // 1: slotkv.storage.v1.GetResponse
@@ -1598,55 +1796,61 @@ var file_slotkv_storage_v1_storage_proto_goTypes = []any{
 	(*SetTopologyResponse)(nil), // 24: slotkv.storage.v1.SetTopologyResponse
 	(*GetNodeInfoRequest)(nil),  // 25: slotkv.storage.v1.GetNodeInfoRequest
 	(*GetNodeInfoResponse)(nil), // 26: slotkv.storage.v1.GetNodeInfoResponse
-	nil,                         // 27: slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
-	(*v1.SlotRange)(nil),        // 28: slotkv.cluster.v1.SlotRange
-	(*v1.Topology)(nil),         // 29: slotkv.cluster.v1.Topology
-	(*v1.Node)(nil),             // 30: slotkv.cluster.v1.Node
-	(*v1.SlotStateRange)(nil),   // 31: slotkv.cluster.v1.SlotStateRange
+	(*IngestRecord)(nil),        // 27: slotkv.storage.v1.IngestRecord
+	(*IngestRequest)(nil),       // 28: slotkv.storage.v1.IngestRequest
+	(*IngestResponse)(nil),      // 29: slotkv.storage.v1.IngestResponse
+	nil,                         // 30: slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
+	(*v1.SlotRange)(nil),        // 31: slotkv.cluster.v1.SlotRange
+	(*v1.Topology)(nil),         // 32: slotkv.cluster.v1.Topology
+	(*v1.Node)(nil),             // 33: slotkv.cluster.v1.Node
+	(*v1.SlotStateRange)(nil),   // 34: slotkv.cluster.v1.SlotStateRange
 }
 var file_slotkv_storage_v1_storage_proto_depIdxs = []int32{
 	7,  // 0: slotkv.storage.v1.BatchGetResponse.items:type_name -> slotkv.storage.v1.Item
 	9,  // 1: slotkv.storage.v1.BatchWriteRequest.mutations:type_name -> slotkv.storage.v1.Mutation
-	28, // 2: slotkv.storage.v1.ScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	31, // 2: slotkv.storage.v1.ScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
 	12, // 3: slotkv.storage.v1.ScanRequest.start:type_name -> slotkv.storage.v1.ScanPosition
 	14, // 4: slotkv.storage.v1.ScanResponse.items:type_name -> slotkv.storage.v1.KeyValue
 	12, // 5: slotkv.storage.v1.ScanResponse.next:type_name -> slotkv.storage.v1.ScanPosition
-	28, // 6: slotkv.storage.v1.CountRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	28, // 7: slotkv.storage.v1.DigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	31, // 6: slotkv.storage.v1.CountRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	31, // 7: slotkv.storage.v1.DigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
 	19, // 8: slotkv.storage.v1.DigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	29, // 9: slotkv.storage.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
-	29, // 10: slotkv.storage.v1.SetTopologyRequest.topology:type_name -> slotkv.cluster.v1.Topology
-	30, // 11: slotkv.storage.v1.GetNodeInfoResponse.node:type_name -> slotkv.cluster.v1.Node
-	28, // 12: slotkv.storage.v1.GetNodeInfoResponse.owned:type_name -> slotkv.cluster.v1.SlotRange
-	31, // 13: slotkv.storage.v1.GetNodeInfoResponse.slot_states:type_name -> slotkv.cluster.v1.SlotStateRange
-	27, // 14: slotkv.storage.v1.GetNodeInfoResponse.rpc_counts:type_name -> slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
-	0,  // 15: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
-	2,  // 16: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
-	4,  // 17: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
-	6,  // 18: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
-	10, // 19: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
-	13, // 20: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
-	16, // 21: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
-	18, // 22: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
-	21, // 23: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
-	23, // 24: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
-	25, // 25: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
-	1,  // 26: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
-	3,  // 27: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
-	5,  // 28: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
-	8,  // 29: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
-	11, // 30: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
-	15, // 31: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
-	17, // 32: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
-	20, // 33: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
-	22, // 34: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
-	24, // 35: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
-	26, // 36: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	32, // 9: slotkv.storage.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
+	32, // 10: slotkv.storage.v1.SetTopologyRequest.topology:type_name -> slotkv.cluster.v1.Topology
+	33, // 11: slotkv.storage.v1.GetNodeInfoResponse.node:type_name -> slotkv.cluster.v1.Node
+	31, // 12: slotkv.storage.v1.GetNodeInfoResponse.owned:type_name -> slotkv.cluster.v1.SlotRange
+	34, // 13: slotkv.storage.v1.GetNodeInfoResponse.slot_states:type_name -> slotkv.cluster.v1.SlotStateRange
+	30, // 14: slotkv.storage.v1.GetNodeInfoResponse.rpc_counts:type_name -> slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
+	27, // 15: slotkv.storage.v1.IngestRequest.records:type_name -> slotkv.storage.v1.IngestRecord
+	0,  // 16: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
+	2,  // 17: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
+	4,  // 18: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
+	6,  // 19: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
+	10, // 20: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
+	13, // 21: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
+	16, // 22: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
+	18, // 23: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
+	21, // 24: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
+	23, // 25: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
+	25, // 26: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
+	28, // 27: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
+	1,  // 28: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
+	3,  // 29: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
+	5,  // 30: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
+	8,  // 31: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
+	11, // 32: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
+	15, // 33: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
+	17, // 34: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
+	20, // 35: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
+	22, // 36: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
+	24, // 37: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
+	26, // 38: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
+	29, // 39: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
+	28, // [28:40] is the sub-list for method output_type
+	16, // [16:28] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_slotkv_storage_v1_storage_proto_init() }
@@ -1660,7 +1864,7 @@ func file_slotkv_storage_v1_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slotkv_storage_v1_storage_proto_rawDesc), len(file_slotkv_storage_v1_storage_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

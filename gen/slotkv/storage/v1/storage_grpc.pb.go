@@ -419,6 +419,7 @@ const (
 	NodeService_GetTopology_FullMethodName = "/slotkv.storage.v1.NodeService/GetTopology"
 	NodeService_SetTopology_FullMethodName = "/slotkv.storage.v1.NodeService/SetTopology"
 	NodeService_GetNodeInfo_FullMethodName = "/slotkv.storage.v1.NodeService/GetNodeInfo"
+	NodeService_Ingest_FullMethodName      = "/slotkv.storage.v1.NodeService/Ingest"
 )
 
 // NodeServiceClient is the client API for NodeService service.
@@ -434,6 +435,12 @@ type NodeServiceClient interface {
 	SetTopology(ctx context.Context, in *SetTopologyRequest, opts ...grpc.CallOption) (*SetTopologyResponse, error)
 	// GetNodeInfo describes the node: id, addresses, slots, keys, disk use.
 	GetNodeInfo(ctx context.Context, in *GetNodeInfoRequest, opts ...grpc.CallOption) (*GetNodeInfoResponse, error)
+	// Ingest writes bulk-load records: the client sends batches, the node
+	// answers each batch once it is durable. A batch holding a key of a slot
+	// this node does not own is refused whole with SLOT_MOVED (the stream
+	// ends), so the loader re-routes from that batch on; batches acknowledged
+	// before stay written. Records go through the ordinary write path.
+	Ingest(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[IngestRequest, IngestResponse], error)
 }
 
 type nodeServiceClient struct {
@@ -474,6 +481,19 @@ func (c *nodeServiceClient) GetNodeInfo(ctx context.Context, in *GetNodeInfoRequ
 	return out, nil
 }
 
+func (c *nodeServiceClient) Ingest(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[IngestRequest, IngestResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &NodeService_ServiceDesc.Streams[0], NodeService_Ingest_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[IngestRequest, IngestResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NodeService_IngestClient = grpc.BidiStreamingClient[IngestRequest, IngestResponse]
+
 // NodeServiceServer is the server API for NodeService service.
 // All implementations must embed UnimplementedNodeServiceServer
 // for forward compatibility.
@@ -487,6 +507,12 @@ type NodeServiceServer interface {
 	SetTopology(context.Context, *SetTopologyRequest) (*SetTopologyResponse, error)
 	// GetNodeInfo describes the node: id, addresses, slots, keys, disk use.
 	GetNodeInfo(context.Context, *GetNodeInfoRequest) (*GetNodeInfoResponse, error)
+	// Ingest writes bulk-load records: the client sends batches, the node
+	// answers each batch once it is durable. A batch holding a key of a slot
+	// this node does not own is refused whole with SLOT_MOVED (the stream
+	// ends), so the loader re-routes from that batch on; batches acknowledged
+	// before stay written. Records go through the ordinary write path.
+	Ingest(grpc.BidiStreamingServer[IngestRequest, IngestResponse]) error
 	mustEmbedUnimplementedNodeServiceServer()
 }
 
@@ -505,6 +531,9 @@ func (UnimplementedNodeServiceServer) SetTopology(context.Context, *SetTopologyR
 }
 func (UnimplementedNodeServiceServer) GetNodeInfo(context.Context, *GetNodeInfoRequest) (*GetNodeInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetNodeInfo not implemented")
+}
+func (UnimplementedNodeServiceServer) Ingest(grpc.BidiStreamingServer[IngestRequest, IngestResponse]) error {
+	return status.Error(codes.Unimplemented, "method Ingest not implemented")
 }
 func (UnimplementedNodeServiceServer) mustEmbedUnimplementedNodeServiceServer() {}
 func (UnimplementedNodeServiceServer) testEmbeddedByValue()                     {}
@@ -581,6 +610,13 @@ func _NodeService_GetNodeInfo_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NodeService_Ingest_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(NodeServiceServer).Ingest(&grpc.GenericServerStream[IngestRequest, IngestResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type NodeService_IngestServer = grpc.BidiStreamingServer[IngestRequest, IngestResponse]
+
 // NodeService_ServiceDesc is the grpc.ServiceDesc for NodeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -601,6 +637,13 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _NodeService_GetNodeInfo_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Ingest",
+			Handler:       _NodeService_Ingest_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "slotkv/storage/v1/storage.proto",
 }

@@ -6,7 +6,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export GOFLAGS := -buildvcs=false
 
-MODULES  := gen pkg services/storage services/router cmd/slotkvctl e2e
+MODULES  := gen pkg services/storage services/router services/downloader cmd/slotkvctl cmd/slotkv-dataset e2e
 SERVICES := storage router
 TOOLS    := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway protoc-gen-openapiv2 grpcurl
 TOOL_PKGS := github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go \
@@ -45,7 +45,9 @@ build:
 	@mkdir -p $(BIN)
 	cd services/storage && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkv-storage ./cmd/slotkv-storage
 	cd services/router && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkv-router ./cmd/slotkv-router
+	cd services/downloader && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkv-downloader ./cmd/slotkv-downloader
 	cd cmd/slotkvctl && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkvctl .
+	cd cmd/slotkv-dataset && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkv-dataset .
 
 ## lint: buf lint, go vet and gofmt over every module
 lint: tools
@@ -63,18 +65,24 @@ test-e2e: build
 
 ## bench: benchmarks with figures and ratios against a baseline from the same run
 bench: build
-	SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchtime 3s ./e2e/ \
+	SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -bench 'SingleKey|SlowReplica' -benchtime 3s ./e2e/ \
 	| $(GO) run ./e2e/cmd/benchratio \
 		'router get / storage get=SingleKey/router-get:SingleKey/storage-get' \
 		'router put / storage put=SingleKey/router-put:SingleKey/storage-put' \
 		'reads with a slow replica: hedged / unhedged=SlowReplicaReads/hedged:SlowReplicaReads/unhedged'
+	SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -bench BulkLoad -benchtime 1x -timeout 30m ./e2e/ \
+	| $(GO) run ./e2e/cmd/benchratio \
+		'bulk load end to end / raw Badger write=BulkLoad@MB/s-end-to-end:BulkLoad@MB/s-raw-badger' \
+		'bulk load ingest / raw Badger write=BulkLoad@MB/s-ingest:BulkLoad@MB/s-raw-badger' \
+		'download+verify / raw Badger write=BulkLoad@MB/s-download+verify:BulkLoad@MB/s-raw-badger'
 	cd services/router && $(GO) test -run '^$$' -bench . -benchtime 2s . \
 	| $(GO) run ../../e2e/cmd/benchratio \
 		'multi-get of 100 keys / 100 sequential gets=MultiGet100:SequentialGet100'
 	cd services/storage && $(GO) test -run '^$$' -bench . -benchtime 2s . \
 	| $(GO) run ../../e2e/cmd/benchratio \
 		'storage get: gRPC / direct Badger=Get/grpc:Get/direct' \
-		'storage put: gRPC / direct Badger=Put/grpc:Put/direct'
+		'storage put: gRPC / direct Badger=Put/grpc:Put/direct' \
+		'storage ingest stream / raw Badger write=Ingest:RawBadgerWrite'
 	cd pkg && $(GO) test -run '^$$' -bench 'ParallelOverhead|DirectCall|SelectiveCall' -benchmem ./fanout/ \
 	| $(GO) run ../e2e/cmd/benchratio \
 		'parallel call, 1 sub / direct call=ParallelOverhead/1sub:DirectCall' \

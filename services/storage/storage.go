@@ -35,6 +35,8 @@ const (
 	DefaultMaxKeyBytes   = grpcapi.DefaultMaxKeyBytes
 	DefaultMaxValueBytes = grpcapi.DefaultMaxValueBytes
 	DefaultMaxBatch      = grpcapi.DefaultMaxBatch
+	// DefaultMaxIngestBytes caps the key + value bytes of one Ingest batch.
+	DefaultMaxIngestBytes = grpcapi.DefaultMaxIngestBytes
 )
 
 // Options configures a storage node. Start from DefaultOptions.
@@ -57,9 +59,11 @@ type Options struct {
 	// gateway's loopback connection (see server.Options).
 	TLS, ClientTLS *tls.Config
 
-	// MaxKeyBytes, MaxValueBytes and MaxBatch bound requests; zero means
-	// the defaults.
+	// MaxKeyBytes, MaxValueBytes and MaxBatch bound requests (MaxBatch also
+	// the records of one Ingest batch); MaxIngestBytes bounds the key and
+	// value bytes of one Ingest batch. Zero means the defaults.
 	MaxKeyBytes, MaxValueBytes, MaxBatch int
+	MaxIngestBytes                       int
 
 	// SyncWrites fsyncs every commit before acknowledging it.
 	SyncWrites bool
@@ -83,12 +87,13 @@ type Options struct {
 // ./data, default limits. NodeID must still be set.
 func DefaultOptions() Options {
 	return Options{
-		DataDir:       "data",
-		GRPCAddr:      ":7100",
-		HTTPAddr:      ":8100",
-		MaxKeyBytes:   DefaultMaxKeyBytes,
-		MaxValueBytes: DefaultMaxValueBytes,
-		MaxBatch:      DefaultMaxBatch,
+		DataDir:        "data",
+		GRPCAddr:       ":7100",
+		HTTPAddr:       ":8100",
+		MaxKeyBytes:    DefaultMaxKeyBytes,
+		MaxValueBytes:  DefaultMaxValueBytes,
+		MaxBatch:       DefaultMaxBatch,
+		MaxIngestBytes: DefaultMaxIngestBytes,
 	}
 }
 
@@ -109,8 +114,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		return fmt.Errorf("%w: a data directory is required (--data-dir)", ErrConfig)
 	case o.GRPCAddr == "":
 		return fmt.Errorf("%w: a gRPC listen address is required (--grpc-addr)", ErrConfig)
-	case o.MaxKeyBytes < 0 || o.MaxValueBytes < 0 || o.MaxBatch < 0:
-		return fmt.Errorf("%w: negative limit (--max-key-bytes=%d, --max-value-bytes=%d, --max-batch=%d)", ErrConfig, o.MaxKeyBytes, o.MaxValueBytes, o.MaxBatch)
+	case o.MaxKeyBytes < 0 || o.MaxValueBytes < 0 || o.MaxBatch < 0 || o.MaxIngestBytes < 0:
+		return fmt.Errorf("%w: negative limit (--max-key-bytes=%d, --max-value-bytes=%d, --max-batch=%d, --max-ingest-bytes=%d)",
+			ErrConfig, o.MaxKeyBytes, o.MaxValueBytes, o.MaxBatch, o.MaxIngestBytes)
 	case o.MaxKeyBytes > grpcapi.MaxKeyBytesLimit:
 		return fmt.Errorf("%w: --max-key-bytes=%d is above Badger's key limit of %d", ErrConfig, o.MaxKeyBytes, grpcapi.MaxKeyBytesLimit)
 	}
@@ -150,7 +156,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		log.Info("loaded topology", "version", t.Version(), "served", fmt.Sprint(n.Served()))
 	}
 
-	lim := grpcapi.Limits{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes, MaxBatch: o.MaxBatch}.WithDefaults()
+	lim := grpcapi.Limits{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes, MaxBatch: o.MaxBatch, MaxIngestBytes: o.MaxIngestBytes}.WithDefaults()
 
 	// The advertised addresses are known only once the listeners are
 	// bound; handlers read them through this pointer.
@@ -173,9 +179,11 @@ func Run(ctx context.Context, o Options) (err error) {
 		Token:     o.Token,
 		TLS:       o.TLS,
 		ClientTLS: o.ClientTLS,
-		// Room for a maximal key and value plus framing in one message,
-		// even when the limits are raised above the shared default.
-		MaxRecvMsgSize:  max(dial.MaxMsgSize, lim.MaxValueBytes+lim.MaxKeyBytes+(1<<20)),
+		// Room for a maximal key and value, or a maximal Ingest batch (its
+		// bytes plus a little framing per record), in one message, even when
+		// the limits are raised above the shared default.
+		MaxRecvMsgSize: max(dial.MaxMsgSize, lim.MaxValueBytes+lim.MaxKeyBytes+(1<<20),
+			lim.MaxIngestBytes+lim.MaxBatch*16+(1<<20)),
 		TracerProvider:  o.TracerProvider,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,

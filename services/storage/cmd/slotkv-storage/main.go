@@ -58,7 +58,8 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		token      = flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token every RPC must carry (empty: open)")
 		maxKey     = flagenv.Int(fs, "max-key-bytes", "SLOTKV_MAX_KEY_BYTES", d.MaxKeyBytes, "largest key accepted, in bytes")
 		maxValue   = flagenv.Int(fs, "max-value-bytes", "SLOTKV_MAX_VALUE_BYTES", d.MaxValueBytes, "largest value accepted, in bytes")
-		maxBatch   = flagenv.Int(fs, "max-batch", "SLOTKV_MAX_BATCH", d.MaxBatch, "most keys in one batch get or batch write")
+		maxBatch   = flagenv.Int(fs, "max-batch", "SLOTKV_MAX_BATCH", d.MaxBatch, "most keys in one batch get or batch write, and records in one ingest batch")
+		maxIngest  = flagenv.Int(fs, "max-ingest-bytes", "SLOTKV_MAX_INGEST_BYTES", d.MaxIngestBytes, "most key and value bytes in one ingest (bulk-load) batch")
 		syncWrites = flagenv.Bool(fs, "sync-writes", "SLOTKV_SYNC_WRITES", false, "fsync every write before acknowledging it")
 		memtable   = flagenv.Int64(fs, "memtable-bytes", "SLOTKV_MEMTABLE_BYTES", 0, "Badger memtable size (0: 64 MiB)")
 		blockCache = flagenv.Int64(fs, "block-cache-bytes", "SLOTKV_BLOCK_CACHE_BYTES", 0, "Badger block cache size (0: 256 MiB)")
@@ -81,8 +82,9 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		AdvertiseGRPC: *advGRPC, AdvertiseHTTP: *advHTTP,
 		Token:       *token,
 		MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, MaxBatch: *maxBatch,
-		SyncWrites:    *syncWrites,
-		MemTableBytes: *memtable, BlockCacheBytes: *blockCache,
+		MaxIngestBytes: *maxIngest,
+		SyncWrites:     *syncWrites,
+		MemTableBytes:  *memtable, BlockCacheBytes: *blockCache,
 		ShutdownTimeout: *shutdown,
 	}
 	c.listenFile, c.sampleRatio, c.showVersion = *listenFile, *sample, *showVer

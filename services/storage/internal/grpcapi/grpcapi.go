@@ -15,6 +15,9 @@
 // stays where it was written); live migration closes the gap with the
 // FROZEN state, which refuses writes before the hand-off commits.
 //
+// Ingest (NodeService, a bidirectional stream) runs the same three steps
+// per batch and writes through the BatchWrite write path; see ingest.go.
+//
 // GetNodeInfo counts keys with a key-only walk of the whole store: exact,
 // but proportional to the number of keys, so it is an admin call, not a
 // health probe.
@@ -42,17 +45,25 @@ const (
 	// Badger's value log and stream fine through gRPC (messages may be up to
 	// 64 MiB, see pkg/dial), but bigger blobs belong in an object store.
 	DefaultMaxValueBytes = 4 << 20
-	// DefaultMaxBatch caps the keys of one BatchGet or BatchWrite.
+	// DefaultMaxBatch caps the keys of one BatchGet or BatchWrite and the
+	// records of one Ingest batch.
 	DefaultMaxBatch = 10000
+	// DefaultMaxIngestBytes caps the key and value bytes of one Ingest
+	// batch at 32 MiB: half the default gRPC message limit (pkg/dial), and
+	// enough for a bulk loader to amortise the per-batch round trip.
+	DefaultMaxIngestBytes = 32 << 20
 )
 
 // Limits bounds request sizes. Zero fields take the defaults above. The
 // error messages name the flags that set them (--max-key-bytes,
-// --max-value-bytes, --max-batch), so an operator who hits one knows the knob.
+// --max-value-bytes, --max-batch, --max-ingest-bytes), so an operator who
+// hits one knows the knob.
 type Limits struct {
 	MaxKeyBytes   int
 	MaxValueBytes int
 	MaxBatch      int
+	// MaxIngestBytes caps the key + value bytes of one Ingest batch.
+	MaxIngestBytes int
 }
 
 // MaxKeyBytesLimit is the largest MaxKeyBytes allowed: Badger refuses keys
@@ -69,6 +80,9 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.MaxBatch <= 0 {
 		l.MaxBatch = DefaultMaxBatch
+	}
+	if l.MaxIngestBytes <= 0 {
+		l.MaxIngestBytes = DefaultMaxIngestBytes
 	}
 	return l
 }

@@ -263,6 +263,22 @@ func (n *Node) CheckRanges(ranges []slot.Range, write bool) error {
 	return nil
 }
 
+// CheckWrites checks from one view that this node accepts writes to every
+// slot of slots (in order; a run of equal slots is checked once) and returns
+// the index and error of the first slot that it does not, as CheckWrite.
+func (n *Node) CheckWrites(slots []uint16) (int, error) {
+	v := n.view.Load()
+	for i, s := range slots {
+		if i > 0 && s == slots[i-1] {
+			continue
+		}
+		if err := n.check(v, s, true); err != nil {
+			return i, err
+		}
+	}
+	return -1, nil
+}
+
 func (n *Node) check(v *view, s uint16, write bool) error {
 	if int(s) >= slot.Count {
 		return rpcerr.InvalidField("slot", "slot %d is out of 0-%d", s, slot.MaxSlot)

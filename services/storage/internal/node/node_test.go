@@ -232,3 +232,25 @@ func TestKindProto(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckWrites(t *testing.T) {
+	t.Parallel()
+	n := open(t, storetest.Open(t), "a")
+	if _, err := n.CheckWrites([]uint16{1}); !errors.Is(err, rpcerr.ErrNoTopology) {
+		t.Errorf("no topology: err = %v, want ErrNoTopology", err)
+	}
+	if _, _, err := n.SetTopology(topo(3)); err != nil {
+		t.Fatal(err)
+	}
+	if i, err := n.CheckWrites([]uint16{0, 0, 5, 99, 99}); err != nil || i != -1 {
+		t.Errorf("owned slots: %d, %v", i, err)
+	}
+	if i, err := n.CheckWrites(nil); err != nil || i != -1 {
+		t.Errorf("no slots: %d, %v", i, err)
+	}
+	i, err := n.CheckWrites([]uint16{3, 3, 150, 150, 250})
+	var sm *rpcerr.SlotMovedError
+	if i != 2 || !errors.As(err, &sm) || sm.Slot != 150 || sm.OwnerID != "b" {
+		t.Errorf("CheckWrites = %d, %v; want index 2, slot 150 moved to b", i, err)
+	}
+}

@@ -250,36 +250,32 @@ type Mutation struct {
 // BatchWrite applies muts atomically: every mutation or none. A batch too big
 // for one Badger transaction fails with ErrBatchTooLarge naming its size.
 func (s *Store) BatchWrite(muts []Mutation) error {
-	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
-	var total int
+	// Each key needs its own buffer (Badger keeps it until commit): one
+	// arena for all of them.
+	var keyBytes int
+	for _, m := range muts {
+		keyBytes += slot.PrefixLen + len(m.Key)
+	}
+	arena := make([]byte, 0, keyBytes)
+	keys := make([][]byte, len(muts))
 	for i, m := range muts {
-		// Each key needs its own buffer: Badger keeps it until commit.
-		k, _, err := storageKey(nil, m.Key)
+		k, _, err := storageKey(arena, m.Key)
 		if err != nil {
 			return fmt.Errorf("mutations[%d]: %w", i, err)
 		}
-		total += len(k) + len(m.Value)
-		if m.Delete {
-			err = txn.Delete(k)
-		} else {
-			err = txn.Set(k, m.Value)
-		}
-		if errors.Is(err, badger.ErrTxnTooBig) {
-			return fmt.Errorf("%w: %d mutations totalling over %d bytes do not fit in one transaction (it filled up at mutations[%d]); split the batch",
-				ErrBatchTooLarge, len(muts), total, i)
-		}
-		if err != nil {
-			return mapErr("batch write", err)
-		}
+		keys[i], arena = k[:len(k):len(k)], k[len(k):]
 	}
-	if err := txn.Commit(); err != nil {
-		if errors.Is(err, badger.ErrTxnTooBig) {
-			return fmt.Errorf("%w: %d mutations do not fit in one transaction; split the batch", ErrBatchTooLarge, len(muts))
-		}
-		return mapErr("batch write commit", err)
+	var total int
+	_, err := s.write("batch write", len(muts), false, func(i int) ([]byte, []byte, bool) {
+		total += len(keys[i]) + len(muts[i].Value)
+		return keys[i], muts[i].Value, muts[i].Delete
+	})
+	var full *txnFullError
+	if errors.As(err, &full) {
+		return fmt.Errorf("%w: %d mutations totalling over %d bytes do not fit in one transaction (it filled up at mutations[%d]); split the batch",
+			ErrBatchTooLarge, len(muts), total, full.at)
 	}
-	return nil
+	return err
 }
 
 // Size returns the bytes Badger's LSM tree (.sst tables and the .mem

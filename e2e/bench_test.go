@@ -24,7 +24,7 @@ func BenchmarkSingleKey(b *testing.B) {
 	dir := b.TempDir()
 	st := proctest.Start(b, proctest.Bin(b, "slotkv-storage"), "--node-id", "b1", "--data-dir", dir,
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", "warn")
-	out, err := runCtl(b, "bootstrap", "--storage", st.GRPC)
+	out, err := runTool(b, "slotkvctl", "bootstrap", "--storage", st.GRPC)
 	if err != nil {
 		b.Fatalf("bootstrap: %v\n%s", err, out)
 	}
@@ -110,14 +110,7 @@ func measure(b *testing.B, op func(i int) error) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
 
-func benchConn(b testing.TB, addr string) *grpc.ClientConn {
-	cc, err := dial.New(addr, dial.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cc.Close() })
-	return cc
-}
+func benchConn(tb testing.TB, addr string) *grpc.ClientConn { return benchConnToken(tb, addr, "") }
 
 func waitRouter(b *testing.B, r routerv1.KVServiceClient) {
 	deadline := time.Now().Add(30 * time.Second)
@@ -131,4 +124,14 @@ func waitRouter(b *testing.B, r routerv1.KVServiceClient) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// benchConnToken is benchConn with the cluster token.
+func benchConnToken(tb testing.TB, addr, token string) *grpc.ClientConn {
+	cc, err := dial.New(addr, dial.Options{Token: token})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cc.Close() })
+	return cc
 }

@@ -27,13 +27,13 @@ import (
 // cluster is a set of storage processes plus a router, all real processes.
 type cluster struct {
 	*testcluster.Cluster
-	t      *testing.T
+	t      testing.TB
 	router *proctest.Proc
 }
 
 // startCluster starts n storage nodes, bootstraps them with slotkvctl (the
 // documented command) and starts a router in front of them.
-func startCluster(t *testing.T, n int, token string) *cluster {
+func startCluster(t testing.TB, n int, token string) *cluster {
 	t.Helper()
 	c := &cluster{Cluster: testcluster.Start(t, n, testcluster.Options{Token: token}), t: t}
 	c.ctl("bootstrap", "--storage", c.storageAddrs())

@@ -26,9 +26,12 @@ import (
 // Packages maps each slotkv binary to its main package, relative to the
 // workspace root.
 var Packages = map[string]string{
-	"slotkv-storage": "./services/storage/cmd/slotkv-storage",
-	"slotkv-router":  "./services/router/cmd/slotkv-router",
-	"slotkvctl":      "./cmd/slotkvctl",
+	"slotkv-storage":    "./services/storage/cmd/slotkv-storage",
+	"slotkv-router":     "./services/router/cmd/slotkv-router",
+	"slotkv-downloader": "./services/downloader/cmd/slotkv-downloader",
+	"slotkvctl":         "./cmd/slotkvctl",
+	"slotkv-dataset":    "./cmd/slotkv-dataset",
+	"faulthttp":         "./e2e/cmd/faulthttp",
 }
 
 var (

@@ -21,9 +21,9 @@ import (
 
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/services/router/internal/kv"
-	"github.com/slotkv/slotkv/pkg/route"
 )
 
 // ServiceName names the router in logs and traces.

@@ -5,8 +5,11 @@
 //	go test -bench . ./e2e | benchratio 'router get vs storage get=SingleKey/router-get:SingleKey/storage-get'
 //
 // Each argument is label=numerator:denominator, names matched as substrings
-// of benchmark names; the ratio is given for ns/op, ops/s and every
-// percentile metric both lines carry.
+// of benchmark names; the ratio is given for every metric both lines carry
+// (ns/op, ops/s, percentiles...). A side written name@unit picks one metric,
+// so two metrics of one benchmark compare too:
+//
+//	'ingest / raw Badger=BulkLoad@MB/s-ingest:BulkLoad@MB/s-raw-badger'
 package main
 
 import (
@@ -68,11 +71,24 @@ func main() {
 			fmt.Fprintf(os.Stderr, "benchratio: bad spec %q, want label=numerator:denominator\n", spec)
 			os.Exit(2)
 		}
-		nn, nr := find(num)
-		dn, dr := find(den)
+		numName, numUnit, _ := strings.Cut(num, "@")
+		denName, denUnit, _ := strings.Cut(den, "@")
+		nn, nr := find(numName)
+		dn, dr := find(denName)
 		if nr == nil || dr == nil {
-			fmt.Printf("  %-40s missing benchmark (%q or %q did not run)\n", label, num, den)
+			fmt.Printf("  %-40s missing benchmark (%q or %q did not run)\n", label, numName, denName)
 			failed = true
+			continue
+		}
+		if numUnit != "" || denUnit != "" {
+			nv, ok1 := nr[numUnit]
+			dv, ok2 := dr[denUnit]
+			if !ok1 || !ok2 || dv == 0 {
+				fmt.Printf("  %-40s missing metric (%s of %s or %s of %s)\n", label, numUnit, nn, denUnit, dn)
+				failed = true
+				continue
+			}
+			fmt.Printf("  %-40s %.2fx  (%s %s / %s %s)\n", label, nv/dv, nn, numUnit, dn, denUnit)
 			continue
 		}
 		var units []string

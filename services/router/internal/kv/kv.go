@@ -18,9 +18,9 @@ import (
 
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
-	"github.com/slotkv/slotkv/pkg/route"
 )
 
 // Service is the KVService server.

@@ -19,9 +19,9 @@ import (
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/fanout"
+	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
-	"github.com/slotkv/slotkv/pkg/route"
 )
 
 // Balancer names accepted by NamingOptions.Balancer (--balancer).

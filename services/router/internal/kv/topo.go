@@ -14,9 +14,9 @@ import (
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/fanout"
+	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/topology"
-	"github.com/slotkv/slotkv/pkg/route"
 )
 
 // topoBackend routes by the live topology: one partition per storage node,

@@ -1,0 +1,96 @@
+// Package downloader is slotkv's bulk-load service (BulkLoadService): it
+// loads a dataset built offline (slotkv-dataset) — a manifest and data files
+// fetched over HTTP(S), or file:// when enabled — into the live cluster,
+// each record to the storage node that owns its slot now, as Apache
+// Pegasus' bulk load does, with pause, resume, cancel, persistence across
+// restarts and progress per job, file and node.
+//
+// # Pipeline
+//
+// A job fetches the manifest (size-capped, validated by
+// dataset.ParseManifest; names cannot leave the job directory), checks the
+// download directory has room for what is left to download (fails early:
+// "needs X bytes, Y free in DIR"), then runs every file through:
+//
+//   - download: a slot from the scheduler (a global cap and a cap per
+//     target node — the owners of the file's slot range when it is
+//     scheduled — both changeable at runtime with UpdateSettings), then a
+//     GET with go-retryablehttp (bounded exponential backoff on connection
+//     errors, 429 and 5xx) into <data>/jobs/<job>/<name>.part, through the
+//     shared bandwidth limiter. A cut connection, a pause or a restart
+//     continues with "Range: bytes=N-" after re-hashing the part file. Size
+//     and sha256 are checked while streaming; the part is renamed to <name>
+//     once whole and verified. A sha256 or size mismatch deletes the part
+//     (a retry starts over) and fails the file; 404 fails it naming the URL.
+//   - ingest: the file is read with dataset.NewReader (block CRCs, order,
+//     slots, key count, first/last key checked against the manifest); each
+//     record goes to the owner of its slot in the current topology, one
+//     NodeService.Ingest stream per target node, batches of
+//     IngestBatchRecords, a window of IngestWindow batches in flight per
+//     stream, at most IngestConcurrency streams per job. SLOT_MOVED
+//     refreshes the topology and re-routes every unacknowledged record; an
+//     unavailable node (or frozen slot) is retried with backoff for
+//     NodeRetryTimeout, then the file fails naming node and file. The file's
+//     checkpoint — the number of records from its start that are all
+//     acknowledged — is persisted, and a later ingest of the file skips
+//     that many (re-sending a few records is harmless: puts are
+//     idempotent). The downloaded file is deleted once ingested.
+//
+// Files are downloaded and ingested concurrently: a file is ingested as
+// soon as it is verified. The first file that fails stops the job's other
+// files where they are and fails the job with that file's error.
+//
+// # States
+//
+// Job and file states are the proto's State. A file goes
+//
+//	PENDING -> DOWNLOADING -> DOWNLOADED -> INGESTING -> SUCCEEDED
+//
+// or to FAILED (with an error naming the file), and to PAUSED or CANCELED
+// with its job. A running job's state follows its files: PENDING until the
+// manifest is loaded and a file starts, DOWNLOADING while any file is still
+// to be downloaded (files already downloaded are ingested meanwhile),
+// DOWNLOADED when every file is and none is ingesting yet, INGESTING until
+// every file has SUCCEEDED, then SUCCEEDED. Requests:
+//
+//   - PauseJob: only a running job (PENDING, DOWNLOADING, DOWNLOADED,
+//     INGESTING) -> PAUSED. Downloads and ingest streams stop; part files,
+//     verified files and checkpoints are kept. Otherwise FailedPrecondition
+//     naming the state. A job that completes while being paused stays
+//     SUCCEEDED.
+//   - ResumeJob: a PAUSED job continues where it stopped; a FAILED job is
+//     retried: its failed files start over (their bad part files are gone),
+//     its finished files are not downloaded or ingested again. Any other
+//     state -> FailedPrecondition.
+//   - CancelJob: any job that is not SUCCEEDED or CANCELED (running,
+//     PAUSED or FAILED) -> CANCELED; the job directory (part and downloaded
+//     files) is removed; records already ingested stay in the cluster.
+//     SUCCEEDED or CANCELED -> FailedPrecondition.
+//   - StartJob with an existing id -> AlreadyExists; a bad or disallowed
+//     URL -> InvalidArgument naming manifest_url; an unknown id -> NotFound.
+//
+// SUCCEEDED and CANCELED are final. FAILED is not: the job keeps its
+// verified files and part files (so a resume does not download them again)
+// until it is resumed to success or canceled. A SUCCEEDED job's directory
+// is removed.
+//
+// # Persistence
+//
+// Jobs (manifest file list, per-file state, bytes, checkpoint, per-node
+// counts) are stored as JSON in Badger under <data>/db, saved on every
+// state change and every ProgressInterval while running. On start, jobs
+// that were running continue: a file whose verified download is still on
+// disk with the right size is not downloaded again, a part file is resumed
+// with a Range request, an ingest continues from its checkpoint. SIGTERM
+// stops running jobs where they are without changing their state.
+//
+// # Observability
+//
+// Progress (done, total, rate as an EWMA over about 5s, ETA) per job and
+// file in bytes and records, and per node in records; WatchJob streams it
+// at the requested interval until the job ends (one final message, then
+// EOF); a progress log line per running job every ProgressInterval. Each
+// run of a job is one trace ("bulkload job") with a span per file and
+// child spans for the manifest, download (events for resumes) and ingest;
+// HTTP requests and Ingest streams are traced by otelhttp and otelgrpc.
+package downloader

@@ -1,0 +1,242 @@
+package downloader
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+
+	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
+	"github.com/slotkv/slotkv/pkg/dataset"
+	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/route"
+	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/services/downloader/internal/bulkload"
+	"github.com/slotkv/slotkv/services/downloader/internal/grpcapi"
+)
+
+// ServiceName names the service in logs and traces.
+const ServiceName = "slotkv-downloader"
+
+// Options configures the downloader service. DefaultOptions gives the
+// defaults; zero numeric fields also take them.
+type Options struct {
+	GRPCAddr string // gRPC listen address
+	HTTPAddr string // REST, /healthz, /readyz; "" turns HTTP off
+	// DataDir holds the job store (db/) and the downloads (jobs/<id>/).
+	DataDir string
+	// Storage are seed storage node gRPC addresses.
+	Storage []string
+	// Token is the cluster token: required from callers, sent to storage.
+	Token string
+
+	TLS        *tls.Config // serve both ports over TLS
+	ClientTLS  *tls.Config // the gateway's loopback connection (with TLS)
+	StorageTLS *tls.Config // connections to storage nodes
+
+	// AllowedPrefixes: manifest and data file URLs must start with one of
+	// them (at a boundary: "http://127.0.0.1" allows
+	// "http://127.0.0.1:8000/x" but not "http://127.0.0.1.evil/"). Empty
+	// refuses every URL.
+	AllowedPrefixes []string
+	// AllowFileURLs enables file:// URLs (which still need an allowed
+	// prefix such as "file:///srv/datasets/").
+	AllowFileURLs    bool
+	MaxManifestBytes int64 // cap on the manifest's size
+	MaxFileBytes     int64 // cap on one data file's size
+	MaxFiles         int   // cap on the files of a manifest
+
+	MaxDownloads            int    // downloads at once over all jobs (runtime setting)
+	MaxDownloadsPerNode     int    // downloads at once bound for one storage node (runtime setting)
+	BandwidthBytesPerSecond uint64 // shared download bandwidth; 0 unlimited (runtime setting)
+
+	IngestBatchRecords int           // records per Ingest batch
+	IngestBatchBytes   int           // key+value bytes per Ingest batch at most
+	IngestConcurrency  int           // ingest streams per job at once
+	IngestWindow       int           // batches in flight per ingest stream
+	NodeRetryTimeout   time.Duration // how long an unavailable node is retried before the file fails
+
+	// HTTP client: retries (exponential backoff between RetryWaitMin and
+	// RetryWaitMax on connection errors, 429 and 5xx), the time to the
+	// response headers and the longest silence within a body.
+	HTTPRetryMax     int
+	HTTPRetryWaitMin time.Duration
+	HTTPRetryWaitMax time.Duration
+	HTTPTimeout      time.Duration
+	HTTPStallTimeout time.Duration
+
+	// Statfs returns the free bytes under path (tests fake a full disk);
+	// nil means syscall.Statfs.
+	Statfs func(path string) (free uint64, err error)
+
+	// RefreshInterval of the storage topology.
+	RefreshInterval time.Duration
+	// ProgressInterval between progress log lines (and saves) of a job.
+	ProgressInterval time.Duration
+	ShutdownTimeout  time.Duration
+
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+	// OnListen is called with the bound addresses (httpAddr nil without HTTP).
+	OnListen func(grpcAddr, httpAddr net.Addr)
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options {
+	c := bulkload.DefaultConfig()
+	return Options{
+		GRPCAddr:            ":9094",
+		HTTPAddr:            ":8084",
+		DataDir:             "./data/downloader",
+		MaxManifestBytes:    dataset.DefaultMaxManifestBytes,
+		MaxFileBytes:        dataset.DefaultMaxFileBytes,
+		MaxFiles:            dataset.DefaultMaxFiles,
+		MaxDownloads:        c.MaxDownloads,
+		MaxDownloadsPerNode: c.MaxDownloadsPerNode,
+		IngestBatchRecords:  c.IngestBatchRecords,
+		IngestBatchBytes:    c.IngestBatchBytes,
+		IngestConcurrency:   c.IngestConcurrency,
+		IngestWindow:        c.IngestWindow,
+		NodeRetryTimeout:    c.NodeRetryTimeout,
+		HTTPRetryMax:        c.HTTPRetryMax,
+		HTTPRetryWaitMin:    c.HTTPRetryWaitMin,
+		HTTPRetryWaitMax:    c.HTTPRetryWaitMax,
+		HTTPTimeout:         c.HTTPTimeout,
+		HTTPStallTimeout:    c.HTTPStallTimeout,
+		RefreshInterval:     route.DefaultRefreshInterval,
+		ProgressInterval:    c.ProgressInterval,
+		ShutdownTimeout:     15 * time.Second,
+	}
+}
+
+// Run serves the downloader until ctx ends. On shutdown running jobs stop
+// where they are, keep their state and continue at the next start.
+func Run(ctx context.Context, o Options) error {
+	base := o.Logger
+	if base == nil {
+		base = slog.Default()
+	}
+	log := base.With("service", ServiceName)
+	seeds := splitAddrs(o.Storage)
+	if len(seeds) == 0 {
+		return errors.New("downloader: no storage node address given (--storage host:port,...)")
+	}
+	if o.DataDir == "" {
+		return errors.New("downloader: no data directory given (--data-dir)")
+	}
+	rt, err := route.New(route.Options{
+		Seeds: seeds,
+		Dial: func(addr string) (*grpc.ClientConn, error) {
+			return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider})
+		},
+		RefreshInterval: o.RefreshInterval,
+		Logger:          log,
+	})
+	if err != nil {
+		return fmt.Errorf("downloader: %w", err)
+	}
+	defer rt.Close()
+	rctx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = rt.Run(rctx) })
+	defer func() {
+		stopRouter()
+		wg.Wait()
+	}()
+
+	m, err := bulkload.Open(bulkload.Config{
+		DataDir:                 o.DataDir,
+		Router:                  rt,
+		AllowedPrefixes:         o.AllowedPrefixes,
+		AllowFileURLs:           o.AllowFileURLs,
+		MaxManifestBytes:        o.MaxManifestBytes,
+		MaxFileBytes:            o.MaxFileBytes,
+		MaxFiles:                o.MaxFiles,
+		MaxDownloads:            o.MaxDownloads,
+		MaxDownloadsPerNode:     o.MaxDownloadsPerNode,
+		BandwidthBytesPerSecond: o.BandwidthBytesPerSecond,
+		IngestBatchRecords:      o.IngestBatchRecords,
+		IngestBatchBytes:        o.IngestBatchBytes,
+		IngestConcurrency:       o.IngestConcurrency,
+		IngestWindow:            o.IngestWindow,
+		NodeRetryTimeout:        o.NodeRetryTimeout,
+		HTTPRetryMax:            o.HTTPRetryMax,
+		HTTPRetryWaitMin:        o.HTTPRetryWaitMin,
+		HTTPRetryWaitMax:        o.HTTPRetryWaitMax,
+		HTTPTimeout:             o.HTTPTimeout,
+		HTTPStallTimeout:        o.HTTPStallTimeout,
+		Statfs:                  o.Statfs,
+		ProgressInterval:        o.ProgressInterval,
+		Logger:                  log,
+		TracerProvider:          o.TracerProvider,
+	})
+	if err != nil {
+		return fmt.Errorf("downloader: %w", err)
+	}
+	defer func() {
+		if err := m.Close(); err != nil {
+			log.Error("closing the job store failed", "err", err)
+		}
+	}()
+	// Jobs stop as soon as shutdown begins, in parallel with the servers
+	// draining, so watches end and nothing is half-written at exit.
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			m.Shutdown()
+		case <-stopped:
+		}
+	}()
+
+	svc := grpcapi.New(m)
+	log.Info("starting", "storage", strings.Join(seeds, ","), "data_dir", o.DataDir,
+		"allowed_prefixes", strings.Join(o.AllowedPrefixes, ","), "allow_file_urls", o.AllowFileURLs)
+	return server.Run(ctx, server.Options{
+		Name:            ServiceName,
+		GRPCAddr:        o.GRPCAddr,
+		HTTPAddr:        o.HTTPAddr,
+		Token:           o.Token,
+		TLS:             o.TLS,
+		ClientTLS:       o.ClientTLS,
+		TracerProvider:  o.TracerProvider,
+		Logger:          base,
+		ShutdownTimeout: o.ShutdownTimeout,
+		Register:        svc.Register,
+		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+			return downloaderv1.RegisterBulkLoadServiceHandler(ctx, mux, conn)
+		},
+		Ready: func(context.Context) error {
+			if rt.Ready() {
+				return nil
+			}
+			if err := rt.LastRefreshError(); err != nil {
+				return fmt.Errorf("no topology loaded yet: %w", err)
+			}
+			return errors.New("no topology loaded yet")
+		},
+		OnListen: o.OnListen,
+	})
+}
+
+func splitAddrs(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for _, a := range strings.Split(s, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,553 @@
+// Package bulkload runs the downloader's bulk-load jobs: it fetches a
+// dataset's manifest and data files over HTTP(S) (or file://), verifies
+// them, ingests their records into the storage nodes owning their slots,
+// persists every job in Badger and reports progress. See the downloader
+// package documentation for the state rules.
+package bulkload
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/slotkv/slotkv/pkg/dataset"
+	"github.com/slotkv/slotkv/pkg/route"
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/topology"
+)
+
+// Config configures a Manager. Zero fields take the defaults of
+// DefaultConfig, except DataDir and Router, which are required.
+type Config struct {
+	DataDir string        // job store (db/) and downloads (jobs/<id>/)
+	Router  *route.Router // the cluster: topology and connections
+
+	AllowedPrefixes  []string
+	AllowFileURLs    bool
+	MaxManifestBytes int64
+	MaxFileBytes     int64
+	MaxFiles         int
+
+	MaxDownloads            int
+	MaxDownloadsPerNode     int
+	BandwidthBytesPerSecond uint64
+
+	IngestBatchRecords int
+	IngestBatchBytes   int
+	IngestConcurrency  int
+	IngestWindow       int           // batches in flight per stream
+	NodeRetryTimeout   time.Duration // how long an unavailable node is retried
+	NodeRetryMin       time.Duration
+	NodeRetryMax       time.Duration
+
+	HTTPRetryMax     int
+	HTTPRetryWaitMin time.Duration
+	HTTPRetryWaitMax time.Duration
+	HTTPTimeout      time.Duration // until response headers
+	HTTPStallTimeout time.Duration // without a byte of the body
+
+	// Statfs returns the free bytes of the file system holding path;
+	// nil means syscall.Statfs.
+	Statfs func(path string) (free uint64, err error)
+
+	ProgressInterval time.Duration // progress log line and save period
+
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxManifestBytes:    dataset.DefaultMaxManifestBytes,
+		MaxFileBytes:        dataset.DefaultMaxFileBytes,
+		MaxFiles:            dataset.DefaultMaxFiles,
+		MaxDownloads:        4,
+		MaxDownloadsPerNode: 2,
+		IngestBatchRecords:  1000,
+		IngestBatchBytes:    8 << 20,
+		IngestConcurrency:   4,
+		IngestWindow:        4,
+		NodeRetryTimeout:    30 * time.Second,
+		NodeRetryMin:        100 * time.Millisecond,
+		NodeRetryMax:        3 * time.Second,
+		HTTPRetryMax:        5,
+		HTTPRetryWaitMin:    200 * time.Millisecond,
+		HTTPRetryWaitMax:    5 * time.Second,
+		HTTPTimeout:         30 * time.Second,
+		HTTPStallTimeout:    60 * time.Second,
+		ProgressInterval:    5 * time.Second,
+	}
+}
+
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	set := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	setD := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	if c.MaxManifestBytes <= 0 {
+		c.MaxManifestBytes = d.MaxManifestBytes
+	}
+	if c.MaxFileBytes <= 0 {
+		c.MaxFileBytes = d.MaxFileBytes
+	}
+	set(&c.MaxFiles, d.MaxFiles)
+	set(&c.MaxDownloads, d.MaxDownloads)
+	set(&c.MaxDownloadsPerNode, d.MaxDownloadsPerNode)
+	set(&c.IngestBatchRecords, d.IngestBatchRecords)
+	set(&c.IngestBatchBytes, d.IngestBatchBytes)
+	set(&c.IngestConcurrency, d.IngestConcurrency)
+	set(&c.IngestWindow, d.IngestWindow)
+	if c.HTTPRetryMax < 0 {
+		c.HTTPRetryMax = 0
+	}
+	setD(&c.NodeRetryTimeout, d.NodeRetryTimeout)
+	setD(&c.NodeRetryMin, d.NodeRetryMin)
+	setD(&c.NodeRetryMax, d.NodeRetryMax)
+	setD(&c.HTTPRetryWaitMin, d.HTTPRetryWaitMin)
+	setD(&c.HTTPRetryWaitMax, d.HTTPRetryWaitMax)
+	setD(&c.HTTPTimeout, d.HTTPTimeout)
+	setD(&c.HTTPStallTimeout, d.HTTPStallTimeout)
+	setD(&c.ProgressInterval, d.ProgressInterval)
+	if c.Statfs == nil {
+		c.Statfs = statfs
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
+	}
+}
+
+func statfs(path string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+// Settings are the runtime knobs.
+type Settings struct {
+	MaxDownloads            int
+	MaxDownloadsPerNode     int
+	BandwidthBytesPerSecond uint64
+}
+
+// SettingsUpdate changes the fields that are set.
+type SettingsUpdate struct {
+	MaxDownloads            *int
+	MaxDownloadsPerNode     *int
+	BandwidthBytesPerSecond *uint64
+}
+
+// Manager runs and persists the jobs.
+type Manager struct {
+	opts    Config
+	log     *slog.Logger
+	tp      trace.TracerProvider
+	tracer  trace.Tracer
+	rt      *route.Router
+	st      *store
+	sched   *scheduler
+	bw      *bandwidth
+	http    *retryablehttp.Client
+	jobsDir string
+
+	mu       sync.Mutex
+	jobs     map[string]*job
+	closed   bool
+	closing  chan struct{} // closed by Shutdown
+	wg       sync.WaitGroup
+	shutOnce sync.Once
+}
+
+// Open opens the job store under cfg.DataDir and continues every job that
+// was running when the service stopped.
+func Open(cfg Config) (*Manager, error) {
+	cfg.setDefaults()
+	if cfg.DataDir == "" {
+		return nil, errors.New("bulkload: DataDir is required")
+	}
+	if cfg.Router == nil {
+		return nil, errors.New("bulkload: Router is required")
+	}
+	m := &Manager{
+		opts:    cfg,
+		log:     cfg.Logger,
+		tp:      cfg.TracerProvider,
+		tracer:  cfg.TracerProvider.Tracer("github.com/slotkv/slotkv/services/downloader"),
+		rt:      cfg.Router,
+		sched:   newScheduler(cfg.MaxDownloads, cfg.MaxDownloadsPerNode),
+		bw:      newBandwidth(cfg.BandwidthBytesPerSecond),
+		jobsDir: filepath.Join(cfg.DataDir, "jobs"),
+		jobs:    map[string]*job{},
+		closing: make(chan struct{}),
+	}
+	m.http = m.newHTTPClient()
+	if err := os.MkdirAll(m.jobsDir, 0o755); err != nil {
+		return nil, fmt.Errorf("bulkload: %w", err)
+	}
+	st, err := openStore(filepath.Join(cfg.DataDir, "db"), m.log)
+	if err != nil {
+		return nil, fmt.Errorf("bulkload: %w", err)
+	}
+	m.st = st
+	recs, err := st.load()
+	if err != nil {
+		st.close()
+		return nil, fmt.Errorf("bulkload: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range recs {
+		j := newJob(m, r)
+		m.jobs[r.ID] = j
+		if r.State.Running() {
+			m.log.Info("continuing bulk-load job after restart", "job_id", r.ID, "state", r.State.String())
+			j.mu.Lock()
+			m.startLocked(j)
+			j.mu.Unlock()
+		}
+	}
+	return m, nil
+}
+
+// Shutdown stops every running job where it is (its state is kept, so it
+// continues after the next Open), ends the watches and waits.
+func (m *Manager) Shutdown() {
+	m.shutOnce.Do(func() {
+		m.mu.Lock()
+		m.closed = true
+		close(m.closing)
+		for _, j := range m.jobs {
+			j.mu.Lock()
+			if j.cancel != nil {
+				j.cancel(errShutdown)
+			}
+			j.mu.Unlock()
+		}
+		m.mu.Unlock()
+		m.wg.Wait()
+	})
+}
+
+// Close shuts down (see Shutdown) and closes the store.
+func (m *Manager) Close() error {
+	m.Shutdown()
+	return m.st.close()
+}
+
+// Start creates a job for the manifest at manifestURL and starts it.
+func (m *Manager) Start(ctx context.Context, manifestURL, id string) (*JobStatus, error) {
+	if _, err := m.checkURL("manifest_url", manifestURL); err != nil {
+		return nil, err
+	}
+	if id == "" {
+		id = newJobID()
+	} else if err := checkJobID(id); err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if _, ok := m.jobs[id]; ok {
+		return nil, fmt.Errorf("%w: %q", ErrJobExists, id)
+	}
+	rec := &jobRecord{ID: id, ManifestURL: manifestURL, State: StatePending, Created: now, Updated: now}
+	if err := m.st.put(rec); err != nil {
+		return nil, fmt.Errorf("bulkload: persist job %s: %w", id, err)
+	}
+	j := newJob(m, rec)
+	m.jobs[id] = j
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	m.log.InfoContext(ctx, "bulk-load job started", "job_id", id, "manifest_url", manifestURL)
+	m.startLocked(j)
+	return j.statusLocked(true), nil
+}
+
+func newJobID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "bl-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+func (m *Manager) job(id string) (*job, error) {
+	if id == "" {
+		return nil, rpcerr.InvalidField("job_id", "required")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	j, ok := m.jobs[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrJobNotFound, id)
+	}
+	return j, nil
+}
+
+// Get returns a job with per-file and per-node detail.
+func (m *Manager) Get(id string) (*JobStatus, error) {
+	j, err := m.job(id)
+	if err != nil {
+		return nil, err
+	}
+	return j.status(true), nil
+}
+
+// List returns every job, newest first, without detail.
+func (m *Manager) List() []*JobStatus {
+	m.mu.Lock()
+	jobs := make([]*job, 0, len(m.jobs))
+	for _, j := range m.jobs {
+		jobs = append(jobs, j)
+	}
+	m.mu.Unlock()
+	out := make([]*JobStatus, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, j.status(false))
+	}
+	slices.SortFunc(out, func(a, b *JobStatus) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// Watch calls send with the job's status now, then at most every interval,
+// until the job ends (SUCCEEDED, FAILED, CANCELED): then once more with
+// the final status, and returns nil.
+func (m *Manager) Watch(ctx context.Context, id string, interval time.Duration, send func(*JobStatus) error) error {
+	j, err := m.job(id)
+	if err != nil {
+		return err
+	}
+	if interval <= 0 {
+		interval = time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		j.mu.Lock()
+		st := j.statusLocked(true)
+		changed := j.changed
+		j.mu.Unlock()
+		if err := send(st); err != nil {
+			return err
+		}
+		if st.State.Ended() {
+			return nil
+		}
+		// Wait for the interval; an end of the job is reported at once.
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-m.closing:
+				return ErrClosed
+			case <-t.C:
+				break wait
+			case <-changed:
+				j.mu.Lock()
+				ended := j.rec.State.Ended()
+				changed = j.changed
+				j.mu.Unlock()
+				if ended {
+					break wait
+				}
+			}
+		}
+	}
+}
+
+// Pause stops a running job; finished files stay finished, partial
+// downloads and ingest checkpoints are kept for Resume.
+func (m *Manager) Pause(ctx context.Context, id string) (*JobStatus, error) {
+	j, err := m.job(id)
+	if err != nil {
+		return nil, err
+	}
+	j.mu.Lock()
+	if !j.rec.State.Running() || j.cancel == nil {
+		st := j.rec.State
+		j.mu.Unlock()
+		return nil, fmt.Errorf("%w: job %q is %s; only a running job (PENDING, DOWNLOADING, DOWNLOADED, INGESTING) can be paused", ErrBadState, id, st)
+	}
+	j.cancel(errPaused)
+	done := j.done
+	j.mu.Unlock()
+	if err := waitDone(ctx, done); err != nil {
+		return nil, err
+	}
+	m.log.InfoContext(ctx, "bulk-load job paused", "job_id", id)
+	return j.status(true), nil
+}
+
+// Resume continues a PAUSED job, or retries a FAILED one (failed files
+// start over, finished files are kept).
+func (m *Manager) Resume(ctx context.Context, id string) (*JobStatus, error) {
+	j, err := m.job(id)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if st := j.rec.State; (st != StatePaused && st != StateFailed) || j.cancel != nil {
+		return nil, fmt.Errorf("%w: job %q is %s; only a PAUSED or FAILED job can be resumed", ErrBadState, id, st)
+	}
+	m.log.InfoContext(ctx, "bulk-load job resumed", "job_id", id, "from", j.rec.State.String())
+	j.rec.State = StatePending
+	j.rec.Error = ""
+	j.touchLocked()
+	m.startLocked(j)
+	return j.statusLocked(true), nil
+}
+
+// Cancel stops a job for good and removes its downloaded files. Records
+// already ingested stay in the cluster.
+func (m *Manager) Cancel(ctx context.Context, id string) (*JobStatus, error) {
+	j, err := m.job(id)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	j.mu.Lock()
+	if j.rec.State.Final() {
+		st := j.rec.State
+		j.mu.Unlock()
+		return nil, fmt.Errorf("%w: job %q is %s already; only an unfinished job can be canceled", ErrBadState, id, st)
+	}
+	if j.cancel != nil {
+		j.cancel(errCanceled)
+		done := j.done
+		j.mu.Unlock()
+		if err := waitDone(ctx, done); err != nil {
+			return nil, err
+		}
+	} else {
+		j.setStoppedLocked(StateCanceled)
+		j.saveLocked()
+		j.mu.Unlock()
+		j.removeDir()
+	}
+	m.log.InfoContext(ctx, "bulk-load job canceled", "job_id", id)
+	return j.status(true), nil
+}
+
+func waitDone(ctx context.Context, done <-chan struct{}) error {
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Settings returns the runtime settings.
+func (m *Manager) Settings() Settings {
+	g, n := m.sched.caps()
+	return Settings{MaxDownloads: g, MaxDownloadsPerNode: n, BandwidthBytesPerSecond: m.bw.get()}
+}
+
+// UpdateSettings changes the fields of u that are set; running downloads
+// over a lowered cap finish, new ones wait.
+func (m *Manager) UpdateSettings(u SettingsUpdate) (Settings, error) {
+	g, n := m.sched.caps()
+	if u.MaxDownloads != nil {
+		if *u.MaxDownloads < 1 {
+			return Settings{}, rpcerr.InvalidField("max_downloads", "%d, must be at least 1", *u.MaxDownloads)
+		}
+		g = *u.MaxDownloads
+	}
+	if u.MaxDownloadsPerNode != nil {
+		if *u.MaxDownloadsPerNode < 1 {
+			return Settings{}, rpcerr.InvalidField("max_downloads_per_node", "%d, must be at least 1", *u.MaxDownloadsPerNode)
+		}
+		n = *u.MaxDownloadsPerNode
+	}
+	m.sched.setCaps(g, n)
+	if u.BandwidthBytesPerSecond != nil {
+		m.bw.set(*u.BandwidthBytesPerSecond)
+	}
+	s := m.Settings()
+	m.log.Info("bulk-load settings updated", "max_downloads", s.MaxDownloads, "max_downloads_per_node", s.MaxDownloadsPerNode,
+		"bandwidth_bytes_per_second", s.BandwidthBytesPerSecond)
+	return s, nil
+}
+
+// PeakDownloads is the most downloads ever running at once (diagnostics).
+func (m *Manager) PeakDownloads() int {
+	m.sched.mu.Lock()
+	defer m.sched.mu.Unlock()
+	return m.sched.peak
+}
+
+// topology returns a topology newer than old (or any when old is nil),
+// waiting up to NodeRetryTimeout for the storage nodes to give one.
+func (m *Manager) topology(ctx context.Context, old *topology.Topology) (*topology.Topology, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.opts.NodeRetryTimeout)
+	defer cancel()
+	var minV uint64 = 1
+	if old != nil {
+		minV = old.Version() + 1
+	}
+	delay := m.opts.NodeRetryMin
+	for {
+		t, err := m.rt.RefreshTo(ctx, minV)
+		if t != nil && (old == nil || t.Version() > old.Version()) {
+			return t, nil
+		}
+		if old != nil && t != nil && err == nil {
+			return t, nil // the cluster knows nothing newer
+		}
+		if ctx.Err() != nil {
+			if err == nil {
+				err = ctx.Err()
+			}
+			return t, fmt.Errorf("no topology from the storage nodes %s: %v", strings.Join(m.rt.Seeds(), ","), err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, m.opts.NodeRetryMax)
+	}
+}

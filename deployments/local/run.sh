@@ -5,6 +5,7 @@
 #
 # Ports and the token can be changed through the environment:
 #   SLOTKV_HOST (127.0.0.1), SLOTKV_ROUTER_GRPC (7000), SLOTKV_ROUTER_HTTP (8080),
+#   SLOTKV_DOWNLOADER_GRPC (7010), SLOTKV_DOWNLOADER_HTTP (8090),
 #   SLOTKV_STORAGE_GRPC_BASE (7100 -> 7101..7103), SLOTKV_STORAGE_HTTP_BASE (8100),
 #   SLOTKV_DATA (./.data), SLOTKV_TOKEN (empty: open cluster).
 set -euo pipefail
@@ -17,6 +18,8 @@ HOST=${SLOTKV_HOST:-127.0.0.1}
 DATA=${SLOTKV_DATA:-$(pwd)/.data}
 ROUTER_GRPC=${SLOTKV_ROUTER_GRPC:-7000}
 ROUTER_HTTP=${SLOTKV_ROUTER_HTTP:-8080}
+DL_GRPC=${SLOTKV_DOWNLOADER_GRPC:-7010}
+DL_HTTP=${SLOTKV_DOWNLOADER_HTTP:-8090}
 SG=${SLOTKV_STORAGE_GRPC_BASE:-7100}
 SH=${SLOTKV_STORAGE_HTTP_BASE:-8100}
 NODES=(n1 n2 n3)
@@ -70,6 +73,15 @@ seeds=$(IFS=,; echo "${storage[*]}")
 pids+=($!)
 wait_ready router "$HOST:$ROUTER_HTTP" "$DATA/logs/router.log"
 
+# Bulk loads from datasets served on loopback or kept under .data/datasets.
+mkdir -p "$DATA/datasets"
+"$BIN/slotkv-downloader" --storage "$seeds" --data-dir "$DATA/downloader" \
+  --grpc-addr "$HOST:$DL_GRPC" --http-addr "$HOST:$DL_HTTP" \
+  --allow-file-urls --allowed-prefixes "http://127.0.0.1:,http://localhost:,file://$DATA/datasets/" \
+  >>"$DATA/logs/downloader.log" 2>&1 &
+pids+=($!)
+wait_ready downloader "$HOST:$DL_HTTP" "$DATA/logs/downloader.log"
+
 auth=""; gauth=""
 if [ -n "$SLOTKV_TOKEN" ]; then
   auth=" -H 'Authorization: Bearer $SLOTKV_TOKEN'"
@@ -80,6 +92,7 @@ cat <<MSG
 slotkv is running (data in $DATA, logs in $DATA/logs).
 
   router     gRPC $HOST:$ROUTER_GRPC   REST http://$HOST:$ROUTER_HTTP
+  downloader gRPC $HOST:$DL_GRPC   REST http://$HOST:$DL_HTTP
 $(for i in "${!NODES[@]}"; do echo "  storage ${NODES[$i]} gRPC $HOST:$((SG + i + 1))   REST http://$HOST:$((SH + i + 1))"; done)
 
 Try:
@@ -91,6 +104,13 @@ Try:
   bin/grpcurl -plaintext$gauth $HOST:$((SG + 1)) slotkv.storage.v1.NodeService/GetNodeInfo
   curl$auth http://$HOST:$((SH + 1))/v1/node
   bin/slotkvctl topology --storage $seeds
+
+Bulk load (build a dataset, then load it):
+  bin/slotkv-dataset gen --records 100000 --value-size 100 --out $DATA/datasets/demo.jsonl
+  rm -rf $DATA/datasets/demo && bin/slotkv-dataset build --input $DATA/datasets/demo.jsonl --out $DATA/datasets/demo
+  curl$auth -X POST http://$HOST:$DL_HTTP/v1/bulkloads -d '{"manifest_url":"file://$DATA/datasets/demo/manifest.json"}'
+  curl$auth http://$HOST:$DL_HTTP/v1/bulkloads
+  curl$auth http://$HOST:$ROUTER_HTTP/v1/count
 
 Ctrl-C stops everything.
 MSG

@@ -59,8 +59,9 @@
 //     naming the state. A job that completes while being paused stays
 //     SUCCEEDED.
 //   - ResumeJob: a PAUSED job continues where it stopped; a FAILED job is
-//     retried: its failed files start over (their bad part files are gone),
-//     its finished files are not downloaded or ingested again. Any other
+//     retried: its failed and unfinished downloads start over (their part
+//     files are gone), its verified and finished files are not downloaded
+//     or ingested again. Any other
 //     state -> FailedPrecondition.
 //   - CancelJob: any job that is not SUCCEEDED or CANCELED (running,
 //     PAUSED or FAILED) -> CANCELED; the job directory (part and downloaded
@@ -69,10 +70,11 @@
 //   - StartJob with an existing id -> AlreadyExists; a bad or disallowed
 //     URL -> InvalidArgument naming manifest_url; an unknown id -> NotFound.
 //
-// SUCCEEDED and CANCELED are final. FAILED is not: the job keeps its
-// verified files and part files (so a resume does not download them again)
-// until it is resumed to success or canceled. A SUCCEEDED job's directory
-// is removed.
+// SUCCEEDED and CANCELED are final. FAILED is not: its temp files (the
+// .part files of unfinished downloads) are removed when it fails, but its
+// verified files stay (so a resume does not download them again) until it
+// is resumed to success or canceled. A SUCCEEDED or CANCELED job's
+// directory is removed.
 //
 // # Persistence
 //

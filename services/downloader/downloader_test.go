@@ -201,6 +201,10 @@ func testSHAMismatch(t *testing.T, c *testcluster.Cluster, topo *topology.Topolo
 	if _, err := os.Stat(filepath.Join(dir, "jobs", "sha", bad+".part")); !os.IsNotExist(err) {
 		t.Errorf("part file of the bad download kept: %v", err)
 	}
+	// No temp file of the failed job is left behind.
+	if parts, _ := filepath.Glob(filepath.Join(dir, "jobs", "sha", "*.part")); len(parts) != 0 {
+		t.Errorf("partial downloads of a failed job kept: %v", parts)
+	}
 	checkKeys(t, c, topo, existing)
 }
 

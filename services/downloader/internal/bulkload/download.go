@@ -171,7 +171,7 @@ func (j *job) download(ctx context.Context, i int) (err error) {
 	if err != nil {
 		return fileErr(f.Name, "%v", err)
 	}
-	part := final + ".part"
+	part := final + partSuffix
 	if err := os.MkdirAll(j.dir(), 0o755); err != nil {
 		return fileErr(f.Name, "create download directory: %v", err)
 	}
@@ -461,3 +461,8 @@ func syncDir(dir string) {
 		_ = d.Close()
 	}
 }
+
+// partSuffix names a partial download: the temp file a download resumes
+// into with an HTTP Range request, renamed to the file's name when whole
+// and verified.
+const partSuffix = ".part"

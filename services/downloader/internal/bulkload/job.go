@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -319,7 +320,7 @@ func (j *job) prepare(ctx context.Context) error {
 			continue
 		}
 		f.Verified, f.State, f.Downloaded = false, StatePending, 0
-		if st, err := os.Stat(path + ".part"); err == nil && st.Size() <= f.Size {
+		if st, err := os.Stat(path + partSuffix); err == nil && st.Size() <= f.Size {
 			f.Downloaded = st.Size()
 		}
 		need += uint64(f.Size - f.Downloaded)
@@ -463,7 +464,7 @@ func (j *job) finish(ctx context.Context, err error) {
 	m := j.m
 	cause := context.Cause(ctx)
 	j.mu.Lock()
-	removeDir := false
+	removeDir, removeParts := false, false
 	switch {
 	case err == nil:
 		j.rec.State, j.rec.Error = StateSucceeded, ""
@@ -479,10 +480,13 @@ func (j *job) finish(ctx context.Context, err error) {
 		removeDir = true
 	default:
 		j.rec.State, j.rec.Error = StateFailed, err.Error()
+		// Partial downloads (the .part temp files) are removed; verified
+		// files stay, so a resume does not fetch them again.
+		removeParts = true
 		for _, f := range j.rec.Files {
 			switch f.State {
 			case StateDownloading, StatePending:
-				f.State = StatePending
+				f.State, f.Downloaded = StatePending, 0
 			case StateIngesting:
 				f.State = StateDownloaded
 			}
@@ -501,6 +505,9 @@ func (j *job) finish(ctx context.Context, err error) {
 	if removeDir {
 		j.removeDir()
 	}
+	if removeParts {
+		j.removeParts()
+	}
 	close(done)
 }
 
@@ -514,6 +521,16 @@ func (j *job) setStoppedLocked(st State) {
 		}
 	}
 	j.touchLocked()
+}
+
+// removeParts removes the job's partial downloads.
+func (j *job) removeParts() {
+	parts, _ := filepath.Glob(filepath.Join(j.dir(), "*"+partSuffix))
+	for _, p := range parts {
+		if err := os.Remove(p); err != nil {
+			j.m.log.Warn("removing a partial download failed", "job_id", j.id(), "path", p, "err", err)
+		}
+	}
 }
 
 func (j *job) removeDir() {

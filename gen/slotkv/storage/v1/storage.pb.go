@@ -25,6 +25,106 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// MigrationRole is a node's side of a migration.
+type MigrationRole int32
+
+const (
+	MigrationRole_MIGRATION_ROLE_UNSPECIFIED MigrationRole = 0
+	MigrationRole_MIGRATION_ROLE_SOURCE      MigrationRole = 1
+	MigrationRole_MIGRATION_ROLE_DESTINATION MigrationRole = 2
+)
+
+// Enum value maps for MigrationRole.
+var (
+	MigrationRole_name = map[int32]string{
+		0: "MIGRATION_ROLE_UNSPECIFIED",
+		1: "MIGRATION_ROLE_SOURCE",
+		2: "MIGRATION_ROLE_DESTINATION",
+	}
+	MigrationRole_value = map[string]int32{
+		"MIGRATION_ROLE_UNSPECIFIED": 0,
+		"MIGRATION_ROLE_SOURCE":      1,
+		"MIGRATION_ROLE_DESTINATION": 2,
+	}
+)
+
+func (x MigrationRole) Enum() *MigrationRole {
+	p := new(MigrationRole)
+	*p = x
+	return p
+}
+
+func (x MigrationRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MigrationRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_slotkv_storage_v1_storage_proto_enumTypes[0].Descriptor()
+}
+
+func (MigrationRole) Type() protoreflect.EnumType {
+	return &file_slotkv_storage_v1_storage_proto_enumTypes[0]
+}
+
+func (x MigrationRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MigrationRole.Descriptor instead.
+func (MigrationRole) EnumDescriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{0}
+}
+
+// MigrationOutcome is how a migration ends on a node.
+type MigrationOutcome int32
+
+const (
+	MigrationOutcome_MIGRATION_OUTCOME_UNSPECIFIED MigrationOutcome = 0
+	MigrationOutcome_MIGRATION_OUTCOME_COMMITTED   MigrationOutcome = 1
+	MigrationOutcome_MIGRATION_OUTCOME_ABORTED     MigrationOutcome = 2
+)
+
+// Enum value maps for MigrationOutcome.
+var (
+	MigrationOutcome_name = map[int32]string{
+		0: "MIGRATION_OUTCOME_UNSPECIFIED",
+		1: "MIGRATION_OUTCOME_COMMITTED",
+		2: "MIGRATION_OUTCOME_ABORTED",
+	}
+	MigrationOutcome_value = map[string]int32{
+		"MIGRATION_OUTCOME_UNSPECIFIED": 0,
+		"MIGRATION_OUTCOME_COMMITTED":   1,
+		"MIGRATION_OUTCOME_ABORTED":     2,
+	}
+)
+
+func (x MigrationOutcome) Enum() *MigrationOutcome {
+	p := new(MigrationOutcome)
+	*p = x
+	return p
+}
+
+func (x MigrationOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MigrationOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_slotkv_storage_v1_storage_proto_enumTypes[1].Descriptor()
+}
+
+func (MigrationOutcome) Type() protoreflect.EnumType {
+	return &file_slotkv_storage_v1_storage_proto_enumTypes[1]
+}
+
+func (x MigrationOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MigrationOutcome.Descriptor instead.
+func (MigrationOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{1}
+}
+
 type GetRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1632,6 +1732,1440 @@ func (x *IngestResponse) GetBytes() uint64 {
 	return 0
 }
 
+type BeginMigrationRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	JobId  string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Role   MigrationRole          `protobuf:"varint,2,opt,name=role,proto3,enum=slotkv.storage.v1.MigrationRole" json:"role,omitempty"`
+	Ranges []*v1.SlotRange        `protobuf:"bytes,3,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// The other node of the migration.
+	PeerNodeId string `protobuf:"bytes,4,opt,name=peer_node_id,json=peerNodeId,proto3" json:"peer_node_id,omitempty"`
+	// Topology version the job was planned on; a node holding another
+	// version refuses (STALE_TOPOLOGY), so the plan is re-checked.
+	TopologyVersion uint64 `protobuf:"varint,5,opt,name=topology_version,json=topologyVersion,proto3" json:"topology_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *BeginMigrationRequest) Reset() {
+	*x = BeginMigrationRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginMigrationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginMigrationRequest) ProtoMessage() {}
+
+func (x *BeginMigrationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginMigrationRequest.ProtoReflect.Descriptor instead.
+func (*BeginMigrationRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *BeginMigrationRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *BeginMigrationRequest) GetRole() MigrationRole {
+	if x != nil {
+		return x.Role
+	}
+	return MigrationRole_MIGRATION_ROLE_UNSPECIFIED
+}
+
+func (x *BeginMigrationRequest) GetRanges() []*v1.SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *BeginMigrationRequest) GetPeerNodeId() string {
+	if x != nil {
+		return x.PeerNodeId
+	}
+	return ""
+}
+
+func (x *BeginMigrationRequest) GetTopologyVersion() uint64 {
+	if x != nil {
+		return x.TopologyVersion
+	}
+	return 0
+}
+
+type BeginMigrationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Source: the change sequence now (changes start after it).
+	ChangeSeq     uint64 `protobuf:"varint,1,opt,name=change_seq,json=changeSeq,proto3" json:"change_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginMigrationResponse) Reset() {
+	*x = BeginMigrationResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginMigrationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginMigrationResponse) ProtoMessage() {}
+
+func (x *BeginMigrationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginMigrationResponse.ProtoReflect.Descriptor instead.
+func (*BeginMigrationResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *BeginMigrationResponse) GetChangeSeq() uint64 {
+	if x != nil {
+		return x.ChangeSeq
+	}
+	return 0
+}
+
+type OpenSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSnapshotRequest) Reset() {
+	*x = OpenSnapshotRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSnapshotRequest) ProtoMessage() {}
+
+func (x *OpenSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*OpenSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *OpenSnapshotRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type OpenSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Change sequence of the snapshot: it holds every change up to it.
+	SnapshotSeq   uint64 `protobuf:"varint,1,opt,name=snapshot_seq,json=snapshotSeq,proto3" json:"snapshot_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSnapshotResponse) Reset() {
+	*x = OpenSnapshotResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSnapshotResponse) ProtoMessage() {}
+
+func (x *OpenSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*OpenSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *OpenSnapshotResponse) GetSnapshotSeq() uint64 {
+	if x != nil {
+		return x.SnapshotSeq
+	}
+	return 0
+}
+
+// MigrationEntry is one key moved by a migration: a snapshot entry, or a
+// captured change (seq > 0) that is a put or a delete.
+type MigrationEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Slot          uint32                 `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
+	Delete        bool                   `protobuf:"varint,4,opt,name=delete,proto3" json:"delete,omitempty"`
+	Seq           uint64                 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationEntry) Reset() {
+	*x = MigrationEntry{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationEntry) ProtoMessage() {}
+
+func (x *MigrationEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationEntry.ProtoReflect.Descriptor instead.
+func (*MigrationEntry) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *MigrationEntry) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *MigrationEntry) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *MigrationEntry) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *MigrationEntry) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+func (x *MigrationEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+type SnapshotScanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Part of the job's ranges to stream.
+	Ranges []*v1.SlotRange `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// Resume after this storage key ([slot][key]); empty starts at the first.
+	StartAfter []byte `protobuf:"bytes,3,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
+	// Batch size caps; 0 means 1000 records, 1 MiB.
+	BatchRecords  uint32 `protobuf:"varint,4,opt,name=batch_records,json=batchRecords,proto3" json:"batch_records,omitempty"`
+	BatchBytes    uint32 `protobuf:"varint,5,opt,name=batch_bytes,json=batchBytes,proto3" json:"batch_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotScanRequest) Reset() {
+	*x = SnapshotScanRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotScanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotScanRequest) ProtoMessage() {}
+
+func (x *SnapshotScanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotScanRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotScanRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SnapshotScanRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SnapshotScanRequest) GetRanges() []*v1.SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *SnapshotScanRequest) GetStartAfter() []byte {
+	if x != nil {
+		return x.StartAfter
+	}
+	return nil
+}
+
+func (x *SnapshotScanRequest) GetBatchRecords() uint32 {
+	if x != nil {
+		return x.BatchRecords
+	}
+	return 0
+}
+
+func (x *SnapshotScanRequest) GetBatchBytes() uint32 {
+	if x != nil {
+		return x.BatchBytes
+	}
+	return 0
+}
+
+type SnapshotScanResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*MigrationEntry      `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Storage key of the last entry: pass as start_after to resume.
+	LastPosition  []byte `protobuf:"bytes,2,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotScanResponse) Reset() {
+	*x = SnapshotScanResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotScanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotScanResponse) ProtoMessage() {}
+
+func (x *SnapshotScanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotScanResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotScanResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SnapshotScanResponse) GetEntries() []*MigrationEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *SnapshotScanResponse) GetLastPosition() []byte {
+	if x != nil {
+		return x.LastPosition
+	}
+	return nil
+}
+
+type SnapshotDigestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Ranges        []*v1.SlotRange        `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotDigestRequest) Reset() {
+	*x = SnapshotDigestRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotDigestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotDigestRequest) ProtoMessage() {}
+
+func (x *SnapshotDigestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotDigestRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotDigestRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SnapshotDigestRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SnapshotDigestRequest) GetRanges() []*v1.SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+type SnapshotDigestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	Slots         []*SlotDigest          `protobuf:"bytes,3,rep,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotDigestResponse) Reset() {
+	*x = SnapshotDigestResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotDigestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotDigestResponse) ProtoMessage() {}
+
+func (x *SnapshotDigestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotDigestResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotDigestResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SnapshotDigestResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *SnapshotDigestResponse) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *SnapshotDigestResponse) GetSlots() []*SlotDigest {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+type ReadChangesRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	JobId    string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	AfterSeq uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// Caps of one answer; 0 means 1000 changes, 1 MiB.
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	MaxBytes      uint32 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadChangesRequest) Reset() {
+	*x = ReadChangesRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadChangesRequest) ProtoMessage() {}
+
+func (x *ReadChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadChangesRequest.ProtoReflect.Descriptor instead.
+func (*ReadChangesRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReadChangesRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ReadChangesRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *ReadChangesRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ReadChangesRequest) GetMaxBytes() uint32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+type ReadChangesResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Changes []*MigrationEntry      `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	// Sequence of the newest captured change.
+	HeadSeq uint64 `protobuf:"varint,2,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	// The slots are frozen: head_seq is final.
+	Frozen        bool `protobuf:"varint,3,opt,name=frozen,proto3" json:"frozen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadChangesResponse) Reset() {
+	*x = ReadChangesResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadChangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadChangesResponse) ProtoMessage() {}
+
+func (x *ReadChangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadChangesResponse.ProtoReflect.Descriptor instead.
+func (*ReadChangesResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ReadChangesResponse) GetChanges() []*MigrationEntry {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *ReadChangesResponse) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *ReadChangesResponse) GetFrozen() bool {
+	if x != nil {
+		return x.Frozen
+	}
+	return false
+}
+
+type FreezeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreezeRequest) Reset() {
+	*x = FreezeRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreezeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreezeRequest) ProtoMessage() {}
+
+func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreezeRequest.ProtoReflect.Descriptor instead.
+func (*FreezeRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *FreezeRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type FreezeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// No change will follow this one.
+	FinalSeq      uint64 `protobuf:"varint,1,opt,name=final_seq,json=finalSeq,proto3" json:"final_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreezeResponse) Reset() {
+	*x = FreezeResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreezeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreezeResponse) ProtoMessage() {}
+
+func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreezeResponse.ProtoReflect.Descriptor instead.
+func (*FreezeResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *FreezeResponse) GetFinalSeq() uint64 {
+	if x != nil {
+		return x.FinalSeq
+	}
+	return 0
+}
+
+type ImportRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	JobId    string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	StreamId string                 `protobuf:"bytes,2,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// Batch sequence of this stream, increasing (not necessarily by 1).
+	Seq           uint64            `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	Entries       []*MigrationEntry `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportRequest) Reset() {
+	*x = ImportRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportRequest) ProtoMessage() {}
+
+func (x *ImportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
+func (*ImportRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ImportRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ImportRequest) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *ImportRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ImportRequest) GetEntries() []*MigrationEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type ImportResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	StreamId string                 `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	Seq      uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// False when the batch had been applied before (a resumed stream).
+	Applied       bool `protobuf:"varint,3,opt,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportResponse) Reset() {
+	*x = ImportResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportResponse) ProtoMessage() {}
+
+func (x *ImportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
+func (*ImportResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ImportResponse) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *ImportResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ImportResponse) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+type GetImportStateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// Also compute the digest of the imported data over these ranges.
+	DigestRanges  []*v1.SlotRange `protobuf:"bytes,2,rep,name=digest_ranges,json=digestRanges,proto3" json:"digest_ranges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetImportStateRequest) Reset() {
+	*x = GetImportStateRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetImportStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetImportStateRequest) ProtoMessage() {}
+
+func (x *GetImportStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetImportStateRequest.ProtoReflect.Descriptor instead.
+func (*GetImportStateRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *GetImportStateRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *GetImportStateRequest) GetDigestRanges() []*v1.SlotRange {
+	if x != nil {
+		return x.DigestRanges
+	}
+	return nil
+}
+
+// ImportStream is the progress of one import stream.
+type ImportStream struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      string                 `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	LastSeq       uint64                 `protobuf:"varint,2,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	Entries       uint64                 `protobuf:"varint,3,opt,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportStream) Reset() {
+	*x = ImportStream{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportStream) ProtoMessage() {}
+
+func (x *ImportStream) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportStream.ProtoReflect.Descriptor instead.
+func (*ImportStream) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ImportStream) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *ImportStream) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *ImportStream) GetEntries() uint64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+type GetImportStateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Streams       []*ImportStream        `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
+	Count         uint64                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	Slots         []*SlotDigest          `protobuf:"bytes,4,rep,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetImportStateResponse) Reset() {
+	*x = GetImportStateResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetImportStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetImportStateResponse) ProtoMessage() {}
+
+func (x *GetImportStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetImportStateResponse.ProtoReflect.Descriptor instead.
+func (*GetImportStateResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GetImportStateResponse) GetStreams() []*ImportStream {
+	if x != nil {
+		return x.Streams
+	}
+	return nil
+}
+
+func (x *GetImportStateResponse) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *GetImportStateResponse) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *GetImportStateResponse) GetSlots() []*SlotDigest {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+type EndMigrationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Outcome       MigrationOutcome       `protobuf:"varint,2,opt,name=outcome,proto3,enum=slotkv.storage.v1.MigrationOutcome" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndMigrationRequest) Reset() {
+	*x = EndMigrationRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndMigrationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndMigrationRequest) ProtoMessage() {}
+
+func (x *EndMigrationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndMigrationRequest.ProtoReflect.Descriptor instead.
+func (*EndMigrationRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *EndMigrationRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *EndMigrationRequest) GetOutcome() MigrationOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return MigrationOutcome_MIGRATION_OUTCOME_UNSPECIFIED
+}
+
+type EndMigrationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys dropped (an aborted destination's imported data).
+	DeletedKeys   uint64 `protobuf:"varint,1,opt,name=deleted_keys,json=deletedKeys,proto3" json:"deleted_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndMigrationResponse) Reset() {
+	*x = EndMigrationResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndMigrationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndMigrationResponse) ProtoMessage() {}
+
+func (x *EndMigrationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndMigrationResponse.ProtoReflect.Descriptor instead.
+func (*EndMigrationResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *EndMigrationResponse) GetDeletedKeys() uint64 {
+	if x != nil {
+		return x.DeletedKeys
+	}
+	return 0
+}
+
+type DeleteSlotsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ranges []*v1.SlotRange        `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// Deletion pace; 0 means as fast as small batches go.
+	KeysPerSecond uint64 `protobuf:"varint,2,opt,name=keys_per_second,json=keysPerSecond,proto3" json:"keys_per_second,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSlotsRequest) Reset() {
+	*x = DeleteSlotsRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSlotsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSlotsRequest) ProtoMessage() {}
+
+func (x *DeleteSlotsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSlotsRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSlotsRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DeleteSlotsRequest) GetRanges() []*v1.SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *DeleteSlotsRequest) GetKeysPerSecond() uint64 {
+	if x != nil {
+		return x.KeysPerSecond
+	}
+	return 0
+}
+
+type DeleteSlotsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeletedKeys   uint64                 `protobuf:"varint,1,opt,name=deleted_keys,json=deletedKeys,proto3" json:"deleted_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSlotsResponse) Reset() {
+	*x = DeleteSlotsResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSlotsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSlotsResponse) ProtoMessage() {}
+
+func (x *DeleteSlotsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSlotsResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSlotsResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *DeleteSlotsResponse) GetDeletedKeys() uint64 {
+	if x != nil {
+		return x.DeletedKeys
+	}
+	return 0
+}
+
+type ListMigrationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMigrationsRequest) Reset() {
+	*x = ListMigrationsRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMigrationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMigrationsRequest) ProtoMessage() {}
+
+func (x *ListMigrationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMigrationsRequest.ProtoReflect.Descriptor instead.
+func (*ListMigrationsRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{52}
+}
+
+// NodeMigration is a migration as one node sees it.
+type NodeMigration struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Role          MigrationRole          `protobuf:"varint,2,opt,name=role,proto3,enum=slotkv.storage.v1.MigrationRole" json:"role,omitempty"`
+	Ranges        []*v1.SlotRange        `protobuf:"bytes,3,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	PeerNodeId    string                 `protobuf:"bytes,4,opt,name=peer_node_id,json=peerNodeId,proto3" json:"peer_node_id,omitempty"`
+	Frozen        bool                   `protobuf:"varint,5,opt,name=frozen,proto3" json:"frozen,omitempty"`
+	HeadSeq       uint64                 `protobuf:"varint,6,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	SnapshotSeq   uint64                 `protobuf:"varint,7,opt,name=snapshot_seq,json=snapshotSeq,proto3" json:"snapshot_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeMigration) Reset() {
+	*x = NodeMigration{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeMigration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeMigration) ProtoMessage() {}
+
+func (x *NodeMigration) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeMigration.ProtoReflect.Descriptor instead.
+func (*NodeMigration) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *NodeMigration) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *NodeMigration) GetRole() MigrationRole {
+	if x != nil {
+		return x.Role
+	}
+	return MigrationRole_MIGRATION_ROLE_UNSPECIFIED
+}
+
+func (x *NodeMigration) GetRanges() []*v1.SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *NodeMigration) GetPeerNodeId() string {
+	if x != nil {
+		return x.PeerNodeId
+	}
+	return ""
+}
+
+func (x *NodeMigration) GetFrozen() bool {
+	if x != nil {
+		return x.Frozen
+	}
+	return false
+}
+
+func (x *NodeMigration) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *NodeMigration) GetSnapshotSeq() uint64 {
+	if x != nil {
+		return x.SnapshotSeq
+	}
+	return 0
+}
+
+type ListMigrationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Migrations    []*NodeMigration       `protobuf:"bytes,1,rep,name=migrations,proto3" json:"migrations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMigrationsResponse) Reset() {
+	*x = ListMigrationsResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMigrationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMigrationsResponse) ProtoMessage() {}
+
+func (x *ListMigrationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMigrationsResponse.ProtoReflect.Descriptor instead.
+func (*ListMigrationsResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ListMigrationsResponse) GetMigrations() []*NodeMigration {
+	if x != nil {
+		return x.Migrations
+	}
+	return nil
+}
+
 var File_slotkv_storage_v1_storage_proto protoreflect.FileDescriptor
 
 const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
@@ -1737,7 +3271,111 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x0eIngestResponse\x12\x14\n" +
 	"\x05batch\x18\x01 \x01(\x04R\x05batch\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes2\xff\x04\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xe7\x01\n" +
+	"\x15BeginMigrationRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x124\n" +
+	"\x04role\x18\x02 \x01(\x0e2 .slotkv.storage.v1.MigrationRoleR\x04role\x124\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\x06ranges\x12 \n" +
+	"\fpeer_node_id\x18\x04 \x01(\tR\n" +
+	"peerNodeId\x12)\n" +
+	"\x10topology_version\x18\x05 \x01(\x04R\x0ftopologyVersion\"7\n" +
+	"\x16BeginMigrationResponse\x12\x1d\n" +
+	"\n" +
+	"change_seq\x18\x01 \x01(\x04R\tchangeSeq\",\n" +
+	"\x13OpenSnapshotRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"9\n" +
+	"\x14OpenSnapshotResponse\x12!\n" +
+	"\fsnapshot_seq\x18\x01 \x01(\x04R\vsnapshotSeq\"v\n" +
+	"\x0eMigrationEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x12\n" +
+	"\x04slot\x18\x03 \x01(\rR\x04slot\x12\x16\n" +
+	"\x06delete\x18\x04 \x01(\bR\x06delete\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xc9\x01\n" +
+	"\x13SnapshotScanRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x124\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\x06ranges\x12\x1f\n" +
+	"\vstart_after\x18\x03 \x01(\fR\n" +
+	"startAfter\x12#\n" +
+	"\rbatch_records\x18\x04 \x01(\rR\fbatchRecords\x12\x1f\n" +
+	"\vbatch_bytes\x18\x05 \x01(\rR\n" +
+	"batchBytes\"x\n" +
+	"\x14SnapshotScanResponse\x12;\n" +
+	"\aentries\x18\x01 \x03(\v2!.slotkv.storage.v1.MigrationEntryR\aentries\x12#\n" +
+	"\rlast_position\x18\x02 \x01(\fR\flastPosition\"d\n" +
+	"\x15SnapshotDigestRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x124\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\x06ranges\"{\n" +
+	"\x16SnapshotDigestResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x04R\x05count\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest\x123\n" +
+	"\x05slots\x18\x03 \x03(\v2\x1d.slotkv.storage.v1.SlotDigestR\x05slots\"{\n" +
+	"\x12ReadChangesRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1b\n" +
+	"\tmax_bytes\x18\x04 \x01(\rR\bmaxBytes\"\x85\x01\n" +
+	"\x13ReadChangesResponse\x12;\n" +
+	"\achanges\x18\x01 \x03(\v2!.slotkv.storage.v1.MigrationEntryR\achanges\x12\x19\n" +
+	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\x12\x16\n" +
+	"\x06frozen\x18\x03 \x01(\bR\x06frozen\"&\n" +
+	"\rFreezeRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"-\n" +
+	"\x0eFreezeResponse\x12\x1b\n" +
+	"\tfinal_seq\x18\x01 \x01(\x04R\bfinalSeq\"\x92\x01\n" +
+	"\rImportRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
+	"\tstream_id\x18\x02 \x01(\tR\bstreamId\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12;\n" +
+	"\aentries\x18\x04 \x03(\v2!.slotkv.storage.v1.MigrationEntryR\aentries\"Y\n" +
+	"\x0eImportResponse\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x18\n" +
+	"\aapplied\x18\x03 \x01(\bR\aapplied\"q\n" +
+	"\x15GetImportStateRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12A\n" +
+	"\rdigest_ranges\x18\x02 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\fdigestRanges\"`\n" +
+	"\fImportStream\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x19\n" +
+	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x12\x18\n" +
+	"\aentries\x18\x03 \x01(\x04R\aentries\"\xb6\x01\n" +
+	"\x16GetImportStateResponse\x129\n" +
+	"\astreams\x18\x01 \x03(\v2\x1f.slotkv.storage.v1.ImportStreamR\astreams\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\fR\x06digest\x123\n" +
+	"\x05slots\x18\x04 \x03(\v2\x1d.slotkv.storage.v1.SlotDigestR\x05slots\"k\n" +
+	"\x13EndMigrationRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12=\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2#.slotkv.storage.v1.MigrationOutcomeR\aoutcome\"9\n" +
+	"\x14EndMigrationResponse\x12!\n" +
+	"\fdeleted_keys\x18\x01 \x01(\x04R\vdeletedKeys\"r\n" +
+	"\x12DeleteSlotsRequest\x124\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\x06ranges\x12&\n" +
+	"\x0fkeys_per_second\x18\x02 \x01(\x04R\rkeysPerSecond\"8\n" +
+	"\x13DeleteSlotsResponse\x12!\n" +
+	"\fdeleted_keys\x18\x01 \x01(\x04R\vdeletedKeys\"\x17\n" +
+	"\x15ListMigrationsRequest\"\x8a\x02\n" +
+	"\rNodeMigration\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x124\n" +
+	"\x04role\x18\x02 \x01(\x0e2 .slotkv.storage.v1.MigrationRoleR\x04role\x124\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\x06ranges\x12 \n" +
+	"\fpeer_node_id\x18\x04 \x01(\tR\n" +
+	"peerNodeId\x12\x16\n" +
+	"\x06frozen\x18\x05 \x01(\bR\x06frozen\x12\x19\n" +
+	"\bhead_seq\x18\x06 \x01(\x04R\aheadSeq\x12!\n" +
+	"\fsnapshot_seq\x18\a \x01(\x04R\vsnapshotSeq\"Z\n" +
+	"\x16ListMigrationsResponse\x12@\n" +
+	"\n" +
+	"migrations\x18\x01 \x03(\v2 .slotkv.storage.v1.NodeMigrationR\n" +
+	"migrations*j\n" +
+	"\rMigrationRole\x12\x1e\n" +
+	"\x1aMIGRATION_ROLE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15MIGRATION_ROLE_SOURCE\x10\x01\x12\x1e\n" +
+	"\x1aMIGRATION_ROLE_DESTINATION\x10\x02*u\n" +
+	"\x10MigrationOutcome\x12!\n" +
+	"\x1dMIGRATION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bMIGRATION_OUTCOME_COMMITTED\x10\x01\x12\x1d\n" +
+	"\x19MIGRATION_OUTCOME_ABORTED\x10\x022\xff\x04\n" +
 	"\x0eStorageService\x12D\n" +
 	"\x03Get\x12\x1d.slotkv.storage.v1.GetRequest\x1a\x1e.slotkv.storage.v1.GetResponse\x12D\n" +
 	"\x03Put\x12\x1d.slotkv.storage.v1.PutRequest\x1a\x1e.slotkv.storage.v1.PutResponse\x12M\n" +
@@ -1752,7 +3390,19 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\vGetTopology\x12%.slotkv.storage.v1.GetTopologyRequest\x1a&.slotkv.storage.v1.GetTopologyResponse\x12\\\n" +
 	"\vSetTopology\x12%.slotkv.storage.v1.SetTopologyRequest\x1a&.slotkv.storage.v1.SetTopologyResponse\x12\\\n" +
 	"\vGetNodeInfo\x12%.slotkv.storage.v1.GetNodeInfoRequest\x1a&.slotkv.storage.v1.GetNodeInfoResponse\x12Q\n" +
-	"\x06Ingest\x12 .slotkv.storage.v1.IngestRequest\x1a!.slotkv.storage.v1.IngestResponse(\x010\x01B\xc5\x01\n" +
+	"\x06Ingest\x12 .slotkv.storage.v1.IngestRequest\x1a!.slotkv.storage.v1.IngestResponse(\x010\x012\xb1\b\n" +
+	"\x10MigrationService\x12e\n" +
+	"\x0eBeginMigration\x12(.slotkv.storage.v1.BeginMigrationRequest\x1a).slotkv.storage.v1.BeginMigrationResponse\x12_\n" +
+	"\fOpenSnapshot\x12&.slotkv.storage.v1.OpenSnapshotRequest\x1a'.slotkv.storage.v1.OpenSnapshotResponse\x12a\n" +
+	"\fSnapshotScan\x12&.slotkv.storage.v1.SnapshotScanRequest\x1a'.slotkv.storage.v1.SnapshotScanResponse0\x01\x12e\n" +
+	"\x0eSnapshotDigest\x12(.slotkv.storage.v1.SnapshotDigestRequest\x1a).slotkv.storage.v1.SnapshotDigestResponse\x12\\\n" +
+	"\vReadChanges\x12%.slotkv.storage.v1.ReadChangesRequest\x1a&.slotkv.storage.v1.ReadChangesResponse\x12M\n" +
+	"\x06Freeze\x12 .slotkv.storage.v1.FreezeRequest\x1a!.slotkv.storage.v1.FreezeResponse\x12Q\n" +
+	"\x06Import\x12 .slotkv.storage.v1.ImportRequest\x1a!.slotkv.storage.v1.ImportResponse(\x010\x01\x12e\n" +
+	"\x0eGetImportState\x12(.slotkv.storage.v1.GetImportStateRequest\x1a).slotkv.storage.v1.GetImportStateResponse\x12_\n" +
+	"\fEndMigration\x12&.slotkv.storage.v1.EndMigrationRequest\x1a'.slotkv.storage.v1.EndMigrationResponse\x12\\\n" +
+	"\vDeleteSlots\x12%.slotkv.storage.v1.DeleteSlotsRequest\x1a&.slotkv.storage.v1.DeleteSlotsResponse\x12e\n" +
+	"\x0eListMigrations\x12(.slotkv.storage.v1.ListMigrationsRequest\x1a).slotkv.storage.v1.ListMigrationsResponseB\xc5\x01\n" +
 	"\x15com.slotkv.storage.v1B\fStorageProtoP\x01Z8github.com/slotkv/slotkv/gen/slotkv/storage/v1;storagev1\xa2\x02\x03SSX\xaa\x02\x11Slotkv.Storage.V1\xca\x02\x11Slotkv\\Storage\\V1\xe2\x02\x1dSlotkv\\Storage\\V1\\GPBMetadata\xea\x02\x13Slotkv::Storage::V1b\x06proto3"
 
 var (
@@ -1767,90 +3417,156 @@ func file_slotkv_storage_v1_storage_proto_rawDescGZIP() []byte {
 	return file_slotkv_storage_v1_storage_proto_rawDescData
 }
 
-var file_slotkv_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_slotkv_storage_v1_storage_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_slotkv_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_slotkv_storage_v1_storage_proto_goTypes = []any{
-	(*GetRequest)(nil),          // 0: slotkv.storage.v1.GetRequest
-	(*GetResponse)(nil),         // 1: slotkv.storage.v1.GetResponse
-	(*PutRequest)(nil),          // 2: slotkv.storage.v1.PutRequest
-	(*PutResponse)(nil),         // 3: slotkv.storage.v1.PutResponse
-	(*DeleteRequest)(nil),       // 4: slotkv.storage.v1.DeleteRequest
-	(*DeleteResponse)(nil),      // 5: slotkv.storage.v1.DeleteResponse
-	(*BatchGetRequest)(nil),     // 6: slotkv.storage.v1.BatchGetRequest
-	(*Item)(nil),                // 7: slotkv.storage.v1.Item
-	(*BatchGetResponse)(nil),    // 8: slotkv.storage.v1.BatchGetResponse
-	(*Mutation)(nil),            // 9: slotkv.storage.v1.Mutation
-	(*BatchWriteRequest)(nil),   // 10: slotkv.storage.v1.BatchWriteRequest
-	(*BatchWriteResponse)(nil),  // 11: slotkv.storage.v1.BatchWriteResponse
-	(*ScanPosition)(nil),        // 12: slotkv.storage.v1.ScanPosition
-	(*ScanRequest)(nil),         // 13: slotkv.storage.v1.ScanRequest
-	(*KeyValue)(nil),            // 14: slotkv.storage.v1.KeyValue
-	(*ScanResponse)(nil),        // 15: slotkv.storage.v1.ScanResponse
-	(*CountRequest)(nil),        // 16: slotkv.storage.v1.CountRequest
-	(*CountResponse)(nil),       // 17: slotkv.storage.v1.CountResponse
-	(*DigestRequest)(nil),       // 18: slotkv.storage.v1.DigestRequest
-	(*SlotDigest)(nil),          // 19: slotkv.storage.v1.SlotDigest
-	(*DigestResponse)(nil),      // 20: slotkv.storage.v1.DigestResponse
-	(*GetTopologyRequest)(nil),  // 21: slotkv.storage.v1.GetTopologyRequest
-	(*GetTopologyResponse)(nil), // 22: slotkv.storage.v1.GetTopologyResponse
-	(*SetTopologyRequest)(nil),  // 23: slotkv.storage.v1.SetTopologyRequest
-	(*SetTopologyResponse)(nil), // 24: slotkv.storage.v1.SetTopologyResponse
-	(*GetNodeInfoRequest)(nil),  // 25: slotkv.storage.v1.GetNodeInfoRequest
-	(*GetNodeInfoResponse)(nil), // 26: slotkv.storage.v1.GetNodeInfoResponse
-	(*IngestRecord)(nil),        // 27: slotkv.storage.v1.IngestRecord
-	(*IngestRequest)(nil),       // 28: slotkv.storage.v1.IngestRequest
-	(*IngestResponse)(nil),      // 29: slotkv.storage.v1.IngestResponse
-	nil,                         // 30: slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
-	(*v1.SlotRange)(nil),        // 31: slotkv.cluster.v1.SlotRange
-	(*v1.Topology)(nil),         // 32: slotkv.cluster.v1.Topology
-	(*v1.Node)(nil),             // 33: slotkv.cluster.v1.Node
-	(*v1.SlotStateRange)(nil),   // 34: slotkv.cluster.v1.SlotStateRange
+	(MigrationRole)(0),             // 0: slotkv.storage.v1.MigrationRole
+	(MigrationOutcome)(0),          // 1: slotkv.storage.v1.MigrationOutcome
+	(*GetRequest)(nil),             // 2: slotkv.storage.v1.GetRequest
+	(*GetResponse)(nil),            // 3: slotkv.storage.v1.GetResponse
+	(*PutRequest)(nil),             // 4: slotkv.storage.v1.PutRequest
+	(*PutResponse)(nil),            // 5: slotkv.storage.v1.PutResponse
+	(*DeleteRequest)(nil),          // 6: slotkv.storage.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 7: slotkv.storage.v1.DeleteResponse
+	(*BatchGetRequest)(nil),        // 8: slotkv.storage.v1.BatchGetRequest
+	(*Item)(nil),                   // 9: slotkv.storage.v1.Item
+	(*BatchGetResponse)(nil),       // 10: slotkv.storage.v1.BatchGetResponse
+	(*Mutation)(nil),               // 11: slotkv.storage.v1.Mutation
+	(*BatchWriteRequest)(nil),      // 12: slotkv.storage.v1.BatchWriteRequest
+	(*BatchWriteResponse)(nil),     // 13: slotkv.storage.v1.BatchWriteResponse
+	(*ScanPosition)(nil),           // 14: slotkv.storage.v1.ScanPosition
+	(*ScanRequest)(nil),            // 15: slotkv.storage.v1.ScanRequest
+	(*KeyValue)(nil),               // 16: slotkv.storage.v1.KeyValue
+	(*ScanResponse)(nil),           // 17: slotkv.storage.v1.ScanResponse
+	(*CountRequest)(nil),           // 18: slotkv.storage.v1.CountRequest
+	(*CountResponse)(nil),          // 19: slotkv.storage.v1.CountResponse
+	(*DigestRequest)(nil),          // 20: slotkv.storage.v1.DigestRequest
+	(*SlotDigest)(nil),             // 21: slotkv.storage.v1.SlotDigest
+	(*DigestResponse)(nil),         // 22: slotkv.storage.v1.DigestResponse
+	(*GetTopologyRequest)(nil),     // 23: slotkv.storage.v1.GetTopologyRequest
+	(*GetTopologyResponse)(nil),    // 24: slotkv.storage.v1.GetTopologyResponse
+	(*SetTopologyRequest)(nil),     // 25: slotkv.storage.v1.SetTopologyRequest
+	(*SetTopologyResponse)(nil),    // 26: slotkv.storage.v1.SetTopologyResponse
+	(*GetNodeInfoRequest)(nil),     // 27: slotkv.storage.v1.GetNodeInfoRequest
+	(*GetNodeInfoResponse)(nil),    // 28: slotkv.storage.v1.GetNodeInfoResponse
+	(*IngestRecord)(nil),           // 29: slotkv.storage.v1.IngestRecord
+	(*IngestRequest)(nil),          // 30: slotkv.storage.v1.IngestRequest
+	(*IngestResponse)(nil),         // 31: slotkv.storage.v1.IngestResponse
+	(*BeginMigrationRequest)(nil),  // 32: slotkv.storage.v1.BeginMigrationRequest
+	(*BeginMigrationResponse)(nil), // 33: slotkv.storage.v1.BeginMigrationResponse
+	(*OpenSnapshotRequest)(nil),    // 34: slotkv.storage.v1.OpenSnapshotRequest
+	(*OpenSnapshotResponse)(nil),   // 35: slotkv.storage.v1.OpenSnapshotResponse
+	(*MigrationEntry)(nil),         // 36: slotkv.storage.v1.MigrationEntry
+	(*SnapshotScanRequest)(nil),    // 37: slotkv.storage.v1.SnapshotScanRequest
+	(*SnapshotScanResponse)(nil),   // 38: slotkv.storage.v1.SnapshotScanResponse
+	(*SnapshotDigestRequest)(nil),  // 39: slotkv.storage.v1.SnapshotDigestRequest
+	(*SnapshotDigestResponse)(nil), // 40: slotkv.storage.v1.SnapshotDigestResponse
+	(*ReadChangesRequest)(nil),     // 41: slotkv.storage.v1.ReadChangesRequest
+	(*ReadChangesResponse)(nil),    // 42: slotkv.storage.v1.ReadChangesResponse
+	(*FreezeRequest)(nil),          // 43: slotkv.storage.v1.FreezeRequest
+	(*FreezeResponse)(nil),         // 44: slotkv.storage.v1.FreezeResponse
+	(*ImportRequest)(nil),          // 45: slotkv.storage.v1.ImportRequest
+	(*ImportResponse)(nil),         // 46: slotkv.storage.v1.ImportResponse
+	(*GetImportStateRequest)(nil),  // 47: slotkv.storage.v1.GetImportStateRequest
+	(*ImportStream)(nil),           // 48: slotkv.storage.v1.ImportStream
+	(*GetImportStateResponse)(nil), // 49: slotkv.storage.v1.GetImportStateResponse
+	(*EndMigrationRequest)(nil),    // 50: slotkv.storage.v1.EndMigrationRequest
+	(*EndMigrationResponse)(nil),   // 51: slotkv.storage.v1.EndMigrationResponse
+	(*DeleteSlotsRequest)(nil),     // 52: slotkv.storage.v1.DeleteSlotsRequest
+	(*DeleteSlotsResponse)(nil),    // 53: slotkv.storage.v1.DeleteSlotsResponse
+	(*ListMigrationsRequest)(nil),  // 54: slotkv.storage.v1.ListMigrationsRequest
+	(*NodeMigration)(nil),          // 55: slotkv.storage.v1.NodeMigration
+	(*ListMigrationsResponse)(nil), // 56: slotkv.storage.v1.ListMigrationsResponse
+	nil,                            // 57: slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
+	(*v1.SlotRange)(nil),           // 58: slotkv.cluster.v1.SlotRange
+	(*v1.Topology)(nil),            // 59: slotkv.cluster.v1.Topology
+	(*v1.Node)(nil),                // 60: slotkv.cluster.v1.Node
+	(*v1.SlotStateRange)(nil),      // 61: slotkv.cluster.v1.SlotStateRange
 }
 var file_slotkv_storage_v1_storage_proto_depIdxs = []int32{
-	7,  // 0: slotkv.storage.v1.BatchGetResponse.items:type_name -> slotkv.storage.v1.Item
-	9,  // 1: slotkv.storage.v1.BatchWriteRequest.mutations:type_name -> slotkv.storage.v1.Mutation
-	31, // 2: slotkv.storage.v1.ScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	12, // 3: slotkv.storage.v1.ScanRequest.start:type_name -> slotkv.storage.v1.ScanPosition
-	14, // 4: slotkv.storage.v1.ScanResponse.items:type_name -> slotkv.storage.v1.KeyValue
-	12, // 5: slotkv.storage.v1.ScanResponse.next:type_name -> slotkv.storage.v1.ScanPosition
-	31, // 6: slotkv.storage.v1.CountRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	31, // 7: slotkv.storage.v1.DigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	19, // 8: slotkv.storage.v1.DigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	32, // 9: slotkv.storage.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
-	32, // 10: slotkv.storage.v1.SetTopologyRequest.topology:type_name -> slotkv.cluster.v1.Topology
-	33, // 11: slotkv.storage.v1.GetNodeInfoResponse.node:type_name -> slotkv.cluster.v1.Node
-	31, // 12: slotkv.storage.v1.GetNodeInfoResponse.owned:type_name -> slotkv.cluster.v1.SlotRange
-	34, // 13: slotkv.storage.v1.GetNodeInfoResponse.slot_states:type_name -> slotkv.cluster.v1.SlotStateRange
-	30, // 14: slotkv.storage.v1.GetNodeInfoResponse.rpc_counts:type_name -> slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
-	27, // 15: slotkv.storage.v1.IngestRequest.records:type_name -> slotkv.storage.v1.IngestRecord
-	0,  // 16: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
-	2,  // 17: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
-	4,  // 18: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
-	6,  // 19: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
-	10, // 20: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
-	13, // 21: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
-	16, // 22: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
-	18, // 23: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
-	21, // 24: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
-	23, // 25: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
-	25, // 26: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
-	28, // 27: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
-	1,  // 28: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
-	3,  // 29: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
-	5,  // 30: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
-	8,  // 31: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
-	11, // 32: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
-	15, // 33: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
-	17, // 34: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
-	20, // 35: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
-	22, // 36: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
-	24, // 37: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
-	26, // 38: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
-	29, // 39: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
-	28, // [28:40] is the sub-list for method output_type
-	16, // [16:28] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	9,  // 0: slotkv.storage.v1.BatchGetResponse.items:type_name -> slotkv.storage.v1.Item
+	11, // 1: slotkv.storage.v1.BatchWriteRequest.mutations:type_name -> slotkv.storage.v1.Mutation
+	58, // 2: slotkv.storage.v1.ScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	14, // 3: slotkv.storage.v1.ScanRequest.start:type_name -> slotkv.storage.v1.ScanPosition
+	16, // 4: slotkv.storage.v1.ScanResponse.items:type_name -> slotkv.storage.v1.KeyValue
+	14, // 5: slotkv.storage.v1.ScanResponse.next:type_name -> slotkv.storage.v1.ScanPosition
+	58, // 6: slotkv.storage.v1.CountRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	58, // 7: slotkv.storage.v1.DigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	21, // 8: slotkv.storage.v1.DigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	59, // 9: slotkv.storage.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
+	59, // 10: slotkv.storage.v1.SetTopologyRequest.topology:type_name -> slotkv.cluster.v1.Topology
+	60, // 11: slotkv.storage.v1.GetNodeInfoResponse.node:type_name -> slotkv.cluster.v1.Node
+	58, // 12: slotkv.storage.v1.GetNodeInfoResponse.owned:type_name -> slotkv.cluster.v1.SlotRange
+	61, // 13: slotkv.storage.v1.GetNodeInfoResponse.slot_states:type_name -> slotkv.cluster.v1.SlotStateRange
+	57, // 14: slotkv.storage.v1.GetNodeInfoResponse.rpc_counts:type_name -> slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
+	29, // 15: slotkv.storage.v1.IngestRequest.records:type_name -> slotkv.storage.v1.IngestRecord
+	0,  // 16: slotkv.storage.v1.BeginMigrationRequest.role:type_name -> slotkv.storage.v1.MigrationRole
+	58, // 17: slotkv.storage.v1.BeginMigrationRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	58, // 18: slotkv.storage.v1.SnapshotScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	36, // 19: slotkv.storage.v1.SnapshotScanResponse.entries:type_name -> slotkv.storage.v1.MigrationEntry
+	58, // 20: slotkv.storage.v1.SnapshotDigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	21, // 21: slotkv.storage.v1.SnapshotDigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	36, // 22: slotkv.storage.v1.ReadChangesResponse.changes:type_name -> slotkv.storage.v1.MigrationEntry
+	36, // 23: slotkv.storage.v1.ImportRequest.entries:type_name -> slotkv.storage.v1.MigrationEntry
+	58, // 24: slotkv.storage.v1.GetImportStateRequest.digest_ranges:type_name -> slotkv.cluster.v1.SlotRange
+	48, // 25: slotkv.storage.v1.GetImportStateResponse.streams:type_name -> slotkv.storage.v1.ImportStream
+	21, // 26: slotkv.storage.v1.GetImportStateResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	1,  // 27: slotkv.storage.v1.EndMigrationRequest.outcome:type_name -> slotkv.storage.v1.MigrationOutcome
+	58, // 28: slotkv.storage.v1.DeleteSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	0,  // 29: slotkv.storage.v1.NodeMigration.role:type_name -> slotkv.storage.v1.MigrationRole
+	58, // 30: slotkv.storage.v1.NodeMigration.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	55, // 31: slotkv.storage.v1.ListMigrationsResponse.migrations:type_name -> slotkv.storage.v1.NodeMigration
+	2,  // 32: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
+	4,  // 33: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
+	6,  // 34: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
+	8,  // 35: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
+	12, // 36: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
+	15, // 37: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
+	18, // 38: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
+	20, // 39: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
+	23, // 40: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
+	25, // 41: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
+	27, // 42: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
+	30, // 43: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
+	32, // 44: slotkv.storage.v1.MigrationService.BeginMigration:input_type -> slotkv.storage.v1.BeginMigrationRequest
+	34, // 45: slotkv.storage.v1.MigrationService.OpenSnapshot:input_type -> slotkv.storage.v1.OpenSnapshotRequest
+	37, // 46: slotkv.storage.v1.MigrationService.SnapshotScan:input_type -> slotkv.storage.v1.SnapshotScanRequest
+	39, // 47: slotkv.storage.v1.MigrationService.SnapshotDigest:input_type -> slotkv.storage.v1.SnapshotDigestRequest
+	41, // 48: slotkv.storage.v1.MigrationService.ReadChanges:input_type -> slotkv.storage.v1.ReadChangesRequest
+	43, // 49: slotkv.storage.v1.MigrationService.Freeze:input_type -> slotkv.storage.v1.FreezeRequest
+	45, // 50: slotkv.storage.v1.MigrationService.Import:input_type -> slotkv.storage.v1.ImportRequest
+	47, // 51: slotkv.storage.v1.MigrationService.GetImportState:input_type -> slotkv.storage.v1.GetImportStateRequest
+	50, // 52: slotkv.storage.v1.MigrationService.EndMigration:input_type -> slotkv.storage.v1.EndMigrationRequest
+	52, // 53: slotkv.storage.v1.MigrationService.DeleteSlots:input_type -> slotkv.storage.v1.DeleteSlotsRequest
+	54, // 54: slotkv.storage.v1.MigrationService.ListMigrations:input_type -> slotkv.storage.v1.ListMigrationsRequest
+	3,  // 55: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
+	5,  // 56: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
+	7,  // 57: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
+	10, // 58: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
+	13, // 59: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
+	17, // 60: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
+	19, // 61: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
+	22, // 62: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
+	24, // 63: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
+	26, // 64: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
+	28, // 65: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
+	31, // 66: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
+	33, // 67: slotkv.storage.v1.MigrationService.BeginMigration:output_type -> slotkv.storage.v1.BeginMigrationResponse
+	35, // 68: slotkv.storage.v1.MigrationService.OpenSnapshot:output_type -> slotkv.storage.v1.OpenSnapshotResponse
+	38, // 69: slotkv.storage.v1.MigrationService.SnapshotScan:output_type -> slotkv.storage.v1.SnapshotScanResponse
+	40, // 70: slotkv.storage.v1.MigrationService.SnapshotDigest:output_type -> slotkv.storage.v1.SnapshotDigestResponse
+	42, // 71: slotkv.storage.v1.MigrationService.ReadChanges:output_type -> slotkv.storage.v1.ReadChangesResponse
+	44, // 72: slotkv.storage.v1.MigrationService.Freeze:output_type -> slotkv.storage.v1.FreezeResponse
+	46, // 73: slotkv.storage.v1.MigrationService.Import:output_type -> slotkv.storage.v1.ImportResponse
+	49, // 74: slotkv.storage.v1.MigrationService.GetImportState:output_type -> slotkv.storage.v1.GetImportStateResponse
+	51, // 75: slotkv.storage.v1.MigrationService.EndMigration:output_type -> slotkv.storage.v1.EndMigrationResponse
+	53, // 76: slotkv.storage.v1.MigrationService.DeleteSlots:output_type -> slotkv.storage.v1.DeleteSlotsResponse
+	56, // 77: slotkv.storage.v1.MigrationService.ListMigrations:output_type -> slotkv.storage.v1.ListMigrationsResponse
+	55, // [55:78] is the sub-list for method output_type
+	32, // [32:55] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_slotkv_storage_v1_storage_proto_init() }
@@ -1863,13 +3579,14 @@ func file_slotkv_storage_v1_storage_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slotkv_storage_v1_storage_proto_rawDesc), len(file_slotkv_storage_v1_storage_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   31,
+			NumEnums:      2,
+			NumMessages:   56,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_slotkv_storage_v1_storage_proto_goTypes,
 		DependencyIndexes: file_slotkv_storage_v1_storage_proto_depIdxs,
+		EnumInfos:         file_slotkv_storage_v1_storage_proto_enumTypes,
 		MessageInfos:      file_slotkv_storage_v1_storage_proto_msgTypes,
 	}.Build()
 	File_slotkv_storage_v1_storage_proto = out.File

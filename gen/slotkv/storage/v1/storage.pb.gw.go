@@ -320,6 +320,27 @@ func local_request_NodeService_GetNodeInfo_0(ctx context.Context, marshaler runt
 	return msg, metadata, err
 }
 
+func request_MigrationService_ListMigrations_0(ctx context.Context, marshaler runtime.Marshaler, client MigrationServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq ListMigrationsRequest
+		metadata runtime.ServerMetadata
+	)
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	msg, err := client.ListMigrations(ctx, &protoReq, grpc.Header(&metadata.HeaderMD), grpc.Trailer(&metadata.TrailerMD))
+	return msg, metadata, err
+}
+
+func local_request_MigrationService_ListMigrations_0(ctx context.Context, marshaler runtime.Marshaler, server MigrationServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+	var (
+		protoReq ListMigrationsRequest
+		metadata runtime.ServerMetadata
+	)
+	msg, err := server.ListMigrations(ctx, &protoReq)
+	return msg, metadata, err
+}
+
 // RegisterStorageServiceHandlerServer registers the http handlers for service StorageService to "mux".
 // UnaryRPC     :call StorageServiceServer directly.
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
@@ -555,6 +576,36 @@ func RegisterNodeServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux
 			return
 		}
 		forward_NodeService_GetNodeInfo_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+
+	return nil
+}
+
+// RegisterMigrationServiceHandlerServer registers the http handlers for service MigrationService to "mux".
+// UnaryRPC     :call MigrationServiceServer directly.
+// StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
+// Note that using this registration option will cause many gRPC library features to stop working. Consider using RegisterMigrationServiceHandlerFromEndpoint instead.
+// GRPC interceptors will not work for this type of registration. To use interceptors, you must use the "runtime.WithMiddlewares" option in the "runtime.NewServeMux" call.
+func RegisterMigrationServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server MigrationServiceServer) error {
+	mux.Handle(http.MethodGet, pattern_MigrationService_ListMigrations_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		var stream runtime.ServerTransportStream
+		ctx = grpc.NewContextWithServerTransportStream(ctx, &stream)
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateIncomingContext(ctx, mux, req, "/slotkv.storage.v1.MigrationService/ListMigrations", runtime.WithHTTPPathPattern("/v1/node/migrations"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := local_request_MigrationService_ListMigrations_0(annotatedContext, inboundMarshaler, server, req, pathParams)
+		md.HeaderMD, md.TrailerMD = metadata.Join(md.HeaderMD, stream.Header()), metadata.Join(md.TrailerMD, stream.Trailer())
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_MigrationService_ListMigrations_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
 	})
 
 	return nil
@@ -857,4 +908,68 @@ var (
 	forward_NodeService_GetTopology_0 = runtime.ForwardResponseMessage
 	forward_NodeService_SetTopology_0 = runtime.ForwardResponseMessage
 	forward_NodeService_GetNodeInfo_0 = runtime.ForwardResponseMessage
+)
+
+// RegisterMigrationServiceHandlerFromEndpoint is same as RegisterMigrationServiceHandler but
+// automatically dials to "endpoint" and closes the connection when "ctx" gets done.
+func RegisterMigrationServiceHandlerFromEndpoint(ctx context.Context, mux *runtime.ServeMux, endpoint string, opts []grpc.DialOption) (err error) {
+	conn, err := grpc.NewClient(endpoint, opts...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			if cerr := conn.Close(); cerr != nil {
+				grpclog.Errorf("Failed to close conn to %s: %v", endpoint, cerr)
+			}
+			return
+		}
+		go func() {
+			<-ctx.Done()
+			if cerr := conn.Close(); cerr != nil {
+				grpclog.Errorf("Failed to close conn to %s: %v", endpoint, cerr)
+			}
+		}()
+	}()
+	return RegisterMigrationServiceHandler(ctx, mux, conn)
+}
+
+// RegisterMigrationServiceHandler registers the http handlers for service MigrationService to "mux".
+// The handlers forward requests to the grpc endpoint over "conn".
+func RegisterMigrationServiceHandler(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+	return RegisterMigrationServiceHandlerClient(ctx, mux, NewMigrationServiceClient(conn))
+}
+
+// RegisterMigrationServiceHandlerClient registers the http handlers for service MigrationService
+// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "MigrationServiceClient".
+// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "MigrationServiceClient"
+// doesn't go through the normal gRPC flow (creating a gRPC client etc.) then it will be up to the passed in
+// "MigrationServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
+func RegisterMigrationServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client MigrationServiceClient) error {
+	mux.Handle(http.MethodGet, pattern_MigrationService_ListMigrations_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+		ctx, cancel := context.WithCancel(req.Context())
+		defer cancel()
+		inboundMarshaler, outboundMarshaler := runtime.MarshalerForRequest(mux, req)
+		annotatedContext, err := runtime.AnnotateContext(ctx, mux, req, "/slotkv.storage.v1.MigrationService/ListMigrations", runtime.WithHTTPPathPattern("/v1/node/migrations"))
+		if err != nil {
+			runtime.HTTPError(ctx, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		resp, md, err := request_MigrationService_ListMigrations_0(annotatedContext, inboundMarshaler, client, req, pathParams)
+		annotatedContext = runtime.NewServerMetadataContext(annotatedContext, md)
+		if err != nil {
+			runtime.HTTPError(annotatedContext, mux, outboundMarshaler, w, req, err)
+			return
+		}
+		forward_MigrationService_ListMigrations_0(annotatedContext, mux, outboundMarshaler, w, req, resp, mux.GetForwardResponseOptions()...)
+	})
+	return nil
+}
+
+var (
+	pattern_MigrationService_ListMigrations_0 = runtime.MustPattern(runtime.NewPattern(1, []int{2, 0, 2, 1, 2, 2}, []string{"v1", "node", "migrations"}, ""))
+)
+
+var (
+	forward_MigrationService_ListMigrations_0 = runtime.ForwardResponseMessage
 )

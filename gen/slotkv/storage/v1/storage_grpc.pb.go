@@ -647,3 +647,555 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "slotkv/storage/v1/storage.proto",
 }
+
+const (
+	MigrationService_BeginMigration_FullMethodName = "/slotkv.storage.v1.MigrationService/BeginMigration"
+	MigrationService_OpenSnapshot_FullMethodName   = "/slotkv.storage.v1.MigrationService/OpenSnapshot"
+	MigrationService_SnapshotScan_FullMethodName   = "/slotkv.storage.v1.MigrationService/SnapshotScan"
+	MigrationService_SnapshotDigest_FullMethodName = "/slotkv.storage.v1.MigrationService/SnapshotDigest"
+	MigrationService_ReadChanges_FullMethodName    = "/slotkv.storage.v1.MigrationService/ReadChanges"
+	MigrationService_Freeze_FullMethodName         = "/slotkv.storage.v1.MigrationService/Freeze"
+	MigrationService_Import_FullMethodName         = "/slotkv.storage.v1.MigrationService/Import"
+	MigrationService_GetImportState_FullMethodName = "/slotkv.storage.v1.MigrationService/GetImportState"
+	MigrationService_EndMigration_FullMethodName   = "/slotkv.storage.v1.MigrationService/EndMigration"
+	MigrationService_DeleteSlots_FullMethodName    = "/slotkv.storage.v1.MigrationService/DeleteSlots"
+	MigrationService_ListMigrations_FullMethodName = "/slotkv.storage.v1.MigrationService/ListMigrations"
+)
+
+// MigrationServiceClient is the client API for MigrationService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// MigrationService holds the building blocks a migration job drives on
+// the source and the destination node of a slot-range migration: change
+// capture, a consistent snapshot, freeze, an idempotent import stream, and
+// the end of the job (commit bookkeeping or abort with rollback).
+type MigrationServiceClient interface {
+	// BeginMigration marks the job's slots MIGRATING (role SOURCE: the node
+	// must own them; change capture starts) or IMPORTING (role DESTINATION:
+	// leftover data in those slots is dropped first). Slots already in
+	// another migration are refused, naming them. Idempotent per job.
+	BeginMigration(ctx context.Context, in *BeginMigrationRequest, opts ...grpc.CallOption) (*BeginMigrationResponse, error)
+	// OpenSnapshot (source) takes one consistent snapshot of the job's slots
+	// shared by every SnapshotScan of the job, and the change sequence it
+	// corresponds to: every change after it is in ReadChanges, none before.
+	// Idempotent: the open snapshot is returned again.
+	OpenSnapshot(ctx context.Context, in *OpenSnapshotRequest, opts ...grpc.CallOption) (*OpenSnapshotResponse, error)
+	// SnapshotScan (source) streams the snapshot's entries of some of the
+	// job's slot ranges in storage order, in batches, from a position.
+	SnapshotScan(ctx context.Context, in *SnapshotScanRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotScanResponse], error)
+	// SnapshotDigest (source) is the digest of the job's slots in the
+	// snapshot, per slot.
+	SnapshotDigest(ctx context.Context, in *SnapshotDigestRequest, opts ...grpc.CallOption) (*SnapshotDigestResponse, error)
+	// ReadChanges (source) returns captured writes (puts and deletes) to the
+	// job's slots after a sequence number, in order.
+	ReadChanges(ctx context.Context, in *ReadChangesRequest, opts ...grpc.CallOption) (*ReadChangesResponse, error)
+	// Freeze (source) pauses writes to the job's slots (they get Unavailable
+	// with RetryInfo) and returns the last change sequence. Idempotent.
+	Freeze(ctx context.Context, in *FreezeRequest, opts ...grpc.CallOption) (*FreezeResponse, error)
+	// Import (destination) applies batches of entries to the job's IMPORTING
+	// slots. Each stream_id has its own increasing batch sequence, persisted
+	// with the data: a batch at or below the last applied one is acknowledged
+	// without being applied again, so a stream can be resumed after any cut.
+	Import(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ImportRequest, ImportResponse], error)
+	// GetImportState (destination) returns the last applied batch of each
+	// stream and, on request, the digest of the imported slots.
+	GetImportState(ctx context.Context, in *GetImportStateRequest, opts ...grpc.CallOption) (*GetImportStateResponse, error)
+	// EndMigration ends the job on this node. COMMITTED (after the new
+	// topology is installed): the job's bookkeeping (change log, snapshot,
+	// import state) is dropped. ABORTED: a source returns the slots to OWNED;
+	// a destination drops what it imported and the slots' state. Unknown
+	// jobs succeed, so a restarted migrator can call it safely.
+	EndMigration(ctx context.Context, in *EndMigrationRequest, opts ...grpc.CallOption) (*EndMigrationResponse, error)
+	// DeleteSlots deletes the data of slots this node neither owns nor
+	// migrates, in small batches so writes to other slots never stall
+	// (unlike Badger's DropPrefix): the source's cleanup after a commit.
+	DeleteSlots(ctx context.Context, in *DeleteSlotsRequest, opts ...grpc.CallOption) (*DeleteSlotsResponse, error)
+	// ListMigrations lists the migrations this node takes part in.
+	ListMigrations(ctx context.Context, in *ListMigrationsRequest, opts ...grpc.CallOption) (*ListMigrationsResponse, error)
+}
+
+type migrationServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewMigrationServiceClient(cc grpc.ClientConnInterface) MigrationServiceClient {
+	return &migrationServiceClient{cc}
+}
+
+func (c *migrationServiceClient) BeginMigration(ctx context.Context, in *BeginMigrationRequest, opts ...grpc.CallOption) (*BeginMigrationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BeginMigrationResponse)
+	err := c.cc.Invoke(ctx, MigrationService_BeginMigration_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *migrationServiceClient) OpenSnapshot(ctx context.Context, in *OpenSnapshotRequest, opts ...grpc.CallOption) (*OpenSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OpenSnapshotResponse)
+	err := c.cc.Invoke(ctx, MigrationService_OpenSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *migrationServiceClient) SnapshotScan(ctx context.Context, in *SnapshotScanRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotScanResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MigrationService_ServiceDesc.Streams[0], MigrationService_SnapshotScan_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotScanRequest, SnapshotScanResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MigrationService_SnapshotScanClient = grpc.ServerStreamingClient[SnapshotScanResponse]
+
+func (c *migrationServiceClient) SnapshotDigest(ctx context.Context, in *SnapshotDigestRequest, opts ...grpc.CallOption) (*SnapshotDigestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SnapshotDigestResponse)
+	err := c.cc.Invoke(ctx, MigrationService_SnapshotDigest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *migrationServiceClient) ReadChanges(ctx context.Context, in *ReadChangesRequest, opts ...grpc.CallOption) (*ReadChangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadChangesResponse)
+	err := c.cc.Invoke(ctx, MigrationService_ReadChanges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *migrationServiceClient) Freeze(ctx context.Context, in *FreezeRequest, opts ...grpc.CallOption) (*FreezeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FreezeResponse)
+	err := c.cc.Invoke(ctx, MigrationService_Freeze_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *migrationServiceClient) Import(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ImportRequest, ImportResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &MigrationService_ServiceDesc.Streams[1], MigrationService_Import_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportRequest, ImportResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MigrationService_ImportClient = grpc.BidiStreamingClient[ImportRequest, ImportResponse]
+
+func (c *migrationServiceClient) GetImportState(ctx context.Context, in *GetImportStateRequest, opts ...grpc.CallOption) (*GetImportStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetImportStateResponse)
+	err := c.cc.Invoke(ctx, MigrationService_GetImportState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *migrationServiceClient) EndMigration(ctx context.Context, in *EndMigrationRequest, opts ...grpc.CallOption) (*EndMigrationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EndMigrationResponse)
+	err := c.cc.Invoke(ctx, MigrationService_EndMigration_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *migrationServiceClient) DeleteSlots(ctx context.Context, in *DeleteSlotsRequest, opts ...grpc.CallOption) (*DeleteSlotsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSlotsResponse)
+	err := c.cc.Invoke(ctx, MigrationService_DeleteSlots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *migrationServiceClient) ListMigrations(ctx context.Context, in *ListMigrationsRequest, opts ...grpc.CallOption) (*ListMigrationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMigrationsResponse)
+	err := c.cc.Invoke(ctx, MigrationService_ListMigrations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// MigrationServiceServer is the server API for MigrationService service.
+// All implementations must embed UnimplementedMigrationServiceServer
+// for forward compatibility.
+//
+// MigrationService holds the building blocks a migration job drives on
+// the source and the destination node of a slot-range migration: change
+// capture, a consistent snapshot, freeze, an idempotent import stream, and
+// the end of the job (commit bookkeeping or abort with rollback).
+type MigrationServiceServer interface {
+	// BeginMigration marks the job's slots MIGRATING (role SOURCE: the node
+	// must own them; change capture starts) or IMPORTING (role DESTINATION:
+	// leftover data in those slots is dropped first). Slots already in
+	// another migration are refused, naming them. Idempotent per job.
+	BeginMigration(context.Context, *BeginMigrationRequest) (*BeginMigrationResponse, error)
+	// OpenSnapshot (source) takes one consistent snapshot of the job's slots
+	// shared by every SnapshotScan of the job, and the change sequence it
+	// corresponds to: every change after it is in ReadChanges, none before.
+	// Idempotent: the open snapshot is returned again.
+	OpenSnapshot(context.Context, *OpenSnapshotRequest) (*OpenSnapshotResponse, error)
+	// SnapshotScan (source) streams the snapshot's entries of some of the
+	// job's slot ranges in storage order, in batches, from a position.
+	SnapshotScan(*SnapshotScanRequest, grpc.ServerStreamingServer[SnapshotScanResponse]) error
+	// SnapshotDigest (source) is the digest of the job's slots in the
+	// snapshot, per slot.
+	SnapshotDigest(context.Context, *SnapshotDigestRequest) (*SnapshotDigestResponse, error)
+	// ReadChanges (source) returns captured writes (puts and deletes) to the
+	// job's slots after a sequence number, in order.
+	ReadChanges(context.Context, *ReadChangesRequest) (*ReadChangesResponse, error)
+	// Freeze (source) pauses writes to the job's slots (they get Unavailable
+	// with RetryInfo) and returns the last change sequence. Idempotent.
+	Freeze(context.Context, *FreezeRequest) (*FreezeResponse, error)
+	// Import (destination) applies batches of entries to the job's IMPORTING
+	// slots. Each stream_id has its own increasing batch sequence, persisted
+	// with the data: a batch at or below the last applied one is acknowledged
+	// without being applied again, so a stream can be resumed after any cut.
+	Import(grpc.BidiStreamingServer[ImportRequest, ImportResponse]) error
+	// GetImportState (destination) returns the last applied batch of each
+	// stream and, on request, the digest of the imported slots.
+	GetImportState(context.Context, *GetImportStateRequest) (*GetImportStateResponse, error)
+	// EndMigration ends the job on this node. COMMITTED (after the new
+	// topology is installed): the job's bookkeeping (change log, snapshot,
+	// import state) is dropped. ABORTED: a source returns the slots to OWNED;
+	// a destination drops what it imported and the slots' state. Unknown
+	// jobs succeed, so a restarted migrator can call it safely.
+	EndMigration(context.Context, *EndMigrationRequest) (*EndMigrationResponse, error)
+	// DeleteSlots deletes the data of slots this node neither owns nor
+	// migrates, in small batches so writes to other slots never stall
+	// (unlike Badger's DropPrefix): the source's cleanup after a commit.
+	DeleteSlots(context.Context, *DeleteSlotsRequest) (*DeleteSlotsResponse, error)
+	// ListMigrations lists the migrations this node takes part in.
+	ListMigrations(context.Context, *ListMigrationsRequest) (*ListMigrationsResponse, error)
+	mustEmbedUnimplementedMigrationServiceServer()
+}
+
+// UnimplementedMigrationServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedMigrationServiceServer struct{}
+
+func (UnimplementedMigrationServiceServer) BeginMigration(context.Context, *BeginMigrationRequest) (*BeginMigrationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BeginMigration not implemented")
+}
+func (UnimplementedMigrationServiceServer) OpenSnapshot(context.Context, *OpenSnapshotRequest) (*OpenSnapshotResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenSnapshot not implemented")
+}
+func (UnimplementedMigrationServiceServer) SnapshotScan(*SnapshotScanRequest, grpc.ServerStreamingServer[SnapshotScanResponse]) error {
+	return status.Error(codes.Unimplemented, "method SnapshotScan not implemented")
+}
+func (UnimplementedMigrationServiceServer) SnapshotDigest(context.Context, *SnapshotDigestRequest) (*SnapshotDigestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SnapshotDigest not implemented")
+}
+func (UnimplementedMigrationServiceServer) ReadChanges(context.Context, *ReadChangesRequest) (*ReadChangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadChanges not implemented")
+}
+func (UnimplementedMigrationServiceServer) Freeze(context.Context, *FreezeRequest) (*FreezeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Freeze not implemented")
+}
+func (UnimplementedMigrationServiceServer) Import(grpc.BidiStreamingServer[ImportRequest, ImportResponse]) error {
+	return status.Error(codes.Unimplemented, "method Import not implemented")
+}
+func (UnimplementedMigrationServiceServer) GetImportState(context.Context, *GetImportStateRequest) (*GetImportStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetImportState not implemented")
+}
+func (UnimplementedMigrationServiceServer) EndMigration(context.Context, *EndMigrationRequest) (*EndMigrationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EndMigration not implemented")
+}
+func (UnimplementedMigrationServiceServer) DeleteSlots(context.Context, *DeleteSlotsRequest) (*DeleteSlotsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSlots not implemented")
+}
+func (UnimplementedMigrationServiceServer) ListMigrations(context.Context, *ListMigrationsRequest) (*ListMigrationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMigrations not implemented")
+}
+func (UnimplementedMigrationServiceServer) mustEmbedUnimplementedMigrationServiceServer() {}
+func (UnimplementedMigrationServiceServer) testEmbeddedByValue()                          {}
+
+// UnsafeMigrationServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to MigrationServiceServer will
+// result in compilation errors.
+type UnsafeMigrationServiceServer interface {
+	mustEmbedUnimplementedMigrationServiceServer()
+}
+
+func RegisterMigrationServiceServer(s grpc.ServiceRegistrar, srv MigrationServiceServer) {
+	// If the following call panics, it indicates UnimplementedMigrationServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&MigrationService_ServiceDesc, srv)
+}
+
+func _MigrationService_BeginMigration_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BeginMigrationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MigrationServiceServer).BeginMigration(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MigrationService_BeginMigration_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MigrationServiceServer).BeginMigration(ctx, req.(*BeginMigrationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MigrationService_OpenSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MigrationServiceServer).OpenSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MigrationService_OpenSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MigrationServiceServer).OpenSnapshot(ctx, req.(*OpenSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MigrationService_SnapshotScan_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotScanRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MigrationServiceServer).SnapshotScan(m, &grpc.GenericServerStream[SnapshotScanRequest, SnapshotScanResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MigrationService_SnapshotScanServer = grpc.ServerStreamingServer[SnapshotScanResponse]
+
+func _MigrationService_SnapshotDigest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SnapshotDigestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MigrationServiceServer).SnapshotDigest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MigrationService_SnapshotDigest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MigrationServiceServer).SnapshotDigest(ctx, req.(*SnapshotDigestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MigrationService_ReadChanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadChangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MigrationServiceServer).ReadChanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MigrationService_ReadChanges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MigrationServiceServer).ReadChanges(ctx, req.(*ReadChangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MigrationService_Freeze_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FreezeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MigrationServiceServer).Freeze(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MigrationService_Freeze_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MigrationServiceServer).Freeze(ctx, req.(*FreezeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MigrationService_Import_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(MigrationServiceServer).Import(&grpc.GenericServerStream[ImportRequest, ImportResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type MigrationService_ImportServer = grpc.BidiStreamingServer[ImportRequest, ImportResponse]
+
+func _MigrationService_GetImportState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetImportStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MigrationServiceServer).GetImportState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MigrationService_GetImportState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MigrationServiceServer).GetImportState(ctx, req.(*GetImportStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MigrationService_EndMigration_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EndMigrationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MigrationServiceServer).EndMigration(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MigrationService_EndMigration_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MigrationServiceServer).EndMigration(ctx, req.(*EndMigrationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MigrationService_DeleteSlots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSlotsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MigrationServiceServer).DeleteSlots(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MigrationService_DeleteSlots_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MigrationServiceServer).DeleteSlots(ctx, req.(*DeleteSlotsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MigrationService_ListMigrations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMigrationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MigrationServiceServer).ListMigrations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MigrationService_ListMigrations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MigrationServiceServer).ListMigrations(ctx, req.(*ListMigrationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// MigrationService_ServiceDesc is the grpc.ServiceDesc for MigrationService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var MigrationService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "slotkv.storage.v1.MigrationService",
+	HandlerType: (*MigrationServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "BeginMigration",
+			Handler:    _MigrationService_BeginMigration_Handler,
+		},
+		{
+			MethodName: "OpenSnapshot",
+			Handler:    _MigrationService_OpenSnapshot_Handler,
+		},
+		{
+			MethodName: "SnapshotDigest",
+			Handler:    _MigrationService_SnapshotDigest_Handler,
+		},
+		{
+			MethodName: "ReadChanges",
+			Handler:    _MigrationService_ReadChanges_Handler,
+		},
+		{
+			MethodName: "Freeze",
+			Handler:    _MigrationService_Freeze_Handler,
+		},
+		{
+			MethodName: "GetImportState",
+			Handler:    _MigrationService_GetImportState_Handler,
+		},
+		{
+			MethodName: "EndMigration",
+			Handler:    _MigrationService_EndMigration_Handler,
+		},
+		{
+			MethodName: "DeleteSlots",
+			Handler:    _MigrationService_DeleteSlots_Handler,
+		},
+		{
+			MethodName: "ListMigrations",
+			Handler:    _MigrationService_ListMigrations_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SnapshotScan",
+			Handler:       _MigrationService_SnapshotScan_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Import",
+			Handler:       _MigrationService_Import_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "slotkv/storage/v1/storage.proto",
+}

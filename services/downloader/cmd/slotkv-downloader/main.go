@@ -5,19 +5,15 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/server"
-	"github.com/slotkv/slotkv/pkg/telemetry"
 	"github.com/slotkv/slotkv/pkg/version"
 	"github.com/slotkv/slotkv/services/downloader"
 )
@@ -82,59 +78,25 @@ func run(args []string) int {
 		return 2
 	}
 
-	log := telemetry.NewLogger(os.Stderr, level, true)
-	ctx, stop := server.SignalContext()
-	defer stop()
-
-	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: serviceName, ServiceVersion: version.Version, SampleRatio: *sampleRatio})
-	if err != nil {
-		log.Error("telemetry setup failed", "err", err)
-		return 1
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	}()
-
-	o := def
-	o.GRPCAddr, o.HTTPAddr, o.DataDir = *grpcAddr, *httpAddr, *dataDir
-	o.Storage = strings.Split(*storage, ",")
-	o.Token = *token
-	o.AllowedPrefixes = splitList(*prefixes)
-	o.AllowFileURLs = *allowFile
-	o.MaxManifestBytes, o.MaxFileBytes, o.MaxFiles = *maxManifest, *maxFile, *maxFiles
-	o.MaxDownloads, o.MaxDownloadsPerNode, o.BandwidthBytesPerSecond = *maxDownloads, *maxPerNode, *bandwidth
-	o.IngestBatchRecords, o.IngestBatchBytes, o.IngestConcurrency, o.IngestWindow = *batchRecords, *batchBytes, *ingestConc, *ingestWindow
-	o.NodeRetryTimeout = *nodeRetry
-	o.HTTPRetryMax, o.HTTPRetryWaitMin, o.HTTPRetryWaitMax = *httpRetryMax, *httpWaitMin, *httpWaitMax
-	o.HTTPTimeout, o.HTTPStallTimeout = *httpTimeout, *httpStall
-	o.RefreshInterval, o.ProgressInterval, o.ShutdownTimeout = *refresh, *progress, *shutdownTimeout
-	o.Logger = log
-	o.TracerProvider = tel.TracerProvider
-	listenErr := make(chan error, 1)
-	o.OnListen = func(g, h net.Addr) {
-		if *listenFile == "" {
-			return
-		}
-		if err := server.WriteListenFile(*listenFile, g, h); err != nil {
-			listenErr <- err
-			stop()
-		}
-	}
-	log.Info("starting", "service", serviceName, "version", version.Version, "storage", *storage, "data_dir", *dataDir)
-	err = downloader.Run(ctx, o)
-	select {
-	case lerr := <-listenErr:
-		log.Error("writing the listen file failed", "err", lerr)
-		return 1
-	default:
-	}
-	if err != nil {
-		log.Error("downloader failed", "err", err)
-		return 1
-	}
-	return 0
+	cfg := server.MainConfig{Name: serviceName, LogLevel: level, SampleRatio: *sampleRatio, ListenFile: *listenFile}
+	return server.Main(cfg, func(env server.Env) error {
+		o := def
+		o.GRPCAddr, o.HTTPAddr, o.DataDir = *grpcAddr, *httpAddr, *dataDir
+		o.Storage = strings.Split(*storage, ",")
+		o.Token = *token
+		o.AllowedPrefixes = splitList(*prefixes)
+		o.AllowFileURLs = *allowFile
+		o.MaxManifestBytes, o.MaxFileBytes, o.MaxFiles = *maxManifest, *maxFile, *maxFiles
+		o.MaxDownloads, o.MaxDownloadsPerNode, o.BandwidthBytesPerSecond = *maxDownloads, *maxPerNode, *bandwidth
+		o.IngestBatchRecords, o.IngestBatchBytes, o.IngestConcurrency, o.IngestWindow = *batchRecords, *batchBytes, *ingestConc, *ingestWindow
+		o.NodeRetryTimeout = *nodeRetry
+		o.HTTPRetryMax, o.HTTPRetryWaitMin, o.HTTPRetryWaitMax = *httpRetryMax, *httpWaitMin, *httpWaitMax
+		o.HTTPTimeout, o.HTTPStallTimeout = *httpTimeout, *httpStall
+		o.RefreshInterval, o.ProgressInterval, o.ShutdownTimeout = *refresh, *progress, *shutdownTimeout
+		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
+		env.Logger.Info("loading into", "storage", *storage, "data_dir", *dataDir)
+		return downloader.Run(env.Ctx, o)
+	})
 }
 
 func splitList(s string) []string {

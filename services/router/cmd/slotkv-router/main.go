@@ -5,21 +5,16 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/server"
-	"github.com/slotkv/slotkv/pkg/telemetry"
 	"github.com/slotkv/slotkv/pkg/version"
 	"github.com/slotkv/slotkv/services/router"
 )
@@ -69,53 +64,18 @@ func run(args []string) int {
 		return 2
 	}
 
-	// No service attribute here: pkg/server and router.Run add it.
-	log := telemetry.NewLogger(os.Stderr, level, true)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: serviceName, ServiceVersion: version.Version, SampleRatio: *sampleRatio})
-	if err != nil {
-		log.Error("telemetry setup failed", "err", err)
-		return 1
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	}()
-
-	o := def
-	o.GRPCAddr, o.HTTPAddr = *grpcAddr, *httpAddr
-	o.Storage = strings.Split(*storage, ",")
-	o.NamingFile, o.NamingPoll = *namingFile, *namingPoll
-	o.Balancer, o.HedgeDelay, o.HedgeMaxRatio = *balancer, *hedgeDelay, *hedgeMaxRatio
-	o.Token = *token
-	o.RefreshInterval, o.CallTimeout, o.MaxRetries = *refresh, *callTimeout, *maxRetries
-	o.ShutdownTimeout = *shutdownTimeout
-	o.Logger = log
-	o.TracerProvider = tel.TracerProvider
-	listenErr := make(chan error, 1)
-	o.OnListen = func(g, h net.Addr) {
-		if *listenFile == "" {
-			return
-		}
-		if err := server.WriteListenFile(*listenFile, g, h); err != nil {
-			listenErr <- err
-			stop()
-		}
-	}
-	log.Info("starting", "service", serviceName, "version", version.Version, "storage", *storage, "naming_file", *namingFile)
-	err = router.Run(ctx, o)
-	select {
-	case lerr := <-listenErr:
-		log.Error("writing the listen file failed", "err", lerr)
-		return 1
-	default:
-	}
-	if err != nil {
-		log.Error("router failed", "err", err)
-		return 1
-	}
-	return 0
+	cfg := server.MainConfig{Name: serviceName, LogLevel: level, SampleRatio: *sampleRatio, ListenFile: *listenFile}
+	return server.Main(cfg, func(env server.Env) error {
+		o := def
+		o.GRPCAddr, o.HTTPAddr = *grpcAddr, *httpAddr
+		o.Storage = strings.Split(*storage, ",")
+		o.NamingFile, o.NamingPoll = *namingFile, *namingPoll
+		o.Balancer, o.HedgeDelay, o.HedgeMaxRatio = *balancer, *hedgeDelay, *hedgeMaxRatio
+		o.Token = *token
+		o.RefreshInterval, o.CallTimeout, o.MaxRetries = *refresh, *callTimeout, *maxRetries
+		o.ShutdownTimeout = *shutdownTimeout
+		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
+		env.Logger.Info("routing", "storage", *storage, "naming_file", *namingFile)
+		return router.Run(env.Ctx, o)
+	})
 }

@@ -1,0 +1,81 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/slotkv/slotkv/pkg/telemetry"
+	"github.com/slotkv/slotkv/pkg/version"
+)
+
+// MainConfig is what every service binary's main takes from its flags
+// before it builds its own Options.
+type MainConfig struct {
+	Name        string     // service name, e.g. "slotkv-router"
+	LogLevel    slog.Level // --log-level
+	SampleRatio float64    // --trace-sample-ratio
+	ListenFile  string     // --listen-file: where to write the bound addresses
+}
+
+// Env is what Main hands the service: put Logger, TracerProvider and
+// OnListen into the service's Options and run it with Ctx.
+type Env struct {
+	Ctx            context.Context // ends on SIGINT/SIGTERM
+	Logger         *slog.Logger    // JSON, with trace ids
+	TracerProvider trace.TracerProvider
+	OnListen       func(grpcAddr, httpAddr net.Addr) // writes the listen file
+}
+
+// Main is the common body of a slotkv binary's main: JSON logs carrying
+// trace ids on stderr, a context cancelled by SIGINT/SIGTERM (graceful
+// shutdown), telemetry set up from the environment and flushed at exit, and
+// the listen file written once both ports are bound (if that fails the
+// service is stopped: whoever waits for the file would wait forever). run
+// starts the service and blocks until Env.Ctx ends. Main returns the exit
+// code.
+func Main(cfg MainConfig, run func(Env) error) int {
+	log := telemetry.NewLogger(os.Stderr, cfg.LogLevel, true)
+	ctx, stop := SignalContext()
+	defer stop()
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: cfg.Name, ServiceVersion: version.Version, SampleRatio: cfg.SampleRatio})
+	if err != nil {
+		log.Error("telemetry setup failed", "err", err)
+		return 1
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry shutdown", "err", err)
+		}
+	}()
+	listenErr := make(chan error, 1)
+	env := Env{Ctx: ctx, Logger: log, TracerProvider: tel.TracerProvider, OnListen: func(g, h net.Addr) {
+		if cfg.ListenFile == "" {
+			return
+		}
+		if err := WriteListenFile(cfg.ListenFile, g, h); err != nil {
+			listenErr <- err
+			stop()
+		}
+	}}
+	log.Info("starting", "service", cfg.Name, "version", version.Version, "exporting_traces", tel.Exporting)
+	err = run(env)
+	select {
+	case lerr := <-listenErr:
+		err = errors.Join(err, lerr)
+	default:
+	}
+	if err != nil {
+		log.Error("service failed", "service", cfg.Name, "err", err)
+		return 1
+	}
+	log.Info("stopped cleanly", "service", cfg.Name)
+	return 0
+}

@@ -30,6 +30,7 @@ type testNode struct {
 	conn     *grpc.ClientConn
 	data     storagev1.StorageServiceClient
 	admin    storagev1.NodeServiceClient
+	mig      storagev1.MigrationServiceClient
 	stopOnce sync.Once
 	stopErr  error
 	cancel   context.CancelFunc
@@ -84,6 +85,7 @@ func tryStart(t testing.TB, o storage.Options) (*testNode, error) {
 	n.conn = conn
 	n.data = storagev1.NewStorageServiceClient(conn)
 	n.admin = storagev1.NewNodeServiceClient(conn)
+	n.mig = storagev1.NewMigrationServiceClient(conn)
 	t.Cleanup(func() {
 		if err := n.stop(); err != nil {
 			t.Errorf("node %s: Run returned %v", o.NodeID, err)

@@ -1,7 +1,8 @@
 // Package storage runs a slotkv storage node: a Badger store laid out by
 // slot (internal/store), the node's identity, topology and slot states
-// (internal/node), and the StorageService and NodeService gRPC APIs with
-// their REST gateway (internal/grpcapi), served through pkg/server.
+// (internal/node), the migration building blocks (internal/migration), and
+// the StorageService, NodeService and MigrationService gRPC APIs with their
+// REST gateway (internal/grpcapi), served through pkg/server.
 //
 // cmd/slotkv-storage only turns flags into Options and calls Run; tests
 // call Run in process on 127.0.0.1:0 and learn the ports from OnListen.
@@ -26,6 +27,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/services/storage/internal/grpcapi"
+	"github.com/slotkv/slotkv/services/storage/internal/migration"
 	"github.com/slotkv/slotkv/services/storage/internal/node"
 	"github.com/slotkv/slotkv/services/storage/internal/store"
 )
@@ -37,6 +39,8 @@ const (
 	DefaultMaxBatch      = grpcapi.DefaultMaxBatch
 	// DefaultMaxIngestBytes caps the key + value bytes of one Ingest batch.
 	DefaultMaxIngestBytes = grpcapi.DefaultMaxIngestBytes
+	// DefaultMaxImportStreams caps the migration Import streams open at once.
+	DefaultMaxImportStreams = migration.DefaultMaxImportStreams
 )
 
 // Options configures a storage node. Start from DefaultOptions.
@@ -64,6 +68,10 @@ type Options struct {
 	// value bytes of one Ingest batch. Zero means the defaults.
 	MaxKeyBytes, MaxValueBytes, MaxBatch int
 	MaxIngestBytes                       int
+	// MaxImportStreams caps the migration Import streams this node accepts
+	// at once (one more is refused with ResourceExhausted), so parallel
+	// jobs cannot exhaust it. Zero means DefaultMaxImportStreams.
+	MaxImportStreams int
 
 	// SyncWrites fsyncs every commit before acknowledging it.
 	SyncWrites bool
@@ -94,6 +102,8 @@ func DefaultOptions() Options {
 		MaxValueBytes:  DefaultMaxValueBytes,
 		MaxBatch:       DefaultMaxBatch,
 		MaxIngestBytes: DefaultMaxIngestBytes,
+
+		MaxImportStreams: DefaultMaxImportStreams,
 	}
 }
 
@@ -114,9 +124,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		return fmt.Errorf("%w: a data directory is required (--data-dir)", ErrConfig)
 	case o.GRPCAddr == "":
 		return fmt.Errorf("%w: a gRPC listen address is required (--grpc-addr)", ErrConfig)
-	case o.MaxKeyBytes < 0 || o.MaxValueBytes < 0 || o.MaxBatch < 0 || o.MaxIngestBytes < 0:
-		return fmt.Errorf("%w: negative limit (--max-key-bytes=%d, --max-value-bytes=%d, --max-batch=%d, --max-ingest-bytes=%d)",
-			ErrConfig, o.MaxKeyBytes, o.MaxValueBytes, o.MaxBatch, o.MaxIngestBytes)
+	case o.MaxKeyBytes < 0 || o.MaxValueBytes < 0 || o.MaxBatch < 0 || o.MaxIngestBytes < 0 || o.MaxImportStreams < 0:
+		return fmt.Errorf("%w: negative limit (--max-key-bytes=%d, --max-value-bytes=%d, --max-batch=%d, --max-ingest-bytes=%d, --max-import-streams=%d)",
+			ErrConfig, o.MaxKeyBytes, o.MaxValueBytes, o.MaxBatch, o.MaxIngestBytes, o.MaxImportStreams)
 	case o.MaxKeyBytes > grpcapi.MaxKeyBytesLimit:
 		return fmt.Errorf("%w: --max-key-bytes=%d is above Badger's key limit of %d", ErrConfig, o.MaxKeyBytes, grpcapi.MaxKeyBytesLimit)
 	}
@@ -155,6 +165,16 @@ func Run(ctx context.Context, o Options) (err error) {
 	if t := n.Topology(); t != nil {
 		log.Info("loaded topology", "version", t.Version(), "served", fmt.Sprint(n.Served()))
 	}
+	mig, err := migration.Open(st, n, migration.Options{MaxImportStreams: o.MaxImportStreams, Logger: log})
+	if err != nil {
+		return err
+	}
+	// Before the store closes (deferred above): open snapshots are Badger
+	// transactions.
+	defer mig.Close()
+	for _, j := range mig.List() {
+		log.Info("loaded migration", "job_id", j.Job, "role", j.Role.String(), "ranges", fmt.Sprint(j.Ranges), "peer", j.Peer, "frozen", j.Frozen, "head_seq", j.HeadSeq)
+	}
 
 	lim := grpcapi.Limits{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes, MaxBatch: o.MaxBatch, MaxIngestBytes: o.MaxIngestBytes}.WithDefaults()
 
@@ -163,14 +183,15 @@ func Run(ctx context.Context, o Options) (err error) {
 	var self atomic.Pointer[[2]string]
 	self.Store(&[2]string{o.AdvertiseGRPC, o.AdvertiseHTTP})
 	cfg := grpcapi.Config{
-		Store:  st,
-		Node:   n,
-		Limits: lim,
-		Self:   func() (string, string) { a := self.Load(); return a[0], a[1] },
-		Counts: grpcapi.NewRPCCounts(),
-		Logger: log,
+		Store:     st,
+		Node:      n,
+		Limits:    lim,
+		Self:      func() (string, string) { a := self.Load(); return a[0], a[1] },
+		Counts:    grpcapi.NewRPCCounts(),
+		Migration: mig,
+		Logger:    log,
 	}
-	storageSvc, nodeSvc := grpcapi.NewStorageService(cfg), grpcapi.NewNodeService(cfg)
+	storageSvc, nodeSvc, migSvc := grpcapi.NewStorageService(cfg), grpcapi.NewNodeService(cfg), grpcapi.NewMigrationService(cfg)
 
 	return server.Run(ctx, server.Options{
 		Name:      serviceName,
@@ -195,12 +216,16 @@ func Run(ctx context.Context, o Options) (err error) {
 		Register: func(s *grpc.Server) {
 			storagev1.RegisterStorageServiceServer(s, storageSvc)
 			storagev1.RegisterNodeServiceServer(s, nodeSvc)
+			storagev1.RegisterMigrationServiceServer(s, migSvc)
 		},
 		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 			if err := storagev1.RegisterStorageServiceHandler(ctx, mux, conn); err != nil {
 				return err
 			}
-			return storagev1.RegisterNodeServiceHandler(ctx, mux, conn)
+			if err := storagev1.RegisterNodeServiceHandler(ctx, mux, conn); err != nil {
+				return err
+			}
+			return storagev1.RegisterMigrationServiceHandler(ctx, mux, conn)
 		},
 		Ready: func(context.Context) error { return st.Ready() },
 		OnListen: func(g, h net.Addr) {

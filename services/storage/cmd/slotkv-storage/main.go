@@ -60,6 +60,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		maxValue   = flagenv.Int(fs, "max-value-bytes", "SLOTKV_MAX_VALUE_BYTES", d.MaxValueBytes, "largest value accepted, in bytes")
 		maxBatch   = flagenv.Int(fs, "max-batch", "SLOTKV_MAX_BATCH", d.MaxBatch, "most keys in one batch get or batch write, and records in one ingest batch")
 		maxIngest  = flagenv.Int(fs, "max-ingest-bytes", "SLOTKV_MAX_INGEST_BYTES", d.MaxIngestBytes, "most key and value bytes in one ingest (bulk-load) batch")
+		maxImport  = flagenv.Int(fs, "max-import-streams", "SLOTKV_MAX_IMPORT_STREAMS", d.MaxImportStreams, "most migration import streams accepted at once (one more gets ResourceExhausted)")
 		syncWrites = flagenv.Bool(fs, "sync-writes", "SLOTKV_SYNC_WRITES", false, "fsync every write before acknowledging it")
 		memtable   = flagenv.Int64(fs, "memtable-bytes", "SLOTKV_MEMTABLE_BYTES", 0, "Badger memtable size (0: 64 MiB)")
 		blockCache = flagenv.Int64(fs, "block-cache-bytes", "SLOTKV_BLOCK_CACHE_BYTES", 0, "Badger block cache size (0: 256 MiB)")
@@ -82,9 +83,9 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		AdvertiseGRPC: *advGRPC, AdvertiseHTTP: *advHTTP,
 		Token:       *token,
 		MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, MaxBatch: *maxBatch,
-		MaxIngestBytes: *maxIngest,
-		SyncWrites:     *syncWrites,
-		MemTableBytes:  *memtable, BlockCacheBytes: *blockCache,
+		MaxIngestBytes: *maxIngest, MaxImportStreams: *maxImport,
+		SyncWrites:    *syncWrites,
+		MemTableBytes: *memtable, BlockCacheBytes: *blockCache,
 		ShutdownTimeout: *shutdown,
 	}
 	c.listenFile, c.sampleRatio, c.showVersion = *listenFile, *sample, *showVer

@@ -9,11 +9,16 @@
 // is the only layer that turns domain errors into gRPC statuses
 // (rpcerr.ToStatus); the gateway turns those into HTTP codes.
 //
-// The ownership check and the store operation are two steps: a SetTopology
-// that lands between them lets one request finish against the old view.
-// That is harmless for a topology change without data movement (the data
-// stays where it was written); live migration closes the gap with the
-// FROZEN state, which refuses writes before the hand-off commits.
+// A write's ownership check and its store operation run under the node's
+// write gate (node.BeginWrite ... EndWrite), so no slot state change
+// (SetTopology, a migration's begin, freeze or end) lands between them: a
+// write is checked and captured against one view. Reads check without the
+// gate: a read that races a hand-off reads a frozen slot whose value the
+// destination holds too.
+//
+// MigrationService (migration.go) exposes package migration; its one error
+// without an rpcerr sentinel, the import stream cap, maps to
+// ResourceExhausted here.
 //
 // Ingest (NodeService, a bidirectional stream) runs the same three steps
 // per batch and writes through the BatchWrite write path; see ingest.go.
@@ -31,6 +36,7 @@ import (
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/services/storage/internal/migration"
 	"github.com/slotkv/slotkv/services/storage/internal/node"
 	"github.com/slotkv/slotkv/services/storage/internal/store"
 )
@@ -98,7 +104,9 @@ type Config struct {
 	// Counts, when set, are the StorageService call counters reported by
 	// GetNodeInfo (install Counts.UnaryInterceptor on the server).
 	Counts *RPCCounts
-	Logger *slog.Logger
+	// Migration runs the MigrationService; required by NewMigrationService.
+	Migration *migration.Manager
+	Logger    *slog.Logger
 }
 
 func (c Config) withDefaults() Config {

@@ -157,14 +157,15 @@ func (s *NodeService) ingestBatch(ctx context.Context, req *storagev1.IngestRequ
 		sl = append(sl, slotOf)
 	}
 	*slots = sl
-	if i, err := s.c.Node.CheckWrites(sl); err != nil {
-		return nil, fmt.Errorf("records[%d]: %w", i, err)
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, err // the client is gone: do not write what nobody waits for
 	}
+	if i, err := s.c.Node.BeginWrites(sl); err != nil {
+		return nil, fmt.Errorf("records[%d]: %w", i, err)
+	}
 	start := time.Now()
 	txns, err := s.c.Store.Ingest(batch)
+	s.c.Node.EndWrite()
 	if err != nil {
 		if errors.Is(err, store.ErrBatchTooLarge) {
 			err = rpcerr.InvalidField("records", "%v", err)

@@ -47,10 +47,12 @@ func (s *StorageService) Put(_ context.Context, req *storagev1.PutRequest) (*sto
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Node.CheckWrite(sl); err != nil {
+	if err := s.c.Node.BeginWrite(sl); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if _, err := s.c.Store.Put(req.GetKey(), req.GetValue()); err != nil {
+	_, err = s.c.Store.Put(req.GetKey(), req.GetValue())
+	s.c.Node.EndWrite()
+	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
 	return &storagev1.PutResponse{Slot: uint32(sl)}, nil
@@ -62,10 +64,12 @@ func (s *StorageService) Delete(_ context.Context, req *storagev1.DeleteRequest)
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Node.CheckWrite(sl); err != nil {
+	if err := s.c.Node.BeginWrite(sl); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if _, err := s.c.Store.Delete(req.GetKey()); err != nil {
+	_, err = s.c.Store.Delete(req.GetKey())
+	s.c.Node.EndWrite()
+	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
 	return &storagev1.DeleteResponse{Slot: uint32(sl)}, nil
@@ -126,12 +130,12 @@ func (s *StorageService) BatchWrite(_ context.Context, req *storagev1.BatchWrite
 		slots[i] = sl
 		muts[i] = store.Mutation{Key: m.GetKey(), Value: m.GetValue(), Delete: m.GetDelete()}
 	}
-	for _, sl := range slots {
-		if err := s.c.Node.CheckWrite(sl); err != nil {
-			return nil, rpcerr.ToStatus(err)
-		}
+	if _, err := s.c.Node.BeginWrites(slots); err != nil {
+		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Store.BatchWrite(muts); err != nil {
+	err := s.c.Store.BatchWrite(muts)
+	s.c.Node.EndWrite()
+	if err != nil {
 		if errors.Is(err, store.ErrBatchTooLarge) {
 			err = rpcerr.InvalidField("mutations", "%v", err)
 		}

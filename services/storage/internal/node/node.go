@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,7 +39,7 @@ const (
 // FrozenRetryAfter is the retry delay suggested to writers of a frozen slot.
 // A hand-off freezes a slot only while the last changes drain, so a short
 // delay keeps the write pause seen by clients close to the real one.
-const FrozenRetryAfter = 50 * time.Millisecond
+const FrozenRetryAfter = 20 * time.Millisecond
 
 // ErrIdentity: the data directory belongs to another node id.
 var ErrIdentity = errors.New("node identity mismatch")
@@ -122,16 +123,69 @@ type view struct {
 	topo   *topology.Topology // nil before the first SetTopology
 	states []StateRange       // sorted, merged, Kind != None
 	kind   [slot.Count]Kind   // per-slot lookup derived from states
+	job    [slot.Count]uint16 // per-slot index into jobs (0: none)
+	jobs   []string           // jobs[0] == ""
 }
 
 func newView(topo *topology.Topology, states []StateRange) *view {
-	v := &view{topo: topo, states: states}
+	v := &view{topo: topo, states: states, jobs: []string{""}}
 	for _, r := range states {
+		var j uint16
+		if r.JobID != "" {
+			if i := slices.Index(v.jobs, r.JobID); i >= 0 {
+				j = uint16(i)
+			} else {
+				j = uint16(len(v.jobs))
+				v.jobs = append(v.jobs, r.JobID)
+			}
+		}
 		for s := int(r.Range.Start); s <= int(r.Range.End); s++ {
-			v.kind[s] = r.Kind
+			v.kind[s], v.job[s] = r.Kind, j
 		}
 	}
 	return v
+}
+
+// Slots is every slot's state, spelled out for a transition to edit.
+type Slots struct {
+	Kind [slot.Count]Kind
+	Job  [slot.Count]string
+	Peer [slot.Count]string
+}
+
+func (v *view) slots() *Slots {
+	s := new(Slots)
+	for _, r := range v.states {
+		for i := int(r.Range.Start); i <= int(r.Range.End); i++ {
+			s.Kind[i], s.Job[i], s.Peer[i] = r.Kind, r.JobID, r.PeerNodeID
+		}
+	}
+	return s
+}
+
+// Set sets the state of slot i.
+func (s *Slots) Set(i uint16, k Kind, job, peer string) {
+	s.Kind[i], s.Job[i], s.Peer[i] = k, job, peer
+}
+
+// ranges returns the states as merged ranges in slot order.
+func (s *Slots) ranges() []StateRange {
+	var out []StateRange
+	for i := range slot.Count {
+		k := s.Kind[i]
+		if k == None {
+			continue
+		}
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if int(last.Range.End)+1 == i && last.Kind == k && last.JobID == s.Job[i] && last.PeerNodeID == s.Peer[i] {
+				last.Range.End = uint16(i)
+				continue
+			}
+		}
+		out = append(out, StateRange{Range: slot.Range{Start: uint16(i), End: uint16(i)}, Kind: k, JobID: s.Job[i], PeerNodeID: s.Peer[i]})
+	}
+	return out
 }
 
 // Node is the identity and cluster view of one storage node. It is safe for
@@ -140,7 +194,9 @@ type Node struct {
 	st *store.Store
 	id string
 
-	mu   sync.Mutex // serializes changes; readers only load view
+	// gate: writes hold it shared from check to commit, state changes
+	// exclusively (see the package doc). It also serializes changes.
+	gate sync.RWMutex
 	view atomic.Pointer[view]
 }
 
@@ -173,7 +229,11 @@ func Open(st *store.Store, id string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.view.Store(v)
+	tbl, err := n.captureTable(v)
+	if err != nil {
+		return nil, err
+	}
+	n.install(v, tbl)
 	return n, nil
 }
 
@@ -240,6 +300,55 @@ func (n *Node) State(s uint16) Kind {
 	return n.view.Load().kind[s]
 }
 
+// StateOf returns the state of slot s and the job behind it.
+func (n *Node) StateOf(s uint16) (Kind, string) {
+	if int(s) >= slot.Count {
+		return None, ""
+	}
+	v := n.view.Load()
+	return v.kind[s], v.jobs[v.job[s]]
+}
+
+// BeginWrite takes the write gate shared and checks that this node accepts
+// writes to slot s (as CheckWrite). On success the caller writes and then
+// calls EndWrite, after the commit; on error the gate is already released.
+func (n *Node) BeginWrite(s uint16) error {
+	n.gate.RLock()
+	if err := n.check(n.view.Load(), s, true); err != nil {
+		n.gate.RUnlock()
+		return err
+	}
+	return nil
+}
+
+// BeginWrites is BeginWrite for several slots, as CheckWrites: on error it
+// returns the index of the first slot refused, with the gate released.
+func (n *Node) BeginWrites(slots []uint16) (int, error) {
+	n.gate.RLock()
+	if i, err := n.checkWrites(n.view.Load(), slots); err != nil {
+		n.gate.RUnlock()
+		return i, err
+	}
+	return -1, nil
+}
+
+// EndWrite releases the gate taken by a successful BeginWrite(s).
+func (n *Node) EndWrite() { n.gate.RUnlock() }
+
+// Guard takes the write gate shared without checking anything; fn returns
+// nil or an error computed from the state seen under the gate. On success
+// the caller must call EndWrite after its commit. Writers that are not
+// ordinary data writes (imports, slot cleanup) use it to check their own
+// rules against a view that cannot change before they commit.
+func (n *Node) Guard(fn func() error) error {
+	n.gate.RLock()
+	if err := fn(); err != nil {
+		n.gate.RUnlock()
+		return err
+	}
+	return nil
+}
+
 // CheckRead returns nil when this node serves reads of slot s, and otherwise
 // the reason: rpcerr.ErrNoTopology, rpcerr.ErrSlotUnassigned, or a
 // *rpcerr.SlotMovedError naming the owner.
@@ -267,7 +376,10 @@ func (n *Node) CheckRanges(ranges []slot.Range, write bool) error {
 // slot of slots (in order; a run of equal slots is checked once) and returns
 // the index and error of the first slot that it does not, as CheckWrite.
 func (n *Node) CheckWrites(slots []uint16) (int, error) {
-	v := n.view.Load()
+	return n.checkWrites(n.view.Load(), slots)
+}
+
+func (n *Node) checkWrites(v *view, slots []uint16) (int, error) {
 	for i, s := range slots {
 		if i > 0 && s == slots[i-1] {
 			continue
@@ -309,51 +421,162 @@ func (n *Node) check(v *view, s uint16, write bool) error {
 // (changed=false) only when identical, so a bootstrap can be re-run, and is
 // otherwise refused too: two different topologies must never share a version.
 // A newer topology is persisted together with the slot states derived from
-// it (slots assigned to this node OWNED, the rest no state) in one
-// transaction, then becomes visible to requests at once.
+// it in one transaction, under the exclusive write gate, then becomes
+// visible to requests at once. Slots assigned to this node become OWNED and
+// the rest lose their state, except for migrations: a MIGRATING or FROZEN
+// slot keeps its state while the topology still assigns it here (and is
+// cleared, the hand-off's commit, once it does not), and an IMPORTING slot
+// keeps its state until the topology assigns it here (then OWNED).
 func (n *Node) SetTopology(p *clusterv1.Topology) (version uint64, changed bool, err error) {
 	t, err := topology.FromProto(p)
 	if err != nil {
 		return 0, false, err
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	cur := n.view.Load()
-	if cur.topo != nil {
-		switch have := cur.topo.Version(); {
-		case t.Version() < have:
-			return have, false, fmt.Errorf("%w: topology version %d is older than version %d held by node %s",
-				rpcerr.ErrStaleTopology, t.Version(), have, n.id)
-		case t.Version() == have && t.Equal(cur.topo):
-			return have, false, nil
-		case t.Version() == have:
-			return have, false, fmt.Errorf("%w: topology version %d differs from the version %d already held by node %s; a changed topology needs a higher version",
-				rpcerr.ErrStaleTopology, t.Version(), have, n.id)
+	changed = true
+	err = n.apply(func(cur *view, sl *Slots, _ *store.SystemTxn) (*topology.Topology, error) {
+		if cur.topo != nil {
+			switch have := cur.topo.Version(); {
+			case t.Version() < have:
+				version, changed = have, false
+				return nil, fmt.Errorf("%w: topology version %d is older than version %d held by node %s",
+					rpcerr.ErrStaleTopology, t.Version(), have, n.id)
+			case t.Version() == have && t.Equal(cur.topo):
+				version, changed = have, false
+				return nil, errUnchanged
+			case t.Version() == have:
+				version, changed = have, false
+				return nil, fmt.Errorf("%w: topology version %d differs from the version %d already held by node %s; a changed topology needs a higher version",
+					rpcerr.ErrStaleTopology, t.Version(), have, n.id)
+			}
 		}
+		for i := range slot.Count {
+			s := uint16(i)
+			owner, ok := t.Owner(s)
+			mine := ok && owner.ID == n.id
+			switch sl.Kind[i] {
+			case Migrating, Frozen:
+				// Still ours: the migration goes on. Given away: the commit
+				// of the hand-off; the slot is no longer served here.
+				if !mine {
+					sl.Set(s, None, "", "")
+				}
+			case Importing:
+				// Given to this node: the commit; the slot is served now.
+				if mine {
+					sl.Set(s, Owned, "", "")
+				}
+			default:
+				if mine {
+					sl.Set(s, Owned, "", "")
+				} else {
+					sl.Set(s, None, "", "")
+				}
+			}
+		}
+		return t, nil
+	}, nil)
+	if errors.Is(err, errUnchanged) {
+		return version, false, nil
 	}
-	var states []StateRange
-	for _, r := range t.RangesOf(n.id) {
-		states = append(states, StateRange{Range: r, Kind: Owned})
-	}
-	topoBytes, err := proto.Marshal(t.Proto())
 	if err != nil {
-		return 0, false, fmt.Errorf("node: encode topology: %w", err)
+		if changed {
+			err = fmt.Errorf("node: persist topology version %d: %w", t.Version(), err)
+		}
+		return version, false, err
 	}
-	stateBytes, err := encodeStates(states)
-	if err != nil {
-		return 0, false, err
-	}
-	err = n.st.UpdateSystem(func(tx *store.SystemTxn) error {
-		if err := tx.Set(recordTopology, topoBytes); err != nil {
+	return t.Version(), true, nil
+}
+
+var errUnchanged = errors.New("unchanged")
+
+// Transition changes slot states with the write gate held exclusively: no
+// write is between its check and its commit while fn runs. fn gets the
+// topology held (nil before the first) and every slot's state to edit, and
+// may write system records in tx (a migration's job record); when it
+// returns nil the new states and its records commit in one transaction and
+// the new view (and capture table) is installed. committed, when set, runs
+// after that and before the gate opens, so in-memory state that writes
+// check under the gate changes at the same moment.
+func (n *Node) Transition(fn func(topo *topology.Topology, s *Slots, tx *store.SystemTxn) error, committed func()) error {
+	return n.apply(func(cur *view, sl *Slots, tx *store.SystemTxn) (*topology.Topology, error) {
+		return cur.topo, fn(cur.topo, sl, tx)
+	}, committed)
+}
+
+// apply runs one state change under the exclusive gate; fn returns the
+// topology to hold afterwards (persisted when it differs from the current).
+func (n *Node) apply(fn func(cur *view, sl *Slots, tx *store.SystemTxn) (*topology.Topology, error), committed func()) error {
+	n.gate.Lock()
+	defer n.gate.Unlock()
+	cur := n.view.Load()
+	sl := cur.slots()
+	var (
+		next *view
+		tbl  *store.CaptureTable
+	)
+	err := n.st.UpdateSystem(func(tx *store.SystemTxn) error {
+		t, err := fn(cur, sl, tx)
+		if err != nil {
 			return err
 		}
-		return tx.Set(recordSlotStates, stateBytes)
+		if t != cur.topo {
+			b, err := proto.Marshal(t.Proto())
+			if err != nil {
+				return fmt.Errorf("node: encode topology: %w", err)
+			}
+			if err := tx.Set(recordTopology, b); err != nil {
+				return err
+			}
+		}
+		states := sl.ranges()
+		b, err := encodeStates(states)
+		if err != nil {
+			return err
+		}
+		if err := tx.Set(recordSlotStates, b); err != nil {
+			return err
+		}
+		next = newView(t, states)
+		tbl, err = n.captureTable(next)
+		return err
 	})
 	if err != nil {
-		return 0, false, fmt.Errorf("node: persist topology version %d: %w", t.Version(), err)
+		return err
 	}
-	n.view.Store(newView(t, states))
-	return t.Version(), true, nil
+	n.install(next, tbl)
+	if committed != nil {
+		committed()
+	}
+	return nil
+}
+
+// captureTable maps every MIGRATING slot of v to its job's change log; nil
+// when there is none.
+func (n *Node) captureTable(v *view) (*store.CaptureTable, error) {
+	var tbl *store.CaptureTable
+	for _, r := range v.states {
+		if r.Kind != Migrating {
+			continue
+		}
+		l, err := n.st.ChangeLog(r.JobID)
+		if err != nil {
+			return nil, fmt.Errorf("node: change log of job %q: %w", r.JobID, err)
+		}
+		if tbl == nil {
+			tbl = new(store.CaptureTable)
+		}
+		for s := int(r.Range.Start); s <= int(r.Range.End); s++ {
+			tbl[s] = l
+		}
+	}
+	return tbl, nil
+}
+
+// install publishes v and its capture table (under the exclusive gate, or
+// before the node is shared).
+func (n *Node) install(v *view, tbl *store.CaptureTable) {
+	n.st.SetCapture(tbl)
+	n.view.Store(v)
 }
 
 // encodeStates writes states as length-delimited SlotStateRange messages.

@@ -290,37 +290,47 @@ func (s *Store) Digest(ranges []slot.Range, perSlot bool) (DigestResult, error) 
 		return DigestResult{}, err
 	}
 	var res DigestResult
-	h := NewHasher()
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
-		var (
-			cur  *SlotDigest
-			verr error
-		)
-		walk(it, ranges, nil, nil, func(item *badger.Item) bool {
-			k := item.Key()
-			sl := uint16(k[0])<<8 | uint16(k[1])
-			d := &res.Digest
-			if perSlot {
-				if cur == nil || cur.Slot != sl {
-					res.Slots = append(res.Slots, SlotDigest{Slot: sl})
-					cur = &res.Slots[len(res.Slots)-1]
-				}
-				cur.Count++
-				d = &cur.Digest
-			}
-			verr = item.Value(func(v []byte) error {
-				h.Add(d, k[slot.PrefixLen:], v)
-				return nil
-			})
-			res.Count++
-			return verr == nil
-		})
-		return verr
+		res, err = digestWalk(it, ranges, perSlot)
+		return err
 	})
 	if err != nil {
 		return DigestResult{}, mapErr("digest", err)
+	}
+	return res, nil
+}
+
+// digestWalk digests the entries of ranges (normalized) read through it.
+func digestWalk(it *badger.Iterator, ranges []slot.Range, perSlot bool) (DigestResult, error) {
+	var (
+		res  DigestResult
+		cur  *SlotDigest
+		verr error
+	)
+	h := NewHasher()
+	walk(it, ranges, nil, nil, func(item *badger.Item) bool {
+		k := item.Key()
+		sl := uint16(k[0])<<8 | uint16(k[1])
+		d := &res.Digest
+		if perSlot {
+			if cur == nil || cur.Slot != sl {
+				res.Slots = append(res.Slots, SlotDigest{Slot: sl})
+				cur = &res.Slots[len(res.Slots)-1]
+			}
+			cur.Count++
+			d = &cur.Digest
+		}
+		verr = item.Value(func(v []byte) error {
+			h.Add(d, k[slot.PrefixLen:], v)
+			return nil
+		})
+		res.Count++
+		return verr == nil
+	})
+	if verr != nil {
+		return DigestResult{}, mapErr("digest", verr)
 	}
 	if perSlot {
 		for _, sd := range res.Slots {

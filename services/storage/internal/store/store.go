@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -46,6 +48,12 @@ var badgerReserved = []byte("!badger!")
 type Store struct {
 	db   *badger.DB
 	opts Options
+
+	// capture maps migrating slots to their change logs (nil: none); see
+	// changelog.go and write.
+	capture atomic.Pointer[CaptureTable]
+	logsMu  sync.Mutex
+	logs    map[string]*ChangeLog
 }
 
 // Open opens (creating if needed) the store described by opts.
@@ -181,8 +189,8 @@ func (s *Store) Put(key, value []byte) (uint16, error) {
 	if err != nil {
 		return sl, err
 	}
-	err = s.db.Update(func(txn *badger.Txn) error { return txn.Set(k, value) })
-	return sl, mapErr("put", err)
+	_, err = s.write("put", 1, false, func(int) ([]byte, []byte, bool) { return k, value, false })
+	return sl, s.singleErr(err)
 }
 
 // Delete removes key (absent keys are fine) and returns its slot.
@@ -191,8 +199,18 @@ func (s *Store) Delete(key []byte) (uint16, error) {
 	if err != nil {
 		return sl, err
 	}
-	err = s.db.Update(func(txn *badger.Txn) error { return txn.Delete(k) })
-	return sl, mapErr("delete", err)
+	_, err = s.write("delete", 1, false, func(int) ([]byte, []byte, bool) { return k, nil, true })
+	return sl, s.singleErr(err)
+}
+
+// singleErr words a *txnFullError of a one-key write (a value too big for
+// one transaction, with its change record when captured).
+func (s *Store) singleErr(err error) error {
+	var full *txnFullError
+	if errors.As(err, &full) {
+		return fmt.Errorf("%w: the value does not fit in one transaction", ErrBatchTooLarge)
+	}
+	return err
 }
 
 // Item is one BatchGet result.
@@ -265,13 +283,15 @@ func (s *Store) BatchWrite(muts []Mutation) error {
 		}
 		keys[i], arena = k[:len(k):len(k)], k[len(k):]
 	}
-	var total int
 	_, err := s.write("batch write", len(muts), false, func(i int) ([]byte, []byte, bool) {
-		total += len(keys[i]) + len(muts[i].Value)
 		return keys[i], muts[i].Value, muts[i].Delete
 	})
 	var full *txnFullError
 	if errors.As(err, &full) {
+		var total int
+		for i := range muts {
+			total += len(keys[i]) + len(muts[i].Value)
+		}
 		return fmt.Errorf("%w: %d mutations totalling over %d bytes do not fit in one transaction (it filled up at mutations[%d]); split the batch",
 			ErrBatchTooLarge, len(muts), total, full.at)
 	}

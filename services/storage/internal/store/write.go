@@ -1,8 +1,11 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -18,10 +21,11 @@ func (e *txnFullError) Error() string {
 	return fmt.Sprintf("transaction full at entry %d", e.at)
 }
 
-// write is the one path by which batches of user data reach Badger
-// (BatchWrite and Ingest), so whatever must see every write (change capture
-// for migrating slots) hooks in here. It sets key = value, or deletes key
-// when del is true, for entry(0) ... entry(n-1), in order.
+// write is the one path by which user data reaches Badger (Put, Delete,
+// BatchWrite and Ingest), so whatever must see every write hooks in here:
+// change capture for migrating slots. It sets key = value, or deletes key
+// when del is true, for entry(0) ... entry(n-1), in order; keys are storage
+// keys.
 //
 // When split is false the n entries are one transaction: all or none; a set
 // too big for one transaction returns *txnFullError and writes nothing. When
@@ -30,7 +34,23 @@ func (e *txnFullError) Error() string {
 // the entries committed, so only idempotent writes (Ingest's puts) may split,
 // and the caller must not acknowledge anything unless write returns nil.
 // txns is the number of transactions committed.
+//
+// Capture: when the capture table maps the slot of an entry to a change
+// log, the write locks that log (all such logs, in job order), numbers its
+// captured entries from the log's head, writes one change record per entry
+// in the same transaction as the data, commits and advances the head before
+// unlocking. Writes that touch no migrating slot pay one atomic load and one
+// array index per entry.
 func (s *Store) write(op string, n int, split bool, entry func(i int) (key, value []byte, del bool)) (txns int, err error) {
+	if s.db.IsClosed() {
+		return 0, mapErr(op, badger.ErrDBClosed)
+	}
+	if tbl := s.capture.Load(); tbl != nil {
+		if cw := prepareCapture(tbl, n, entry); cw != nil {
+			defer cw.unlock()
+			return s.writeCaptured(op, n, split, entry, cw)
+		}
+	}
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	first := 0 // index of the first entry of txn
@@ -59,6 +79,137 @@ func (s *Store) write(op string, n int, split bool, entry func(i int) (key, valu
 		}
 		return txns, mapErr(op+" commit", err)
 	}
+	return txns + 1, nil
+}
+
+// captureWrite is the capture state of one write: the change logs it
+// touches, locked, and the change sequence of every captured entry.
+type captureWrite struct {
+	logs []*ChangeLog // sorted by job id; locked until unlock
+	log  []int16      // per entry: index into logs, -1 when not captured
+	seq  []uint64     // per entry: change sequence, 0 when not captured
+}
+
+func slotOfStorageKey(k []byte) uint16 {
+	if len(k) < slot.PrefixLen {
+		return 0
+	}
+	return uint16(k[0])<<8 | uint16(k[1])
+}
+
+// prepareCapture returns nil when no entry is captured; otherwise it locks
+// the logs involved and numbers the captured entries.
+func prepareCapture(tbl *CaptureTable, n int, entry func(int) ([]byte, []byte, bool)) *captureWrite {
+	var logs []*ChangeLog
+	for i := range n {
+		k, _, _ := entry(i)
+		if l := tbl[slotOfStorageKey(k)]; l != nil && !slices.Contains(logs, l) {
+			logs = append(logs, l)
+		}
+	}
+	if len(logs) == 0 {
+		return nil
+	}
+	// One lock order for every write: no deadlock between two writes that
+	// touch the same two jobs.
+	slices.SortFunc(logs, func(a, b *ChangeLog) int { return strings.Compare(a.job, b.job) })
+	for _, l := range logs {
+		l.mu.Lock()
+	}
+	cw := &captureWrite{logs: logs, log: make([]int16, n), seq: make([]uint64, n)}
+	next := make([]uint64, len(logs))
+	for j, l := range logs {
+		next[j] = l.head.Load()
+	}
+	for i := range n {
+		k, _, _ := entry(i)
+		cw.log[i] = -1
+		if l := tbl[slotOfStorageKey(k)]; l != nil {
+			j := slices.Index(logs, l)
+			next[j]++
+			cw.log[i], cw.seq[i] = int16(j), next[j]
+		}
+	}
+	return cw
+}
+
+func (cw *captureWrite) unlock() {
+	for _, l := range cw.logs {
+		l.mu.Unlock()
+	}
+}
+
+// committed advances the heads past the captured entries of [from, to),
+// once they are committed.
+func (cw *captureWrite) committed(from, to int) {
+	for i := from; i < to; i++ {
+		if j := cw.log[i]; j >= 0 {
+			cw.logs[j].head.Store(cw.seq[i])
+		}
+	}
+}
+
+// setCaptured adds entry i and, when captured, its change record to txn.
+func (cw *captureWrite) set(txn *badger.Txn, i int, k, v []byte, del bool) error {
+	if err := setEntry(txn, k, v, del); err != nil {
+		return err
+	}
+	j := cw.log[i]
+	if j < 0 {
+		return nil
+	}
+	l := cw.logs[j]
+	ck := l.seqKey(make([]byte, 0, len(l.prefix)+8), cw.seq[i])
+	var cv []byte
+	if !del {
+		cv = make([]byte, 0, 1+binary.MaxVarintLen32+len(k)+len(v))
+	}
+	return txn.Set(ck, appendChangeValue(cv, k, v, del))
+}
+
+func (s *Store) writeCaptured(op string, n int, split bool, entry func(int) ([]byte, []byte, bool), cw *captureWrite) (txns int, err error) {
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	first := 0
+	for i := range n {
+		k, v, del := entry(i)
+		err := cw.set(txn, i, k, v, del)
+		if errors.Is(err, badger.ErrTxnTooBig) && split && i > first {
+			// The entry or its change record did not fit; either may be in
+			// txn already. Rebuild the transaction from the entries before
+			// it (they fitted once, they fit again), commit it, and start
+			// the next one with entry i.
+			txn.Discard()
+			txn = s.db.NewTransaction(true)
+			for r := first; r < i; r++ {
+				rk, rv, rdel := entry(r)
+				if err := cw.set(txn, r, rk, rv, rdel); err != nil {
+					return txns, mapErr(op, err)
+				}
+			}
+			if err := txn.Commit(); err != nil {
+				return txns, mapErr(op+" commit", err)
+			}
+			cw.committed(first, i)
+			txns++
+			txn = s.db.NewTransaction(true)
+			first = i
+			err = cw.set(txn, i, k, v, del)
+		}
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			return txns, &txnFullError{at: i}
+		}
+		if err != nil {
+			return txns, mapErr(op, err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			return txns, &txnFullError{at: n}
+		}
+		return txns, mapErr(op+" commit", err)
+	}
+	cw.committed(first, n)
 	return txns + 1, nil
 }
 

@@ -1,0 +1,936 @@
+package migration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/services/storage/internal/node"
+	"github.com/slotkv/slotkv/services/storage/internal/store"
+)
+
+// DefaultMaxImportStreams is the import streams a node accepts at once.
+const DefaultMaxImportStreams = 16
+
+// Sentinel errors.
+var (
+	// ErrJobNotFound: the node takes no part in the job.
+	ErrJobNotFound = fmt.Errorf("migration job %w", rpcerr.ErrNotFound)
+	// ErrTooManyImportStreams: the node's import stream cap is reached. It
+	// matches no rpcerr sentinel: the gRPC layer maps it to
+	// ResourceExhausted.
+	ErrTooManyImportStreams = errors.New("too many import streams")
+)
+
+// Role is a node's side of a migration.
+type Role uint8
+
+// Roles.
+const (
+	Source Role = iota + 1
+	Destination
+)
+
+func (r Role) String() string {
+	switch r {
+	case Source:
+		return "source"
+	case Destination:
+		return "destination"
+	}
+	return fmt.Sprintf("Role(%d)", r)
+}
+
+// Outcome is how a migration ends.
+type Outcome uint8
+
+// Outcomes.
+const (
+	Committed Outcome = iota + 1
+	Aborted
+)
+
+// record is the persisted job record, system record "m" + job id.
+type record struct {
+	Job             string    `json:"job"`
+	Role            Role      `json:"role"`
+	Ranges          string    `json:"ranges"`
+	Peer            string    `json:"peer"`
+	TopologyVersion uint64    `json:"topology_version"`
+	Created         time.Time `json:"created"`
+	// Source: frozen, and the final change sequence.
+	Frozen   bool   `json:"frozen,omitempty"`
+	FinalSeq uint64 `json:"final_seq,omitempty"`
+	// Destination: leftover data deleted (imports allowed), abort started.
+	Cleaned  bool `json:"cleaned,omitempty"`
+	Aborting bool `json:"aborting,omitempty"`
+}
+
+func recordName(job string) string { return store.JobRecordSpace + job }
+
+// job is one migration this node takes part in. rec, snap and streams are
+// guarded by Manager.mu; id, ranges and log never change.
+type job struct {
+	id      string
+	rec     record
+	ranges  slot.RangeSet
+	log     *store.ChangeLog // source
+	snap    *store.Snapshot  // source, after OpenSnapshot
+	streams map[string]*sync.Mutex
+}
+
+// Manager runs the migration building blocks of one node.
+//
+// Lock order: a job's operation lock, then an import stream's lock, then
+// the node's write gate (Transition, Guard), then mu. mu is never held while
+// waiting for anything else.
+type Manager struct {
+	st        *store.Store
+	node      *node.Node
+	log       *slog.Logger
+	importSem chan struct{}
+
+	mu   sync.Mutex
+	jobs map[string]*job
+	ops  map[string]*sync.Mutex // per-job operation locks (Begin, Freeze, End, OpenSnapshot)
+}
+
+// Options configures a Manager.
+type Options struct {
+	// MaxImportStreams caps the Import streams open at once; 0 means
+	// DefaultMaxImportStreams.
+	MaxImportStreams int
+	Logger           *slog.Logger
+}
+
+// Open loads the node's jobs and deletes change-log and import records of
+// jobs it no longer knows.
+func Open(st *store.Store, n *node.Node, o Options) (*Manager, error) {
+	if o.MaxImportStreams <= 0 {
+		o.MaxImportStreams = DefaultMaxImportStreams
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	m := &Manager{
+		st: st, node: n, log: o.Logger,
+		importSem: make(chan struct{}, o.MaxImportStreams),
+		jobs:      map[string]*job{},
+		ops:       map[string]*sync.Mutex{},
+	}
+	err := st.SystemRecords(store.JobRecordSpace, func(name string, v []byte) error {
+		var rec record
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("migration: job record %q is corrupt: %w", name, err)
+		}
+		j, err := m.newJob(rec)
+		if err != nil {
+			return err
+		}
+		m.jobs[rec.Job] = j
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	orphans, err := st.JobsWithRecords()
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range orphans {
+		if _, ok := m.jobs[id]; ok {
+			continue
+		}
+		m.log.Info("deleting leftover records of an ended migration", "job_id", id)
+		if err := errors.Join(st.DropChangeLog(id), st.DropImport(id)); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *Manager) newJob(rec record) (*job, error) {
+	rs, err := slot.ParseRangeSet(rec.Ranges)
+	if err != nil {
+		return nil, fmt.Errorf("migration: job %q: ranges %q: %w", rec.Job, rec.Ranges, err)
+	}
+	j := &job{id: rec.Job, rec: rec, ranges: rs, streams: map[string]*sync.Mutex{}}
+	if rec.Role == Source {
+		if j.log, err = m.st.ChangeLog(rec.Job); err != nil {
+			return nil, err
+		}
+	}
+	return j, nil
+}
+
+// Close releases every open snapshot (node shutdown).
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, j := range m.jobs {
+		if j.snap != nil {
+			j.snap.Close()
+			j.snap = nil
+		}
+	}
+}
+
+// lockJob takes the operation lock of job id.
+func (m *Manager) lockJob(id string) func() {
+	m.mu.Lock()
+	l, ok := m.ops[id]
+	if !ok {
+		l = new(sync.Mutex)
+		m.ops[id] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// get returns job id (with a copy of its record) or ErrJobNotFound.
+func (m *Manager) get(id string) (*job, record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	j, ok := m.jobs[id]
+	if !ok {
+		return nil, record{}, fmt.Errorf("%w: node %s takes no part in job %q", ErrJobNotFound, m.node.ID(), id)
+	}
+	return j, j.rec, nil
+}
+
+func (m *Manager) getRole(id string, role Role) (*job, record, error) {
+	j, rec, err := m.get(id)
+	if err != nil {
+		return nil, rec, err
+	}
+	if rec.Role != role {
+		return nil, rec, fmt.Errorf("%w: node %s is the %s of job %q, not its %s", rpcerr.ErrConflict, m.node.ID(), rec.Role, id, role)
+	}
+	return j, rec, nil
+}
+
+func putRecord(tx *store.SystemTxn, rec record) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("migration: encode job record: %w", err)
+	}
+	return tx.Set(recordName(rec.Job), b)
+}
+
+// setRecord updates a job record that goes with no slot state change.
+func (m *Manager) setRecord(j *job, rec record) error {
+	err := m.st.UpdateSystem(func(tx *store.SystemTxn) error { return putRecord(tx, rec) })
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	j.rec = rec
+	m.mu.Unlock()
+	return nil
+}
+
+// slotList formats slots as a range set ("100-120,300").
+func slotList(slots []uint16) string { return slot.FromSlots(slots).String() }
+
+// inMigration describes the slots of set that are in a migration other
+// than job ("slots 100-120,300 are in migration j7"), or "".
+func inMigration(sl *node.Slots, set slot.RangeSet, except string) string {
+	byJob := map[string][]uint16{}
+	for s := range set.All() {
+		switch sl.Kind[s] {
+		case node.Migrating, node.Frozen, node.Importing:
+			if sl.Job[s] != except {
+				byJob[sl.Job[s]] = append(byJob[sl.Job[s]], s)
+			}
+		}
+	}
+	if len(byJob) == 0 {
+		return ""
+	}
+	ids := make([]string, 0, len(byJob))
+	for id := range byJob {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = fmt.Sprintf("slots %s are in migration %s", slotList(byJob[id]), id)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func ownedBy(t *topology.Topology, s uint16, id string) bool {
+	if t == nil {
+		return false
+	}
+	o, ok := t.Owner(s)
+	return ok && o.ID == id
+}
+
+// BeginRequest is a BeginMigration call.
+type BeginRequest struct {
+	Job             string
+	Role            Role
+	Ranges          slot.RangeSet
+	Peer            string
+	TopologyVersion uint64
+}
+
+// Begin starts job on this node (see the package doc). Idempotent for the
+// same request (role, ranges, peer); another request for an existing job is
+// a conflict. It returns the change sequence the job's changes start after:
+// always 0, since a job's change log starts empty (and a repeated Begin
+// must not let a caller skip changes).
+func (m *Manager) Begin(ctx context.Context, req BeginRequest) (uint64, error) {
+	defer m.lockJob(req.Job)()
+	if j, rec, err := m.get(req.Job); err == nil {
+		if rec.Role != req.Role || !j.ranges.Equal(req.Ranges) || rec.Peer != req.Peer {
+			return 0, fmt.Errorf("%w: job %q exists on node %s as %s of slots %s with peer %s; this request (%s of slots %s with peer %s) differs",
+				rpcerr.ErrConflict, req.Job, m.node.ID(), rec.Role, rec.Ranges, rec.Peer, req.Role, req.Ranges, req.Peer)
+		}
+		if rec.Aborting {
+			return 0, fmt.Errorf("%w: job %q is being aborted on node %s; end it (ABORTED) before starting it again", rpcerr.ErrConflict, req.Job, m.node.ID())
+		}
+		if rec.Role == Destination && !rec.Cleaned {
+			return 0, m.clearLeftovers(ctx, j)
+		}
+		return 0, nil
+	}
+
+	// A new job: no records of an earlier job with this id may remain.
+	if err := errors.Join(m.st.DropChangeLog(req.Job), m.st.DropImport(req.Job)); err != nil {
+		return 0, err
+	}
+	rec := record{
+		Job: req.Job, Role: req.Role, Ranges: req.Ranges.String(), Peer: req.Peer,
+		TopologyVersion: req.TopologyVersion, Created: time.Now().UTC().Truncate(time.Millisecond),
+	}
+	j, err := m.newJob(rec)
+	if err != nil {
+		return 0, err
+	}
+	me := m.node.ID()
+	err = m.node.Transition(func(t *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
+		switch {
+		case t == nil:
+			return fmt.Errorf("%w: node %s has not been given a topology yet", rpcerr.ErrNoTopology, me)
+		case t.Version() != req.TopologyVersion:
+			return fmt.Errorf("%w: job %q was planned on topology version %d, node %s holds version %d",
+				rpcerr.ErrStaleTopology, req.Job, req.TopologyVersion, me, t.Version())
+		}
+		if msg := inMigration(sl, req.Ranges, ""); msg != "" {
+			return fmt.Errorf("%w: %s", rpcerr.ErrConflict, msg)
+		}
+		if req.Role == Source {
+			for s := range req.Ranges.All() {
+				if owner, ok := t.Owner(s); !ok {
+					return fmt.Errorf("%w: slot %d has no owner in topology version %d; node %s cannot migrate it",
+						rpcerr.ErrSlotUnassigned, s, t.Version(), me)
+				} else if owner.ID != me {
+					return &rpcerr.SlotMovedError{Slot: s, OwnerID: owner.ID, OwnerAddress: owner.GRPCAddress, Version: t.Version()}
+				}
+				if sl.Kind[s] != node.Owned {
+					return fmt.Errorf("%w: slot %d is %s on node %s, not OWNED", rpcerr.ErrConflict, s, sl.Kind[s], me)
+				}
+			}
+			for s := range req.Ranges.All() {
+				sl.Set(s, node.Migrating, req.Job, req.Peer)
+			}
+		} else {
+			var owned []uint16
+			for s := range req.Ranges.All() {
+				if sl.Kind[s] == node.Owned || ownedBy(t, s, me) {
+					owned = append(owned, s)
+				}
+			}
+			if len(owned) > 0 {
+				return fmt.Errorf("%w: slots %s are owned by node %s, which cannot import them", rpcerr.ErrConflict, slotList(owned), me)
+			}
+			for s := range req.Ranges.All() {
+				sl.Set(s, node.Importing, req.Job, req.Peer)
+			}
+		}
+		return putRecord(tx, rec)
+	}, func() {
+		m.mu.Lock()
+		m.jobs[req.Job] = j
+		m.mu.Unlock()
+	})
+	if err != nil {
+		return 0, err
+	}
+	m.log.InfoContext(ctx, "migration begun", "job_id", req.Job, "role", req.Role.String(), "ranges", rec.Ranges, "peer", req.Peer)
+	if req.Role == Destination {
+		return 0, m.clearLeftovers(ctx, j)
+	}
+	return 0, nil
+}
+
+// clearLeftovers deletes whatever a destination holds in the job's slots
+// before the first import, and records that it did.
+func (m *Manager) clearLeftovers(ctx context.Context, j *job) error {
+	n, err := m.deleteJobData(ctx, j, 0)
+	if err != nil {
+		return fmt.Errorf("job %q: delete leftover data: %w", j.id, err)
+	}
+	m.mu.Lock()
+	rec := j.rec
+	m.mu.Unlock()
+	rec.Cleaned = true
+	if err := m.setRecord(j, rec); err != nil {
+		return err
+	}
+	if n > 0 {
+		m.log.InfoContext(ctx, "deleted leftover data before import", "job_id", rec.Job, "keys", n)
+	}
+	return nil
+}
+
+// deleteJobData deletes the data of the job's slots that are IMPORTING for
+// it, batch by batch, each batch under the gate and only while every one of
+// them still is (an aborting job's states stay until the data is gone).
+func (m *Manager) deleteJobData(ctx context.Context, j *job, kps uint64) (uint64, error) {
+	id := j.id
+	return m.st.DeleteSlots(ctx, j.ranges.Ranges(), store.DeleteOptions{
+		KeysPerSecond: kps,
+		Guard: func() (func(), error) {
+			err := m.node.Guard(func() error {
+				var other []uint16
+				for s := range j.ranges.All() {
+					if k, owner := m.node.StateOf(s); k != node.Importing || owner != id {
+						other = append(other, s)
+					}
+				}
+				if len(other) > 0 {
+					return fmt.Errorf("%w: slots %s are no longer IMPORTING for job %q on node %s; deletion stopped",
+						rpcerr.ErrConflict, slotList(other), id, m.node.ID())
+				}
+				return nil
+			})
+			return m.node.EndWrite, err
+		},
+	})
+}
+
+// OpenSnapshot opens (or returns) the job's snapshot and its sequence.
+func (m *Manager) OpenSnapshot(id string) (uint64, error) {
+	defer m.lockJob(id)()
+	j, _, err := m.getRole(id, Source)
+	if err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	sn := j.snap
+	m.mu.Unlock()
+	if sn != nil && !sn.Closed() {
+		return sn.Seq(), nil
+	}
+	var moved []uint16
+	for s := range j.ranges.All() {
+		if k, owner := m.node.StateOf(s); (k != node.Migrating && k != node.Frozen) || owner != id {
+			moved = append(moved, s)
+		}
+	}
+	if len(moved) > 0 {
+		return 0, fmt.Errorf("%w: slots %s are no longer migrating for job %q on node %s", rpcerr.ErrConflict, slotList(moved), id, m.node.ID())
+	}
+	sn, err = m.st.OpenSnapshot(j.log)
+	if err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	j.snap = sn
+	m.mu.Unlock()
+	return sn.Seq(), nil
+}
+
+// within checks that every range lies in the job's ranges; an empty list
+// means all of them. field names the request field ("ranges").
+func within(j *job, field string, rs []slot.Range) ([]slot.Range, error) {
+	if len(rs) == 0 {
+		return j.ranges.Ranges(), nil
+	}
+	for i, r := range rs {
+		set, err := slot.NewRangeSet(r)
+		if err != nil {
+			return nil, rpcerr.InvalidField(fmt.Sprintf("%s[%d]", field, i), "%v", err)
+		}
+		if out := set.Subtract(j.ranges); !out.IsEmpty() {
+			return nil, rpcerr.InvalidField(fmt.Sprintf("%s[%d]", field, i), "slots %s are not in job %q (slots %s)", out, j.id, j.ranges)
+		}
+	}
+	return rs, nil
+}
+
+func (m *Manager) snapshot(id string) (*job, *store.Snapshot, error) {
+	j, _, err := m.getRole(id, Source)
+	if err != nil {
+		return nil, nil, err
+	}
+	m.mu.Lock()
+	sn := j.snap
+	m.mu.Unlock()
+	if sn == nil || sn.Closed() {
+		return nil, nil, fmt.Errorf("%w: job %q has no open snapshot on node %s: call OpenSnapshot (a snapshot does not survive a restart of the node)",
+			rpcerr.ErrConflict, id, m.node.ID())
+	}
+	return j, sn, nil
+}
+
+// ScanRequest is a SnapshotScan call.
+type ScanRequest struct {
+	Job          string
+	Ranges       []slot.Range // empty: all of the job's
+	StartAfter   []byte       // storage key; nil: from the first
+	BatchRecords int
+	BatchBytes   int
+}
+
+// SnapshotScan streams the snapshot's entries of req.Ranges to emit.
+func (m *Manager) SnapshotScan(req ScanRequest, emit func(store.SnapshotBatch) error) error {
+	j, sn, err := m.snapshot(req.Job)
+	if err != nil {
+		return err
+	}
+	rs, err := within(j, "ranges", req.Ranges)
+	if err != nil {
+		return err
+	}
+	return sn.Scan(rs, req.StartAfter, req.BatchRecords, req.BatchBytes, emit)
+}
+
+// SnapshotDigest digests the snapshot's entries of ranges, per slot.
+func (m *Manager) SnapshotDigest(id string, ranges []slot.Range) (store.DigestResult, error) {
+	j, sn, err := m.snapshot(id)
+	if err != nil {
+		return store.DigestResult{}, err
+	}
+	rs, err := within(j, "ranges", ranges)
+	if err != nil {
+		return store.DigestResult{}, err
+	}
+	return sn.Digest(rs)
+}
+
+// Changes is a ReadChanges answer.
+type Changes struct {
+	Changes []store.Change
+	Head    uint64
+	Frozen  bool
+}
+
+// ReadChanges returns the job's changes after seq.
+func (m *Manager) ReadChanges(id string, after uint64, limit, maxBytes int) (Changes, error) {
+	j, rec, err := m.getRole(id, Source)
+	if err != nil {
+		return Changes{}, err
+	}
+	cs, head, err := m.st.ReadChanges(j.log, after, limit, maxBytes)
+	if err != nil {
+		return Changes{}, err
+	}
+	if rec.Frozen {
+		head = rec.FinalSeq
+	}
+	return Changes{Changes: cs, Head: head, Frozen: rec.Frozen}, nil
+}
+
+// Freeze pauses writes to the job's slots and returns the final sequence.
+func (m *Manager) Freeze(ctx context.Context, id string) (uint64, error) {
+	defer m.lockJob(id)()
+	j, rec, err := m.getRole(id, Source)
+	if err != nil {
+		return 0, err
+	}
+	if rec.Frozen {
+		return rec.FinalSeq, nil
+	}
+	me := m.node.ID()
+	err = m.node.Transition(func(_ *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
+		var gone []uint16
+		for s := range j.ranges.All() {
+			if sl.Kind[s] != node.Migrating || sl.Job[s] != id {
+				gone = append(gone, s)
+			}
+		}
+		if len(gone) > 0 {
+			return fmt.Errorf("%w: slots %s are not MIGRATING for job %q on node %s", rpcerr.ErrConflict, slotList(gone), id, me)
+		}
+		for s := range j.ranges.All() {
+			sl.Set(s, node.Frozen, id, sl.Peer[s])
+		}
+		// The gate is held exclusively: every write admitted as MIGRATING
+		// has committed (and advanced the head), and none can follow.
+		rec.Frozen, rec.FinalSeq = true, j.log.Head()
+		return putRecord(tx, rec)
+	}, func() {
+		m.mu.Lock()
+		j.rec = rec
+		m.mu.Unlock()
+	})
+	if err != nil {
+		return 0, err
+	}
+	m.log.InfoContext(ctx, "migration frozen", "job_id", id, "final_seq", rec.FinalSeq)
+	return rec.FinalSeq, nil
+}
+
+// AcquireImportStream takes one of the node's import stream slots; release
+// it when the stream ends.
+func (m *Manager) AcquireImportStream() (release func(), err error) {
+	select {
+	case m.importSem <- struct{}{}:
+		return func() { <-m.importSem }, nil
+	default:
+		return nil, fmt.Errorf("%w: node %s already runs %d import streams (--max-import-streams); retry when one ends",
+			ErrTooManyImportStreams, m.node.ID(), cap(m.importSem))
+	}
+}
+
+// ImportEntry is one entry of an import batch; the caller has validated the
+// key and that Slot is its slot.
+type ImportEntry struct {
+	Slot uint16
+	store.Mutation
+}
+
+// Import applies one batch of a job's import stream. It returns false when
+// the batch had been applied before.
+func (m *Manager) Import(id, stream string, seq uint64, entries []ImportEntry) (bool, store.ImportProgress, error) {
+	j, _, err := m.getRole(id, Destination)
+	if err != nil {
+		return false, store.ImportProgress{}, err
+	}
+	slots := make([]uint16, 0, len(entries))
+	muts := make([]store.Mutation, len(entries))
+	for i, e := range entries {
+		if !j.ranges.Contains(e.Slot) {
+			return false, store.ImportProgress{}, rpcerr.InvalidField(fmt.Sprintf("entries[%d].slot", i), "slot %d is not in job %q (slots %s)", e.Slot, id, j.ranges)
+		}
+		if len(slots) == 0 || slots[len(slots)-1] != e.Slot {
+			slots = append(slots, e.Slot)
+		}
+		muts[i] = e.Mutation
+	}
+	slices.Sort(slots)
+	slots = slices.Compact(slots)
+
+	// One batch of a stream at a time; taken before the gate (lock order).
+	m.mu.Lock()
+	sm, ok := j.streams[stream]
+	if !ok {
+		sm = new(sync.Mutex)
+		j.streams[stream] = sm
+	}
+	m.mu.Unlock()
+	sm.Lock()
+	defer sm.Unlock()
+
+	me := m.node.ID()
+	err = m.node.Guard(func() error {
+		m.mu.Lock()
+		cur, ok := m.jobs[id]
+		var rec record
+		if ok {
+			rec = cur.rec
+		}
+		m.mu.Unlock()
+		switch {
+		case !ok || cur != j:
+			return fmt.Errorf("%w: job %q ended on node %s", ErrJobNotFound, id, me)
+		case rec.Aborting:
+			return fmt.Errorf("%w: job %q is being aborted on node %s", rpcerr.ErrConflict, id, me)
+		case !rec.Cleaned:
+			return fmt.Errorf("%w: job %q is still deleting leftover data on node %s; retry BeginMigration", rpcerr.ErrUnavailable, id, me)
+		}
+		var bad []uint16
+		for _, s := range slots {
+			if k, owner := m.node.StateOf(s); k != node.Importing || owner != id {
+				bad = append(bad, s)
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%w: slots %s are no longer IMPORTING for job %q on node %s (committed or ended)", rpcerr.ErrConflict, slotList(bad), id, me)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, store.ImportProgress{}, err
+	}
+	defer m.node.EndWrite()
+	return m.st.ApplyImport(id, stream, seq, muts)
+}
+
+// ImportState is a GetImportState answer.
+type ImportState struct {
+	Streams []store.ImportProgress
+	Digest  *store.DigestResult // when asked
+}
+
+// ImportState returns the job's import progress and, when digestRanges is
+// not empty, the digest of the data in them, per slot.
+func (m *Manager) ImportState(id string, digestRanges []slot.Range) (ImportState, error) {
+	j, _, err := m.getRole(id, Destination)
+	if err != nil {
+		return ImportState{}, err
+	}
+	var out ImportState
+	if len(digestRanges) > 0 {
+		rs, err := within(j, "digest_ranges", digestRanges)
+		if err != nil {
+			return ImportState{}, err
+		}
+		d, err := m.st.Digest(rs, true)
+		if err != nil {
+			return ImportState{}, err
+		}
+		out.Digest = &d
+	}
+	if out.Streams, err = m.st.ImportProgressOf(id); err != nil {
+		return ImportState{}, err
+	}
+	return out, nil
+}
+
+// End ends job on this node; see the package doc. It returns the keys
+// deleted (an aborted destination's data).
+func (m *Manager) End(ctx context.Context, id string, outcome Outcome) (uint64, error) {
+	defer m.lockJob(id)()
+	j, rec, err := m.get(id)
+	if errors.Is(err, ErrJobNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var deleted uint64
+	switch {
+	case rec.Role == Source:
+		err = m.endSource(j, outcome)
+	case outcome == Aborted:
+		deleted, err = m.abortDestination(ctx, j)
+	default:
+		err = m.commitDestination(j)
+	}
+	if err != nil {
+		return deleted, err
+	}
+	m.log.InfoContext(ctx, "migration ended", "job_id", id, "role", rec.Role.String(), "committed", outcome == Committed, "deleted_keys", deleted)
+	return deleted, nil
+}
+
+// forget removes the job from memory and releases its snapshot; called
+// under the exclusive gate once its record is deleted.
+func (m *Manager) forget(j *job) func() {
+	return func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.jobs[j.id] == j {
+			delete(m.jobs, j.id)
+		}
+		if j.snap != nil {
+			j.snap.Close()
+			j.snap = nil
+		}
+	}
+}
+
+func (m *Manager) endSource(j *job, outcome Outcome) error {
+	id, me := j.id, m.node.ID()
+	err := m.node.Transition(func(t *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
+		var stillMine []uint16
+		for s := range j.ranges.All() {
+			if (sl.Kind[s] != node.Migrating && sl.Kind[s] != node.Frozen) || sl.Job[s] != id {
+				continue
+			}
+			mine := ownedBy(t, s, me)
+			if outcome == Committed && mine {
+				stillMine = append(stillMine, s)
+				continue
+			}
+			if mine {
+				sl.Set(s, node.Owned, "", "")
+			} else {
+				sl.Set(s, node.None, "", "")
+			}
+		}
+		if len(stillMine) > 0 {
+			return fmt.Errorf("%w: topology version %d still assigns slots %s of job %q to node %s: install the new topology before ending the job COMMITTED (or end it ABORTED)",
+				rpcerr.ErrConflict, t.Version(), slotList(stillMine), id, me)
+		}
+		return tx.Delete(recordName(id))
+	}, m.forget(j))
+	if err != nil {
+		return err
+	}
+	return m.st.DropChangeLog(id)
+}
+
+func (m *Manager) commitDestination(j *job) error {
+	id, me := j.id, m.node.ID()
+	err := m.node.Transition(func(t *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
+		var notYet []uint16
+		for s := range j.ranges.All() {
+			if sl.Kind[s] != node.Importing || sl.Job[s] != id {
+				continue
+			}
+			if !ownedBy(t, s, me) {
+				notYet = append(notYet, s)
+				continue
+			}
+			sl.Set(s, node.Owned, "", "")
+		}
+		if len(notYet) > 0 {
+			var v uint64
+			if t != nil {
+				v = t.Version()
+			}
+			return fmt.Errorf("%w: topology version %d does not assign slots %s of job %q to node %s yet: install the new topology before ending the job COMMITTED",
+				rpcerr.ErrConflict, v, slotList(notYet), id, me)
+		}
+		return tx.Delete(recordName(id))
+	}, m.forget(j))
+	if err != nil {
+		return err
+	}
+	return m.st.DropImport(id)
+}
+
+func (m *Manager) abortDestination(ctx context.Context, j *job) (uint64, error) {
+	id, me := j.id, m.node.ID()
+	m.mu.Lock()
+	rec := j.rec
+	m.mu.Unlock()
+	if !rec.Aborting {
+		// Stop imports first: they check the flag under the gate.
+		rec.Aborting = true
+		err := m.node.Transition(func(t *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
+			var served []uint16
+			for s := range j.ranges.All() {
+				if sl.Kind[s] == node.Owned {
+					served = append(served, s)
+				}
+			}
+			if len(served) > 0 {
+				return fmt.Errorf("%w: slots %s of job %q are OWNED by node %s (the job was committed); refusing to abort and delete them",
+					rpcerr.ErrConflict, slotList(served), id, me)
+			}
+			return putRecord(tx, rec)
+		}, func() {
+			m.mu.Lock()
+			j.rec = rec
+			m.mu.Unlock()
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	deleted, err := m.deleteJobData(ctx, j, 0)
+	if err != nil {
+		return deleted, fmt.Errorf("job %q: delete imported data: %w", id, err)
+	}
+	if err := m.st.DropImport(id); err != nil {
+		return deleted, err
+	}
+	err = m.node.Transition(func(_ *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
+		for s := range j.ranges.All() {
+			if sl.Kind[s] == node.Importing && sl.Job[s] == id {
+				sl.Set(s, node.None, "", "")
+			}
+		}
+		return tx.Delete(recordName(id))
+	}, m.forget(j))
+	return deleted, err
+}
+
+// DeleteSlots deletes the data of ranges, which this node must neither own
+// nor have in a migration; each batch re-checks that under the gate.
+func (m *Manager) DeleteSlots(ctx context.Context, ranges []slot.Range, kps uint64) (uint64, error) {
+	set, err := slot.NewRangeSet(ranges...)
+	if err != nil {
+		return 0, rpcerr.InvalidField("ranges", "%v", err)
+	}
+	me := m.node.ID()
+	check := func() error {
+		t := m.node.Topology()
+		var owned []uint16
+		byJob := map[string][]uint16{}
+		for s := range set.All() {
+			k, id := m.node.StateOf(s)
+			switch {
+			case k == node.Migrating || k == node.Frozen || k == node.Importing:
+				byJob[id] = append(byJob[id], s)
+			case k == node.Owned || ownedBy(t, s, me):
+				owned = append(owned, s)
+			}
+		}
+		var msgs []string
+		if len(owned) > 0 {
+			msgs = append(msgs, fmt.Sprintf("slots %s are owned by node %s", slotList(owned), me))
+		}
+		ids := make([]string, 0, len(byJob))
+		for id := range byJob {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			msgs = append(msgs, fmt.Sprintf("slots %s are in migration %s", slotList(byJob[id]), id))
+		}
+		if len(msgs) > 0 {
+			return fmt.Errorf("%w: %s; refusing to delete them", rpcerr.ErrConflict, strings.Join(msgs, "; "))
+		}
+		return nil
+	}
+	if err := check(); err != nil {
+		return 0, err
+	}
+	n, err := m.st.DeleteSlots(ctx, set.Ranges(), store.DeleteOptions{
+		KeysPerSecond: kps,
+		Guard: func() (func(), error) {
+			return m.node.EndWrite, m.node.Guard(check)
+		},
+	})
+	m.log.InfoContext(ctx, "slots deleted", "ranges", set.String(), "keys", n, "err", err)
+	return n, err
+}
+
+// Info is a job as ListMigrations shows it.
+type Info struct {
+	Job         string
+	Role        Role
+	Ranges      []slot.Range
+	Peer        string
+	Frozen      bool
+	HeadSeq     uint64
+	SnapshotSeq uint64
+}
+
+// List returns the node's jobs by id.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Info, 0, len(m.jobs))
+	for _, j := range m.jobs {
+		in := Info{Job: j.id, Role: j.rec.Role, Ranges: j.ranges.Ranges(), Peer: j.rec.Peer, Frozen: j.rec.Frozen}
+		if j.log != nil {
+			in.HeadSeq = j.log.Head()
+		}
+		if j.snap != nil && !j.snap.Closed() {
+			in.SnapshotSeq = j.snap.Seq()
+		}
+		out = append(out, in)
+	}
+	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Job, b.Job) })
+	return out
+}

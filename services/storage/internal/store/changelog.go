@@ -1,0 +1,352 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/slot"
+)
+
+// System key spaces of migrations (under SystemPrefix, see doc.go):
+//
+//	0xFF 'c' <job> 0x00 <seq: 8 bytes big-endian>  -> encoded Change
+//	0xFF 'i' <job> 0x00 <stream id>                -> last seq, entries (import progress)
+//	0xFF 'm' <job>                                 -> job record (package migration)
+const (
+	changeSpace = 'c'
+	importSpace = 'i'
+	// JobRecordSpace prefixes the name of a migration job record.
+	JobRecordSpace = "m"
+)
+
+// ErrBadJobID: a job id the key layout cannot hold.
+var ErrBadJobID = fmt.Errorf("%w: bad job id", rpcerr.ErrInvalidArgument)
+
+// MaxJobIDBytes bounds a job id, keeping system keys short.
+const MaxJobIDBytes = 128
+
+// CheckJobID validates a job id: 1 to MaxJobIDBytes bytes, no NUL (NUL ends
+// the job id inside change-log and import keys).
+func CheckJobID(job string) error {
+	switch {
+	case job == "":
+		return fmt.Errorf("%w: empty", ErrBadJobID)
+	case len(job) > MaxJobIDBytes:
+		return fmt.Errorf("%w: %d bytes, above %d", ErrBadJobID, len(job), MaxJobIDBytes)
+	case strings.IndexByte(job, 0) >= 0:
+		return fmt.Errorf("%w: %q holds a NUL byte", ErrBadJobID, job)
+	}
+	return nil
+}
+
+// jobPrefix returns 0xFF space <job> 0x00.
+func jobPrefix(space byte, job string) []byte {
+	p := make([]byte, 0, 3+len(job))
+	p = append(p, SystemPrefix, space)
+	p = append(p, job...)
+	return append(p, 0)
+}
+
+// Change is one captured write to a migrating slot: a put, or a delete.
+type Change struct {
+	Seq    uint64
+	Slot   uint16
+	Key    []byte // user key
+	Value  []byte
+	Delete bool
+}
+
+// A change record's value is
+//
+//	[flags: 1 byte, bit 0 = delete][uvarint len(user key)][user key][value]
+//
+// The slot is the key's own (the storage key's prefix), kept for the reader.
+func appendChangeValue(dst, storageKey, value []byte, del bool) []byte {
+	var flags byte
+	if del {
+		flags = 1
+	}
+	dst = append(dst, flags)
+	dst = binary.AppendUvarint(dst, uint64(len(storageKey)))
+	dst = append(dst, storageKey...)
+	return append(dst, value...)
+}
+
+func decodeChange(seq uint64, v []byte) (Change, error) {
+	if len(v) < 1 {
+		return Change{}, fmt.Errorf("change %d: empty record", seq)
+	}
+	c := Change{Seq: seq, Delete: v[0]&1 != 0}
+	n, w := binary.Uvarint(v[1:])
+	if w <= 0 || uint64(len(v)-1-w) < n {
+		return Change{}, fmt.Errorf("change %d: corrupt record", seq)
+	}
+	k := v[1+w : 1+w+int(n)]
+	sl, key, err := slot.SplitKey(k)
+	if err != nil {
+		return Change{}, fmt.Errorf("change %d: %w", seq, err)
+	}
+	c.Slot, c.Key = sl, key
+	c.Value = v[1+w+int(n):]
+	return c, nil
+}
+
+// ChangeLog is the change log of one migration job on its source node: the
+// ordered, persisted record of every write to the job's MIGRATING slots.
+//
+// A write that touches a slot mapped to the log in the capture table (see
+// SetCapture) takes mu, numbers its changes head+1, head+2, ... and writes
+// them in the same Badger transaction as the data, commits, advances head
+// and only then releases mu. Changes are therefore numbered in commit order
+// with no gap a reader can see: a reader that loads head and then opens a
+// Badger read transaction sees every change up to head, and OpenSnapshot,
+// which does both under mu, gets a read view holding exactly the changes up
+// to its sequence.
+type ChangeLog struct {
+	job    string
+	prefix []byte // 0xFF 'c' <job> 0x00
+	mu     sync.Mutex
+	head   atomic.Uint64
+}
+
+// Job is the job id.
+func (l *ChangeLog) Job() string { return l.job }
+
+// Head is the sequence of the newest committed change (0: none).
+func (l *ChangeLog) Head() uint64 { return l.head.Load() }
+
+func (l *ChangeLog) seqKey(dst []byte, seq uint64) []byte {
+	dst = append(dst, l.prefix...)
+	return binary.BigEndian.AppendUint64(dst, seq)
+}
+
+// CaptureTable maps each slot to the change log capturing its writes (nil:
+// not captured). It is immutable once passed to SetCapture.
+type CaptureTable [slot.Count]*ChangeLog
+
+// SetCapture installs the capture table every later write consults; nil
+// turns capture off. The caller (package node) installs it while no write
+// is between its ownership check and its commit, so a write is captured
+// exactly when it was admitted against a view where its slot is MIGRATING.
+func (s *Store) SetCapture(t *CaptureTable) { s.capture.Store(t) }
+
+// ChangeLog returns the change log of job, loading its head from disk the
+// first time. Logs stay registered until DropChangeLog.
+func (s *Store) ChangeLog(job string) (*ChangeLog, error) {
+	if err := CheckJobID(job); err != nil {
+		return nil, err
+	}
+	s.logsMu.Lock()
+	defer s.logsMu.Unlock()
+	if l, ok := s.logs[job]; ok {
+		return l, nil
+	}
+	l := &ChangeLog{job: job, prefix: jobPrefix(changeSpace, job)}
+	err := s.db.View(func(txn *badger.Txn) error {
+		io := badger.DefaultIteratorOptions
+		io.Reverse, io.PrefetchValues = true, false
+		io.Prefix = l.prefix
+		it := txn.NewIterator(io)
+		defer it.Close()
+		// Seek to the largest possible key of the prefix.
+		it.Seek(append(slices.Clone(l.prefix), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF))
+		if it.ValidForPrefix(l.prefix) {
+			k := it.Item().Key()
+			if len(k) == len(l.prefix)+8 {
+				l.head.Store(binary.BigEndian.Uint64(k[len(l.prefix):]))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr("load change log "+job, err)
+	}
+	if s.logs == nil {
+		s.logs = map[string]*ChangeLog{}
+	}
+	s.logs[job] = l
+	return l, nil
+}
+
+// ReadChanges returns the changes of log after seq `after`, in order, at
+// most limit of them and, past the first, at most maxBytes of keys and
+// values, and the head it read. Every change up to the returned head is
+// committed; the answer may hold changes past it that committed meanwhile.
+func (s *Store) ReadChanges(l *ChangeLog, after uint64, limit, maxBytes int) ([]Change, uint64, error) {
+	head := l.Head()
+	var out []Change
+	size := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		io := badger.DefaultIteratorOptions
+		io.Prefix = l.prefix
+		io.PrefetchSize = max(1, min(limit, 100))
+		it := txn.NewIterator(io)
+		defer it.Close()
+		for it.Seek(l.seqKey(nil, after+1)); it.ValidForPrefix(l.prefix); it.Next() {
+			item := it.Item()
+			k := item.Key()
+			if len(k) != len(l.prefix)+8 {
+				continue
+			}
+			n := int(item.ValueSize())
+			if len(out) >= limit || (len(out) > 0 && size+n > maxBytes) {
+				break
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			c, err := decodeChange(binary.BigEndian.Uint64(k[len(l.prefix):]), v)
+			if err != nil {
+				return err
+			}
+			out = append(out, c)
+			size += n
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, mapErr("read changes", err)
+	}
+	if k := len(out); k > 0 && out[k-1].Seq > head {
+		head = out[k-1].Seq
+	}
+	return out, head, nil
+}
+
+// DropChangeLog deletes every change record of job (in batches) and forgets
+// its log. The caller guarantees no write captures into it any more.
+func (s *Store) DropChangeLog(job string) error {
+	if err := CheckJobID(job); err != nil {
+		return err
+	}
+	s.logsMu.Lock()
+	delete(s.logs, job)
+	s.logsMu.Unlock()
+	_, err := s.deletePrefix(jobPrefix(changeSpace, job))
+	return err
+}
+
+// deletePrefix deletes every key with prefix, batch by batch.
+func (s *Store) deletePrefix(prefix []byte) (uint64, error) {
+	var total uint64
+	for {
+		keys, err := s.collectKeys(prefix, nil, nil, DefaultDeleteBatch)
+		if err != nil {
+			return total, err
+		}
+		if len(keys) == 0 {
+			return total, nil
+		}
+		if err := s.deleteKeys(keys); err != nil {
+			return total, err
+		}
+		total += uint64(len(keys))
+	}
+}
+
+// collectKeys returns up to n keys with prefix (or, with a nil prefix, in
+// [from, to)) from a fresh read view.
+func (s *Store) collectKeys(prefix, from, to []byte, n int) ([][]byte, error) {
+	var keys [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		io := badger.DefaultIteratorOptions
+		io.PrefetchValues = false
+		io.Prefix = prefix
+		it := txn.NewIterator(io)
+		defer it.Close()
+		start := from
+		if start == nil {
+			start = prefix
+		}
+		for it.Seek(start); it.Valid() && len(keys) < n; it.Next() {
+			k := it.Item().Key()
+			if (prefix != nil && !bytes.HasPrefix(k, prefix)) || (to != nil && bytes.Compare(k, to) >= 0) {
+				break
+			}
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		return nil
+	})
+	return keys, mapErr("collect keys", err)
+}
+
+func (s *Store) deleteKeys(keys [][]byte) error {
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	for _, k := range keys {
+		if err := txn.Delete(k); err != nil {
+			return mapErr("delete", err)
+		}
+	}
+	return mapErr("delete commit", txn.Commit())
+}
+
+// JobsWithRecords returns the job ids that have change-log or import
+// records, so a node can collect the leftovers of jobs it no longer knows
+// (a crash between forgetting a job and deleting its records).
+func (s *Store) JobsWithRecords() ([]string, error) {
+	seen := map[string]bool{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		io := badger.DefaultIteratorOptions
+		io.PrefetchValues = false
+		it := txn.NewIterator(io)
+		defer it.Close()
+		for _, space := range []byte{changeSpace, importSpace} {
+			p := []byte{SystemPrefix, space}
+			for it.Seek(p); it.ValidForPrefix(p); {
+				k := it.Item().Key()
+				end := bytes.IndexByte(k[2:], 0)
+				if end < 0 {
+					it.Next()
+					continue
+				}
+				job := string(k[2 : 2+end])
+				seen[job] = true
+				// Jump past every key of this job: <p><job> 0x01.
+				it.Seek(append(append(slices.Clone(p), job...), 1))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr("list job records", err)
+	}
+	out := make([]string, 0, len(seen))
+	for j := range seen {
+		out = append(out, j)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// SystemRecords calls fn with every system record whose name starts with
+// prefix, in name order.
+func (s *Store) SystemRecords(prefix string, fn func(name string, value []byte) error) error {
+	p := systemKey(prefix)
+	err := s.db.View(func(txn *badger.Txn) error {
+		io := badger.DefaultIteratorOptions
+		io.Prefix = p
+		it := txn.NewIterator(io)
+		defer it.Close()
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if err := fn(string(it.Item().Key()[1:]), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return mapErr("system records", err)
+}

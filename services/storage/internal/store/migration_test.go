@@ -1,0 +1,244 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/services/storage/internal/store"
+	"github.com/slotkv/slotkv/services/storage/internal/store/storetest"
+)
+
+func captureSlots(t *testing.T, st *store.Store, job string, r slot.Range) *store.ChangeLog {
+	t.Helper()
+	l, err := st.ChangeLog(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tbl store.CaptureTable
+	for s := int(r.Start); s <= int(r.End); s++ {
+		tbl[s] = l
+	}
+	st.SetCapture(&tbl)
+	return l
+}
+
+// TestCaptureSplitIngest: an Ingest batch into a migrating slot that is too
+// big for one transaction is captured whole, in order, without gaps, across
+// the transactions it is split into; the head survives a reopen.
+func TestCaptureSplitIngest(t *testing.T) {
+	t.Parallel()
+	opts := storetest.Options(t.TempDir()).WithMemTableSize(1 << 20)
+	st, err := store.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := captureSlots(t, st, "j", slot.Range{Start: 0, End: 8191})
+	val := bytes.Repeat([]byte("v"), 1024)
+	var b store.IngestBatch
+	b.Reset(1000, 0)
+	want := map[uint64]string{}
+	n := 0
+	for i := range 1000 {
+		k := fmt.Appendf(nil, "k%04d", i)
+		sl, err := b.Add(k, val)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sl <= 8191 {
+			n++
+			want[uint64(n)] = string(k)
+		}
+	}
+	txns, err := st.Ingest(&b)
+	if err != nil || txns < 2 {
+		t.Fatalf("Ingest = %d txns, %v; want a split", txns, err)
+	}
+	if l.Head() != uint64(n) {
+		t.Fatalf("head %d, want %d", l.Head(), n)
+	}
+	var got []store.Change
+	for after := uint64(0); ; {
+		cs, head, err := st.ReadChanges(l, after, 100, 1<<20)
+		if err != nil || head != uint64(n) {
+			t.Fatalf("ReadChanges = head %d, %v", head, err)
+		}
+		if len(cs) == 0 {
+			break
+		}
+		got = append(got, cs...)
+		after = cs[len(cs)-1].Seq
+	}
+	if len(got) != n {
+		t.Fatalf("%d changes, want %d", len(got), n)
+	}
+	for i, c := range got {
+		if c.Seq != uint64(i+1) || string(c.Key) != want[c.Seq] || !bytes.Equal(c.Value, val) || c.Delete || c.Slot != slot.Of(c.Key) {
+			t.Fatalf("change %d = seq %d key %q slot %d, want key %q", i, c.Seq, c.Key, c.Slot, want[c.Seq])
+		}
+	}
+	// A batch write too big for one transaction with its change records
+	// fails whole and takes no sequence.
+	big := make([]store.Mutation, 700)
+	for i := range big {
+		big[i] = store.Mutation{Key: fmt.Appendf(nil, "b%04d", i), Value: val}
+	}
+	if err := st.BatchWrite(big); !errors.Is(err, store.ErrBatchTooLarge) {
+		t.Fatalf("big batch: %v", err)
+	}
+	if l.Head() != uint64(n) {
+		t.Fatalf("head moved to %d by a failed write", l.Head())
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st = storetest.OpenOptions(t, opts)
+	l2, err := st.ChangeLog("j")
+	if err != nil || l2.Head() != uint64(n) {
+		t.Fatalf("head after reopen = %d, %v; want %d", l2.Head(), err, n)
+	}
+	if err := st.DropChangeLog("j"); err != nil {
+		t.Fatal(err)
+	}
+	if jobs, err := st.JobsWithRecords(); err != nil || len(jobs) != 0 {
+		t.Errorf("records left: %v, %v", jobs, err)
+	}
+}
+
+// TestSnapshotSharedIterators: many concurrent scans and digests share one
+// snapshot (one Badger read-only transaction); Close waits for them.
+func TestSnapshotSharedIterators(t *testing.T) {
+	t.Parallel()
+	st := storetest.Open(t)
+	l := captureSlots(t, st, "s", slot.Range{Start: 0, End: 99})
+	for i := range 1000 {
+		if _, err := st.Put(storetest.KeyInSlot(uint16(i%100), fmt.Sprint(i)), []byte("old")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sn, err := st.OpenSnapshot(l)
+	if err != nil || sn.Seq() != 1000 {
+		t.Fatalf("OpenSnapshot = %d, %v", sn.Seq(), err)
+	}
+	var wg sync.WaitGroup
+	counts := make([]int, 10)
+	for g := range 10 {
+		wg.Go(func() {
+			r := slot.Range{Start: uint16(g * 10), End: uint16(g*10 + 9)}
+			err := sn.Scan([]slot.Range{r}, nil, 7, 1<<20, func(b store.SnapshotBatch) error {
+				for _, kv := range b.Items {
+					if string(kv.Value) != "old" || !r.Contains(kv.Slot) {
+						t.Errorf("scan %d: %q = %q in slot %d", g, kv.Key, kv.Value, kv.Slot)
+					}
+				}
+				counts[g] += len(b.Items)
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			if d, err := sn.Digest([]slot.Range{r}); err != nil || d.Count != 100 {
+				t.Errorf("digest %d: %d, %v", g, d.Count, err)
+			}
+		})
+	}
+	for i := range 1000 { // concurrent writes are not seen
+		if _, err := st.Put(storetest.KeyInSlot(uint16(i%100), fmt.Sprint(i)), []byte("new")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	for g, c := range counts {
+		if c != 100 {
+			t.Errorf("scan %d saw %d entries, want 100", g, c)
+		}
+	}
+	// Close during a scan stops it at its next batch.
+	err = sn.Scan([]slot.Range{{Start: 0, End: 99}}, nil, 10, 1<<20, func(store.SnapshotBatch) error {
+		sn.Close()
+		return nil
+	})
+	if !errors.Is(err, store.ErrSnapshotClosed) {
+		t.Errorf("scan across Close: %v", err)
+	}
+	if err := sn.Scan([]slot.Range{{Start: 0, End: 99}}, nil, 10, 1<<20, func(store.SnapshotBatch) error { return nil }); !errors.Is(err, store.ErrSnapshotClosed) {
+		t.Errorf("scan after Close: %v", err)
+	}
+}
+
+func TestApplyImport(t *testing.T) {
+	t.Parallel()
+	st := storetest.Open(t)
+	muts := []store.Mutation{{Key: []byte("a"), Value: []byte("1")}, {Key: []byte("b"), Value: []byte("2")}}
+	tests := []struct {
+		stream  string
+		seq     uint64
+		muts    []store.Mutation
+		applied bool
+		last    uint64
+		entries uint64
+	}{
+		{"s1", 1, muts, true, 1, 2},
+		{"s1", 1, muts, false, 1, 2},
+		{"s1", 5, muts[:1], true, 5, 3},
+		{"s1", 4, muts, false, 5, 3},
+		{"s2", 1, []store.Mutation{{Key: []byte("a"), Delete: true}}, true, 1, 1},
+	}
+	for i, tc := range tests {
+		applied, p, err := st.ApplyImport("job", tc.stream, tc.seq, tc.muts)
+		if err != nil || applied != tc.applied || p.LastSeq != tc.last || p.Entries != tc.entries {
+			t.Errorf("step %d: applied %v, %+v, %v; want %v last %d entries %d", i, applied, p, err, tc.applied, tc.last, tc.entries)
+		}
+	}
+	ps, err := st.ImportProgressOf("job")
+	if err != nil || len(ps) != 2 || ps[0].Stream != "s1" || ps[1].Stream != "s2" {
+		t.Fatalf("progress = %+v, %v", ps, err)
+	}
+	if _, _, err := st.Get([]byte("a")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a after the delete: %v", err)
+	}
+	if err := st.DropImport("job"); err != nil {
+		t.Fatal(err)
+	}
+	if ps, _ := st.ImportProgressOf("job"); len(ps) != 0 {
+		t.Errorf("progress after DropImport: %v", ps)
+	}
+}
+
+func TestDeleteSlots(t *testing.T) {
+	t.Parallel()
+	st := storetest.Open(t)
+	for i := range 3000 {
+		if _, err := st.Put(storetest.KeyInSlot(uint16(i%30), fmt.Sprint(i)), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batches := 0
+	n, err := st.DeleteSlots(context.Background(), []slot.Range{{Start: 0, End: 9}, {Start: 20, End: 24}}, store.DeleteOptions{
+		BatchKeys: 100,
+		Guard:     func() (func(), error) { batches++; return func() {}, nil },
+	})
+	if err != nil || n != 1500 || batches != 15 {
+		t.Fatalf("DeleteSlots = %d keys in %d batches, %v; want 1500 in 15", n, batches, err)
+	}
+	if c, _ := st.KeyCount(); c != 1500 {
+		t.Errorf("%d keys left, want 1500", c)
+	}
+	stop := errors.New("stop")
+	n, err = st.DeleteSlots(context.Background(), []slot.Range{{Start: 10, End: 19}}, store.DeleteOptions{
+		BatchKeys: 100,
+		Guard: func() (func(), error) {
+			if batches++; batches > 17 {
+				return nil, stop
+			}
+			return func() {}, nil
+		},
+	})
+	if !errors.Is(err, stop) || n != 200 {
+		t.Errorf("guarded DeleteSlots = %d, %v; want 200, stop", n, err)
+	}
+}

@@ -1,0 +1,184 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/slot"
+)
+
+// ErrSnapshotClosed: the snapshot was released (its job ended).
+var ErrSnapshotClosed = fmt.Errorf("%w: snapshot released", rpcerr.ErrConflict)
+
+// Snapshot is a consistent read view of the whole store pinned at one change
+// sequence of a job's change log: it holds every change up to Seq and none
+// after. It is one Badger read-only transaction shared by any number of
+// concurrent scans and digests (Badger allows several iterators on a
+// read-only transaction). Close releases it once the last user is done.
+type Snapshot struct {
+	txn *badger.Txn
+	seq uint64
+
+	mu     sync.Mutex
+	refs   int
+	closed bool
+}
+
+// OpenSnapshot opens a snapshot of the store at the head of l. It holds
+// l's lock while it reads the head and opens the read view, and every
+// captured write commits and advances the head under that lock, so the view
+// holds exactly the changes up to the returned Seq.
+func (s *Store) OpenSnapshot(l *ChangeLog) (*Snapshot, error) {
+	if err := s.Ready(); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return &Snapshot{txn: s.db.NewTransaction(false), seq: l.head.Load()}, nil
+}
+
+// Seq is the change sequence the snapshot holds every change up to.
+func (sn *Snapshot) Seq() uint64 { return sn.seq }
+
+func (sn *Snapshot) acquire() error {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.closed {
+		return ErrSnapshotClosed
+	}
+	sn.refs++
+	return nil
+}
+
+func (sn *Snapshot) release() {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	sn.refs--
+	if sn.closed && sn.refs == 0 {
+		sn.txn.Discard()
+	}
+}
+
+// Closed reports whether Close was called.
+func (sn *Snapshot) Closed() bool {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return sn.closed
+}
+
+// Close releases the snapshot: at once when no scan uses it, otherwise when
+// the last one ends (running scans stop at their next batch).
+func (sn *Snapshot) Close() {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.closed {
+		return
+	}
+	sn.closed = true
+	if sn.refs == 0 {
+		sn.txn.Discard()
+	}
+}
+
+// SnapshotBatch is one batch of a snapshot scan.
+type SnapshotBatch struct {
+	Items []KV
+	// Last is the storage key of the last item: resume after it.
+	Last []byte
+}
+
+// Scan walks the snapshot's entries of ranges in storage order, starting
+// after the storage key startAfter (nil: at the first), and hands them to
+// emit in batches of at most maxRecords entries and, past the first entry,
+// maxBytes of keys and values. The batch is only valid during emit. An emit
+// error stops the scan and is returned; so does Close of the snapshot.
+func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, maxBytes int, emit func(SnapshotBatch) error) error {
+	ranges, err := normalize(ranges)
+	if err != nil {
+		return err
+	}
+	if err := sn.acquire(); err != nil {
+		return err
+	}
+	defer sn.release()
+	var start []byte
+	if startAfter != nil {
+		start = append(bytes.Clone(startAfter), 0) // the first key after it
+	}
+	io := badger.DefaultIteratorOptions
+	io.PrefetchSize = max(1, min(maxRecords, 100))
+	it := sn.txn.NewIterator(io)
+	defer it.Close()
+
+	var (
+		items []KV
+		arena []byte
+		size  int
+		last  []byte
+		ferr  error
+	)
+	flush := func() bool {
+		if len(items) == 0 {
+			return true
+		}
+		if sn.Closed() {
+			ferr = ErrSnapshotClosed
+			return false
+		}
+		if ferr = emit(SnapshotBatch{Items: items, Last: last}); ferr != nil {
+			return false
+		}
+		items, arena, size = items[:0], arena[:0], 0
+		return true
+	}
+	walk(it, ranges, nil, start, func(item *badger.Item) bool {
+		k := item.Key()
+		n := len(k) + int(item.ValueSize())
+		if len(items) >= maxRecords || (len(items) > 0 && size+n > maxBytes) {
+			if !flush() {
+				return false
+			}
+		}
+		// Keys and values of one batch share an arena.
+		from := len(arena)
+		arena = append(arena, k...)
+		kEnd := len(arena)
+		if ferr = item.Value(func(v []byte) error { arena = append(arena, v...); return nil }); ferr != nil {
+			return false
+		}
+		// Earlier slices stay valid when append moves the arena: they keep
+		// the old array, which nothing writes to until the batch is emitted.
+		items = append(items, KV{
+			Slot:  slotOfStorageKey(k),
+			Key:   arena[from+slot.PrefixLen : kEnd : kEnd],
+			Value: arena[kEnd:len(arena):len(arena)],
+		})
+		last = arena[from:kEnd:kEnd]
+		size += n
+		return true
+	})
+	if ferr != nil {
+		return ferr
+	}
+	flush()
+	return ferr
+}
+
+// Digest counts and digests the snapshot's entries of ranges, per slot.
+func (sn *Snapshot) Digest(ranges []slot.Range) (DigestResult, error) {
+	ranges, err := normalize(ranges)
+	if err != nil {
+		return DigestResult{}, err
+	}
+	if err := sn.acquire(); err != nil {
+		return DigestResult{}, err
+	}
+	defer sn.release()
+	it := sn.txn.NewIterator(badger.DefaultIteratorOptions)
+	defer it.Close()
+	return digestWalk(it, ranges, true)
+}

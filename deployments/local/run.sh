@@ -6,6 +6,7 @@
 # Ports and the token can be changed through the environment:
 #   SLOTKV_HOST (127.0.0.1), SLOTKV_ROUTER_GRPC (7000), SLOTKV_ROUTER_HTTP (8080),
 #   SLOTKV_DOWNLOADER_GRPC (7010), SLOTKV_DOWNLOADER_HTTP (8090),
+#   SLOTKV_MIGRATOR_GRPC (7020), SLOTKV_MIGRATOR_HTTP (8070),
 #   SLOTKV_STORAGE_GRPC_BASE (7100 -> 7101..7103), SLOTKV_STORAGE_HTTP_BASE (8100),
 #   SLOTKV_DATA (./.data), SLOTKV_TOKEN (empty: open cluster).
 set -euo pipefail
@@ -20,6 +21,8 @@ ROUTER_GRPC=${SLOTKV_ROUTER_GRPC:-7000}
 ROUTER_HTTP=${SLOTKV_ROUTER_HTTP:-8080}
 DL_GRPC=${SLOTKV_DOWNLOADER_GRPC:-7010}
 DL_HTTP=${SLOTKV_DOWNLOADER_HTTP:-8090}
+MG_GRPC=${SLOTKV_MIGRATOR_GRPC:-7020}
+MG_HTTP=${SLOTKV_MIGRATOR_HTTP:-8070}
 SG=${SLOTKV_STORAGE_GRPC_BASE:-7100}
 SH=${SLOTKV_STORAGE_HTTP_BASE:-8100}
 NODES=(n1 n2 n3)
@@ -82,6 +85,11 @@ mkdir -p "$DATA/datasets"
 pids+=($!)
 wait_ready downloader "$HOST:$DL_HTTP" "$DATA/logs/downloader.log"
 
+"$BIN/slotkv-migrator" --storage "$seeds" --data-dir "$DATA/migrator" \
+  --grpc-addr "$HOST:$MG_GRPC" --http-addr "$HOST:$MG_HTTP" >>"$DATA/logs/migrator.log" 2>&1 &
+pids+=($!)
+wait_ready migrator "$HOST:$MG_HTTP" "$DATA/logs/migrator.log"
+
 auth=""; gauth=""
 if [ -n "$SLOTKV_TOKEN" ]; then
   auth=" -H 'Authorization: Bearer $SLOTKV_TOKEN'"
@@ -93,6 +101,7 @@ slotkv is running (data in $DATA, logs in $DATA/logs).
 
   router     gRPC $HOST:$ROUTER_GRPC   REST http://$HOST:$ROUTER_HTTP
   downloader gRPC $HOST:$DL_GRPC   REST http://$HOST:$DL_HTTP
+  migrator   gRPC $HOST:$MG_GRPC   REST http://$HOST:$MG_HTTP
 $(for i in "${!NODES[@]}"; do echo "  storage ${NODES[$i]} gRPC $HOST:$((SG + i + 1))   REST http://$HOST:$((SH + i + 1))"; done)
 
 Try:
@@ -104,6 +113,10 @@ Try:
   bin/grpcurl -plaintext$gauth $HOST:$((SG + 1)) slotkv.storage.v1.NodeService/GetNodeInfo
   curl$auth http://$HOST:$((SH + 1))/v1/node
   bin/slotkvctl topology --storage $seeds
+
+Migrate slots 0-1000 from n1 to n2 while traffic flows (progress bar until done):
+  bin/slotkvctl migrate --migrator $HOST:$MG_GRPC --source n1 --destination n2 --ranges 0-1000
+  curl$auth http://$HOST:$MG_HTTP/v1/migrations
 
 Bulk load (build a dataset, then load it):
   bin/slotkv-dataset gen --records 100000 --value-size 100 --out $DATA/datasets/demo.jsonl

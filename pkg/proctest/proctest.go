@@ -29,6 +29,7 @@ var Packages = map[string]string{
 	"slotkv-storage":    "./services/storage/cmd/slotkv-storage",
 	"slotkv-router":     "./services/router/cmd/slotkv-router",
 	"slotkv-downloader": "./services/downloader/cmd/slotkv-downloader",
+	"slotkv-migrator":   "./services/migrator/cmd/slotkv-migrator",
 	"slotkvctl":         "./cmd/slotkvctl",
 	"slotkv-dataset":    "./cmd/slotkv-dataset",
 	"faulthttp":         "./e2e/cmd/faulthttp",

@@ -161,10 +161,17 @@ func Move(t testing.TB, topo *topology.Topology, s uint16, to string) *topology.
 // Restart stops the node by pid (SIGTERM, a clean shutdown) and starts it
 // again on the same data directory and the same ports, as an operator's
 // restart does: the topology names its addresses.
+//
+// A node a test killed (Proc.Kill) is simply started again: its exit status
+// is the kill's, not a failed shutdown.
 func (c *Cluster) Restart(t testing.TB, n *Node) {
 	t.Helper()
-	if err := n.Proc.Stop(); err != nil {
-		t.Fatalf("stop %s (pid %d): %v", n.ID, n.Proc.Pid(), err)
+	select {
+	case <-n.Proc.Done():
+	default:
+		if err := n.Proc.Stop(); err != nil {
+			t.Fatalf("stop %s (pid %d): %v", n.ID, n.Proc.Pid(), err)
+		}
 	}
 	n.Proc = proctest.Start(t, proctest.Bin(t, "slotkv-storage"), c.args(n.ID, n.DataDir, n.Proc.GRPC, n.Proc.HTTP)...)
 }

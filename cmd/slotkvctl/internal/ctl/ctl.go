@@ -42,6 +42,9 @@ Usage:
   slotkvctl bootstrap --storage addr1,addr2,addr3 [--ranges n1=0-5460,n2=5461-10922,n3=10923-16383]
   slotkvctl topology  --storage addr[,addr...]
   slotkvctl info      --storage addr[,addr...]
+  slotkvctl migrate    --migrator ADDR --source n1 --destination n2 --ranges 0-100,200-300
+                       [--parallelism N] [--rate 50MiB] [--batch N] [--watch JOB]
+  slotkvctl migrations --migrator ADDR
   slotkvctl version
 
 Common flags (environment fallback in parentheses):
@@ -71,6 +74,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 		fmt.Fprintln(stdout, "slotkvctl", version.Version)
 		return 0
 	case "bootstrap", "topology", "info":
+	case "migrate", "migrations":
+		return mainMigrate(ctx, cmd, rest, stdout, stderr, lookupEnv)
 	default:
 		fmt.Fprintf(stderr, "slotkvctl: unknown command %q\n\n%s", cmd, usage)
 		return 2

@@ -1,0 +1,275 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/flagenv"
+)
+
+const migrateUsage = `Usage:
+  slotkvctl migrate    --migrator ADDR --source n1 --destination n2 --ranges 0-100,200-300
+                       [--parallelism N] [--rate 50MiB] [--batch N] [--job-id ID] [--token T]
+  slotkvctl migrate    --migrator ADDR --watch JOB
+  slotkvctl migrations --migrator ADDR [--json]
+
+migrate starts a migration job and shows its progress on stderr (phase, %,
+keys, MB, rate, ETA; refreshed in place on a terminal, one line per second
+otherwise) until the job ends: exit 0 when it SUCCEEDED, 1 otherwise.
+--watch attaches to an existing job instead. Ctrl-C detaches; the job goes
+on (cancel it with the REST API: POST /v1/migrations/JOB:cancel).
+--rate is bytes per second with an optional unit (KB, MB, GB, KiB, MiB,
+GiB); 0 means unlimited.
+`
+
+// mainMigrate runs "migrate" and "migrations".
+func mainMigrate(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	fs := flag.NewFlagSet("slotkvctl "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, migrateUsage) }
+	addr := flagenv.String(fs, "migrator", "SLOTKV_MIGRATOR", "", "migrator gRPC address")
+	token := flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token")
+	asJSON := fs.Bool("json", false, "print JSON")
+	var (
+		source, dest, ranges, rateS, watch, jobID *string
+		parallelism, batch                        *uint
+	)
+	if cmd == "migrate" {
+		source = fs.String("source", "", "source node id")
+		dest = fs.String("destination", "", "destination node id")
+		ranges = fs.String("ranges", "", "slot ranges to move, e.g. 0-100,200-300")
+		parallelism = fs.Uint("parallelism", 0, "snapshot streams (0: the migrator's default)")
+		rateS = fs.String("rate", "0", "byte rate of the job, e.g. 50MiB (0: unlimited)")
+		batch = fs.Uint("batch", 0, "records per batch (0: the migrator's default)")
+		jobID = fs.String("job-id", "", "job id (generated when empty)")
+		watch = fs.String("watch", "", "attach to this existing job instead of starting one")
+	}
+	if err := flagenv.ParseLookup(fs, args, lookupEnv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "slotkvctl:", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "slotkvctl %s: unexpected arguments %q\n", cmd, fs.Args())
+		return 2
+	}
+	if strings.TrimSpace(*addr) == "" {
+		fmt.Fprintf(stderr, "slotkvctl %s: --migrator (or SLOTKV_MIGRATOR) is required\n", cmd)
+		return 2
+	}
+	cc, err := dial.New(strings.TrimSpace(*addr), dial.Options{Token: *token})
+	if err != nil {
+		fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, err)
+		return 1
+	}
+	defer cc.Close()
+	client := migratorv1.NewMigratorServiceClient(cc)
+
+	if cmd == "migrations" {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		resp, err := client.ListMigrations(cctx, &migratorv1.ListMigrationsRequest{})
+		if err == nil {
+			err = PrintMigrations(stdout, resp.GetMigrations(), *asJSON)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, describe(err))
+			return 1
+		}
+		return 0
+	}
+
+	id := *watch
+	if id == "" {
+		rate, err := ParseBytes(*rateS)
+		if err != nil {
+			fmt.Fprintf(stderr, "slotkvctl migrate: --rate: %v\n", err)
+			return 2
+		}
+		if *source == "" || *dest == "" || *ranges == "" {
+			fmt.Fprintf(stderr, "slotkvctl migrate: --source, --destination and --ranges are required (or --watch JOB)\n\n%s", migrateUsage)
+			return 2
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		resp, err := client.StartMigration(cctx, &migratorv1.StartMigrationRequest{
+			JobId: *jobID, Ranges: *ranges, SourceNodeId: *source, DestinationNodeId: *dest,
+			Parallelism: uint32(*parallelism), RateBytesPerSecond: rate, BatchRecords: uint32(*batch)})
+		cancel()
+		if err != nil {
+			fmt.Fprintf(stderr, "slotkvctl migrate: %v\n", describe(err))
+			return 1
+		}
+		id = resp.GetMigration().GetId()
+		fmt.Fprintf(stderr, "migration %s started: %s from %s to %s, %d streams\n", id, resp.GetMigration().GetRanges(),
+			*source, *dest, resp.GetMigration().GetParallelism())
+	}
+	final, err := WatchProgress(ctx, client, id, stderr, isTerminal(stderr))
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintf(stderr, "\nslotkvctl migrate: detached; job %s goes on\n", id)
+		} else {
+			fmt.Fprintf(stderr, "slotkvctl migrate: %v\n", describe(err))
+		}
+		return 1
+	}
+	if *asJSON {
+		_ = printJSON(stdout, final)
+	}
+	if final.GetPhase() != migratorv1.Phase_PHASE_SUCCEEDED {
+		msg := final.GetError()
+		if r := final.GetErrorRange(); r != "" {
+			msg += " (slots " + r + ")"
+		}
+		fmt.Fprintf(stderr, "migration %s %s: %s\n", id, phase(final.GetPhase()), msg)
+		return 1
+	}
+	fmt.Fprintf(stderr, "migration %s SUCCEEDED: %d keys, %s, topology version %d, write pause %.1f ms, %d keys cleaned up\n",
+		id, final.GetKeys(), mb(final.GetBytes()), final.GetCommittedVersion(), final.GetWritePauseMs(), final.GetCleanedKeys())
+	return 0
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// WatchProgress follows a job until it ends, writing a progress line to w:
+// refreshed in place on a terminal, one line per second otherwise. It
+// returns the final state.
+func WatchProgress(ctx context.Context, c migratorv1.MigratorServiceClient, id string, w io.Writer, tty bool) (*migratorv1.Migration, error) {
+	interval := time.Second
+	if tty {
+		interval = 250 * time.Millisecond
+	}
+	var last *migratorv1.Migration
+	for attempt := 0; ; attempt++ {
+		s, err := c.WatchMigration(ctx, &migratorv1.WatchMigrationRequest{JobId: id, Interval: durationpb.New(interval)})
+		if err != nil {
+			return nil, err
+		}
+		for {
+			resp, err := s.Recv()
+			if err == io.EOF {
+				if tty {
+					fmt.Fprintln(w)
+				}
+				if last == nil {
+					return nil, fmt.Errorf("watch of %s ended without news", id)
+				}
+				return last, nil
+			}
+			if err != nil {
+				// A restarting migrator ends watches with Unavailable:
+				// attach again a few times.
+				if status.Code(err) == codes.Unavailable && attempt < 30 && ctx.Err() == nil {
+					select {
+					case <-ctx.Done():
+						return nil, ctx.Err()
+					case <-time.After(time.Second):
+					}
+					break
+				}
+				return nil, err
+			}
+			last = resp.GetMigration()
+			line := ProgressLine(last)
+			if tty {
+				fmt.Fprintf(w, "\r\033[K%s", line)
+			} else {
+				fmt.Fprintln(w, line)
+			}
+		}
+	}
+}
+
+// ProgressLine formats one progress line:
+// "[#####.....]  52% SNAPSHOT keys 5200/10000  5.1 MB  1.2 MB/s  ETA 4s".
+func ProgressLine(m *migratorv1.Migration) string {
+	pct := 0.0
+	switch {
+	case m.GetPhase() == migratorv1.Phase_PHASE_SUCCEEDED:
+		pct = 100
+	case m.GetKeysTotal() > 0:
+		pct = math.Min(100, 100*float64(m.GetKeys())/float64(m.GetKeysTotal()))
+	case m.GetPhase() > migratorv1.Phase_PHASE_SNAPSHOT && m.GetPhase() < migratorv1.Phase_PHASE_SUCCEEDED:
+		pct = 100
+	}
+	const width = 20
+	filled := int(pct / 100 * width)
+	bar := strings.Repeat("#", filled) + strings.Repeat(".", width-filled)
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%s] %3.0f%% %-9s keys %d/%d  %s  %s/s", bar, pct, phase(m.GetPhase()), m.GetKeys(), m.GetKeysTotal(),
+		mb(m.GetBytes()), mb(uint64(m.GetRate())))
+	if eta := m.GetEta(); eta != nil && eta.AsDuration() > 0 {
+		fmt.Fprintf(&b, "  ETA %s", eta.AsDuration().Round(time.Second))
+	}
+	if m.GetPhase() >= migratorv1.Phase_PHASE_CATCH_UP {
+		fmt.Fprintf(&b, "  changes %d lag %d", m.GetChangesApplied(), m.GetLag())
+	}
+	return b.String()
+}
+
+func phase(p migratorv1.Phase) string { return strings.TrimPrefix(p.String(), "PHASE_") }
+
+func mb(n uint64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+
+// PrintMigrations prints jobs, newest first, as a table or JSON.
+func PrintMigrations(w io.Writer, jobs []*migratorv1.Migration, asJSON bool) error {
+	if asJSON {
+		return printJSON(w, &migratorv1.ListMigrationsResponse{Migrations: jobs})
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB\tPHASE\tRANGES\tFROM\tTO\tKEYS\tBYTES\tPAUSE\tCREATED\tERROR")
+	for _, m := range jobs {
+		pause := "-"
+		if m.GetWritePauseMs() > 0 {
+			pause = fmt.Sprintf("%.1fms", m.GetWritePauseMs())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", m.GetId(), phase(m.GetPhase()), m.GetRanges(),
+			m.GetSourceNodeId(), m.GetDestinationNodeId(), m.GetKeys(), m.GetKeysTotal(), mb(m.GetBytes()), pause,
+			m.GetCreated().AsTime().Local().Format(time.DateTime), orDash(m.GetError()))
+	}
+	return tw.Flush()
+}
+
+// ParseBytes parses "50MiB", "1.5GB", "1000" (bytes), "0".
+func ParseBytes(s string) (uint64, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"k", 1e3}, {"m", 1e6}, {"g", 1e9}, {"b", 1}}
+	mult := 1.0
+	for _, u := range units {
+		if l := strings.ToLower(s); strings.HasSuffix(l, u.suffix) {
+			s, mult = strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, fmt.Errorf("%q is not a byte size (e.g. 50MiB, 10MB, 1000)", s)
+	}
+	return uint64(v * mult), nil
+}

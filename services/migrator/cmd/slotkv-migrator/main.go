@@ -1,0 +1,181 @@
+// Command slotkv-migrator runs slotkv's migration service: it moves slot
+// ranges between storage nodes online (see package migrator).
+//
+// Every flag has an environment fallback (SLOTKV_*); see -h.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/slotkv/slotkv/pkg/flagenv"
+	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/pkg/telemetry"
+	"github.com/slotkv/slotkv/pkg/version"
+	"github.com/slotkv/slotkv/services/migrator"
+)
+
+const serviceName = migrator.ServiceName
+
+func main() {
+	ctx, stop := server.SignalContext()
+	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// phaseList is a --pause-before-phase value: PHASE[,PHASE...].
+type phaseList []migrator.Phase
+
+func (p *phaseList) String() string {
+	var s []string
+	for _, x := range *p {
+		s = append(s, strings.TrimPrefix(x.String(), "PHASE_"))
+	}
+	return strings.Join(s, ",")
+}
+
+func (p *phaseList) Set(v string) error {
+	*p = nil
+	for item := range strings.SplitSeq(v, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		ph, err := migrator.ParsePhase(item)
+		if err != nil {
+			return err
+		}
+		*p = append(*p, ph)
+	}
+	return nil
+}
+
+type config struct {
+	opts        migrator.Options
+	logLevel    slog.Level
+	listenFile  string
+	sampleRatio float64
+	showVersion bool
+}
+
+func parse(args []string, lookup func(string) (string, bool), out io.Writer) (config, error) {
+	d := migrator.DefaultOptions()
+	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
+	fs.SetOutput(out)
+	var (
+		grpcAddr    = flagenv.String(fs, "grpc-addr", "SLOTKV_GRPC_ADDR", d.GRPCAddr, "gRPC listen address (port 0 picks a free port)")
+		httpAddr    = flagenv.String(fs, "http-addr", "SLOTKV_HTTP_ADDR", d.HTTPAddr, `REST/probe listen address ("" disables HTTP)`)
+		dataDir     = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", d.DataDir, "directory of the job store")
+		storage     = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required)")
+		token       = flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token, required from callers and sent to storage nodes")
+		parallelism = flagenv.Int(fs, "parallelism", "SLOTKV_MIGRATION_PARALLELISM", d.DefaultParallelism, "default snapshot streams per job (0: GOMAXPROCS)")
+		rate        = flagenv.Uint64(fs, "rate", "SLOTKV_MIGRATION_RATE", d.RateBytesPerSecond, "default byte rate of a job's streams, bytes per second (0: unlimited)")
+		batch       = flagenv.Uint(fs, "batch-records", "SLOTKV_MIGRATION_BATCH_RECORDS", uint(d.BatchRecords), "default records per batch")
+		lag         = flagenv.Uint64(fs, "lag-threshold", "SLOTKV_MIGRATION_LAG_THRESHOLD", d.LagThreshold, "default: catch-up ends when fewer changes than this remain")
+		rounds      = flagenv.Uint(fs, "max-catch-up-rounds", "SLOTKV_MIGRATION_MAX_CATCH_UP_ROUNDS", uint(d.MaxCatchUpRounds), "default catch-up rounds before the hand-off happens anyway")
+		rollback    = flagenv.Duration(fs, "rollback-retry-interval", "SLOTKV_ROLLBACK_RETRY_INTERVAL", d.RollbackRetryInterval, "period of retries of an unfinished rollback or roll-forward")
+		progress    = flagenv.Duration(fs, "progress-interval", "SLOTKV_PROGRESS_INTERVAL", d.ProgressInterval, "period of progress log lines and saves of a running job")
+		cleanup     = flagenv.Uint64(fs, "cleanup-keys-per-second", "SLOTKV_CLEANUP_KEYS_PER_SECOND", 0, "pace of the source's cleanup after a commit (0: node default)")
+		refresh     = flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", d.RefreshInterval, "period of topology refreshes")
+		shutdown    = flagenv.Duration(fs, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "bound on graceful shutdown")
+		listenFile  = flagenv.String(fs, "listen-file", "SLOTKV_LISTEN_FILE", "", `write {"grpc":...,"http":...} here once listening`)
+		sample      = flagenv.Float64(fs, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled (0-1)")
+		pauseTO     = flagenv.Duration(fs, "pause-before-phase-timeout", "SLOTKV_PAUSE_BEFORE_PHASE_TIMEOUT", d.PauseTimeout, "testing aid: how long --pause-before-phase holds a job")
+		showVer     = fs.Bool("version", false, "print the version and exit")
+	)
+	var pauses phaseList
+	// Testing aid, hidden from -h: jobs wait at the start of these phases
+	// until canceled or --pause-before-phase-timeout passes.
+	flagenv.Var(fs, &pauses, "pause-before-phase", "SLOTKV_PAUSE_BEFORE_PHASE", "")
+	c := config{logLevel: slog.LevelInfo}
+	flagenv.TextVar(fs, &c.logLevel, "log-level", "SLOTKV_LOG_LEVEL", slog.LevelInfo, "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage of %s:\n", serviceName)
+		fs.VisitAll(func(f *flag.Flag) {
+			if f.Name == "pause-before-phase" || f.Name == "pause-before-phase-timeout" {
+				return
+			}
+			fmt.Fprintf(out, "  -%s\n    \t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
+		})
+	}
+	if err := flagenv.ParseLookup(fs, args, lookup); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	o := d
+	o.GRPCAddr, o.HTTPAddr, o.DataDir = *grpcAddr, *httpAddr, *dataDir
+	o.Storage = strings.Split(*storage, ",")
+	o.Token = *token
+	o.DefaultParallelism, o.RateBytesPerSecond = *parallelism, *rate
+	o.BatchRecords, o.LagThreshold, o.MaxCatchUpRounds = uint32(*batch), *lag, uint32(*rounds)
+	o.RollbackRetryInterval, o.ProgressInterval, o.CleanupKeysPerSecond = *rollback, *progress, *cleanup
+	o.RefreshInterval, o.ShutdownTimeout = *refresh, *shutdown
+	o.PauseBeforePhase, o.PauseTimeout = pauses, *pauseTO
+	c.opts = o
+	c.listenFile, c.sampleRatio, c.showVersion = *listenFile, *sample, *showVer
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) int {
+	c, err := parse(args, lookup, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", serviceName, err)
+		return 2
+	}
+	if c.showVersion {
+		fmt.Fprintln(stderr, serviceName, version.Version)
+		return 0
+	}
+	log := telemetry.NewLogger(stderr, c.logLevel, true)
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: serviceName, ServiceVersion: version.Version, SampleRatio: c.sampleRatio})
+	if err != nil {
+		log.Error("telemetry setup failed", "err", err)
+		return 1
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	o := c.opts
+	o.Logger = log
+	o.TracerProvider = tel.TracerProvider
+	listenErr := make(chan error, 1)
+	o.OnListen = func(g, h net.Addr) {
+		if c.listenFile == "" {
+			return
+		}
+		if err := server.WriteListenFile(c.listenFile, g, h); err != nil {
+			listenErr <- err
+			stop()
+		}
+	}
+	log.Info("starting", "version", version.Version)
+	err = migrator.Run(ctx, o)
+	select {
+	case lerr := <-listenErr:
+		log.Error("writing the listen file failed", "err", lerr)
+		return 1
+	default:
+	}
+	if err != nil {
+		log.Error("migrator failed", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,1065 @@
+package migrate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
+	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/pkg/topology"
+)
+
+// rangeError is an error with the sub-range of the job it hit.
+type rangeError struct {
+	err error
+	rng string
+}
+
+func (e *rangeError) Error() string { return e.err.Error() }
+func (e *rangeError) Unwrap() error { return e.err }
+
+func inRange(err error, rng string) error {
+	var re *rangeError
+	if err == nil || errors.As(err, &re) {
+		return err
+	}
+	return &rangeError{err: err, rng: rng}
+}
+
+// nodeError names the node and the call that failed.
+type nodeError struct {
+	role, id, op string
+	err          error
+}
+
+func (e *nodeError) Error() string {
+	if st, ok := status.FromError(e.err); ok {
+		return fmt.Sprintf("%s %s: %s: %s: %s", e.role, e.id, e.op, st.Code(), st.Message())
+	}
+	return fmt.Sprintf("%s %s: %s: %v", e.role, e.id, e.op, e.err)
+}
+func (e *nodeError) Unwrap() error { return e.err }
+
+// definitive reports whether a node answered err itself, so the call
+// certainly had no effect (as opposed to a call cut in transit).
+func definitive(err error) bool {
+	switch status.Code(err) {
+	case grpccodes.InvalidArgument, grpccodes.FailedPrecondition, grpccodes.PermissionDenied,
+		grpccodes.Unauthenticated, grpccodes.AlreadyExists, grpccodes.NotFound, grpccodes.OutOfRange,
+		grpccodes.Unimplemented:
+		return true
+	}
+	return false
+}
+
+// conns are the connections of one job (or one rollback attempt); close
+// them on every path.
+type conns struct {
+	dial func(string) (*grpc.ClientConn, error)
+	mu   sync.Mutex
+	m    map[string]*grpc.ClientConn
+}
+
+func (m *Manager) newConns() *conns {
+	return &conns{dial: m.cfg.Dial, m: map[string]*grpc.ClientConn{}}
+}
+
+func (c *conns) get(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc, ok := c.m[addr]; ok {
+		return cc, nil
+	}
+	cc, err := c.dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	c.m[addr] = cc
+	return cc, nil
+}
+
+func (c *conns) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for a, cc := range c.m {
+		_ = cc.Close()
+		delete(c.m, a)
+	}
+}
+
+// peer is one node of the job with its clients.
+type peer struct {
+	role, id, addr string
+	mig            storagev1.MigrationServiceClient
+	data           storagev1.StorageServiceClient
+	node           storagev1.NodeServiceClient
+}
+
+func (p *peer) err(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &nodeError{role: p.role, id: p.id, op: op, err: err}
+}
+
+// addr is the current gRPC address of node id (fallback: the one planned).
+func (j *job) addr(id, planned string) string {
+	if t := j.m.cfg.Router.Topology(); t != nil {
+		if n, ok := t.Node(id); ok {
+			return n.GRPCAddress
+		}
+	}
+	return planned
+}
+
+func (j *job) peers(c *conns) (src, dst *peer, err error) {
+	mk := func(role, id, planned string) (*peer, error) {
+		addr := j.addr(id, planned)
+		cc, err := c.get(addr)
+		if err != nil {
+			return nil, &nodeError{role: role, id: id, op: "dial " + addr, err: err}
+		}
+		return &peer{role: role, id: id, addr: addr, mig: storagev1.NewMigrationServiceClient(cc),
+			data: storagev1.NewStorageServiceClient(cc), node: storagev1.NewNodeServiceClient(cc)}, nil
+	}
+	j.mu.Lock()
+	r := *j.rec
+	j.mu.Unlock()
+	if src, err = mk("source", r.Source, r.SourceAddr); err != nil {
+		return nil, nil, err
+	}
+	if dst, err = mk("destination", r.Destination, r.DestinationAddr); err != nil {
+		return nil, nil, err
+	}
+	return src, dst, nil
+}
+
+func protoRanges(rs slot.RangeSet) []*clusterv1.SlotRange {
+	var out []*clusterv1.SlotRange
+	for _, r := range rs.Ranges() {
+		out = append(out, &clusterv1.SlotRange{Start: uint32(r.Start), End: uint32(r.End)})
+	}
+	return out
+}
+
+func (j *job) isCanceled() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.canceled
+}
+
+// run drives a new job from PREPARE to SUCCEEDED, or to FAILED/CANCELED
+// with a rollback.
+func (j *job) run() {
+	ctx, span := j.m.tracer.Start(j.ctx, "migration "+j.id, trace.WithNewRoot(), trace.WithAttributes(
+		attribute.String("migration.job", j.id), attribute.String("migration.ranges", j.ranges.String()),
+		attribute.String("migration.source", j.rec.Source), attribute.String("migration.destination", j.rec.Destination)))
+	defer span.End()
+	pctx, pstop := context.WithCancel(ctx)
+	var pw sync.WaitGroup
+	pw.Go(func() { j.progressLoop(pctx) })
+	err := j.execute(ctx)
+	pstop()
+	pw.Wait()
+	switch {
+	case err == nil:
+	case j.m.shuttingDown():
+		j.update(func(*record) {})
+		j.log.WarnContext(ctx, "job stopped by shutdown; the next start rolls it back or forward", "phase", j.phaseName())
+	default:
+		span.SetStatus(codes.Error, err.Error())
+		j.fail(err)
+	}
+}
+
+// enter starts a phase: persisted, logged, traced, then the test hooks.
+func (j *job) enter(ctx context.Context, p migratorv1.Phase) (context.Context, trace.Span, error) {
+	j.update(func(r *record) { r.Phase = p })
+	ctx, span := j.m.tracer.Start(ctx, "phase "+phaseName(p))
+	j.log.InfoContext(ctx, "migration phase", "phase", phaseName(p))
+	if slices.Contains(j.m.cfg.PauseBeforePhase, p) {
+		j.log.WarnContext(ctx, "pausing before the phase (testing aid --pause-before-phase)", "phase", phaseName(p), "timeout", j.m.cfg.PauseTimeout)
+		t := time.NewTimer(j.m.cfg.PauseTimeout)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			span.End()
+			return ctx, span, context.Cause(ctx)
+		case <-t.C:
+		}
+	}
+	if h := j.m.cfg.PhaseHook; h != nil {
+		if err := h(ctx, j.id, p); err != nil {
+			span.End()
+			return ctx, span, err
+		}
+	}
+	return ctx, span, nil
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+func (j *job) execute(ctx context.Context) (err error) {
+	c := j.m.newConns()
+	defer c.close()
+	src, dst, err := j.peers(c)
+	if err != nil {
+		return err
+	}
+	if err := j.prepare(ctx, src, dst); err != nil {
+		return err
+	}
+	snapSeq, err := j.snapshot(ctx, src, dst)
+	if err != nil {
+		return err
+	}
+	if err := j.verify(ctx, src, dst); err != nil {
+		return err
+	}
+	ap, err := j.catchUp(ctx, src, dst, snapSeq)
+	if ap != nil {
+		defer ap.close()
+	}
+	if err != nil {
+		return err
+	}
+	committed, err := j.handoff(ctx, src, dst, ap)
+	if !committed {
+		return err
+	}
+	if err != nil {
+		j.log.WarnContext(ctx, "hand-off step after the commit failed; rolling forward", "err", err)
+	}
+	return j.rollForward(ctx, c)
+}
+
+// PREPARE: destination IMPORTING, then source MIGRATING (change capture on).
+func (j *job) prepare(ctx context.Context, src, dst *peer) (err error) {
+	ctx, span, err := j.enter(ctx, migratorv1.Phase_PHASE_PREPARE)
+	if err != nil {
+		return err
+	}
+	defer func() { endSpan(span, err) }()
+	j.mu.Lock()
+	version := j.rec.PlannedVersion
+	j.mu.Unlock()
+	rs := protoRanges(j.ranges)
+	begin := func(p, peerNode *peer, role storagev1.MigrationRole, mark func(*record, bool)) error {
+		j.update(func(r *record) { mark(r, true) })
+		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		defer cancel()
+		_, err := p.mig.BeginMigration(cctx, &storagev1.BeginMigrationRequest{
+			JobId: j.id, Role: role, Ranges: rs, PeerNodeId: peerNode.id, TopologyVersion: version})
+		if err != nil {
+			if definitive(err) {
+				j.update(func(r *record) { mark(r, false) })
+			}
+			return inRange(p.err("BeginMigration", err), j.ranges.String())
+		}
+		return nil
+	}
+	if err := begin(dst, src, storagev1.MigrationRole_MIGRATION_ROLE_DESTINATION,
+		func(r *record, v bool) { r.BegunDestination = v }); err != nil {
+		return err
+	}
+	return begin(src, dst, storagev1.MigrationRole_MIGRATION_ROLE_SOURCE,
+		func(r *record, v bool) { r.BegunSource = v })
+}
+
+// SNAPSHOT: P streams, each SnapshotScan -> Import over its sub-range,
+// sharing one byte-rate limiter.
+func (j *job) snapshot(ctx context.Context, src, dst *peer) (seq uint64, err error) {
+	ctx, span, err := j.enter(ctx, migratorv1.Phase_PHASE_SNAPSHOT)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { endSpan(span, err) }()
+	os, err := src.mig.OpenSnapshot(ctx, &storagev1.OpenSnapshotRequest{JobId: j.id})
+	if err != nil {
+		return 0, inRange(src.err("OpenSnapshot", err), j.ranges.String())
+	}
+	seq = os.GetSnapshotSeq()
+	var total uint64
+	if cnt, err := src.data.Count(ctx, &storagev1.CountRequest{Ranges: protoRanges(j.ranges)}); err != nil {
+		j.log.WarnContext(ctx, "counting the keys to copy failed; no ETA", "err", src.err("Count", err))
+	} else {
+		total = cnt.GetCount()
+	}
+	j.mu.Lock()
+	subs := j.ranges.Split(int(j.rec.Parallelism))
+	j.streams = nil
+	for i, sub := range subs {
+		j.streams = append(j.streams, &streamState{index: uint32(i), ranges: sub})
+	}
+	streams := j.streams
+	j.rec.SnapshotSeq, j.rec.KeysTotal = seq, total
+	j.persistLocked()
+	j.mu.Unlock()
+	span.SetAttributes(attribute.Int("migration.streams", len(subs)), attribute.Int64("migration.snapshot_seq", int64(seq)))
+
+	g, gctx := errgroup.WithContext(ctx)
+	for i, st := range streams {
+		g.Go(func() error {
+			err := j.copyStream(gctx, src, dst, i, st)
+			if err != nil {
+				msg := err.Error()
+				st.err.Store(&msg)
+				return inRange(err, st.ranges.String())
+			}
+			st.done.Store(true)
+			return nil
+		})
+	}
+	err = g.Wait() // every stream stopped and waited for
+	j.update(func(*record) {})
+	return seq, err
+}
+
+type pending struct {
+	seq         uint64
+	keys, bytes uint64
+}
+
+// copyStream copies one sub-range: SnapshotScan from the source into an
+// Import stream to the destination, importWindow batches in flight. A
+// batch-size change restarts the scan after the last position sent.
+func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamState) (err error) {
+	ctx, span := j.m.tracer.Start(ctx, fmt.Sprintf("stream %d", i),
+		trace.WithAttributes(attribute.String("migration.stream_ranges", st.ranges.String())))
+	defer func() { endSpan(span, err) }()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends both streams on every path
+	streamID := fmt.Sprintf("snap-%d", i)
+	imp, err := dst.mig.Import(ctx)
+	if err != nil {
+		return dst.err("Import", err)
+	}
+	inflight := make(chan pending, importWindow)
+	recvDone := make(chan error, 1)
+	go func() {
+		recvDone <- func() error {
+			for {
+				resp, err := imp.Recv()
+				if err == io.EOF {
+					if len(inflight) > 0 {
+						return dst.err("Import", errors.New("stream ended before every batch was acknowledged"))
+					}
+					return nil
+				}
+				if err != nil {
+					return dst.err("Import", err)
+				}
+				var p pending
+				select {
+				case p = <-inflight:
+				default:
+					return dst.err("Import", fmt.Errorf("acknowledgement of batch %d that was not sent", resp.GetSeq()))
+				}
+				if resp.GetSeq() != p.seq {
+					return dst.err("Import", fmt.Errorf("acknowledged batch %d, expected %d", resp.GetSeq(), p.seq))
+				}
+				st.keys.Add(p.keys)
+				st.bytes.Add(p.bytes)
+				st.batches.Add(1)
+			}
+		}()
+	}()
+	sendErr := func(err error) error {
+		// The receiver's error explains a failed Send better (io.EOF).
+		cancel()
+		if rerr := <-recvDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
+			return rerr
+		}
+		return err
+	}
+
+	var lastPos []byte
+	var seq uint64
+	for {
+		bsz := j.batch.Load()
+		sctx, scancel := context.WithCancel(ctx)
+		scan, err := src.mig.SnapshotScan(sctx, &storagev1.SnapshotScanRequest{
+			JobId: j.id, Ranges: protoRanges(st.ranges), StartAfter: lastPos, BatchRecords: bsz, BatchBytes: batchBytes})
+		if err != nil {
+			scancel()
+			return sendErr(src.err("SnapshotScan", err))
+		}
+		restart := false
+		for {
+			resp, err := scan.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				scancel()
+				return sendErr(src.err("SnapshotScan", err))
+			}
+			entries := resp.GetEntries()
+			if len(entries) == 0 {
+				continue
+			}
+			if lp := resp.GetLastPosition(); len(lp) > 0 {
+				lastPos = lp
+			}
+			var n uint64
+			for _, e := range entries {
+				n += uint64(len(e.GetKey()) + len(e.GetValue()))
+			}
+			if err := j.wait(ctx, n); err != nil {
+				scancel()
+				return sendErr(err)
+			}
+			seq++
+			select {
+			case inflight <- pending{seq: seq, keys: uint64(len(entries)), bytes: n}:
+			case rerr := <-recvDone:
+				scancel()
+				if rerr == nil {
+					rerr = dst.err("Import", errors.New("stream ended early"))
+				}
+				return rerr
+			}
+			if err := imp.Send(&storagev1.ImportRequest{JobId: j.id, StreamId: streamID, Seq: seq, Entries: entries}); err != nil {
+				scancel()
+				return sendErr(dst.err("Import", err))
+			}
+			if j.batch.Load() != bsz {
+				restart = true
+				break
+			}
+		}
+		scancel()
+		if !restart {
+			break
+		}
+		j.log.DebugContext(ctx, "batch size changed; resuming the scan", "stream", i, "batch_records", j.batch.Load())
+	}
+	if err := imp.CloseSend(); err != nil {
+		return sendErr(dst.err("Import", err))
+	}
+	select {
+	case err := <-recvDone:
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// wait takes n bytes from the shared limiter, in burst-sized pieces. A
+// rate change (UpdateMigration) wakes it up to wait again at the new rate.
+func (j *job) wait(ctx context.Context, n uint64) error {
+	for n > 0 {
+		take := min(n, uint64(j.limiter.Burst()))
+		changed := j.limitChanged()
+		r := j.limiter.ReserveN(time.Now(), int(take))
+		if !r.OK() {
+			return fmt.Errorf("rate limiter refused %d bytes", take)
+		}
+		d := r.Delay()
+		if d <= 0 {
+			n -= take
+			continue
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+			n -= take
+		case <-changed:
+			t.Stop()
+			r.Cancel()
+		case <-ctx.Done():
+			t.Stop()
+			r.Cancel()
+			return context.Cause(ctx)
+		}
+	}
+	return nil
+}
+
+// VERIFY: digest of the snapshot on the source vs the imported data on the
+// destination, per slot, before any change is applied.
+func (j *job) verify(ctx context.Context, src, dst *peer) (err error) {
+	ctx, span, err := j.enter(ctx, migratorv1.Phase_PHASE_VERIFY)
+	if err != nil {
+		return err
+	}
+	defer func() { endSpan(span, err) }()
+	rs := protoRanges(j.ranges)
+	sd, err := src.mig.SnapshotDigest(ctx, &storagev1.SnapshotDigestRequest{JobId: j.id, Ranges: rs})
+	if err != nil {
+		return inRange(src.err("SnapshotDigest", err), j.ranges.String())
+	}
+	dd, err := dst.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: j.id, DigestRanges: rs})
+	if err != nil {
+		return inRange(dst.err("GetImportState", err), j.ranges.String())
+	}
+	if err := compareDigests(sd.GetSlots(), dd.GetSlots()); err != nil {
+		return err
+	}
+	if sd.GetCount() != dd.GetCount() || !bytes.Equal(sd.GetDigest(), dd.GetDigest()) {
+		return inRange(fmt.Errorf("snapshot verification failed: source has %d keys, destination %d (digests differ)",
+			sd.GetCount(), dd.GetCount()), j.ranges.String())
+	}
+	j.log.InfoContext(ctx, "snapshot verified", "keys", sd.GetCount())
+	return nil
+}
+
+// compareDigests names the first slot whose digest differs.
+func compareDigests(a, b []*storagev1.SlotDigest) error {
+	am := map[uint32]*storagev1.SlotDigest{}
+	bm := map[uint32]*storagev1.SlotDigest{}
+	var slots []uint32
+	for _, d := range a {
+		am[d.GetSlot()] = d
+		slots = append(slots, d.GetSlot())
+	}
+	for _, d := range b {
+		bm[d.GetSlot()] = d
+		if _, ok := am[d.GetSlot()]; !ok {
+			slots = append(slots, d.GetSlot())
+		}
+	}
+	slices.Sort(slots)
+	for _, s := range slots {
+		x, y := am[s], bm[s]
+		if x.GetCount() != y.GetCount() || !bytes.Equal(x.GetDigest(), y.GetDigest()) {
+			return &rangeError{
+				err: fmt.Errorf("snapshot verification failed at slot %d: source has %d keys, destination %d (digests differ)",
+					s, x.GetCount(), y.GetCount()),
+				rng: fmt.Sprint(s),
+			}
+		}
+	}
+	return nil
+}
+
+// applier sends captured changes on the destination's "changes" stream,
+// one acknowledged batch at a time; the batch seq is the change seq of its
+// last entry.
+type applier struct {
+	dst      *peer
+	jobID    string
+	stream   grpc.BidiStreamingClient[storagev1.ImportRequest, storagev1.ImportResponse]
+	cancel   context.CancelFunc
+	lastSent uint64
+	sent     bool
+}
+
+func (a *applier) apply(entries []*storagev1.MigrationEntry) error {
+	seq := entries[len(entries)-1].GetSeq()
+	if err := a.stream.Send(&storagev1.ImportRequest{JobId: a.jobID, StreamId: "changes", Seq: seq, Entries: entries}); err != nil {
+		if _, rerr := a.stream.Recv(); rerr != nil && rerr != io.EOF {
+			err = rerr
+		}
+		return a.dst.err("Import changes", err)
+	}
+	resp, err := a.stream.Recv()
+	if err != nil {
+		return a.dst.err("Import changes", err)
+	}
+	if resp.GetSeq() != seq {
+		return a.dst.err("Import changes", fmt.Errorf("acknowledged batch %d, expected %d", resp.GetSeq(), seq))
+	}
+	a.lastSent, a.sent = seq, true
+	return nil
+}
+
+func (a *applier) close() {
+	_ = a.stream.CloseSend()
+	a.cancel()
+}
+
+func (j *job) readChanges(ctx context.Context, src *peer, after uint64) (*storagev1.ReadChangesResponse, error) {
+	resp, err := src.mig.ReadChanges(ctx, &storagev1.ReadChangesRequest{
+		JobId: j.id, AfterSeq: after, Limit: j.batch.Load(), MaxBytes: batchBytes})
+	if err != nil {
+		return nil, inRange(src.err("ReadChanges", err), j.ranges.String())
+	}
+	return resp, nil
+}
+
+// CATCH_UP: replay captured changes until the lag is under the threshold
+// or the rounds are used up.
+func (j *job) catchUp(ctx context.Context, src, dst *peer, applied uint64) (ap *applier, err error) {
+	pctx, span, err := j.enter(ctx, migratorv1.Phase_PHASE_CATCH_UP)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { endSpan(span, err) }()
+	// The stream lives on into the hand-off: opened now, it costs nothing
+	// during the write pause.
+	sctx, cancel := context.WithCancel(ctx)
+	stream, err := dst.mig.Import(sctx)
+	if err != nil {
+		cancel()
+		return nil, inRange(dst.err("Import", err), j.ranges.String())
+	}
+	ap = &applier{dst: dst, jobID: j.id, stream: stream, cancel: cancel, lastSent: applied}
+	j.mu.Lock()
+	threshold, maxRounds := j.rec.LagThreshold, j.rec.MaxRounds
+	j.mu.Unlock()
+	for round := uint32(1); ; round++ {
+		var target, lag uint64
+		first := true
+		for {
+			resp, err := j.readChanges(pctx, src, applied)
+			if err != nil {
+				return ap, err
+			}
+			head := resp.GetHeadSeq()
+			if first {
+				target, first = head, false
+			}
+			ch := resp.GetChanges()
+			if len(ch) > 0 {
+				var n uint64
+				for _, e := range ch {
+					n += uint64(len(e.GetKey()) + len(e.GetValue()))
+				}
+				if err := j.wait(pctx, n); err != nil {
+					return ap, err
+				}
+				if err := ap.apply(ch); err != nil {
+					return ap, inRange(err, j.ranges.String())
+				}
+				applied = ap.lastSent
+			}
+			lag = 0
+			if head > applied {
+				lag = head - applied
+			}
+			j.mu.Lock()
+			j.rec.ChangesApplied += uint64(len(ch))
+			j.rec.Lag = lag
+			j.mu.Unlock()
+			if len(ch) == 0 || applied >= target {
+				break
+			}
+		}
+		j.update(func(r *record) { r.Rounds = round })
+		j.log.InfoContext(pctx, "catch-up round done", "round", round, "applied_seq", applied, "lag", lag)
+		if lag < threshold {
+			return ap, nil
+		}
+		if round >= maxRounds {
+			j.log.WarnContext(pctx, "catch-up rounds used up; handing off anyway", "lag", lag, "rounds", round)
+			return ap, nil
+		}
+	}
+}
+
+// HANDOFF: freeze, drain the last changes, confirm them applied, persist
+// the commit point, then push the new topology to the source (it stops
+// serving the slots) and the destination (it starts). It reports whether
+// the commit point was reached: after it, errors roll forward.
+func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committed bool, err error) {
+	ctx, span, err := j.enter(ctx, migratorv1.Phase_PHASE_HANDOFF)
+	if err != nil {
+		return false, err
+	}
+	defer func() { endSpan(span, err) }()
+	j.m.commitMu.Lock()
+	defer j.m.commitMu.Unlock()
+	topo, err := j.m.cfg.Router.Refresh(ctx)
+	if topo == nil {
+		return false, fmt.Errorf("no topology to commit on: %v", err)
+	}
+	for s := range j.ranges.All() {
+		if n, ok := topo.Owner(s); !ok || n.ID != src.id {
+			return false, inRange(fmt.Errorf("slot %d is no longer owned by source %s in topology version %d", s, src.id, topo.Version()), fmt.Sprint(s))
+		}
+	}
+	next, err := topo.Reassign(j.ranges, dst.id)
+	if err != nil {
+		return false, err
+	}
+	nextBytes, err := proto.Marshal(next.Proto())
+	if err != nil {
+		return false, err
+	}
+
+	// The write pause starts here: nothing slow until the destination
+	// serves the slots.
+	t0 := time.Now()
+	fr, err := src.mig.Freeze(ctx, &storagev1.FreezeRequest{JobId: j.id})
+	if err != nil {
+		return false, inRange(src.err("Freeze", err), j.ranges.String())
+	}
+	final := fr.GetFinalSeq()
+	applied := ap.lastSent
+	var drained uint64
+	for applied < final {
+		resp, err := j.readChanges(ctx, src, applied)
+		if err != nil {
+			return false, err
+		}
+		var ch []*storagev1.MigrationEntry
+		for _, e := range resp.GetChanges() {
+			if e.GetSeq() <= final {
+				ch = append(ch, e)
+			}
+		}
+		if len(ch) == 0 {
+			break
+		}
+		if err := ap.apply(ch); err != nil {
+			return false, inRange(err, j.ranges.String())
+		}
+		applied = ap.lastSent
+		drained += uint64(len(ch))
+	}
+	if ap.sent {
+		st, err := dst.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: j.id})
+		if err != nil {
+			return false, inRange(dst.err("GetImportState", err), j.ranges.String())
+		}
+		var last uint64
+		for _, s := range st.GetStreams() {
+			if s.GetStreamId() == "changes" {
+				last = s.GetLastSeq()
+			}
+		}
+		if last < ap.lastSent {
+			return false, inRange(dst.err("GetImportState", fmt.Errorf("changes applied up to %d, expected %d", last, ap.lastSent)), j.ranges.String())
+		}
+	}
+
+	// Commit point.
+	j.mu.Lock()
+	if j.canceled || ctx.Err() != nil {
+		j.mu.Unlock()
+		if ctx.Err() != nil {
+			return false, context.Cause(ctx)
+		}
+		return false, errCanceled
+	}
+	j.rec.ChangesApplied += drained
+	j.rec.Lag = 0
+	j.rec.Committing = true
+	j.rec.NewTopology = nextBytes
+	j.rec.CommittedVersion = next.Version()
+	j.persistLocked()
+	j.mu.Unlock()
+
+	if err := j.push(ctx, src, next); err != nil {
+		return true, err
+	}
+	j.update(func(r *record) { r.PushedSource = true })
+	if err := j.push(ctx, dst, next); err != nil {
+		return true, err
+	}
+	pause := time.Since(t0)
+	j.update(func(r *record) {
+		r.PushedDestination = true
+		r.WritePauseMS = float64(pause.Microseconds()) / 1000
+	})
+	j.log.InfoContext(ctx, "committed", "version", next.Version(), "write_pause", pause.String(), "drained_changes", drained)
+	return true, nil
+}
+
+// push installs topo on a node; a node that already holds a newer
+// version is fine.
+func (j *job) push(ctx context.Context, p *peer, topo *topology.Topology) error {
+	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	_, err := p.node.SetTopology(cctx, &storagev1.SetTopologyRequest{Topology: topo.Proto()})
+	if err != nil && errors.Is(rpcerr.FromStatus(err), rpcerr.ErrStaleTopology) {
+		j.log.WarnContext(ctx, "node holds a newer topology already", "node", p.id, "version", topo.Version(), "err", err)
+		return nil
+	}
+	return p.err("SetTopology", err)
+}
+
+// rollForward finishes a committed job: topology on every node, the job
+// ended on both nodes, cleanup. It retries until it succeeds or the
+// migrator shuts down.
+func (j *job) rollForward(ctx context.Context, c *conns) error {
+	for {
+		err := j.commitSteps(ctx, c)
+		if err == nil {
+			j.finishOthers(ctx, c)
+			return nil
+		}
+		if j.m.shuttingDown() {
+			return errShutdown
+		}
+		j.log.WarnContext(ctx, "finishing the committed migration failed; retrying", "err", err, "retry_in", j.m.cfg.RollbackRetryInterval)
+		if !j.m.sleep(j.m.cfg.RollbackRetryInterval) {
+			return errShutdown
+		}
+	}
+}
+
+// pushOthers installs the new topology on every node but the two of the
+// job.
+func (j *job) pushOthers(ctx context.Context, c *conns, next *topology.Topology, srcID, dstID string) error {
+	var errs []error
+	for _, n := range next.Nodes() {
+		if n.ID == srcID || n.ID == dstID {
+			continue
+		}
+		cc, err := c.get(n.GRPCAddress)
+		if err == nil {
+			p := &peer{role: "node", id: n.ID, addr: n.GRPCAddress, node: storagev1.NewNodeServiceClient(cc)}
+			err = j.push(ctx, p, next)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	err := errors.Join(errs...)
+	if err == nil {
+		j.update(func(r *record) { r.PushedAll = true })
+	}
+	return err
+}
+
+// finishOthers retries pushOthers until it succeeds or shutdown (the job
+// has SUCCEEDED already).
+func (j *job) finishOthers(ctx context.Context, c *conns) {
+	for {
+		j.mu.Lock()
+		done := j.rec.PushedAll
+		var tp clusterv1.Topology
+		err := proto.Unmarshal(j.rec.NewTopology, &tp)
+		j.mu.Unlock()
+		if done || err != nil {
+			return
+		}
+		next, err := topology.FromProto(&tp)
+		if err != nil {
+			return
+		}
+		if j.pushOthers(ctx, c, next, j.rec.Source, j.rec.Destination) == nil {
+			j.log.InfoContext(ctx, "every node holds the new topology", "version", next.Version())
+			return
+		}
+		if !j.m.sleep(j.m.cfg.RollbackRetryInterval) {
+			return
+		}
+	}
+}
+
+func (j *job) commitSteps(ctx context.Context, c *conns) error {
+	j.mu.Lock()
+	r := *j.rec
+	j.mu.Unlock()
+	if r.Phase == migratorv1.Phase_PHASE_SUCCEEDED {
+		return nil
+	}
+	var tp clusterv1.Topology
+	if err := proto.Unmarshal(r.NewTopology, &tp); err != nil {
+		return fmt.Errorf("committed topology of job %s: %w", j.id, err)
+	}
+	next, err := topology.FromProto(&tp)
+	if err != nil {
+		return err
+	}
+	src, dst, err := j.peers(c)
+	if err != nil {
+		return err
+	}
+	if !r.PushedSource {
+		if err := j.push(ctx, src, next); err != nil {
+			return err
+		}
+		j.update(func(r *record) { r.PushedSource = true })
+	}
+	if !r.PushedDestination {
+		if err := j.push(ctx, dst, next); err != nil {
+			return err
+		}
+		j.update(func(r *record) { r.PushedDestination = true })
+	}
+	var othersErr error
+	if !r.PushedAll {
+		othersErr = j.pushOthers(ctx, c, next, src.id, dst.id)
+	}
+	_, _ = j.m.cfg.Router.RefreshTo(ctx, next.Version())
+	end := func(p *peer, done bool, mark func(*record)) error {
+		if done {
+			return nil
+		}
+		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		defer cancel()
+		if _, err := p.mig.EndMigration(cctx, &storagev1.EndMigrationRequest{JobId: j.id,
+			Outcome: storagev1.MigrationOutcome_MIGRATION_OUTCOME_COMMITTED}); err != nil {
+			return p.err("EndMigration(COMMITTED)", err)
+		}
+		j.update(mark)
+		return nil
+	}
+	if err := end(src, r.EndedSource, func(r *record) { r.EndedSource = true }); err != nil {
+		return err
+	}
+	if err := end(dst, r.EndedDestination, func(r *record) { r.EndedDestination = true }); err != nil {
+		return err
+	}
+	if r.Phase != migratorv1.Phase_PHASE_CLEANUP {
+		cctx, span, err := j.enter(ctx, migratorv1.Phase_PHASE_CLEANUP)
+		if err != nil {
+			return err
+		}
+		defer span.End()
+		ctx = cctx
+		r.Phase = migratorv1.Phase_PHASE_CLEANUP
+	}
+	if !r.Cleaned {
+		resp, err := src.mig.DeleteSlots(ctx, &storagev1.DeleteSlotsRequest{Ranges: protoRanges(j.ranges),
+			KeysPerSecond: j.m.cfg.CleanupKeysPerSecond})
+		if err != nil {
+			return inRange(src.err("DeleteSlots", err), j.ranges.String())
+		}
+		j.update(func(r *record) { r.Cleaned, r.CleanedKeys = true, resp.GetDeletedKeys() })
+	}
+	if othersErr != nil {
+		// The slots have moved: the other nodes own none of them, and
+		// clients find the new version on the source or the destination.
+		// They get it in the background.
+		j.log.WarnContext(ctx, "some other nodes did not take the new topology; retrying in the background", "err", othersErr)
+	}
+	j.mu.Lock()
+	j.rec.Phase = migratorv1.Phase_PHASE_SUCCEEDED
+	j.persistLocked()
+	j.mu.Unlock()
+	j.closeEnded()
+	j.log.InfoContext(ctx, "migration succeeded", "cleaned_keys", j.proto().GetCleanedKeys())
+	return nil
+}
+
+// resumeCommitted rolls forward a job that was committed before a restart.
+func (j *job) resumeCommitted() {
+	ctx, span := j.m.tracer.Start(j.ctx, "migration "+j.id+" roll-forward", trace.WithNewRoot())
+	defer span.End()
+	c := j.m.newConns()
+	defer c.close()
+	if err := j.rollForward(ctx, c); err != nil {
+		j.log.Warn("roll-forward stopped", "err", err)
+	}
+}
+
+// fail records the first error, rolls the job back on both nodes, and ends
+// it FAILED (or CANCELED). A node that cannot be reached is retried in the
+// background until it answers.
+func (j *job) fail(cause error) {
+	var re *rangeError
+	rng := ""
+	if errors.As(cause, &re) {
+		rng = re.rng
+	}
+	j.mu.Lock()
+	canceled := j.canceled
+	phase := j.rec.Phase
+	if terminal(phase) {
+		phase = j.rec.FailedPhase
+	}
+	msg := cause.Error()
+	if canceled {
+		msg, rng = "canceled by request during "+phaseName(phase), ""
+	}
+	if j.rec.Error == "" {
+		j.rec.Error, j.rec.ErrorRange = msg, rng
+	}
+	if !terminal(j.rec.Phase) {
+		j.rec.FailedPhase = j.rec.Phase
+	}
+	j.rec.RollbackPending = true
+	j.persistLocked()
+	j.mu.Unlock()
+	if canceled {
+		j.log.Warn("migration canceled; rolling back", "phase", phaseName(phase))
+	} else {
+		j.log.Error("migration failed; rolling back", "phase", phaseName(phase), "err", msg, "error_range", rng)
+	}
+	err := j.rollbackOnce()
+	j.mu.Lock()
+	if canceled {
+		j.rec.Phase = migratorv1.Phase_PHASE_CANCELED
+	} else {
+		j.rec.Phase = migratorv1.Phase_PHASE_FAILED
+	}
+	j.rec.RollbackPending = err != nil
+	j.persistLocked()
+	j.mu.Unlock()
+	j.closeEnded()
+	if err == nil {
+		j.log.Info("rolled back")
+		return
+	}
+	j.log.Warn("rollback incomplete; retrying in the background", "err", err, "retry_in", j.m.cfg.RollbackRetryInterval)
+	if j.m.sleep(j.m.cfg.RollbackRetryInterval) {
+		j.retryRollback()
+	}
+}
+
+// retryRollback retries the rollback until it succeeds or shutdown.
+func (j *job) retryRollback() {
+	for {
+		err := j.rollbackOnce()
+		if err == nil {
+			j.update(func(r *record) { r.RollbackPending = false })
+			j.closeEnded()
+			j.log.Info("rolled back")
+			return
+		}
+		j.log.Warn("rollback still incomplete; retrying", "err", err, "retry_in", j.m.cfg.RollbackRetryInterval)
+		if !j.m.sleep(j.m.cfg.RollbackRetryInterval) {
+			return
+		}
+	}
+}
+
+// rollbackOnce ends the job ABORTED on every node where it may have begun.
+func (j *job) rollbackOnce() error {
+	c := j.m.newConns()
+	defer c.close()
+	src, dst, err := j.peers(c)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	r := *j.rec
+	j.mu.Unlock()
+	abort := func(p *peer, begun bool, mark func(*record)) error {
+		if !begun {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(j.m.ctx, rpcTimeout)
+		defer cancel()
+		resp, err := p.mig.EndMigration(ctx, &storagev1.EndMigrationRequest{JobId: j.id,
+			Outcome: storagev1.MigrationOutcome_MIGRATION_OUTCOME_ABORTED})
+		if err != nil {
+			return p.err("EndMigration(ABORTED)", err)
+		}
+		j.update(mark)
+		j.log.Info("job aborted on node", "role", p.role, "node", p.id, "deleted_keys", resp.GetDeletedKeys())
+		return nil
+	}
+	// Both, whatever happens to the other one.
+	e1 := abort(dst, r.BegunDestination, func(r *record) { r.BegunDestination = false })
+	e2 := abort(src, r.BegunSource, func(r *record) { r.BegunSource = false })
+	return errors.Join(e1, e2)
+}

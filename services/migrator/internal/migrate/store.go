@@ -1,0 +1,185 @@
+package migrate
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+)
+
+// record is what is persisted of a job: its plan, its phase, its progress
+// and, from the commit point on, the topology that hands the slots over, so
+// a restarted migrator can roll it forward (or back).
+type record struct {
+	ID          string `json:"id"`
+	Ranges      string `json:"ranges"`
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	// Addresses of the two nodes when the job was planned (used when the
+	// topology is not loaded yet, e.g. right after a restart).
+	SourceAddr      string `json:"source_addr"`
+	DestinationAddr string `json:"destination_addr"`
+	PlannedVersion  uint64 `json:"planned_version"`
+
+	Phase        migratorv1.Phase `json:"phase"`
+	Parallelism  uint32           `json:"parallelism"`
+	Rate         uint64           `json:"rate_bytes_per_second"`
+	BatchRecords uint32           `json:"batch_records"`
+	LagThreshold uint64           `json:"lag_threshold"`
+	MaxRounds    uint32           `json:"max_catch_up_rounds"`
+
+	Keys      uint64          `json:"keys"`
+	Bytes     uint64          `json:"bytes"`
+	Batches   uint64          `json:"batches"`
+	KeysTotal uint64          `json:"keys_total"`
+	Streams   []*streamRecord `json:"streams,omitempty"`
+
+	SnapshotSeq    uint64 `json:"snapshot_seq"`
+	ChangesApplied uint64 `json:"changes_applied"`
+	Lag            uint64 `json:"lag"`
+	Rounds         uint32 `json:"catch_up_rounds"`
+
+	WritePauseMS float64 `json:"write_pause_ms"`
+	Error        string  `json:"error,omitempty"`
+	ErrorRange   string  `json:"error_range,omitempty"`
+	// FailedPhase is the phase the job was in when it failed or was
+	// canceled (Phase is then FAILED or CANCELED).
+	FailedPhase migratorv1.Phase `json:"failed_phase,omitempty"`
+
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+
+	// BegunSource / BegunDestination: BeginMigration was (maybe) applied
+	// on that node, so a rollback has to end the job there.
+	BegunSource      bool `json:"begun_source,omitempty"`
+	BegunDestination bool `json:"begun_destination,omitempty"`
+	// RollbackPending: the job failed before its commit and at least one
+	// node has not confirmed EndMigration(ABORTED) yet.
+	RollbackPending bool `json:"rollback_pending,omitempty"`
+
+	// Committing is the commit point: from here on the job only rolls
+	// forward. NewTopology is the topology (proto, binary) it pushes.
+	Committing       bool   `json:"committing,omitempty"`
+	NewTopology      []byte `json:"new_topology,omitempty"`
+	CommittedVersion uint64 `json:"committed_version,omitempty"`
+	// Roll-forward steps done.
+	PushedSource      bool   `json:"pushed_source,omitempty"`
+	PushedDestination bool   `json:"pushed_destination,omitempty"`
+	PushedAll         bool   `json:"pushed_all,omitempty"`
+	EndedSource       bool   `json:"ended_source,omitempty"`
+	EndedDestination  bool   `json:"ended_destination,omitempty"`
+	Cleaned           bool   `json:"cleaned,omitempty"`
+	CleanedKeys       uint64 `json:"cleaned_keys,omitempty"`
+}
+
+type streamRecord struct {
+	Index   uint32 `json:"index"`
+	Ranges  string `json:"ranges"`
+	Keys    uint64 `json:"keys"`
+	Bytes   uint64 `json:"bytes"`
+	Batches uint64 `json:"batches"`
+	Done    bool   `json:"done"`
+	Error   string `json:"error,omitempty"`
+}
+
+func terminal(p migratorv1.Phase) bool {
+	return p == migratorv1.Phase_PHASE_SUCCEEDED || p == migratorv1.Phase_PHASE_FAILED || p == migratorv1.Phase_PHASE_CANCELED
+}
+
+// phaseName is the short name of a phase ("SNAPSHOT").
+func phaseName(p migratorv1.Phase) string {
+	return strings.TrimPrefix(p.String(), "PHASE_")
+}
+
+// ParsePhase parses "snapshot", "SNAPSHOT" or "PHASE_SNAPSHOT".
+func ParsePhase(s string) (migratorv1.Phase, error) {
+	u := strings.ToUpper(strings.TrimSpace(s))
+	if !strings.HasPrefix(u, "PHASE_") {
+		u = "PHASE_" + u
+	}
+	v, ok := migratorv1.Phase_value[u]
+	if !ok || v == 0 {
+		return 0, fmt.Errorf("unknown phase %q", s)
+	}
+	return migratorv1.Phase(v), nil
+}
+
+const jobKeyPrefix = "job/"
+
+// store persists job records in Badger.
+type store struct {
+	db *badger.DB
+}
+
+func openStore(dir string, log *slog.Logger) (*store, error) {
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithSyncWrites(true).
+		WithNumVersionsToKeep(1).
+		WithValueLogFileSize(16 << 20).
+		WithMemTableSize(8 << 20).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(0)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open job store %s: %w", dir, err)
+	}
+	return &store{db: db}, nil
+}
+
+func (s *store) close() error { return s.db.Close() }
+
+func (s *store) put(r *record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(jobKeyPrefix+r.ID), b)
+	})
+}
+
+func (s *store) load() ([]*record, error) {
+	var out []*record
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(jobKeyPrefix), PrefetchValues: true, PrefetchSize: 16})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			err := item.Value(func(v []byte) error {
+				r := new(record)
+				if err := json.Unmarshal(v, r); err != nil {
+					return fmt.Errorf("job record %s: %w", item.Key(), err)
+				}
+				out = append(out, r)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// badgerLogger sends Badger's chatter to slog.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error("badger: " + trim(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn("badger: " + trim(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Infof(f string, a ...any) { l.log.Debug("badger: " + trim(fmt.Sprintf(f, a...))) }
+func (l badgerLogger) Debugf(f string, a ...any) {
+	l.log.Debug("badger: " + trim(fmt.Sprintf(f, a...)))
+}
+
+func trim(s string) string { return strings.TrimRight(s, "\n ") }

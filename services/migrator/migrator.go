@@ -1,0 +1,263 @@
+// Package migrator is slotkv's migration service: it moves slot ranges
+// from one storage node to another while clients keep reading and writing,
+// driving the storage nodes' MigrationService building blocks.
+//
+// A job goes PENDING -> PREPARE -> SNAPSHOT -> VERIFY -> CATCH_UP ->
+// HANDOFF -> CLEANUP -> SUCCEEDED:
+//
+//   - PREPARE: BeginMigration on the destination (IMPORTING), then on the
+//     source (MIGRATING, change capture on), at the planned topology version.
+//   - SNAPSHOT: OpenSnapshot on the source, then P streams (parallelism; 0 =
+//     GOMAXPROCS, never more than the slots, never fewer than one), each a
+//     SnapshotScan of its sub-range piped into its own Import stream
+//     ("snap-<i>", seq = batch number), sharing one byte-rate limiter that
+//     UpdateMigration changes while they run (with the batch size).
+//   - VERIFY: the source's SnapshotDigest against the destination's digest
+//     of what it imported, per slot, before any change is applied; a
+//     mismatch fails the job naming the first differing slot.
+//   - CATCH_UP: ReadChanges -> Import ("changes", seq = change seq of the
+//     batch's last entry) in rounds until the lag is under the threshold or
+//     the rounds are used up.
+//   - HANDOFF: Freeze the source, drain the changes up to the final seq,
+//     confirm the destination applied them, persist the commit point with
+//     the new topology (version + 1), then SetTopology on the source (it
+//     stops serving the slots, reads included), on the destination (it
+//     starts), then on every other node. The write pause (Freeze to the
+//     destination serving) is recorded as write_pause_ms; nothing slow runs
+//     inside it. EndMigration(COMMITTED) on both nodes.
+//   - CLEANUP: DeleteSlots on the source (small batches; writes to other
+//     slots never stall).
+//
+// Before the commit point, a failure or a cancel stops and waits for every
+// stream and then ends the job ABORTED on both nodes (the destination drops
+// what it imported, the source's slots return to OWNED); the job reports
+// the first error and the sub-range it hit. A node that cannot be reached
+// is retried every RollbackRetryInterval in the background (persisted, so
+// a restart continues it). After the commit point the job only rolls
+// forward, retrying.
+//
+// Restarts: jobs are persisted in Badger under DataDir. A job that had not
+// reached its commit point is not resumed: it is rolled back and ends
+// FAILED with "migrator restarted during PHASE" (resuming a snapshot would
+// need every stream's position to be durable on both sides, and rolling
+// back is always safe). A committed job rolls forward.
+//
+// Testing aid: Options.PauseBeforePhase (flag --pause-before-phase, env
+// SLOTKV_PAUSE_BEFORE_PHASE) makes every job wait at the start of the named
+// phases (after the phase is persisted and visible in the API) until it is
+// canceled or PauseTimeout (--pause-before-phase-timeout, default 30s)
+// passes, so end-to-end tests can cancel or kill the migrator in a given
+// phase deterministically. Do not use it in production.
+//
+// Metrics: pkg/server has no /metrics endpoint yet, so the migrator exports
+// none; progress is in the API (GetMigration, WatchMigration) and in a log
+// line every ProgressInterval.
+package migrator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+
+	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/route"
+	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/services/migrator/internal/migrate"
+)
+
+// ServiceName names the service in logs and traces.
+const ServiceName = "slotkv-migrator"
+
+// Phase is a job phase (re-exported for Options.PauseBeforePhase).
+type Phase = migratorv1.Phase
+
+// ParsePhase parses "snapshot", "SNAPSHOT" or "PHASE_SNAPSHOT".
+func ParsePhase(s string) (Phase, error) { return migrate.ParsePhase(s) }
+
+// Options configures the migrator. DefaultOptions gives the defaults.
+type Options struct {
+	GRPCAddr string // gRPC listen address
+	HTTPAddr string // REST, /healthz, /readyz; "" turns HTTP off
+	// DataDir holds the Badger job store.
+	DataDir string
+	// Storage are seed storage node gRPC addresses.
+	Storage []string
+	// Token is the cluster token: required from callers, sent to storage.
+	Token string
+
+	TLS        *tls.Config // serve both ports over TLS
+	ClientTLS  *tls.Config // the gateway's loopback connection (with TLS)
+	StorageTLS *tls.Config // connections to storage nodes
+
+	// Defaults of a job's knobs (a request's zero values take them).
+	DefaultParallelism int    // snapshot streams; 0 = GOMAXPROCS
+	RateBytesPerSecond uint64 // shared byte rate of a job; 0 = unlimited
+	BatchRecords       uint32 // records per batch
+	LagThreshold       uint64 // catch-up ends below this lag
+	MaxCatchUpRounds   uint32 // catch-up rounds before the hand-off anyway
+
+	// RollbackRetryInterval between retries of an unfinished rollback or
+	// roll-forward.
+	RollbackRetryInterval time.Duration
+	// ProgressInterval between progress log lines (and saves) of a job.
+	ProgressInterval time.Duration
+	// CleanupKeysPerSecond paces the source's cleanup; 0 = node default.
+	CleanupKeysPerSecond uint64
+	// RefreshInterval of the storage topology.
+	RefreshInterval time.Duration
+	ShutdownTimeout time.Duration
+
+	// PauseBeforePhase and PauseTimeout: testing aid (see the package doc).
+	PauseBeforePhase []Phase
+	PauseTimeout     time.Duration
+	// PhaseHook is called at the start of every phase of every job; an
+	// error fails the job. Testing aid for in-process tests.
+	PhaseHook func(ctx context.Context, jobID string, phase Phase) error
+
+	Logger         *slog.Logger
+	TracerProvider trace.TracerProvider
+	// OnListen is called with the bound addresses (httpAddr nil without HTTP).
+	OnListen func(grpcAddr, httpAddr net.Addr)
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options {
+	return Options{
+		GRPCAddr:              ":9093",
+		HTTPAddr:              ":8083",
+		DataDir:               "./data/migrator",
+		BatchRecords:          migrate.DefaultBatchRecords,
+		LagThreshold:          migrate.DefaultLagThreshold,
+		MaxCatchUpRounds:      migrate.DefaultMaxCatchUpRounds,
+		RollbackRetryInterval: migrate.DefaultRollbackRetryInterval,
+		ProgressInterval:      migrate.DefaultProgressInterval,
+		RefreshInterval:       route.DefaultRefreshInterval,
+		ShutdownTimeout:       15 * time.Second,
+		PauseTimeout:          migrate.DefaultPauseTimeout,
+	}
+}
+
+// Run serves the migrator until ctx ends. On shutdown running jobs stop
+// where they are; the next start rolls them back (before their commit) or
+// forward (after it).
+func Run(ctx context.Context, o Options) error {
+	base := o.Logger
+	if base == nil {
+		base = slog.Default()
+	}
+	log := base.With("service", ServiceName)
+	seeds := splitAddrs(o.Storage)
+	if len(seeds) == 0 {
+		return errors.New("migrator: no storage node address given (--storage host:port,...)")
+	}
+	if o.DataDir == "" {
+		return errors.New("migrator: no data directory given (--data-dir)")
+	}
+	dialNode := func(addr string) (*grpc.ClientConn, error) {
+		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider})
+	}
+	rt, err := route.New(route.Options{Seeds: seeds, Dial: dialNode, RefreshInterval: o.RefreshInterval, Logger: log})
+	if err != nil {
+		return fmt.Errorf("migrator: %w", err)
+	}
+	defer rt.Close()
+	rctx, stopRouter := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = rt.Run(rctx) })
+	defer func() {
+		stopRouter()
+		wg.Wait()
+	}()
+
+	m, err := migrate.Open(migrate.Config{
+		DataDir:               o.DataDir,
+		Router:                rt,
+		Dial:                  dialNode,
+		DefaultParallelism:    o.DefaultParallelism,
+		DefaultRate:           o.RateBytesPerSecond,
+		DefaultBatchRecords:   o.BatchRecords,
+		DefaultLagThreshold:   o.LagThreshold,
+		DefaultMaxRounds:      o.MaxCatchUpRounds,
+		RollbackRetryInterval: o.RollbackRetryInterval,
+		ProgressInterval:      o.ProgressInterval,
+		CleanupKeysPerSecond:  o.CleanupKeysPerSecond,
+		PauseBeforePhase:      o.PauseBeforePhase,
+		PauseTimeout:          o.PauseTimeout,
+		PhaseHook:             o.PhaseHook,
+		Logger:                log,
+		TracerProvider:        o.TracerProvider,
+	})
+	if err != nil {
+		return fmt.Errorf("migrator: %w", err)
+	}
+	defer func() {
+		if err := m.Close(); err != nil {
+			log.Error("closing the job store failed", "err", err)
+		}
+	}()
+	// Jobs stop as soon as shutdown begins, in parallel with the servers
+	// draining, so watches end and nothing is half-written at exit.
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			m.Shutdown()
+		case <-stopped:
+		}
+	}()
+
+	var pauses []string
+	for _, p := range o.PauseBeforePhase {
+		pauses = append(pauses, p.String())
+	}
+	log.Info("starting", "storage", strings.Join(seeds, ","), "data_dir", o.DataDir, "pause_before_phase", strings.Join(pauses, ","))
+	return server.Run(ctx, server.Options{
+		Name:            ServiceName,
+		GRPCAddr:        o.GRPCAddr,
+		HTTPAddr:        o.HTTPAddr,
+		Token:           o.Token,
+		TLS:             o.TLS,
+		ClientTLS:       o.ClientTLS,
+		TracerProvider:  o.TracerProvider,
+		Logger:          base,
+		ShutdownTimeout: o.ShutdownTimeout,
+		Register:        m.Register,
+		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+			return migratorv1.RegisterMigratorServiceHandler(ctx, mux, conn)
+		},
+		Ready: func(context.Context) error {
+			if rt.Ready() {
+				return nil
+			}
+			if err := rt.LastRefreshError(); err != nil {
+				return fmt.Errorf("no topology loaded yet: %w", err)
+			}
+			return errors.New("no topology loaded yet")
+		},
+		OnListen: o.OnListen,
+	})
+}
+
+func splitAddrs(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for a := range strings.SplitSeq(s, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -21,27 +22,32 @@ type MainConfig struct {
 	LogLevel    slog.Level // --log-level
 	SampleRatio float64    // --trace-sample-ratio
 	ListenFile  string     // --listen-file: where to write the bound addresses
+	Stderr      io.Writer  // where logs go; os.Stderr when nil
 }
 
 // Env is what Main hands the service: put Logger, TracerProvider and
 // OnListen into the service's Options and run it with Ctx.
 type Env struct {
-	Ctx            context.Context // ends on SIGINT/SIGTERM
+	Ctx            context.Context // ends with Main's ctx, or when the listen file cannot be written
 	Logger         *slog.Logger    // JSON, with trace ids
 	TracerProvider trace.TracerProvider
 	OnListen       func(grpcAddr, httpAddr net.Addr) // writes the listen file
 }
 
 // Main is the common body of a slotkv binary's main: JSON logs carrying
-// trace ids on stderr, a context cancelled by SIGINT/SIGTERM (graceful
-// shutdown), telemetry set up from the environment and flushed at exit, and
-// the listen file written once both ports are bound (if that fails the
-// service is stopped: whoever waits for the file would wait forever). run
-// starts the service and blocks until Env.Ctx ends. Main returns the exit
-// code.
-func Main(cfg MainConfig, run func(Env) error) int {
-	log := telemetry.NewLogger(os.Stderr, cfg.LogLevel, true)
-	ctx, stop := SignalContext()
+// trace ids on stderr, telemetry set up from the environment and flushed at
+// exit, and the listen file written once both ports are bound (if that
+// fails the service is stopped: whoever waits for the file would wait
+// forever). ctx ends the service; mains pass SignalContext() so SIGINT and
+// SIGTERM shut it down gracefully. run starts the service and blocks until
+// Env.Ctx ends. Main returns the exit code.
+func Main(ctx context.Context, cfg MainConfig, run func(Env) error) int {
+	stderr := cfg.Stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	log := telemetry.NewLogger(stderr, cfg.LogLevel, true)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: cfg.Name, ServiceVersion: version.Version, SampleRatio: cfg.SampleRatio})
 	if err != nil {

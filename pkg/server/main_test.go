@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -15,7 +16,7 @@ func TestMainWritesListenFileAndExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "listen.json")
 	g := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1234}
-	code := Main(MainConfig{Name: "test", LogLevel: slog.LevelError, ListenFile: path}, func(env Env) error {
+	code := Main(context.Background(), MainConfig{Name: "test", LogLevel: slog.LevelError, ListenFile: path}, func(env Env) error {
 		if env.Ctx == nil || env.Logger == nil || env.TracerProvider == nil {
 			t.Error("env not filled in")
 		}
@@ -33,11 +34,11 @@ func TestMainWritesListenFileAndExitCodes(t *testing.T) {
 	if err := json.Unmarshal(b, &got); err != nil || got.GRPC != "127.0.0.1:1234" {
 		t.Fatalf("listen file %s: %v", b, err)
 	}
-	if code := Main(MainConfig{Name: "test", LogLevel: slog.LevelError}, func(Env) error { return errors.New("boom") }); code != 1 {
+	if code := Main(context.Background(), MainConfig{Name: "test", LogLevel: slog.LevelError}, func(Env) error { return errors.New("boom") }); code != 1 {
 		t.Fatalf("failing service: exit code %d, want 1", code)
 	}
 	// An unwritable listen file stops the service and fails the exit code.
-	code = Main(MainConfig{Name: "test", LogLevel: slog.LevelError, ListenFile: filepath.Join(dir, "missing", "l.json")}, func(env Env) error {
+	code = Main(context.Background(), MainConfig{Name: "test", LogLevel: slog.LevelError, ListenFile: filepath.Join(dir, "missing", "l.json")}, func(env Env) error {
 		env.OnListen(g, nil)
 		<-env.Ctx.Done()
 		return nil

@@ -11,14 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/server"
-	"github.com/slotkv/slotkv/pkg/telemetry"
 	"github.com/slotkv/slotkv/pkg/version"
 	"github.com/slotkv/slotkv/services/migrator"
 )
@@ -139,43 +136,10 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintln(stderr, serviceName, version.Version)
 		return 0
 	}
-	log := telemetry.NewLogger(stderr, c.logLevel, true)
-	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: serviceName, ServiceVersion: version.Version, SampleRatio: c.sampleRatio})
-	if err != nil {
-		log.Error("telemetry setup failed", "err", err)
-		return 1
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = tel.Shutdown(sctx)
-	}()
-	ctx, stop := context.WithCancel(ctx)
-	defer stop()
-	o := c.opts
-	o.Logger = log
-	o.TracerProvider = tel.TracerProvider
-	listenErr := make(chan error, 1)
-	o.OnListen = func(g, h net.Addr) {
-		if c.listenFile == "" {
-			return
-		}
-		if err := server.WriteListenFile(c.listenFile, g, h); err != nil {
-			listenErr <- err
-			stop()
-		}
-	}
-	log.Info("starting", "version", version.Version)
-	err = migrator.Run(ctx, o)
-	select {
-	case lerr := <-listenErr:
-		log.Error("writing the listen file failed", "err", lerr)
-		return 1
-	default:
-	}
-	if err != nil {
-		log.Error("migrator failed", "err", err)
-		return 1
-	}
-	return 0
+	cfg := server.MainConfig{Name: serviceName, LogLevel: c.logLevel, SampleRatio: c.sampleRatio, ListenFile: c.listenFile, Stderr: stderr}
+	return server.Main(ctx, cfg, func(env server.Env) error {
+		o := c.opts
+		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
+		return migrator.Run(env.Ctx, o)
+	})
 }

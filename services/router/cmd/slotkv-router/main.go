@@ -65,7 +65,9 @@ func run(args []string) int {
 	}
 
 	cfg := server.MainConfig{Name: serviceName, LogLevel: level, SampleRatio: *sampleRatio, ListenFile: *listenFile}
-	return server.Main(cfg, func(env server.Env) error {
+	ctx, stop := server.SignalContext()
+	defer stop()
+	return server.Main(ctx, cfg, func(env server.Env) error {
 		o := def
 		o.GRPCAddr, o.HTTPAddr = *grpcAddr, *httpAddr
 		o.Storage = strings.Split(*storage, ",")

@@ -15,13 +15,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"time"
 
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/server"
-	"github.com/slotkv/slotkv/pkg/telemetry"
 	"github.com/slotkv/slotkv/pkg/version"
 	"github.com/slotkv/slotkv/services/storage"
 )
@@ -105,46 +103,11 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintln(stderr, serviceName, version.Version)
 		return 0
 	}
-	// No service attribute here: pkg/server and storage.Run add it to their
-	// lines, and a second one would repeat the key in the JSON.
-	log := telemetry.NewLogger(stderr, c.logLevel, true)
-
-	tel, err := telemetry.Setup(ctx, telemetry.Config{
-		ServiceName: serviceName, ServiceVersion: version.Version, SampleRatio: c.sampleRatio,
+	cfg := server.MainConfig{Name: serviceName, LogLevel: c.logLevel, SampleRatio: c.sampleRatio, ListenFile: c.listenFile, Stderr: stderr}
+	return server.Main(ctx, cfg, func(env server.Env) error {
+		o := c.opts
+		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
+		env.Logger.Info("storage node", "node_id", o.NodeID, "data_dir", o.DataDir)
+		return storage.Run(env.Ctx, o)
 	})
-	if err != nil {
-		log.Error("telemetry setup failed", "err", err)
-		return 1
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := tel.Shutdown(sctx); err != nil {
-			log.Warn("telemetry shutdown", "err", err)
-		}
-	}()
-
-	o := c.opts
-	o.Logger, o.TracerProvider = log, tel.TracerProvider
-	var listenErr error
-	if c.listenFile != "" {
-		lctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		ctx = lctx
-		o.OnListen = func(g, h net.Addr) {
-			if err := server.WriteListenFile(c.listenFile, g, h); err != nil {
-				// Whoever waits for the file would wait forever: stop.
-				listenErr = err
-				log.Error("cannot write listen file, shutting down", "path", c.listenFile, "err", err)
-				cancel()
-			}
-		}
-	}
-	log.Info("starting", "service", serviceName, "version", version.Version, "node_id", o.NodeID, "data_dir", o.DataDir, "exporting_traces", tel.Exporting)
-	if err := errors.Join(storage.Run(ctx, o), listenErr); err != nil {
-		log.Error("storage node failed", "err", err)
-		return 1
-	}
-	log.Info("stopped cleanly", "service", serviceName)
-	return 0
 }

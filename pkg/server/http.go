@@ -26,6 +26,9 @@ import (
 const (
 	HealthzPath = "/healthz"
 	ReadyzPath  = "/readyz"
+	// MetricsPath serves Options.MetricsHandler; untraced for the same
+	// reason (Prometheus scrapes it every few seconds).
+	MetricsPath = "/metrics"
 )
 
 // GatewayMarshaler is the JSON marshaler the gateway uses for every media
@@ -82,6 +85,9 @@ func newHTTPServer(ctx context.Context, o Options, log *slog.Logger, prop propag
 		}
 		writeText(w, http.StatusOK, "ok")
 	})
+	if o.MetricsHandler != nil {
+		mux.Handle("GET "+MetricsPath, o.MetricsHandler)
+	}
 	// The gateway owns every other path; its generated routes live under
 	// /v1/, and its own 404/405 handling answers the rest in JSON.
 	mux.Handle("/", gw)
@@ -94,7 +100,7 @@ func newHTTPServer(ctx context.Context, o Options, log *slog.Logger, prop propag
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithPropagators(prop),
 		otelhttp.WithFilter(func(r *http.Request) bool {
-			return r.URL.Path != HealthzPath && r.URL.Path != ReadyzPath
+			return r.URL.Path != HealthzPath && r.URL.Path != ReadyzPath && r.URL.Path != MetricsPath
 		}),
 		otelhttp.WithSpanNameFormatter(spanName),
 	}

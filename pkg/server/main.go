@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/slotkv/slotkv/pkg/telemetry"
@@ -25,12 +27,15 @@ type MainConfig struct {
 	Stderr      io.Writer  // where logs go; os.Stderr when nil
 }
 
-// Env is what Main hands the service: put Logger, TracerProvider and
-// OnListen into the service's Options and run it with Ctx.
+// Env is what Main hands the service: put Logger, TracerProvider,
+// MeterProvider, MetricsHandler and OnListen into the service's Options and
+// run it with Ctx.
 type Env struct {
 	Ctx            context.Context // ends with Main's ctx, or when the listen file cannot be written
 	Logger         *slog.Logger    // JSON, with trace ids
 	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider              // the service's own metrics and otelgrpc's
+	MetricsHandler http.Handler                      // Prometheus text of MeterProvider, for GET /metrics
 	OnListen       func(grpcAddr, httpAddr net.Addr) // writes the listen file
 }
 
@@ -62,7 +67,7 @@ func Main(ctx context.Context, cfg MainConfig, run func(Env) error) int {
 		}
 	}()
 	listenErr := make(chan error, 1)
-	env := Env{Ctx: ctx, Logger: log, TracerProvider: tel.TracerProvider, OnListen: func(g, h net.Addr) {
+	env := Env{Ctx: ctx, Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, MetricsHandler: tel.MetricsHandler(), OnListen: func(g, h net.Addr) {
 		if cfg.ListenFile == "" {
 			return
 		}

@@ -9,7 +9,8 @@
 // Options.Ready passes, NOT_SERVING during shutdown) and server reflection
 // for grpcurl.
 //
-// The HTTP server serves /healthz (liveness), /readyz (readiness) and the
+// The HTTP server serves /healthz (liveness), /readyz (readiness), /metrics
+// (Prometheus, when Options.MetricsHandler is set) and the
 // grpc-gateway REST API (everything else, /v1/... by convention), traced
 // with otelhttp. The gateway reaches the service through a loopback gRPC
 // connection to the service's own port, built with pkg/dial but without the
@@ -82,8 +83,13 @@ type Options struct {
 	// still propagated). Propagator nil means W3C tracecontext + baggage.
 	TracerProvider trace.TracerProvider
 	Propagator     propagation.TextMapPropagator
-	// MeterProvider receives otelgrpc/otelhttp metrics; nil = global.
+	// MeterProvider receives otelgrpc/otelhttp metrics (RPC counts and
+	// latencies); nil = global (a no-op unless someone installed one).
 	MeterProvider metric.MeterProvider
+	// MetricsHandler, when set, is served at GET /metrics on the HTTP port
+	// (typically telemetry.Telemetry.MetricsHandler()). Like the probes it
+	// is neither traced nor behind the token.
+	MetricsHandler http.Handler
 
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger

@@ -1,5 +1,5 @@
-// Package telemetry sets up OpenTelemetry tracing and trace-aware structured
-// logging for slotkv services.
+// Package telemetry sets up OpenTelemetry tracing, Prometheus-format
+// metrics and trace-aware structured logging for slotkv services.
 //
 // Setup always builds an SDK TracerProvider, even when nothing is exported:
 // spans then still get real trace and span ids, which the slog handler puts
@@ -21,12 +21,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -69,6 +75,19 @@ type Telemetry struct {
 	// Exporting reports whether spans leave the process (an exporter was
 	// configured).
 	Exporting bool
+	// MeterProvider is the SDK meter provider; its metrics are exported
+	// in Prometheus format by MetricsHandler. Pass it to dial.Options,
+	// server.Options and the services' own instruments.
+	MeterProvider *sdkmetric.MeterProvider
+	// Registry is this Telemetry's own Prometheus registry (not the
+	// global one, so several services in one process don't collide).
+	Registry *prometheus.Registry
+}
+
+// MetricsHandler serves the registry in the Prometheus exposition format
+// (mount it at /metrics).
+func (t *Telemetry) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(t.Registry, promhttp.HandlerOpts{Registry: t.Registry})
 }
 
 // Env variables that turn the OTLP exporter on.
@@ -150,12 +169,24 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 		opts = append(opts, sdktrace.WithSpanProcessor(sp))
 	}
 
+	// Metrics: a pull-based Prometheus exporter into a registry of our
+	// own, plus the Go runtime and process collectors.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	promExp, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(promExp))
+
 	prop := Propagator()
 	otel.SetTextMapPropagator(prop)
 	return &Telemetry{
 		TracerProvider: sdktrace.NewTracerProvider(opts...),
 		Propagator:     prop,
 		Exporting:      exp != nil,
+		MeterProvider:  mp,
+		Registry:       reg,
 	}, nil
 }
 
@@ -183,8 +214,15 @@ func (t *Telemetry) Tracer(name string, opts ...trace.TracerOption) trace.Tracer
 // Shutdown flushes buffered spans and stops the exporter. Call it with a
 // bounded context after the servers have stopped.
 func (t *Telemetry) Shutdown(ctx context.Context) error {
-	if t == nil || t.TracerProvider == nil {
+	if t == nil {
 		return nil
 	}
-	return t.TracerProvider.Shutdown(ctx)
+	var errs []error
+	if t.TracerProvider != nil {
+		errs = append(errs, t.TracerProvider.Shutdown(ctx))
+	}
+	if t.MeterProvider != nil {
+		errs = append(errs, t.MeterProvider.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
 }

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -86,6 +88,11 @@ type Options struct {
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
+	// MeterProvider receives the RPC metrics and the service's own; nil
+	// means the global one (a no-op unless installed).
+	MeterProvider metric.MeterProvider
+	// MetricsHandler, when set, serves GET /metrics on the HTTP port.
+	MetricsHandler http.Handler
 	// OnListen is called with the bound addresses (httpAddr nil without HTTP).
 	OnListen func(grpcAddr, httpAddr net.Addr)
 }
@@ -136,7 +143,7 @@ func Run(ctx context.Context, o Options) error {
 	rt, err := route.New(route.Options{
 		Seeds: seeds,
 		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider})
+			return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 		},
 		RefreshInterval: o.RefreshInterval,
 		Logger:          log,
@@ -178,6 +185,7 @@ func Run(ctx context.Context, o Options) error {
 		ProgressInterval:        o.ProgressInterval,
 		Logger:                  log,
 		TracerProvider:          o.TracerProvider,
+		MeterProvider:           o.MeterProvider,
 	})
 	if err != nil {
 		return fmt.Errorf("downloader: %w", err)
@@ -210,6 +218,8 @@ func Run(ctx context.Context, o Options) error {
 		TLS:             o.TLS,
 		ClientTLS:       o.ClientTLS,
 		TracerProvider:  o.TracerProvider,
+		MeterProvider:   o.MeterProvider,
+		MetricsHandler:  o.MetricsHandler,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
 		Register:        svc.Register,

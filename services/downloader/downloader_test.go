@@ -54,6 +54,7 @@ func TestBulkLoad(t *testing.T) {
 	t.Run("ConcurrencyCap", func(t *testing.T) { t.Parallel(); testConcurrencyCap(t, c, topo) })
 	t.Run("REST", func(t *testing.T) { t.Parallel(); testREST(t, c, topo) })
 	t.Run("StateRules", func(t *testing.T) { t.Parallel(); testStateRules(t, c) })
+	t.Run("Metrics", func(t *testing.T) { t.Parallel(); testMetrics(t, c) })
 }
 
 func testHappyPath(t *testing.T, c *testcluster.Cluster, topo *topology.Topology) {

@@ -61,11 +61,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -127,6 +129,11 @@ type Options struct {
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
+	// MeterProvider receives the RPC metrics and the service's own; nil
+	// means the global one (a no-op unless installed).
+	MeterProvider metric.MeterProvider
+	// MetricsHandler, when set, serves GET /metrics on the HTTP port.
+	MetricsHandler http.Handler
 	// OnListen is called with the bound addresses (httpAddr nil without HTTP).
 	OnListen func(grpcAddr, httpAddr net.Addr)
 }
@@ -165,7 +172,7 @@ func Run(ctx context.Context, o Options) error {
 		return errors.New("migrator: no data directory given (--data-dir)")
 	}
 	dialNode := func(addr string) (*grpc.ClientConn, error) {
-		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider})
+		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 	}
 	rt, err := route.New(route.Options{Seeds: seeds, Dial: dialNode, RefreshInterval: o.RefreshInterval, Logger: log})
 	if err != nil {
@@ -197,6 +204,7 @@ func Run(ctx context.Context, o Options) error {
 		PhaseHook:             o.PhaseHook,
 		Logger:                log,
 		TracerProvider:        o.TracerProvider,
+		MeterProvider:         o.MeterProvider,
 	})
 	if err != nil {
 		return fmt.Errorf("migrator: %w", err)
@@ -231,6 +239,8 @@ func Run(ctx context.Context, o Options) error {
 		TLS:             o.TLS,
 		ClientTLS:       o.ClientTLS,
 		TracerProvider:  o.TracerProvider,
+		MeterProvider:   o.MeterProvider,
+		MetricsHandler:  o.MetricsHandler,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
 		Register:        m.Register,

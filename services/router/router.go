@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -80,6 +82,11 @@ type Options struct {
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
+	// MeterProvider receives the RPC metrics and the service's own; nil
+	// means the global one (a no-op unless installed).
+	MeterProvider metric.MeterProvider
+	// MetricsHandler, when set, serves GET /metrics on the HTTP port.
+	MetricsHandler http.Handler
 	// OnListen is called once both ports are bound, with the bound addresses
 	// (httpAddr nil when HTTP is off).
 	OnListen func(grpcAddr, httpAddr net.Addr)
@@ -110,7 +117,7 @@ func Run(ctx context.Context, o Options) error {
 	// pkg/server adds service=<Name> to its own lines.
 	log := base.With("service", ServiceName)
 	dialer := func(addr string) (*grpc.ClientConn, error) {
-		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider})
+		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 	}
 	var (
 		svc   *kv.Service
@@ -185,6 +192,8 @@ func Run(ctx context.Context, o Options) error {
 		TLS:             o.TLS,
 		ClientTLS:       o.ClientTLS,
 		TracerProvider:  o.TracerProvider,
+		MeterProvider:   o.MeterProvider,
+		MetricsHandler:  o.MetricsHandler,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
 		Register:        func(s *grpc.Server) { svc.Register(s) },

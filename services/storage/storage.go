@@ -15,11 +15,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -84,6 +86,11 @@ type Options struct {
 	// TracerProvider makes server spans; nil means none (the trace
 	// context still propagates).
 	TracerProvider trace.TracerProvider
+	// MeterProvider receives the RPC metrics and the service's own; nil
+	// means the global one (a no-op unless installed).
+	MeterProvider metric.MeterProvider
+	// MetricsHandler, when set, serves GET /metrics on the HTTP port.
+	MetricsHandler http.Handler
 	// OnListen is called once both listeners are bound, with their actual
 	// addresses (http is nil when HTTP is disabled).
 	OnListen func(grpc, http net.Addr)
@@ -206,6 +213,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		MaxRecvMsgSize: max(dial.MaxMsgSize, lim.MaxValueBytes+lim.MaxKeyBytes+(1<<20),
 			lim.MaxIngestBytes+lim.MaxBatch*16+(1<<20)),
 		TracerProvider:  o.TracerProvider,
+		MeterProvider:   o.MeterProvider,
+		MetricsHandler:  o.MetricsHandler,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
 		// Count data RPCs (rpc_counts in GetNodeInfo), refused ones included.

@@ -96,6 +96,7 @@ func run(args []string) int {
 		o.HTTPTimeout, o.HTTPStallTimeout = *httpTimeout, *httpStall
 		o.RefreshInterval, o.ProgressInterval, o.ShutdownTimeout = *refresh, *progress, *shutdownTimeout
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
+		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
 		env.Logger.Info("loading into", "storage", *storage, "data_dir", *dataDir)
 		return downloader.Run(env.Ctx, o)
 	})

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -68,6 +70,8 @@ type Config struct {
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
+	// MeterProvider receives the job gauges (metrics.go); nil = none.
+	MeterProvider metric.MeterProvider
 }
 
 // DefaultConfig returns the defaults.
@@ -139,6 +143,9 @@ func (c *Config) setDefaults() {
 	if c.TracerProvider == nil {
 		c.TracerProvider = noop.NewTracerProvider()
 	}
+	if c.MeterProvider == nil {
+		c.MeterProvider = metricnoop.NewMeterProvider()
+	}
 }
 
 func statfs(path string) (uint64, error) {
@@ -182,6 +189,8 @@ type Manager struct {
 	closing  chan struct{} // closed by Shutdown
 	wg       sync.WaitGroup
 	shutOnce sync.Once
+
+	unregisterMetrics func() error
 }
 
 // Open opens the job store under cfg.DataDir and continues every job that
@@ -220,6 +229,10 @@ func Open(cfg Config) (*Manager, error) {
 		st.close()
 		return nil, fmt.Errorf("bulkload: %w", err)
 	}
+	if m.unregisterMetrics, err = m.registerMetrics(cfg.MeterProvider); err != nil {
+		st.close()
+		return nil, fmt.Errorf("bulkload: metrics: %w", err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range recs {
@@ -257,6 +270,9 @@ func (m *Manager) Shutdown() {
 // Close shuts down (see Shutdown) and closes the store.
 func (m *Manager) Close() error {
 	m.Shutdown()
+	if err := m.unregisterMetrics(); err != nil {
+		m.log.Warn("unregistering the job metrics failed", "err", err)
+	}
 	return m.st.close()
 }
 

@@ -140,6 +140,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	return server.Main(ctx, cfg, func(env server.Env) error {
 		o := c.opts
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
+		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
 		return migrator.Run(env.Ctx, o)
 	})
 }

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
@@ -89,6 +91,8 @@ type Config struct {
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
+	// MeterProvider receives the job gauges (metrics.go); nil = none.
+	MeterProvider metric.MeterProvider
 }
 
 func (c *Config) setDefaults() {
@@ -116,6 +120,9 @@ func (c *Config) setDefaults() {
 	if c.TracerProvider == nil {
 		c.TracerProvider = noop.NewTracerProvider()
 	}
+	if c.MeterProvider == nil {
+		c.MeterProvider = metricnoop.NewMeterProvider()
+	}
 }
 
 var (
@@ -142,6 +149,8 @@ type Manager struct {
 
 	mu   sync.Mutex
 	jobs map[string]*job
+
+	unregisterMetrics func() error
 }
 
 // Open opens the job store, loads the jobs and continues those that did
@@ -166,6 +175,10 @@ func Open(cfg Config) (*Manager, error) {
 	if err != nil {
 		_ = st.close()
 		return nil, err
+	}
+	if m.unregisterMetrics, err = m.registerMetrics(cfg.MeterProvider); err != nil {
+		_ = st.close()
+		return nil, fmt.Errorf("migrate: metrics: %w", err)
 	}
 	for _, r := range recs {
 		j, err := m.newJob(r)
@@ -205,6 +218,9 @@ func (m *Manager) Shutdown() {
 // Close shuts down and closes the store.
 func (m *Manager) Close() error {
 	m.Shutdown()
+	if err := m.unregisterMetrics(); err != nil {
+		m.log.Warn("unregistering the job metrics failed", "err", err)
+	}
 	return m.st.close()
 }
 

@@ -77,6 +77,7 @@ func run(args []string) int {
 		o.RefreshInterval, o.CallTimeout, o.MaxRetries = *refresh, *callTimeout, *maxRetries
 		o.ShutdownTimeout = *shutdownTimeout
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
+		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
 		env.Logger.Info("routing", "storage", *storage, "naming_file", *namingFile)
 		return router.Run(env.Ctx, o)
 	})

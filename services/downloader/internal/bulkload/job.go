@@ -72,7 +72,7 @@ func (j *job) touchLocked() {
 
 func (j *job) saveLocked() {
 	j.dirty = false
-	if err := j.m.st.put(j.rec); err != nil {
+	if err := j.m.st.Put(j.rec.ID, j.rec); err != nil {
 		j.m.log.Error("saving bulk-load job failed", "job_id", j.rec.ID, "err", err)
 	}
 }

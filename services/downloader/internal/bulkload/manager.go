@@ -27,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/slotkv/slotkv/pkg/dataset"
+	"github.com/slotkv/slotkv/pkg/jobstore"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/topology"
@@ -177,7 +178,7 @@ type Manager struct {
 	tp      trace.TracerProvider
 	tracer  trace.Tracer
 	rt      *route.Router
-	st      *store
+	st      *jobstore.Store[jobRecord]
 	sched   *scheduler
 	bw      *bandwidth
 	http    *retryablehttp.Client
@@ -219,18 +220,18 @@ func Open(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(m.jobsDir, 0o755); err != nil {
 		return nil, fmt.Errorf("bulkload: %w", err)
 	}
-	st, err := openStore(filepath.Join(cfg.DataDir, "db"), m.log)
+	st, err := jobstore.Open[jobRecord](filepath.Join(cfg.DataDir, "db"), m.log)
 	if err != nil {
 		return nil, fmt.Errorf("bulkload: %w", err)
 	}
 	m.st = st
-	recs, err := st.load()
+	recs, err := st.Load()
 	if err != nil {
-		st.close()
+		st.Close()
 		return nil, fmt.Errorf("bulkload: %w", err)
 	}
 	if m.unregisterMetrics, err = m.registerMetrics(cfg.MeterProvider); err != nil {
-		st.close()
+		st.Close()
 		return nil, fmt.Errorf("bulkload: metrics: %w", err)
 	}
 	m.mu.Lock()
@@ -273,7 +274,7 @@ func (m *Manager) Close() error {
 	if err := m.unregisterMetrics(); err != nil {
 		m.log.Warn("unregistering the job metrics failed", "err", err)
 	}
-	return m.st.close()
+	return m.st.Close()
 }
 
 // Start creates a job for the manifest at manifestURL and starts it.
@@ -296,7 +297,7 @@ func (m *Manager) Start(ctx context.Context, manifestURL, id string) (*JobStatus
 		return nil, fmt.Errorf("%w: %q", ErrJobExists, id)
 	}
 	rec := &jobRecord{ID: id, ManifestURL: manifestURL, State: StatePending, Created: now, Updated: now}
-	if err := m.st.put(rec); err != nil {
+	if err := m.st.Put(rec.ID, rec); err != nil {
 		return nil, fmt.Errorf("bulkload: persist job %s: %w", id, err)
 	}
 	j := newJob(m, rec)

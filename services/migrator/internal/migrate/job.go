@@ -147,7 +147,7 @@ func (j *job) update(f func(r *record)) {
 func (j *job) persistLocked() {
 	j.syncStreamsLocked()
 	j.rec.Updated = time.Now().UTC()
-	if err := j.m.st.put(j.rec); err != nil {
+	if err := j.m.st.Put(j.rec.ID, j.rec); err != nil {
 		j.log.Error("persisting the job failed", "err", err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	"github.com/slotkv/slotkv/pkg/jobstore"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -137,7 +138,7 @@ type Manager struct {
 	cfg    Config
 	log    *slog.Logger
 	tracer trace.Tracer
-	st     *store
+	st     *jobstore.Store[record]
 
 	ctx  context.Context // ends at shutdown (cause errShutdown)
 	stop context.CancelCauseFunc
@@ -161,7 +162,7 @@ func Open(cfg Config) (*Manager, error) {
 	if cfg.Router == nil || cfg.Dial == nil {
 		return nil, errors.New("migrate: Config.Router and Config.Dial are required")
 	}
-	st, err := openStore(filepath.Join(cfg.DataDir, "db"), cfg.Logger)
+	st, err := jobstore.Open[record](filepath.Join(cfg.DataDir, "db"), cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -171,13 +172,13 @@ func Open(cfg Config) (*Manager, error) {
 		tracer: cfg.TracerProvider.Tracer("github.com/slotkv/slotkv/services/migrator"),
 		jobs:   map[string]*job{},
 	}
-	recs, err := st.load()
+	recs, err := st.Load()
 	if err != nil {
-		_ = st.close()
+		_ = st.Close()
 		return nil, err
 	}
 	if m.unregisterMetrics, err = m.registerMetrics(cfg.MeterProvider); err != nil {
-		_ = st.close()
+		_ = st.Close()
 		return nil, fmt.Errorf("migrate: metrics: %w", err)
 	}
 	for _, r := range recs {
@@ -221,7 +222,7 @@ func (m *Manager) Close() error {
 	if err := m.unregisterMetrics(); err != nil {
 		m.log.Warn("unregistering the job metrics failed", "err", err)
 	}
-	return m.st.close()
+	return m.st.Close()
 }
 
 func (m *Manager) shuttingDown() bool { return m.ctx.Err() != nil }
@@ -334,7 +335,7 @@ func (m *Manager) plan(ctx context.Context, req *migratorv1.StartMigrationReques
 				rpcerr.ErrConflict, shared, o.id, o.phaseName(), o.ranges, o.rec.Source, o.rec.Destination)
 		}
 	}
-	if err := m.st.put(rec); err != nil {
+	if err := m.st.Put(rec.ID, rec); err != nil {
 		return nil, fmt.Errorf("persisting job %s: %w", id, err)
 	}
 	m.jobs[id] = j

@@ -199,11 +199,11 @@ func testSHAMismatch(t *testing.T, c *testcluster.Cluster, topo *topology.Topolo
 	if f.GetState() != failed || !strings.Contains(f.GetError(), "sha256 mismatch") {
 		t.Errorf("file: %v", f)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "jobs", "sha", bad+".part")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, "jobs", "sha", "."+bad+".part")); !os.IsNotExist(err) {
 		t.Errorf("part file of the bad download kept: %v", err)
 	}
 	// No temp file of the failed job is left behind.
-	if parts, _ := filepath.Glob(filepath.Join(dir, "jobs", "sha", "*.part")); len(parts) != 0 {
+	if parts, _ := filepath.Glob(filepath.Join(dir, "jobs", "sha", ".*.part")); len(parts) != 0 {
 		t.Errorf("partial downloads of a failed job kept: %v", parts)
 	}
 	checkKeys(t, c, topo, existing)
@@ -395,7 +395,7 @@ func testCancel(t *testing.T, c *testcluster.Cluster) {
 		return len(j.GetFiles()) == 1 && j.GetFiles()[0].GetDownload().GetDone() > 0
 	})
 	jobDir := filepath.Join(dir, "jobs", "cancel")
-	if _, err := os.Stat(filepath.Join(jobDir, ds.manifest.Files[0].Name+".part")); err != nil {
+	if _, err := os.Stat(filepath.Join(jobDir, "."+ds.manifest.Files[0].Name+".part")); err != nil {
 		t.Fatalf("no part file while downloading: %v", err)
 	}
 	cr, err := s.client.CancelJob(ctxT(t), &downloaderv1.CancelJobRequest{JobId: "cancel"})

@@ -345,6 +345,16 @@ func TestPartialResults(t *testing.T) {
 	}
 	_, err = r.KV.MultiGet(short(), &routerv1.MultiGetRequest{Keys: keys})
 	wantErrN2("MultiGet strict", err)
+	// A partial answer needs one partition that answered: keys all on the
+	// stopped node fail even with allow_partial.
+	var n2Keys []string
+	for _, k := range keys {
+		if owner, _ := topo.Owner(slot.OfString(k)); owner.ID == "n2" {
+			n2Keys = append(n2Keys, k)
+		}
+	}
+	_, err = r.KV.MultiGet(short(), &routerv1.MultiGetRequest{Keys: n2Keys, AllowPartial: true})
+	wantErrN2("MultiGet allow_partial, every key on the stopped node", err)
 
 	cnt, err := r.KV.Count(ctx, &routerv1.CountRequest{AllowPartial: true})
 	if err != nil {

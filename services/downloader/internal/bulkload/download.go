@@ -171,7 +171,7 @@ func (j *job) download(ctx context.Context, i int) (err error) {
 	if err != nil {
 		return fileErr(f.Name, "%v", err)
 	}
-	part := final + partSuffix
+	part := partPath(final)
 	if err := os.MkdirAll(j.dir(), 0o755); err != nil {
 		return fileErr(f.Name, "create download directory: %v", err)
 	}
@@ -216,6 +216,12 @@ func (j *job) download(ctx context.Context, i int) (err error) {
 		before := off
 		var done bool
 		done, err = j.session(ctx, i, u, f, out, h, &off)
+		if err == nil && done && off < f.Size {
+			// The body ended cleanly but short (no Content-Length and a
+			// closed connection): resume with Range like any cut; a file
+			// that really is shorter answers the Range request with 416.
+			err = fmt.Errorf("body ended at byte %d of %d: %w", off, f.Size, io.ErrUnexpectedEOF)
+		}
 		if err == nil && done {
 			break
 		}
@@ -466,3 +472,11 @@ func syncDir(dir string) {
 // into with an HTTP Range request, renamed to the file's name when whole
 // and verified.
 const partSuffix = ".part"
+
+// partPath is the temp file of the download whose final path is final:
+// hidden (a leading dot), so it can never be the final name of another
+// file of the manifest (manifest names cannot start with a dot), even one
+// called "X.part".
+func partPath(final string) string {
+	return filepath.Join(filepath.Dir(final), "."+filepath.Base(final)+partSuffix)
+}

@@ -143,7 +143,8 @@ func (j *job) deriveLocked() {
 		case StateDownloaded:
 			started = true
 		case StateFailed, StatePaused, StateCanceled:
-			toDownload = true
+			// The run is ending (finish sets the job's state); such a
+			// file must not send an ingesting job back to DOWNLOADING.
 		}
 	}
 	switch {
@@ -320,7 +321,7 @@ func (j *job) prepare(ctx context.Context) error {
 			continue
 		}
 		f.Verified, f.State, f.Downloaded = false, StatePending, 0
-		if st, err := os.Stat(path + partSuffix); err == nil && st.Size() <= f.Size {
+		if st, err := os.Stat(partPath(path)); err == nil && st.Size() <= f.Size {
 			f.Downloaded = st.Size()
 		}
 		need += uint64(f.Size - f.Downloaded)
@@ -525,7 +526,7 @@ func (j *job) setStoppedLocked(st State) {
 
 // removeParts removes the job's partial downloads.
 func (j *job) removeParts() {
-	parts, _ := filepath.Glob(filepath.Join(j.dir(), "*"+partSuffix))
+	parts, _ := filepath.Glob(filepath.Join(j.dir(), ".*"+partSuffix))
 	for _, p := range parts {
 		if err := os.Remove(p); err != nil {
 			j.m.log.Warn("removing a partial download failed", "job_id", j.id(), "path", p, "err", err)

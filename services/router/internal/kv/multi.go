@@ -235,9 +235,14 @@ func (s *Service) Scan(ctx context.Context, req *routerv1.ScanRequest) (*routerv
 		}
 		out.Entries[i] = e
 	}
-	if more && len(items) > 0 {
+	switch {
+	case (more || len(failed) > 0) && len(items) > 0:
+		// With a failed partition the scan is not complete even when the
+		// others ran out: keep a cursor so the caller can go on.
 		last := items[len(items)-1]
 		out.NextCursor = encodeCursor(uint16(last.GetSlot()), last.GetKey())
+	case len(failed) > 0:
+		out.NextCursor = req.GetCursor()
 	}
 	return out, nil
 }

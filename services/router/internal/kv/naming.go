@@ -251,7 +251,8 @@ func (n *Naming) read(ctx context.Context, q *subReq, partial bool) (round, int,
 		return round{}, drep.Layout, nil
 	}
 	r := collect(ctx, resp, drep.Report, nil)
-	if !partial && len(r.failed) > 0 {
+	if (!partial || len(r.ok) == 0) && len(r.failed) > 0 {
+		// A partial answer needs at least one partition.
 		return round{}, 0, partitionsError(q.kind, r.failed, q.rename)
 	}
 	if err != nil && len(r.failed) == 0 && len(r.ok) == 0 {

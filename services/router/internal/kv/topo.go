@@ -274,6 +274,7 @@ func (b *topoBackend) keyed(ctx context.Context, q *subReq, partial bool, take f
 		pending[i] = i
 	}
 	var failed []failure
+	answered := 0 // partitions that answered, over all rounds
 	rt := &retrier{r: b.r, partial: partial}
 	lastRetry := map[string]error{}
 	fail := func(fs ...failure) error {
@@ -325,6 +326,7 @@ func (b *topoBackend) keyed(ctx context.Context, q *subReq, partial bool, take f
 		if resp == nil && rep != nil && len(rep.Subs) == 0 && cerr != nil {
 			return nil, nil, statusOf(cerr)
 		}
+		answered += len(r.ok)
 		for _, p := range r.ok {
 			for _, pos := range p.idx {
 				where[pos] = p.name
@@ -364,6 +366,11 @@ func (b *topoBackend) keyed(ctx context.Context, q *subReq, partial bool, take f
 			break
 		}
 	}
+	if answered == 0 && len(failed) > 0 {
+		// A partial answer needs at least one partition: with none, the
+		// call failed (allow_partial or not).
+		return nil, nil, partitionsError(q.kind, failed, q.rename)
+	}
 	return where, failed, nil
 }
 
@@ -394,7 +401,7 @@ func (b *topoBackend) whole(ctx context.Context, q *subReq, partial bool) ([]*su
 			return nil, nil, nil // no node serves any slot
 		}
 		r := collect(ctx, resp, rep, lastRetry)
-		if !partial && len(r.failed) > 0 {
+		if (!partial || len(r.ok) == 0 && len(r.retry) == 0) && len(r.failed) > 0 {
 			return nil, nil, partitionsError(q.kind, r.failed, nil)
 		}
 		if len(r.retry) == 0 {
@@ -410,7 +417,7 @@ func (b *topoBackend) whole(ctx context.Context, q *subReq, partial bool) ([]*su
 			for _, p := range r.retry {
 				failed = append(failed, failure{partition: p.name, err: p.retry})
 			}
-			if !partial {
+			if !partial || len(r.ok) == 0 {
 				return nil, nil, partitionsError(q.kind, failed, nil)
 			}
 			return r.ok, failed, nil

@@ -425,3 +425,28 @@ func TestRollbackRetriesKilledNode(t *testing.T) {
 		t.Errorf("destination keeps %d imported keys", got)
 	}
 }
+
+// TestShutdownRollsBack stops the migrator in the middle of a job: the
+// source and the destination are rolled back at shutdown already, not only
+// at the next start.
+func TestShutdownRollsBack(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 2, "")
+	n1, n2 := c.Node(t, "n1"), c.Node(t, "n2")
+	load(t, n1, keysIn(slot.MustParseRangeSet("0-200"), 200, "k"), 100)
+	hold := func(ctx context.Context, id string, p migratorv1.Phase) error {
+		if p == migratorv1.Phase_PHASE_CATCH_UP {
+			<-ctx.Done()
+			return context.Cause(ctx)
+		}
+		return nil
+	}
+	m := startMigrator(t, c, t.TempDir(), func(o *migrator.Options) { o.PhaseHook = hold })
+	mg := start(t, m, &migratorv1.StartMigrationRequest{JobId: "j", Ranges: "0-200", SourceNodeId: "n1", DestinationNodeId: "n2"})
+	waitPhase(t, m, mg.GetId(), migratorv1.Phase_PHASE_CATCH_UP)
+	m.stop(t)
+	assertNoMigrationState(t, n1, n2)
+	if got := keyCount(t, n2); got != 0 {
+		t.Errorf("destination keeps %d imported keys after the shutdown", got)
+	}
+}

@@ -144,12 +144,16 @@ func (j *job) update(f func(r *record)) {
 	j.persistLocked()
 }
 
-func (j *job) persistLocked() {
+// persistLocked saves the record. Most callers only need the error
+// logged; the commit point checks it.
+func (j *job) persistLocked() error {
 	j.syncStreamsLocked()
 	j.rec.Updated = time.Now().UTC()
 	if err := j.m.st.Put(j.rec.ID, j.rec); err != nil {
 		j.log.Error("persisting the job failed", "err", err)
+		return err
 	}
+	return nil
 }
 
 // syncStreamsLocked copies the live stream counters into the record.

@@ -52,6 +52,11 @@ const (
 	// rpcTimeout bounds unary calls to storage nodes that are not part of a
 	// long phase (begin, freeze, end, topology pushes).
 	rpcTimeout = 30 * time.Second
+	// shutdownRollbackTimeout bounds each abort call made at shutdown.
+	shutdownRollbackTimeout = 5 * time.Second
+	// DefaultHandoffTimeout bounds the hand-off from Freeze to the commit
+	// point (the write pause before the commit).
+	DefaultHandoffTimeout = 10 * time.Second
 )
 
 // Config configures a Manager.
@@ -77,6 +82,10 @@ type Config struct {
 	RollbackRetryInterval time.Duration
 	// ProgressInterval between progress log lines and progress saves.
 	ProgressInterval time.Duration
+	// HandoffTimeout bounds the hand-off from Freeze to the commit point;
+	// past it the job rolls back and the source is unfrozen. 0:
+	// DefaultHandoffTimeout.
+	HandoffTimeout time.Duration
 	// CleanupKeysPerSecond paces the source's DeleteSlots; 0 = as fast as
 	// the node's small batches go (it never blocks other writes).
 	CleanupKeysPerSecond uint64
@@ -111,6 +120,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = DefaultProgressInterval
+	}
+	if c.HandoffTimeout <= 0 {
+		c.HandoffTimeout = DefaultHandoffTimeout
 	}
 	if c.PauseTimeout <= 0 {
 		c.PauseTimeout = DefaultPauseTimeout
@@ -375,6 +387,28 @@ func (m *Manager) sortedJobsLocked() []*job {
 		return cmp.Or(b.rec.Created.Compare(a.rec.Created), cmp.Compare(b.id, a.id))
 	})
 	return out
+}
+
+// committingOther names a job other than self that is past its commit
+// point but has not pushed its topology to both of its nodes, or "".
+func (m *Manager) committingOther(self *job) string {
+	m.mu.Lock()
+	jobs := make([]*job, 0, len(m.jobs))
+	for _, o := range m.jobs {
+		if o != self {
+			jobs = append(jobs, o)
+		}
+	}
+	m.mu.Unlock()
+	for _, o := range jobs {
+		o.mu.Lock()
+		busy := o.rec.Committing && !(o.rec.PushedSource && o.rec.PushedDestination)
+		o.mu.Unlock()
+		if busy {
+			return o.id
+		}
+	}
+	return ""
 }
 
 func (m *Manager) get(id string) (*job, error) {

@@ -183,6 +183,18 @@ func (j *job) run() {
 	case err == nil:
 	case j.m.shuttingDown():
 		j.update(func(*record) {})
+		j.mu.Lock()
+		committing := j.rec.Committing
+		j.mu.Unlock()
+		if !committing {
+			// Do not leave the source FROZEN (or MIGRATING) until the next
+			// start: abort on the nodes now, on a context of its own since
+			// the manager's has ended. What fails stays recorded as begun,
+			// and the next start finishes the rollback.
+			if rerr := j.shutdownRollback(); rerr != nil {
+				j.log.WarnContext(ctx, "rollback at shutdown incomplete; the next start finishes it", "err", rerr)
+			}
+		}
 		j.log.WarnContext(ctx, "job stopped by shutdown; the next start rolls it back or forward", "phase", j.phaseName())
 	default:
 		span.SetStatus(codes.Error, err.Error())
@@ -240,13 +252,14 @@ func (j *job) execute(ctx context.Context) (err error) {
 		return err
 	}
 	ap, err := j.catchUp(ctx, src, dst, snapSeq)
-	if ap != nil {
-		defer ap.close()
-	}
 	if err != nil {
+		if ap != nil {
+			ap.close()
+		}
 		return err
 	}
-	committed, err := j.handoff(ctx, src, dst, ap)
+	committed, err := j.handoff(ctx, src, dst, ap, snapSeq)
+	ap.close() // not needed past the hand-off
 	if !committed {
 		return err
 	}
@@ -675,7 +688,7 @@ func (j *job) catchUp(ctx context.Context, src, dst *peer, applied uint64) (ap *
 // the commit point, then push the new topology to the source (it stops
 // serving the slots) and the destination (it starts). It reports whether
 // the commit point was reached: after it, errors roll forward.
-func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committed bool, err error) {
+func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier, snapSeq uint64) (committed bool, err error) {
 	ctx, span, err := j.enter(ctx, migratorv1.Phase_PHASE_HANDOFF)
 	if err != nil {
 		return false, err
@@ -684,8 +697,13 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	j.m.commitMu.Lock()
 	defer j.m.commitMu.Unlock()
 	topo, err := j.m.cfg.Router.Refresh(ctx)
-	if topo == nil {
-		return false, fmt.Errorf("no topology to commit on: %v", err)
+	if err != nil || topo == nil {
+		// Never commit on a cached topology: it may be older than what the
+		// nodes hold.
+		return false, fmt.Errorf("no fresh topology to commit on: %v", err)
+	}
+	if other := j.m.committingOther(j); other != "" {
+		return false, fmt.Errorf("job %s is committed but its topology is not on both of its nodes yet; not committing on top of it", other)
 	}
 	for s := range j.ranges.All() {
 		if n, ok := topo.Owner(s); !ok || n.ID != src.id {
@@ -704,17 +722,31 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	// The write pause starts here: nothing slow until the destination
 	// serves the slots.
 	t0 := time.Now()
-	fr, err := src.mig.Freeze(ctx, &storagev1.FreezeRequest{JobId: j.id})
+	// From Freeze to the commit point, within HandoffTimeout: past it the
+	// job rolls back and the source takes writes again. The change stream
+	// is cut too, so a stuck destination cannot hold the pause.
+	hctx, hcancel := context.WithTimeoutCause(ctx, j.m.cfg.HandoffTimeout,
+		fmt.Errorf("hand-off did not reach its commit point within %s", j.m.cfg.HandoffTimeout))
+	defer hcancel()
+	stopCut := context.AfterFunc(hctx, ap.cancel)
+	defer stopCut()
+	timedOut := func(err error) error {
+		if hctx.Err() != nil && ctx.Err() == nil {
+			return inRange(fmt.Errorf("%w: %v", context.Cause(hctx), err), j.ranges.String())
+		}
+		return err
+	}
+	fr, err := src.mig.Freeze(hctx, &storagev1.FreezeRequest{JobId: j.id})
 	if err != nil {
-		return false, inRange(src.err("Freeze", err), j.ranges.String())
+		return false, timedOut(inRange(src.err("Freeze", err), j.ranges.String()))
 	}
 	final := fr.GetFinalSeq()
 	applied := ap.lastSent
 	var drained uint64
 	for applied < final {
-		resp, err := j.readChanges(ctx, src, applied)
+		resp, err := j.readChanges(hctx, src, applied)
 		if err != nil {
-			return false, err
+			return false, timedOut(err)
 		}
 		var ch []*storagev1.MigrationEntry
 		for _, e := range resp.GetChanges() {
@@ -723,18 +755,19 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 			}
 		}
 		if len(ch) == 0 {
-			break
+			return false, inRange(src.err("ReadChanges", fmt.Errorf("changes stop at %d, before the final sequence %d", applied, final)), j.ranges.String())
 		}
 		if err := ap.apply(ch); err != nil {
-			return false, inRange(err, j.ranges.String())
+			return false, timedOut(inRange(err, j.ranges.String()))
 		}
 		applied = ap.lastSent
 		drained += uint64(len(ch))
 	}
-	if ap.sent {
-		st, err := dst.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: j.id})
+	// Every change up to final must be on the destination.
+	if need := max(final, ap.lastSent); need > snapSeq {
+		st, err := dst.mig.GetImportState(hctx, &storagev1.GetImportStateRequest{JobId: j.id})
 		if err != nil {
-			return false, inRange(dst.err("GetImportState", err), j.ranges.String())
+			return false, timedOut(inRange(dst.err("GetImportState", err), j.ranges.String()))
 		}
 		var last uint64
 		for _, s := range st.GetStreams() {
@@ -742,26 +775,36 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 				last = s.GetLastSeq()
 			}
 		}
-		if last < ap.lastSent {
-			return false, inRange(dst.err("GetImportState", fmt.Errorf("changes applied up to %d, expected %d", last, ap.lastSent)), j.ranges.String())
+		if last < need {
+			return false, inRange(dst.err("GetImportState", fmt.Errorf("changes applied up to %d, expected %d", last, need)), j.ranges.String())
 		}
 	}
 
 	// Commit point.
 	j.mu.Lock()
-	if j.canceled || ctx.Err() != nil {
+	if j.canceled || hctx.Err() != nil {
 		j.mu.Unlock()
 		if ctx.Err() != nil {
 			return false, context.Cause(ctx)
 		}
+		if hctx.Err() != nil {
+			return false, inRange(context.Cause(hctx), j.ranges.String())
+		}
 		return false, errCanceled
 	}
+	prev := *j.rec
 	j.rec.ChangesApplied += drained
 	j.rec.Lag = 0
 	j.rec.Committing = true
 	j.rec.NewTopology = nextBytes
 	j.rec.CommittedVersion = next.Version()
-	j.persistLocked()
+	if err := j.persistLocked(); err != nil {
+		// Not durably committed: a restart would roll the job back, so
+		// push nothing and roll back now.
+		*j.rec = prev
+		j.mu.Unlock()
+		return false, fmt.Errorf("saving the commit point: %w", err)
+	}
 	j.mu.Unlock()
 
 	if err := j.push(ctx, src, next); err != nil {
@@ -780,17 +823,53 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	return true, nil
 }
 
-// push installs topo on a node; a node that already holds a newer
-// version is fine.
+// push installs topo on a node. A stale answer is fine only when the node
+// already holds a strictly newer version that assigns the job's slots to
+// its destination; anything else (the same version with other content, a
+// newer one that does not give the destination the slots) is an error.
 func (j *job) push(ctx context.Context, p *peer, topo *topology.Topology) error {
 	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
 	_, err := p.node.SetTopology(cctx, &storagev1.SetTopologyRequest{Topology: topo.Proto()})
 	if err != nil && errors.Is(rpcerr.FromStatus(err), rpcerr.ErrStaleTopology) {
+		if cerr := j.checkNewer(cctx, p, topo.Version()); cerr != nil {
+			return p.err("SetTopology", fmt.Errorf("%w (%v)", cerr, err))
+		}
 		j.log.WarnContext(ctx, "node holds a newer topology already", "node", p.id, "version", topo.Version(), "err", err)
 		return nil
 	}
 	return p.err("SetTopology", err)
+}
+
+// checkNewer reads the topology p holds and reports whether it is newer
+// than pushed and assigns every slot of the job to its destination.
+func (j *job) checkNewer(ctx context.Context, p *peer, pushed uint64) error {
+	resp, err := p.node.GetTopology(ctx, &storagev1.GetTopologyRequest{})
+	if err != nil {
+		return fmt.Errorf("reading back the topology after a stale answer: %w", err)
+	}
+	held, err := topology.FromProto(resp.GetTopology())
+	if err != nil {
+		return fmt.Errorf("reading back the topology after a stale answer: %w", err)
+	}
+	j.mu.Lock()
+	dst := j.rec.Destination
+	j.mu.Unlock()
+	return newerAssigns(held, pushed, j.ranges, dst)
+}
+
+// newerAssigns checks that held is strictly newer than pushed and assigns
+// every slot of ranges to dst.
+func newerAssigns(held *topology.Topology, pushed uint64, ranges slot.RangeSet, dst string) error {
+	if held.Version() <= pushed {
+		return fmt.Errorf("node holds topology version %d with other content than the pushed version %d", held.Version(), pushed)
+	}
+	for s := range ranges.All() {
+		if n, ok := held.Owner(s); !ok || n.ID != dst {
+			return fmt.Errorf("node holds newer topology version %d that does not assign slot %d to destination %s", held.Version(), s, dst)
+		}
+	}
+	return nil
 }
 
 // rollForward finishes a committed job: topology on every node, the job
@@ -1034,6 +1113,22 @@ func (j *job) retryRollback() {
 
 // rollbackOnce ends the job ABORTED on every node where it may have begun.
 func (j *job) rollbackOnce() error {
+	return j.abortNodes(func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(j.m.ctx, rpcTimeout)
+	})
+}
+
+// shutdownRollback is rollbackOnce at shutdown: the manager's context has
+// ended, so every call gets a short context of its own.
+func (j *job) shutdownRollback() error {
+	return j.abortNodes(func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), shutdownRollbackTimeout)
+	})
+}
+
+// abortNodes ends the job ABORTED on the source (first: it may be FROZEN),
+// then on the destination, each call on a context from callCtx.
+func (j *job) abortNodes(callCtx func() (context.Context, context.CancelFunc)) error {
 	c := j.m.newConns()
 	defer c.close()
 	src, dst, err := j.peers(c)
@@ -1047,7 +1142,7 @@ func (j *job) rollbackOnce() error {
 		if !begun {
 			return nil
 		}
-		ctx, cancel := context.WithTimeout(j.m.ctx, rpcTimeout)
+		ctx, cancel := callCtx()
 		defer cancel()
 		resp, err := p.mig.EndMigration(ctx, &storagev1.EndMigrationRequest{JobId: j.id,
 			Outcome: storagev1.MigrationOutcome_MIGRATION_OUTCOME_ABORTED})
@@ -1059,7 +1154,7 @@ func (j *job) rollbackOnce() error {
 		return nil
 	}
 	// Both, whatever happens to the other one.
-	e1 := abort(dst, r.BegunDestination, func(r *record) { r.BegunDestination = false })
-	e2 := abort(src, r.BegunSource, func(r *record) { r.BegunSource = false })
+	e1 := abort(src, r.BegunSource, func(r *record) { r.BegunSource = false })
+	e2 := abort(dst, r.BegunDestination, func(r *record) { r.BegunDestination = false })
 	return errors.Join(e1, e2)
 }

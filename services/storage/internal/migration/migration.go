@@ -749,12 +749,18 @@ func (m *Manager) forget(j *job) func() {
 func (m *Manager) endSource(j *job, outcome Outcome) error {
 	id, me := j.id, m.node.ID()
 	err := m.node.Transition(func(t *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
-		var stillMine []uint16
+		var stillMine, moved []uint16
 		for s := range j.ranges.All() {
+			mine := ownedBy(t, s, me)
+			// Installing a topology that gives the slots away clears their
+			// MIGRATING/FROZEN state, so look at the topology, not the kind.
+			if outcome == Aborted && !mine {
+				moved = append(moved, s)
+				continue
+			}
 			if (sl.Kind[s] != node.Migrating && sl.Kind[s] != node.Frozen) || sl.Job[s] != id {
 				continue
 			}
-			mine := ownedBy(t, s, me)
 			if outcome == Committed && mine {
 				stillMine = append(stillMine, s)
 				continue
@@ -764,6 +770,14 @@ func (m *Manager) endSource(j *job, outcome Outcome) error {
 			} else {
 				sl.Set(s, node.None, "", "")
 			}
+		}
+		if len(moved) > 0 {
+			var v uint64
+			if t != nil {
+				v = t.Version()
+			}
+			return fmt.Errorf("%w: topology version %d no longer assigns slots %s of job %q to node %s (the job was committed); refusing to abort it: end it COMMITTED",
+				rpcerr.ErrConflict, v, slotList(moved), id, me)
 		}
 		if len(stillMine) > 0 {
 			return fmt.Errorf("%w: topology version %d still assigns slots %s of job %q to node %s: install the new topology before ending the job COMMITTED (or end it ABORTED)",

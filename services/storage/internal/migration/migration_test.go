@@ -272,3 +272,53 @@ func TestSetTopologyCommits(t *testing.T) {
 		t.Errorf("write to an imported slot: %v", err)
 	}
 }
+
+func TestAbortSourceRefusedAfterCommit(t *testing.T) {
+	t.Parallel()
+	_, n, m := setup(t)
+	ctx := context.Background()
+	out, _ := slot.ParseRangeSet("10-19")
+	if _, err := m.Begin(ctx, migration.BeginRequest{Job: "out", Role: migration.Source, Ranges: out, Peer: "b", TopologyVersion: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Freeze(ctx, "out"); err != nil {
+		t.Fatal(err)
+	}
+	// v2 gives 10-19 to b: the commit.
+	if _, _, err := n.SetTopology(&clusterv1.Topology{
+		Version: 2,
+		Nodes:   []*clusterv1.Node{{Id: "a", GrpcAddress: "a:1"}, {Id: "b", GrpcAddress: "b:1"}},
+		Assignments: []*clusterv1.Assignment{
+			{NodeId: "a", Ranges: []*clusterv1.SlotRange{{Start: 0, End: 9}, {Start: 20, End: 8191}}},
+			{NodeId: "b", Ranges: []*clusterv1.SlotRange{{Start: 10, End: 19}, {Start: 8192, End: 16383}}},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.End(ctx, "out", migration.Aborted); !errors.Is(err, rpcerr.ErrConflict) {
+		t.Fatalf("abort of a committed source: %v, want a conflict", err)
+	}
+	// The job is still there and ends COMMITTED.
+	if _, err := m.End(ctx, "out", migration.Committed); err != nil {
+		t.Fatalf("commit after the refused abort: %v", err)
+	}
+}
+
+func TestAbortSourceBeforeCommit(t *testing.T) {
+	t.Parallel()
+	_, n, m := setup(t)
+	ctx := context.Background()
+	out, _ := slot.ParseRangeSet("10-19")
+	if _, err := m.Begin(ctx, migration.BeginRequest{Job: "out", Role: migration.Source, Ranges: out, Peer: "b", TopologyVersion: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Freeze(ctx, "out"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.End(ctx, "out", migration.Aborted); err != nil {
+		t.Fatal(err)
+	}
+	if k := n.State(15); k != node.Owned {
+		t.Fatalf("slot 15 is %s after the abort, want OWNED", k)
+	}
+}

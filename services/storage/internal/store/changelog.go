@@ -178,10 +178,17 @@ func (s *Store) ChangeLog(job string) (*ChangeLog, error) {
 
 // ReadChanges returns the changes of log after seq `after`, in order, at
 // most limit of them and, past the first, at most maxBytes of keys and
-// values, and the head it read. Every change up to the returned head is
-// committed; the answer may hold changes past it that committed meanwhile.
+// values, and the head it read. Every change it returns, and the head, are
+// on disk: the database is synced after the head is read and nothing past
+// the head is returned, so a sequence number handed to a migrator is never
+// reused after an OS crash (writes are not synced one by one by default).
 func (s *Store) ReadChanges(l *ChangeLog, after uint64, limit, maxBytes int) ([]Change, uint64, error) {
 	head := l.Head()
+	if head > after {
+		if err := s.db.Sync(); err != nil {
+			return nil, 0, mapErr("sync change log", err)
+		}
+	}
 	var out []Change
 	size := 0
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -195,6 +202,9 @@ func (s *Store) ReadChanges(l *ChangeLog, after uint64, limit, maxBytes int) ([]
 			k := item.Key()
 			if len(k) != len(l.prefix)+8 {
 				continue
+			}
+			if binary.BigEndian.Uint64(k[len(l.prefix):]) > head {
+				break // committed after the sync: the next read returns it
 			}
 			n := int(item.ValueSize())
 			if len(out) >= limit || (len(out) > 0 && size+n > maxBytes) {
@@ -215,9 +225,6 @@ func (s *Store) ReadChanges(l *ChangeLog, after uint64, limit, maxBytes int) ([]
 	})
 	if err != nil {
 		return nil, 0, mapErr("read changes", err)
-	}
-	if k := len(out); k > 0 && out[k-1].Seq > head {
-		head = out[k-1].Seq
 	}
 	return out, head, nil
 }

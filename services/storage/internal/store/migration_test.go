@@ -242,3 +242,45 @@ func TestDeleteSlots(t *testing.T) {
 		t.Errorf("guarded DeleteSlots = %d, %v; want 200, stop", n, err)
 	}
 }
+
+// TestReadChangesStopsAtHead: while writers keep capturing changes, every
+// answer holds only changes up to the head it returns (the ones synced to
+// disk before they were handed out), and consecutive reads see every
+// sequence number exactly once.
+func TestReadChangesStopsAtHead(t *testing.T) {
+	t.Parallel()
+	st := storetest.Open(t)
+	l := captureSlots(t, st, "h", slot.Range{Start: 0, End: 16383})
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if err := st.BatchWrite([]store.Mutation{{Key: fmt.Appendf(nil, "w%d-%d", w, i), Value: []byte("v")}}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	var after uint64
+	for reads := 0; reads < 200 || after == 0; reads++ {
+		cs, head, err := st.ReadChanges(l, after, 50, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.Seq != after+1 || c.Seq > head {
+				t.Fatalf("change seq %d after %d with head %d: out of order or past the head", c.Seq, after, head)
+			}
+			after = c.Seq
+		}
+	}
+	close(done)
+	wg.Wait()
+}

@@ -37,8 +37,15 @@ func (s *Store) OpenSnapshot(l *ChangeLog) (*Snapshot, error) {
 		return nil, err
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return &Snapshot{txn: s.db.NewTransaction(false), seq: l.head.Load()}, nil
+	sn := &Snapshot{txn: s.db.NewTransaction(false), seq: l.head.Load()}
+	l.mu.Unlock()
+	// What the snapshot holds must survive an OS crash: the migrator treats
+	// every change up to Seq as copied by the snapshot.
+	if err := s.db.Sync(); err != nil {
+		sn.txn.Discard()
+		return nil, mapErr("sync before snapshot", err)
+	}
+	return sn, nil
 }
 
 // Seq is the change sequence the snapshot holds every change up to.

@@ -32,6 +32,13 @@ func (s *StorageService) Get(_ context.Context, req *storagev1.GetRequest) (*sto
 		return nil, rpcerr.ToStatus(err)
 	}
 	v, _, err := s.c.Store.Get(req.GetKey())
+	// Check again after reading: a read that passed the check while the
+	// slot was frozen and then stalled through the hand-off and the
+	// cleanup must not answer from the emptied slot; the caller is sent to
+	// the new owner instead.
+	if rerr := s.c.Node.CheckRead(sl); rerr != nil {
+		return nil, rpcerr.ToStatus(rerr)
+	}
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
@@ -97,6 +104,11 @@ func (s *StorageService) BatchGet(_ context.Context, req *storagev1.BatchGetRequ
 	items, err := s.c.Store.BatchGet(keys)
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
+	}
+	for _, sl := range slots { // again after reading, as in Get
+		if err := s.c.Node.CheckRead(sl); err != nil {
+			return nil, rpcerr.ToStatus(err)
+		}
 	}
 	out := make([]*storagev1.Item, len(items))
 	slab := make([]storagev1.Item, len(items)) // one allocation for all items
@@ -176,6 +188,9 @@ func (s *StorageService) Scan(_ context.Context, req *storagev1.ScanRequest) (*s
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
+	if err := s.c.Node.CheckRanges(rs, false); err != nil { // again after reading, as in Get
+		return nil, rpcerr.ToStatus(err)
+	}
 	out := &storagev1.ScanResponse{Items: make([]*storagev1.KeyValue, len(res.Items))}
 	slab := make([]storagev1.KeyValue, len(res.Items))
 	for i, kv := range res.Items {
@@ -205,6 +220,9 @@ func (s *StorageService) Count(_ context.Context, req *storagev1.CountRequest) (
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
+	if err := s.c.Node.CheckRanges(rs, false); err != nil { // again after reading, as in Get
+		return nil, rpcerr.ToStatus(err)
+	}
 	return &storagev1.CountResponse{Count: n}, nil
 }
 
@@ -222,6 +240,9 @@ func (s *StorageService) Digest(_ context.Context, req *storagev1.DigestRequest)
 	}
 	res, err := s.c.Store.Digest(rs, req.GetPerSlot())
 	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	if err := s.c.Node.CheckRanges(rs, false); err != nil { // again after reading, as in Get
 		return nil, rpcerr.ToStatus(err)
 	}
 	out := &storagev1.DigestResponse{Count: res.Count, Digest: res.Digest.Bytes()}

@@ -109,6 +109,9 @@ type Options struct {
 	LagThreshold       uint64 // catch-up ends below this lag
 	MaxCatchUpRounds   uint32 // catch-up rounds before the hand-off anyway
 
+	// HandoffTimeout bounds the hand-off from Freeze to the commit point: a
+	// stuck node cannot hold the write pause longer; the job rolls back.
+	HandoffTimeout time.Duration
 	// RollbackRetryInterval between retries of an unfinished rollback or
 	// roll-forward.
 	RollbackRetryInterval time.Duration
@@ -148,6 +151,7 @@ func DefaultOptions() Options {
 		LagThreshold:          migrate.DefaultLagThreshold,
 		MaxCatchUpRounds:      migrate.DefaultMaxCatchUpRounds,
 		RollbackRetryInterval: migrate.DefaultRollbackRetryInterval,
+		HandoffTimeout:        migrate.DefaultHandoffTimeout,
 		ProgressInterval:      migrate.DefaultProgressInterval,
 		RefreshInterval:       route.DefaultRefreshInterval,
 		ShutdownTimeout:       15 * time.Second,
@@ -197,6 +201,7 @@ func Run(ctx context.Context, o Options) error {
 		DefaultLagThreshold:   o.LagThreshold,
 		DefaultMaxRounds:      o.MaxCatchUpRounds,
 		RollbackRetryInterval: o.RollbackRetryInterval,
+		HandoffTimeout:        o.HandoffTimeout,
 		ProgressInterval:      o.ProgressInterval,
 		CleanupKeysPerSecond:  o.CleanupKeysPerSecond,
 		PauseBeforePhase:      o.PauseBeforePhase,

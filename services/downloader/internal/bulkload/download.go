@@ -386,8 +386,16 @@ func (j *job) copy(ctx context.Context, i int, in io.Reader, f fileRecord, out *
 			timer.Reset(m.opts.HTTPStallTimeout)
 		}
 		if n > 0 {
+			// Waiting for our own bandwidth limit is not the server
+			// stalling: hold the stall timer meanwhile.
+			if timer != nil {
+				timer.Stop()
+			}
 			if err := m.bw.wait(ctx, n); err != nil {
 				return false, context.Cause(ctx)
+			}
+			if timer != nil {
+				timer.Reset(m.opts.HTTPStallTimeout)
 			}
 			if *off+int64(n) > f.Size {
 				return false, permanent("size mismatch: manifest %d bytes, the server sends more", f.Size)

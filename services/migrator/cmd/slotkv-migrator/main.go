@@ -79,6 +79,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		lag         = flagenv.Uint64(fs, "lag-threshold", "SLOTKV_MIGRATION_LAG_THRESHOLD", d.LagThreshold, "default: catch-up ends when fewer changes than this remain")
 		rounds      = flagenv.Uint(fs, "max-catch-up-rounds", "SLOTKV_MIGRATION_MAX_CATCH_UP_ROUNDS", uint(d.MaxCatchUpRounds), "default catch-up rounds before the hand-off happens anyway")
 		rollback    = flagenv.Duration(fs, "rollback-retry-interval", "SLOTKV_ROLLBACK_RETRY_INTERVAL", d.RollbackRetryInterval, "period of retries of an unfinished rollback or roll-forward")
+		handoff     = flagenv.Duration(fs, "handoff-timeout", "SLOTKV_HANDOFF_TIMEOUT", d.HandoffTimeout, "longest hand-off from freeze to commit; past it the job rolls back and writes resume on the source")
 		progress    = flagenv.Duration(fs, "progress-interval", "SLOTKV_PROGRESS_INTERVAL", d.ProgressInterval, "period of progress log lines and saves of a running job")
 		cleanup     = flagenv.Uint64(fs, "cleanup-keys-per-second", "SLOTKV_CLEANUP_KEYS_PER_SECOND", 0, "pace of the source's cleanup after a commit (0: node default)")
 		refresh     = flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", d.RefreshInterval, "period of topology refreshes")
@@ -116,6 +117,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	o.DefaultParallelism, o.RateBytesPerSecond = *parallelism, *rate
 	o.BatchRecords, o.LagThreshold, o.MaxCatchUpRounds = uint32(*batch), *lag, uint32(*rounds)
 	o.RollbackRetryInterval, o.ProgressInterval, o.CleanupKeysPerSecond = *rollback, *progress, *cleanup
+	o.HandoffTimeout = *handoff
 	o.RefreshInterval, o.ShutdownTimeout = *refresh, *shutdown
 	o.PauseBeforePhase, o.PauseTimeout = pauses, *pauseTO
 	c.opts = o

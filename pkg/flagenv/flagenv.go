@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -212,3 +213,18 @@ func (e *EnvError) Error() string {
 }
 
 func (e *EnvError) Unwrap() error { return e.Err }
+
+// SplitList splits comma-separated list values (a flag like --storage
+// a,b,c, possibly given as several values) into their items, trimmed, with
+// empty items dropped.
+func SplitList(values ...string) []string {
+	var out []string
+	for _, v := range values {
+		for item := range strings.SplitSeq(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				out = append(out, item)
+			}
+		}
+	}
+	return out
+}

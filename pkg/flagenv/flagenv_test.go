@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +196,22 @@ func TestParseUsesProcessEnv(t *testing.T) {
 	}
 	if *p != 8080 {
 		t.Errorf("port = %d, want 8080", *p)
+	}
+}
+
+func TestSplitList(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   []string
+		want []string
+	}{
+		{nil, nil},
+		{[]string{""}, nil},
+		{[]string{"a,b"}, []string{"a", "b"}},
+		{[]string{" a , ,b ", "c"}, []string{"a", "b", "c"}},
+	} {
+		if got := SplitList(tc.in...); !slices.Equal(got, tc.want) {
+			t.Errorf("SplitList(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

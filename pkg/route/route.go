@@ -611,3 +611,15 @@ func Jitter(d time.Duration) time.Duration { return jitter(d) }
 // does: answers about the request (NotFound, InvalidArgument, ...) are
 // relayed as they are.
 func Annotate(err error, node topology.Node) error { return annotate(err, node) }
+
+// CheckReady is a readiness check for a service that needs the topology:
+// nil once one is loaded, otherwise an error saying why not yet.
+func (r *Router) CheckReady(context.Context) error {
+	if r.Ready() {
+		return nil
+	}
+	if err := r.LastRefreshError(); err != nil {
+		return fmt.Errorf("no topology loaded yet: %w", err)
+	}
+	return errors.New("no topology loaded yet")
+}

@@ -20,6 +20,7 @@ import (
 	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
 	"github.com/slotkv/slotkv/pkg/dataset"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/services/downloader/internal/bulkload"
@@ -133,7 +134,7 @@ func Run(ctx context.Context, o Options) error {
 		base = slog.Default()
 	}
 	log := base.With("service", ServiceName)
-	seeds := splitAddrs(o.Storage)
+	seeds := flagenv.SplitList(o.Storage...)
 	if len(seeds) == 0 {
 		return errors.New("downloader: no storage node address given (--storage host:port,...)")
 	}
@@ -226,27 +227,7 @@ func Run(ctx context.Context, o Options) error {
 		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 			return downloaderv1.RegisterBulkLoadServiceHandler(ctx, mux, conn)
 		},
-		Ready: func(context.Context) error {
-			if rt.Ready() {
-				return nil
-			}
-			if err := rt.LastRefreshError(); err != nil {
-				return fmt.Errorf("no topology loaded yet: %w", err)
-			}
-			return errors.New("no topology loaded yet")
-		},
+		Ready:    rt.CheckReady,
 		OnListen: o.OnListen,
 	})
-}
-
-func splitAddrs(in []string) []string {
-	var out []string
-	for _, s := range in {
-		for _, a := range strings.Split(s, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				out = append(out, a)
-			}
-		}
-	}
-	return out
 }

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/services/router/internal/kv"
@@ -124,7 +124,7 @@ func Run(ctx context.Context, o Options) error {
 		ready func(context.Context) error
 	)
 	if o.NamingFile != "" {
-		if len(splitAddrs(o.Storage)) > 0 {
+		if len(flagenv.SplitList(o.Storage...)) > 0 {
 			return errors.New("router: --storage and --naming-file are exclusive: give one")
 		}
 		bal, err := kv.NewBalancer(o.Balancer)
@@ -148,7 +148,7 @@ func Run(ctx context.Context, o Options) error {
 		log.Info("routing by naming file", "path", o.NamingFile, "balancer", o.Balancer,
 			"hedge_delay", o.HedgeDelay, "hedge_max_ratio", o.HedgeMaxRatio)
 	} else {
-		seeds := splitAddrs(o.Storage)
+		seeds := flagenv.SplitList(o.Storage...)
 		if len(seeds) == 0 {
 			return errors.New("router: no storage node address given (--storage host:port,... or --naming-file)")
 		}
@@ -173,15 +173,7 @@ func Run(ctx context.Context, o Options) error {
 			wg.Wait()
 		}()
 		svc = kv.New(rt)
-		ready = func(context.Context) error {
-			if rt.Ready() {
-				return nil
-			}
-			if err := rt.LastRefreshError(); err != nil {
-				return fmt.Errorf("no topology loaded yet: %w", err)
-			}
-			return errors.New("no topology loaded yet")
-		}
+		ready = rt.CheckReady
 	}
 
 	return server.Run(ctx, server.Options{
@@ -203,17 +195,4 @@ func Run(ctx context.Context, o Options) error {
 		Ready:    ready,
 		OnListen: o.OnListen,
 	})
-}
-
-// splitAddrs splits comma-separated address lists and drops empty entries.
-func splitAddrs(in []string) []string {
-	var out []string
-	for _, s := range in {
-		for part := range strings.SplitSeq(s, ",") {
-			if part = strings.TrimSpace(part); part != "" {
-				out = append(out, part)
-			}
-		}
-	}
-	return out
 }

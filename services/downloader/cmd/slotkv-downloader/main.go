@@ -86,7 +86,7 @@ func run(args []string) int {
 		o.GRPCAddr, o.HTTPAddr, o.DataDir = *grpcAddr, *httpAddr, *dataDir
 		o.Storage = strings.Split(*storage, ",")
 		o.Token = *token
-		o.AllowedPrefixes = splitList(*prefixes)
+		o.AllowedPrefixes = flagenv.SplitList(*prefixes)
 		o.AllowFileURLs = *allowFile
 		o.MaxManifestBytes, o.MaxFileBytes, o.MaxFiles = *maxManifest, *maxFile, *maxFiles
 		o.MaxDownloads, o.MaxDownloadsPerNode, o.BandwidthBytesPerSecond = *maxDownloads, *maxPerNode, *bandwidth
@@ -100,14 +100,4 @@ func run(args []string) int {
 		env.Logger.Info("loading into", "storage", *storage, "data_dir", *dataDir)
 		return downloader.Run(env.Ctx, o)
 	})
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

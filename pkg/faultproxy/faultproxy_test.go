@@ -61,8 +61,14 @@ func TestForwardAndCount(t *testing.T) {
 	if got, err := roundTrip(t, c, r, "hello"); err != nil || got != "hello\n" {
 		t.Fatalf("echo = %q, %v", got, err)
 	}
-	if p.BytesToClient() != 6 || p.BytesToTarget() != 6 || p.Accepted() != 1 {
-		t.Fatalf("counters %d %d %d", p.BytesToClient(), p.BytesToTarget(), p.Accepted())
+	// The proxy counts a chunk once its write returned, which can be just
+	// after the client already read it: wait for the counters.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.BytesToClient() != 6 || p.BytesToTarget() != 6 || p.Accepted() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("counters %d %d %d, want 6 6 1", p.BytesToClient(), p.BytesToTarget(), p.Accepted())
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -75,10 +75,13 @@ func (c *selectiveCall[Req, Resp]) hedged() (Resp, error) {
 	s := c.s
 	results := make(chan selAttemptResult[Resp], 2) // at most 2 attempts run at once
 	var cancels []context.CancelFunc                // cancels[k] cancels attempts[k] while it runs
-	running := 0
+	running, launched := 0, 0
 	launch := func(sub *subChan[Req, Resp], backup bool) {
-		actx, cancel := context.WithCancel(c.ctx)
 		k := len(c.attempts)
+		launched++
+		// A launch that is neither the first nor a backup follows a
+		// failed attempt.
+		actx, cancel := context.WithCancel(withAttempt(c.ctx, AttemptInfo{Number: launched, Backup: backup, Retry: !backup && launched > 1}))
 		c.attempts = append(c.attempts, Attempt{Name: sub.name, Backup: backup})
 		cancels = append(cancels, cancel)
 		running++

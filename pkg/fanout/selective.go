@@ -321,7 +321,8 @@ func (c *selectiveCall[Req, Resp]) serial() (Resp, error) {
 		k := len(c.attempts)
 		c.attempts = append(c.attempts, Attempt{Name: sub.name})
 		t0 := time.Now()
-		resp, err := callSub(c.ctx, sub, c.req)
+		actx := withAttempt(c.ctx, AttemptInfo{Number: k + 1, Retry: k > 0})
+		resp, err := callSub(actx, sub, c.req)
 		lat := time.Since(t0)
 		c.s.bal.Observe(sub.name, lat, err)
 		a := &c.attempts[k]

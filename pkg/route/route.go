@@ -404,8 +404,17 @@ func (r *Router) ConnAddrs() []string {
 	return out
 }
 
-// Call is one attempt of a keyed call on the node owning the key.
-type Call func(ctx context.Context, c storagev1.StorageServiceClient) error
+// Call is one attempt of a keyed call on the node owning the key. a says
+// which node and which attempt it is, so the caller can label its spans
+// and metrics by partition and tell retries apart.
+type Call func(ctx context.Context, a Attempt, c storagev1.StorageServiceClient) error
+
+// Attempt is one call Do makes.
+type Attempt struct {
+	Slot   uint16
+	Node   topology.Node
+	Number int // 1 for the first attempt of a Do
+}
 
 // Result says where a call was served.
 type Result struct {
@@ -457,7 +466,7 @@ func (r *Router) Do(ctx context.Context, key string, call Call) (Result, error) 
 		res.Attempts++
 		cc, err := r.conn(node.GRPCAddress)
 		if err == nil {
-			err = call(ctx, storagev1.NewStorageServiceClient(cc))
+			err = call(ctx, Attempt{Slot: res.Slot, Node: node, Number: res.Attempts}, storagev1.NewStorageServiceClient(cc))
 		}
 		if err == nil {
 			return res, nil

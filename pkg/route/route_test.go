@@ -3,6 +3,7 @@ package route_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +36,7 @@ func newRouter(t *testing.T, seeds []string) *route.Router {
 }
 
 func put(key, value string) route.Call {
-	return func(ctx context.Context, c storagev1.StorageServiceClient) error {
+	return func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
 		_, err := c.Put(ctx, &storagev1.PutRequest{Key: []byte(key), Value: []byte(value)})
 		return err
 	}
@@ -151,9 +152,17 @@ func TestNodeLeavesAndOwnerHint(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.SetTopology(t, v2)
-	res, err := r.Do(ctx, key, put(key, "v"))
+	var attempts []string // what each attempt was told
+	res, err := r.Do(ctx, key, func(ctx context.Context, a route.Attempt, sc storagev1.StorageServiceClient) error {
+		attempts = append(attempts, fmt.Sprintf("%d:%s:%d", a.Number, a.Node.ID, a.Slot))
+		return put(key, "v")(ctx, a, sc)
+	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	s := slot.OfString(key)
+	if want := []string{fmt.Sprintf("1:n2:%d", s), fmt.Sprintf("2:n3:%d", s)}; !slices.Equal(attempts, want) {
+		t.Fatalf("attempts %v, want %v", attempts, want)
 	}
 	if res.Node.ID != "n3" || res.Attempts != 2 {
 		t.Fatalf("served by %s after %d attempts, want n3 after 2", res.Node.ID, res.Attempts)
@@ -186,7 +195,7 @@ func TestErrorsRelayed(t *testing.T) {
 	r := newRouter(t, c.Addrs())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := r.Do(ctx, "absent", func(ctx context.Context, c storagev1.StorageServiceClient) error {
+	_, err := r.Do(ctx, "absent", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
 		_, err := c.Get(ctx, &storagev1.GetRequest{Key: []byte("absent")})
 		return err
 	})

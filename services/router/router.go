@@ -119,6 +119,10 @@ func Run(ctx context.Context, o Options) error {
 	dialer := func(addr string) (*grpc.ClientConn, error) {
 		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 	}
+	obs, err := kv.NewObserver(o.TracerProvider, o.MeterProvider)
+	if err != nil {
+		return err
+	}
 	var (
 		svc   *kv.Service
 		ready func(context.Context) error
@@ -137,7 +141,7 @@ func Run(ctx context.Context, o Options) error {
 		n, err := kv.OpenNaming(kv.NamingOptions{
 			Path: o.NamingFile, Poll: o.NamingPoll, Dial: dialer, Balancer: bal,
 			HedgeDelay: o.HedgeDelay, HedgeMaxRatio: o.HedgeMaxRatio,
-			MaxRetries: o.MaxRetries, CallTimeout: o.CallTimeout, Logger: log,
+			MaxRetries: o.MaxRetries, CallTimeout: o.CallTimeout, Logger: log, Observer: obs,
 		})
 		if err != nil {
 			return fmt.Errorf("router: %w", err)
@@ -172,7 +176,7 @@ func Run(ctx context.Context, o Options) error {
 			cancel()
 			wg.Wait()
 		}()
-		svc = kv.New(rt)
+		svc = kv.New(rt, obs)
 		ready = rt.CheckReady
 	}
 

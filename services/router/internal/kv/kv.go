@@ -29,13 +29,28 @@ type Service struct {
 	r      *route.Router // topology mode; nil in naming mode
 	naming *Naming       // naming mode; nil in topology mode
 	b      backend
+	obs    *Observer
 }
 
-// New returns a KVService routing by the topology r holds.
-func New(r *route.Router) *Service { return &Service{r: r, b: &topoBackend{r: r}} }
+// New returns a KVService routing by the topology r holds; obs records its
+// calls to the storage nodes.
+func New(r *route.Router, obs *Observer) *Service {
+	return &Service{r: r, b: &topoBackend{r: r, obs: obs}, obs: obs}
+}
 
 // NewNamed returns a KVService routing by the layouts of a naming file.
-func NewNamed(n *Naming) *Service { return &Service{naming: n, b: n} }
+func NewNamed(n *Naming) *Service { return &Service{naming: n, b: n, obs: n.o.Observer} }
+
+// do runs a single-key call through route.Do, each attempt observed as a
+// call to the owning node's partition.
+func (s *Service) do(ctx context.Context, key, op string, call route.Call) (route.Result, error) {
+	return s.r.Do(ctx, key, func(ctx context.Context, a route.Attempt, c storagev1.StorageServiceClient) error {
+		ctx, oc := s.obs.start(ctx, a.Node.ID, a.Node.GRPCAddress, op, 1, a.Number, false)
+		err := call(ctx, a, c)
+		oc.end(ctx, err, err != nil && retryable(err), err != nil && ctx.Err() != nil)
+		return err
+	})
+}
 
 // Register adds the service to s.
 func (s *Service) Register(reg grpc.ServiceRegistrar) { routerv1.RegisterKVServiceServer(reg, s) }
@@ -58,7 +73,7 @@ func (s *Service) Get(ctx context.Context, req *routerv1.GetRequest) (*routerv1.
 		return s.namingGet(ctx, key)
 	}
 	var got *storagev1.GetResponse
-	res, err := s.r.Do(ctx, key, func(ctx context.Context, c storagev1.StorageServiceClient) error {
+	res, err := s.do(ctx, key, "get", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
 		var err error
 		got, err = c.Get(ctx, &storagev1.GetRequest{Key: []byte(key)})
 		return err
@@ -101,7 +116,7 @@ func (s *Service) Put(ctx context.Context, req *routerv1.PutRequest) (*routerv1.
 		}
 		return &routerv1.PutResponse{Key: key, Slot: uint32(slot.OfString(key)), NodeId: where[0]}, nil
 	}
-	res, err := s.r.Do(ctx, key, func(ctx context.Context, c storagev1.StorageServiceClient) error {
+	res, err := s.do(ctx, key, "put", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
 		_, err := c.Put(ctx, &storagev1.PutRequest{Key: []byte(key), Value: value})
 		return err
 	})
@@ -124,7 +139,7 @@ func (s *Service) Delete(ctx context.Context, req *routerv1.DeleteRequest) (*rou
 		}
 		return &routerv1.DeleteResponse{Key: key, Slot: uint32(slot.OfString(key)), NodeId: where[0]}, nil
 	}
-	res, err := s.r.Do(ctx, key, func(ctx context.Context, c storagev1.StorageServiceClient) error {
+	res, err := s.do(ctx, key, "delete", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
 		_, err := c.Delete(ctx, &storagev1.DeleteRequest{Key: []byte(key)})
 		return err
 	})

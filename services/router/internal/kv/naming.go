@@ -69,6 +69,8 @@ type NamingOptions struct {
 	// CallTimeout is the deadline of a call whose caller set none.
 	CallTimeout time.Duration
 	Logger      *slog.Logger
+	// Observer records the calls to the instances (required).
+	Observer *Observer
 }
 
 // Naming routes by the layouts of a naming file through two
@@ -99,6 +101,9 @@ func OpenNaming(o NamingOptions) (*Naming, error) {
 	}
 	if o.Dial == nil {
 		return nil, errors.New("kv: NamingOptions.Dial is required")
+	}
+	if o.Observer == nil {
+		return nil, errors.New("kv: NamingOptions.Observer is required")
 	}
 	n := &Naming{o: o, pool: &connPool{dial: o.Dial, conns: map[string]*pooled{}}}
 	onError := func(err error) { o.Logger.Warn("naming: skipped", "path", o.Path, "err", err) }
@@ -216,10 +221,17 @@ func (n *Naming) dialInstance(in fanout.Instance) (fanout.Channel[*subReq, *subR
 	c := storagev1.NewStorageServiceClient(cc)
 	node := topology.Node{ID: cmpOr(in.Tag, "0/1"), GRPCAddress: in.Addr}
 	ch := fanout.Func[*subReq, *subResp](func(ctx context.Context, q *subReq) (*subResp, error) {
+		attempt, hedge := attemptOf(ctx)
+		ctx, oc := n.o.Observer.start(ctx, q.name, in.Addr, q.kind.String(), len(q.idx), attempt, hedge)
 		resp, err := callStorage(ctx, c, q)
 		if err != nil {
-			return nil, &subError{err: route.Annotate(err, node), idx: q.idx}
+			err = route.Annotate(err, node)
+			// Unavailable is what the Selective channel retries on another
+			// instance.
+			oc.end(ctx, err, status.Code(statusOf(err)) == codes.Unavailable, ctx.Err() != nil)
+			return nil, &subError{err: err, idx: q.idx}
 		}
+		oc.end(ctx, nil, false, false)
 		return resp, nil
 	})
 	return ch, func() { n.pool.put(in.Addr) }, nil

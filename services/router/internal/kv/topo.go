@@ -24,6 +24,7 @@ import (
 // version (layout) and cached.
 type topoBackend struct {
 	r   *route.Router
+	obs *Observer
 	cur atomicLayout
 }
 
@@ -47,7 +48,7 @@ func (l *layout) par(partial bool) *fanout.Parallel[*subReq, *subResp] {
 	return l.strict
 }
 
-func newLayout(r *route.Router, t *topology.Topology) *layout {
+func newLayout(r *route.Router, obs *Observer, t *topology.Topology) *layout {
 	l := &layout{topo: t, nodes: t.Nodes(), index: map[string]int{}}
 	l.ranges = make([][]*clusterv1.SlotRange, len(l.nodes))
 	for i, n := range l.nodes {
@@ -79,7 +80,7 @@ func newLayout(r *route.Router, t *topology.Topology) *layout {
 	l.strict = fanout.NewParallel(fanout.ParallelOptions[*subReq, *subResp]{Mapper: mapper, Merger: mergeParts, FailLimit: 1})
 	l.lenient = fanout.NewParallel(fanout.ParallelOptions[*subReq, *subResp]{Mapper: mapper, Merger: mergeParts})
 	for _, n := range l.nodes {
-		ch := nodeChannel(r, n)
+		ch := nodeChannel(r, obs, n)
 		l.strict.Add(n.ID, ch)
 		l.lenient.Add(n.ID, ch)
 	}
@@ -90,18 +91,23 @@ func newLayout(r *route.Router, t *topology.Topology) *layout {
 // frozen, unavailable, a connection closed under the call) come back as
 // answers with retry set, so they do not count toward the fail limit: the
 // caller redoes their keys with the newest topology.
-func nodeChannel(r *route.Router, node topology.Node) fanout.Func[*subReq, *subResp] {
+func nodeChannel(r *route.Router, obs *Observer, node topology.Node) fanout.Func[*subReq, *subResp] {
 	return func(ctx context.Context, q *subReq) (*subResp, error) {
+		attempt, _ := attemptOf(ctx)
+		ctx, oc := obs.start(ctx, node.ID, node.GRPCAddress, q.kind.String(), len(q.idx), attempt, false)
 		cc, err := r.Conn(node.GRPCAddress)
 		var resp *subResp
 		if err == nil {
 			resp, err = callStorage(ctx, storagev1.NewStorageServiceClient(cc), q)
 		}
 		if err == nil {
+			oc.end(ctx, nil, false, false)
 			return resp, nil
 		}
 		aerr := route.Annotate(err, node)
-		if ctx.Err() == nil && retryable(aerr) {
+		retry := ctx.Err() == nil && retryable(aerr)
+		oc.end(ctx, aerr, retry, ctx.Err() != nil)
+		if retry {
 			return &subResp{name: q.name, idx: q.idx, retry: aerr}, nil
 		}
 		return nil, &subError{err: aerr, idx: q.idx}
@@ -155,7 +161,7 @@ func (b *topoBackend) layout(ctx context.Context) (*layout, error) {
 			return nil, status.Errorf(codes.Unavailable, "router has no topology yet: %v", err)
 		}
 	}
-	return b.cur.get(t, func() *layout { return newLayout(b.r, t) }), nil
+	return b.cur.get(t, func() *layout { return newLayout(b.r, b.obs, t) }), nil
 }
 
 // retrier applies route.Do's retry rules to rounds of a fan-out call:
@@ -277,6 +283,7 @@ func (b *topoBackend) keyed(ctx context.Context, q *subReq, partial bool, take f
 	answered := 0 // partitions that answered, over all rounds
 	rt := &retrier{r: b.r, partial: partial}
 	lastRetry := map[string]error{}
+	round := 0 // fan-out calls made, for the partition spans' attempt
 	fail := func(fs ...failure) error {
 		failed = append(failed, fs...)
 		if !partial && len(failed) > 0 {
@@ -321,7 +328,8 @@ func (b *topoBackend) keyed(ctx context.Context, q *subReq, partial bool, take f
 			break
 		}
 		call := &subReq{kind: q.kind, keys: q.keys, muts: q.muts, slots: q.slots, groups: groups}
-		resp, rep, cerr := l.par(partial).CallReport(ctx, call)
+		round++
+		resp, rep, cerr := l.par(partial).CallReport(withRound(ctx, round), call)
 		r := collect(ctx, resp, rep, lastRetry)
 		if resp == nil && rep != nil && len(rep.Subs) == 0 && cerr != nil {
 			return nil, nil, statusOf(cerr)
@@ -391,12 +399,14 @@ func (b *topoBackend) whole(ctx context.Context, q *subReq, partial bool) ([]*su
 	defer cancel()
 	rt := &retrier{r: b.r, partial: partial}
 	lastRetry := map[string]error{}
+	round := 0 // fan-out calls made, for the partition spans' attempt
 	for {
 		l, err := b.layout(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
-		resp, rep, cerr := l.par(partial).CallReport(ctx, q)
+		round++
+		resp, rep, cerr := l.par(partial).CallReport(withRound(ctx, round), q)
 		if errors.Is(cerr, fanout.ErrAllSkipped) || errors.Is(cerr, fanout.ErrNoChannel) {
 			return nil, nil, nil // no node serves any slot
 		}

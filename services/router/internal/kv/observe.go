@@ -1,0 +1,150 @@
+package kv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+	tnoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/slotkv/slotkv/pkg/fanout"
+)
+
+// Span attribute keys of a partition call.
+const (
+	AttrPartition = attribute.Key("slotkv.partition") // node id, or "N/M" in naming mode
+	AttrOp        = attribute.Key("slotkv.op")
+	AttrKeys      = attribute.Key("slotkv.keys")
+	AttrAttempt   = attribute.Key("slotkv.attempt") // 1 for the first call of a key set
+	AttrHedge     = attribute.Key("slotkv.hedge")   // a backup request
+	AttrAddress   = attribute.Key("slotkv.address")
+	AttrOutcome   = attribute.Key("slotkv.outcome")
+)
+
+// Outcomes of a partition call (the outcome attribute of the metrics).
+const (
+	outcomeOK       = "ok"
+	outcomeRetry    = "retry"    // answered SLOT_MOVED, frozen or unavailable: redone elsewhere or later
+	outcomeError    = "error"    // failed for good
+	outcomeCanceled = "canceled" // cut off: another attempt won, or the call ended
+)
+
+// Observer turns every call the router makes to one partition into a span
+// ("partition n1", under the router's server span and above the gRPC
+// client span otelgrpc adds) and into metrics per partition: calls by
+// outcome, latency, hedges and retries. Fan-out, hedging and retries are
+// the router's whole job, so a trace has to show each of them: one span per
+// partition of a multi-get, a second span for a hedge or a retry.
+type Observer struct {
+	tracer   trace.Tracer
+	calls    metric.Int64Counter
+	duration metric.Float64Histogram
+	hedges   metric.Int64Counter
+	retries  metric.Int64Counter
+}
+
+// NewObserver builds the Observer's tracer and instruments (nil providers
+// mean no-ops).
+func NewObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*Observer, error) {
+	if tp == nil {
+		tp = tnoop.NewTracerProvider()
+	}
+	if mp == nil {
+		mp = noop.NewMeterProvider()
+	}
+	const scope = "github.com/slotkv/slotkv/services/router"
+	m := mp.Meter(scope)
+	o := &Observer{tracer: tp.Tracer(scope)}
+	var errs [4]error
+	o.calls, errs[0] = m.Int64Counter("slotkv.router.partition.calls",
+		metric.WithDescription("Calls the router made to a storage partition, by operation and outcome (ok, retry, error, canceled)."))
+	o.duration, errs[1] = m.Float64Histogram("slotkv.router.partition.duration", metric.WithUnit("s"),
+		metric.WithDescription("Latency of the router's calls to a storage partition."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+	o.hedges, errs[2] = m.Int64Counter("slotkv.router.partition.hedges",
+		metric.WithDescription("Backup requests (hedges) the router sent to a partition."))
+	o.retries, errs[3] = m.Int64Counter("slotkv.router.partition.retries",
+		metric.WithDescription("Calls the router made to a partition again after a retryable answer or a failed attempt."))
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, fmt.Errorf("router metrics: %w", err)
+	}
+	return o, nil
+}
+
+// call is one partition call in progress.
+type call struct {
+	o     *Observer
+	span  trace.Span
+	start time.Time
+	attrs attribute.Set // partition and op, for the metrics
+}
+
+// start begins a call to partition (its address addr) for op over keys
+// keys (0 for scans and counts). attempt counts the calls made for the
+// same keys, from 1; hedge marks a backup request.
+func (o *Observer) start(ctx context.Context, partition, addr, op string, keys, attempt int, hedge bool) (context.Context, *call) {
+	attrs := attribute.NewSet(AttrPartition.String(partition), AttrOp.String(op))
+	ctx, span := o.tracer.Start(ctx, "partition "+partition, trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(AttrPartition.String(partition), AttrOp.String(op), AttrAddress.String(addr),
+			AttrKeys.Int(keys), AttrAttempt.Int(attempt), AttrHedge.Bool(hedge)))
+	set := metric.WithAttributeSet(attrs)
+	if hedge {
+		o.hedges.Add(ctx, 1, set)
+	} else if attempt > 1 {
+		o.retries.Add(ctx, 1, set)
+	}
+	return ctx, &call{o: o, span: span, start: time.Now(), attrs: attrs}
+}
+
+// end records the call's outcome: err is its error (nil for a success),
+// retry tells that the error is one the router redoes, and canceled that
+// the caller cut the call off.
+func (c *call) end(ctx context.Context, err error, retry, canceled bool) {
+	outcome := outcomeOK
+	switch {
+	case err == nil:
+	case canceled:
+		outcome = outcomeCanceled
+	case retry:
+		outcome = outcomeRetry
+	default:
+		outcome = outcomeError
+	}
+	c.o.duration.Record(ctx, time.Since(c.start).Seconds(), metric.WithAttributeSet(c.attrs))
+	c.o.calls.Add(ctx, 1, metric.WithAttributeSet(c.attrs), metric.WithAttributes(AttrOutcome.String(outcome)))
+	c.span.SetAttributes(AttrOutcome.String(outcome))
+	if err != nil {
+		c.span.RecordError(err)
+		if outcome == outcomeError {
+			c.span.SetStatus(codes.Error, err.Error())
+		}
+	}
+	c.span.End()
+}
+
+// roundKey carries the round of a topology-mode fan-out call (1 for the
+// first, 2 when keys are redone after SLOT_MOVED or unavailable answers).
+type roundKey struct{}
+
+func withRound(ctx context.Context, n int) context.Context {
+	return context.WithValue(ctx, roundKey{}, n)
+}
+
+// attemptOf is the attempt number and hedge flag of a sub-call: from the
+// fan-out round in topology mode, from the Selective channel in naming
+// mode.
+func attemptOf(ctx context.Context) (int, bool) {
+	if a, ok := fanout.AttemptFromContext(ctx); ok {
+		return a.Number, a.Backup
+	}
+	if n, ok := ctx.Value(roundKey{}).(int); ok {
+		return n, false
+	}
+	return 1, false
+}

@@ -183,6 +183,10 @@ func Run(ctx context.Context, o Options) (err error) {
 		log.Info("loaded migration", "job_id", j.Job, "role", j.Role.String(), "ranges", fmt.Sprint(j.Ranges), "peer", j.Peer, "frozen", j.Frozen, "head_seq", j.HeadSeq)
 	}
 
+	if err := registerMetrics(o.MeterProvider, st, n, log); err != nil {
+		return err
+	}
+
 	lim := grpcapi.Limits{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes, MaxBatch: o.MaxBatch, MaxIngestBytes: o.MaxIngestBytes}.WithDefaults()
 
 	// The advertised addresses are known only once the listeners are

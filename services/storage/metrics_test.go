@@ -1,0 +1,92 @@
+package storage_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/telemetry"
+)
+
+// gauge returns the value of the sample of name whose labels contain
+// label, and whether there is one.
+func gauge(text, name, label string) (float64, bool) {
+	for _, l := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(l, name+"{") || !strings.Contains(l, label) {
+			continue
+		}
+		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		return v, err == nil
+	}
+	return 0, false
+}
+
+func scrape(t *testing.T, n *testNode) string {
+	t.Helper()
+	resp, err := http.Get("http://" + n.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// /metrics has the node's Badger size by part and the slots it serves,
+// next to otelgrpc's RPC metrics; the value log grows with the data.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	tel, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "storage"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	o := testOptions(t, "n1")
+	o.MeterProvider, o.MetricsHandler = tel.MeterProvider, tel.MetricsHandler()
+	n := startNode(t, o)
+
+	m := scrape(t, n)
+	if v, ok := gauge(m, "slotkv_storage_slots", ""); !ok || v != 0 {
+		t.Fatalf("slots before any topology = %v (found %v), want 0", v, ok)
+	}
+	size := func(m string) float64 {
+		lsm, ok1 := gauge(m, "slotkv_storage_badger_size_bytes", `part="lsm"`)
+		vlog, ok2 := gauge(m, "slotkv_storage_badger_size_bytes", `part="vlog"`)
+		if !ok1 || !ok2 {
+			t.Fatalf("badger size by part missing:\n%s", m)
+		}
+		return lsm + vlog
+	}
+	before := size(m)
+
+	n.ownAll(t)
+	// Random values, so compression cannot shrink them: 4 MiB in all.
+	val := make([]byte, 64<<10)
+	for i := range 64 {
+		_, _ = rand.Read(val)
+		if _, err := n.data.Put(ctxT(t), &storagev1.PutRequest{Key: []byte(fmt.Sprint("k", i)), Value: val}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m = scrape(t, n)
+	if v, _ := gauge(m, "slotkv_storage_slots", ""); v != 16384 {
+		t.Errorf("slots after owning all = %v, want 16384", v)
+	}
+	// Half of it at least: the memtable log is preallocated, so some of
+	// the bytes land on blocks that counted before.
+	if after := size(m); after < before+2<<20 {
+		t.Errorf("badger size %v after writing 4 MiB, was %v", after, before)
+	}
+	if !strings.Contains(m, `rpc_server_call_duration_seconds_count{`) || !strings.Contains(m, `rpc_method="slotkv.storage.v1.StorageService/Put"`) {
+		t.Errorf("no otelgrpc server metrics for Put:\n%s", m)
+	}
+}

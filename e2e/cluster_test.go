@@ -35,9 +35,16 @@ type cluster struct {
 // documented command) and starts a router in front of them.
 func startCluster(t testing.TB, n int, token string) *cluster {
 	t.Helper()
-	c := &cluster{Cluster: testcluster.Start(t, n, testcluster.Options{Token: token}), t: t}
+	return startClusterEnv(t, n, token, nil)
+}
+
+// startClusterEnv is startCluster with env added to every process's
+// environment.
+func startClusterEnv(t testing.TB, n int, token string, env []string) *cluster {
+	t.Helper()
+	c := &cluster{Cluster: testcluster.Start(t, n, testcluster.Options{Token: token, Env: env}), t: t}
 	c.ctl("bootstrap", "--storage", c.storageAddrs())
-	c.router = proctest.Start(t, proctest.Bin(t, "slotkv-router"),
+	c.router = proctest.StartWith(t, proctest.Options{Env: env}, proctest.Bin(t, "slotkv-router"),
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--storage", c.storageAddrs(), "--token", token)
 	c.waitReady(c.router.HTTP)

@@ -26,12 +26,19 @@ type mover struct {
 	proc    *proctest.Proc
 	dataDir string
 	args    []string
+	env     []string
 	api     migratorv1.MigratorServiceClient
 }
 
 func startMover(tb testing.TB, c *cluster, extra ...string) *mover {
 	tb.Helper()
-	m := &mover{dataDir: filepath.Join(tb.TempDir(), "migrator")}
+	return startMoverEnv(tb, c, nil, extra...)
+}
+
+// startMoverEnv is startMover with env added to the process's environment.
+func startMoverEnv(tb testing.TB, c *cluster, env []string, extra ...string) *mover {
+	tb.Helper()
+	m := &mover{dataDir: filepath.Join(tb.TempDir(), "migrator"), env: env}
 	m.args = append([]string{"--data-dir", m.dataDir, "--storage", c.storageAddrs(), "--token", c.Token}, extra...)
 	m.start(tb, "127.0.0.1:0", "127.0.0.1:0")
 	return m
@@ -40,7 +47,7 @@ func startMover(tb testing.TB, c *cluster, extra ...string) *mover {
 func (m *mover) start(tb testing.TB, grpcAddr, httpAddr string) {
 	tb.Helper()
 	args := append([]string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr}, m.args...)
-	m.proc = proctest.Start(tb, proctest.Bin(tb, "slotkv-migrator"), args...)
+	m.proc = proctest.StartWith(tb, proctest.Options{Env: m.env}, proctest.Bin(tb, "slotkv-migrator"), args...)
 	m.api = migratorv1.NewMigratorServiceClient(benchConnToken(tb, m.proc.GRPC, tokenOf(m.args)))
 }
 

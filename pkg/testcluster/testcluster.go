@@ -24,6 +24,9 @@ import (
 type Options struct {
 	// Token is the cluster token of every node ("" = open).
 	Token string
+	// Env adds environment variables (KEY=VALUE) to every node's process,
+	// e.g. an OTLP endpoint.
+	Env []string
 }
 
 // Node is one running storage node.
@@ -53,6 +56,7 @@ func (n *Node) StorageClient() storagev1.StorageServiceClient {
 type Cluster struct {
 	Nodes []*Node
 	Token string
+	env   []string
 }
 
 // Start runs n storage nodes with ids n1..nN, each with its own data
@@ -61,7 +65,7 @@ type Cluster struct {
 func Start(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
 	bin := proctest.Bin(t, "slotkv-storage")
-	c := &Cluster{Nodes: make([]*Node, n), Token: o.Token}
+	c := &Cluster{Nodes: make([]*Node, n), Token: o.Token, env: o.Env}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
@@ -71,7 +75,7 @@ func Start(t testing.TB, n int, o Options) *Cluster {
 			args := c.args(id, dir, "127.0.0.1:0", "127.0.0.1:0")
 			// On failure proctest.Start marks the test failed and ends
 			// this goroutine; the nil node is reported below.
-			p := proctest.Start(t, bin, args...)
+			p := proctest.StartWith(t, proctest.Options{Env: c.env}, bin, args...)
 			cc, err := dial.New(p.GRPC, dial.Options{Token: o.Token})
 			if err != nil {
 				errs <- err
@@ -173,7 +177,7 @@ func (c *Cluster) Restart(t testing.TB, n *Node) {
 			t.Fatalf("stop %s (pid %d): %v", n.ID, n.Proc.Pid(), err)
 		}
 	}
-	n.Proc = proctest.Start(t, proctest.Bin(t, "slotkv-storage"), c.args(n.ID, n.DataDir, n.Proc.GRPC, n.Proc.HTTP)...)
+	n.Proc = proctest.StartWith(t, proctest.Options{Env: c.env}, proctest.Bin(t, "slotkv-storage"), c.args(n.ID, n.DataDir, n.Proc.GRPC, n.Proc.HTTP)...)
 }
 
 func (c *Cluster) args(id, dir, grpcAddr, httpAddr string) []string {

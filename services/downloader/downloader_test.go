@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -541,25 +543,38 @@ func testREST(t *testing.T, c *testcluster.Cluster, topo *topology.Topology) {
 	}
 	checkKeys(t, c, topo, ds.records)
 
-	// One trace for the job, with spans per file and phase.
-	var jobTrace string
-	names := map[string]string{}
+	// One trace for the job: the job span, the manifest, a span per file
+	// and under it the file's download, verify and ingest spans.
+	spans := map[string]sdktrace.ReadOnlySpan{}
 	// The job's span ends just after the job is marked SUCCEEDED.
-	for deadline := time.Now().Add(30 * time.Second); jobTrace == "" && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(30 * time.Second); spans["bulkload job"] == nil && time.Now().Before(deadline); {
 		for _, sp := range rec.Ended() {
-			names[sp.Name()] = sp.SpanContext().TraceID().String()
-			if sp.Name() == "bulkload job" {
-				jobTrace = sp.SpanContext().TraceID().String()
-			}
+			spans[sp.Name()] = sp
 		}
-		if jobTrace == "" {
+		if spans["bulkload job"] == nil {
 			time.Sleep(10 * time.Millisecond) // poll interval
 		}
 	}
-	for _, n := range []string{"bulkload job", "manifest", "file " + ds.manifest.Files[0].Name, "download", "ingest"} {
-		if tr, ok := names[n]; !ok || tr != jobTrace {
-			t.Errorf("span %q: recorded %v, trace %s, want trace %s (spans %v)", n, ok, tr, jobTrace, names)
+	fileSpan := "file " + ds.manifest.Files[0].Name
+	for name, parent := range map[string]string{"bulkload job": "", "manifest": "bulkload job", fileSpan: "bulkload job",
+		"download": fileSpan, "verify": fileSpan, "ingest": fileSpan} {
+		sp := spans[name]
+		if sp == nil {
+			t.Errorf("no span %q (spans %v)", name, slices.Collect(maps.Keys(spans)))
+			continue
 		}
+		if parent == "" {
+			if sp.Parent().IsValid() {
+				t.Errorf("span %q has a parent: a job is a trace of its own", name)
+			}
+			continue
+		}
+		if p := spans[parent]; p == nil || sp.Parent().SpanID() != p.SpanContext().SpanID() || sp.SpanContext().TraceID() != p.SpanContext().TraceID() {
+			t.Errorf("span %q is not a child of %q", name, parent)
+		}
+	}
+	if v, d := spans["verify"], spans["download"]; v != nil && d != nil && v.StartTime().Before(d.EndTime()) {
+		t.Errorf("verify starts before the download ends")
 	}
 }
 

@@ -152,6 +152,7 @@ func (j *job) download(ctx context.Context, i int) (err error) {
 	manifestURL := j.rec.ManifestURL
 	j.mu.Unlock()
 
+	fileCtx := ctx
 	ctx, span := m.tracer.Start(ctx, "download", trace.WithAttributes(
 		attribute.String("file", f.Name), attribute.Int64("size", f.Size)))
 	defer func() {
@@ -263,6 +264,13 @@ func (j *job) download(ctx context.Context, i int) (err error) {
 		_ = os.Remove(part)
 		return fileErr(f.Name, "size mismatch: manifest %d bytes, %s sent %d", f.Size, u, off)
 	}
+	// Every byte is in: the download span ends and the check against the
+	// manifest (size, then the sha256 hashed while streaming), the fsync
+	// and the rename get a "verify" span of their own next to it. The
+	// deferred end above ends whichever span is current.
+	span.End()
+	_, span = m.tracer.Start(fileCtx, "verify", trace.WithAttributes(
+		attribute.String("file", f.Name), attribute.Int64("size", f.Size), attribute.String("sha256", f.SHA256)))
 	if err := out.Sync(); err != nil {
 		return fileErr(f.Name, "%v", err)
 	}
@@ -281,7 +289,6 @@ func (j *job) download(ctx context.Context, i int) (err error) {
 		return fileErr(f.Name, "%v", err)
 	}
 	syncDir(j.dir())
-	span.AddEvent("verified")
 	j.setFile(i, func(fr *fileRecord, rt *fileRT) {
 		fr.Verified, fr.State, fr.Downloaded = true, StateDownloaded, fr.Size
 	})

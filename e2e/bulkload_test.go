@@ -110,12 +110,19 @@ type loader struct {
 	proc    *proctest.Proc
 	dataDir string
 	args    []string
+	env     []string
 	api     downloaderv1.BulkLoadServiceClient
 }
 
 func startLoader(tb testing.TB, c *cluster, extra ...string) *loader {
 	tb.Helper()
-	l := &loader{dataDir: filepath.Join(tb.TempDir(), "downloader")}
+	return startLoaderEnv(tb, c, nil, extra...)
+}
+
+// startLoaderEnv is startLoader with env added to the process's environment.
+func startLoaderEnv(tb testing.TB, c *cluster, env []string, extra ...string) *loader {
+	tb.Helper()
+	l := &loader{dataDir: filepath.Join(tb.TempDir(), "downloader"), env: env}
 	l.args = append([]string{"--data-dir", l.dataDir, "--storage", c.storageAddrs(), "--token", c.Token,
 		"--allowed-prefixes", "http://127.0.0.1:"}, extra...)
 	l.start(tb, "127.0.0.1:0", "127.0.0.1:0")
@@ -125,7 +132,7 @@ func startLoader(tb testing.TB, c *cluster, extra ...string) *loader {
 func (l *loader) start(tb testing.TB, grpcAddr, httpAddr string) {
 	tb.Helper()
 	args := append([]string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr}, l.args...)
-	l.proc = proctest.Start(tb, proctest.Bin(tb, "slotkv-downloader"), args...)
+	l.proc = proctest.StartWith(tb, proctest.Options{Env: l.env}, proctest.Bin(tb, "slotkv-downloader"), args...)
 	l.api = downloaderv1.NewBulkLoadServiceClient(benchConnToken(tb, l.proc.GRPC, tokenOf(l.args)))
 }
 

@@ -11,14 +11,17 @@ import (
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	"github.com/slotkv/slotkv/pkg/dataset"
 	"github.com/slotkv/slotkv/pkg/otlpsink"
 )
 
 const (
-	routerService   = "slotkv-router"
-	storageService  = "slotkv-storage"
-	migratorService = "slotkv-migrator"
+	routerService     = "slotkv-router"
+	storageService    = "slotkv-storage"
+	migratorService   = "slotkv-migrator"
+	downloaderService = "slotkv-downloader"
 )
 
 // child returns the one span of spans under parent that is of service, has
@@ -49,7 +52,9 @@ func child(t *testing.T, spans []otlpsink.Span, parent otlpsink.Span, service st
 //
 // A migration is one trace too: the migrator's root span, a span per
 // phase, a span per snapshot stream, and the storage nodes' server spans
-// of the calls the job made.
+// of the calls the job made. So is a bulk load: the downloader's job span,
+// a span per file with its download, verify and ingest spans, and the
+// storage nodes' ingest spans under them.
 func TestTracesAcrossServices(t *testing.T) {
 	t.Parallel()
 	sink := otlpsink.Start(t)
@@ -150,6 +155,61 @@ func TestTracesAcrossServices(t *testing.T) {
 			child(t, spans, imp, storageService, tracepb.Span_SPAN_KIND_SERVER, "slotkv.storage.v1.MigrationService/Import")
 		}
 	})
+
+	t.Run("bulk load", func(t *testing.T) {
+		dir, _ := buildDataset(t, 3000, 32, "48KiB")
+		man := readManifest(t, dir)
+		if len(man.Files) < 2 {
+			t.Fatalf("dataset of %d files, want several", len(man.Files))
+		}
+		fs := serveDataset(t, dir)
+		l := startLoaderEnv(t, c, sink.Env())
+		if job := l.run(t, "traced", fs.url+"/"+dataset.ManifestName); job.GetState() != downloaderv1.State_STATE_SUCCEEDED {
+			t.Fatalf("job %s: %s", job.GetState(), job.GetError())
+		}
+		var root otlpsink.Span
+		spans := sink.WaitFor(t, 30*time.Second, func(all []otlpsink.Span) bool {
+			roots := otlpsink.Find(all, downloaderService, "bulkload job")
+			if len(roots) != 1 {
+				return false
+			}
+			root = roots[0]
+			tr := sinkTrace(all, root.TraceID)
+			return len(otlpsink.Find(tr, downloaderService, "ingest")) == len(man.Files) &&
+				len(otlpsink.Find(tr, storageService, "slotkv.storage.v1.NodeService/Ingest")) >= len(man.Files)
+		}, "the bulk load's job, file and ingest spans, and the storage nodes' ingest spans")
+		spans = sinkTrace(spans, root.TraceID)
+		child(t, spans, root, downloaderService, tracepb.Span_SPAN_KIND_INTERNAL, "manifest")
+		ingests := map[string]bool{} // span ids of the files' ingest spans
+		for _, f := range man.Files {
+			fsp := child(t, spans, root, downloaderService, tracepb.Span_SPAN_KIND_INTERNAL, "file "+f.Name)
+			child(t, spans, fsp, downloaderService, tracepb.Span_SPAN_KIND_INTERNAL, "download")
+			child(t, spans, fsp, downloaderService, tracepb.Span_SPAN_KIND_INTERNAL, "verify")
+			ingests[child(t, spans, fsp, downloaderService, tracepb.Span_SPAN_KIND_INTERNAL, "ingest").SpanID] = true
+		}
+		// Every storage node's Ingest span hangs, through the downloader's
+		// client span, under one file's ingest span.
+		for _, sp := range otlpsink.Find(spans, storageService, "slotkv.storage.v1.NodeService/Ingest") {
+			if !underAny(spans, sp, ingests) {
+				t.Errorf("storage span %s is not under a file's ingest span; the trace:\n%s", sp, otlpsink.Dump(spans))
+			}
+		}
+	})
+}
+
+// underAny reports whether one of sp's ancestors in spans has a span id
+// in ids.
+func underAny(spans []otlpsink.Span, sp otlpsink.Span, ids map[string]bool) bool {
+	byID := map[string]otlpsink.Span{}
+	for _, s := range spans {
+		byID[s.SpanID] = s
+	}
+	for p, ok := byID[sp.ParentID]; ok; p, ok = byID[p.ParentID] {
+		if ids[p.SpanID] {
+			return true
+		}
+	}
+	return false
 }
 
 func randomHex(n int) string {

@@ -86,7 +86,8 @@ bench: build
 		'worst write during cleanup: batched delete / DropPrefix=CleanupWriteStall/batched-delete:CleanupWriteStall/drop-prefix'
 	cd services/router && $(GO) test -run '^$$' -bench . -benchtime 2s . \
 	| $(GO) run ../../e2e/cmd/benchratio \
-		'multi-get of 100 keys / 100 sequential gets=MultiGet100:SequentialGet100'
+		'multi-get of 100 keys / 100 sequential gets=MultiGet100:SequentialGet100' \
+		'router get, every request traced and exported / untraced=Tracing/traced:Tracing/untraced'
 	cd services/storage && $(GO) test -run '^$$' -bench . -benchtime 2s . \
 	| $(GO) run ../../e2e/cmd/benchratio \
 		'storage get: gRPC / direct Badger=Get/grpc:Get/direct' \

@@ -7,7 +7,10 @@ import (
 	"testing"
 
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
+	"github.com/slotkv/slotkv/pkg/otlpsink"
+	"github.com/slotkv/slotkv/pkg/telemetry"
 	"github.com/slotkv/slotkv/services/router"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 )
 
 const benchKeys = 1000
@@ -16,7 +19,13 @@ const benchKeys = 1000
 // benchKeys keys.
 func benchRouter(b *testing.B) (*testRouter, []string) {
 	b.Helper()
-	_, _, r := setup(b, 3, router.Options{Logger: slog.New(slog.DiscardHandler)})
+	return benchRouterWith(b, router.Options{})
+}
+
+func benchRouterWith(b *testing.B, o router.Options) (*testRouter, []string) {
+	b.Helper()
+	o.Logger = slog.New(slog.DiscardHandler)
+	_, _, r := setup(b, 3, o)
 	keys := make([]string, benchKeys)
 	values := map[string]string{}
 	for i := range keys {
@@ -90,4 +99,44 @@ func BenchmarkScan(b *testing.B) {
 		total += n
 	}
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "keys/s")
+}
+
+// BenchmarkTracing: single-key Gets through the router, untraced (no
+// span sampled) and traced with every request sampled and exported over
+// OTLP/gRPC to a real receiver on loopback, in reqs/s; metrics are
+// recorded in both. The ratio is what tracing everything costs.
+func BenchmarkTracing(b *testing.B) {
+	for _, traced := range []bool{false, true} {
+		name := "untraced"
+		if traced {
+			name = "traced"
+		}
+		b.Run(name, func(b *testing.B) {
+			// Metrics are on in both: the ratio is tracing's alone.
+			cfg := telemetry.Config{ServiceName: "router"}
+			if traced {
+				sink := otlpsink.Start(b)
+				exp, err := otlptracegrpc.New(context.Background(), otlptracegrpc.WithEndpoint(sink.Addr()), otlptracegrpc.WithInsecure())
+				if err != nil {
+					b.Fatal(err)
+				}
+				cfg.SampleRatio, cfg.Exporter = 1, exp
+			}
+			tel, err := telemetry.Setup(context.Background(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+			o := router.Options{TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider}
+			r, keys := benchRouterWith(b, o)
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				if _, err := r.KV.Get(ctx, &routerv1.GetRequest{Key: keys[i%benchKeys]}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reqs/s")
+		})
+	}
 }

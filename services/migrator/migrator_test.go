@@ -144,7 +144,7 @@ func TestWritesDuringMigration(t *testing.T) {
 		for n := 0; wctx.Err() == nil; n++ {
 			k := keys[n%len(keys)]
 			v := fmt.Sprintf("v%d", n)
-			_, err := rt.Do(wctx, k, func(ctx context.Context, sc storagev1.StorageServiceClient) error {
+			_, err := rt.Do(wctx, k, func(ctx context.Context, _ route.Attempt, sc storagev1.StorageServiceClient) error {
 				_, err := sc.Put(ctx, &storagev1.PutRequest{Key: []byte(k), Value: []byte(v)})
 				return err
 			})

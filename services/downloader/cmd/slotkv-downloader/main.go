@@ -2,6 +2,10 @@
 // datasets built by slotkv-dataset, fetched over HTTP(S), into the cluster.
 //
 // Every flag has an environment fallback (SLOTKV_*); see -h.
+//
+// `slotkv-downloader healthcheck [--url URL]` exits 0 when a running service's
+// /readyz answers 2xx, for container health checks (the image has no
+// curl); the port comes from $SLOTKV_HTTP_ADDR or the --http-addr default.
 package main
 
 import (
@@ -21,6 +25,9 @@ import (
 const serviceName = downloader.ServiceName
 
 func main() {
+	if code, ok := server.HealthcheckCommand(os.Args[1:], downloader.DefaultOptions().HTTPAddr); ok {
+		os.Exit(code)
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

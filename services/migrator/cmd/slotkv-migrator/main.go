@@ -2,6 +2,10 @@
 // ranges between storage nodes online (see package migrator).
 //
 // Every flag has an environment fallback (SLOTKV_*); see -h.
+//
+// `slotkv-migrator healthcheck [--url URL]` exits 0 when a running service's
+// /readyz answers 2xx, for container health checks (the image has no
+// curl); the port comes from $SLOTKV_HTTP_ADDR or the --http-addr default.
 package main
 
 import (
@@ -23,6 +27,9 @@ import (
 const serviceName = migrator.ServiceName
 
 func main() {
+	if code, ok := server.HealthcheckCommand(os.Args[1:], migrator.DefaultOptions().HTTPAddr); ok {
+		os.Exit(code)
+	}
 	ctx, stop := server.SignalContext()
 	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
 	stop()

@@ -2,6 +2,10 @@
 // and routes each key to the storage node owning its slot.
 //
 // Every flag has an environment fallback (SLOTKV_*); see -h.
+//
+// `slotkv-router healthcheck [--url URL]` exits 0 when a running service's
+// /readyz answers 2xx, for container health checks (the image has no
+// curl); the port comes from $SLOTKV_HTTP_ADDR or the --http-addr default.
 package main
 
 import (
@@ -22,6 +26,9 @@ import (
 const serviceName = "slotkv-router"
 
 func main() {
+	if code, ok := server.HealthcheckCommand(os.Args[1:], router.DefaultOptions().HTTPAddr); ok {
+		os.Exit(code)
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

@@ -6,6 +6,10 @@
 // With --listen-file the node writes {"grpc":"host:port","http":"host:port"}
 // there (atomically) once both listeners are bound, so scripts and tests can
 // start it on port 0 and learn the real ports.
+//
+// `slotkv-storage healthcheck [--url URL]` exits 0 when a running service's
+// /readyz answers 2xx, for container health checks (the image has no
+// curl); the port comes from $SLOTKV_HTTP_ADDR or the --http-addr default.
 package main
 
 import (
@@ -27,6 +31,9 @@ import (
 const serviceName = "slotkv-storage"
 
 func main() {
+	if code, ok := server.HealthcheckCommand(os.Args[1:], storage.DefaultOptions().HTTPAddr); ok {
+		os.Exit(code)
+	}
 	ctx, stop := server.SignalContext()
 	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
 	stop()

@@ -25,6 +25,12 @@
 // The records are held in memory while sorting, compactly (keys and values
 // in large arena chunks plus 24 bytes per record), so the input should fit
 // in memory with some room to spare.
+//
+// # serve
+//
+// Serve is a plain HTTP file server over a directory of datasets, so a bulk
+// load can be tried and tested without object storage (the compose stack's
+// "dataset" service runs it).
 package tool
 
 import (
@@ -37,6 +43,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/version"
 )
 
@@ -49,6 +56,8 @@ Usage:
   slotkv-dataset verify --dir DIR
   slotkv-dataset gen    --records N --value-size N --out FILE.jsonl
                         [--seed S] [--key-prefix key]
+  slotkv-dataset serve  --dir DIR [--listen :8000] [--shutdown-timeout 10s]
+  slotkv-dataset healthcheck [--url http://127.0.0.1:8000/healthz]
   slotkv-dataset version
 
 build reads JSONL or CSV records, sorts them by (slot, key) and writes data
@@ -72,6 +81,15 @@ It exits 1 on any problem, naming the file.
 
 gen writes deterministic synthetic JSONL: keys PREFIX:00000001 ... and
 printable pseudo-random values of --value-size bytes (same flags, same file).
+
+serve is an HTTP file server for the downloader: GET and HEAD (with Range)
+of the files under DIR, so DIR/NAME/manifest.json is the manifest URL
+http://HOST:8000/NAME/manifest.json; /healthz answers ok. Paths with ".."
+are refused, every request is logged (JSON on stderr), and SIGINT/SIGTERM
+stop it gracefully. healthcheck GETs /healthz of a running serve and exits
+0 when it answers 200 (container health checks: the image has no curl).
+Flags of serve and healthcheck fall back to environment variables
+(SLOTKV_DATASET_DIR, SLOTKV_DATASET_LISTEN, ...; see -h).
 `
 
 // Main runs slotkv-dataset with args (without the program name) and returns
@@ -95,6 +113,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runVerify(ctx, rest, stdout, stderr)
 	case "gen":
 		return runGen(ctx, rest, stdout, stderr)
+	case "serve":
+		return runServe(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, rest, stderr)
 	}
 	fmt.Fprintf(stderr, "slotkv-dataset: unknown command %q\n\n%s", cmd, usage)
 	return 2
@@ -110,12 +132,16 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args; it returns an exit code when the caller should
-// stop (-1 means go on).
+// parseFlags parses args, after the environment for flags defined with
+// flagenv; it returns an exit code when the caller should stop (-1 means go
+// on).
 func parseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) int {
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
+		}
+		if ee := (*flagenv.EnvError)(nil); errors.As(err, &ee) {
+			fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err) // fs.Parse printed the others
 		}
 		return 2
 	}

@@ -3,48 +3,21 @@ package migrator_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/telemetry"
+	"github.com/slotkv/slotkv/pkg/telemetry/metricstest"
 	"github.com/slotkv/slotkv/services/migrator"
 )
 
-// scrapeGauge GETs the migrator's /metrics and returns the value of the
+// scrapeGauge scrapes the migrator's /metrics and returns the value of the
 // series name{job_id="id"}; ok is false when it is absent.
 func scrapeGauge(t *testing.T, m *mig, name, id string) (v float64, ok bool) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testCtx(t), http.MethodGet, "http://"+m.http+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
-	}
-	for line := range strings.Lines(string(body)) {
-		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, `job_id="`+id+`"`) {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			t.Fatalf("bad sample %q: %v", line, err)
-		}
-		return v, true
-	}
-	return 0, false
+	return metricstest.Sample(metricstest.Scrape(t, m.http), name, `job_id="`+id+`"`)
 }
 
 // TestMetricsDuringMigration scrapes /metrics while a job throttled to

@@ -2,10 +2,7 @@ package router_test
 
 import (
 	"context"
-	"io"
-	"net/http"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/faultproxy"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/telemetry"
+	"github.com/slotkv/slotkv/pkg/telemetry/metricstest"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 	"github.com/slotkv/slotkv/services/router"
 )
@@ -79,38 +77,6 @@ func serverSpan(t *testing.T, rec *tracetest.SpanRecorder, method string) sdktra
 	}
 }
 
-func scrapeMetrics(t *testing.T, r *testRouter) string {
-	t.Helper()
-	resp, err := http.Get("http://" + r.HTTP + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-// metricLine finds the sample of name whose labels include every one of
-// labels (`key="value"`), or "".
-func metricLine(text, name string, labels ...string) string {
-next:
-	for _, l := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(l, name+"{") {
-			continue
-		}
-		for _, lb := range labels {
-			if !strings.Contains(l, lb) {
-				continue next
-			}
-		}
-		return l
-	}
-	return ""
-}
-
 // A multi-get over three nodes is one trace: the router's server span has
 // one partition span per node (partition, op, key count as attributes),
 // each above the gRPC client span of its storage call; the calls are
@@ -156,14 +122,14 @@ func TestTracePartitionsOfAMultiGet(t *testing.T) {
 			t.Errorf("partition %s: %d BatchGet client spans under it, want 1", node, len(client))
 		}
 	}
-	m := scrapeMetrics(t, r)
+	m := metricstest.Scrape(t, r.HTTP)
 	for _, node := range []string{"n1", "n2", "n3"} {
-		if metricLine(m, "slotkv_router_partition_calls_total", `slotkv_partition="`+node+`"`, `slotkv_op="multi-get"`, `slotkv_outcome="ok"`) == "" {
-			t.Errorf("no ok multi-get calls counted for %s:\n%s", node, grepLines(m, "slotkv_router"))
+		if !has(m, "slotkv_router_partition_calls_total", `slotkv_partition="`+node+`"`, `slotkv_op="multi-get"`, `slotkv_outcome="ok"`) {
+			t.Errorf("no ok multi-get calls counted for %s:\n%s", node, metricstest.Grep(m, "slotkv_router"))
 		}
 	}
-	if metricLine(m, "slotkv_router_partition_duration_seconds_count", `slotkv_partition="n2"`) == "" {
-		t.Errorf("no latency histogram for n2:\n%s", grepLines(m, "slotkv_router"))
+	if !has(m, "slotkv_router_partition_duration_seconds_count", `slotkv_partition="n2"`) {
+		t.Errorf("no latency histogram for n2:\n%s", metricstest.Grep(m, "slotkv_router"))
 	}
 }
 
@@ -189,12 +155,12 @@ func TestTraceRetryAfterSlotMoved(t *testing.T) {
 	if a, o := attrOf(second[0], "slotkv.attempt").AsInt64(), attrOf(second[0], "slotkv.outcome").AsString(); a != 2 || o != "ok" {
 		t.Errorf("second attempt: attempt %d outcome %q, want 2 ok", a, o)
 	}
-	m := scrapeMetrics(t, r)
-	if metricLine(m, "slotkv_router_partition_retries_total", `slotkv_partition="n2"`, `slotkv_op="put"`) == "" {
-		t.Errorf("retry not counted:\n%s", grepLines(m, "slotkv_router"))
+	m := metricstest.Scrape(t, r.HTTP)
+	if !has(m, "slotkv_router_partition_retries_total", `slotkv_partition="n2"`, `slotkv_op="put"`) {
+		t.Errorf("retry not counted:\n%s", metricstest.Grep(m, "slotkv_router"))
 	}
-	if metricLine(m, "slotkv_router_partition_calls_total", `slotkv_partition="n1"`, `slotkv_outcome="retry"`) == "" {
-		t.Errorf("retry outcome not counted:\n%s", grepLines(m, "slotkv_router"))
+	if !has(m, "slotkv_router_partition_calls_total", `slotkv_partition="n1"`, `slotkv_outcome="retry"`) {
+		t.Errorf("retry outcome not counted:\n%s", metricstest.Grep(m, "slotkv_router"))
 	}
 }
 
@@ -260,18 +226,14 @@ func TestTraceHedge(t *testing.T) {
 	if len(ps) != 2 || hedges != 1 || canceled != 1 {
 		t.Fatalf("%d partition spans, %d hedges, %d canceled; want 2, 1, 1", len(ps), hedges, canceled)
 	}
-	m := scrapeMetrics(t, r)
-	if metricLine(m, "slotkv_router_partition_hedges_total", `slotkv_partition="0/1"`) == "" {
-		t.Errorf("hedge not counted:\n%s", grepLines(m, "slotkv_router"))
+	m := metricstest.Scrape(t, r.HTTP)
+	if !has(m, "slotkv_router_partition_hedges_total", `slotkv_partition="0/1"`) {
+		t.Errorf("hedge not counted:\n%s", metricstest.Grep(m, "slotkv_router"))
 	}
 }
 
-func grepLines(text, substr string) string {
-	var out []string
-	for _, l := range strings.Split(text, "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
+// has reports whether the metrics text has a sample of name with labels.
+func has(text, name string, labels ...string) bool {
+	_, ok := metricstest.Sample(text, name, labels...)
+	return ok
 }

@@ -4,42 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/telemetry"
+	"github.com/slotkv/slotkv/pkg/telemetry/metricstest"
 )
-
-// gauge returns the value of the sample of name whose labels contain
-// label, and whether there is one.
-func gauge(text, name, label string) (float64, bool) {
-	for _, l := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(l, name+"{") || !strings.Contains(l, label) {
-			continue
-		}
-		v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
-		return v, err == nil
-	}
-	return 0, false
-}
-
-func scrape(t *testing.T, n *testNode) string {
-	t.Helper()
-	resp, err := http.Get("http://" + n.httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
 
 // /metrics has the node's Badger size by part and the slots it serves,
 // next to otelgrpc's RPC metrics; the value log grows with the data.
@@ -54,13 +25,13 @@ func TestMetrics(t *testing.T) {
 	o.MeterProvider, o.MetricsHandler = tel.MeterProvider, tel.MetricsHandler()
 	n := startNode(t, o)
 
-	m := scrape(t, n)
-	if v, ok := gauge(m, "slotkv_storage_slots", ""); !ok || v != 0 {
+	m := metricstest.Scrape(t, n.httpAddr)
+	if v, ok := metricstest.Sample(m, "slotkv_storage_slots"); !ok || v != 0 {
 		t.Fatalf("slots before any topology = %v (found %v), want 0", v, ok)
 	}
 	size := func(m string) float64 {
-		lsm, ok1 := gauge(m, "slotkv_storage_badger_size_bytes", `part="lsm"`)
-		vlog, ok2 := gauge(m, "slotkv_storage_badger_size_bytes", `part="vlog"`)
+		lsm, ok1 := metricstest.Sample(m, "slotkv_storage_badger_size_bytes", `part="lsm"`)
+		vlog, ok2 := metricstest.Sample(m, "slotkv_storage_badger_size_bytes", `part="vlog"`)
 		if !ok1 || !ok2 {
 			t.Fatalf("badger size by part missing:\n%s", m)
 		}
@@ -77,8 +48,8 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m = scrape(t, n)
-	if v, _ := gauge(m, "slotkv_storage_slots", ""); v != 16384 {
+	m = metricstest.Scrape(t, n.httpAddr)
+	if v, _ := metricstest.Sample(m, "slotkv_storage_slots"); v != 16384 {
 		t.Errorf("slots after owning all = %v, want 16384", v)
 	}
 	// Half of it at least: the memtable log is preallocated, so some of

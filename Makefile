@@ -70,10 +70,12 @@ test: build
 test-e2e: build
 	SLOTKV_BIN=$(BIN) $(GO) test -race -timeout $(TEST_TIMEOUT) ./e2e/...
 
-## test-compose: the container stack (offline override: no Jaeger) under a
-## project of its own, checked through its published ports by e2e/compose,
-## then removed with its volumes
+## test-compose: the container stack (slotkv's OTLP receiver in Jaeger's
+## place) under a project of its own, checked through its published ports by
+## e2e/compose, then removed with its volumes
 test-compose: images $(BIN)/grpcurl
+	cd e2e && CGO_ENABLED=0 $(GO) build -o $(BIN)/slotkv-otlpsink ./cmd/otlpsink
+	DOCKER_BUILDKIT=0 SLOTKV_BIN=$(BIN) VERSION=$(VERSION) ./deployments/docker/images.sh slotkv-otlpsink slotkv-otlpsink slotkv-otlpsink
 	SLOTKV_BIN=$(BIN) ./deployments/compose/test.sh
 
 ## bench: benchmarks with figures and ratios against a baseline from the same run

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # `make test-compose`: starts the container stack (docker-compose.yml with
-# the offline override: no Jaeger, nothing pulled) under a project name of
-# its own with free host ports, waits until every service is healthy, runs
+# deployments/compose/test.yml: slotkv's OTLP receiver in Jaeger's place,
+# nothing pulled) under a project name of its own with free host ports, waits until every service is healthy, runs
 # the checks in e2e/compose (go test -tags compose), and always removes the
 # stack with its volumes. When anything fails, the stack's logs are printed
 # first.
 #
-# Needs the images (`make images`) and bin/grpcurl, bin/slotkv-dataset
-# (`make tools build`); the Makefile target builds them.
+# Needs the images (`make images`, and slotkv/slotkv-otlpsink) and
+# bin/grpcurl, bin/slotkv-dataset (`make tools build`); the Makefile target
+# builds them.
 #
 # Environment: SLOTKV_BIN (./bin), SLOTKV_TOKEN (the stack's cluster token,
 # empty: open), SLOTKV_COMPOSE_TIMEOUT (seconds to wait for health, 180).
@@ -32,14 +33,17 @@ fi
 export SLOTKV_COMPOSE="${compose[*]}"
 export COMPOSE_PROJECT_NAME=slotkv-test-$$
 # Absolute paths: the Go test runs compose from its own directory.
-export COMPOSE_FILE=$root/docker-compose.yml:$root/deployments/compose/offline.yml
+export COMPOSE_FILE=$root/docker-compose.yml:$root/deployments/compose/test.yml
+# The offline override is what users without a registry run: it must stay
+# valid even though the test runs the stack with its trace receiver.
+"${compose[@]}" -f "$root/docker-compose.yml" -f "$root/deployments/compose/offline.yml" config -q
 # Empty host ports: Docker picks free ones, so the test never collides with
 # a stack (or `make run`) already using 8080 and friends.
 export SLOTKV_ROUTER_HTTP_PORT= SLOTKV_ROUTER_GRPC_PORT= SLOTKV_MIGRATOR_HTTP_PORT= \
   SLOTKV_DOWNLOADER_HTTP_PORT= SLOTKV_JAEGER_UI_PORT= SLOTKV_JAEGER_OTLP_PORT=
 
 # A missing image would make `up` try to pull it from Docker Hub.
-for name in storage router migrator downloader tools; do
+for name in storage router migrator downloader tools otlpsink; do
   ref=slotkv/slotkv-$name:${SLOTKV_IMAGE_TAG:-dev}
   if ! docker image inspect "$ref" >/dev/null 2>&1; then
     echo "test-compose: image $ref is missing; run 'make images'" >&2
@@ -95,8 +99,9 @@ SLOTKV_TEST_ROUTER_HTTP=$(port router 8080)
 SLOTKV_TEST_ROUTER_GRPC=$(port router 7000)
 SLOTKV_TEST_MIGRATOR_HTTP=$(port migrator 8070)
 SLOTKV_TEST_DOWNLOADER_HTTP=$(port downloader 8090)
-export SLOTKV_TEST_ROUTER_HTTP SLOTKV_TEST_ROUTER_GRPC SLOTKV_TEST_MIGRATOR_HTTP SLOTKV_TEST_DOWNLOADER_HTTP
-echo "test-compose: router $SLOTKV_TEST_ROUTER_HTTP (gRPC $SLOTKV_TEST_ROUTER_GRPC), migrator $SLOTKV_TEST_MIGRATOR_HTTP, downloader $SLOTKV_TEST_DOWNLOADER_HTTP"
+SLOTKV_TEST_TRACES_HTTP=$(port jaeger 16686)
+export SLOTKV_TEST_ROUTER_HTTP SLOTKV_TEST_ROUTER_GRPC SLOTKV_TEST_MIGRATOR_HTTP SLOTKV_TEST_DOWNLOADER_HTTP SLOTKV_TEST_TRACES_HTTP
+echo "test-compose: router $SLOTKV_TEST_ROUTER_HTTP (gRPC $SLOTKV_TEST_ROUTER_GRPC), migrator $SLOTKV_TEST_MIGRATOR_HTTP, downloader $SLOTKV_TEST_DOWNLOADER_HTTP, traces $SLOTKV_TEST_TRACES_HTTP"
 
 go test -tags compose -count=1 -v -timeout 10m ./e2e/compose/
 ok=1

@@ -76,6 +76,12 @@ DOCKERFILE
   fi
 }
 
+# `images.sh NAME ENTRYPOINT BINARY...` builds that one image (test-compose
+# builds its trace receiver this way); no arguments: every slotkv image.
+if [ $# -gt 0 ]; then
+  image "$@"
+  exit 0
+fi
 image slotkv-storage slotkv-storage slotkv-storage
 image slotkv-router slotkv-router slotkv-router
 image slotkv-migrator slotkv-migrator slotkv-migrator

@@ -8,6 +8,7 @@
 //
 //	SLOTKV_TEST_ROUTER_HTTP, SLOTKV_TEST_ROUTER_GRPC     router REST and gRPC, host:port
 //	SLOTKV_TEST_MIGRATOR_HTTP, SLOTKV_TEST_DOWNLOADER_HTTP
+//	SLOTKV_TEST_TRACES_HTTP   the trace receiver's span API (e2e/cmd/otlpsink as "jaeger")
 //	SLOTKV_COMPOSE    the compose command ("docker-compose" or "docker compose");
 //	                  COMPOSE_PROJECT_NAME and COMPOSE_FILE select the stack
 //	SLOTKV_BIN        directory of grpcurl and slotkv-dataset on this host
@@ -32,6 +33,7 @@ import (
 // stack is the running compose stack under test.
 type stack struct {
 	routerHTTP, routerGRPC, migratorHTTP, downloaderHTTP string
+	tracesHTTP                                           string
 	compose                                              []string
 	bin                                                  string
 	token                                                string
@@ -52,6 +54,7 @@ func newStack(t *testing.T) *stack {
 		routerGRPC:     need("SLOTKV_TEST_ROUTER_GRPC"),
 		migratorHTTP:   need("SLOTKV_TEST_MIGRATOR_HTTP"),
 		downloaderHTTP: need("SLOTKV_TEST_DOWNLOADER_HTTP"),
+		tracesHTTP:     need("SLOTKV_TEST_TRACES_HTTP"),
 		compose:        strings.Fields(need("SLOTKV_COMPOSE")),
 		bin:            need("SLOTKV_BIN"),
 		token:          os.Getenv("SLOTKV_TOKEN"),

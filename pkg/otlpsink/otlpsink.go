@@ -25,16 +25,16 @@ import (
 
 // Span is one received span, flattened.
 type Span struct {
-	Service  string // service.name of the resource that sent it
-	TraceID  string // hex
-	SpanID   string // hex
-	ParentID string // hex; "" for a root span
-	Name     string
-	Kind     tracepb.Span_SpanKind
-	Attrs    map[string]string // values as strings
-	Status   tracepb.Status_StatusCode
-	Start    time.Time
-	End      time.Time
+	Service  string                    `json:"service"`   // service.name of the resource that sent it
+	TraceID  string                    `json:"trace_id"`  // hex
+	SpanID   string                    `json:"span_id"`   // hex
+	ParentID string                    `json:"parent_id"` // hex; "" for a root span
+	Name     string                    `json:"name"`
+	Kind     tracepb.Span_SpanKind     `json:"kind"`
+	Attrs    map[string]string         `json:"attributes"` // values as strings
+	Status   tracepb.Status_StatusCode `json:"status"`
+	Start    time.Time                 `json:"start"`
+	End      time.Time                 `json:"end"`
 }
 
 // String is a one-line description for test failures.
@@ -59,7 +59,15 @@ func Start(t testing.TB) *Sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Sink{addr: ln.Addr().String(), changed: make(chan struct{})}
+	s, stop := Serve(ln)
+	t.Cleanup(stop)
+	return s
+}
+
+// Serve runs a Sink on ln until stop is called (e2e/cmd/otlpsink runs one
+// in a container of the compose stack in Jaeger's place).
+func Serve(ln net.Listener) (s *Sink, stop func()) {
+	s = &Sink{addr: ln.Addr().String(), changed: make(chan struct{})}
 	srv := grpc.NewServer()
 	collectortrace.RegisterTraceServiceServer(srv, s)
 	done := make(chan struct{})
@@ -67,11 +75,10 @@ func Start(t testing.TB) *Sink {
 		defer close(done)
 		_ = srv.Serve(ln)
 	}()
-	t.Cleanup(func() {
+	return s, func() {
 		srv.Stop()
 		<-done
-	})
-	return s
+	}
 }
 
 // Addr is the receiver's host:port.

@@ -16,10 +16,11 @@ import (
 // registerMetrics adds the node's own gauges to mp: Badger's size on disk
 // (LSM tree and value log, read from the files at each scrape, the same
 // figure GetNodeInfo answers) and the slots this node serves. RPC counts
-// and latencies come from otelgrpc.
-func registerMetrics(mp metric.MeterProvider, st *store.Store, n *node.Node, log *slog.Logger) error {
+// and latencies come from otelgrpc. Call unregister before the store
+// closes: the provider may outlive this node (tests run several).
+func registerMetrics(mp metric.MeterProvider, st *store.Store, n *node.Node, log *slog.Logger) (unregister func(), err error) {
 	if mp == nil {
-		return nil
+		return func() {}, nil
 	}
 	m := mp.Meter("github.com/slotkv/slotkv/services/storage")
 	size, err1 := m.Int64ObservableGauge("slotkv.storage.badger.size", metric.WithUnit("By"),
@@ -27,11 +28,11 @@ func registerMetrics(mp metric.MeterProvider, st *store.Store, n *node.Node, log
 	slots, err2 := m.Int64ObservableGauge("slotkv.storage.slots",
 		metric.WithDescription("Slots this node serves (owned, or migrating away and not yet handed off)."))
 	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("storage metrics: %w", err)
+		return nil, fmt.Errorf("storage metrics: %w", err)
 	}
 	lsmAttr := metric.WithAttributes(attribute.String("part", "lsm"))
 	vlogAttr := metric.WithAttributes(attribute.String("part", "vlog"))
-	_, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		lsm, vlog, err := st.Size()
 		if err != nil {
 			// A failed walk leaves the gauge out of this scrape rather than
@@ -49,7 +50,7 @@ func registerMetrics(mp metric.MeterProvider, st *store.Store, n *node.Node, log
 		return nil
 	}, size, slots)
 	if err != nil {
-		return fmt.Errorf("storage metrics: %w", err)
+		return nil, fmt.Errorf("storage metrics: %w", err)
 	}
-	return nil
+	return func() { _ = reg.Unregister() }, nil
 }

@@ -183,9 +183,11 @@ func Run(ctx context.Context, o Options) (err error) {
 		log.Info("loaded migration", "job_id", j.Job, "role", j.Role.String(), "ranges", fmt.Sprint(j.Ranges), "peer", j.Peer, "frozen", j.Frozen, "head_seq", j.HeadSeq)
 	}
 
-	if err := registerMetrics(o.MeterProvider, st, n, log); err != nil {
+	unregister, err := registerMetrics(o.MeterProvider, st, n, log)
+	if err != nil {
 		return err
 	}
+	defer unregister()
 
 	lim := grpcapi.Limits{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes, MaxBatch: o.MaxBatch, MaxIngestBytes: o.MaxIngestBytes}.WithDefaults()
 

@@ -46,8 +46,9 @@ func NewNamed(n *Naming) *Service { return &Service{naming: n, b: n, obs: n.o.Ob
 func (s *Service) do(ctx context.Context, key, op string, call route.Call) (route.Result, error) {
 	return s.r.Do(ctx, key, func(ctx context.Context, a route.Attempt, c storagev1.StorageServiceClient) error {
 		ctx, oc := s.obs.start(ctx, a.Node.ID, a.Node.GRPCAddress, op, 1, a.Number, false)
+		defer oc.abandon(ctx)
 		err := call(ctx, a, c)
-		oc.end(ctx, err, err != nil && retryable(err), err != nil && ctx.Err() != nil)
+		oc.end(ctx, err, err != nil && retryable(err))
 		return err
 	})
 }

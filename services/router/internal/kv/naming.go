@@ -116,7 +116,7 @@ func OpenNaming(o NamingOptions) (*Naming, error) {
 		Balancer:       o.Balancer,
 		Key:            requestKey,
 		MaxRetry:       o.MaxRetries,
-		Retryable:      func(err error) bool { return status.Code(statusOf(err)) == codes.Unavailable },
+		Retryable:      namingRetryable,
 		BackupDelay:    o.HedgeDelay,
 		BackupMaxRatio: o.HedgeMaxRatio,
 	}
@@ -211,6 +211,10 @@ func namingMapper(i, m int, q *subReq) (*subReq, error) {
 	}
 }
 
+// namingRetryable: a read that met an unavailable instance is retried on
+// another instance of its partition.
+func namingRetryable(err error) bool { return status.Code(statusOf(err)) == codes.Unavailable }
+
 // dialInstance is the fanout.Dialer: one instance's channel over a shared
 // connection.
 func (n *Naming) dialInstance(in fanout.Instance) (fanout.Channel[*subReq, *subResp], func(), error) {
@@ -223,15 +227,14 @@ func (n *Naming) dialInstance(in fanout.Instance) (fanout.Channel[*subReq, *subR
 	ch := fanout.Func[*subReq, *subResp](func(ctx context.Context, q *subReq) (*subResp, error) {
 		attempt, hedge := attemptOf(ctx)
 		ctx, oc := n.o.Observer.start(ctx, q.name, in.Addr, q.kind.String(), len(q.idx), attempt, hedge)
+		defer oc.abandon(ctx)
 		resp, err := callStorage(ctx, c, q)
 		if err != nil {
 			err = route.Annotate(err, node)
-			// Unavailable is what the Selective channel retries on another
-			// instance.
-			oc.end(ctx, err, status.Code(statusOf(err)) == codes.Unavailable, ctx.Err() != nil)
+			oc.end(ctx, err, namingRetryable(err))
 			return nil, &subError{err: err, idx: q.idx}
 		}
-		oc.end(ctx, nil, false, false)
+		oc.end(ctx, nil, false)
 		return resp, nil
 	})
 	return ch, func() { n.pool.put(in.Addr) }, nil

@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
 	tnoop "go.opentelemetry.io/otel/trace/noop"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/slotkv/slotkv/pkg/fanout"
 )
@@ -31,7 +33,8 @@ const (
 const (
 	outcomeOK       = "ok"
 	outcomeRetry    = "retry"    // answered SLOT_MOVED, frozen or unavailable: redone elsewhere or later
-	outcomeError    = "error"    // failed for good
+	outcomeError    = "error"    // failed, or no answer within the deadline
+	outcomeRejected = "rejected" // the node refused the request itself (invalid, unauthorized, ...)
 	outcomeCanceled = "canceled" // cut off: another attempt won, or the call ended
 )
 
@@ -63,7 +66,7 @@ func NewObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*Observer, e
 	o := &Observer{tracer: tp.Tracer(scope)}
 	var errs [4]error
 	o.calls, errs[0] = m.Int64Counter("slotkv.router.partition.calls",
-		metric.WithDescription("Calls the router made to a storage partition, by operation and outcome (ok, retry, error, canceled)."))
+		metric.WithDescription("Calls the router made to a storage partition, by operation and outcome (ok, retry, rejected, error, canceled)."))
 	o.duration, errs[1] = m.Float64Histogram("slotkv.router.partition.duration", metric.WithUnit("s"),
 		metric.WithDescription("Latency of the router's calls to a storage partition."),
 		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -83,6 +86,7 @@ type call struct {
 	span  trace.Span
 	start time.Time
 	attrs attribute.Set // partition and op, for the metrics
+	ended bool
 }
 
 // start begins a call to partition (its address addr) for op over keys
@@ -102,20 +106,11 @@ func (o *Observer) start(ctx context.Context, partition, addr, op string, keys, 
 	return ctx, &call{o: o, span: span, start: time.Now(), attrs: attrs}
 }
 
-// end records the call's outcome: err is its error (nil for a success),
-// retry tells that the error is one the router redoes, and canceled that
-// the caller cut the call off.
-func (c *call) end(ctx context.Context, err error, retry, canceled bool) {
-	outcome := outcomeOK
-	switch {
-	case err == nil:
-	case canceled:
-		outcome = outcomeCanceled
-	case retry:
-		outcome = outcomeRetry
-	default:
-		outcome = outcomeError
-	}
+// end records the call's outcome: err is its error (nil for a success) and
+// retry tells that the error is one the router redoes (elsewhere or later).
+func (c *call) end(ctx context.Context, err error, retry bool) {
+	c.ended = true
+	outcome := outcomeOf(ctx, err, retry)
 	c.o.duration.Record(ctx, time.Since(c.start).Seconds(), metric.WithAttributeSet(c.attrs))
 	c.o.calls.Add(ctx, 1, metric.WithAttributeSet(c.attrs), metric.WithAttributes(AttrOutcome.String(outcome)))
 	c.span.SetAttributes(AttrOutcome.String(outcome))
@@ -126,6 +121,46 @@ func (c *call) end(ctx context.Context, err error, retry, canceled bool) {
 		}
 	}
 	c.span.End()
+}
+
+// errAbandoned is the outcome of a call whose code never reached end: its
+// sub-channel panicked (fanout recovers the panic and fails the sub-call).
+var errAbandoned = errors.New("partition call panicked")
+
+// abandon ends the call as failed unless end already ran; callers defer it
+// right after start, so a panic cannot leave the span open or the call
+// uncounted.
+func (c *call) abandon(ctx context.Context) {
+	if !c.ended {
+		c.end(ctx, errAbandoned, false)
+	}
+}
+
+// outcomeOf classifies a finished call. A cut-off call (context canceled:
+// a hedge that lost, a fail limit reached, the client gone) is canceled; a
+// deadline that ran out is an error, as the partition did not answer in
+// time. NotFound is a definite answer (the key is absent), and requests the
+// node refused on their merits are rejected: neither says the partition is
+// unwell, so neither counts as an error.
+func outcomeOf(ctx context.Context, err error, retry bool) string {
+	switch {
+	case err == nil:
+		return outcomeOK
+	case errors.Is(ctx.Err(), context.Canceled):
+		return outcomeCanceled
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return outcomeError
+	case retry:
+		return outcomeRetry
+	}
+	switch status.Code(err) {
+	case grpccodes.NotFound:
+		return outcomeOK
+	case grpccodes.InvalidArgument, grpccodes.OutOfRange, grpccodes.AlreadyExists, grpccodes.FailedPrecondition,
+		grpccodes.PermissionDenied, grpccodes.Unauthenticated:
+		return outcomeRejected
+	}
+	return outcomeError
 }
 
 // roundKey carries the round of a topology-mode fan-out call (1 for the

@@ -95,18 +95,19 @@ func nodeChannel(r *route.Router, obs *Observer, node topology.Node) fanout.Func
 	return func(ctx context.Context, q *subReq) (*subResp, error) {
 		attempt, _ := attemptOf(ctx)
 		ctx, oc := obs.start(ctx, node.ID, node.GRPCAddress, q.kind.String(), len(q.idx), attempt, false)
+		defer oc.abandon(ctx)
 		cc, err := r.Conn(node.GRPCAddress)
 		var resp *subResp
 		if err == nil {
 			resp, err = callStorage(ctx, storagev1.NewStorageServiceClient(cc), q)
 		}
 		if err == nil {
-			oc.end(ctx, nil, false, false)
+			oc.end(ctx, nil, false)
 			return resp, nil
 		}
 		aerr := route.Annotate(err, node)
 		retry := ctx.Err() == nil && retryable(aerr)
-		oc.end(ctx, aerr, retry, ctx.Err() != nil)
+		oc.end(ctx, aerr, retry)
 		if retry {
 			return &subResp{name: q.name, idx: q.idx, retry: aerr}, nil
 		}

@@ -15,6 +15,9 @@ TOOL_PKGS := github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/prot
 	github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2 \
 	github.com/fullstorydev/grpcurl/cmd/grpcurl
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The image tag of VERSION: [A-Za-z0-9_.-], at most 128 characters (the
+# same rule as deployments/docker/images.sh).
+IMAGE_TAG := $(shell printf '%s' '$(VERSION)' | tr -c 'A-Za-z0-9_.-' '-' | cut -c1-128)
 LDFLAGS  := -s -w -X github.com/slotkv/slotkv/pkg/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 14m
 
@@ -73,10 +76,12 @@ test-e2e: build
 ## test-compose: the container stack (slotkv's OTLP receiver in Jaeger's
 ## place) under a project of its own, checked through its published ports by
 ## e2e/compose, then removed with its volumes
+## The images of this version (not :dev, which any other build may retag
+## meanwhile).
 test-compose: images $(BIN)/grpcurl
 	cd e2e && CGO_ENABLED=0 $(GO) build -o $(BIN)/slotkv-otlpsink ./cmd/otlpsink
 	DOCKER_BUILDKIT=0 SLOTKV_BIN=$(BIN) VERSION=$(VERSION) ./deployments/docker/images.sh slotkv-otlpsink slotkv-otlpsink slotkv-otlpsink
-	SLOTKV_BIN=$(BIN) ./deployments/compose/test.sh
+	SLOTKV_BIN=$(BIN) SLOTKV_IMAGE_TAG=$(IMAGE_TAG) ./deployments/compose/test.sh
 
 ## bench: benchmarks with figures and ratios against a baseline from the same run
 bench: build

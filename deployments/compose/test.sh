@@ -42,6 +42,16 @@ export COMPOSE_FILE=$root/docker-compose.yml:$root/deployments/compose/test.yml
 export SLOTKV_ROUTER_HTTP_PORT= SLOTKV_ROUTER_GRPC_PORT= SLOTKV_MIGRATOR_HTTP_PORT= \
   SLOTKV_DOWNLOADER_HTTP_PORT= SLOTKV_JAEGER_UI_PORT= SLOTKV_JAEGER_OTLP_PORT=
 
+# Stacks of earlier runs whose script is gone (killed before its teardown):
+# remove them, with their volumes, so they do not pile up.
+for project in $(docker ps -a --format '{{.Label "com.docker.compose.project"}}' | grep '^slotkv-test-[0-9]*$' | sort -u); do
+  pid=${project#slotkv-test-}
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "test-compose: removing $project, left by a run that is gone"
+    COMPOSE_PROJECT_NAME=$project "${compose[@]}" down -v --remove-orphans --timeout 5 || true
+  fi
+done
+
 # A missing image would make `up` try to pull it from Docker Hub.
 for name in storage router migrator downloader tools otlpsink; do
   ref=slotkv/slotkv-$name:${SLOTKV_IMAGE_TAG:-dev}

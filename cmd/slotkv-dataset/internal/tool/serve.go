@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/slotkv/slotkv/pkg/flagenv"
+	"github.com/slotkv/slotkv/pkg/probe"
 )
 
 // DefaultServeAddr is where `serve` listens unless told otherwise.
@@ -178,34 +179,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return 0
 }
 
-// runHealthcheck probes a running `serve` for container health checks: the
-// image has no shell or curl. (The services' healthcheck lives in
-// pkg/server, which would add 11 MB of gRPC and OpenTelemetry to this small
-// tool for one GET.)
+// runHealthcheck probes a running `serve` (its /healthz) for container
+// health checks: the image has no shell or curl.
 func runHealthcheck(ctx context.Context, args []string, stderr io.Writer) int {
-	fs := newFlagSet("healthcheck", stderr)
-	url := flagenv.String(fs, "url", "SLOTKV_HEALTHCHECK_URL", "http://127.0.0.1"+DefaultServeAddr+"/healthz", "URL to GET")
-	timeout := flagenv.Duration(fs, "timeout", "SLOTKV_HEALTHCHECK_TIMEOUT", 3*time.Second, "give up after this long")
-	if code := parseFlags(fs, args, stderr); code >= 0 {
-		return code
-	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "slotkv-dataset healthcheck: --url: %v\n", err)
-		return 2
-	}
-	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "slotkv-dataset healthcheck: %v\n", err)
-		return 1
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		fmt.Fprintf(stderr, "slotkv-dataset healthcheck: GET %s: %s: %s\n", *url, resp.Status, strings.TrimSpace(string(body)))
-		return 1
-	}
-	return 0
+	return probe.Run(ctx, args, probe.Target{Addr: DefaultServeAddr, AddrEnv: "SLOTKV_DATASET_LISTEN", Path: "/healthz"}, os.LookupEnv, stderr)
 }

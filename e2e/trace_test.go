@@ -83,9 +83,9 @@ func TestTracesAcrossServices(t *testing.T) {
 					n++
 				}
 			}
-			return n == 1 && countService(all, traceID, routerService) >= 5
+			return n == 1 && len(otlpsink.Find(otlpsink.InTrace(all, traceID), routerService, "")) >= 5
 		}, "the router's and the storage node's spans of the put")
-		spans = sinkTrace(spans, traceID)
+		spans = otlpsink.InTrace(spans, traceID)
 
 		var gw []otlpsink.Span
 		for _, sp := range spans {
@@ -122,7 +122,7 @@ func TestTracesAcrossServices(t *testing.T) {
 				return false
 			}
 			root = roots[0]
-			tr := sinkTrace(all, root.TraceID)
+			tr := otlpsink.InTrace(all, root.TraceID)
 			for _, p := range phases {
 				if len(otlpsink.Find(tr, migratorService, "phase "+p)) != 1 {
 					return false
@@ -134,7 +134,7 @@ func TestTracesAcrossServices(t *testing.T) {
 				len(otlpsink.Find(tr, storageService, "slotkv.storage.v1.MigrationService/SnapshotScan")) >= 2 &&
 				len(otlpsink.Find(tr, storageService, "slotkv.storage.v1.MigrationService/Import")) >= 2
 		}, "the migration's root, phase and stream spans, and the storage nodes' scan and import spans")
-		spans = sinkTrace(spans, root.TraceID)
+		spans = otlpsink.InTrace(spans, root.TraceID)
 		if root.ParentID != "" {
 			t.Errorf("migration span has a parent %s: a job is a trace of its own", root.ParentID)
 		}
@@ -174,11 +174,11 @@ func TestTracesAcrossServices(t *testing.T) {
 				return false
 			}
 			root = roots[0]
-			tr := sinkTrace(all, root.TraceID)
+			tr := otlpsink.InTrace(all, root.TraceID)
 			return len(otlpsink.Find(tr, downloaderService, "ingest")) == len(man.Files) &&
 				len(otlpsink.Find(tr, storageService, "slotkv.storage.v1.NodeService/Ingest")) >= len(man.Files)
 		}, "the bulk load's job, file and ingest spans, and the storage nodes' ingest spans")
-		spans = sinkTrace(spans, root.TraceID)
+		spans = otlpsink.InTrace(spans, root.TraceID)
 		child(t, spans, root, downloaderService, tracepb.Span_SPAN_KIND_INTERNAL, "manifest")
 		ingests := map[string]bool{} // span ids of the files' ingest spans
 		for _, f := range man.Files {
@@ -216,24 +216,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func sinkTrace(all []otlpsink.Span, traceID string) []otlpsink.Span {
-	var out []otlpsink.Span
-	for _, sp := range all {
-		if sp.TraceID == traceID {
-			out = append(out, sp)
-		}
-	}
-	return out
-}
-
-func countService(all []otlpsink.Span, traceID, service string) int {
-	n := 0
-	for _, sp := range all {
-		if sp.TraceID == traceID && sp.Service == service {
-			n++
-		}
-	}
-	return n
 }

@@ -47,9 +47,11 @@ type Sink struct {
 	collectortrace.UnimplementedTraceServiceServer
 	addr string
 
-	mu      sync.Mutex
-	spans   []Span
-	changed chan struct{} // closed and replaced on every Export
+	mu       sync.Mutex
+	spans    []Span
+	received int           // spans received, kept or not
+	discard  bool          // count spans without keeping them
+	changed  chan struct{} // closed and replaced on every Export
 }
 
 // Start runs a Sink on 127.0.0.1:0 and stops it when the test ends.
@@ -117,7 +119,10 @@ func (s *Sink) Export(_ context.Context, req *collectortrace.ExportTraceServiceR
 		}
 	}
 	s.mu.Lock()
-	s.spans = append(s.spans, got...)
+	s.received += len(got)
+	if !s.discard {
+		s.spans = append(s.spans, got...)
+	}
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
@@ -144,6 +149,21 @@ func attrs(kvs []*commonpb.KeyValue) map[string]string {
 	return out
 }
 
+// Discard makes the sink count the spans it receives without keeping them,
+// for benchmarks that export for a long time.
+func (s *Sink) Discard() {
+	s.mu.Lock()
+	s.discard, s.spans = true, nil
+	s.mu.Unlock()
+}
+
+// Received is how many spans arrived, kept or not.
+func (s *Sink) Received() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.received
+}
+
 // Spans returns every span received so far.
 func (s *Sink) Spans() []Span {
 	s.mu.Lock()
@@ -152,9 +172,12 @@ func (s *Sink) Spans() []Span {
 }
 
 // Trace returns the spans of one trace.
-func (s *Sink) Trace(traceID string) []Span {
+func (s *Sink) Trace(traceID string) []Span { return InTrace(s.Spans(), traceID) }
+
+// InTrace returns the spans of spans that belong to one trace.
+func InTrace(spans []Span, traceID string) []Span {
 	var out []Span
-	for _, sp := range s.Spans() {
+	for _, sp := range spans {
 		if sp.TraceID == traceID {
 			out = append(out, sp)
 		}
@@ -193,12 +216,12 @@ func Dump(spans []Span) string {
 	return b.String()
 }
 
-// Find returns the spans of spans that match: the service ("" for any)
-// and the name.
+// Find returns the spans of spans that match the service and the name (""
+// matches any).
 func Find(spans []Span, service, name string) []Span {
 	var out []Span
 	for _, sp := range spans {
-		if (service == "" || sp.Service == service) && sp.Name == name {
+		if (service == "" || sp.Service == service) && (name == "" || sp.Name == name) {
 			out = append(out, sp)
 		}
 	}

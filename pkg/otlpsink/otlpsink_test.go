@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -20,11 +21,7 @@ func TestReceivesSDKExport(t *testing.T) {
 	t.Parallel()
 	sink := otlpsink.Start(t)
 	ctx := context.Background()
-	exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(sink.Addr()), otlptracegrpc.WithInsecure())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp),
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(mustExporter(t, sink)),
 		sdktrace.WithResource(resource.NewSchemaless(semconv.ServiceName("unit"))))
 	tr := tp.Tracer("test")
 	ctx, parent := tr.Start(ctx, "parent")
@@ -52,4 +49,28 @@ func TestReceivesSDKExport(t *testing.T) {
 	if got := sink.Trace(p[0].TraceID); len(got) != 2 {
 		t.Errorf("trace has %d spans, want 2", len(got))
 	}
+
+	// Discarding: spans are counted, not kept.
+	sink.Discard()
+	if len(sink.Spans()) != 0 {
+		t.Fatal("Discard kept the spans received before")
+	}
+	tp2 := sdktrace.NewTracerProvider(sdktrace.WithSyncer(mustExporter(t, sink)))
+	_, sp := tp2.Tracer("test").Start(context.Background(), "dropped")
+	sp.End()
+	if err := tp2.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, kept := sink.Received(), len(sink.Spans()); n != 3 || kept != 0 {
+		t.Errorf("after Discard: received %d (want 3), kept %d (want 0)", n, kept)
+	}
+}
+
+func mustExporter(t *testing.T, sink *otlpsink.Sink) *otlptrace.Exporter {
+	t.Helper()
+	exp, err := otlptracegrpc.New(context.Background(), otlptracegrpc.WithEndpoint(sink.Addr()), otlptracegrpc.WithInsecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exp
 }

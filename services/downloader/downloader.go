@@ -198,15 +198,7 @@ func Run(ctx context.Context, o Options) error {
 	}()
 	// Jobs stop as soon as shutdown begins, in parallel with the servers
 	// draining, so watches end and nothing is half-written at exit.
-	stopped := make(chan struct{})
-	defer close(stopped)
-	go func() {
-		select {
-		case <-ctx.Done():
-			m.Shutdown()
-		case <-stopped:
-		}
-	}()
+	defer context.AfterFunc(ctx, m.Shutdown)()
 
 	svc := grpcapi.New(m)
 	log.Info("starting", "storage", strings.Join(seeds, ","), "data_dir", o.DataDir,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -50,6 +51,49 @@ type Observer struct {
 	duration metric.Float64Histogram
 	hedges   metric.Int64Counter
 	retries  metric.Int64Counter
+
+	// Every call of a partition and op shares its span name and metric
+	// attribute sets, built once: observing is on the path of every
+	// request, and building them per call cost most of its allocations.
+	mu     sync.RWMutex
+	labels map[labelKey]*labels
+}
+
+type labelKey struct{ partition, op string }
+
+// labels are the span name and metric options of one partition and op.
+type labels struct {
+	span      string
+	base      metric.MeasurementOption            // partition, op
+	byOutcome map[string]metric.MeasurementOption // partition, op, outcome
+}
+
+var outcomes = []string{outcomeOK, outcomeRetry, outcomeRejected, outcomeError, outcomeCanceled}
+
+// labelsOf returns the labels of partition and op, building them the first
+// time. The map grows with the partitions the router has called (node ids,
+// or N/M in naming mode) times a few ops: the metrics' own cardinality.
+func (o *Observer) labelsOf(partition, op string) *labels {
+	k := labelKey{partition, op}
+	o.mu.RLock()
+	l := o.labels[k]
+	o.mu.RUnlock()
+	if l != nil {
+		return l
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if l = o.labels[k]; l != nil {
+		return l
+	}
+	p, q := AttrPartition.String(partition), AttrOp.String(op)
+	l = &labels{span: "partition " + partition, base: metric.WithAttributeSet(attribute.NewSet(p, q)),
+		byOutcome: make(map[string]metric.MeasurementOption, len(outcomes))}
+	for _, oc := range outcomes {
+		l.byOutcome[oc] = metric.WithAttributeSet(attribute.NewSet(p, q, AttrOutcome.String(oc)))
+	}
+	o.labels[k] = l
+	return l
 }
 
 // NewObserver builds the Observer's tracer and instruments (nil providers
@@ -63,7 +107,7 @@ func NewObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*Observer, e
 	}
 	const scope = "github.com/slotkv/slotkv/services/router"
 	m := mp.Meter(scope)
-	o := &Observer{tracer: tp.Tracer(scope)}
+	o := &Observer{tracer: tp.Tracer(scope), labels: map[labelKey]*labels{}}
 	var errs [4]error
 	o.calls, errs[0] = m.Int64Counter("slotkv.router.partition.calls",
 		metric.WithDescription("Calls the router made to a storage partition, by operation and outcome (ok, retry, rejected, error, canceled)."))
@@ -82,28 +126,29 @@ func NewObserver(tp trace.TracerProvider, mp metric.MeterProvider) (*Observer, e
 
 // call is one partition call in progress.
 type call struct {
-	o     *Observer
-	span  trace.Span
-	start time.Time
-	attrs attribute.Set // partition and op, for the metrics
-	ended bool
+	o      *Observer
+	span   trace.Span
+	start  time.Time
+	labels *labels
+	ended  bool
 }
 
 // start begins a call to partition (its address addr) for op over keys
 // keys (0 for scans and counts). attempt counts the calls made for the
 // same keys, from 1; hedge marks a backup request.
 func (o *Observer) start(ctx context.Context, partition, addr, op string, keys, attempt int, hedge bool) (context.Context, *call) {
-	attrs := attribute.NewSet(AttrPartition.String(partition), AttrOp.String(op))
-	ctx, span := o.tracer.Start(ctx, "partition "+partition, trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(AttrPartition.String(partition), AttrOp.String(op), AttrAddress.String(addr),
-			AttrKeys.Int(keys), AttrAttempt.Int(attempt), AttrHedge.Bool(hedge)))
-	set := metric.WithAttributeSet(attrs)
-	if hedge {
-		o.hedges.Add(ctx, 1, set)
-	} else if attempt > 1 {
-		o.retries.Add(ctx, 1, set)
+	l := o.labelsOf(partition, op)
+	ctx, span := o.tracer.Start(ctx, l.span, trace.WithSpanKind(trace.SpanKindInternal))
+	if span.IsRecording() { // unsampled spans need no attributes
+		span.SetAttributes(AttrPartition.String(partition), AttrOp.String(op), AttrAddress.String(addr),
+			AttrKeys.Int(keys), AttrAttempt.Int(attempt), AttrHedge.Bool(hedge))
 	}
-	return ctx, &call{o: o, span: span, start: time.Now(), attrs: attrs}
+	if hedge {
+		o.hedges.Add(ctx, 1, l.base)
+	} else if attempt > 1 {
+		o.retries.Add(ctx, 1, l.base)
+	}
+	return ctx, &call{o: o, span: span, start: time.Now(), labels: l}
 }
 
 // end records the call's outcome: err is its error (nil for a success) and
@@ -111,8 +156,12 @@ func (o *Observer) start(ctx context.Context, partition, addr, op string, keys, 
 func (c *call) end(ctx context.Context, err error, retry bool) {
 	c.ended = true
 	outcome := outcomeOf(ctx, err, retry)
-	c.o.duration.Record(ctx, time.Since(c.start).Seconds(), metric.WithAttributeSet(c.attrs))
-	c.o.calls.Add(ctx, 1, metric.WithAttributeSet(c.attrs), metric.WithAttributes(AttrOutcome.String(outcome)))
+	c.o.duration.Record(ctx, time.Since(c.start).Seconds(), c.labels.base)
+	c.o.calls.Add(ctx, 1, c.labels.byOutcome[outcome])
+	if !c.span.IsRecording() {
+		c.span.End()
+		return
+	}
 	c.span.SetAttributes(AttrOutcome.String(outcome))
 	if err != nil {
 		c.span.RecordError(err)

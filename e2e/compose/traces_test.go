@@ -96,17 +96,17 @@ func TestTraces(t *testing.T) {
 		for _, sp := range tr {
 			byID[sp.SpanID] = sp
 		}
-		var http, srv bool
+		var gateway, storage bool
 		for _, sp := range tr {
 			if sp.Service == "slotkv-router" && sp.Kind == kindServer && sp.ParentID == parent && strings.HasPrefix(sp.Name, "PUT /v1/kv/") {
-				http = true
+				gateway = true
 			}
 			if strings.HasPrefix(sp.Service, "slotkv-storage-n") && sp.Kind == kindServer && sp.Name == "slotkv.storage.v1.StorageService/Put" {
 				client, ok := byID[sp.ParentID]
 				part, ok2 := byID[client.ParentID]
-				srv = ok && ok2 && client.Service == "slotkv-router" && client.Kind == kindClient && strings.HasPrefix(part.Name, "partition n")
+				storage = ok && ok2 && client.Service == "slotkv-router" && client.Kind == kindClient && strings.HasPrefix(part.Name, "partition n")
 			}
 		}
-		return http && srv, fmt.Sprintf("%d spans in the trace (router HTTP span %v, storage span under the router's %v)", len(tr), http, srv), nil
+		return gateway && storage, fmt.Sprintf("%d spans in the trace (router HTTP span %v, storage span under the router's %v)", len(tr), gateway, storage), nil
 	})
 }

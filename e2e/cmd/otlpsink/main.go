@@ -8,7 +8,7 @@
 //
 //	GET /api/spans?trace_id=HEX&service=NAME&name=SPAN   received spans as JSON (filters optional)
 //	GET /healthz
-//	otlpsink healthcheck                                  probes /healthz (for the container's health check)
+//	otlpsink healthcheck [--url URL]                      probes /healthz (for the container's health check)
 package main
 
 import (
@@ -26,14 +26,19 @@ import (
 	"time"
 
 	"github.com/slotkv/slotkv/pkg/otlpsink"
+	"github.com/slotkv/slotkv/pkg/probe"
 )
 
+// defaultHTTPAddr is where the span API listens, and what `otlpsink
+// healthcheck` probes unless given --url.
+const defaultHTTPAddr = ":16686"
+
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
-		os.Exit(healthcheck())
+	if code, ok := probe.Command(os.Args[1:], probe.Target{Addr: defaultHTTPAddr, Path: "/healthz"}); ok {
+		os.Exit(code)
 	}
 	grpcAddr := flag.String("grpc-addr", ":4317", "OTLP/gRPC listen address")
-	httpAddr := flag.String("http-addr", ":16686", "JSON read API listen address")
+	httpAddr := flag.String("http-addr", defaultHTTPAddr, "JSON read API listen address")
 	flag.Parse()
 
 	gl, err := net.Listen("tcp", *grpcAddr)
@@ -72,19 +77,4 @@ func main() {
 	if err := hs.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatalf("otlpsink: %v", err)
 	}
-}
-
-func healthcheck() int {
-	c := &http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get("http://127.0.0.1:16686/healthz")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "otlpsink healthcheck:", err)
-		return 1
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintln(os.Stderr, "otlpsink healthcheck:", resp.Status)
-		return 1
-	}
-	return 0
 }

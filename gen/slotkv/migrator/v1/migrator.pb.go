@@ -107,6 +107,61 @@ func (Phase) EnumDescriptor() ([]byte, []int) {
 	return file_slotkv_migrator_v1_migrator_proto_rawDescGZIP(), []int{0}
 }
 
+// Verify is how a job checks the snapshot on the destination.
+type Verify int32
+
+const (
+	// VERIFY_STREAM.
+	Verify_VERIFY_UNSPECIFIED Verify = 0
+	// Per-slot digests computed while the data streams: the source's as it
+	// scans, the destination's as it applies. No second read of the data.
+	Verify_VERIFY_STREAM Verify = 1
+	// VERIFY_STREAM, then both sides read every key again and digest it:
+	// checks what reached the disk too, at the cost of a second read.
+	Verify_VERIFY_FULL Verify = 2
+)
+
+// Enum value maps for Verify.
+var (
+	Verify_name = map[int32]string{
+		0: "VERIFY_UNSPECIFIED",
+		1: "VERIFY_STREAM",
+		2: "VERIFY_FULL",
+	}
+	Verify_value = map[string]int32{
+		"VERIFY_UNSPECIFIED": 0,
+		"VERIFY_STREAM":      1,
+		"VERIFY_FULL":        2,
+	}
+)
+
+func (x Verify) Enum() *Verify {
+	p := new(Verify)
+	*p = x
+	return p
+}
+
+func (x Verify) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Verify) Descriptor() protoreflect.EnumDescriptor {
+	return file_slotkv_migrator_v1_migrator_proto_enumTypes[1].Descriptor()
+}
+
+func (Verify) Type() protoreflect.EnumType {
+	return &file_slotkv_migrator_v1_migrator_proto_enumTypes[1]
+}
+
+func (x Verify) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Verify.Descriptor instead.
+func (Verify) EnumDescriptor() ([]byte, []int) {
+	return file_slotkv_migrator_v1_migrator_proto_rawDescGZIP(), []int{1}
+}
+
 type StartMigrationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Job id; generated when empty.
@@ -126,8 +181,10 @@ type StartMigrationRequest struct {
 	LagThreshold uint64 `protobuf:"varint,8,opt,name=lag_threshold,json=lagThreshold,proto3" json:"lag_threshold,omitempty"`
 	// Catch-up rounds before the hand-off happens anyway; 0 means 10.
 	MaxCatchUpRounds uint32 `protobuf:"varint,9,opt,name=max_catch_up_rounds,json=maxCatchUpRounds,proto3" json:"max_catch_up_rounds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// How the snapshot is verified; unspecified means VERIFY_STREAM.
+	Verify        Verify `protobuf:"varint,10,opt,name=verify,proto3,enum=slotkv.migrator.v1.Verify" json:"verify,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartMigrationRequest) Reset() {
@@ -221,6 +278,13 @@ func (x *StartMigrationRequest) GetMaxCatchUpRounds() uint32 {
 		return x.MaxCatchUpRounds
 	}
 	return 0
+}
+
+func (x *StartMigrationRequest) GetVerify() Verify {
+	if x != nil {
+		return x.Verify
+	}
+	return Verify_VERIFY_UNSPECIFIED
 }
 
 // StreamProgress is one snapshot stream of a job.
@@ -363,9 +427,14 @@ type Migration struct {
 	// Topology version that gave the slots to the destination.
 	CommittedVersion uint64 `protobuf:"varint,26,opt,name=committed_version,json=committedVersion,proto3" json:"committed_version,omitempty"`
 	// Keys deleted from the source in cleanup.
-	CleanedKeys   uint64 `protobuf:"varint,27,opt,name=cleaned_keys,json=cleanedKeys,proto3" json:"cleaned_keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CleanedKeys uint64 `protobuf:"varint,27,opt,name=cleaned_keys,json=cleanedKeys,proto3" json:"cleaned_keys,omitempty"`
+	Verify      Verify `protobuf:"varint,28,opt,name=verify,proto3,enum=slotkv.migrator.v1.Verify" json:"verify,omitempty"`
+	// From the start of PREPARE to the commit (the destination serves the
+	// slots), and how long the source's cleanup took after it.
+	TimeToHandoff   *durationpb.Duration `protobuf:"bytes,29,opt,name=time_to_handoff,json=timeToHandoff,proto3" json:"time_to_handoff,omitempty"`
+	CleanupDuration *durationpb.Duration `protobuf:"bytes,30,opt,name=cleanup_duration,json=cleanupDuration,proto3" json:"cleanup_duration,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Migration) Reset() {
@@ -585,6 +654,27 @@ func (x *Migration) GetCleanedKeys() uint64 {
 		return x.CleanedKeys
 	}
 	return 0
+}
+
+func (x *Migration) GetVerify() Verify {
+	if x != nil {
+		return x.Verify
+	}
+	return Verify_VERIFY_UNSPECIFIED
+}
+
+func (x *Migration) GetTimeToHandoff() *durationpb.Duration {
+	if x != nil {
+		return x.TimeToHandoff
+	}
+	return nil
+}
+
+func (x *Migration) GetCleanupDuration() *durationpb.Duration {
+	if x != nil {
+		return x.CleanupDuration
+	}
+	return nil
 }
 
 type StartMigrationResponse struct {
@@ -1092,7 +1182,7 @@ var File_slotkv_migrator_v1_migrator_proto protoreflect.FileDescriptor
 
 const file_slotkv_migrator_v1_migrator_proto_rawDesc = "" +
 	"\n" +
-	"!slotkv/migrator/v1/migrator.proto\x12\x12slotkv.migrator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x02\n" +
+	"!slotkv/migrator/v1/migrator.proto\x12\x12slotkv.migrator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x03\n" +
 	"\x15StartMigrationRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06ranges\x18\x02 \x01(\tR\x06ranges\x12$\n" +
@@ -1102,7 +1192,9 @@ const file_slotkv_migrator_v1_migrator_proto_rawDesc = "" +
 	"\x15rate_bytes_per_second\x18\x06 \x01(\x04R\x12rateBytesPerSecond\x12#\n" +
 	"\rbatch_records\x18\a \x01(\rR\fbatchRecords\x12#\n" +
 	"\rlag_threshold\x18\b \x01(\x04R\flagThreshold\x12-\n" +
-	"\x13max_catch_up_rounds\x18\t \x01(\rR\x10maxCatchUpRounds\"\xc0\x01\n" +
+	"\x13max_catch_up_rounds\x18\t \x01(\rR\x10maxCatchUpRounds\x122\n" +
+	"\x06verify\x18\n" +
+	" \x01(\x0e2\x1a.slotkv.migrator.v1.VerifyR\x06verify\"\xc0\x01\n" +
 	"\x0eStreamProgress\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06ranges\x18\x02 \x01(\tR\x06ranges\x12\x12\n" +
@@ -1111,7 +1203,7 @@ const file_slotkv_migrator_v1_migrator_proto_rawDesc = "" +
 	"\abatches\x18\x05 \x01(\x04R\abatches\x12\x12\n" +
 	"\x04rate\x18\x06 \x01(\x01R\x04rate\x12\x12\n" +
 	"\x04done\x18\a \x01(\bR\x04done\x12\x14\n" +
-	"\x05error\x18\b \x01(\tR\x05error\"\xe6\a\n" +
+	"\x05error\x18\b \x01(\tR\x05error\"\xa3\t\n" +
 	"\tMigration\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06ranges\x18\x02 \x01(\tR\x06ranges\x12$\n" +
@@ -1142,7 +1234,10 @@ const file_slotkv_migrator_v1_migrator_proto_rawDesc = "" +
 	"\acreated\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
 	"\aupdated\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12+\n" +
 	"\x11committed_version\x18\x1a \x01(\x04R\x10committedVersion\x12!\n" +
-	"\fcleaned_keys\x18\x1b \x01(\x04R\vcleanedKeys\"U\n" +
+	"\fcleaned_keys\x18\x1b \x01(\x04R\vcleanedKeys\x122\n" +
+	"\x06verify\x18\x1c \x01(\x0e2\x1a.slotkv.migrator.v1.VerifyR\x06verify\x12A\n" +
+	"\x0ftime_to_handoff\x18\x1d \x01(\v2\x19.google.protobuf.DurationR\rtimeToHandoff\x12D\n" +
+	"\x10cleanup_duration\x18\x1e \x01(\v2\x19.google.protobuf.DurationR\x0fcleanupDuration\"U\n" +
 	"\x16StartMigrationResponse\x12;\n" +
 	"\tmigration\x18\x01 \x01(\v2\x1d.slotkv.migrator.v1.MigrationR\tmigration\",\n" +
 	"\x13GetMigrationRequest\x12\x15\n" +
@@ -1183,7 +1278,11 @@ const file_slotkv_migrator_v1_migrator_proto_rawDesc = "" +
 	"\x0fPHASE_SUCCEEDED\x10\b\x12\x10\n" +
 	"\fPHASE_FAILED\x10\t\x12\x12\n" +
 	"\x0ePHASE_CANCELED\x10\n" +
-	"2\x89\x05\n" +
+	"*D\n" +
+	"\x06Verify\x12\x16\n" +
+	"\x12VERIFY_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rVERIFY_STREAM\x10\x01\x12\x0f\n" +
+	"\vVERIFY_FULL\x10\x022\x89\x05\n" +
 	"\x0fMigratorService\x12g\n" +
 	"\x0eStartMigration\x12).slotkv.migrator.v1.StartMigrationRequest\x1a*.slotkv.migrator.v1.StartMigrationResponse\x12a\n" +
 	"\fGetMigration\x12'.slotkv.migrator.v1.GetMigrationRequest\x1a(.slotkv.migrator.v1.GetMigrationResponse\x12g\n" +
@@ -1205,57 +1304,62 @@ func file_slotkv_migrator_v1_migrator_proto_rawDescGZIP() []byte {
 	return file_slotkv_migrator_v1_migrator_proto_rawDescData
 }
 
-var file_slotkv_migrator_v1_migrator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_slotkv_migrator_v1_migrator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_slotkv_migrator_v1_migrator_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_slotkv_migrator_v1_migrator_proto_goTypes = []any{
 	(Phase)(0),                      // 0: slotkv.migrator.v1.Phase
-	(*StartMigrationRequest)(nil),   // 1: slotkv.migrator.v1.StartMigrationRequest
-	(*StreamProgress)(nil),          // 2: slotkv.migrator.v1.StreamProgress
-	(*Migration)(nil),               // 3: slotkv.migrator.v1.Migration
-	(*StartMigrationResponse)(nil),  // 4: slotkv.migrator.v1.StartMigrationResponse
-	(*GetMigrationRequest)(nil),     // 5: slotkv.migrator.v1.GetMigrationRequest
-	(*GetMigrationResponse)(nil),    // 6: slotkv.migrator.v1.GetMigrationResponse
-	(*ListMigrationsRequest)(nil),   // 7: slotkv.migrator.v1.ListMigrationsRequest
-	(*ListMigrationsResponse)(nil),  // 8: slotkv.migrator.v1.ListMigrationsResponse
-	(*WatchMigrationRequest)(nil),   // 9: slotkv.migrator.v1.WatchMigrationRequest
-	(*WatchMigrationResponse)(nil),  // 10: slotkv.migrator.v1.WatchMigrationResponse
-	(*UpdateMigrationRequest)(nil),  // 11: slotkv.migrator.v1.UpdateMigrationRequest
-	(*UpdateMigrationResponse)(nil), // 12: slotkv.migrator.v1.UpdateMigrationResponse
-	(*CancelMigrationRequest)(nil),  // 13: slotkv.migrator.v1.CancelMigrationRequest
-	(*CancelMigrationResponse)(nil), // 14: slotkv.migrator.v1.CancelMigrationResponse
-	(*durationpb.Duration)(nil),     // 15: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
+	(Verify)(0),                     // 1: slotkv.migrator.v1.Verify
+	(*StartMigrationRequest)(nil),   // 2: slotkv.migrator.v1.StartMigrationRequest
+	(*StreamProgress)(nil),          // 3: slotkv.migrator.v1.StreamProgress
+	(*Migration)(nil),               // 4: slotkv.migrator.v1.Migration
+	(*StartMigrationResponse)(nil),  // 5: slotkv.migrator.v1.StartMigrationResponse
+	(*GetMigrationRequest)(nil),     // 6: slotkv.migrator.v1.GetMigrationRequest
+	(*GetMigrationResponse)(nil),    // 7: slotkv.migrator.v1.GetMigrationResponse
+	(*ListMigrationsRequest)(nil),   // 8: slotkv.migrator.v1.ListMigrationsRequest
+	(*ListMigrationsResponse)(nil),  // 9: slotkv.migrator.v1.ListMigrationsResponse
+	(*WatchMigrationRequest)(nil),   // 10: slotkv.migrator.v1.WatchMigrationRequest
+	(*WatchMigrationResponse)(nil),  // 11: slotkv.migrator.v1.WatchMigrationResponse
+	(*UpdateMigrationRequest)(nil),  // 12: slotkv.migrator.v1.UpdateMigrationRequest
+	(*UpdateMigrationResponse)(nil), // 13: slotkv.migrator.v1.UpdateMigrationResponse
+	(*CancelMigrationRequest)(nil),  // 14: slotkv.migrator.v1.CancelMigrationRequest
+	(*CancelMigrationResponse)(nil), // 15: slotkv.migrator.v1.CancelMigrationResponse
+	(*durationpb.Duration)(nil),     // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
 }
 var file_slotkv_migrator_v1_migrator_proto_depIdxs = []int32{
-	0,  // 0: slotkv.migrator.v1.Migration.phase:type_name -> slotkv.migrator.v1.Phase
-	15, // 1: slotkv.migrator.v1.Migration.eta:type_name -> google.protobuf.Duration
-	2,  // 2: slotkv.migrator.v1.Migration.streams:type_name -> slotkv.migrator.v1.StreamProgress
-	16, // 3: slotkv.migrator.v1.Migration.created:type_name -> google.protobuf.Timestamp
-	16, // 4: slotkv.migrator.v1.Migration.updated:type_name -> google.protobuf.Timestamp
-	3,  // 5: slotkv.migrator.v1.StartMigrationResponse.migration:type_name -> slotkv.migrator.v1.Migration
-	3,  // 6: slotkv.migrator.v1.GetMigrationResponse.migration:type_name -> slotkv.migrator.v1.Migration
-	3,  // 7: slotkv.migrator.v1.ListMigrationsResponse.migrations:type_name -> slotkv.migrator.v1.Migration
-	15, // 8: slotkv.migrator.v1.WatchMigrationRequest.interval:type_name -> google.protobuf.Duration
-	3,  // 9: slotkv.migrator.v1.WatchMigrationResponse.migration:type_name -> slotkv.migrator.v1.Migration
-	3,  // 10: slotkv.migrator.v1.UpdateMigrationResponse.migration:type_name -> slotkv.migrator.v1.Migration
-	3,  // 11: slotkv.migrator.v1.CancelMigrationResponse.migration:type_name -> slotkv.migrator.v1.Migration
-	1,  // 12: slotkv.migrator.v1.MigratorService.StartMigration:input_type -> slotkv.migrator.v1.StartMigrationRequest
-	5,  // 13: slotkv.migrator.v1.MigratorService.GetMigration:input_type -> slotkv.migrator.v1.GetMigrationRequest
-	7,  // 14: slotkv.migrator.v1.MigratorService.ListMigrations:input_type -> slotkv.migrator.v1.ListMigrationsRequest
-	9,  // 15: slotkv.migrator.v1.MigratorService.WatchMigration:input_type -> slotkv.migrator.v1.WatchMigrationRequest
-	11, // 16: slotkv.migrator.v1.MigratorService.UpdateMigration:input_type -> slotkv.migrator.v1.UpdateMigrationRequest
-	13, // 17: slotkv.migrator.v1.MigratorService.CancelMigration:input_type -> slotkv.migrator.v1.CancelMigrationRequest
-	4,  // 18: slotkv.migrator.v1.MigratorService.StartMigration:output_type -> slotkv.migrator.v1.StartMigrationResponse
-	6,  // 19: slotkv.migrator.v1.MigratorService.GetMigration:output_type -> slotkv.migrator.v1.GetMigrationResponse
-	8,  // 20: slotkv.migrator.v1.MigratorService.ListMigrations:output_type -> slotkv.migrator.v1.ListMigrationsResponse
-	10, // 21: slotkv.migrator.v1.MigratorService.WatchMigration:output_type -> slotkv.migrator.v1.WatchMigrationResponse
-	12, // 22: slotkv.migrator.v1.MigratorService.UpdateMigration:output_type -> slotkv.migrator.v1.UpdateMigrationResponse
-	14, // 23: slotkv.migrator.v1.MigratorService.CancelMigration:output_type -> slotkv.migrator.v1.CancelMigrationResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	1,  // 0: slotkv.migrator.v1.StartMigrationRequest.verify:type_name -> slotkv.migrator.v1.Verify
+	0,  // 1: slotkv.migrator.v1.Migration.phase:type_name -> slotkv.migrator.v1.Phase
+	16, // 2: slotkv.migrator.v1.Migration.eta:type_name -> google.protobuf.Duration
+	3,  // 3: slotkv.migrator.v1.Migration.streams:type_name -> slotkv.migrator.v1.StreamProgress
+	17, // 4: slotkv.migrator.v1.Migration.created:type_name -> google.protobuf.Timestamp
+	17, // 5: slotkv.migrator.v1.Migration.updated:type_name -> google.protobuf.Timestamp
+	1,  // 6: slotkv.migrator.v1.Migration.verify:type_name -> slotkv.migrator.v1.Verify
+	16, // 7: slotkv.migrator.v1.Migration.time_to_handoff:type_name -> google.protobuf.Duration
+	16, // 8: slotkv.migrator.v1.Migration.cleanup_duration:type_name -> google.protobuf.Duration
+	4,  // 9: slotkv.migrator.v1.StartMigrationResponse.migration:type_name -> slotkv.migrator.v1.Migration
+	4,  // 10: slotkv.migrator.v1.GetMigrationResponse.migration:type_name -> slotkv.migrator.v1.Migration
+	4,  // 11: slotkv.migrator.v1.ListMigrationsResponse.migrations:type_name -> slotkv.migrator.v1.Migration
+	16, // 12: slotkv.migrator.v1.WatchMigrationRequest.interval:type_name -> google.protobuf.Duration
+	4,  // 13: slotkv.migrator.v1.WatchMigrationResponse.migration:type_name -> slotkv.migrator.v1.Migration
+	4,  // 14: slotkv.migrator.v1.UpdateMigrationResponse.migration:type_name -> slotkv.migrator.v1.Migration
+	4,  // 15: slotkv.migrator.v1.CancelMigrationResponse.migration:type_name -> slotkv.migrator.v1.Migration
+	2,  // 16: slotkv.migrator.v1.MigratorService.StartMigration:input_type -> slotkv.migrator.v1.StartMigrationRequest
+	6,  // 17: slotkv.migrator.v1.MigratorService.GetMigration:input_type -> slotkv.migrator.v1.GetMigrationRequest
+	8,  // 18: slotkv.migrator.v1.MigratorService.ListMigrations:input_type -> slotkv.migrator.v1.ListMigrationsRequest
+	10, // 19: slotkv.migrator.v1.MigratorService.WatchMigration:input_type -> slotkv.migrator.v1.WatchMigrationRequest
+	12, // 20: slotkv.migrator.v1.MigratorService.UpdateMigration:input_type -> slotkv.migrator.v1.UpdateMigrationRequest
+	14, // 21: slotkv.migrator.v1.MigratorService.CancelMigration:input_type -> slotkv.migrator.v1.CancelMigrationRequest
+	5,  // 22: slotkv.migrator.v1.MigratorService.StartMigration:output_type -> slotkv.migrator.v1.StartMigrationResponse
+	7,  // 23: slotkv.migrator.v1.MigratorService.GetMigration:output_type -> slotkv.migrator.v1.GetMigrationResponse
+	9,  // 24: slotkv.migrator.v1.MigratorService.ListMigrations:output_type -> slotkv.migrator.v1.ListMigrationsResponse
+	11, // 25: slotkv.migrator.v1.MigratorService.WatchMigration:output_type -> slotkv.migrator.v1.WatchMigrationResponse
+	13, // 26: slotkv.migrator.v1.MigratorService.UpdateMigration:output_type -> slotkv.migrator.v1.UpdateMigrationResponse
+	15, // 27: slotkv.migrator.v1.MigratorService.CancelMigration:output_type -> slotkv.migrator.v1.CancelMigrationResponse
+	22, // [22:28] is the sub-list for method output_type
+	16, // [16:22] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_slotkv_migrator_v1_migrator_proto_init() }
@@ -1269,7 +1373,7 @@ func file_slotkv_migrator_v1_migrator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slotkv_migrator_v1_migrator_proto_rawDesc), len(file_slotkv_migrator_v1_migrator_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,

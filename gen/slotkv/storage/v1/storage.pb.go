@@ -2106,7 +2106,11 @@ type SnapshotScanResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Entries []*MigrationEntry      `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	// Storage key of the last entry: pass as start_after to resume.
-	LastPosition  []byte `protobuf:"bytes,2,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	LastPosition []byte `protobuf:"bytes,2,opt,name=last_position,json=lastPosition,proto3" json:"last_position,omitempty"`
+	// Count and digest of this batch's entries, per slot, computed by the
+	// source as it scans: summed over a job's batches they are the digest
+	// of the snapshot, with no second read.
+	Digests       []*SlotDigest `protobuf:"bytes,3,rep,name=digests,proto3" json:"digests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2151,6 +2155,13 @@ func (x *SnapshotScanResponse) GetEntries() []*MigrationEntry {
 func (x *SnapshotScanResponse) GetLastPosition() []byte {
 	if x != nil {
 		return x.LastPosition
+	}
+	return nil
+}
+
+func (x *SnapshotScanResponse) GetDigests() []*SlotDigest {
+	if x != nil {
+		return x.Digests
 	}
 	return nil
 }
@@ -2620,10 +2631,14 @@ func (x *ImportResponse) GetApplied() bool {
 type GetImportStateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	// Also compute the digest of the imported data over these ranges.
-	DigestRanges  []*v1.SlotRange `protobuf:"bytes,2,rep,name=digest_ranges,json=digestRanges,proto3" json:"digest_ranges,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Also compute the digest of the imported data over these ranges (a
+	// read of everything imported: the opt-in full verification).
+	DigestRanges []*v1.SlotRange `protobuf:"bytes,2,rep,name=digest_ranges,json=digestRanges,proto3" json:"digest_ranges,omitempty"`
+	// Also return, per stream, the digest of the puts it applied, per slot,
+	// computed as they were applied (no read).
+	AppliedDigests bool `protobuf:"varint,3,opt,name=applied_digests,json=appliedDigests,proto3" json:"applied_digests,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetImportStateRequest) Reset() {
@@ -2670,12 +2685,22 @@ func (x *GetImportStateRequest) GetDigestRanges() []*v1.SlotRange {
 	return nil
 }
 
+func (x *GetImportStateRequest) GetAppliedDigests() bool {
+	if x != nil {
+		return x.AppliedDigests
+	}
+	return false
+}
+
 // ImportStream is the progress of one import stream.
 type ImportStream struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	StreamId      string                 `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
-	LastSeq       uint64                 `protobuf:"varint,2,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
-	Entries       uint64                 `protobuf:"varint,3,opt,name=entries,proto3" json:"entries,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	StreamId string                 `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	LastSeq  uint64                 `protobuf:"varint,2,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	Entries  uint64                 `protobuf:"varint,3,opt,name=entries,proto3" json:"entries,omitempty"`
+	// With applied_digests: count and digest of the puts this stream
+	// applied since the node started, per slot.
+	Applied       []*SlotDigest `protobuf:"bytes,4,rep,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2729,6 +2754,13 @@ func (x *ImportStream) GetEntries() uint64 {
 		return x.Entries
 	}
 	return 0
+}
+
+func (x *ImportStream) GetApplied() []*SlotDigest {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
 }
 
 type GetImportStateResponse struct {
@@ -3123,10 +3155,14 @@ func (x *NodeMigration) GetSnapshotSeq() uint64 {
 }
 
 type ListMigrationsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Migrations    []*NodeMigration       `protobuf:"bytes,1,rep,name=migrations,proto3" json:"migrations,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Migrations []*NodeMigration       `protobuf:"bytes,1,rep,name=migrations,proto3" json:"migrations,omitempty"`
+	// Import streams this node accepts at once (--max-import-streams), and
+	// how many are open now.
+	MaxImportStreams  uint32 `protobuf:"varint,2,opt,name=max_import_streams,json=maxImportStreams,proto3" json:"max_import_streams,omitempty"`
+	OpenImportStreams uint32 `protobuf:"varint,3,opt,name=open_import_streams,json=openImportStreams,proto3" json:"open_import_streams,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ListMigrationsResponse) Reset() {
@@ -3164,6 +3200,20 @@ func (x *ListMigrationsResponse) GetMigrations() []*NodeMigration {
 		return x.Migrations
 	}
 	return nil
+}
+
+func (x *ListMigrationsResponse) GetMaxImportStreams() uint32 {
+	if x != nil {
+		return x.MaxImportStreams
+	}
+	return 0
+}
+
+func (x *ListMigrationsResponse) GetOpenImportStreams() uint32 {
+	if x != nil {
+		return x.OpenImportStreams
+	}
+	return 0
 }
 
 var File_slotkv_storage_v1_storage_proto protoreflect.FileDescriptor
@@ -3299,10 +3349,11 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"startAfter\x12#\n" +
 	"\rbatch_records\x18\x04 \x01(\rR\fbatchRecords\x12\x1f\n" +
 	"\vbatch_bytes\x18\x05 \x01(\rR\n" +
-	"batchBytes\"x\n" +
+	"batchBytes\"\xb1\x01\n" +
 	"\x14SnapshotScanResponse\x12;\n" +
 	"\aentries\x18\x01 \x03(\v2!.slotkv.storage.v1.MigrationEntryR\aentries\x12#\n" +
-	"\rlast_position\x18\x02 \x01(\fR\flastPosition\"d\n" +
+	"\rlast_position\x18\x02 \x01(\fR\flastPosition\x127\n" +
+	"\adigests\x18\x03 \x03(\v2\x1d.slotkv.storage.v1.SlotDigestR\adigests\"d\n" +
 	"\x15SnapshotDigestRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x124\n" +
 	"\x06ranges\x18\x02 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\x06ranges\"{\n" +
@@ -3331,14 +3382,16 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x0eImportResponse\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x18\n" +
-	"\aapplied\x18\x03 \x01(\bR\aapplied\"q\n" +
+	"\aapplied\x18\x03 \x01(\bR\aapplied\"\x9a\x01\n" +
 	"\x15GetImportStateRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12A\n" +
-	"\rdigest_ranges\x18\x02 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\fdigestRanges\"`\n" +
+	"\rdigest_ranges\x18\x02 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\fdigestRanges\x12'\n" +
+	"\x0fapplied_digests\x18\x03 \x01(\bR\x0eappliedDigests\"\x99\x01\n" +
 	"\fImportStream\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x12\x18\n" +
-	"\aentries\x18\x03 \x01(\x04R\aentries\"\xb6\x01\n" +
+	"\aentries\x18\x03 \x01(\x04R\aentries\x127\n" +
+	"\aapplied\x18\x04 \x03(\v2\x1d.slotkv.storage.v1.SlotDigestR\aapplied\"\xb6\x01\n" +
 	"\x16GetImportStateResponse\x129\n" +
 	"\astreams\x18\x01 \x03(\v2\x1f.slotkv.storage.v1.ImportStreamR\astreams\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x16\n" +
@@ -3363,11 +3416,13 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"peerNodeId\x12\x16\n" +
 	"\x06frozen\x18\x05 \x01(\bR\x06frozen\x12\x19\n" +
 	"\bhead_seq\x18\x06 \x01(\x04R\aheadSeq\x12!\n" +
-	"\fsnapshot_seq\x18\a \x01(\x04R\vsnapshotSeq\"Z\n" +
+	"\fsnapshot_seq\x18\a \x01(\x04R\vsnapshotSeq\"\xb8\x01\n" +
 	"\x16ListMigrationsResponse\x12@\n" +
 	"\n" +
 	"migrations\x18\x01 \x03(\v2 .slotkv.storage.v1.NodeMigrationR\n" +
-	"migrations*j\n" +
+	"migrations\x12,\n" +
+	"\x12max_import_streams\x18\x02 \x01(\rR\x10maxImportStreams\x12.\n" +
+	"\x13open_import_streams\x18\x03 \x01(\rR\x11openImportStreams*j\n" +
 	"\rMigrationRole\x12\x1e\n" +
 	"\x1aMIGRATION_ROLE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15MIGRATION_ROLE_SOURCE\x10\x01\x12\x1e\n" +
@@ -3504,69 +3559,71 @@ var file_slotkv_storage_v1_storage_proto_depIdxs = []int32{
 	58, // 17: slotkv.storage.v1.BeginMigrationRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
 	58, // 18: slotkv.storage.v1.SnapshotScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
 	36, // 19: slotkv.storage.v1.SnapshotScanResponse.entries:type_name -> slotkv.storage.v1.MigrationEntry
-	58, // 20: slotkv.storage.v1.SnapshotDigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	21, // 21: slotkv.storage.v1.SnapshotDigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	36, // 22: slotkv.storage.v1.ReadChangesResponse.changes:type_name -> slotkv.storage.v1.MigrationEntry
-	36, // 23: slotkv.storage.v1.ImportRequest.entries:type_name -> slotkv.storage.v1.MigrationEntry
-	58, // 24: slotkv.storage.v1.GetImportStateRequest.digest_ranges:type_name -> slotkv.cluster.v1.SlotRange
-	48, // 25: slotkv.storage.v1.GetImportStateResponse.streams:type_name -> slotkv.storage.v1.ImportStream
-	21, // 26: slotkv.storage.v1.GetImportStateResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	1,  // 27: slotkv.storage.v1.EndMigrationRequest.outcome:type_name -> slotkv.storage.v1.MigrationOutcome
-	58, // 28: slotkv.storage.v1.DeleteSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	0,  // 29: slotkv.storage.v1.NodeMigration.role:type_name -> slotkv.storage.v1.MigrationRole
-	58, // 30: slotkv.storage.v1.NodeMigration.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	55, // 31: slotkv.storage.v1.ListMigrationsResponse.migrations:type_name -> slotkv.storage.v1.NodeMigration
-	2,  // 32: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
-	4,  // 33: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
-	6,  // 34: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
-	8,  // 35: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
-	12, // 36: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
-	15, // 37: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
-	18, // 38: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
-	20, // 39: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
-	23, // 40: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
-	25, // 41: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
-	27, // 42: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
-	30, // 43: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
-	32, // 44: slotkv.storage.v1.MigrationService.BeginMigration:input_type -> slotkv.storage.v1.BeginMigrationRequest
-	34, // 45: slotkv.storage.v1.MigrationService.OpenSnapshot:input_type -> slotkv.storage.v1.OpenSnapshotRequest
-	37, // 46: slotkv.storage.v1.MigrationService.SnapshotScan:input_type -> slotkv.storage.v1.SnapshotScanRequest
-	39, // 47: slotkv.storage.v1.MigrationService.SnapshotDigest:input_type -> slotkv.storage.v1.SnapshotDigestRequest
-	41, // 48: slotkv.storage.v1.MigrationService.ReadChanges:input_type -> slotkv.storage.v1.ReadChangesRequest
-	43, // 49: slotkv.storage.v1.MigrationService.Freeze:input_type -> slotkv.storage.v1.FreezeRequest
-	45, // 50: slotkv.storage.v1.MigrationService.Import:input_type -> slotkv.storage.v1.ImportRequest
-	47, // 51: slotkv.storage.v1.MigrationService.GetImportState:input_type -> slotkv.storage.v1.GetImportStateRequest
-	50, // 52: slotkv.storage.v1.MigrationService.EndMigration:input_type -> slotkv.storage.v1.EndMigrationRequest
-	52, // 53: slotkv.storage.v1.MigrationService.DeleteSlots:input_type -> slotkv.storage.v1.DeleteSlotsRequest
-	54, // 54: slotkv.storage.v1.MigrationService.ListMigrations:input_type -> slotkv.storage.v1.ListMigrationsRequest
-	3,  // 55: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
-	5,  // 56: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
-	7,  // 57: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
-	10, // 58: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
-	13, // 59: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
-	17, // 60: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
-	19, // 61: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
-	22, // 62: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
-	24, // 63: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
-	26, // 64: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
-	28, // 65: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
-	31, // 66: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
-	33, // 67: slotkv.storage.v1.MigrationService.BeginMigration:output_type -> slotkv.storage.v1.BeginMigrationResponse
-	35, // 68: slotkv.storage.v1.MigrationService.OpenSnapshot:output_type -> slotkv.storage.v1.OpenSnapshotResponse
-	38, // 69: slotkv.storage.v1.MigrationService.SnapshotScan:output_type -> slotkv.storage.v1.SnapshotScanResponse
-	40, // 70: slotkv.storage.v1.MigrationService.SnapshotDigest:output_type -> slotkv.storage.v1.SnapshotDigestResponse
-	42, // 71: slotkv.storage.v1.MigrationService.ReadChanges:output_type -> slotkv.storage.v1.ReadChangesResponse
-	44, // 72: slotkv.storage.v1.MigrationService.Freeze:output_type -> slotkv.storage.v1.FreezeResponse
-	46, // 73: slotkv.storage.v1.MigrationService.Import:output_type -> slotkv.storage.v1.ImportResponse
-	49, // 74: slotkv.storage.v1.MigrationService.GetImportState:output_type -> slotkv.storage.v1.GetImportStateResponse
-	51, // 75: slotkv.storage.v1.MigrationService.EndMigration:output_type -> slotkv.storage.v1.EndMigrationResponse
-	53, // 76: slotkv.storage.v1.MigrationService.DeleteSlots:output_type -> slotkv.storage.v1.DeleteSlotsResponse
-	56, // 77: slotkv.storage.v1.MigrationService.ListMigrations:output_type -> slotkv.storage.v1.ListMigrationsResponse
-	55, // [55:78] is the sub-list for method output_type
-	32, // [32:55] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	21, // 20: slotkv.storage.v1.SnapshotScanResponse.digests:type_name -> slotkv.storage.v1.SlotDigest
+	58, // 21: slotkv.storage.v1.SnapshotDigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	21, // 22: slotkv.storage.v1.SnapshotDigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	36, // 23: slotkv.storage.v1.ReadChangesResponse.changes:type_name -> slotkv.storage.v1.MigrationEntry
+	36, // 24: slotkv.storage.v1.ImportRequest.entries:type_name -> slotkv.storage.v1.MigrationEntry
+	58, // 25: slotkv.storage.v1.GetImportStateRequest.digest_ranges:type_name -> slotkv.cluster.v1.SlotRange
+	21, // 26: slotkv.storage.v1.ImportStream.applied:type_name -> slotkv.storage.v1.SlotDigest
+	48, // 27: slotkv.storage.v1.GetImportStateResponse.streams:type_name -> slotkv.storage.v1.ImportStream
+	21, // 28: slotkv.storage.v1.GetImportStateResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	1,  // 29: slotkv.storage.v1.EndMigrationRequest.outcome:type_name -> slotkv.storage.v1.MigrationOutcome
+	58, // 30: slotkv.storage.v1.DeleteSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	0,  // 31: slotkv.storage.v1.NodeMigration.role:type_name -> slotkv.storage.v1.MigrationRole
+	58, // 32: slotkv.storage.v1.NodeMigration.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	55, // 33: slotkv.storage.v1.ListMigrationsResponse.migrations:type_name -> slotkv.storage.v1.NodeMigration
+	2,  // 34: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
+	4,  // 35: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
+	6,  // 36: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
+	8,  // 37: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
+	12, // 38: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
+	15, // 39: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
+	18, // 40: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
+	20, // 41: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
+	23, // 42: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
+	25, // 43: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
+	27, // 44: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
+	30, // 45: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
+	32, // 46: slotkv.storage.v1.MigrationService.BeginMigration:input_type -> slotkv.storage.v1.BeginMigrationRequest
+	34, // 47: slotkv.storage.v1.MigrationService.OpenSnapshot:input_type -> slotkv.storage.v1.OpenSnapshotRequest
+	37, // 48: slotkv.storage.v1.MigrationService.SnapshotScan:input_type -> slotkv.storage.v1.SnapshotScanRequest
+	39, // 49: slotkv.storage.v1.MigrationService.SnapshotDigest:input_type -> slotkv.storage.v1.SnapshotDigestRequest
+	41, // 50: slotkv.storage.v1.MigrationService.ReadChanges:input_type -> slotkv.storage.v1.ReadChangesRequest
+	43, // 51: slotkv.storage.v1.MigrationService.Freeze:input_type -> slotkv.storage.v1.FreezeRequest
+	45, // 52: slotkv.storage.v1.MigrationService.Import:input_type -> slotkv.storage.v1.ImportRequest
+	47, // 53: slotkv.storage.v1.MigrationService.GetImportState:input_type -> slotkv.storage.v1.GetImportStateRequest
+	50, // 54: slotkv.storage.v1.MigrationService.EndMigration:input_type -> slotkv.storage.v1.EndMigrationRequest
+	52, // 55: slotkv.storage.v1.MigrationService.DeleteSlots:input_type -> slotkv.storage.v1.DeleteSlotsRequest
+	54, // 56: slotkv.storage.v1.MigrationService.ListMigrations:input_type -> slotkv.storage.v1.ListMigrationsRequest
+	3,  // 57: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
+	5,  // 58: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
+	7,  // 59: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
+	10, // 60: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
+	13, // 61: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
+	17, // 62: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
+	19, // 63: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
+	22, // 64: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
+	24, // 65: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
+	26, // 66: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
+	28, // 67: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
+	31, // 68: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
+	33, // 69: slotkv.storage.v1.MigrationService.BeginMigration:output_type -> slotkv.storage.v1.BeginMigrationResponse
+	35, // 70: slotkv.storage.v1.MigrationService.OpenSnapshot:output_type -> slotkv.storage.v1.OpenSnapshotResponse
+	38, // 71: slotkv.storage.v1.MigrationService.SnapshotScan:output_type -> slotkv.storage.v1.SnapshotScanResponse
+	40, // 72: slotkv.storage.v1.MigrationService.SnapshotDigest:output_type -> slotkv.storage.v1.SnapshotDigestResponse
+	42, // 73: slotkv.storage.v1.MigrationService.ReadChanges:output_type -> slotkv.storage.v1.ReadChangesResponse
+	44, // 74: slotkv.storage.v1.MigrationService.Freeze:output_type -> slotkv.storage.v1.FreezeResponse
+	46, // 75: slotkv.storage.v1.MigrationService.Import:output_type -> slotkv.storage.v1.ImportResponse
+	49, // 76: slotkv.storage.v1.MigrationService.GetImportState:output_type -> slotkv.storage.v1.GetImportStateResponse
+	51, // 77: slotkv.storage.v1.MigrationService.EndMigration:output_type -> slotkv.storage.v1.EndMigrationResponse
+	53, // 78: slotkv.storage.v1.MigrationService.DeleteSlots:output_type -> slotkv.storage.v1.DeleteSlotsResponse
+	56, // 79: slotkv.storage.v1.MigrationService.ListMigrations:output_type -> slotkv.storage.v1.ListMigrationsResponse
+	57, // [57:80] is the sub-list for method output_type
+	34, // [34:57] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_slotkv_storage_v1_storage_proto_init() }

@@ -88,6 +88,7 @@ func newHTTPServer(ctx context.Context, o Options, log *slog.Logger, prop propag
 	if o.MetricsHandler != nil {
 		mux.Handle("GET "+MetricsPath, o.MetricsHandler)
 	}
+	registerPprof(mux, o.Token)
 	// The gateway owns every other path; its generated routes live under
 	// /v1/, and its own 404/405 handling answers the rest in JSON.
 	mux.Handle("/", gw)
@@ -100,7 +101,10 @@ func newHTTPServer(ctx context.Context, o Options, log *slog.Logger, prop propag
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithPropagators(prop),
 		otelhttp.WithFilter(func(r *http.Request) bool {
-			return r.URL.Path != HealthzPath && r.URL.Path != ReadyzPath && r.URL.Path != MetricsPath
+			// A profile request lasts as long as the profile: a span of
+			// it says nothing about the service.
+			return r.URL.Path != HealthzPath && r.URL.Path != ReadyzPath && r.URL.Path != MetricsPath &&
+				!strings.HasPrefix(r.URL.Path, PprofPath)
 		}),
 		otelhttp.WithSpanNameFormatter(spanName),
 	}

@@ -25,6 +25,11 @@ type MainConfig struct {
 	SampleRatio float64    // --trace-sample-ratio
 	ListenFile  string     // --listen-file: where to write the bound addresses
 	Stderr      io.Writer  // where logs go; os.Stderr when nil
+	// Profiling: --mutex-profile-fraction and --block-profile-rate (see
+	// ProfilingFlags); nil reads the same SLOTKV_ variables from the
+	// environment, so a service that does not define the flags still
+	// honours them.
+	Profiling *Profiling
 }
 
 // Env is what Main hands the service: put Logger, TracerProvider,
@@ -52,6 +57,13 @@ func Main(ctx context.Context, cfg MainConfig, run func(Env) error) int {
 		stderr = os.Stderr
 	}
 	log := telemetry.NewLogger(stderr, cfg.LogLevel, true)
+	prof, err := profilingOf(cfg)
+	if err != nil {
+		log.Error("bad profiling settings", "err", err)
+		return 2
+	}
+	// Before the service starts, so the profiles cover all of its life.
+	prof.Apply()
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: cfg.Name, ServiceVersion: version.Version, SampleRatio: cfg.SampleRatio})
@@ -89,4 +101,13 @@ func Main(ctx context.Context, cfg MainConfig, run func(Env) error) int {
 	}
 	log.Info("stopped cleanly", "service", cfg.Name)
 	return 0
+}
+
+// profilingOf is the flags' profiling settings, or the environment's when
+// the service has no such flags.
+func profilingOf(cfg MainConfig) (Profiling, error) {
+	if cfg.Profiling != nil {
+		return *cfg.Profiling, nil
+	}
+	return ProfilingFromEnv(os.LookupEnv)
 }

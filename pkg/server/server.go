@@ -10,7 +10,8 @@
 // for grpcurl.
 //
 // The HTTP server serves /healthz (liveness), /readyz (readiness), /metrics
-// (Prometheus, when Options.MetricsHandler is set) and the
+// (Prometheus, when Options.MetricsHandler is set), net/http/pprof under
+// /debug/pprof/ (behind the cluster token, see PprofPath) and the
 // grpc-gateway REST API (everything else, /v1/... by convention), traced
 // with otelhttp. The gateway reaches the service through a loopback gRPC
 // connection to the service's own port, built with pkg/dial but without the

@@ -53,6 +53,9 @@ type streamState struct {
 	batches atomic.Uint64
 	done    atomic.Bool
 	err     atomic.Pointer[string]
+	// sent adds up the source's digests of the acknowledged batches; only
+	// the stream's receiver touches it until the stream ends.
+	sent slotSums
 
 	rate      float64 // guarded by job.mu
 	lastBytes uint64  // guarded by job.mu
@@ -238,7 +241,13 @@ func (j *job) proto() *migratorv1.Migration {
 		ChangesApplied: r.ChangesApplied, Lag: r.Lag, CatchUpRounds: r.Rounds,
 		WritePauseMs: r.WritePauseMS, Error: r.Error, ErrorRange: r.ErrorRange,
 		Created: timestamppb.New(r.Created), Updated: timestamppb.New(r.Updated),
-		CommittedVersion: r.CommittedVersion, CleanedKeys: r.CleanedKeys,
+		CommittedVersion: r.CommittedVersion, CleanedKeys: r.CleanedKeys, Verify: r.Verify,
+	}
+	if !r.Prepared.IsZero() && !r.HandedOff.IsZero() {
+		out.TimeToHandoff = durationpb.New(r.HandedOff.Sub(r.Prepared))
+	}
+	if !r.CleanupStarted.IsZero() && !r.CleanupEnded.IsZero() {
+		out.CleanupDuration = durationpb.New(r.CleanupEnded.Sub(r.CleanupStarted))
 	}
 	running := !terminal(r.Phase)
 	if running {

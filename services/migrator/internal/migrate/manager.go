@@ -47,8 +47,10 @@ const (
 	// the rate limiter's burst is at least this.
 	batchBytes = 1 << 20
 	// importWindow is how many snapshot batches one stream keeps in flight
-	// (sent, not yet acknowledged) on its Import stream.
-	importWindow = 4
+	// (sent, not yet acknowledged) on its Import stream: more than the
+	// destination commits at once (its import pipeline), so its writer
+	// always has the next batch at hand.
+	importWindow = 16
 	// rpcTimeout bounds unary calls to storage nodes that are not part of a
 	// long phase (begin, freeze, end, topology pushes).
 	rpcTimeout = 30 * time.Second
@@ -277,6 +279,14 @@ func (m *Manager) plan(ctx context.Context, req *migratorv1.StartMigrationReques
 	case req.GetBatchRecords() > MaxBatchRecords:
 		return nil, rpcerr.InvalidField("batch_records", "%d is above the limit of %d", req.GetBatchRecords(), MaxBatchRecords)
 	}
+	verify := req.GetVerify()
+	switch verify {
+	case migratorv1.Verify_VERIFY_UNSPECIFIED:
+		verify = migratorv1.Verify_VERIFY_STREAM
+	case migratorv1.Verify_VERIFY_STREAM, migratorv1.Verify_VERIFY_FULL:
+	default:
+		return nil, rpcerr.InvalidField("verify", "%v is not a verification mode (VERIFY_STREAM or VERIFY_FULL)", verify)
+	}
 	id := req.GetJobId()
 	if id == "" {
 		id = newJobID()
@@ -326,6 +336,7 @@ func (m *Manager) plan(ctx context.Context, req *migratorv1.StartMigrationReques
 		BatchRecords:   cmp.Or(req.GetBatchRecords(), m.cfg.DefaultBatchRecords),
 		LagThreshold:   cmp.Or(req.GetLagThreshold(), m.cfg.DefaultLagThreshold),
 		MaxRounds:      cmp.Or(req.GetMaxCatchUpRounds(), m.cfg.DefaultMaxRounds),
+		Verify:         verify,
 		Created:        now, Updated: now,
 	}
 	j, err := m.newJob(rec)

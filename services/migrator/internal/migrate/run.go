@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/digest"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
@@ -276,6 +278,7 @@ func (j *job) prepare(ctx context.Context, src, dst *peer) (err error) {
 		return err
 	}
 	defer func() { endSpan(span, err) }()
+	j.update(func(r *record) { r.Prepared = time.Now().UTC() })
 	j.mu.Lock()
 	version := j.rec.PlannedVersion
 	j.mu.Unlock()
@@ -325,7 +328,7 @@ func (j *job) snapshot(ctx context.Context, src, dst *peer) (seq uint64, err err
 	subs := j.ranges.Split(int(j.rec.Parallelism))
 	j.streams = nil
 	for i, sub := range subs {
-		j.streams = append(j.streams, &streamState{index: uint32(i), ranges: sub})
+		j.streams = append(j.streams, &streamState{index: uint32(i), ranges: sub, sent: slotSums{}})
 	}
 	streams := j.streams
 	j.rec.SnapshotSeq, j.rec.KeysTotal = seq, total
@@ -351,9 +354,56 @@ func (j *job) snapshot(ctx context.Context, src, dst *peer) (seq uint64, err err
 	return seq, err
 }
 
+// snapshotStreamPrefix starts the import stream id of each snapshot stream
+// ("snap-0", ...); the changes go on stream "changes".
+const snapshotStreamPrefix = "snap-"
+
 type pending struct {
 	seq         uint64
 	keys, bytes uint64
+	digests     []*storagev1.SlotDigest // the source's, of the batch
+}
+
+// slotSums adds up per-slot digests: the source's of the batches it sent,
+// the destination's of the batches it applied.
+type slotSums map[uint32]slotSum
+
+type slotSum struct {
+	count  uint64
+	digest digest.Digest
+}
+
+func (s slotSums) add(ds []*storagev1.SlotDigest) error {
+	for _, d := range ds {
+		dg, err := digest.ParseDigest(d.GetDigest())
+		if err != nil {
+			return fmt.Errorf("digest of slot %d: %w", d.GetSlot(), err)
+		}
+		cur := s[d.GetSlot()]
+		cur.count += d.GetCount()
+		cur.digest = cur.digest.Combine(dg)
+		s[d.GetSlot()] = cur
+	}
+	return nil
+}
+
+// merge adds o's sums to s.
+func (s slotSums) merge(o slotSums) {
+	for sl, d := range o {
+		cur := s[sl]
+		cur.count += d.count
+		cur.digest = cur.digest.Combine(d.digest)
+		s[sl] = cur
+	}
+}
+
+// proto lists the sums as wire digests.
+func (s slotSums) proto() []*storagev1.SlotDigest {
+	out := make([]*storagev1.SlotDigest, 0, len(s))
+	for sl, d := range s {
+		out = append(out, &storagev1.SlotDigest{Slot: sl, Count: d.count, Digest: d.digest.Bytes()})
+	}
+	return out
 }
 
 // copyStream copies one sub-range: SnapshotScan from the source into an
@@ -365,7 +415,7 @@ func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamS
 	defer func() { endSpan(span, err) }()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends both streams on every path
-	streamID := fmt.Sprintf("snap-%d", i)
+	streamID := fmt.Sprintf("%s%d", snapshotStreamPrefix, i)
 	imp, err := dst.mig.Import(ctx)
 	if err != nil {
 		return dst.err("Import", err)
@@ -394,16 +444,28 @@ func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamS
 				if resp.GetSeq() != p.seq {
 					return dst.err("Import", fmt.Errorf("acknowledged batch %d, expected %d", resp.GetSeq(), p.seq))
 				}
+				if err := st.sent.add(p.digests); err != nil {
+					return src.err("SnapshotScan", err)
+				}
 				st.keys.Add(p.keys)
 				st.bytes.Add(p.bytes)
 				st.batches.Add(1)
 			}
 		}()
 	}()
-	sendErr := func(err error) error {
-		// The receiver's error explains a failed Send better (io.EOF).
+	// stop ends both streams, waits for the receiver and returns err: the
+	// error of whichever side failed first, not the other side's
+	// "canceled" that the cut causes.
+	stop := func(err error) error {
 		cancel()
-		if rerr := <-recvDone; rerr != nil && !errors.Is(rerr, context.Canceled) {
+		<-recvDone
+		return err
+	}
+	// sendErr is stop for a failed Send: the receiver's error explains it
+	// better (Send only says io.EOF).
+	sendErr := func(err error) error {
+		cancel()
+		if rerr := <-recvDone; rerr != nil && status.Code(rerr) != grpccodes.Canceled && !errors.Is(rerr, context.Canceled) {
 			return rerr
 		}
 		return err
@@ -418,7 +480,7 @@ func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamS
 			JobId: j.id, Ranges: protoRanges(st.ranges), StartAfter: lastPos, BatchRecords: bsz, BatchBytes: batchBytes})
 		if err != nil {
 			scancel()
-			return sendErr(src.err("SnapshotScan", err))
+			return stop(src.err("SnapshotScan", err))
 		}
 		restart := false
 		for {
@@ -428,7 +490,7 @@ func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamS
 			}
 			if err != nil {
 				scancel()
-				return sendErr(src.err("SnapshotScan", err))
+				return stop(src.err("SnapshotScan", err))
 			}
 			entries := resp.GetEntries()
 			if len(entries) == 0 {
@@ -443,11 +505,11 @@ func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamS
 			}
 			if err := j.wait(ctx, n); err != nil {
 				scancel()
-				return sendErr(err)
+				return stop(err)
 			}
 			seq++
 			select {
-			case inflight <- pending{seq: seq, keys: uint64(len(entries)), bytes: n}:
+			case inflight <- pending{seq: seq, keys: uint64(len(entries)), bytes: n, digests: resp.GetDigests()}:
 			case rerr := <-recvDone:
 				scancel()
 				if rerr == nil {
@@ -512,14 +574,56 @@ func (j *job) wait(ctx context.Context, n uint64) error {
 	return nil
 }
 
-// VERIFY: digest of the snapshot on the source vs the imported data on the
-// destination, per slot, before any change is applied.
+// VERIFY: the snapshot's digest per slot, as the source computed it while
+// scanning (the sums of the acknowledged batches), against the digest of
+// what the destination's snapshot streams applied, as it computed it while
+// applying them: no data is read again. With VERIFY_FULL both sides then
+// also read and digest everything (the source's snapshot, the
+// destination's imported data), which checks the disk too. Before any
+// change is applied.
 func (j *job) verify(ctx context.Context, src, dst *peer) (err error) {
 	ctx, span, err := j.enter(ctx, migratorv1.Phase_PHASE_VERIFY)
 	if err != nil {
 		return err
 	}
 	defer func() { endSpan(span, err) }()
+	sent := slotSums{}
+	var copied uint64
+	j.mu.Lock()
+	for _, st := range j.streams {
+		sent.merge(st.sent)
+		copied += st.keys.Load()
+	}
+	full := j.rec.Verify == migratorv1.Verify_VERIFY_FULL
+	j.mu.Unlock()
+	var keys uint64
+	for _, d := range sent {
+		keys += d.count
+	}
+	if keys != copied {
+		// Every batch carries its digests: a source that sends none (or
+		// too few) cannot be verified this way.
+		return inRange(src.err("SnapshotScan", fmt.Errorf("the snapshot's digests cover %d keys, the streams copied %d", keys, copied)), j.ranges.String())
+	}
+	st, err := dst.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: j.id, AppliedDigests: true})
+	if err != nil {
+		return inRange(dst.err("GetImportState", err), j.ranges.String())
+	}
+	applied := slotSums{}
+	for _, s := range st.GetStreams() {
+		if strings.HasPrefix(s.GetStreamId(), snapshotStreamPrefix) {
+			if err := applied.add(s.GetApplied()); err != nil {
+				return inRange(dst.err("GetImportState", err), j.ranges.String())
+			}
+		}
+	}
+	if err := compareDigests(sent.proto(), applied.proto()); err != nil {
+		return err
+	}
+	j.log.InfoContext(ctx, "snapshot verified from the streams' digests", "keys", keys, "slots", len(sent))
+	if !full {
+		return nil
+	}
 	rs := protoRanges(j.ranges)
 	sd, err := src.mig.SnapshotDigest(ctx, &storagev1.SnapshotDigestRequest{JobId: j.id, Ranges: rs})
 	if err != nil {
@@ -536,7 +640,10 @@ func (j *job) verify(ctx context.Context, src, dst *peer) (err error) {
 		return inRange(fmt.Errorf("snapshot verification failed: source has %d keys, destination %d (digests differ)",
 			sd.GetCount(), dd.GetCount()), j.ranges.String())
 	}
-	j.log.InfoContext(ctx, "snapshot verified", "keys", sd.GetCount())
+	if sd.GetCount() != keys {
+		return inRange(fmt.Errorf("snapshot verification failed: the snapshot holds %d keys, the streams sent %d", sd.GetCount(), keys), j.ranges.String())
+	}
+	j.log.InfoContext(ctx, "snapshot verified by reading it back on both nodes", "keys", sd.GetCount())
 	return nil
 }
 
@@ -818,6 +925,7 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier, snapSeq 
 	j.update(func(r *record) {
 		r.PushedDestination = true
 		r.WritePauseMS = float64(pause.Microseconds()) / 1000
+		r.HandedOff = time.Now().UTC()
 	})
 	j.log.InfoContext(ctx, "committed", "version", next.Version(), "write_pause", pause.String(), "drained_changes", drained)
 	return true, nil
@@ -971,7 +1079,12 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 		if err := j.push(ctx, dst, next); err != nil {
 			return err
 		}
-		j.update(func(r *record) { r.PushedDestination = true })
+		j.update(func(r *record) {
+			r.PushedDestination = true
+			if r.HandedOff.IsZero() {
+				r.HandedOff = time.Now().UTC()
+			}
+		})
 	}
 	var othersErr error
 	if !r.PushedAll {
@@ -1007,12 +1120,17 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 		r.Phase = migratorv1.Phase_PHASE_CLEANUP
 	}
 	if !r.Cleaned {
+		if r.CleanupStarted.IsZero() {
+			j.update(func(r *record) { r.CleanupStarted = time.Now().UTC() })
+		}
 		resp, err := src.mig.DeleteSlots(ctx, &storagev1.DeleteSlotsRequest{Ranges: protoRanges(j.ranges),
 			KeysPerSecond: j.m.cfg.CleanupKeysPerSecond})
 		if err != nil {
 			return inRange(src.err("DeleteSlots", err), j.ranges.String())
 		}
-		j.update(func(r *record) { r.Cleaned, r.CleanedKeys = true, resp.GetDeletedKeys() })
+		j.update(func(r *record) {
+			r.Cleaned, r.CleanedKeys, r.CleanupEnded = true, resp.GetDeletedKeys(), time.Now().UTC()
+		})
 	}
 	if othersErr != nil {
 		// The slots have moved: the other nodes own none of them, and
@@ -1025,7 +1143,10 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 	j.persistLocked()
 	j.mu.Unlock()
 	j.closeEnded()
-	j.log.InfoContext(ctx, "migration succeeded", "cleaned_keys", j.proto().GetCleanedKeys())
+	p := j.proto()
+	j.log.InfoContext(ctx, "migration succeeded", "cleaned_keys", p.GetCleanedKeys(),
+		"time_to_handoff", p.GetTimeToHandoff().AsDuration().String(), "cleanup", p.GetCleanupDuration().AsDuration().String(),
+		"write_pause_ms", p.GetWritePauseMs())
 	return nil
 }
 

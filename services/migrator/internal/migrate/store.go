@@ -22,12 +22,13 @@ type record struct {
 	DestinationAddr string `json:"destination_addr"`
 	PlannedVersion  uint64 `json:"planned_version"`
 
-	Phase        migratorv1.Phase `json:"phase"`
-	Parallelism  uint32           `json:"parallelism"`
-	Rate         uint64           `json:"rate_bytes_per_second"`
-	BatchRecords uint32           `json:"batch_records"`
-	LagThreshold uint64           `json:"lag_threshold"`
-	MaxRounds    uint32           `json:"max_catch_up_rounds"`
+	Phase        migratorv1.Phase  `json:"phase"`
+	Parallelism  uint32            `json:"parallelism"`
+	Rate         uint64            `json:"rate_bytes_per_second"`
+	BatchRecords uint32            `json:"batch_records"`
+	LagThreshold uint64            `json:"lag_threshold"`
+	MaxRounds    uint32            `json:"max_catch_up_rounds"`
+	Verify       migratorv1.Verify `json:"verify,omitempty"`
 
 	Keys      uint64          `json:"keys"`
 	Bytes     uint64          `json:"bytes"`
@@ -49,6 +50,13 @@ type record struct {
 
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`
+	// Prepared is when PREPARE began, HandedOff when the destination took
+	// the slots (time to hand-off = HandedOff - Prepared); the source's
+	// cleanup ran from CleanupStarted to CleanupEnded.
+	Prepared       time.Time `json:"prepared,omitzero"`
+	HandedOff      time.Time `json:"handed_off,omitzero"`
+	CleanupStarted time.Time `json:"cleanup_started,omitzero"`
+	CleanupEnded   time.Time `json:"cleanup_ended,omitzero"`
 
 	// BegunSource / BegunDestination: BeginMigration was (maybe) applied
 	// on that node, so a rollback has to end the job there.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -86,7 +87,55 @@ type job struct {
 	ranges  slot.RangeSet
 	log     *store.ChangeLog // source
 	snap    *store.Snapshot  // source, after OpenSnapshot
-	streams map[string]*sync.Mutex
+	streams map[string]*importStream
+}
+
+// importStream is the state of one import stream of a destination job.
+// Batches of a stream are submitted one at a time (mu) and commit in the
+// background, several at once; applied is updated as each commits.
+type importStream struct {
+	mu     sync.Mutex // held while a batch is submitted
+	loaded bool       // prog read from the store
+	prog   store.ImportProgress
+
+	dmu     sync.Mutex // guards applied and failed; taken per committed batch
+	applied map[uint16]store.SlotDigest
+	failed  error
+}
+
+// commitDone records a committed (or failed) batch of the stream.
+func (st *importStream) commitDone(digests []store.SlotDigest, err error) {
+	st.dmu.Lock()
+	defer st.dmu.Unlock()
+	if err != nil {
+		if st.failed == nil {
+			st.failed = err
+		}
+		return
+	}
+	for _, d := range digests {
+		cur := st.applied[d.Slot]
+		cur.Slot = d.Slot
+		cur.Count += d.Count
+		cur.Digest = cur.Digest.Combine(d.Digest)
+		st.applied[d.Slot] = cur
+	}
+}
+
+// appliedDigests returns the stream's applied digests in slot order, or
+// the error of a batch that failed to commit.
+func (st *importStream) appliedDigests() ([]store.SlotDigest, error) {
+	st.dmu.Lock()
+	defer st.dmu.Unlock()
+	if st.failed != nil {
+		return nil, st.failed
+	}
+	out := make([]store.SlotDigest, 0, len(st.applied))
+	for _, d := range st.applied {
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b store.SlotDigest) int { return int(a.Slot) - int(b.Slot) })
+	return out, nil
 }
 
 // Manager runs the migration building blocks of one node.
@@ -164,7 +213,7 @@ func (m *Manager) newJob(rec record) (*job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migration: job %q: ranges %q: %w", rec.Job, rec.Ranges, err)
 	}
-	j := &job{id: rec.Job, rec: rec, ranges: rs, streams: map[string]*sync.Mutex{}}
+	j := &job{id: rec.Job, rec: rec, ranges: rs, streams: map[string]*importStream{}}
 	if rec.Role == Source {
 		if j.log, err = m.st.ChangeLog(rec.Job); err != nil {
 			return nil, err
@@ -605,37 +654,65 @@ type ImportEntry struct {
 	store.Mutation
 }
 
-// Import applies one batch of a job's import stream. It returns false when
-// the batch had been applied before.
-func (m *Manager) Import(id, stream string, seq uint64, entries []ImportEntry) (bool, store.ImportProgress, error) {
+// Import submits one batch of a job's import stream and returns without
+// waiting for its commit: done gets the outcome once it is known, applied
+// false when the batch had been applied before (a resumed stream resends
+// batches). Batches of one stream must be submitted in order (the caller's
+// stream is sequential); they commit in that order. An error returned here
+// refuses the batch and done is not called. Each committed batch adds the
+// digest of its puts, per slot, to the stream's applied digests
+// (ImportState), computed here as the batch is applied, so verifying the
+// snapshot reads nothing back.
+func (m *Manager) Import(id, stream string, seq uint64, entries []ImportEntry, done func(applied bool, err error)) error {
 	j, _, err := m.getRole(id, Destination)
 	if err != nil {
-		return false, store.ImportProgress{}, err
+		return err
 	}
-	slots := make([]uint16, 0, len(entries))
+	slots := make([]uint16, 0, 4)
 	muts := make([]store.Mutation, len(entries))
+	var digests []store.SlotDigest
+	h := store.NewHasher()
 	for i, e := range entries {
 		if !j.ranges.Contains(e.Slot) {
-			return false, store.ImportProgress{}, rpcerr.InvalidField(fmt.Sprintf("entries[%d].slot", i), "slot %d is not in job %q (slots %s)", e.Slot, id, j.ranges)
+			return rpcerr.InvalidField(fmt.Sprintf("entries[%d].slot", i), "slot %d is not in job %q (slots %s)", e.Slot, id, j.ranges)
 		}
 		if len(slots) == 0 || slots[len(slots)-1] != e.Slot {
 			slots = append(slots, e.Slot)
 		}
 		muts[i] = e.Mutation
+		if e.Delete {
+			continue
+		}
+		k := len(digests) - 1
+		if k < 0 || digests[k].Slot != e.Slot {
+			if k = slices.IndexFunc(digests, func(d store.SlotDigest) bool { return d.Slot == e.Slot }); k < 0 {
+				digests = append(digests, store.SlotDigest{Slot: e.Slot})
+				k = len(digests) - 1
+			}
+		}
+		digests[k].Count++
+		h.Add(&digests[k].Digest, e.Key, e.Value)
 	}
 	slices.Sort(slots)
 	slots = slices.Compact(slots)
 
+	st := m.importStream(j, stream)
 	// One batch of a stream at a time; taken before the gate (lock order).
-	m.mu.Lock()
-	sm, ok := j.streams[stream]
-	if !ok {
-		sm = new(sync.Mutex)
-		j.streams[stream] = sm
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.loaded {
+		if st.prog, err = m.st.StreamProgress(id, stream); err != nil {
+			return err
+		}
+		st.loaded = true
 	}
-	m.mu.Unlock()
-	sm.Lock()
-	defer sm.Unlock()
+	if seq <= st.prog.LastSeq {
+		done(false, nil)
+		return nil
+	}
+	if _, err := st.appliedDigests(); err != nil {
+		return fmt.Errorf("an earlier batch of the stream failed: %w", err)
+	}
 
 	me := m.node.ID()
 	err = m.node.Guard(func() error {
@@ -666,21 +743,58 @@ func (m *Manager) Import(id, stream string, seq uint64, entries []ImportEntry) (
 		return nil
 	})
 	if err != nil {
-		return false, store.ImportProgress{}, err
+		return err
 	}
-	defer m.node.EndWrite()
-	return m.st.ApplyImport(id, stream, seq, muts)
+	// The gate stays shared until the batch has committed, so no
+	// transition (commit, abort) can pass a batch admitted before it.
+	// Released exactly once: by the commit callback, or here when the
+	// batch never reached Badger (an error, a panic).
+	release := sync.OnceFunc(m.node.EndWrite)
+	queued := false
+	defer func() {
+		if !queued {
+			release()
+		}
+	}()
+	next := store.ImportProgress{Stream: stream, LastSeq: seq, Entries: st.prog.Entries + uint64(len(muts))}
+	err = m.st.CommitImport(id, next, muts, func(err error) {
+		release()
+		st.commitDone(digests, err)
+		done(err == nil, err)
+	})
+	if err != nil {
+		return err
+	}
+	queued = true
+	st.prog = next
+	return nil
+}
+
+// importStream returns the state of a stream of job j, creating it.
+func (m *Manager) importStream(j *job, stream string) *importStream {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, ok := j.streams[stream]
+	if !ok {
+		st = &importStream{applied: map[uint16]store.SlotDigest{}}
+		j.streams[stream] = st
+	}
+	return st
 }
 
 // ImportState is a GetImportState answer.
 type ImportState struct {
 	Streams []store.ImportProgress
+	// Applied holds, when asked, the applied digests of each stream of
+	// Streams that this process has applied batches of, by stream id.
+	Applied map[string][]store.SlotDigest
 	Digest  *store.DigestResult // when asked
 }
 
-// ImportState returns the job's import progress and, when digestRanges is
-// not empty, the digest of the data in them, per slot.
-func (m *Manager) ImportState(id string, digestRanges []slot.Range) (ImportState, error) {
+// ImportState returns the job's import progress, with applied the digests
+// of what each stream applied (see Import), and, when digestRanges is not
+// empty, the digest of the data in them, read back, per slot.
+func (m *Manager) ImportState(id string, digestRanges []slot.Range, applied bool) (ImportState, error) {
 	j, _, err := m.getRole(id, Destination)
 	if err != nil {
 		return ImportState{}, err
@@ -699,6 +813,19 @@ func (m *Manager) ImportState(id string, digestRanges []slot.Range) (ImportState
 	}
 	if out.Streams, err = m.st.ImportProgressOf(id); err != nil {
 		return ImportState{}, err
+	}
+	if applied {
+		m.mu.Lock()
+		streams := maps.Clone(j.streams)
+		m.mu.Unlock()
+		out.Applied = map[string][]store.SlotDigest{}
+		for name, st := range streams {
+			d, err := st.appliedDigests()
+			if err != nil {
+				return ImportState{}, fmt.Errorf("import stream %q of job %q: %w", name, id, err)
+			}
+			out.Applied[name] = d
+		}
 	}
 	return out, nil
 }

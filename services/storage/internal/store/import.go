@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/slotkv/slotkv/pkg/slot"
 )
 
 // MaxStreamIDBytes bounds an import stream id.
@@ -29,66 +31,111 @@ func decodeProgress(stream string, v []byte) (ImportProgress, error) {
 	return ImportProgress{Stream: stream, LastSeq: binary.BigEndian.Uint64(v), Entries: binary.BigEndian.Uint64(v[8:])}, nil
 }
 
-// ApplyImport applies one import batch of job's stream: the puts and
-// deletes of muts (user keys), together with the stream's progress record
-// (last batch sequence, entries applied), in one transaction. A batch whose
-// seq is at or below the stream's last applied one is not applied again
-// (applied=false): a resumed stream may resend batches. Imports are plain
-// writes, never captured. The caller serializes batches of one stream; a
-// batch too big for one transaction fails with ErrBatchTooLarge (it cannot
-// be split: the progress record must commit with all of it).
-func (s *Store) ApplyImport(job, stream string, seq uint64, muts []Mutation) (applied bool, p ImportProgress, err error) {
+// StreamProgress returns what job's import stream has applied (zero when
+// it has applied nothing).
+func (s *Store) StreamProgress(job, stream string) (ImportProgress, error) {
 	if err := CheckJobID(job); err != nil {
-		return false, p, err
+		return ImportProgress{}, err
 	}
-	txn := s.db.NewTransaction(true)
-	defer txn.Discard()
-	pk := importKey(job, stream)
-	p = ImportProgress{Stream: stream}
-	it, err := txn.Get(pk)
-	switch {
-	case errors.Is(err, badger.ErrKeyNotFound):
-	case err != nil:
-		return false, p, mapErr("import progress", err)
-	default:
+	p := ImportProgress{Stream: stream}
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(importKey(job, stream))
+		if err != nil {
+			return err
+		}
 		v, err := it.ValueCopy(nil)
 		if err != nil {
-			return false, p, mapErr("import progress", err)
+			return err
 		}
-		if p, err = decodeProgress(stream, v); err != nil {
-			return false, p, err
+		p, err = decodeProgress(stream, v)
+		return err
+	})
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return p, mapErr("import progress", err)
+	}
+	return p, nil
+}
+
+// CommitImport commits one import batch of job: the puts and deletes of
+// muts (user keys) together with the stream's new progress record p (last
+// batch sequence, entries applied), in one transaction. It does not wait
+// for the commit: it returns once the batch is queued for Badger's writer,
+// and done gets the commit's outcome (on another goroutine, or on this one
+// when Badger refuses the transaction before queueing it). Batches queued
+// one after the other commit in that order, so a stream keeps several in
+// flight and the progress record always names the last batch committed
+// with it. The caller keeps the stream's progress: the record is written,
+// never read, so pipelined batches cannot conflict. A batch too big for
+// one transaction fails at once with ErrBatchTooLarge (it cannot be split:
+// the progress record must commit with all of it); done is then not called.
+// Imports are plain writes, never captured.
+func (s *Store) CommitImport(job string, p ImportProgress, muts []Mutation, done func(error)) error {
+	if err := CheckJobID(job); err != nil {
+		return err
+	}
+	txn := s.db.NewTransaction(true)
+	queued := false
+	defer func() {
+		if !queued {
+			txn.Discard()
 		}
+	}()
+	tooBig := func(at string) error {
+		return fmt.Errorf("%w: %d entries do not fit in one transaction%s; send smaller batches", ErrBatchTooLarge, len(muts), at)
 	}
-	if seq <= p.LastSeq {
-		return false, p, nil
+	n := 0
+	for _, m := range muts {
+		n += slot.PrefixLen + len(m.Key)
 	}
+	kb := make([]byte, 0, n) // one arena for the storage keys of the batch
 	for i, m := range muts {
-		k, _, err := storageKey(nil, m.Key)
-		if err != nil {
-			return false, p, fmt.Errorf("entries[%d]: %w", i, err)
+		var err error
+		from := len(kb)
+		if kb, _, err = storageKey(kb, m.Key); err != nil {
+			return fmt.Errorf("entries[%d]: %w", i, err)
 		}
-		if err := setEntry(txn, k, m.Value, m.Delete); err != nil {
+		if err := setEntry(txn, kb[from:len(kb):len(kb)], m.Value, m.Delete); err != nil {
 			if errors.Is(err, badger.ErrTxnTooBig) {
-				return false, p, fmt.Errorf("%w: %d entries do not fit in one transaction (it filled up at entries[%d]); send smaller batches", ErrBatchTooLarge, len(muts), i)
+				return tooBig(fmt.Sprintf(" (it filled up at entries[%d])", i))
 			}
-			return false, p, mapErr("import", err)
+			return mapErr("import", err)
 		}
 	}
-	p.LastSeq, p.Entries = seq, p.Entries+uint64(len(muts))
 	v := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, p.LastSeq), p.Entries)
-	if err := txn.Set(pk, v); err != nil {
+	if err := txn.Set(importKey(job, p.Stream), v); err != nil {
 		if errors.Is(err, badger.ErrTxnTooBig) {
-			return false, p, fmt.Errorf("%w: %d entries do not fit in one transaction; send smaller batches", ErrBatchTooLarge, len(muts))
+			return tooBig("")
 		}
-		return false, p, mapErr("import", err)
+		return mapErr("import", err)
 	}
-	if err := txn.Commit(); err != nil {
+	queued = true // CommitWith discards the transaction itself
+	txn.CommitWith(func(err error) {
 		if errors.Is(err, badger.ErrTxnTooBig) {
-			return false, p, fmt.Errorf("%w: %d entries do not fit in one transaction; send smaller batches", ErrBatchTooLarge, len(muts))
+			done(tooBig(""))
+			return
 		}
-		return false, p, mapErr("import commit", err)
+		done(mapErr("import commit", err))
+	})
+	return nil
+}
+
+// ApplyImport applies one import batch of job's stream and waits for it: a
+// batch whose seq is at or below the stream's last applied one is not
+// applied again (applied=false), since a resumed stream may resend
+// batches. The caller serializes batches of one stream.
+func (s *Store) ApplyImport(job, stream string, seq uint64, muts []Mutation) (applied bool, p ImportProgress, err error) {
+	if p, err = s.StreamProgress(job, stream); err != nil || seq <= p.LastSeq {
+		return false, p, err
 	}
-	return true, p, nil
+	next := ImportProgress{Stream: stream, LastSeq: seq, Entries: p.Entries + uint64(len(muts))}
+	res := make(chan error, 1)
+	if err := s.CommitImport(job, next, muts, func(err error) { res <- err }); err != nil {
+		return false, p, err
+	}
+	if err := <-res; err != nil {
+		return false, p, err
+	}
+	return true, next, nil
 }
 
 // ImportProgressOf returns the progress of every import stream of job, by

@@ -96,12 +96,17 @@ type SnapshotBatch struct {
 	Items []KV
 	// Last is the storage key of the last item: resume after it.
 	Last []byte
+	// Digests are the count and digest of Items per slot, in slot order,
+	// computed as the scan read them (see Digest): summed over the batches
+	// of a scan they are the snapshot's digest, with no second read.
+	Digests []SlotDigest
 }
 
 // Scan walks the snapshot's entries of ranges in storage order, starting
 // after the storage key startAfter (nil: at the first), and hands them to
 // emit in batches of at most maxRecords entries and, past the first entry,
-// maxBytes of keys and values. The batch is only valid during emit. An emit
+// maxBytes of keys and values, each with its per-slot digests. The batch is
+// only valid during emit. An emit
 // error stops the scan and is returned; so does Close of the snapshot.
 func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, maxBytes int, emit func(SnapshotBatch) error) error {
 	ranges, err := normalize(ranges)
@@ -123,10 +128,12 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 
 	var (
 		items []KV
+		digs  []SlotDigest
 		arena []byte
 		size  int
 		last  []byte
 		ferr  error
+		h     = NewHasher()
 	)
 	flush := func() bool {
 		if len(items) == 0 {
@@ -136,10 +143,10 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 			ferr = ErrSnapshotClosed
 			return false
 		}
-		if ferr = emit(SnapshotBatch{Items: items, Last: last}); ferr != nil {
+		if ferr = emit(SnapshotBatch{Items: items, Last: last, Digests: digs}); ferr != nil {
 			return false
 		}
-		items, arena, size = items[:0], arena[:0], 0
+		items, digs, arena, size = items[:0], digs[:0], arena[:0], 0
 		return true
 	}
 	walk(it, ranges, nil, start, func(item *badger.Item) bool {
@@ -159,11 +166,18 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		}
 		// Earlier slices stay valid when append moves the arena: they keep
 		// the old array, which nothing writes to until the batch is emitted.
-		items = append(items, KV{
+		kv := KV{
 			Slot:  slotOfStorageKey(k),
 			Key:   arena[from+slot.PrefixLen : kEnd : kEnd],
 			Value: arena[kEnd:len(arena):len(arena)],
-		})
+		}
+		items = append(items, kv)
+		if len(digs) == 0 || digs[len(digs)-1].Slot != kv.Slot {
+			digs = append(digs, SlotDigest{Slot: kv.Slot})
+		}
+		d := &digs[len(digs)-1]
+		d.Count++
+		h.Add(&d.Digest, kv.Key, kv.Value)
 		last = arena[from:kEnd:kEnd]
 		size += n
 		return true

@@ -54,6 +54,10 @@ func TestFullMigration(t *testing.T) {
 	if final.GetWritePauseMs() <= 0 || final.GetCommittedVersion() != 2 || final.GetCleanedKeys() != uint64(len(movedKeys)) {
 		t.Errorf("write_pause_ms %v, committed_version %d, cleaned_keys %d", final.GetWritePauseMs(), final.GetCommittedVersion(), final.GetCleanedKeys())
 	}
+	if final.GetVerify() != migratorv1.Verify_VERIFY_STREAM || final.GetTimeToHandoff().AsDuration() <= 0 || final.GetCleanupDuration().AsDuration() <= 0 {
+		t.Errorf("verify %v, time_to_handoff %v, cleanup_duration %v; want VERIFY_STREAM and both times reported",
+			final.GetVerify(), final.GetTimeToHandoff(), final.GetCleanupDuration())
+	}
 
 	ctx := testCtx(t)
 	for _, k := range movedKeys {

@@ -59,6 +59,10 @@ func TestPlanning(t *testing.T) {
 			[]string{"held"}},
 		{"bad job id", &migratorv1.StartMigrationRequest{JobId: "a/b", Ranges: "1000-1001", SourceNodeId: "n1", DestinationNodeId: "n2"}, codes.InvalidArgument,
 			[]string{"job_id"}},
+		{"more streams than the destination takes", &migratorv1.StartMigrationRequest{Ranges: "4400-5400", SourceNodeId: "n1", DestinationNodeId: "n2", Parallelism: 1000000},
+			codes.InvalidArgument, []string{"parallelism", "1001 streams", "destination n2", "--max-import-streams is 16"}},
+		{"bad verify", &migratorv1.StartMigrationRequest{Ranges: "1000-1001", SourceNodeId: "n1", DestinationNodeId: "n2", Verify: 9}, codes.InvalidArgument,
+			[]string{"verify"}},
 	}
 	for _, tc := range refusals {
 		_, err := m.client.StartMigration(ctx, tc.req)

@@ -147,6 +147,15 @@ func (j *job) update(f func(r *record)) {
 	j.persistLocked()
 }
 
+// persist is update for a record that must be on disk before what follows
+// (an intent): it returns the error of the save.
+func (j *job) persist(f func(r *record)) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	f(j.rec)
+	return j.persistLocked()
+}
+
 // persistLocked saves the record. Most callers only need the error
 // logged; the commit point checks it.
 func (j *job) persistLocked() error {

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/jobstore"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
@@ -325,6 +326,17 @@ func (m *Manager) plan(ctx context.Context, req *migratorv1.StartMigrationReques
 		p = runtime.GOMAXPROCS(0)
 	}
 	streams := len(rs.Split(p)) // never more than slots, never fewer than 1
+	// The destination caps the import streams it takes at once: a job
+	// asking for more is refused now rather than failing in SNAPSHOT; a
+	// default above the cap is lowered to it.
+	if limit := m.importStreamLimit(ctx, dstNode); limit > 0 && streams > limit {
+		if req.GetParallelism() > 0 {
+			return nil, rpcerr.InvalidField("parallelism", "%d streams are more than destination %s accepts at once (its --max-import-streams is %d)",
+				streams, dst, limit)
+		}
+		m.log.InfoContext(ctx, "parallelism lowered to the destination's import stream limit", "destination", dst, "parallelism", streams, "limit", limit)
+		streams = limit
+	}
 	now := time.Now().UTC()
 	rec := &record{
 		ID: id, Ranges: rs.String(), Source: src, Destination: dst,
@@ -363,6 +375,23 @@ func (m *Manager) plan(ctx context.Context, req *migratorv1.StartMigrationReques
 	}
 	m.jobs[id] = j
 	return j, nil
+}
+
+// importStreamLimit asks node for the import streams it accepts at once;
+// 0 when it cannot tell (the job then meets the limit, if any, in
+// SNAPSHOT).
+func (m *Manager) importStreamLimit(ctx context.Context, n topology.Node) int {
+	cc, err := m.cfg.Router.Conn(n.GRPCAddress)
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var resp *storagev1.ListMigrationsResponse
+		if resp, err = storagev1.NewMigrationServiceClient(cc).ListMigrations(cctx, &storagev1.ListMigrationsRequest{}); err == nil {
+			return int(resp.GetMaxImportStreams())
+		}
+	}
+	m.log.WarnContext(ctx, "could not ask the destination for its import stream limit", "destination", n.ID, "err", err)
+	return 0
 }
 
 // ownersOf says who owns the slots of missing, e.g. "; n2 owns 5461-5470".

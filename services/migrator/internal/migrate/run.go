@@ -24,6 +24,7 @@ import (
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/digest"
+	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
@@ -279,12 +280,13 @@ func (j *job) prepare(ctx context.Context, src, dst *peer) (err error) {
 	}
 	defer func() { endSpan(span, err) }()
 	j.update(func(r *record) { r.Prepared = time.Now().UTC() })
-	j.mu.Lock()
-	version := j.rec.PlannedVersion
-	j.mu.Unlock()
 	rs := protoRanges(j.ranges)
-	begin := func(p, peerNode *peer, role storagev1.MigrationRole, mark func(*record, bool)) error {
-		j.update(func(r *record) { mark(r, true) })
+	begin := func(p, peerNode *peer, role storagev1.MigrationRole, version uint64, mark func(*record, bool)) error {
+		// The intent is on disk before the node hears of the job: a crash
+		// after the call must find the record that says to abort it there.
+		if err := j.persist(func(r *record) { mark(r, true) }); err != nil {
+			return fmt.Errorf("recording that the job begins on %s %s: %w", p.role, p.id, err)
+		}
 		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 		defer cancel()
 		_, err := p.mig.BeginMigration(cctx, &storagev1.BeginMigrationRequest{
@@ -297,12 +299,82 @@ func (j *job) prepare(ctx context.Context, src, dst *peer) (err error) {
 		}
 		return nil
 	}
-	if err := begin(dst, src, storagev1.MigrationRole_MIGRATION_ROLE_DESTINATION,
-		func(r *record, v bool) { r.BegunDestination = v }); err != nil {
-		return err
+	// A concurrent job's commit bumps the topology version between the plan
+	// and here, or reaches one of our nodes a moment after another: a node
+	// answering STALE_TOPOLOGY makes the job re-plan on the newest topology
+	// (still disjoint from every unfinished job, the source still owning
+	// the slots) or wait for the lagging node, within prepareTimeout.
+	pctx, cancel := context.WithTimeoutCause(ctx, prepareTimeout,
+		fmt.Errorf("the nodes did not agree on a topology version within %s", prepareTimeout))
+	defer cancel()
+	backoff := prepareMinBackoff
+	for {
+		j.mu.Lock()
+		version := j.rec.PlannedVersion
+		j.mu.Unlock()
+		err := begin(dst, src, storagev1.MigrationRole_MIGRATION_ROLE_DESTINATION, version,
+			func(r *record, v bool) { r.BegunDestination = v })
+		if err == nil {
+			err = begin(src, dst, storagev1.MigrationRole_MIGRATION_ROLE_SOURCE, version,
+				func(r *record, v bool) { r.BegunSource = v })
+		}
+		if err == nil || !errors.Is(rpcerr.FromStatus(err), rpcerr.ErrStaleTopology) {
+			return err
+		}
+		if rerr := j.replan(pctx, version); rerr != nil {
+			return fmt.Errorf("%w; re-planning: %v", err, rerr)
+		}
+		j.log.InfoContext(ctx, "a node holds another topology version; preparing again", "planned_version", version, "err", err)
+		if !sleepCtx(pctx, route.Jitter(backoff)) {
+			return fmt.Errorf("%w (%v)", err, context.Cause(pctx))
+		}
+		backoff = min(backoff*2, prepareMaxBackoff)
 	}
-	return begin(src, dst, storagev1.MigrationRole_MIGRATION_ROLE_SOURCE,
-		func(r *record, v bool) { r.BegunSource = v })
+}
+
+// Bounds of PREPARE's retries on a topology version change.
+const (
+	prepareTimeout    = 30 * time.Second
+	prepareMinBackoff = 20 * time.Millisecond
+	prepareMaxBackoff = time.Second
+)
+
+// replan moves the job's plan to the newest topology the cluster knows
+// when it is newer than planned: the source must still own every slot
+// and both nodes still be in it (the migrator's own overlap check keeps
+// other jobs off the slots).
+func (j *job) replan(ctx context.Context, planned uint64) error {
+	topo, err := j.m.cfg.Router.RefreshTo(ctx, planned+1)
+	if topo == nil {
+		return fmt.Errorf("no topology: %v", err)
+	}
+	if topo.Version() <= planned {
+		return nil // a node lags behind the plan: wait for it
+	}
+	j.mu.Lock()
+	src, dst := j.rec.Source, j.rec.Destination
+	j.mu.Unlock()
+	if _, ok := topo.Node(dst); !ok {
+		return fmt.Errorf("destination %s is not in topology version %d", dst, topo.Version())
+	}
+	for s := range j.ranges.All() {
+		if n, ok := topo.Owner(s); !ok || n.ID != src {
+			return fmt.Errorf("slot %d is no longer owned by source %s in topology version %d", s, src, topo.Version())
+		}
+	}
+	return j.persist(func(r *record) { r.PlannedVersion = topo.Version() })
+}
+
+// sleepCtx waits d or until ctx ends; false when ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // SNAPSHOT: P streams, each SnapshotScan -> Import over its sub-range,

@@ -437,7 +437,8 @@ func (s *MigrationService) DeleteSlots(ctx context.Context, req *storagev1.Delet
 
 // ListMigrations lists this node's migrations.
 func (s *MigrationService) ListMigrations(context.Context, *storagev1.ListMigrationsRequest) (*storagev1.ListMigrationsResponse, error) {
-	out := &storagev1.ListMigrationsResponse{}
+	limit, open := s.c.Migration.ImportStreams()
+	out := &storagev1.ListMigrationsResponse{MaxImportStreams: uint32(limit), OpenImportStreams: uint32(open)}
 	for _, in := range s.c.Migration.List() {
 		role := storagev1.MigrationRole_MIGRATION_ROLE_SOURCE
 		if in.Role == migration.Destination {

@@ -647,6 +647,10 @@ func (m *Manager) AcquireImportStream() (release func(), err error) {
 	}
 }
 
+// ImportStreams returns the import streams the node accepts at once and
+// how many are open now.
+func (m *Manager) ImportStreams() (limit, open int) { return cap(m.importSem), len(m.importSem) }
+
 // ImportEntry is one entry of an import batch; the caller has validated the
 // key and that Slot is its slot.
 type ImportEntry struct {

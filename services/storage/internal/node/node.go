@@ -506,6 +506,18 @@ func (n *Node) Transition(fn func(topo *topology.Topology, s *Slots, tx *store.S
 // apply runs one state change under the exclusive gate; fn returns the
 // topology to hold afterwards (persisted when it differs from the current).
 func (n *Node) apply(fn func(cur *view, sl *Slots, tx *store.SystemTxn) (*topology.Topology, error), committed func()) error {
+	if err := n.applyLocked(fn, committed); err != nil {
+		return err
+	}
+	// Durable before the caller acknowledges it, but synced after the gate
+	// is released: every writer of the node waits for the gate, and a sync
+	// under it would add a disk flush to the hand-off's write pause. What
+	// the new state refuses is refused from the install on; a crash before
+	// the sync loses a state no one was told of.
+	return n.st.SyncSystem()
+}
+
+func (n *Node) applyLocked(fn func(cur *view, sl *Slots, tx *store.SystemTxn) (*topology.Topology, error), committed func()) error {
 	n.gate.Lock()
 	defer n.gate.Unlock()
 	cur := n.view.Load()
@@ -514,7 +526,7 @@ func (n *Node) apply(fn func(cur *view, sl *Slots, tx *store.SystemTxn) (*topolo
 		next *view
 		tbl  *store.CaptureTable
 	)
-	err := n.st.UpdateSystem(func(tx *store.SystemTxn) error {
+	err := n.st.CommitSystem(func(tx *store.SystemTxn) error {
 		t, err := fn(cur, sl, tx)
 		if err != nil {
 			return err

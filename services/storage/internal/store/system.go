@@ -91,6 +91,17 @@ func (s *Store) GetSystem(name string) ([]byte, error) {
 // losing one (a topology) after acknowledging it would be worse than a slow
 // call.
 func (s *Store) UpdateSystem(fn func(tx *SystemTxn) error) error {
+	if err := s.CommitSystem(fn); err != nil {
+		return err
+	}
+	return s.SyncSystem()
+}
+
+// CommitSystem is UpdateSystem without the sync: the caller must call
+// SyncSystem before it acknowledges the change to anyone. It lets a caller
+// that holds a lock every writer waits for (the node's write gate) commit
+// under it and sync after releasing it.
+func (s *Store) CommitSystem(fn func(tx *SystemTxn) error) error {
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
 	if err := fn(&SystemTxn{txn: txn}); err != nil {
@@ -99,10 +110,14 @@ func (s *Store) UpdateSystem(fn func(tx *SystemTxn) error) error {
 	if err := txn.Commit(); err != nil {
 		return mapErr("commit system records", err)
 	}
-	if !s.opts.SyncWrites && !s.opts.InMemory {
-		if err := s.db.Sync(); err != nil {
-			return mapErr("sync system records", err)
-		}
-	}
 	return nil
+}
+
+// SyncSystem makes every commit so far durable (a no-op with SyncWrites,
+// where each commit already is, and in memory).
+func (s *Store) SyncSystem() error {
+	if s.opts.SyncWrites || s.opts.InMemory {
+		return nil
+	}
+	return mapErr("sync system records", s.db.Sync())
 }

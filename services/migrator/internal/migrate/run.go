@@ -261,7 +261,7 @@ func (j *job) execute(ctx context.Context) (err error) {
 		}
 		return err
 	}
-	committed, err := j.handoff(ctx, src, dst, ap, snapSeq)
+	committed, err := j.handoff(ctx, src, dst, ap)
 	ap.close() // not needed past the hand-off
 	if !committed {
 		return err
@@ -867,7 +867,7 @@ func (j *job) catchUp(ctx context.Context, src, dst *peer, applied uint64) (ap *
 // the commit point, then push the new topology to the source (it stops
 // serving the slots) and the destination (it starts). It reports whether
 // the commit point was reached: after it, errors roll forward.
-func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier, snapSeq uint64) (committed bool, err error) {
+func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committed bool, err error) {
 	ctx, span, err := j.enter(ctx, migratorv1.Phase_PHASE_HANDOFF)
 	if err != nil {
 		return false, err
@@ -942,22 +942,9 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier, snapSeq 
 		applied = ap.lastSent
 		drained += uint64(len(ch))
 	}
-	// Every change up to final must be on the destination.
-	if need := max(final, ap.lastSent); need > snapSeq {
-		st, err := dst.mig.GetImportState(hctx, &storagev1.GetImportStateRequest{JobId: j.id})
-		if err != nil {
-			return false, timedOut(inRange(dst.err("GetImportState", err), j.ranges.String()))
-		}
-		var last uint64
-		for _, s := range st.GetStreams() {
-			if s.GetStreamId() == "changes" {
-				last = s.GetLastSeq()
-			}
-		}
-		if last < need {
-			return false, inRange(dst.err("GetImportState", fmt.Errorf("changes applied up to %d, expected %d", last, need)), j.ranges.String())
-		}
-	}
+	// Every change up to final is on the destination: the loop above ends
+	// only once the destination has acknowledged a batch ending at or past
+	// it, and it acknowledges a batch only after committing it.
 
 	// Commit point.
 	j.mu.Lock()

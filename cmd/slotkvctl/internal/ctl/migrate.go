@@ -24,7 +24,8 @@ import (
 
 const migrateUsage = `Usage:
   slotkvctl migrate    --migrator ADDR --source n1 --destination n2 --ranges 0-100,200-300
-                       [--parallelism N] [--rate 50MiB] [--batch N] [--job-id ID] [--token T]
+                       [--parallelism N] [--rate 50MiB] [--batch N] [--verify stream|full]
+                       [--job-id ID] [--token T]
   slotkvctl migrate    --migrator ADDR --watch JOB
   slotkvctl migrations --migrator ADDR [--json]
 
@@ -34,7 +35,9 @@ otherwise) until the job ends: exit 0 when it SUCCEEDED, 1 otherwise.
 --watch attaches to an existing job instead. Ctrl-C detaches; the job goes
 on (cancel it with the REST API: POST /v1/migrations/JOB:cancel).
 --rate is bytes per second with an optional unit (KB, MB, GB, KiB, MiB,
-GiB); 0 means unlimited.
+GiB); 0 means unlimited. --verify full also reads the moved data back on
+both nodes to compare digests (the default, stream, compares the digests
+both nodes computed while the data streamed: no second read).
 `
 
 // mainMigrate runs "migrate" and "migrations".
@@ -46,8 +49,8 @@ func mainMigrate(ctx context.Context, cmd string, args []string, stdout, stderr 
 	token := flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token")
 	asJSON := fs.Bool("json", false, "print JSON")
 	var (
-		source, dest, ranges, rateS, watch, jobID *string
-		parallelism, batch                        *uint
+		source, dest, ranges, rateS, watch, jobID, verify *string
+		parallelism, batch                                *uint
 	)
 	if cmd == "migrate" {
 		source = fs.String("source", "", "source node id")
@@ -57,6 +60,7 @@ func mainMigrate(ctx context.Context, cmd string, args []string, stdout, stderr 
 		rateS = fs.String("rate", "0", "byte rate of the job, e.g. 50MiB (0: unlimited)")
 		batch = fs.Uint("batch", 0, "records per batch (0: the migrator's default)")
 		jobID = fs.String("job-id", "", "job id (generated when empty)")
+		verify = fs.String("verify", "stream", "snapshot verification: stream (digests computed while copying) or full (also read back on both nodes)")
 		watch = fs.String("watch", "", "attach to this existing job instead of starting one")
 	}
 	if err := flagenv.ParseLookup(fs, args, lookupEnv); err != nil {
@@ -103,6 +107,11 @@ func mainMigrate(ctx context.Context, cmd string, args []string, stdout, stderr 
 			fmt.Fprintf(stderr, "slotkvctl migrate: --rate: %v\n", err)
 			return 2
 		}
+		vm, ok := map[string]migratorv1.Verify{"stream": migratorv1.Verify_VERIFY_STREAM, "full": migratorv1.Verify_VERIFY_FULL}[*verify]
+		if !ok {
+			fmt.Fprintf(stderr, "slotkvctl migrate: --verify: %q is neither stream nor full\n", *verify)
+			return 2
+		}
 		if *source == "" || *dest == "" || *ranges == "" {
 			fmt.Fprintf(stderr, "slotkvctl migrate: --source, --destination and --ranges are required (or --watch JOB)\n\n%s", migrateUsage)
 			return 2
@@ -110,7 +119,7 @@ func mainMigrate(ctx context.Context, cmd string, args []string, stdout, stderr 
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		resp, err := client.StartMigration(cctx, &migratorv1.StartMigrationRequest{
 			JobId: *jobID, Ranges: *ranges, SourceNodeId: *source, DestinationNodeId: *dest,
-			Parallelism: uint32(*parallelism), RateBytesPerSecond: rate, BatchRecords: uint32(*batch)})
+			Parallelism: uint32(*parallelism), RateBytesPerSecond: rate, BatchRecords: uint32(*batch), Verify: vm})
 		cancel()
 		if err != nil {
 			fmt.Fprintf(stderr, "slotkvctl migrate: %v\n", describe(err))
@@ -140,8 +149,9 @@ func mainMigrate(ctx context.Context, cmd string, args []string, stdout, stderr 
 		fmt.Fprintf(stderr, "migration %s %s: %s\n", id, phase(final.GetPhase()), msg)
 		return 1
 	}
-	fmt.Fprintf(stderr, "migration %s SUCCEEDED: %d keys, %s, topology version %d, write pause %.1f ms, %d keys cleaned up\n",
-		id, final.GetKeys(), mb(final.GetBytes()), final.GetCommittedVersion(), final.GetWritePauseMs(), final.GetCleanedKeys())
+	fmt.Fprintf(stderr, "migration %s SUCCEEDED: %d keys, %s, topology version %d, hand-off after %s (write pause %.1f ms), %d keys cleaned up in %s\n",
+		id, final.GetKeys(), mb(final.GetBytes()), final.GetCommittedVersion(), final.GetTimeToHandoff().AsDuration().Round(time.Millisecond),
+		final.GetWritePauseMs(), final.GetCleanedKeys(), final.GetCleanupDuration().AsDuration().Round(time.Millisecond))
 	return 0
 }
 

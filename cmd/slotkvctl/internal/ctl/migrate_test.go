@@ -54,12 +54,12 @@ func TestMigrateCommand(t *testing.T) {
 
 	var stdout, stderr bytes.Buffer
 	code := ctl.Main(ctx, []string{"migrate", "--migrator", mp.GRPC, "--token", "tok", "--source", "n1", "--destination", "n2",
-		"--ranges", "0-100,200-300", "--parallelism", "2", "--rate", "50MiB", "--batch", "100", "--job-id", "cli-job"}, &stdout, &stderr, noEnv)
+		"--ranges", "0-100,200-300", "--parallelism", "2", "--rate", "50MiB", "--batch", "100", "--job-id", "cli-job", "--verify", "full"}, &stdout, &stderr, noEnv)
 	if code != 0 {
 		t.Fatalf("migrate exit %d\nstderr:\n%s", code, stderr.String())
 	}
 	out := stderr.String()
-	for _, want := range []string{"migration cli-job started", "%", "keys", "MB", "SUCCEEDED: 300 keys"} {
+	for _, want := range []string{"migration cli-job started", "%", "keys", "MB", "SUCCEEDED: 300 keys", "hand-off after", "cleaned up in"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, out)
 		}
@@ -69,6 +69,12 @@ func TestMigrateCommand(t *testing.T) {
 	stderr.Reset()
 	if code := ctl.Main(ctx, []string{"migrate", "--migrator", mp.GRPC, "--token", "tok", "--watch", "cli-job"}, &stdout, &stderr, noEnv); code != 0 {
 		t.Fatalf("migrate --watch exit %d: %s", code, stderr.String())
+	}
+	// A bad --verify is a usage error.
+	stderr.Reset()
+	if code := ctl.Main(ctx, []string{"migrate", "--migrator", mp.GRPC, "--token", "tok", "--source", "n1", "--destination", "n2",
+		"--ranges", "0-100", "--verify", "twice"}, &stdout, &stderr, noEnv); code != 2 || !strings.Contains(stderr.String(), "--verify") {
+		t.Fatalf("migrate --verify twice: exit %d: %s", code, stderr.String())
 	}
 	// A refused job exits 1 with the reason.
 	stderr.Reset()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/digest"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/storage/internal/store/storetest"
 )
@@ -90,15 +92,28 @@ func (n *testNode) changes(t *testing.T, job string, after uint64) (out []*stora
 // scan reads a whole SnapshotScan of ranges.
 func (n *testNode) scan(t testing.TB, job string, batch uint32, rs ...*clusterv1.SlotRange) []*storagev1.MigrationEntry {
 	t.Helper()
+	es, _ := n.scanDigests(t, job, batch, rs...)
+	return es
+}
+
+// scanDigests is scan that also adds up the per-slot digests the source
+// sends with each batch, as "count/digest" by slot (see digestMap).
+func (n *testNode) scanDigests(t testing.TB, job string, batch uint32, rs ...*clusterv1.SlotRange) ([]*storagev1.MigrationEntry, map[uint32]string) {
+	t.Helper()
 	st, err := n.mig.SnapshotScan(ctxT(t), &storagev1.SnapshotScanRequest{JobId: job, Ranges: rs, BatchRecords: batch})
 	if err != nil {
 		t.Fatalf("SnapshotScan: %v", err)
 	}
 	var out []*storagev1.MigrationEntry
+	sums := map[uint32]*storagev1.SlotDigest{}
 	for {
 		res, err := st.Recv()
 		if errors.Is(err, io.EOF) {
-			return out
+			var all []*storagev1.SlotDigest
+			for _, d := range sums {
+				all = append(all, d)
+			}
+			return out, digestMap(all)
 		}
 		if err != nil {
 			t.Fatalf("SnapshotScan recv: %v", err)
@@ -109,6 +124,25 @@ func (n *testNode) scan(t testing.TB, job string, batch uint32, rs ...*clusterv1
 		last := res.GetEntries()[len(res.GetEntries())-1]
 		if want := slot.AppendKey(nil, uint16(last.GetSlot()), last.GetKey()); !bytes.Equal(res.GetLastPosition(), want) {
 			t.Errorf("last_position %q, want %q", res.GetLastPosition(), want)
+		}
+		var counted uint64
+		for _, d := range res.GetDigests() {
+			counted += d.GetCount()
+			add, err := digest.ParseDigest(d.GetDigest())
+			if err != nil {
+				t.Fatalf("batch digest of slot %d: %v", d.GetSlot(), err)
+			}
+			cur := sums[d.GetSlot()]
+			if cur == nil {
+				cur = &storagev1.SlotDigest{Slot: d.GetSlot(), Digest: make([]byte, digest.DigestSize)}
+				sums[d.GetSlot()] = cur
+			}
+			prev, _ := digest.ParseDigest(cur.Digest)
+			cur.Count += d.GetCount()
+			cur.Digest = prev.Combine(add).Bytes()
+		}
+		if counted != uint64(len(res.GetEntries())) {
+			t.Errorf("batch digests count %d entries, the batch has %d", counted, len(res.GetEntries()))
 		}
 		out = append(out, res.GetEntries()...)
 	}
@@ -148,6 +182,25 @@ func (im *importer) apply(es []*storagev1.MigrationEntry) {
 		res, err := im.sendSeq(im.seq, es[i:min(i+5, len(es))])
 		if err != nil || !res.GetApplied() || res.GetSeq() != im.seq || res.GetStreamId() != im.id {
 			im.t.Fatalf("import batch %d: %v, %v", im.seq, res, err)
+		}
+	}
+}
+
+// applyPipelined sends es in batches of 5 without waiting, then reads
+// every acknowledgement: they come in order, once each batch committed.
+func (im *importer) applyPipelined(es []*storagev1.MigrationEntry) {
+	im.t.Helper()
+	first := im.seq + 1
+	for i := 0; i < len(es); i += 5 {
+		im.seq++
+		if err := im.stream.Send(&storagev1.ImportRequest{JobId: im.job, StreamId: im.id, Seq: im.seq, Entries: es[i:min(i+5, len(es))]}); err != nil {
+			im.t.Fatalf("send batch %d: %v", im.seq, err)
+		}
+	}
+	for seq := first; seq <= im.seq; seq++ {
+		res, err := im.stream.Recv()
+		if err != nil || !res.GetApplied() || res.GetSeq() != seq {
+			im.t.Fatalf("acknowledgement %d: %v, %v", seq, res, err)
 		}
 	}
 }
@@ -546,13 +599,20 @@ func TestFullMigration(t *testing.T) {
 		write(i, "r2") // after the snapshot
 	}
 
-	// Snapshot: two streams, two import streams.
+	// Snapshot: two streams, two import streams, one acknowledged batch by
+	// batch, the other with every batch in flight at once.
 	var wg sync.WaitGroup
+	streamed := map[uint32]string{} // the source's batch digests, added up
 	for i, r := range []*clusterv1.SlotRange{sr(100, 149), sr(150, 199)} {
-		es := p.a.scan(t, "job1", 16, r)
+		es, ds := p.a.scanDigests(t, "job1", 16, r)
+		maps.Copy(streamed, ds) // the streams' slots are disjoint
 		wg.Go(func() {
 			im := p.b.importer(t, "job1", fmt.Sprint("snap-", i))
-			im.apply(es)
+			if i == 0 {
+				im.apply(es)
+			} else {
+				im.applyPipelined(es)
+			}
 			im.close()
 		})
 	}
@@ -561,7 +621,7 @@ func TestFullMigration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	is, err := p.b.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: "job1", DigestRanges: []*clusterv1.SlotRange{sr(100, 199)}})
+	is, err := p.b.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: "job1", DigestRanges: []*clusterv1.SlotRange{sr(100, 199)}, AppliedDigests: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,6 +630,17 @@ func TestFullMigration(t *testing.T) {
 	}
 	if len(is.GetStreams()) != 2 {
 		t.Errorf("import streams %v", is.GetStreams())
+	}
+	// The digests computed while the data streamed say the same as the
+	// read-backs: the source's as it scanned, the destination's as it
+	// applied (no read on either side).
+	var appliedDigests []*storagev1.SlotDigest
+	for _, st := range is.GetStreams() {
+		appliedDigests = append(appliedDigests, st.GetApplied()...)
+	}
+	if want := digestMap(sd.GetSlots()); !equalMaps(streamed, want) || !equalMaps(digestMap(appliedDigests), want) {
+		t.Fatalf("streamed digests differ from the snapshot's: source batches %d slots, destination applied %d slots, snapshot %d slots",
+			len(streamed), len(appliedDigests), len(want))
 	}
 
 	// Catch-up.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -233,104 +231,6 @@ func (s *MigrationService) Freeze(ctx context.Context, req *storagev1.FreezeRequ
 		return nil, migStatus(err)
 	}
 	return &storagev1.FreezeResponse{FinalSeq: seq}, nil
-}
-
-// importPipeline is how many batches of one import stream commit at once:
-// the stream takes the next batch while Badger writes the previous ones,
-// and acknowledges them in order as they commit.
-const importPipeline = 8
-
-// Import applies batches of entries to the job's IMPORTING slots. The
-// stream takes one of the node's import stream slots for its lifetime
-// (ResourceExhausted when none is free); the first bad batch ends it.
-// Batches commit in the background, up to importPipeline at once, and are
-// acknowledged in order once committed.
-func (s *MigrationService) Import(stream grpc.BidiStreamingServer[storagev1.ImportRequest, storagev1.ImportResponse]) error {
-	release, err := s.c.Migration.AcquireImportStream()
-	if err != nil {
-		s.c.Logger.WarnContext(stream.Context(), "import stream refused", "err", err)
-		return migStatus(err)
-	}
-	defer release()
-
-	type pendingAck struct {
-		req  *storagev1.ImportRequest
-		done chan importOutcome
-	}
-	acks := make(chan pendingAck, importPipeline)
-	ackDone := make(chan struct{})
-	var ackErr error // set before ackDone is closed
-	var batches atomic.Uint64
-	// The acknowledger: waits for each batch's commit in order. It ends
-	// when acks is closed and drained, or at the first failure.
-	go func() {
-		defer close(ackDone)
-		for a := range acks {
-			o := <-a.done
-			if o.err != nil {
-				ackErr = s.importFailed(stream.Context(), a.req, batches.Load(), o.err)
-				return
-			}
-			batches.Add(1)
-			if err := stream.Send(&storagev1.ImportResponse{StreamId: a.req.GetStreamId(), Seq: a.req.GetSeq(), Applied: o.applied}); err != nil {
-				ackErr = err
-				return
-			}
-		}
-	}()
-	// finish stops taking batches and waits for the acknowledger and for
-	// every batch submitted: none is still committing when Import returns.
-	finish := func(err error) error {
-		close(acks)
-		<-ackDone
-		for a := range acks {
-			<-a.done
-		}
-		if err == nil {
-			err = ackErr
-		}
-		return err
-	}
-	var entries []migration.ImportEntry
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return finish(nil)
-		}
-		if err != nil {
-			return finish(err)
-		}
-		if entries, err = s.importEntries(req, entries[:0]); err != nil {
-			return finish(s.importFailed(stream.Context(), req, batches.Load(), err))
-		}
-		done := make(chan importOutcome, 1)
-		err = s.c.Migration.Import(req.GetJobId(), req.GetStreamId(), req.GetSeq(), entries, func(applied bool, err error) {
-			done <- importOutcome{applied: applied, err: err}
-		})
-		if err != nil {
-			return finish(s.importFailed(stream.Context(), req, batches.Load(), err))
-		}
-		select {
-		case acks <- pendingAck{req: req, done: done}:
-		case <-ackDone:
-			// The acknowledger stopped (a failed commit, a broken
-			// stream): wait for this batch too, then end with its error.
-			<-done
-			return finish(nil)
-		}
-	}
-}
-
-type importOutcome struct {
-	applied bool
-	err     error
-}
-
-// importFailed logs a refused or failed batch and returns its status.
-func (s *MigrationService) importFailed(ctx context.Context, req *storagev1.ImportRequest, before uint64, err error) error {
-	s.c.Logger.WarnContext(ctx, "import batch refused", "job_id", req.GetJobId(), "stream_id", req.GetStreamId(),
-		"seq", req.GetSeq(), "batches_before", before, "err", err)
-	return migStatus(fmt.Errorf("import job %q stream %q batch %d: %w", req.GetJobId(), req.GetStreamId(), req.GetSeq(), err))
 }
 
 // importEntries validates one import request and converts its entries.

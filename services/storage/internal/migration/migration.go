@@ -651,6 +651,10 @@ func (m *Manager) AcquireImportStream() (release func(), err error) {
 // how many are open now.
 func (m *Manager) ImportStreams() (limit, open int) { return cap(m.importSem), len(m.importSem) }
 
+// ImportGroupLimits bounds the batches one CommitImport should take: key
+// and value bytes, and entries.
+func (m *Manager) ImportGroupLimits() (bytes, entries int) { return m.st.GroupLimits() }
+
 // ImportEntry is one entry of an import batch; the caller has validated the
 // key and that Slot is its slot.
 type ImportEntry struct {
@@ -658,65 +662,110 @@ type ImportEntry struct {
 	store.Mutation
 }
 
-// Import submits one batch of a job's import stream and returns without
-// waiting for its commit: done gets the outcome once it is known, applied
-// false when the batch had been applied before (a resumed stream resends
-// batches). Batches of one stream must be submitted in order (the caller's
-// stream is sequential); they commit in that order. An error returned here
-// refuses the batch and done is not called. Each committed batch adds the
-// digest of its puts, per slot, to the stream's applied digests
-// (ImportState), computed here as the batch is applied, so verifying the
-// snapshot reads nothing back.
-func (m *Manager) Import(id, stream string, seq uint64, entries []ImportEntry, done func(applied bool, err error)) error {
+// ImportBatch is one batch of a job's import stream, validated and
+// digested by PrepareImport, ready for CommitImport.
+type ImportBatch struct {
+	Seq     uint64
+	muts    []store.Mutation
+	slots   []uint16 // sorted, distinct
+	digests []store.SlotDigest
+	bytes   int // key and value bytes
+}
+
+// Bytes is the batch's key and value bytes; Len its entries.
+func (b *ImportBatch) Bytes() int { return b.bytes }
+
+// Len is the number of entries of the batch.
+func (b *ImportBatch) Len() int { return len(b.muts) }
+
+// PrepareImport checks that every entry of a batch of job id lies in the
+// job's slots and computes the digest of its puts, per slot: the
+// destination's half of the verification of the snapshot, computed as the
+// data arrives, so nothing is read back. It takes no lock but the job
+// table's, once.
+func (m *Manager) PrepareImport(id string, seq uint64, entries []ImportEntry) (*ImportBatch, error) {
 	j, _, err := m.getRole(id, Destination)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	slots := make([]uint16, 0, 4)
-	muts := make([]store.Mutation, len(entries))
-	var digests []store.SlotDigest
+	b := &ImportBatch{Seq: seq, muts: make([]store.Mutation, len(entries)), slots: make([]uint16, 0, 4)}
 	h := store.NewHasher()
 	for i, e := range entries {
 		if !j.ranges.Contains(e.Slot) {
-			return rpcerr.InvalidField(fmt.Sprintf("entries[%d].slot", i), "slot %d is not in job %q (slots %s)", e.Slot, id, j.ranges)
+			return nil, rpcerr.InvalidField(fmt.Sprintf("entries[%d].slot", i), "slot %d is not in job %q (slots %s)", e.Slot, id, j.ranges)
 		}
-		if len(slots) == 0 || slots[len(slots)-1] != e.Slot {
-			slots = append(slots, e.Slot)
+		if len(b.slots) == 0 || b.slots[len(b.slots)-1] != e.Slot {
+			b.slots = append(b.slots, e.Slot)
 		}
-		muts[i] = e.Mutation
+		b.muts[i] = e.Mutation
+		b.bytes += len(e.Key) + len(e.Value)
 		if e.Delete {
 			continue
 		}
-		k := len(digests) - 1
-		if k < 0 || digests[k].Slot != e.Slot {
-			if k = slices.IndexFunc(digests, func(d store.SlotDigest) bool { return d.Slot == e.Slot }); k < 0 {
-				digests = append(digests, store.SlotDigest{Slot: e.Slot})
-				k = len(digests) - 1
+		k := len(b.digests) - 1
+		if k < 0 || b.digests[k].Slot != e.Slot {
+			if k = slices.IndexFunc(b.digests, func(d store.SlotDigest) bool { return d.Slot == e.Slot }); k < 0 {
+				b.digests = append(b.digests, store.SlotDigest{Slot: e.Slot})
+				k = len(b.digests) - 1
 			}
 		}
-		digests[k].Count++
-		h.Add(&digests[k].Digest, e.Key, e.Value)
+		b.digests[k].Count++
+		h.Add(&b.digests[k].Digest, e.Key, e.Value)
 	}
-	slices.Sort(slots)
-	slots = slices.Compact(slots)
+	slices.Sort(b.slots)
+	b.slots = slices.Compact(b.slots)
+	return b, nil
+}
 
+// CommitImport commits batches of a job's import stream, prepared by
+// PrepareImport and given in stream order, in one transaction, without
+// waiting for it: done gets the outcome (always, once, when CommitImport
+// returns no error). applied[i] is false for a batch applied before (a
+// resumed stream resends batches), which is skipped. Calls for one stream
+// must come one at a time, in order (the stream is sequential); their
+// transactions commit in that order. Each committed batch adds its digests
+// to the stream's applied digests (ImportState).
+func (m *Manager) CommitImport(id, stream string, batches []*ImportBatch, done func(error)) (applied []bool, err error) {
+	j, _, err := m.getRole(id, Destination)
+	if err != nil {
+		return nil, err
+	}
 	st := m.importStream(j, stream)
-	// One batch of a stream at a time; taken before the gate (lock order).
+	// One call of a stream at a time; taken before the gate (lock order).
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if !st.loaded {
 		if st.prog, err = m.st.StreamProgress(id, stream); err != nil {
-			return err
+			return nil, err
 		}
 		st.loaded = true
 	}
-	if seq <= st.prog.LastSeq {
-		done(false, nil)
-		return nil
-	}
 	if _, err := st.appliedDigests(); err != nil {
-		return fmt.Errorf("an earlier batch of the stream failed: %w", err)
+		return nil, fmt.Errorf("an earlier batch of the stream failed: %w", err)
 	}
+	applied = make([]bool, len(batches))
+	next := st.prog
+	var (
+		muts    [][]store.Mutation
+		slots   []uint16
+		digests []store.SlotDigest
+	)
+	for i, b := range batches {
+		if b.Seq <= next.LastSeq {
+			continue
+		}
+		applied[i] = true
+		next.LastSeq, next.Entries = b.Seq, next.Entries+uint64(len(b.muts))
+		muts = append(muts, b.muts)
+		slots = append(slots, b.slots...)
+		digests = append(digests, b.digests...)
+	}
+	if len(muts) == 0 {
+		done(nil)
+		return applied, nil
+	}
+	slices.Sort(slots)
+	slots = slices.Compact(slots)
 
 	me := m.node.ID()
 	err = m.node.Guard(func() error {
@@ -747,12 +796,12 @@ func (m *Manager) Import(id, stream string, seq uint64, entries []ImportEntry, d
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// The gate stays shared until the batch has committed, so no
+	// The gate stays shared until the transaction has committed, so no
 	// transition (commit, abort) can pass a batch admitted before it.
 	// Released exactly once: by the commit callback, or here when the
-	// batch never reached Badger (an error, a panic).
+	// transaction never reached Badger (an error, a panic).
 	release := sync.OnceFunc(m.node.EndWrite)
 	queued := false
 	defer func() {
@@ -760,18 +809,17 @@ func (m *Manager) Import(id, stream string, seq uint64, entries []ImportEntry, d
 			release()
 		}
 	}()
-	next := store.ImportProgress{Stream: stream, LastSeq: seq, Entries: st.prog.Entries + uint64(len(muts))}
 	err = m.st.CommitImport(id, next, muts, func(err error) {
 		release()
 		st.commitDone(digests, err)
-		done(err == nil, err)
+		done(err)
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	queued = true
 	st.prog = next
-	return nil
+	return applied, nil
 }
 
 // importStream returns the state of a stream of job j, creating it.

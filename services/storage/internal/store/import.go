@@ -56,20 +56,22 @@ func (s *Store) StreamProgress(job, stream string) (ImportProgress, error) {
 	return p, nil
 }
 
-// CommitImport commits one import batch of job: the puts and deletes of
-// muts (user keys) together with the stream's new progress record p (last
-// batch sequence, entries applied), in one transaction. It does not wait
-// for the commit: it returns once the batch is queued for Badger's writer,
-// and done gets the commit's outcome (on another goroutine, or on this one
-// when Badger refuses the transaction before queueing it). Batches queued
-// one after the other commit in that order, so a stream keeps several in
-// flight and the progress record always names the last batch committed
-// with it. The caller keeps the stream's progress: the record is written,
-// never read, so pipelined batches cannot conflict. A batch too big for
-// one transaction fails at once with ErrBatchTooLarge (it cannot be split:
-// the progress record must commit with all of it); done is then not called.
-// Imports are plain writes, never captured.
-func (s *Store) CommitImport(job string, p ImportProgress, muts []Mutation, done func(error)) error {
+// CommitImport commits import batches of job, in order, together with the
+// stream's new progress record p (last batch sequence, entries applied):
+// the puts and deletes of every batch (user keys) and the record in one
+// transaction, so no batch is ever stored without a record that counts it.
+// It does not wait for the commit: it returns once the transaction is
+// queued for Badger's writer, and done gets the commit's outcome (on
+// another goroutine, or on this one when Badger refuses the transaction
+// before queueing it). Transactions queued one after the other commit in
+// that order, so a stream keeps several in flight and the record always
+// names the last batch committed with it. The caller keeps the stream's
+// progress: the record is written, never read, so pipelined transactions
+// cannot conflict. A set too big for one transaction fails at once with
+// ErrBatchTooLarge (it cannot be split: the progress record must commit
+// with all of it); done is then not called. Imports are plain writes,
+// never captured.
+func (s *Store) CommitImport(job string, p ImportProgress, batches [][]Mutation, done func(error)) error {
 	if err := CheckJobID(job); err != nil {
 		return err
 	}
@@ -80,25 +82,30 @@ func (s *Store) CommitImport(job string, p ImportProgress, muts []Mutation, done
 			txn.Discard()
 		}
 	}()
-	tooBig := func(at string) error {
-		return fmt.Errorf("%w: %d entries do not fit in one transaction%s; send smaller batches", ErrBatchTooLarge, len(muts), at)
-	}
-	n := 0
-	for _, m := range muts {
-		n += slot.PrefixLen + len(m.Key)
-	}
-	kb := make([]byte, 0, n) // one arena for the storage keys of the batch
-	for i, m := range muts {
-		var err error
-		from := len(kb)
-		if kb, _, err = storageKey(kb, m.Key); err != nil {
-			return fmt.Errorf("entries[%d]: %w", i, err)
+	n, entries := 0, 0
+	for _, muts := range batches {
+		for _, m := range muts {
+			n += slot.PrefixLen + len(m.Key)
 		}
-		if err := setEntry(txn, kb[from:len(kb):len(kb)], m.Value, m.Delete); err != nil {
-			if errors.Is(err, badger.ErrTxnTooBig) {
-				return tooBig(fmt.Sprintf(" (it filled up at entries[%d])", i))
+		entries += len(muts)
+	}
+	tooBig := func(at string) error {
+		return fmt.Errorf("%w: %d entries do not fit in one transaction%s; send smaller batches", ErrBatchTooLarge, entries, at)
+	}
+	kb := make([]byte, 0, n) // one arena for the storage keys of the transaction
+	for b, muts := range batches {
+		for i, m := range muts {
+			var err error
+			from := len(kb)
+			if kb, _, err = storageKey(kb, m.Key); err != nil {
+				return fmt.Errorf("entries[%d]: %w", i, err)
 			}
-			return mapErr("import", err)
+			if err := setEntry(txn, kb[from:len(kb):len(kb)], m.Value, m.Delete); err != nil {
+				if errors.Is(err, badger.ErrTxnTooBig) {
+					return tooBig(fmt.Sprintf(" (it filled up at entries[%d] of batch %d)", i, b))
+				}
+				return mapErr("import", err)
+			}
 		}
 	}
 	v := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, p.LastSeq), p.Entries)
@@ -119,6 +126,13 @@ func (s *Store) CommitImport(job string, p ImportProgress, muts []Mutation, done
 	return nil
 }
 
+// GroupLimits bounds what a caller should put in one CommitImport: key and
+// value bytes, and entries; a quarter of what Badger takes in one
+// transaction, so the per-entry overhead never tips it over.
+func (s *Store) GroupLimits() (bytes, entries int) {
+	return int(s.db.MaxBatchSize() / 4), int(s.db.MaxBatchCount() / 4)
+}
+
 // ApplyImport applies one import batch of job's stream and waits for it: a
 // batch whose seq is at or below the stream's last applied one is not
 // applied again (applied=false), since a resumed stream may resend
@@ -129,7 +143,7 @@ func (s *Store) ApplyImport(job, stream string, seq uint64, muts []Mutation) (ap
 	}
 	next := ImportProgress{Stream: stream, LastSeq: seq, Entries: p.Entries + uint64(len(muts))}
 	res := make(chan error, 1)
-	if err := s.CommitImport(job, next, muts, func(err error) { res <- err }); err != nil {
+	if err := s.CommitImport(job, next, [][]Mutation{muts}, func(err error) { res <- err }); err != nil {
 		return false, p, err
 	}
 	if err := <-res; err != nil {

@@ -915,10 +915,19 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 		}
 		return err
 	}
+	// steps times the parts of the pause, for the log.
+	var steps []any
+	lap := t0
+	step := func(name string) {
+		now := time.Now()
+		steps = append(steps, name, now.Sub(lap).String())
+		lap = now
+	}
 	fr, err := src.mig.Freeze(hctx, &storagev1.FreezeRequest{JobId: j.id})
 	if err != nil {
 		return false, timedOut(inRange(src.err("Freeze", err), j.ranges.String()))
 	}
+	step("freeze")
 	final := fr.GetFinalSeq()
 	applied := ap.lastSent
 	var drained uint64
@@ -964,6 +973,7 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	j.rec.Committing = true
 	j.rec.NewTopology = nextBytes
 	j.rec.CommittedVersion = next.Version()
+	step("drain")
 	if err := j.persistLocked(); err != nil {
 		// Not durably committed: a restart would roll the job back, so
 		// push nothing and roll back now.
@@ -973,20 +983,23 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	}
 	j.mu.Unlock()
 
+	step("commit_point")
 	if err := j.push(ctx, src, next); err != nil {
 		return true, err
 	}
 	j.update(func(r *record) { r.PushedSource = true })
+	step("source_stops")
 	if err := j.push(ctx, dst, next); err != nil {
 		return true, err
 	}
+	step("destination_serves")
 	pause := time.Since(t0)
 	j.update(func(r *record) {
 		r.PushedDestination = true
 		r.WritePauseMS = float64(pause.Microseconds()) / 1000
 		r.HandedOff = time.Now().UTC()
 	})
-	j.log.InfoContext(ctx, "committed", "version", next.Version(), "write_pause", pause.String(), "drained_changes", drained)
+	j.log.InfoContext(ctx, "committed", append([]any{"version", next.Version(), "write_pause", pause.String(), "drained_changes", drained}, steps...)...)
 	return true, nil
 }
 

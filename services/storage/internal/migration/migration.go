@@ -651,6 +651,9 @@ func (m *Manager) AcquireImportStream() (release func(), err error) {
 // how many are open now.
 func (m *Manager) ImportStreams() (limit, open int) { return cap(m.importSem), len(m.importSem) }
 
+// Sync makes every write so far durable.
+func (m *Manager) Sync() error { return m.st.SyncSystem() }
+
 // ImportGroupLimits bounds the batches one CommitImport should take: key
 // and value bytes, and entries.
 func (m *Manager) ImportGroupLimits() (bytes, entries int) { return m.st.GroupLimits() }

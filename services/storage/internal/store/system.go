@@ -113,8 +113,9 @@ func (s *Store) CommitSystem(fn func(tx *SystemTxn) error) error {
 	return nil
 }
 
-// SyncSystem makes every commit so far durable (a no-op with SyncWrites,
-// where each commit already is, and in memory).
+// SyncSystem makes every commit so far durable, system records and data
+// alike (a no-op with SyncWrites, where each commit already is, and in
+// memory).
 func (s *Store) SyncSystem() error {
 	if s.opts.SyncWrites || s.opts.InMemory {
 		return nil

@@ -77,6 +77,11 @@ func TestMetricsDuringMigration(t *testing.T) {
 			t.Errorf("no %s series for the job", name)
 		}
 	}
+	for _, name := range []string{"slotkv_migration_time_to_handoff_seconds", "slotkv_migration_cleanup_seconds"} {
+		if v, ok := scrapeGauge(t, m, name, id); !ok || v <= 0 {
+			t.Errorf("%s = %v (present %v) after the job, want a positive time", name, v, ok)
+		}
+	}
 }
 
 // eventually polls cond until it returns nil or the test timeout passes.

@@ -12,13 +12,17 @@ import (
 // jobs by a callback at collection time: nothing is recorded per batch. In
 // Prometheus they are slotkv_migration_keys, slotkv_migration_bytes,
 // slotkv_migration_phase (the migratorv1.Phase enum value, SUCCEEDED = 8),
-// slotkv_migration_lag and slotkv_migration_write_pause_ms.
+// slotkv_migration_lag, slotkv_migration_write_pause_ms, and, once known,
+// slotkv_migration_time_to_handoff_seconds and
+// slotkv_migration_cleanup_seconds.
 const (
-	MetricKeys         = "slotkv.migration.keys"
-	MetricBytes        = "slotkv.migration.bytes"
-	MetricPhase        = "slotkv.migration.phase"
-	MetricLag          = "slotkv.migration.lag"
-	MetricWritePauseMS = "slotkv.migration.write_pause_ms"
+	MetricKeys          = "slotkv.migration.keys"
+	MetricBytes         = "slotkv.migration.bytes"
+	MetricPhase         = "slotkv.migration.phase"
+	MetricLag           = "slotkv.migration.lag"
+	MetricWritePauseMS  = "slotkv.migration.write_pause_ms"
+	MetricTimeToHandoff = "slotkv.migration.time_to_handoff"
+	MetricCleanup       = "slotkv.migration.cleanup"
 )
 
 // registerMetrics registers the job gauges on mp; the returned function
@@ -35,7 +39,11 @@ func (m *Manager) registerMetrics(mp metric.MeterProvider) (func() error, error)
 		metric.WithDescription("Changes on the source not yet applied on the destination."))
 	pause, err5 := meter.Float64ObservableGauge(MetricWritePauseMS,
 		metric.WithDescription("Write pause of the migration's hand-off, in milliseconds."))
-	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+	toHandoff, err6 := meter.Float64ObservableGauge(MetricTimeToHandoff, metric.WithUnit("s"),
+		metric.WithDescription("From the start of PREPARE to the destination serving the slots (reported once handed off)."))
+	cleanup, err7 := meter.Float64ObservableGauge(MetricCleanup, metric.WithUnit("s"),
+		metric.WithDescription("How long the source took to delete the moved slots (reported once cleaned)."))
+	if err := errors.Join(err1, err2, err3, err4, err5, err6, err7); err != nil {
 		return nil, err
 	}
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
@@ -50,6 +58,7 @@ func (m *Manager) registerMetrics(mp metric.MeterProvider) (func() error, error)
 			j.syncStreamsLocked()
 			r := j.rec
 			k, b, p, l, w := r.Keys, r.Bytes, r.Phase, r.Lag, r.WritePauseMS
+			prepared, handedOff, cleanStart, cleanEnd := r.Prepared, r.HandedOff, r.CleanupStarted, r.CleanupEnded
 			j.mu.Unlock()
 			set := metric.WithAttributeSet(attribute.NewSet(attribute.String("job_id", j.id)))
 			o.ObserveInt64(keys, clampInt64(k), set)
@@ -57,9 +66,15 @@ func (m *Manager) registerMetrics(mp metric.MeterProvider) (func() error, error)
 			o.ObserveInt64(phase, int64(p), set)
 			o.ObserveInt64(lag, clampInt64(l), set)
 			o.ObserveFloat64(pause, w, set)
+			if !prepared.IsZero() && !handedOff.IsZero() {
+				o.ObserveFloat64(toHandoff, handedOff.Sub(prepared).Seconds(), set)
+			}
+			if !cleanStart.IsZero() && !cleanEnd.IsZero() {
+				o.ObserveFloat64(cleanup, cleanEnd.Sub(cleanStart).Seconds(), set)
+			}
 		}
 		return nil
-	}, keys, bytes, phase, lag, pause)
+	}, keys, bytes, phase, lag, pause, toHandoff, cleanup)
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ IMAGE_TAG := $(shell printf '%s' '$(VERSION)' | tr -c 'A-Za-z0-9_.-' '-' | cut -
 LDFLAGS  := -s -w -X github.com/slotkv/slotkv/pkg/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 14m
 
-.PHONY: all build tools proto verify-gen lint test test-unit test-e2e test-compose bench run images clean tidy fmt
+.PHONY: all build tools proto verify-gen lint test test-unit test-e2e test-compose bench bench-migration run images clean tidy fmt
 
 all: build
 
@@ -116,6 +116,30 @@ bench: build
 	| $(GO) run ../e2e/cmd/benchratio \
 		'parallel call, 1 sub / direct call=ParallelOverhead/1sub:DirectCall' \
 		'parallel call, 8 subs / direct call=ParallelOverhead/8subs:DirectCall'
+	$(MAKE) --no-print-directory bench-migration
+
+## bench-migration: slot-range migration at scale, real processes: 1,000,000
+## keys x 1 KiB on 3 storage nodes, slots 0-5460 moved at each P of
+## SLOTKV_BENCH_P (default 1,2,4), each next to the raw pipeline
+## (e2e/cmd/rawpipe) at the same P, then the hand-off write pause over 20
+## hand-offs under 5,000 puts/s. SLOTKV_BENCH_KEYS, SLOTKV_BENCH_ROUNDS, SLOTKV_BENCH_HANDOFFS,
+## SLOTKV_BENCH_WRITES_PER_SEC and SLOTKV_BENCH_PROFILE_DIR (CPU, mutex and
+## block profiles of the largest P) are in e2e/bench_migration_test.go.
+bench-migration: build
+	cd e2e && CGO_ENABLED=0 $(GO) build -o $(BIN)/rawpipe ./cmd/rawpipe
+	ps="$${SLOTKV_BENCH_P:-1,2,4}"; first="$${ps%%,*}"; specs=(); \
+	for p in $${ps//,/ }; do \
+		specs+=("migration P$$p whole job / raw pipeline=MigrationScaling/p$$p-slotkv@MB/s-job:MigrationScaling/p$$p-raw@MB/s-job" \
+			"migration P$$p to hand-off / raw pipeline=MigrationScaling/p$$p-slotkv@MB/s-handoff:MigrationScaling/p$$p-raw@MB/s-job" \
+			"migration P$$p CPU per GB / raw pipeline=MigrationScaling/p$$p-slotkv@cpu-s/GB:MigrationScaling/p$$p-raw@cpu-s/GB" \
+			"migration P$$p CPU per GB, settled / raw=MigrationScaling/p$$p-slotkv@cpu-s/GB-settled:MigrationScaling/p$$p-raw@cpu-s/GB-settled"); \
+		if [ "$$p" != "$$first" ]; then \
+			specs+=("migration P$$p / P$$first whole job=MigrationScaling/p$$p-slotkv@MB/s-job:MigrationScaling/p$$first-slotkv@MB/s-job" \
+				"raw pipeline P$$p / P$$first=MigrationScaling/p$$p-raw@MB/s-job:MigrationScaling/p$$first-raw@MB/s-job"); \
+		fi; \
+	done; \
+	SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -bench MigrationScaling -benchtime 1x -timeout 60m ./e2e/ \
+	| $(GO) run ./e2e/cmd/benchratio "$${specs[@]}"
 
 ## run: 3 storage nodes + router on loopback, data under ./.data/, Ctrl-C stops all
 run: build tools

@@ -1,12 +1,14 @@
 // Package dial opens gRPC client connections the way every slotkv service
 // and client should: one place decides tracing, the cluster token,
-// transport security, keepalive and message-size limits, so a service
-// cannot forget one of them on some code path.
+// transport security, keepalive, connection backoff and message-size
+// limits, so a service cannot forget one of them on some code path.
 package dial
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -16,9 +18,13 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/telemetry"
@@ -39,6 +45,24 @@ const MaxMsgSize = 64 << 20
 const (
 	KeepaliveTime    = 30 * time.Second
 	KeepaliveTimeout = 10 * time.Second
+)
+
+// Connection backoff: after a failed connection attempt gRPC waits
+// ConnectBaseDelay, then up to ConnectMaxDelay (×1.6 each time, ±20%)
+// before the next. gRPC's own maximum of 120 s would leave a connection to
+// a node that was down for a minute failing with the last attempt's
+// "connection refused" for up to two minutes after the node is back.
+// Besides, a call that fails on a connection in TRANSIENT_FAILURE resets
+// its backoff (at most once per ConnectResetInterval), so a retry after a
+// backoff of the caller (pkg/route) finds the connection made again as soon
+// as the node answers, whatever the connect backoff had grown to.
+const (
+	ConnectBaseDelay     = 100 * time.Millisecond
+	ConnectMaxDelay      = 5 * time.Second
+	ConnectResetInterval = 100 * time.Millisecond
+	// MinConnectTimeout is gRPC's default: the time one connection
+	// attempt is given.
+	MinConnectTimeout = 20 * time.Second
 )
 
 // Options configures New. The zero value is a plaintext, untraced-but-
@@ -103,7 +127,18 @@ func DialOptions(o Options) []grpc.DialOption {
 			grpc.MaxCallRecvMsgSize(maxMsg),
 			grpc.MaxCallSendMsgSize(maxMsg),
 		),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  ConnectBaseDelay,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   ConnectMaxDelay,
+			},
+			MinConnectTimeout: MinConnectTimeout,
+		}),
 	}
+	r := &resetter{last: map[*grpc.ClientConn]time.Time{}}
+	opts = append(opts, grpc.WithChainUnaryInterceptor(r.unary), grpc.WithChainStreamInterceptor(r.stream))
 	if o.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(auth.PerRPCCredentials(o.Token)))
 	}
@@ -133,4 +168,55 @@ func OtelOptions(tp trace.TracerProvider, prop propagation.TextMapPropagator, mp
 		opts = append(opts, otelgrpc.WithMeterProvider(mp))
 	}
 	return opts
+}
+
+// resetter resets the connect backoff of a connection when a call on it
+// fails with Unavailable while it is in TRANSIENT_FAILURE: the call failed
+// fast with the error of the last connection attempt, and the caller is
+// about to retry, so the next attempt to connect should not wait for a
+// backoff that grew while the node was down. At most once per
+// ConnectResetInterval per connection, so callers failing on a node that
+// is still down do not turn into a flood of connection attempts.
+type resetter struct {
+	mu   sync.Mutex
+	last map[*grpc.ClientConn]time.Time
+}
+
+func (r *resetter) failed(cc *grpc.ClientConn, err error) {
+	if cc == nil || status.Code(err) != codes.Unavailable || cc.GetState() != connectivity.TransientFailure {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	if now.Sub(r.last[cc]) < ConnectResetInterval {
+		r.mu.Unlock()
+		return
+	}
+	if len(r.last) >= 16 {
+		// Options shared by many connections: forget the stale entries.
+		for c, t := range r.last {
+			if now.Sub(t) >= ConnectResetInterval {
+				delete(r.last, c)
+			}
+		}
+	}
+	r.last[cc] = now
+	r.mu.Unlock()
+	cc.ResetConnectBackoff()
+}
+
+func (r *resetter) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if err != nil {
+		r.failed(cc, err)
+	}
+	return err
+}
+
+func (r *resetter) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		r.failed(cc, err)
+	}
+	return s, err
 }

@@ -1,14 +1,3 @@
-// Package route is a client's view of the cluster (the router's, the
-// downloader's, the migrator's): the newest topology the storage nodes know,
-// one gRPC connection per storage node, and the retry rules that turn a
-// storage node's SLOT_MOVED, SLOT_FROZEN and Unavailable answers into a
-// successful call whenever the cluster allows it.
-//
-// The topology lives in an atomic pointer, so routing a key is one load and
-// one array index. It is refreshed periodically (Run), on demand (Refresh)
-// and whenever a storage node answers SLOT_MOVED with a version newer than
-// the one held. Refreshes are single-flight: any number of concurrent
-// SLOT_MOVED answers cause one round of GetTopology calls.
 package route
 
 import (
@@ -16,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sort"
 	"strings"
@@ -60,14 +48,20 @@ type Options struct {
 	// CallTimeout is the deadline given to a call whose context has none
 	// (DefaultCallTimeout when 0).
 	CallTimeout time.Duration
-	// MaxRetries bounds how many times one call follows SLOT_MOVED
-	// (DefaultMaxRetries when 0).
+	// MaxRetries bounds the backoff rounds a call that may answer without
+	// a partition (a read with allow_partial) spends on an unavailable
+	// node before leaving it out (DefaultMaxRetries when 0). It no longer
+	// bounds anything else: SLOT_MOVED, frozen slots and the unavailable
+	// nodes of calls that need every answer are retried until the call's
+	// deadline (see the package doc).
 	MaxRetries int
 	// FetchTimeout bounds each GetTopology call of a refresh
 	// (DefaultFetchTimeout when 0).
 	FetchTimeout time.Duration
-	// MinBackoff and MaxBackoff bound the delay between retries of a
-	// frozen or unavailable slot when the node gives no RetryInfo.
+	// MinBackoff and MaxBackoff bound the delay between retries (of a
+	// frozen slot when the node gives no RetryInfo, of an unavailable
+	// node, of a SLOT_MOVED whose owner has not learned the topology yet):
+	// the Backoffers of NewBackoffer.
 	MinBackoff, MaxBackoff time.Duration
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
@@ -424,12 +418,19 @@ type Result struct {
 	Attempts int
 }
 
-// Do runs call on the node owning key's slot, following SLOT_MOVED answers
-// (at most MaxRetries times) and retrying frozen slots and unavailable nodes
-// with backoff within the context's deadline (CallTimeout when it has none).
+// Do runs call on the node owning key's slot and retries it by the rules
+// of the package doc until it succeeds, a storage node gives an answer
+// that is not retryable, or the context's deadline (CallTimeout when it has
+// none) leaves no time for another try. There is no fixed number of
+// retries: SLOT_MOVED is followed (a topology refresh to the version it
+// names, asking the owner it names, and a backoff first when the owner did
+// not change), a frozen slot is retried after its RetryInfo, an
+// unavailable node after a backoff (with a topology refresh in the
+// background).
 // The error it returns is a gRPC status error: the storage node's own status
 // when it is not retryable (NotFound stays NotFound), with the node named in
-// the message for errors that are about the node rather than the request.
+// the message for errors that are about the node rather than the request;
+// when the deadline ends the retries, the last retryable answer.
 func (r *Router) Do(ctx context.Context, key string, call Call) (Result, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -437,8 +438,7 @@ func (r *Router) Do(ctx context.Context, key string, call Call) (Result, error) 
 		defer cancel()
 	}
 	res := Result{Slot: slot.OfString(key)}
-	moved := 0
-	backoff := r.opts.MinBackoff
+	b := r.NewBackoffer(ctx)
 	refreshedUnassigned := false
 	var last error // last retryable answer, annotated
 	for {
@@ -481,72 +481,45 @@ func (r *Router) Do(ctx context.Context, key string, call Call) (Result, error) 
 			return res, annotate(err, node)
 		}
 		last = annotate(err, node)
-		derr := rpcerr.FromStatus(err)
-		var sm *rpcerr.SlotMovedError
-		var sf *rpcerr.SlotFrozenError
-		switch code := status.Code(err); {
-		case errors.As(derr, &sm):
-			moved++
-			if moved > r.opts.MaxRetries {
-				return res, annotatef(err, node, "slot %d still moved after %d topology refreshes", res.Slot, r.opts.MaxRetries)
-			}
+		c := Classify(err)
+		switch c.Kind {
+		case Moved:
 			r.opts.Logger.DebugContext(ctx, "slot moved; refreshing the topology", "slot", res.Slot, "node", node.ID,
-				"owner", sm.OwnerID, "owner_address", sm.OwnerAddress, "owner_version", sm.Version, "version", t.Version())
-			var hints []string
-			if sm.OwnerAddress != "" {
-				hints = []string{sm.OwnerAddress}
-			}
-			minVersion := sm.Version
-			if minVersion <= t.Version() {
-				minVersion = t.Version() + 1
-			}
-			if _, rerr := r.refresh(ctx, minVersion, hints); rerr != nil && ctx.Err() != nil {
+				"owner", c.OwnerID, "owner_address", c.OwnerAddress, "owner_version", c.Version, "version", t.Version(),
+				"attempt", res.Attempts)
+			nt := r.FollowMoved(ctx, t, c)
+			if ctx.Err() != nil {
 				return res, last
 			}
-			continue
-		case errors.As(derr, &sf), code == codes.Unavailable,
-			// A connection closed under the call because its node left the
-			// topology: try the new owner.
-			code == codes.Canceled:
-			delay := backoff
-			if sf != nil && sf.RetryAfter > 0 {
-				delay = sf.RetryAfter
-			} else {
-				backoff = min(backoff*2, r.opts.MaxBackoff)
+			if o, ok := nt.Owner(res.Slot); !ok || o.ID != node.ID || o.GRPCAddress != node.GRPCAddress {
+				continue // a new owner (or none): ask at once
 			}
-			delay = jitter(delay)
-			if sf == nil {
-				// The node may have been replaced.
-				r.triggerRefresh()
+			// The owner did not change: it has not been given the
+			// topology that assigns it the slot yet (the migrator tells
+			// the source first), or the answering node lags behind the
+			// router. Give it a moment rather than spinning.
+		case Frozen, NodeUnavailable:
+			if c.Kind == NodeUnavailable {
+				r.triggerRefresh() // the node may have been replaced
 			}
-			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay+5*time.Millisecond {
-				r.opts.Logger.WarnContext(ctx, "giving up on a storage node before the deadline", "slot", res.Slot,
-					"node", node.ID, "address", node.GRPCAddress, "attempts", res.Attempts, "error", err)
-				return res, last
-			}
-			r.opts.Logger.DebugContext(ctx, "retrying", "slot", res.Slot, "node", node.ID, "address", node.GRPCAddress,
-				"delay", delay, "error", err)
-			timer := time.NewTimer(delay)
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return res, last
-			case <-timer.C:
-			}
-			continue
 		default:
-			return res, annotate(err, node)
+			return res, last
+		}
+		delay := b.Next(c)
+		if !b.Fits(delay) {
+			r.opts.Logger.WarnContext(ctx, "giving up on a storage node before the deadline", "slot", res.Slot,
+				"node", node.ID, "address", node.GRPCAddress, "attempts", res.Attempts, "error", err)
+			if c.Kind == Moved {
+				return res, annotatef(err, node, "slot %d still moved after %d attempts, at the deadline", res.Slot, res.Attempts)
+			}
+			return res, last
+		}
+		r.opts.Logger.DebugContext(ctx, "retrying", "slot", res.Slot, "node", node.ID, "address", node.GRPCAddress,
+			"class", c.Kind.String(), "delay", delay, "attempt", res.Attempts, "error", err)
+		if sleep(ctx, delay) != nil {
+			return res, last
 		}
 	}
-}
-
-// jitter spreads delays by up to ±20% so retries of many callers do not
-// arrive together.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return d
-	}
-	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
 }
 
 // annotate returns err as a status error. Answers about the request itself
@@ -601,11 +574,12 @@ func (r *Router) TriggerRefresh() { r.triggerRefresh() }
 // CallTimeout is the deadline given to calls whose context has none.
 func (r *Router) CallTimeout() time.Duration { return r.opts.CallTimeout }
 
-// MaxRetries bounds the SLOT_MOVED answers one call follows.
+// MaxRetries is Options.MaxRetries: the backoff rounds a partial read
+// gives an unavailable node before leaving it out.
 func (r *Router) MaxRetries() int { return r.opts.MaxRetries }
 
-// Backoff returns the bounds of the delay between retries of a frozen or
-// unavailable node.
+// Backoff returns the bounds of the delay between retries (those of the
+// Backoffers NewBackoffer makes).
 func (r *Router) Backoff() (minDelay, maxDelay time.Duration) {
 	return r.opts.MinBackoff, r.opts.MaxBackoff
 }

@@ -75,7 +75,11 @@ type Options struct {
 	RefreshInterval time.Duration
 	// CallTimeout is the deadline of a call whose caller set none.
 	CallTimeout time.Duration
-	// MaxRetries bounds how many SLOT_MOVED answers one call follows.
+	// MaxRetries: in topology mode, the backoff rounds a read with
+	// allow_partial gives an unavailable node before reporting it failed
+	// (SLOT_MOVED, frozen slots and the unavailable nodes of other calls
+	// are retried until the call's deadline); in naming-file mode, retries
+	// of a read on other instances.
 	MaxRetries int
 	// ShutdownTimeout bounds graceful shutdown (server default when 0).
 	ShutdownTimeout time.Duration

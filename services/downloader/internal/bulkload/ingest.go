@@ -20,14 +20,10 @@ import (
 
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dataset"
-	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
 )
-
-// maxMovedRounds bounds the SLOT_MOVED answers an ingest follows without
-// any batch being acknowledged in between.
-const maxMovedRounds = 20
 
 type ingestRec struct {
 	idx        uint64 // index of the record in the file, from 0
@@ -57,7 +53,9 @@ type nodeStream struct {
 	seq          uint64
 	downSince    time.Time // first failure since the last acknowledgement
 	retryAt      time.Time // do not reopen before
-	backoff      time.Duration
+	// backoff paces the retries of this node (route's policy, no deadline:
+	// NodeRetryTimeout bounds them); reset by an acknowledgement.
+	backoff *route.Backoffer
 }
 
 type ingestEvent struct {
@@ -81,9 +79,11 @@ type ingester struct {
 	done   chan struct{}
 	next   uint64 // index of the next record to read
 	acked  uint64 // records acknowledged (from the checkpoint on)
-	moved  int    // SLOT_MOVED rounds since the last acknowledgement
-	wake   *time.Timer
-	last   ingestRec // last record read (for the last_key check)
+	// movedSince is the first SLOT_MOVED answer since the last
+	// acknowledgement (zero when none).
+	movedSince time.Time
+	wake       *time.Timer
+	last       ingestRec // last record read (for the last_key check)
 }
 
 // ingest loads file i (downloaded and verified) into the cluster, starting
@@ -440,8 +440,11 @@ func (ig *ingester) handle(ev ingestEvent) error {
 	}
 	b := ns.queue[0]
 	ns.queue = ns.queue[1:]
-	ns.downSince, ns.retryAt, ns.backoff = time.Time{}, time.Time{}, 0
-	ig.moved = 0
+	ns.downSince, ns.retryAt = time.Time{}, time.Time{}
+	if ns.backoff != nil {
+		ns.backoff.Reset()
+	}
+	ig.movedSince = time.Time{}
 	ig.acked += uint64(len(b.recs))
 	wm := ig.watermark()
 	records, bytes := uint64(len(b.recs)), resp.GetBytes()
@@ -467,49 +470,47 @@ func (ig *ingester) watermark() uint64 {
 	return wm
 }
 
-// failure handles the end of ns's stream: SLOT_MOVED re-routes the
-// unacknowledged records by a refreshed topology; an unavailable node (or
-// a frozen slot) is retried with backoff for NodeRetryTimeout; anything
-// else fails the file.
+// failure handles the end of ns's stream, by route's classification of
+// the error and with ns's route.Backoffer computing the delays (retryAt:
+// the ingest loop cannot sleep): SLOT_MOVED re-routes the unacknowledged
+// records by a refreshed topology (at once when it changed, after a
+// backoff when the cluster has nothing newer yet, e.g. a migration's
+// destination not told yet), for up to NodeRetryTimeout without an
+// acknowledgement; an unavailable node, a frozen slot, a busy node or one
+// without a topology is retried with backoff for NodeRetryTimeout;
+// anything else fails the file.
 func (ig *ingester) failure(ns *nodeStream, err error) error {
 	m := ig.j.m
 	ns.closeStream()
 	if ig.ctx.Err() != nil {
 		return context.Cause(ig.ctx)
 	}
-	derr := rpcerr.FromStatus(err)
-	var sm *rpcerr.SlotMovedError
-	var sf *rpcerr.SlotFrozenError
-	code := status.Code(err)
+	if ns.backoff == nil {
+		ns.backoff = route.NewBackoffer(context.Background(), m.opts.NodeRetryMin, m.opts.NodeRetryMax)
+	}
+	c := route.Classify(err)
 	now := time.Now()
-	switch {
-	case errors.As(derr, &sm):
-		ig.moved++
-		if ig.moved > maxMovedRounds {
-			return fileErr(ig.file.Name, "ingest to node %s (%s): slot %d still moved after %d topology refreshes: %v",
-				ns.node.ID, ns.node.GRPCAddress, sm.Slot, maxMovedRounds, err)
+	switch c.Kind {
+	case route.Moved:
+		if ig.movedSince.IsZero() {
+			ig.movedSince = now
 		}
-		cur := m.rt.Topology()
-		minVersion := sm.Version
-		if cur != nil && minVersion <= cur.Version() {
-			minVersion = cur.Version() + 1
-		}
-		var hints []string
-		if sm.OwnerAddress != "" {
-			hints = append(hints, sm.OwnerAddress)
+		if now.Sub(ig.movedSince) > m.opts.NodeRetryTimeout {
+			return fileErr(ig.file.Name, "ingest to node %s (%s): slot %d still moved after %s of topology refreshes without an acknowledgement: %v",
+				ns.node.ID, ns.node.GRPCAddress, c.Slot, m.opts.NodeRetryTimeout, err)
 		}
 		m.log.InfoContext(ig.ctx, "slot moved during ingest; re-routing", "job_id", ig.jobID, "file", ig.file.Name,
-			"node", ns.node.ID, "slot", sm.Slot, "owner", sm.OwnerID, "records", ig.unacked(ns))
+			"node", ns.node.ID, "slot", c.Slot, "owner", c.OwnerID, "records", ig.unacked(ns))
+		cur := m.rt.Topology()
 		rctx, cancel := context.WithTimeout(ig.ctx, m.rt.CallTimeout())
-		t, _ := m.rt.RefreshTo(rctx, minVersion, hints...)
+		t := m.rt.FollowMoved(rctx, cur, c)
 		cancel()
 		if t == nil || cur == nil || t.Version() <= cur.Version() {
 			// No newer topology yet: give the cluster a moment.
-			ns.retryAt = now.Add(backoff(&ns.backoff, m))
+			ns.retryAt = now.Add(ns.backoff.Next(c))
 		}
 		return ig.reroute(ns)
-	case errors.As(derr, &sf), code == grpccodes.Unavailable, code == grpccodes.Canceled, code == grpccodes.DeadlineExceeded,
-		code == grpccodes.Aborted, code == grpccodes.ResourceExhausted, errors.Is(derr, rpcerr.ErrNoTopology):
+	case route.Frozen, route.NodeUnavailable, route.Busy, route.NoTopology:
 		if ns.downSince.IsZero() {
 			ns.downSince = now
 		}
@@ -517,14 +518,11 @@ func (ig *ingester) failure(ns *nodeStream, err error) error {
 			return fileErr(ig.file.Name, "ingest to node %s (%s): unavailable for %s: %v",
 				ns.node.ID, ns.node.GRPCAddress, m.opts.NodeRetryTimeout, err)
 		}
-		delay := backoff(&ns.backoff, m)
-		if sf != nil && sf.RetryAfter > 0 {
-			delay = sf.RetryAfter
-		}
+		delay := ns.backoff.Next(c)
 		ns.retryAt = now.Add(delay)
 		m.log.WarnContext(ig.ctx, "ingest stream failed; retrying", "job_id", ig.jobID, "file", ig.file.Name,
-			"node", ns.node.ID, "address", ns.node.GRPCAddress, "retry_in", delay, "err", err)
-		if sf == nil {
+			"node", ns.node.ID, "address", ns.node.GRPCAddress, "class", c.Kind.String(), "retry_in", delay, "err", err)
+		if c.Kind != route.Frozen {
 			m.rt.TriggerRefresh() // the node may have been replaced
 		}
 		return ig.reroute(ns)
@@ -558,15 +556,6 @@ func (ig *ingester) reroute(ns *nodeStream) error {
 		}
 	}
 	return nil
-}
-
-func backoff(cur *time.Duration, m *Manager) time.Duration {
-	if *cur == 0 {
-		*cur = m.opts.NodeRetryMin
-	} else {
-		*cur = min(*cur*2, m.opts.NodeRetryMax)
-	}
-	return *cur
 }
 
 // finish closes every stream once all records are acknowledged.

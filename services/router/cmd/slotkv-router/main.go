@@ -47,7 +47,7 @@ func run(args []string) int {
 	listenFile := flagenv.String(fs, "listen-file", "SLOTKV_LISTEN_FILE", "", "write the bound addresses as JSON {\"grpc\":..., \"http\":...} to this file once listening")
 	refresh := flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", def.RefreshInterval, "period of topology refreshes")
 	callTimeout := flagenv.Duration(fs, "call-timeout", "SLOTKV_CALL_TIMEOUT", def.CallTimeout, "deadline of a call whose caller set none (retries included)")
-	maxRetries := flagenv.Int(fs, "max-retries", "SLOTKV_MAX_RETRIES", def.MaxRetries, "SLOT_MOVED answers one call follows at most (and, with allow_partial, backoff rounds for an unavailable node; in naming-file mode, retries of a read on other instances)")
+	maxRetries := flagenv.Int(fs, "max-retries", "SLOTKV_MAX_RETRIES", def.MaxRetries, "with allow_partial, backoff rounds for an unavailable node before it is reported failed (SLOT_MOVED, frozen slots and unavailable nodes of other calls are retried until the call's deadline); in naming-file mode, retries of a read on other instances")
 	shutdownTimeout := flagenv.Duration(fs, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown limit")
 	sampleRatio := flagenv.Float64(fs, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled")
 	var level slog.Level

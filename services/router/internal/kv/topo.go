@@ -115,17 +115,9 @@ func nodeChannel(r *route.Router, obs *Observer, node topology.Node) fanout.Func
 	}
 }
 
-// retryable: answers the router retries, as route.Do does.
-func retryable(err error) bool {
-	if errors.Is(rpcerr.FromStatus(err), rpcerr.ErrSlotMoved) {
-		return true
-	}
-	switch status.Code(err) {
-	case codes.Unavailable, codes.Canceled:
-		return true
-	}
-	return false
-}
+// retryable: answers the router retries, as route.Do does (the one
+// classification of pkg/route).
+func retryable(err error) bool { return route.Classify(err).Retryable() }
 
 // atomicLayout caches the layout of the newest topology seen.
 type atomicLayout struct {
@@ -165,18 +157,25 @@ func (b *topoBackend) layout(ctx context.Context) (*layout, error) {
 	return b.cur.get(t, func() *layout { return newLayout(b.r, b.obs, t) }), nil
 }
 
-// retrier applies route.Do's retry rules to rounds of a fan-out call:
-// SLOT_MOVED refreshes the topology (at most MaxRetries times), frozen
-// slots and unavailable nodes back off within the deadline. With partial
-// results allowed, unavailable partitions get at most MaxRetries backoff
-// rounds rather than the whole deadline, so a down node costs a partial
-// answer a short wait, not the call timeout.
+// retrier applies route.Do's retry rules to rounds of a fan-out call, with
+// one route.Backoffer for the whole call (its budget is the call's
+// deadline): SLOT_MOVED answers refresh the topology (route.FollowMoved)
+// and the round is redone at once on a newer one, or after a backoff when
+// there is none yet (a destination not told yet, a node behind the
+// router); frozen slots wait their RetryInfo, unavailable nodes a backoff
+// (and start a refresh in the background), until the deadline. With
+// partial results allowed, a round with an unavailable partition gets at
+// most MaxRetries backoffs rather than the whole deadline, so a down node
+// costs a partial answer a short wait, not the call timeout.
 type retrier struct {
 	r                   *route.Router
+	b                   *route.Backoffer
 	partial             bool
-	moved, waits        int
-	backoff             time.Duration
 	refreshedUnassigned bool
+}
+
+func newRetrier(ctx context.Context, r *route.Router, partial bool) *retrier {
+	return &retrier{r: r, b: r.NewBackoffer(ctx), partial: partial}
 }
 
 // again waits as the retryable answers errs of a round on topology t ask,
@@ -184,69 +183,44 @@ type retrier struct {
 // failures).
 func (rt *retrier) again(ctx context.Context, t *topology.Topology, errs []error) bool {
 	var (
-		moved      bool
-		minVersion uint64
-		hints      []string
-		retryAfter time.Duration
-		frozenOnly = true
+		moved       []route.Class
+		unavailable bool
+		retryAfter  time.Duration
 	)
 	for _, e := range errs {
-		derr := rpcerr.FromStatus(e)
-		var sm *rpcerr.SlotMovedError
-		var sf *rpcerr.SlotFrozenError
-		switch {
-		case errors.As(derr, &sm):
-			moved = true
-			minVersion = max(minVersion, sm.Version)
-			if sm.OwnerAddress != "" {
-				hints = append(hints, sm.OwnerAddress)
-			}
-		case errors.As(derr, &sf):
-			retryAfter = max(retryAfter, sf.RetryAfter)
+		switch c := route.Classify(e); c.Kind {
+		case route.Moved:
+			moved = append(moved, c)
+		case route.Frozen:
+			retryAfter = max(retryAfter, c.RetryAfter)
 		default:
-			frozenOnly = false
+			unavailable = true
 		}
 	}
-	if moved {
-		rt.moved++
-		if rt.moved > rt.r.MaxRetries() {
+	if len(moved) > 0 {
+		nt := rt.r.FollowMoved(ctx, t, moved...)
+		if ctx.Err() != nil {
 			return false
 		}
-		minVersion = max(minVersion, t.Version()+1)
-		if _, err := rt.r.RefreshTo(ctx, minVersion, hints...); err != nil && ctx.Err() != nil {
+		if nt != nil && nt.Version() > t.Version() {
+			return true // regroup the keys on the newer topology at once
+		}
+		// No newer topology: back off below before asking again.
+	}
+	var c route.Class
+	switch {
+	case unavailable:
+		c = route.Class{Kind: route.NodeUnavailable}
+		if rt.partial && rt.b.Waits(route.NodeUnavailable) >= rt.r.MaxRetries() {
 			return false
 		}
-		return true
-	}
-	rt.waits++
-	if rt.partial && rt.waits > rt.r.MaxRetries() {
-		return false
-	}
-	lo, hi := rt.r.Backoff()
-	if rt.backoff == 0 {
-		rt.backoff = lo
-	}
-	delay := rt.backoff
-	if frozenOnly && retryAfter > 0 {
-		delay = retryAfter
-	} else {
-		rt.backoff = min(rt.backoff*2, hi)
-	}
-	delay = route.Jitter(delay)
-	if !frozenOnly {
 		rt.r.TriggerRefresh() // the node may have been replaced
+	case len(moved) > 0:
+		c = route.Class{Kind: route.Moved}
+	default:
+		c = route.Class{Kind: route.Frozen, RetryAfter: retryAfter}
 	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay+5*time.Millisecond {
-		return false
-	}
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
+	return rt.b.Wait(ctx, c) == nil
 }
 
 func (b *topoBackend) get(ctx context.Context, q *subReq, partial bool) ([]*storagev1.Item, []string, []failure, error) {
@@ -270,8 +244,9 @@ func (b *topoBackend) write(ctx context.Context, q *subReq) ([]string, error) {
 // keyed runs a keyed call (BatchGet or BatchWrite): its keys grouped by
 // owner node through the Mapper, in rounds: the keys of a node that
 // answered SLOT_MOVED, frozen or unavailable are grouped again on the
-// newest topology and redone, until none is left, the retries run out or
-// the deadline nears.
+// newest topology and redone, until none is left or the deadline nears
+// (for a partial read, until an unavailable node's backoff rounds run
+// out).
 func (b *topoBackend) keyed(ctx context.Context, q *subReq, partial bool, take func(*subResp)) ([]string, []failure, error) {
 	ctx, cancel := withDeadline(ctx, b.r.CallTimeout())
 	defer cancel()
@@ -282,7 +257,7 @@ func (b *topoBackend) keyed(ctx context.Context, q *subReq, partial bool, take f
 	}
 	var failed []failure
 	answered := 0 // partitions that answered, over all rounds
-	rt := &retrier{r: b.r, partial: partial}
+	rt := newRetrier(ctx, b.r, partial)
 	lastRetry := map[string]error{}
 	round := 0 // fan-out calls made, for the partition spans' attempt
 	fail := func(fs ...failure) error {
@@ -398,7 +373,7 @@ func allEmpty(groups [][]int) bool {
 func (b *topoBackend) whole(ctx context.Context, q *subReq, partial bool) ([]*subResp, []failure, error) {
 	ctx, cancel := withDeadline(ctx, b.r.CallTimeout())
 	defer cancel()
-	rt := &retrier{r: b.r, partial: partial}
+	rt := newRetrier(ctx, b.r, partial)
 	lastRetry := map[string]error{}
 	round := 0 // fan-out calls made, for the partition spans' attempt
 	for {

@@ -281,7 +281,7 @@ func (j *job) prepare(ctx context.Context, src, dst *peer) (err error) {
 	defer func() { endSpan(span, err) }()
 	j.update(func(r *record) { r.Prepared = time.Now().UTC() })
 	rs := protoRanges(j.ranges)
-	begin := func(p, peerNode *peer, role storagev1.MigrationRole, version uint64, mark func(*record, bool)) error {
+	begin := func(ctx context.Context, p, peerNode *peer, role storagev1.MigrationRole, version uint64, mark func(*record, bool)) error {
 		// The intent is on disk before the node hears of the job: a crash
 		// after the call must find the record that says to abort it there.
 		if err := j.persist(func(r *record) { mark(r, true) }); err != nil {
@@ -299,45 +299,41 @@ func (j *job) prepare(ctx context.Context, src, dst *peer) (err error) {
 		}
 		return nil
 	}
-	// A concurrent job's commit bumps the topology version between the plan
-	// and here, or reaches one of our nodes a moment after another: a node
-	// answering STALE_TOPOLOGY makes the job re-plan on the newest topology
-	// (still disjoint from every unfinished job, the source still owning
-	// the slots) or wait for the lagging node, within prepareTimeout.
+	planned := func() uint64 {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		return j.rec.PlannedVersion
+	}
+	// pkg/route's retry policy: a node that is briefly unreachable or
+	// frozen is retried with backoff; a concurrent job's commit that bumps
+	// the topology version between the plan and here (or reaches one of
+	// our nodes a moment after the other) makes the job re-plan on the
+	// newest topology (still disjoint from every unfinished job, the
+	// source still owning the slots) or wait for the lagging node; all
+	// within prepareTimeout.
 	pctx, cancel := context.WithTimeoutCause(ctx, prepareTimeout,
 		fmt.Errorf("the nodes did not agree on a topology version within %s", prepareTimeout))
 	defer cancel()
-	backoff := prepareMinBackoff
-	for {
-		j.mu.Lock()
-		version := j.rec.PlannedVersion
-		j.mu.Unlock()
-		err := begin(dst, src, storagev1.MigrationRole_MIGRATION_ROLE_DESTINATION, version,
-			func(r *record, v bool) { r.BegunDestination = v })
-		if err == nil {
-			err = begin(src, dst, storagev1.MigrationRole_MIGRATION_ROLE_SOURCE, version,
-				func(r *record, v bool) { r.BegunSource = v })
-		}
-		if err == nil || !errors.Is(rpcerr.FromStatus(err), rpcerr.ErrStaleTopology) {
+	return route.Retry(pctx, j.m.cfg.Router.NewBackoffer(pctx), func(ctx context.Context) error {
+		version := planned()
+		if err := begin(ctx, dst, src, storagev1.MigrationRole_MIGRATION_ROLE_DESTINATION, version,
+			func(r *record, v bool) { r.BegunDestination = v }); err != nil {
 			return err
 		}
-		if rerr := j.replan(pctx, version); rerr != nil {
+		return begin(ctx, src, dst, storagev1.MigrationRole_MIGRATION_ROLE_SOURCE, version,
+			func(r *record, v bool) { r.BegunSource = v })
+	}, route.RetryStale(func(ctx context.Context, _ route.Class, err error) error {
+		version := planned()
+		j.log.InfoContext(ctx, "a node holds another topology version; preparing again", "planned_version", version, "err", err)
+		if rerr := j.replan(ctx, version); rerr != nil {
 			return fmt.Errorf("%w; re-planning: %v", err, rerr)
 		}
-		j.log.InfoContext(ctx, "a node holds another topology version; preparing again", "planned_version", version, "err", err)
-		if !sleepCtx(pctx, route.Jitter(backoff)) {
-			return fmt.Errorf("%w (%v)", err, context.Cause(pctx))
-		}
-		backoff = min(backoff*2, prepareMaxBackoff)
-	}
+		return nil
+	}))
 }
 
-// Bounds of PREPARE's retries on a topology version change.
-const (
-	prepareTimeout    = 30 * time.Second
-	prepareMinBackoff = 20 * time.Millisecond
-	prepareMaxBackoff = time.Second
-)
+// prepareTimeout bounds PREPARE's retries.
+const prepareTimeout = 30 * time.Second
 
 // replan moves the job's plan to the newest topology the cluster knows
 // when it is newer than planned: the source must still own every slot
@@ -365,17 +361,6 @@ func (j *job) replan(ctx context.Context, planned uint64) error {
 	return j.persist(func(r *record) { r.PlannedVersion = topo.Version() })
 }
 
-// sleepCtx waits d or until ctx ends; false when ctx ended.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
 
 // SNAPSHOT: P streams, each SnapshotScan -> Import over its sub-range,
 // sharing one byte-rate limiter.

@@ -76,6 +76,31 @@ func cpuOf(tb testing.TB, pids ...int) []time.Duration {
 	return out
 }
 
+// machineBusy is the CPU time every process of the machine has used so
+// far: the busy columns of /proc/stat's "cpu" line (user, nice, system,
+// irq, softirq, steal; guest time is already in user).
+func machineBusy(tb testing.TB) time.Duration {
+	tb.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		tb.Fatalf("machine cpu time: %v", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		tb.Fatalf("machine cpu time: unexpected /proc/stat line %q", line)
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			tb.Fatalf("machine cpu time: field %d of %q: %v", i, line, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / userHZ
+}
+
 func sum(ds []time.Duration) time.Duration {
 	var t time.Duration
 	for _, d := range ds {

@@ -176,6 +176,7 @@ type runFigures struct {
 	// quiet again, which also bills the job for the compactions it left.
 	cpu, cpuSettled time.Duration
 	cpuByRole       [3]time.Duration // during: source, migrator/relay, destination
+	foreign         time.Duration    // CPU of other processes of the machine during the jobs
 	writePauseMs    float64
 }
 
@@ -229,18 +230,24 @@ func (s *scaleBench) allPids() []int {
 }
 
 // cpuAround runs job and returns the CPU time pids used during it, and
-// until they were quiet again after it.
-func cpuAround(b *testing.B, pids []int, job func()) (during, settled []time.Duration) {
-	before := cpuOf(b, pids...)
+// until they were quiet again after it. foreign is the CPU time the rest
+// of the machine used during the job: every CPU second /proc/stat counts
+// less those of the benchmark's own processes (all, this one included),
+// so a run disturbed by something else on the machine says so.
+func cpuAround(b *testing.B, pids, all []int, job func()) (during, settled []time.Duration, foreign time.Duration) {
+	mine := append(slices.Clone(all), append(pids, os.Getpid())...)
+	slices.Sort(mine)
+	mine = slices.Compact(mine)
+	before, mineBefore, busyBefore := cpuOf(b, pids...), sum(cpuOf(b, mine...)), machineBusy(b)
 	job()
-	after := cpuOf(b, pids...)
+	after, mineAfter, busyAfter := cpuOf(b, pids...), sum(cpuOf(b, mine...)), machineBusy(b)
 	waitQuiet(b, 2*time.Minute, pids...)
 	quiet := cpuOf(b, pids...)
 	during, settled = make([]time.Duration, len(pids)), make([]time.Duration, len(pids))
 	for i := range pids {
 		during[i], settled[i] = after[i]-before[i], quiet[i]-before[i]
 	}
-	return during, settled
+	return during, settled, (busyAfter - busyBefore) - (mineAfter - mineBefore)
 }
 
 // warmRawSource copies the range once with the raw pipeline, unmeasured:
@@ -264,7 +271,7 @@ func (s *scaleBench) benchRaw(b *testing.B, p int) {
 		dst := startRawpipe(b, "dest", b.TempDir())
 		waitQuiet(b, 2*time.Minute, append(s.allPids(), dst.Pid())...)
 		var r relayRun
-		during, settled := cpuAround(b, []int{s.rawSource.Pid(), dst.Pid()}, func() {
+		during, settled, foreign := cpuAround(b, []int{s.rawSource.Pid(), dst.Pid()}, s.allPids(), func() {
 			b.StartTimer()
 			r = runRelay(b, s.rawSource.GRPC, dst.GRPC, p, scaleRanges)
 			b.StopTimer()
@@ -280,6 +287,7 @@ func (s *scaleBench) benchRaw(b *testing.B, p int) {
 		f.handoff += job
 		f.job += job
 		f.add([]time.Duration{during[0], r.CPU, during[1]}, []time.Duration{settled[0], r.CPU, settled[1]})
+		f.foreign += foreign - r.CPU // the relay, a child that has exited, is ours
 	}
 	s.report(b, f, false)
 	s.mu.Lock()
@@ -298,7 +306,7 @@ func (s *scaleBench) benchSlotkv(b *testing.B, p int) {
 		waitQuiet(b, 2*time.Minute, s.allPids()...)
 		prof := s.maybeProfile(b, p, i, map[string]string{"source": src.Proc.HTTP, "migrator": s.mover.proc.HTTP, "destination": dst.Proc.HTTP})
 		var r migrationRun
-		during, settled := cpuAround(b, []int{src.Proc.Pid(), s.mover.proc.Pid(), dst.Proc.Pid()}, func() {
+		during, settled, foreign := cpuAround(b, []int{src.Proc.Pid(), s.mover.proc.Pid(), dst.Proc.Pid()}, s.allPids(), func() {
 			b.StartTimer()
 			r = runMigration(b, s.mover, &migratorv1.StartMigrationRequest{JobId: fmt.Sprintf("scale-p%d-%d", p, i),
 				Ranges: scaleRanges, SourceNodeId: s.from, DestinationNodeId: s.to, Parallelism: uint32(p)})
@@ -321,6 +329,7 @@ func (s *scaleBench) benchSlotkv(b *testing.B, p int) {
 		f.job += r.end
 		f.writePauseMs += r.job.GetWritePauseMs()
 		f.add(during, settled)
+		f.foreign += foreign
 		s.lastJob = r.end
 	}
 	s.report(b, f, true)
@@ -356,6 +365,7 @@ func (s *scaleBench) report(b *testing.B, f runFigures, slotkv bool) {
 	for i, role := range []string{"src", "mid", "dst"} {
 		b.ReportMetric(f.cpuByRole[i].Seconds()/float64(f.n), "cpu-s-"+role)
 	}
+	b.ReportMetric(f.foreign.Seconds()/float64(f.n), "cpu-s-foreign")
 }
 
 // migrationRun is one job as the benchmark saw it, times from the start
@@ -617,7 +627,29 @@ func (s *scaleBench) logSummary(b *testing.B) {
 			percentile(f.pausesMs, 0.5), percentile(f.pausesMs, 0.99), slices.Max(f.pausesMs), f.failed, f.late,
 			ms(percentileDur(f.putLat, 0.5)), ms(percentileDur(f.putLat, 0.99)))
 	}
+	s.warnForeign(&t)
 	t.WriteString("targets (2 cores): job >= 0.8x raw at P=1 and P=2, CPU/GB <= 1.3x raw, P=2 >= 0.95x P=1, pause p99 <= 50 ms")
 	// Printed, not logged, for the reason given at the load.
 	fmt.Println(t.String())
+}
+
+// warnForeign adds a line when other processes of the machine used a
+// noticeable share of it during the measured jobs (another test run on a
+// shared box): those figures are disturbed and worth running again.
+func (s *scaleBench) warnForeign(t *strings.Builder) {
+	var disturbed []string
+	for _, p := range s.cfg.ps {
+		for side, f := range map[string]runFigures{"raw": s.raw[p], "slotkv": s.slotkv[p]} {
+			// More than a tenth of one core on average over the jobs, and
+			// more than the reading's own noise (/proc counts in 10 ms
+			// ticks per process).
+			if f.n > 0 && f.foreign.Seconds() > max(0.1*f.job.Seconds(), 0.25) {
+				disturbed = append(disturbed, fmt.Sprintf("P=%d %s %.1f CPU-s in %.1f s", p, side, f.foreign.Seconds(), f.job.Seconds()))
+			}
+		}
+	}
+	if len(disturbed) > 0 {
+		slices.Sort(disturbed)
+		fmt.Fprintf(t, "DISTURBED: other processes of this machine used CPU during: %s; run again on a quiet machine\n", strings.Join(disturbed, "; "))
+	}
 }

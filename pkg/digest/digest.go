@@ -4,21 +4,26 @@
 package digest
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"hash"
+
+	"github.com/cespare/xxhash/v2"
 )
 
-// DigestSize is the length of a digest in bytes: four 64-bit lanes.
-const DigestSize = 32
+// DigestSize is the length of a digest in bytes: two 64-bit lanes.
+const DigestSize = 16
 
-// Digest is an order-independent, additive digest of a set of entries: the
-// lane-wise sum mod 2^64 of sha256(uvarint len(key) key uvarint len(value)
-// value) read as four little-endian uint64 lanes. The zero value is the
-// digest of no entries.
+// laneSeeds seed the xxhash64 of each lane.
+var laneSeeds = [2]uint64{0, 0x9e3779b97f4a7c15}
+
+// Digest is an order-independent, additive digest of a set of entries: per
+// lane, the sum mod 2^64 of xxhash64(uvarint len(key) key uvarint
+// len(value) value) with the lane's seed. It guards against lost,
+// duplicated or altered entries (bugs, bit rot), not against an adversary,
+// so a fast hash does: 128 bits of it cost a migration far less CPU than a
+// cryptographic one. The zero value is the digest of no entries.
 type Digest struct {
-	lanes [4]uint64
+	lanes [2]uint64
 }
 
 // Combine returns the digest of the union of two disjoint entry sets.
@@ -29,7 +34,7 @@ func (d Digest) Combine(o Digest) Digest {
 	return d
 }
 
-// Bytes returns the 32-byte wire form: the lanes, little-endian, in order.
+// Bytes returns the 16-byte wire form: the lanes, little-endian, in order.
 func (d Digest) Bytes() []byte {
 	b := make([]byte, 0, DigestSize)
 	for _, l := range d.lanes {
@@ -53,26 +58,30 @@ func ParseDigest(b []byte) (Digest, error) {
 	return d, nil
 }
 
-// Hasher adds entries to digests, reusing its hash state and buffers so a
-// long digest walk allocates nothing per entry. Not safe for concurrent use.
+// Hasher adds entries to digests, reusing its hash states so a long
+// digest walk allocates nothing per entry. Not safe for concurrent use.
 type Hasher struct {
-	h   hash.Hash
-	buf [sha256.Size]byte
-	n   [binary.MaxVarintLen64]byte
+	h [2]*xxhash.Digest
+	n [binary.MaxVarintLen64]byte
 }
 
 // NewHasher returns a Hasher.
-func NewHasher() *Hasher { return &Hasher{h: sha256.New()} }
+func NewHasher() *Hasher {
+	return &Hasher{h: [2]*xxhash.Digest{xxhash.NewWithSeed(laneSeeds[0]), xxhash.NewWithSeed(laneSeeds[1])}}
+}
 
 // Add adds the entry key=value to d.
 func (h *Hasher) Add(d *Digest, key, value []byte) {
-	h.h.Reset()
-	h.h.Write(h.n[:binary.PutUvarint(h.n[:], uint64(len(key)))])
-	h.h.Write(key)
-	h.h.Write(h.n[:binary.PutUvarint(h.n[:], uint64(len(value)))])
-	h.h.Write(value)
-	sum := h.h.Sum(h.buf[:0])
-	for i := range d.lanes {
-		d.lanes[i] += binary.LittleEndian.Uint64(sum[8*i:])
+	kl := h.n[:binary.PutUvarint(h.n[:], uint64(len(key)))]
+	for i, x := range h.h {
+		x.ResetWithSeed(laneSeeds[i])
+		_, _ = x.Write(kl)
+		_, _ = x.Write(key)
+	}
+	vl := h.n[:binary.PutUvarint(h.n[:], uint64(len(value)))]
+	for i, x := range h.h {
+		_, _ = x.Write(vl)
+		_, _ = x.Write(value)
+		d.lanes[i] += x.Sum64()
 	}
 }

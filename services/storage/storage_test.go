@@ -14,6 +14,7 @@ import (
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/digest"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/storage"
@@ -319,14 +320,14 @@ func TestCountAndDigest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(da.GetDigest(), db.GetDigest()) || da.GetCount() != 500 || len(da.GetDigest()) != 32 {
+	if !bytes.Equal(da.GetDigest(), db.GetDigest()) || da.GetCount() != 500 || len(da.GetDigest()) != digest.DigestSize {
 		t.Fatalf("digests differ for the same data: %x (%d) vs %x (%d)", da.GetDigest(), da.GetCount(), db.GetDigest(), db.GetCount())
 	}
 	if len(db.GetSlots()) != 0 {
 		t.Errorf("per-slot digests returned without per_slot")
 	}
 	// Per-slot digests combine (lane-wise sums) to the total.
-	var lanes [4]uint64
+	var lanes [digest.DigestSize / 8]uint64
 	var count uint64
 	for _, sd := range da.GetSlots() {
 		for i := range lanes {

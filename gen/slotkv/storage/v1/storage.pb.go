@@ -1154,9 +1154,10 @@ func (x *SlotDigest) GetDigest() []byte {
 	return nil
 }
 
-// DigestResponse: digest is order-independent and additive (the sum, in four
-// 64-bit lanes, of sha256(len(key) key len(value) value) over all entries), so
-// the digest of a range set is the combination of its slots' digests.
+// DigestResponse: digest is order-independent and additive (per 64-bit lane,
+// the sum of xxhash64(len(key) key len(value) value) with the lane's seed
+// over all entries; see pkg/digest), so the digest of a range set is the
+// combination of its slots' digests.
 type DigestResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Count         uint64                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`

@@ -122,6 +122,13 @@ func (st *importStream) commitDone(digests []store.SlotDigest, err error) {
 	}
 }
 
+// err is the error of a batch of the stream that failed to commit, if any.
+func (st *importStream) err() error {
+	st.dmu.Lock()
+	defer st.dmu.Unlock()
+	return st.failed
+}
+
 // appliedDigests returns the stream's applied digests in slot order, or
 // the error of a batch that failed to commit.
 func (st *importStream) appliedDigests() ([]store.SlotDigest, error) {
@@ -743,7 +750,7 @@ func (m *Manager) CommitImport(id, stream string, batches []*ImportBatch, done f
 		}
 		st.loaded = true
 	}
-	if _, err := st.appliedDigests(); err != nil {
+	if err := st.err(); err != nil {
 		return nil, fmt.Errorf("an earlier batch of the stream failed: %w", err)
 	}
 	applied = make([]bool, len(batches))

@@ -44,9 +44,10 @@
 //
 // # Digest
 //
-// Digest hashes each entry as sha256(uvarint len(key) || key || uvarint
-// len(value) || value) over the user key (without the slot prefix) and sums
-// the 32-byte hashes as four little-endian uint64 lanes modulo 2^64. The sum
+// Digest (pkg/digest) hashes each entry as xxhash64(uvarint len(key) || key
+// || uvarint len(value) || value) over the user key (without the slot
+// prefix), once per lane with the lane's seed, and sums the hashes per
+// 64-bit lane modulo 2^64 (two lanes, 16 bytes). The sum
 // is order-independent (two nodes that hold the same entries agree whatever
 // order they were written or are scanned in) and additive (the digest of a
 // range set is the Combine of its slots' digests), which is what migration

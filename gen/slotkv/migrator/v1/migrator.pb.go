@@ -407,7 +407,9 @@ type Migration struct {
 	Keys    uint64 `protobuf:"varint,11,opt,name=keys,proto3" json:"keys,omitempty"`
 	Bytes   uint64 `protobuf:"varint,12,opt,name=bytes,proto3" json:"bytes,omitempty"`
 	Batches uint64 `protobuf:"varint,13,opt,name=batches,proto3" json:"batches,omitempty"`
-	// Keys to copy, counted at the start (an estimate while writes go on).
+	// Keys to copy: while the snapshot streams, an estimate from the keys
+	// copied and the share of the slots the streams are through (no second
+	// read to count them); exact once the snapshot is done.
 	KeysTotal uint64 `protobuf:"varint,14,opt,name=keys_total,json=keysTotal,proto3" json:"keys_total,omitempty"`
 	// Bytes per second, recently.
 	Rate    float64              `protobuf:"fixed64,15,opt,name=rate,proto3" json:"rate,omitempty"`

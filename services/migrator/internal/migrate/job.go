@@ -56,6 +56,8 @@ type streamState struct {
 	// sent adds up the source's digests of the acknowledged batches; only
 	// the stream's receiver touches it until the stream ends.
 	sent slotSums
+	// at is the slot of the last acknowledged entry, -1 before the first.
+	at atomic.Int32
 
 	rate      float64 // guarded by job.mu
 	lastBytes uint64  // guarded by job.mu
@@ -189,11 +191,50 @@ func (j *job) syncStreamsLocked() {
 	j.rec.Keys, j.rec.Bytes, j.rec.Batches = keys, bytes, batches
 }
 
-// tick updates the smoothed rates; called about once a second.
+// slotsDone is how many of the stream's slots lie wholly behind it: all
+// once it is done, else those before the slot of its last acknowledged
+// entry.
+func (st *streamState) slotsDone() int {
+	if st.done.Load() {
+		return st.ranges.Len()
+	}
+	at := int(st.at.Load())
+	n := 0
+	for _, r := range st.ranges.Ranges() {
+		if int(r.Start) >= at {
+			break
+		}
+		n += min(int(r.End), at-1) - int(r.Start) + 1
+	}
+	return n
+}
+
+// estimateTotalLocked estimates the keys of the snapshot from the keys
+// copied and the share of the job's slots the streams are through (keys
+// spread over slots by hash, so the share of slots is close to the share
+// of keys); it never goes below the keys copied.
+func (j *job) estimateTotalLocked() {
+	if j.rec.Phase != migratorv1.Phase_PHASE_SNAPSHOT || len(j.streams) == 0 {
+		return
+	}
+	done := 0
+	for _, s := range j.streams {
+		done += s.slotsDone()
+	}
+	if done == 0 {
+		return
+	}
+	est := uint64(float64(j.rec.Keys) * float64(j.ranges.Len()) / float64(done))
+	j.rec.KeysTotal = max(est, j.rec.Keys)
+}
+
+// tick updates the smoothed rates and the estimate of the keys to copy;
+// called about once a second.
 func (j *job) tick(now time.Time) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.syncStreamsLocked()
+	j.estimateTotalLocked()
 	if j.lastTick.IsZero() {
 		j.lastTick = now
 		j.lastKeys = j.rec.Keys

@@ -375,20 +375,19 @@ func (j *job) snapshot(ctx context.Context, src, dst *peer) (seq uint64, err err
 		return 0, inRange(src.err("OpenSnapshot", err), j.ranges.String())
 	}
 	seq = os.GetSnapshotSeq()
-	var total uint64
-	if cnt, err := src.data.Count(ctx, &storagev1.CountRequest{Ranges: protoRanges(j.ranges)}); err != nil {
-		j.log.WarnContext(ctx, "counting the keys to copy failed; no ETA", "err", src.err("Count", err))
-	} else {
-		total = cnt.GetCount()
-	}
+	// No count of the keys beforehand: it would read the whole range once
+	// more. keys_total is estimated from how far the streams are through
+	// their slots (tick), and exact once they are done.
 	j.mu.Lock()
 	subs := j.ranges.Split(int(j.rec.Parallelism))
 	j.streams = nil
 	for i, sub := range subs {
-		j.streams = append(j.streams, &streamState{index: uint32(i), ranges: sub, sent: slotSums{}})
+		st := &streamState{index: uint32(i), ranges: sub, sent: slotSums{}}
+		st.at.Store(-1)
+		j.streams = append(j.streams, st)
 	}
 	streams := j.streams
-	j.rec.SnapshotSeq, j.rec.KeysTotal = seq, total
+	j.rec.SnapshotSeq, j.rec.KeysTotal = seq, 0
 	j.persistLocked()
 	j.mu.Unlock()
 	span.SetAttributes(attribute.Int("migration.streams", len(subs)), attribute.Int64("migration.snapshot_seq", int64(seq)))
@@ -407,7 +406,12 @@ func (j *job) snapshot(ctx context.Context, src, dst *peer) (seq uint64, err err
 		})
 	}
 	err = g.Wait() // every stream stopped and waited for
-	j.update(func(*record) {})
+	j.update(func(r *record) {
+		if err == nil {
+			j.syncStreamsLocked() // r.Keys as the streams ended
+			r.KeysTotal = r.Keys
+		}
+	})
 	return seq, err
 }
 
@@ -419,6 +423,7 @@ type pending struct {
 	seq         uint64
 	keys, bytes uint64
 	digests     []*storagev1.SlotDigest // the source's, of the batch
+	slot        uint16                  // of its last entry
 }
 
 // slotSums adds up per-slot digests: the source's of the batches it sent,
@@ -504,6 +509,7 @@ func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamS
 				if err := st.sent.add(p.digests); err != nil {
 					return src.err("SnapshotScan", err)
 				}
+				st.at.Store(int32(p.slot))
 				st.keys.Add(p.keys)
 				st.bytes.Add(p.bytes)
 				st.batches.Add(1)
@@ -566,7 +572,7 @@ func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamS
 			}
 			seq++
 			select {
-			case inflight <- pending{seq: seq, keys: uint64(len(entries)), bytes: n, digests: resp.GetDigests()}:
+			case inflight <- pending{seq: seq, keys: uint64(len(entries)), bytes: n, digests: resp.GetDigests(), slot: uint16(entries[len(entries)-1].GetSlot())}:
 			case rerr := <-recvDone:
 				scancel()
 				if rerr == nil {

@@ -21,6 +21,7 @@ import (
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/digest"
+	"github.com/slotkv/slotkv/pkg/kvpack"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/storage/internal/store/storetest"
 )
@@ -92,15 +93,16 @@ func (n *testNode) changes(t *testing.T, job string, after uint64) (out []*stora
 // scan reads a whole SnapshotScan of ranges.
 func (n *testNode) scan(t testing.TB, job string, batch uint32, rs ...*clusterv1.SlotRange) []*storagev1.MigrationEntry {
 	t.Helper()
-	es, _ := n.scanDigests(t, job, batch, rs...)
+	es, _ := n.scanDigests(t, job, batch, false, rs...)
 	return es
 }
 
 // scanDigests is scan that also adds up the per-slot digests the source
-// sends with each batch, as "count/digest" by slot (see digestMap).
-func (n *testNode) scanDigests(t testing.TB, job string, batch uint32, rs ...*clusterv1.SlotRange) ([]*storagev1.MigrationEntry, map[uint32]string) {
+// sends with each batch, as "count/digest" by slot (see digestMap); with
+// packed the batches come packed (pkg/kvpack) and are unpacked here.
+func (n *testNode) scanDigests(t testing.TB, job string, batch uint32, packed bool, rs ...*clusterv1.SlotRange) ([]*storagev1.MigrationEntry, map[uint32]string) {
 	t.Helper()
-	st, err := n.mig.SnapshotScan(ctxT(t), &storagev1.SnapshotScanRequest{JobId: job, Ranges: rs, BatchRecords: batch})
+	st, err := n.mig.SnapshotScan(ctxT(t), &storagev1.SnapshotScanRequest{JobId: job, Ranges: rs, BatchRecords: batch, Packed: packed})
 	if err != nil {
 		t.Fatalf("SnapshotScan: %v", err)
 	}
@@ -117,6 +119,17 @@ func (n *testNode) scanDigests(t testing.TB, job string, batch uint32, rs ...*cl
 		}
 		if err != nil {
 			t.Fatalf("SnapshotScan recv: %v", err)
+		}
+		if packed {
+			if len(res.GetEntries()) > 0 {
+				t.Fatalf("a packed scan sent %d entries unpacked", len(res.GetEntries()))
+			}
+			if err := kvpack.ForEach(res.GetPacked(), func(_ int, k, v []byte) error {
+				res.Entries = append(res.Entries, &storagev1.MigrationEntry{Key: k, Value: v, Slot: uint32(slot.Of(k))})
+				return nil
+			}); err != nil {
+				t.Fatalf("packed batch: %v", err)
+			}
 		}
 		if batch > 0 && len(res.GetEntries()) > int(batch) {
 			t.Errorf("batch of %d entries, cap %d", len(res.GetEntries()), batch)
@@ -186,14 +199,19 @@ func (im *importer) apply(es []*storagev1.MigrationEntry) {
 	}
 }
 
-// applyPipelined sends es in batches of 5 without waiting, then reads
-// every acknowledgement: they come in order, once each batch committed.
+// applyPipelined sends es packed (pkg/kvpack) in batches of 5 without
+// waiting, then reads every acknowledgement: they come in order, once each
+// batch committed.
 func (im *importer) applyPipelined(es []*storagev1.MigrationEntry) {
 	im.t.Helper()
 	first := im.seq + 1
 	for i := 0; i < len(es); i += 5 {
 		im.seq++
-		if err := im.stream.Send(&storagev1.ImportRequest{JobId: im.job, StreamId: im.id, Seq: im.seq, Entries: es[i:min(i+5, len(es))]}); err != nil {
+		var packed []byte
+		for _, e := range es[i:min(i+5, len(es))] {
+			packed = kvpack.Append(packed, e.GetKey(), e.GetValue())
+		}
+		if err := im.stream.Send(&storagev1.ImportRequest{JobId: im.job, StreamId: im.id, Seq: im.seq, Packed: packed}); err != nil {
 			im.t.Fatalf("send batch %d: %v", im.seq, err)
 		}
 	}
@@ -599,12 +617,13 @@ func TestFullMigration(t *testing.T) {
 		write(i, "r2") // after the snapshot
 	}
 
-	// Snapshot: two streams, two import streams, one acknowledged batch by
-	// batch, the other with every batch in flight at once.
+	// Snapshot: two streams, two import streams, one with a message per
+	// entry acknowledged batch by batch, the other packed with every batch
+	// in flight at once.
 	var wg sync.WaitGroup
 	streamed := map[uint32]string{} // the source's batch digests, added up
 	for i, r := range []*clusterv1.SlotRange{sr(100, 149), sr(150, 199)} {
-		es, ds := p.a.scanDigests(t, "job1", 16, r)
+		es, ds := p.a.scanDigests(t, "job1", 16, i == 1, r)
 		maps.Copy(streamed, ds) // the streams' slots are disjoint
 		wg.Go(func() {
 			im := p.b.importer(t, "job1", fmt.Sprint("snap-", i))
@@ -778,6 +797,14 @@ func TestImportIdempotency(t *testing.T) {
 	// A slot outside the job ends the stream, naming the entry.
 	_, err = im.sendSeq(4, []*storagev1.MigrationEntry{e(50, 3, "x"), e(60, 4, "y")})
 	wantField(t, err, "entries[1].slot", "slot 60 is not in job")
+	// Packed entries that do not parse end the stream, naming the field.
+	im3 := p.b.importer(t, "imp", "s3")
+	packed := append(kvpack.Append(nil, e(50, 6, "").GetKey(), []byte("ok")), 0x05, 'a')
+	if err := im3.stream.Send(&storagev1.ImportRequest{JobId: "imp", StreamId: "s3", Seq: 1, Packed: packed}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = im3.stream.Recv()
+	wantField(t, err, "packed", "entry 1")
 	im2 := p.b.importer(t, "imp", "s2")
 	bad := e(50, 5, "x")
 	bad.Slot = 51

@@ -3,6 +3,7 @@ package migrate
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/digest"
+	"github.com/slotkv/slotkv/pkg/kvpack"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -540,7 +542,7 @@ func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamS
 		bsz := j.batch.Load()
 		sctx, scancel := context.WithCancel(ctx)
 		scan, err := src.mig.SnapshotScan(sctx, &storagev1.SnapshotScanRequest{
-			JobId: j.id, Ranges: protoRanges(st.ranges), StartAfter: lastPos, BatchRecords: bsz, BatchBytes: batchBytes})
+			JobId: j.id, Ranges: protoRanges(st.ranges), StartAfter: lastPos, BatchRecords: bsz, BatchBytes: batchBytes, Packed: true})
 		if err != nil {
 			scancel()
 			return stop(src.err("SnapshotScan", err))
@@ -555,24 +557,31 @@ func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamS
 				scancel()
 				return stop(src.err("SnapshotScan", err))
 			}
-			entries := resp.GetEntries()
-			if len(entries) == 0 {
+			// The batch goes on as the source packed it: counted, not
+			// decoded or copied (pkg/kvpack).
+			packed := resp.GetPacked()
+			keys, err := kvpack.Count(packed)
+			if err != nil {
+				scancel()
+				return stop(src.err("SnapshotScan", err))
+			}
+			if keys == 0 {
 				continue
 			}
-			if lp := resp.GetLastPosition(); len(lp) > 0 {
-				lastPos = lp
+			lp := resp.GetLastPosition()
+			if len(lp) < slot.PrefixLen {
+				scancel()
+				return stop(src.err("SnapshotScan", fmt.Errorf("a batch of %d entries without its last position", keys)))
 			}
-			var n uint64
-			for _, e := range entries {
-				n += uint64(len(e.GetKey()) + len(e.GetValue()))
-			}
+			lastPos = lp
+			n := uint64(len(packed))
 			if err := j.wait(ctx, n); err != nil {
 				scancel()
 				return stop(err)
 			}
 			seq++
 			select {
-			case inflight <- pending{seq: seq, keys: uint64(len(entries)), bytes: n, digests: resp.GetDigests(), slot: uint16(entries[len(entries)-1].GetSlot())}:
+			case inflight <- pending{seq: seq, keys: uint64(keys), bytes: n, digests: resp.GetDigests(), slot: binary.BigEndian.Uint16(lp)}:
 			case rerr := <-recvDone:
 				scancel()
 				if rerr == nil {
@@ -580,7 +589,7 @@ func (j *job) copyStream(ctx context.Context, src, dst *peer, i int, st *streamS
 				}
 				return rerr
 			}
-			if err := imp.Send(&storagev1.ImportRequest{JobId: j.id, StreamId: streamID, Seq: seq, Entries: entries}); err != nil {
+			if err := imp.Send(&storagev1.ImportRequest{JobId: j.id, StreamId: streamID, Seq: seq, Packed: packed}); err != nil {
 				scancel()
 				return sendErr(dst.err("Import", err))
 			}

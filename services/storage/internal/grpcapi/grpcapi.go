@@ -142,6 +142,23 @@ func (l Limits) checkValue(field string, v []byte) error {
 	return nil
 }
 
+// checkEntry checks entry i of a batch field ("entries"): its key and its
+// value. The field names of the error ("entries[3].key") are formatted only
+// when there is one: a batch of valid entries costs no allocation per entry.
+func (l Limits) checkEntry(field string, i int, key, value []byte) (uint16, error) {
+	sl, err := l.checkKey("", key)
+	if err == nil {
+		err = l.checkValue("", value)
+	}
+	if err == nil {
+		return sl, nil
+	}
+	if _, err := l.checkKey(fmt.Sprintf("%s[%d].key", field, i), key); err != nil {
+		return 0, err
+	}
+	return 0, l.checkValue(fmt.Sprintf("%s[%d].value", field, i), value)
+}
+
 func (l Limits) checkBatch(field string, n int) error {
 	if n > l.MaxBatch {
 		return rpcerr.InvalidField(field, "%d entries, above the limit --max-batch=%d", n, l.MaxBatch)

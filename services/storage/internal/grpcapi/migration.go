@@ -11,6 +11,7 @@ import (
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/kvpack"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/storage/internal/migration"
@@ -161,8 +162,12 @@ func (s *MigrationService) SnapshotScan(req *storagev1.SnapshotScanRequest, stre
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		out := &storagev1.SnapshotScanResponse{Entries: make([]*storagev1.MigrationEntry, len(b.Items)),
-			LastPosition: b.Last, Digests: slotDigests(b.Digests)}
+		out := &storagev1.SnapshotScanResponse{LastPosition: b.Last, Digests: slotDigests(b.Digests)}
+		if req.GetPacked() {
+			out.Packed = b.Packed
+			return stream.Send(out)
+		}
+		out.Entries = make([]*storagev1.MigrationEntry, len(b.Items))
 		slab := make([]storagev1.MigrationEntry, len(b.Items))
 		for i, kv := range b.Items {
 			e := &slab[i]
@@ -249,16 +254,10 @@ func (s *MigrationService) importEntries(req *storagev1.ImportRequest, out []mig
 		return nil, rpcerr.InvalidField("seq", "batch sequences start at 1")
 	}
 	es := req.GetEntries()
-	if err := lim.checkBatch("entries", len(es)); err != nil {
-		return nil, err
-	}
 	total := 0
 	for i, e := range es {
-		sl, err := lim.checkKey(fmt.Sprintf("entries[%d].key", i), e.GetKey())
+		sl, err := lim.checkEntry("entries", i, e.GetKey(), e.GetValue())
 		if err != nil {
-			return nil, err
-		}
-		if err := lim.checkValue(fmt.Sprintf("entries[%d].value", i), e.GetValue()); err != nil {
 			return nil, err
 		}
 		if e.GetDelete() && len(e.GetValue()) > 0 {
@@ -270,8 +269,27 @@ func (s *MigrationService) importEntries(req *storagev1.ImportRequest, out []mig
 		total += len(e.GetKey()) + len(e.GetValue())
 		out = append(out, migration.ImportEntry{Slot: sl, Mutation: store.Mutation{Key: e.GetKey(), Value: e.GetValue(), Delete: e.GetDelete()}})
 	}
+	// Packed entries are puts; keys and values alias the request.
+	err := kvpack.ForEach(req.GetPacked(), func(i int, key, value []byte) error {
+		sl, err := lim.checkEntry("packed", i, key, value)
+		if err != nil {
+			return err
+		}
+		total += len(key) + len(value)
+		out = append(out, migration.ImportEntry{Slot: sl, Mutation: store.Mutation{Key: key, Value: value}})
+		return nil
+	})
+	if errors.Is(err, kvpack.ErrCorrupt) {
+		return nil, rpcerr.InvalidField("packed", "%v", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := lim.checkBatch("entries", len(out)); err != nil {
+		return nil, err
+	}
 	if total > lim.MaxIngestBytes {
-		return nil, rpcerr.InvalidField("entries", "%d entries of %d key and value bytes, above the limit --max-ingest-bytes=%d", len(es), total, lim.MaxIngestBytes)
+		return nil, rpcerr.InvalidField("entries", "%d entries of %d key and value bytes, above the limit --max-ingest-bytes=%d", len(out), total, lim.MaxIngestBytes)
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"sync"
 
@@ -94,6 +95,8 @@ func (sn *Snapshot) Close() {
 // SnapshotBatch is one batch of a snapshot scan.
 type SnapshotBatch struct {
 	Items []KV
+	// Packed is Items in packed form (pkg/kvpack); the items alias it.
+	Packed []byte
 	// Last is the storage key of the last item: resume after it.
 	Last []byte
 	// Digests are the count and digest of Items per slot, in slot order,
@@ -129,7 +132,7 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 	var (
 		items []KV
 		digs  []SlotDigest
-		arena []byte
+		arena []byte // the batch in packed form (pkg/kvpack)
 		size  int
 		last  []byte
 		ferr  error
@@ -143,7 +146,7 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 			ferr = ErrSnapshotClosed
 			return false
 		}
-		if ferr = emit(SnapshotBatch{Items: items, Last: last, Digests: digs}); ferr != nil {
+		if ferr = emit(SnapshotBatch{Items: items, Packed: arena, Last: last, Digests: digs}); ferr != nil {
 			return false
 		}
 		items, digs, arena, size = items[:0], digs[:0], arena[:0], 0
@@ -157,19 +160,31 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 				return false
 			}
 		}
-		// Keys and values of one batch share an arena.
-		from := len(arena)
-		arena = append(arena, k...)
+		if arena == nil {
+			arena = make([]byte, 0, maxBytes+maxBytes/8)
+		}
+		// The batch is laid out packed as it is read: Packed is the arena,
+		// and each item's key and value alias it. Earlier slices stay valid
+		// when append moves the arena: they keep the old array, which
+		// nothing writes to until the batch is emitted.
+		userKey := k[slot.PrefixLen:]
+		arena = binary.AppendUvarint(arena, uint64(len(userKey)))
+		kFrom := len(arena)
+		arena = append(arena, userKey...)
 		kEnd := len(arena)
-		if ferr = item.Value(func(v []byte) error { arena = append(arena, v...); return nil }); ferr != nil {
+		var vFrom int
+		if ferr = item.Value(func(v []byte) error {
+			arena = binary.AppendUvarint(arena, uint64(len(v)))
+			vFrom = len(arena)
+			arena = append(arena, v...)
+			return nil
+		}); ferr != nil {
 			return false
 		}
-		// Earlier slices stay valid when append moves the arena: they keep
-		// the old array, which nothing writes to until the batch is emitted.
 		kv := KV{
 			Slot:  slotOfStorageKey(k),
-			Key:   arena[from+slot.PrefixLen : kEnd : kEnd],
-			Value: arena[kEnd:len(arena):len(arena)],
+			Key:   arena[kFrom:kEnd:kEnd],
+			Value: arena[vFrom:len(arena):len(arena)],
 		}
 		items = append(items, kv)
 		if len(digs) == 0 || digs[len(digs)-1].Slot != kv.Slot {
@@ -178,7 +193,7 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		d := &digs[len(digs)-1]
 		d.Count++
 		h.Add(&d.Digest, kv.Key, kv.Value)
-		last = arena[from:kEnd:kEnd]
+		last = append(last[:0], k...)
 		size += n
 		return true
 	})

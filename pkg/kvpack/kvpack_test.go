@@ -1,0 +1,88 @@
+package kvpack_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/slotkv/slotkv/pkg/kvpack"
+)
+
+func TestRoundTrip(t *testing.T) {
+	entries := [][2][]byte{{[]byte("a"), []byte("1")}, {[]byte(""), []byte("")}, {bytes.Repeat([]byte("k"), 300), bytes.Repeat([]byte("v"), 70000)}, {{0, 0xff}, nil}}
+	var b []byte
+	size := 0
+	for _, e := range entries {
+		b = kvpack.Append(b, e[0], e[1])
+		size += kvpack.Size(len(e[0]), len(e[1]))
+	}
+	if len(b) != size {
+		t.Errorf("packed %d bytes, Size says %d", len(b), size)
+	}
+	var got [][2][]byte
+	err := kvpack.ForEach(b, func(i int, k, v []byte) error {
+		if i != len(got) {
+			t.Errorf("index %d, want %d", i, len(got))
+		}
+		got = append(got, [2][]byte{k, v})
+		return nil
+	})
+	if err != nil || len(got) != len(entries) {
+		t.Fatalf("ForEach: %d entries, %v", len(got), err)
+	}
+	if n, err := kvpack.Count(b); n != len(entries) || err != nil {
+		t.Errorf("Count = %d, %v; want %d", n, err, len(entries))
+	}
+	for i := range entries {
+		if !bytes.Equal(got[i][0], entries[i][0]) || !bytes.Equal(got[i][1], entries[i][1]) {
+			t.Errorf("entry %d = %q, want %q", i, got[i], entries[i])
+		}
+	}
+	stop := errors.New("stop")
+	if err := kvpack.ForEach(b, func(int, []byte, []byte) error { return stop }); err != stop {
+		t.Errorf("fn's error not returned: %v", err)
+	}
+}
+
+func TestCorrupt(t *testing.T) {
+	good := kvpack.Append(kvpack.Append(nil, []byte("key"), []byte("value")), []byte("k2"), []byte("v2"))
+	cases := map[string][]byte{
+		"cut in a value":   good[:len(good)-1],
+		"cut after a key":  good[:len(good)-3],
+		"length overflows": append(bytes.Clone(good), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01),
+		"length too long":  append(bytes.Clone(good), 0x05, 'a'),
+		"truncated length": append(bytes.Clone(good), 0x80),
+	}
+	for name, b := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := kvpack.Count(b)
+			if !errors.Is(err, kvpack.ErrCorrupt) || !bytes.Contains([]byte(err.Error()), []byte("entry")) {
+				t.Errorf("ForEach = %v, want ErrCorrupt naming the entry", err)
+			}
+		})
+	}
+}
+
+// FuzzForEach: any input parses or fails cleanly, and what parses packs
+// again into bytes that parse to as many entries and are no longer (a
+// non-minimal varint parses but packs back shorter).
+func FuzzForEach(f *testing.F) {
+	f.Add(kvpack.Append(nil, []byte("k"), []byte("v")))
+	f.Add([]byte{0x80})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var again []byte
+		n := 0
+		if err := kvpack.ForEach(b, func(_ int, k, v []byte) error {
+			again = kvpack.Append(again, k, v)
+			n++
+			return nil
+		}); err != nil {
+			return
+		}
+		m := 0
+		err := kvpack.ForEach(again, func(int, []byte, []byte) error { m++; return nil })
+		if err != nil || m != n || len(again) > len(b) {
+			t.Fatalf("repacked %d entries into %d bytes (from %d): %d entries, %v", n, len(again), len(b), m, err)
+		}
+	})
+}

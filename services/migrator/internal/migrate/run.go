@@ -363,7 +363,6 @@ func (j *job) replan(ctx context.Context, planned uint64) error {
 	return j.persist(func(r *record) { r.PlannedVersion = topo.Version() })
 }
 
-
 // SNAPSHOT: P streams, each SnapshotScan -> Import over its sub-range,
 // sharing one byte-rate limiter.
 func (j *job) snapshot(ctx context.Context, src, dst *peer) (seq uint64, err error) {

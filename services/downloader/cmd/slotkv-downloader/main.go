@@ -34,6 +34,7 @@ func main() {
 func run(args []string) int {
 	def := downloader.DefaultOptions()
 	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
+	prof := server.ProfilingFlags(fs)
 	var (
 		grpcAddr        = flagenv.String(fs, "grpc-addr", "SLOTKV_GRPC_ADDR", def.GRPCAddr, "gRPC listen address")
 		httpAddr        = flagenv.String(fs, "http-addr", "SLOTKV_HTTP_ADDR", def.HTTPAddr, "HTTP (REST, /healthz, /readyz) listen address; empty turns it off")
@@ -85,7 +86,7 @@ func run(args []string) int {
 		return 2
 	}
 
-	cfg := server.MainConfig{Name: serviceName, LogLevel: level, SampleRatio: *sampleRatio, ListenFile: *listenFile}
+	cfg := server.MainConfig{Name: serviceName, LogLevel: level, SampleRatio: *sampleRatio, ListenFile: *listenFile, Profiling: prof}
 	ctx, stop := server.SignalContext()
 	defer stop()
 	return server.Main(ctx, cfg, func(env server.Env) error {

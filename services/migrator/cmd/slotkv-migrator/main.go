@@ -67,12 +67,14 @@ type config struct {
 	logLevel    slog.Level
 	listenFile  string
 	sampleRatio float64
+	profiling   *server.Profiling
 	showVersion bool
 }
 
 func parse(args []string, lookup func(string) (string, bool), out io.Writer) (config, error) {
 	d := migrator.DefaultOptions()
 	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
+	prof := server.ProfilingFlags(fs)
 	fs.SetOutput(out)
 	var (
 		grpcAddr    = flagenv.String(fs, "grpc-addr", "SLOTKV_GRPC_ADDR", d.GRPCAddr, "gRPC listen address (port 0 picks a free port)")
@@ -128,7 +130,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	o.RefreshInterval, o.ShutdownTimeout = *refresh, *shutdown
 	o.PauseBeforePhase, o.PauseTimeout = pauses, *pauseTO
 	c.opts = o
-	c.listenFile, c.sampleRatio, c.showVersion = *listenFile, *sample, *showVer
+	c.listenFile, c.sampleRatio, c.showVersion, c.profiling = *listenFile, *sample, *showVer, prof
 	return c, nil
 }
 
@@ -145,7 +147,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintln(stderr, serviceName, version.Version)
 		return 0
 	}
-	cfg := server.MainConfig{Name: serviceName, LogLevel: c.logLevel, SampleRatio: c.sampleRatio, ListenFile: c.listenFile, Stderr: stderr}
+	cfg := server.MainConfig{Name: serviceName, LogLevel: c.logLevel, SampleRatio: c.sampleRatio, ListenFile: c.listenFile, Stderr: stderr, Profiling: c.profiling}
 	return server.Main(ctx, cfg, func(env server.Env) error {
 		o := c.opts
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen

@@ -35,6 +35,7 @@ func main() {
 func run(args []string) int {
 	def := router.DefaultOptions()
 	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
+	prof := server.ProfilingFlags(fs)
 	storage := flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required unless --naming-file)")
 	namingFile := flagenv.String(fs, "naming-file", "SLOTKV_NAMING_FILE", "", "path: route by a naming file instead of the topology (exclusive with --storage): one line \"address N/M [weight]\" per instance, N/M = partition N of M = slots [N*16384/M, (N+1)*16384/M); several layouts at once; reloaded when it changes")
 	namingPoll := flagenv.Duration(fs, "naming-poll", "SLOTKV_NAMING_POLL", 250*time.Millisecond, "how often the naming file is checked for changes")
@@ -71,7 +72,7 @@ func run(args []string) int {
 		return 2
 	}
 
-	cfg := server.MainConfig{Name: serviceName, LogLevel: level, SampleRatio: *sampleRatio, ListenFile: *listenFile}
+	cfg := server.MainConfig{Name: serviceName, LogLevel: level, SampleRatio: *sampleRatio, ListenFile: *listenFile, Profiling: prof}
 	ctx, stop := server.SignalContext()
 	defer stop()
 	return server.Main(ctx, cfg, func(env server.Env) error {

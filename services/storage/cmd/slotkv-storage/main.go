@@ -46,12 +46,14 @@ type config struct {
 	logLevel    slog.Level
 	listenFile  string
 	sampleRatio float64
+	profiling   *server.Profiling
 	showVersion bool
 }
 
 func parse(args []string, lookup func(string) (string, bool), out io.Writer) (config, error) {
 	d := storage.DefaultOptions()
 	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
+	prof := server.ProfilingFlags(fs)
 	fs.SetOutput(out)
 	var (
 		nodeID     = flagenv.String(fs, "node-id", "SLOTKV_NODE_ID", "", "stable id of this node (required; recorded in the data directory on first start)")
@@ -93,7 +95,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		MemTableBytes: *memtable, BlockCacheBytes: *blockCache,
 		ShutdownTimeout: *shutdown,
 	}
-	c.listenFile, c.sampleRatio, c.showVersion = *listenFile, *sample, *showVer
+	c.listenFile, c.sampleRatio, c.showVersion, c.profiling = *listenFile, *sample, *showVer, prof
 	return c, nil
 }
 
@@ -110,7 +112,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintln(stderr, serviceName, version.Version)
 		return 0
 	}
-	cfg := server.MainConfig{Name: serviceName, LogLevel: c.logLevel, SampleRatio: c.sampleRatio, ListenFile: c.listenFile, Stderr: stderr}
+	cfg := server.MainConfig{Name: serviceName, LogLevel: c.logLevel, SampleRatio: c.sampleRatio, ListenFile: c.listenFile, Stderr: stderr, Profiling: c.profiling}
 	return server.Main(ctx, cfg, func(env server.Env) error {
 		o := c.opts
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen

@@ -141,7 +141,11 @@ func scan(srv any, stream grpc.ServerStream) error {
 		return err
 	}
 	return db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		// Values live in the LSM tree: prefetching them (a goroutine per
+		// item in Badger) only costs.
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		it := txn.NewIterator(opts)
 		defer it.Close()
 		b := &batch{buf: make([]byte, 0, batchBytes+64<<10)}
 		send := func() error {

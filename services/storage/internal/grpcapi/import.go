@@ -75,13 +75,7 @@ func (s *MigrationService) Import(stream grpc.BidiStreamingServer[storagev1.Impo
 	}
 	// The committer ended: the reader met the end of the stream, or a
 	// stage failed.
-	if err := importCause(ctx); err != nil {
-		return err
-	}
-	// A stream that ends well leaves its data on disk: the hand-off that
-	// follows a snapshot then syncs only what came after it, not the whole
-	// snapshot inside its write pause.
-	return migStatus(s.c.Migration.Sync())
+	return importCause(ctx)
 }
 
 // importCause is the status Import ends with once ctx was canceled (nil

@@ -658,9 +658,6 @@ func (m *Manager) AcquireImportStream() (release func(), err error) {
 // how many are open now.
 func (m *Manager) ImportStreams() (limit, open int) { return cap(m.importSem), len(m.importSem) }
 
-// Sync makes every write so far durable.
-func (m *Manager) Sync() error { return m.st.SyncSystem() }
-
 // ImportGroupLimits bounds the batches one CommitImport should take: key
 // and value bytes, and entries.
 func (m *Manager) ImportGroupLimits() (bytes, entries int) { return m.st.GroupLimits() }
@@ -877,6 +874,14 @@ func (m *Manager) ImportState(id string, digestRanges []slot.Range, applied bool
 		return ImportState{}, err
 	}
 	if applied {
+		// What the streams applied is made durable here, once per job
+		// (the migrator asks when the snapshot is done), so the hand-off
+		// that follows syncs only what came after it, not the whole
+		// snapshot inside its write pause; and not at the end of each of
+		// P streams, where the syncs held up Badger's memtable switches.
+		if err := m.st.SyncSystem(); err != nil {
+			return ImportState{}, err
+		}
 		m.mu.Lock()
 		streams := maps.Clone(j.streams)
 		m.mu.Unlock()

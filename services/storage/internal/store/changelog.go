@@ -151,8 +151,8 @@ func (s *Store) ChangeLog(job string) (*ChangeLog, error) {
 	}
 	l := &ChangeLog{job: job, prefix: jobPrefix(changeSpace, job)}
 	err := s.db.View(func(txn *badger.Txn) error {
-		io := badger.DefaultIteratorOptions
-		io.Reverse, io.PrefetchValues = true, false
+		io := iteratorOptions()
+		io.Reverse = true
 		io.Prefix = l.prefix
 		it := txn.NewIterator(io)
 		defer it.Close()
@@ -192,7 +192,7 @@ func (s *Store) ReadChanges(l *ChangeLog, after uint64, limit, maxBytes int) ([]
 	var out []Change
 	size := 0
 	err := s.db.View(func(txn *badger.Txn) error {
-		io := badger.DefaultIteratorOptions
+		io := iteratorOptions()
 		io.Prefix = l.prefix
 		io.PrefetchSize = max(1, min(limit, 100))
 		it := txn.NewIterator(io)
@@ -265,8 +265,7 @@ func (s *Store) deletePrefix(prefix []byte) (uint64, error) {
 func (s *Store) collectKeys(prefix, from, to []byte, n int) ([][]byte, error) {
 	var keys [][]byte
 	err := s.db.View(func(txn *badger.Txn) error {
-		io := badger.DefaultIteratorOptions
-		io.PrefetchValues = false
+		io := iteratorOptions()
 		io.Prefix = prefix
 		it := txn.NewIterator(io)
 		defer it.Close()
@@ -303,8 +302,7 @@ func (s *Store) deleteKeys(keys [][]byte) error {
 func (s *Store) JobsWithRecords() ([]string, error) {
 	seen := map[string]bool{}
 	err := s.db.View(func(txn *badger.Txn) error {
-		io := badger.DefaultIteratorOptions
-		io.PrefetchValues = false
+		io := iteratorOptions()
 		it := txn.NewIterator(io)
 		defer it.Close()
 		for _, space := range []byte{changeSpace, importSpace} {
@@ -340,7 +338,7 @@ func (s *Store) JobsWithRecords() ([]string, error) {
 func (s *Store) SystemRecords(prefix string, fn func(name string, value []byte) error) error {
 	p := systemKey(prefix)
 	err := s.db.View(func(txn *badger.Txn) error {
-		io := badger.DefaultIteratorOptions
+		io := iteratorOptions()
 		io.Prefix = p
 		it := txn.NewIterator(io)
 		defer it.Close()

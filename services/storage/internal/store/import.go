@@ -161,7 +161,7 @@ func (s *Store) ImportProgressOf(job string) ([]ImportProgress, error) {
 	prefix := jobPrefix(importSpace, job)
 	var out []ImportProgress
 	err := s.db.View(func(txn *badger.Txn) error {
-		io := badger.DefaultIteratorOptions
+		io := iteratorOptions()
 		io.Prefix = prefix
 		it := txn.NewIterator(io)
 		defer it.Close()

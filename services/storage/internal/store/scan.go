@@ -188,8 +188,7 @@ func (s *Store) Scan(o ScanOptions) (ScanResult, error) {
 		verr  error
 	)
 	err = s.db.View(func(txn *badger.Txn) error {
-		io := badger.DefaultIteratorOptions
-		io.PrefetchValues = !o.KeysOnly
+		io := iteratorOptions()
 		io.PrefetchSize = min(limit, io.PrefetchSize)
 		it := txn.NewIterator(io)
 		defer it.Close()
@@ -250,8 +249,7 @@ func (s *Store) Count(ranges []slot.Range) (uint64, error) {
 	}
 	var n uint64
 	err = s.db.View(func(txn *badger.Txn) error {
-		io := badger.DefaultIteratorOptions
-		io.PrefetchValues = false
+		io := iteratorOptions()
 		it := txn.NewIterator(io)
 		defer it.Close()
 		walk(it, ranges, nil, nil, func(*badger.Item) bool { n++; return true })
@@ -291,7 +289,7 @@ func (s *Store) Digest(ranges []slot.Range, perSlot bool) (DigestResult, error) 
 	}
 	var res DigestResult
 	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		it := txn.NewIterator(iteratorOptions())
 		defer it.Close()
 		res, err = digestWalk(it, ranges, perSlot)
 		return err

@@ -124,9 +124,7 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 	if startAfter != nil {
 		start = append(bytes.Clone(startAfter), 0) // the first key after it
 	}
-	io := badger.DefaultIteratorOptions
-	io.PrefetchSize = max(1, min(maxRecords, 100))
-	it := sn.txn.NewIterator(io)
+	it := sn.txn.NewIterator(iteratorOptions())
 	defer it.Close()
 
 	var (
@@ -214,7 +212,7 @@ func (sn *Snapshot) Digest(ranges []slot.Range) (DigestResult, error) {
 		return DigestResult{}, err
 	}
 	defer sn.release()
-	it := sn.txn.NewIterator(badger.DefaultIteratorOptions)
+	it := sn.txn.NewIterator(iteratorOptions())
 	defer it.Close()
 	return digestWalk(it, ranges, true)
 }

@@ -315,30 +315,6 @@ func (c *cluster) verifyStates(tb testing.TB, want map[string]*keyState) {
 	}
 }
 
-// loadSized writes n keys with values of size bytes through the router
-// and returns key -> value.
-func (c *cluster) loadSized(tb testing.TB, prefix string, n, size int) map[string]string {
-	tb.Helper()
-	kv := routerv1.NewKVServiceClient(c.conn(c.router.GRPC))
-	out := make(map[string]string, n)
-	pad := strings.Repeat("x", size)
-	for i := 0; i < n; i += 500 {
-		req := &routerv1.MultiPutRequest{}
-		for j := i; j < min(i+500, n); j++ {
-			k := fmt.Sprintf("%s:%07d", prefix, j)
-			v := (fmt.Sprintf("v0-%d-", j) + pad)[:size]
-			out[k] = v
-			req.Entries = append(req.Entries, &routerv1.KeyValue{Key: k, Data: &routerv1.KeyValue_Text{Text: v}})
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		_, err := kv.MultiPut(ctx, req)
-		cancel()
-		if err != nil {
-			tb.Fatalf("load: %v", err)
-		}
-	}
-	return out
-}
 
 // ownerOf returns the node that owns every slot of rs in the router's
 // (refreshed) topology.
@@ -381,7 +357,7 @@ func TestMigrationsUnderClientLoad(t *testing.T) {
 	t.Parallel()
 	began := time.Now()
 	c := startCluster(t, 3, "load-secret")
-	initial := c.loadSized(t, "lk", 4000, 64)
+	initial := c.loadKeys(t, "lk", 4000, 64)
 	m := startMover(t, c)
 
 	// Four ranges that move; the rest of the keys stay where they are.
@@ -505,7 +481,7 @@ func TestMigrationSourceKilledMidSnapshot(t *testing.T) {
 	// 500 KiB) is far more than gRPC's flow-control windows hold: the
 	// source is still sending when it dies, not done with a snapshot
 	// that sits in the migrator's buffers.
-	want := c.loadSized(t, "k", 12_000, 1<<10)
+	want := c.loadKeys(t, "k", 12_000, 1<<10)
 	total := uint64(len(keysIn(want, ranges))) // the keys the snapshot holds
 	m := startMover(t, c)
 	req := &migratorv1.StartMigrationRequest{JobId: "source-killed-snapshot", Ranges: ranges,

@@ -90,15 +90,24 @@ func inPhase(p migratorv1.Phase) func(*migratorv1.Migration) bool {
 	return func(j *migratorv1.Migration) bool { return j.GetPhase() == p || over(j) }
 }
 
-// loadKeys writes n keys through the router and returns key -> value.
-func (c *cluster) loadKeys(tb testing.TB, prefix string, n int) map[string]string {
+// loadKeys writes n keys through the router and returns key -> value;
+// with size > 0 every value is padded or cut to size bytes.
+func (c *cluster) loadKeys(tb testing.TB, prefix string, n, size int) map[string]string {
 	tb.Helper()
 	kv := routerv1.NewKVServiceClient(c.conn(c.router.GRPC))
 	out := make(map[string]string, n)
-	for i := 0; i < n; i += 2000 {
+	pad := strings.Repeat("x", size)
+	batch := 2000
+	if size > 0 {
+		batch = max(1, min(batch, (1<<20)/size)) // about 1 MiB per call
+	}
+	for i := 0; i < n; i += batch {
 		req := &routerv1.MultiPutRequest{}
-		for j := i; j < min(i+2000, n); j++ {
+		for j := i; j < min(i+batch, n); j++ {
 			k, v := fmt.Sprintf("%s:%07d", prefix, j), fmt.Sprintf("v0-%d", j)
+			if size > 0 {
+				v = (v + "-" + pad)[:size]
+			}
 			out[k] = v
 			req.Entries = append(req.Entries, &routerv1.KeyValue{Key: k, Data: &routerv1.KeyValue_Text{Text: v}})
 		}
@@ -288,7 +297,7 @@ func keysIn(want map[string]string, ranges string) []string {
 func TestMigrationUnderLoad(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, 3, "move-secret")
-	want := c.loadKeys(t, "user", 200_000)
+	want := c.loadKeys(t, "user", 200_000, 0)
 	const ranges = "0-1000,2000-2600"
 	moving := keysIn(want, ranges)
 	m := startMover(t, c)
@@ -348,7 +357,7 @@ func TestMigrationFaults(t *testing.T) {
 	t.Run("destination killed during the snapshot", func(t *testing.T) {
 		t.Parallel()
 		c := startCluster(t, 3, "f1")
-		want := c.loadKeys(t, "k", 20_000)
+		want := c.loadKeys(t, "k", 20_000, 0)
 		m := startMover(t, c)
 		req := start("dest-killed")
 		req.RateBytesPerSecond = 4 << 10 // about ten seconds for the ~40 KB to move
@@ -373,7 +382,7 @@ func TestMigrationFaults(t *testing.T) {
 	t.Run("migrator killed during catch-up", func(t *testing.T) {
 		t.Parallel()
 		c := startCluster(t, 3, "f2")
-		want := c.loadKeys(t, "k", 20_000)
+		want := c.loadKeys(t, "k", 20_000, 0)
 		m := startMover(t, c, "--pause-before-phase", "PHASE_CATCH_UP")
 		w := startWriters(t, c, keysIn(want, ranges), 2)
 		m.begin(t, start("mover-killed"))
@@ -396,7 +405,7 @@ func TestMigrationFaults(t *testing.T) {
 	t.Run("cancel in each phase", func(t *testing.T) {
 		t.Parallel()
 		c := startCluster(t, 3, "f3")
-		want := c.loadKeys(t, "k", 10_000)
+		want := c.loadKeys(t, "k", 10_000, 0)
 		for _, p := range []migratorv1.Phase{migratorv1.Phase_PHASE_PREPARE, migratorv1.Phase_PHASE_SNAPSHOT,
 			migratorv1.Phase_PHASE_VERIFY, migratorv1.Phase_PHASE_CATCH_UP, migratorv1.Phase_PHASE_HANDOFF} {
 			m := startMover(t, c, "--pause-before-phase", p.String())
@@ -424,7 +433,7 @@ func TestMigrationFaults(t *testing.T) {
 	t.Run("wrong token on the destination", func(t *testing.T) {
 		t.Parallel()
 		c := startCluster(t, 3, "f4")
-		want := c.loadKeys(t, "k", 5_000)
+		want := c.loadKeys(t, "k", 5_000, 0)
 		n2 := c.Nodes[1]
 		g, h := n2.Proc.GRPC, n2.Proc.HTTP
 		if err := n2.Proc.Stop(); err != nil {
@@ -447,7 +456,7 @@ func TestMigrationFaults(t *testing.T) {
 	t.Run("source killed before commit", func(t *testing.T) {
 		t.Parallel()
 		c := startCluster(t, 3, "f5")
-		want := c.loadKeys(t, "k", 20_000)
+		want := c.loadKeys(t, "k", 20_000, 0)
 		m := startMover(t, c, "--pause-before-phase", "PHASE_HANDOFF", "--pause-before-phase-timeout", "3s")
 		m.begin(t, start("source-killed"))
 		m.wait(t, "source-killed", inPhase(migratorv1.Phase_PHASE_HANDOFF))

@@ -107,7 +107,7 @@ func TestTracesAcrossServices(t *testing.T) {
 	})
 
 	t.Run("migration", func(t *testing.T) {
-		c.loadKeys(t, "traced", 2000)
+		c.loadKeys(t, "traced", 2000, 0)
 		m := startMoverEnv(t, c, sink.Env())
 		m.begin(t, &migratorv1.StartMigrationRequest{JobId: "traced", Ranges: "0-300",
 			SourceNodeId: "n1", DestinationNodeId: "n2", Parallelism: 2})

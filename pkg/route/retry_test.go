@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/grpctest"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -290,55 +289,26 @@ func TestRetry(t *testing.T) {
 type fakeNode struct {
 	storagev1.UnimplementedStorageServiceServer
 	storagev1.UnimplementedNodeServiceServer
-	t    *testing.T
-	id   string
-	addr string
+	*grpctest.Server // stop and restart on the same address
+	t                *testing.T
+	id               string
 
 	topo atomic.Pointer[topology.Topology]
 	put  atomic.Pointer[func(key []byte) error]
 	puts atomic.Int64
-
-	mu  sync.Mutex
-	srv *grpc.Server
 }
 
 func startFake(t *testing.T, id string) *fakeNode {
 	t.Helper()
 	n := &fakeNode{t: t, id: id}
-	n.listen("127.0.0.1:0")
-	t.Cleanup(n.stop)
+	n.Server = grpctest.Start(t, func(srv *grpc.Server) {
+		storagev1.RegisterStorageServiceServer(srv, n)
+		storagev1.RegisterNodeServiceServer(srv, n)
+	})
 	return n
 }
 
-func (n *fakeNode) listen(addr string) {
-	n.t.Helper()
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	storagev1.RegisterStorageServiceServer(srv, n)
-	storagev1.RegisterNodeServiceServer(srv, n)
-	go func() { _ = srv.Serve(lis) }()
-	n.mu.Lock()
-	n.srv, n.addr = srv, lis.Addr().String()
-	n.mu.Unlock()
-}
-
-func (n *fakeNode) stop() {
-	n.mu.Lock()
-	srv := n.srv
-	n.srv = nil
-	n.mu.Unlock()
-	if srv != nil {
-		srv.Stop()
-	}
-}
-
-// restart listens again on the same address.
-func (n *fakeNode) restart() { n.listen(n.addr) }
-
-func (n *fakeNode) node() topology.Node { return topology.Node{ID: n.id, GRPCAddress: n.addr} }
+func (n *fakeNode) node() topology.Node { return topology.Node{ID: n.id, GRPCAddress: n.Addr()} }
 
 func (n *fakeNode) setPut(f func(key []byte) error) { n.put.Store(&f) }
 
@@ -410,7 +380,7 @@ func migrated(t *testing.T, key string) (src, dst *fakeNode, r *route.Router, v2
 	dst.topo.Store(v1)
 	src.setPut(src.owns)
 	dst.setPut(dst.owns)
-	r = fastRouter(t, []string{src.addr, dst.addr}, nil)
+	r = fastRouter(t, []string{src.Addr(), dst.Addr()}, nil)
 	if _, err := r.Refresh(t.Context()); err != nil || r.Topology().Version() != 1 {
 		t.Fatalf("first refresh: %v", err)
 	}
@@ -474,8 +444,8 @@ func TestMovedGivesUpAtTheDeadline(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || route.Classify(err).Kind != route.Moved {
 		t.Fatalf("Do: %v, want the SLOT_MOVED answer", err)
 	}
-	if msg := status.Convert(err).Message(); !strings.Contains(msg, "n2") || !strings.Contains(msg, dst.addr) {
-		t.Fatalf("error %q does not name the destination n2 at %s", msg, dst.addr)
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "n2") || !strings.Contains(msg, dst.Addr()) {
+		t.Fatalf("error %q does not name the destination n2 at %s", msg, dst.Addr())
 	}
 	if res.Attempts <= 6 {
 		t.Fatalf("%d attempts, want retries until the deadline (more than the 5 refreshes of old)", res.Attempts)
@@ -515,7 +485,7 @@ func TestRetriedAnswers(t *testing.T) {
 				}
 				return nil
 			})
-			r := fastRouter(t, []string{n.addr}, nil)
+			r := fastRouter(t, []string{n.Addr()}, nil)
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			res, err := r.Do(ctx, "k", put("k", "v"))
@@ -560,7 +530,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			n.topo.Store(topo)
-			r := fastRouter(t, []string{n.addr}, tc.dialer)
+			r := fastRouter(t, []string{n.Addr()}, tc.dialer)
 			do := func(d time.Duration) (route.Result, error) {
 				ctx, cancel := context.WithTimeout(t.Context(), d)
 				defer cancel()
@@ -569,11 +539,11 @@ func TestReconnectAfterRestart(t *testing.T) {
 			if _, err := do(10 * time.Second); err != nil {
 				t.Fatalf("put before the outage: %v", err)
 			}
-			n.stop()
+			n.Stop()
 			if _, err := do(300 * time.Millisecond); status.Code(err) != codes.Unavailable {
 				t.Fatalf("put while the node is down: %v, want Unavailable", err)
 			}
-			n.restart()
+			n.Restart()
 			res, err := do(3 * time.Second)
 			if tc.wantOK && err != nil {
 				t.Fatalf("put after the node is back: %v after %d attempts", err, res.Attempts)

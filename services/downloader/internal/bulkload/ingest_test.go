@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,6 +24,7 @@ import (
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dataset"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/grpctest"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -38,54 +38,26 @@ import (
 // SLOT_MOVED, others are stored and acknowledged.
 type fakeNode struct {
 	storagev1.UnimplementedNodeServiceServer
-	t    *testing.T
-	id   string
-	addr string
-	topo atomic.Pointer[topology.Topology]
+	*grpctest.Server // stop and restart on the same address
+	t                *testing.T
+	id               string
+	topo             atomic.Pointer[topology.Topology]
 	// before, when set, runs at each batch, before the batch is checked
 	// against the topology held (it may change it).
 	before atomic.Pointer[func()]
 
 	mu   sync.Mutex
-	srv  *grpc.Server
 	keys map[string]string
 }
 
 func startFake(t *testing.T, id string) *fakeNode {
 	t.Helper()
 	n := &fakeNode{t: t, id: id, keys: map[string]string{}}
-	n.listen("127.0.0.1:0")
-	t.Cleanup(n.stop)
+	n.Server = grpctest.Start(t, func(srv *grpc.Server) { storagev1.RegisterNodeServiceServer(srv, n) })
 	return n
 }
 
-func (n *fakeNode) listen(addr string) {
-	n.t.Helper()
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	storagev1.RegisterNodeServiceServer(srv, n)
-	go func() { _ = srv.Serve(lis) }()
-	n.mu.Lock()
-	n.srv, n.addr = srv, lis.Addr().String()
-	n.mu.Unlock()
-}
-
-func (n *fakeNode) stop() {
-	n.mu.Lock()
-	srv := n.srv
-	n.srv = nil
-	n.mu.Unlock()
-	if srv != nil {
-		srv.Stop()
-	}
-}
-
-func (n *fakeNode) restart() { n.listen(n.addr) }
-
-func (n *fakeNode) node() topology.Node { return topology.Node{ID: n.id, GRPCAddress: n.addr} }
+func (n *fakeNode) node() topology.Node { return topology.Node{ID: n.id, GRPCAddress: n.Addr()} }
 
 func (n *fakeNode) stored() int {
 	n.mu.Lock()
@@ -257,18 +229,18 @@ func TestResumeAfterNodeRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			n.topo.Store(topo)
-			r := testRouter(t, []string{n.addr}, tc.dialer)
+			r := testRouter(t, []string{n.Addr()}, tc.dialer)
 			m := testManager(t, r, time.Second)
 			u := writeDataset(t, 300)
 
-			n.stop()
+			n.Stop()
 			if _, err := m.Start(t.Context(), u, "down"); err != nil {
 				t.Fatal(err)
 			}
 			if st := waitEnded(t, m, "down"); st.State != StateFailed || !strings.Contains(st.Error, "unavailable") {
 				t.Fatalf("job with its node down: %s %q, want FAILED naming the unavailable node", st.State, st.Error)
 			}
-			n.restart()
+			n.Restart()
 			if _, err := m.Resume(t.Context(), "down"); err != nil {
 				t.Fatal(err)
 			}
@@ -303,7 +275,7 @@ func TestIngestMovedUntilTheOwnerLearns(t *testing.T) {
 	}
 	n1.topo.Store(v1)
 	n2.topo.Store(v1)
-	r := testRouter(t, []string{n1.addr, n2.addr}, func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) })
+	r := testRouter(t, []string{n1.Addr(), n2.Addr()}, func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) })
 	m := testManager(t, r, 10*time.Second)
 	const behind = 30 // batches n2 receives on v1; it is told at the last
 	var onV1 atomic.Int64

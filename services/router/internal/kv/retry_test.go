@@ -3,7 +3,6 @@ package kv
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/grpctest"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -28,9 +28,10 @@ import (
 type fakeNode struct {
 	storagev1.UnimplementedStorageServiceServer
 	storagev1.UnimplementedNodeServiceServer
-	id, addr string
-	topo     atomic.Pointer[topology.Topology]
-	calls    atomic.Int64 // BatchGet calls
+	id    string
+	srv   *grpctest.Server
+	topo  atomic.Pointer[topology.Topology]
+	calls atomic.Int64 // BatchGet calls
 	// before, when set, runs first in BatchGet; its error is the answer.
 	before atomic.Pointer[func(call int64) error]
 }
@@ -39,20 +40,15 @@ func (n *fakeNode) setBefore(f func(call int64) error) { n.before.Store(&f) }
 
 func startFake(t *testing.T, id string) *fakeNode {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &fakeNode{id: id, addr: lis.Addr().String()}
-	srv := grpc.NewServer()
-	storagev1.RegisterStorageServiceServer(srv, n)
-	storagev1.RegisterNodeServiceServer(srv, n)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
+	n := &fakeNode{id: id}
+	n.srv = grpctest.Start(t, func(srv *grpc.Server) {
+		storagev1.RegisterStorageServiceServer(srv, n)
+		storagev1.RegisterNodeServiceServer(srv, n)
+	})
 	return n
 }
 
-func (n *fakeNode) node() topology.Node { return topology.Node{ID: n.id, GRPCAddress: n.addr} }
+func (n *fakeNode) node() topology.Node { return topology.Node{ID: n.id, GRPCAddress: n.srv.Addr()} }
 
 func (n *fakeNode) GetTopology(context.Context, *storagev1.GetTopologyRequest) (*storagev1.GetTopologyResponse, error) {
 	return &storagev1.GetTopologyResponse{Topology: n.topo.Load().Proto()}, nil
@@ -89,7 +85,7 @@ func twoNodes(t *testing.T) (n1, n2 *fakeNode, v1 *topology.Topology, svc *Servi
 	n1.topo.Store(v1)
 	n2.topo.Store(v1)
 	r, err := route.New(route.Options{
-		Seeds:           []string{n1.addr, n2.addr},
+		Seeds:           []string{n1.srv.Addr(), n2.srv.Addr()},
 		Dial:            func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) },
 		RefreshInterval: -1,
 		MinBackoff:      time.Millisecond,

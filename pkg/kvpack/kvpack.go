@@ -24,20 +24,6 @@ func Append(b, key, value []byte) []byte {
 	return append(b, value...)
 }
 
-// Size is the packed size of an entry of these lengths.
-func Size(keyLen, valueLen int) int {
-	return uvarintLen(uint64(keyLen)) + keyLen + uvarintLen(uint64(valueLen)) + valueLen
-}
-
-func uvarintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
-}
-
 // ForEach calls fn with each entry of b in order; key and value alias b.
 // It stops at fn's first error, and returns an error wrapping ErrCorrupt,
 // naming the entry, when b does not parse.

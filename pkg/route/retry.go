@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -74,7 +75,8 @@ type Class struct {
 	// when it did not say).
 	OwnerID, OwnerAddress string
 	Version               uint64
-	// RetryAfter: a Frozen answer's RetryInfo (0 when it gave none).
+	// RetryAfter: a Frozen or Busy answer's RetryInfo (0 when it gave
+	// none).
 	RetryAfter time.Duration
 }
 
@@ -124,7 +126,10 @@ func Classify(err error) Class {
 		case codes.Unavailable, codes.Canceled, codes.DeadlineExceeded:
 			return Class{Kind: NodeUnavailable}
 		case codes.ResourceExhausted, codes.Aborted:
-			return Class{Kind: Busy}
+			// A server that says when to come back (RetryInfo) means
+			// the refusal is temporary; a ResourceExhausted without it
+			// may be a limit the request itself hits (a message too big).
+			return Class{Kind: Busy, RetryAfter: retryDelay(st)}
 		}
 		return Class{Kind: Fatal}
 	}
@@ -132,6 +137,16 @@ func Classify(err error) Class {
 		return Class{Kind: NodeUnavailable}
 	}
 	return Class{Kind: Fatal}
+}
+
+// retryDelay is the RetryInfo delay of st, 0 without one.
+func retryDelay(st *status.Status) time.Duration {
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
 }
 
 // ErrNoBudget is returned by Backoffer.Wait when the next delay would end
@@ -182,7 +197,7 @@ func (r *Router) NewBackoffer(ctx context.Context) *Backoffer {
 
 // Next returns the delay to wait before retrying an answer of class c and
 // counts it, without sleeping (for callers that schedule retries
-// themselves): a Frozen answer's RetryAfter when it gave one, otherwise the
+// themselves): a Frozen or Busy answer's RetryAfter when it gave one, otherwise the
 // next step of c.Kind's exponential backoff; jittered.
 func (b *Backoffer) Next(c Class) time.Duration {
 	k := c.Kind
@@ -190,7 +205,7 @@ func (b *Backoffer) Next(c Class) time.Duration {
 		k = Fatal
 	}
 	b.waits[k]++
-	if k == Frozen && c.RetryAfter > 0 {
+	if (k == Frozen || k == Busy) && c.RetryAfter > 0 {
 		return jitter(c.RetryAfter)
 	}
 	d := b.next[k]

@@ -9,11 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
@@ -23,6 +25,15 @@ import (
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
 )
+
+// withRetryInfo is a status error of code c that asks to retry after d.
+func withRetryInfo(c codes.Code, msg string, d time.Duration) error {
+	st, err := status.New(c, msg).WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
+}
 
 func TestClassify(t *testing.T) {
 	t.Parallel()
@@ -51,7 +62,9 @@ func TestClassify(t *testing.T) {
 		{"unavailable in process", fmt.Errorf("x: %w", rpcerr.ErrUnavailable), route.Class{Kind: route.NodeUnavailable}, true},
 		{"connection closed", status.Error(codes.Canceled, "grpc: the client connection is closing"), route.Class{Kind: route.NodeUnavailable}, true},
 		{"attempt timeout", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), route.Class{Kind: route.NodeUnavailable}, true},
-		{"import cap", status.Error(codes.ResourceExhausted, "too many import streams"), route.Class{Kind: route.Busy}, false},
+		{"resource exhausted", status.Error(codes.ResourceExhausted, "message too large"), route.Class{Kind: route.Busy}, false},
+		{"import cap, retry later", withRetryInfo(codes.ResourceExhausted, "too many import streams", 200*time.Millisecond),
+			route.Class{Kind: route.Busy, RetryAfter: 200 * time.Millisecond}, false},
 		{"aborted", status.Error(codes.Aborted, "aborted"), route.Class{Kind: route.Busy}, false},
 		{"no topology", rpcerr.ToStatus(fmt.Errorf("%w: node n1", rpcerr.ErrNoTopology)), route.Class{Kind: route.NoTopology}, false},
 		{"stale topology", rpcerr.ToStatus(fmt.Errorf("%w: have 5", rpcerr.ErrStaleTopology)), route.Class{Kind: route.StaleTopology}, false},

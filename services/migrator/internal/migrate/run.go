@@ -396,7 +396,7 @@ func (j *job) snapshot(ctx context.Context, src, dst *peer) (seq uint64, err err
 	g, gctx := errgroup.WithContext(ctx)
 	for i, st := range streams {
 		g.Go(func() error {
-			err := j.copyStream(gctx, src, dst, i, st)
+			err := j.copyStreamWhenFree(gctx, src, dst, i, st)
 			if err != nil {
 				msg := err.Error()
 				st.err.Store(&msg)
@@ -467,6 +467,42 @@ func (s slotSums) proto() []*storagev1.SlotDigest {
 		out = append(out, &storagev1.SlotDigest{Slot: sl, Count: d.count, Digest: d.digest.Bytes()})
 	}
 	return out
+}
+
+// importSlotWait bounds how long a stream waits for the destination to
+// free an import stream slot (other jobs' streams hold them).
+const importSlotWait = time.Minute
+
+// copyStreamWhenFree is copyStream for a destination that may be at its
+// import stream limit because other jobs stream into it too (planning caps
+// one job, not the sum): a stream refused before it copied anything waits
+// with pkg/route's backoff for a slot, within importSlotWait. Any other
+// error, or one after the stream copied a batch, fails the stream.
+func (j *job) copyStreamWhenFree(ctx context.Context, src, dst *peer, i int, st *streamState) error {
+	wctx, cancel := context.WithTimeout(ctx, importSlotWait)
+	defer cancel()
+	b := j.m.cfg.Router.NewBackoffer(wctx)
+	for {
+		err := j.copyStream(ctx, src, dst, i, st)
+		c := route.Classify(err)
+		// The limit's refusal asks to come back (RetryInfo); other
+		// ResourceExhausted answers (a batch too big) do not.
+		if err == nil || c.Kind != route.Busy || c.RetryAfter == 0 || st.batches.Load() > 0 {
+			return err
+		}
+		d := b.Next(c)
+		if !b.Fits(d) {
+			return err
+		}
+		j.log.InfoContext(ctx, "destination at its import stream limit; waiting for a free stream", "stream", i, "retry_in", d, "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-wctx.Done():
+			t.Stop()
+			return err
+		}
+	}
 }
 
 // copyStream copies one sub-range: SnapshotScan from the source into an

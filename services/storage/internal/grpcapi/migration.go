@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
@@ -40,11 +43,20 @@ func NewMigrationService(c Config) *MigrationService {
 	return &MigrationService{c: c.withDefaults()}
 }
 
+// importStreamRetryAfter is the delay suggested to an import stream refused
+// at the node's stream limit.
+const importStreamRetryAfter = 200 * time.Millisecond
+
 // migStatus maps a domain error to a status: ErrTooManyImportStreams to
-// ResourceExhausted, the rest through rpcerr.ToStatus.
+// ResourceExhausted with RetryInfo (a stream frees up when another job's
+// ends: the migrator waits for one), the rest through rpcerr.ToStatus.
 func migStatus(err error) error {
 	if errors.Is(err, migration.ErrTooManyImportStreams) {
-		return status.Error(codes.ResourceExhausted, err.Error())
+		st := status.New(codes.ResourceExhausted, err.Error())
+		if wd, derr := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(importStreamRetryAfter)}); derr == nil {
+			st = wd
+		}
+		return st.Err()
 	}
 	return rpcerr.ToStatus(err)
 }

@@ -14,7 +14,11 @@ TOOL_PKGS := github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/prot
 	github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway \
 	github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2 \
 	github.com/fullstorydev/grpcurl/cmd/grpcurl
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Evaluated once (not at each use), so every target of one make run gets the
+# same version even if the tree changes meanwhile.
+ifndef VERSION
+VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
 # The image tag of VERSION: [A-Za-z0-9_.-], at most 128 characters (the
 # same rule as deployments/docker/images.sh).
 IMAGE_TAG := $(shell printf '%s' '$(VERSION)' | tr -c 'A-Za-z0-9_.-' '-' | cut -c1-128)

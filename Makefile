@@ -99,11 +99,6 @@ bench: build
 		'bulk load end to end / raw Badger write=BulkLoad@MB/s-end-to-end:BulkLoad@MB/s-raw-badger' \
 		'bulk load ingest / raw Badger write=BulkLoad@MB/s-ingest:BulkLoad@MB/s-raw-badger' \
 		'download+verify / raw Badger write=BulkLoad@MB/s-download+verify:BulkLoad@MB/s-raw-badger'
-	SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -bench Migration -benchtime 2x ./services/migrator/ \
-	| $(GO) run ./e2e/cmd/benchratio \
-		'migration, 1 stream / raw copy=Migration/p1:Migration/raw-copy' \
-		'migration, 4 streams / raw copy=Migration/p4:Migration/raw-copy' \
-		'migration, 4 streams / 1 stream=Migration/p4:Migration/p1'
 	cd services/storage && $(GO) test -run '^$$' -bench CleanupWriteStall -benchtime 1x ./internal/store/ \
 	| $(GO) run ../../e2e/cmd/benchratio \
 		'worst write during cleanup: batched delete / DropPrefix=CleanupWriteStall/batched-delete:CleanupWriteStall/drop-prefix'

@@ -315,7 +315,6 @@ func (c *cluster) verifyStates(tb testing.TB, want map[string]*keyState) {
 	}
 }
 
-
 // ownerOf returns the node that owns every slot of rs in the router's
 // (refreshed) topology.
 func (c *cluster) ownerOf(tb testing.TB, rs slot.RangeSet) string {

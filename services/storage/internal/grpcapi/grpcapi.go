@@ -10,7 +10,7 @@
 // (rpcerr.ToStatus); the gateway turns those into HTTP codes.
 //
 // A write's ownership check and its store operation run under the node's
-// write gate (node.BeginWrite ... EndWrite), so no slot state change
+// write gate (node.Write), so no slot state change
 // (SetTopology, a migration's begin, freeze or end) lands between them: a
 // write is checked and captured against one view. Reads check without the
 // gate: a read that races a hand-off reads a frozen slot whose value the

@@ -160,12 +160,15 @@ func (s *NodeService) ingestBatch(ctx context.Context, req *storagev1.IngestRequ
 	if err := ctx.Err(); err != nil {
 		return nil, err // the client is gone: do not write what nobody waits for
 	}
-	if i, err := s.c.Node.BeginWrites(sl); err != nil {
+	start := time.Now()
+	var txns int
+	i, err := s.c.Node.Write(sl, func() (err error) {
+		txns, err = s.c.Store.Ingest(batch)
+		return err
+	})
+	if i >= 0 {
 		return nil, fmt.Errorf("records[%d]: %w", i, err)
 	}
-	start := time.Now()
-	txns, err := s.c.Store.Ingest(batch)
-	s.c.Node.EndWrite()
 	if err != nil {
 		if errors.Is(err, store.ErrBatchTooLarge) {
 			err = rpcerr.InvalidField("records", "%v", err)

@@ -54,11 +54,10 @@ func (s *StorageService) Put(_ context.Context, req *storagev1.PutRequest) (*sto
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Node.BeginWrite(sl); err != nil {
-		return nil, rpcerr.ToStatus(err)
-	}
-	_, err = s.c.Store.Put(req.GetKey(), req.GetValue())
-	s.c.Node.EndWrite()
+	_, err = s.c.Node.Write([]uint16{sl}, func() error {
+		_, err := s.c.Store.Put(req.GetKey(), req.GetValue())
+		return err
+	})
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
@@ -71,11 +70,10 @@ func (s *StorageService) Delete(_ context.Context, req *storagev1.DeleteRequest)
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Node.BeginWrite(sl); err != nil {
-		return nil, rpcerr.ToStatus(err)
-	}
-	_, err = s.c.Store.Delete(req.GetKey())
-	s.c.Node.EndWrite()
+	_, err = s.c.Node.Write([]uint16{sl}, func() error {
+		_, err := s.c.Store.Delete(req.GetKey())
+		return err
+	})
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
@@ -142,11 +140,7 @@ func (s *StorageService) BatchWrite(_ context.Context, req *storagev1.BatchWrite
 		slots[i] = sl
 		muts[i] = store.Mutation{Key: m.GetKey(), Value: m.GetValue(), Delete: m.GetDelete()}
 	}
-	if _, err := s.c.Node.BeginWrites(slots); err != nil {
-		return nil, rpcerr.ToStatus(err)
-	}
-	err := s.c.Store.BatchWrite(muts)
-	s.c.Node.EndWrite()
+	_, err := s.c.Node.Write(slots, func() error { return s.c.Store.BatchWrite(muts) })
 	if err != nil {
 		if errors.Is(err, store.ErrBatchTooLarge) {
 			err = rpcerr.InvalidField("mutations", "%v", err)

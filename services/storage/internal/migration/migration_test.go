@@ -51,10 +51,11 @@ func write(n *node.Node, st *store.Store, muts []store.Mutation, ingest bool) er
 	for i, m := range muts {
 		slots[i] = slot.Of(m.Key)
 	}
-	if _, err := n.BeginWrites(slots); err != nil {
-		return err
-	}
-	defer n.EndWrite()
+	_, err := n.Write(slots, func() error { return writeUngated(st, muts, ingest) })
+	return err
+}
+
+func writeUngated(st *store.Store, muts []store.Mutation, ingest bool) error {
 	switch {
 	case ingest:
 		var b store.IngestBatch

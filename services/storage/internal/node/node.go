@@ -309,30 +309,22 @@ func (n *Node) StateOf(s uint16) (Kind, string) {
 	return v.kind[s], v.jobs[v.job[s]]
 }
 
-// BeginWrite takes the write gate shared and checks that this node accepts
-// writes to slot s (as CheckWrite). On success the caller writes and then
-// calls EndWrite, after the commit; on error the gate is already released.
-func (n *Node) BeginWrite(s uint16) error {
+// Write runs write under the write gate, taken shared, once this node
+// accepts writes to every slot of slots (as CheckWrites), so no slot state
+// change can come between the check and the commit. The gate is released
+// when write returns, or panics (the server's recovery must not leave it
+// held: the next Freeze or SetTopology would wait forever). When a slot is
+// refused, write does not run and Write returns its index and the reason.
+func (n *Node) Write(slots []uint16, write func() error) (refused int, err error) {
 	n.gate.RLock()
-	if err := n.check(n.view.Load(), s, true); err != nil {
-		n.gate.RUnlock()
-		return err
-	}
-	return nil
-}
-
-// BeginWrites is BeginWrite for several slots, as CheckWrites: on error it
-// returns the index of the first slot refused, with the gate released.
-func (n *Node) BeginWrites(slots []uint16) (int, error) {
-	n.gate.RLock()
+	defer n.gate.RUnlock()
 	if i, err := n.checkWrites(n.view.Load(), slots); err != nil {
-		n.gate.RUnlock()
 		return i, err
 	}
-	return -1, nil
+	return -1, write()
 }
 
-// EndWrite releases the gate taken by a successful BeginWrite(s).
+// EndWrite releases the gate taken by a successful Guard.
 func (n *Node) EndWrite() { n.gate.RUnlock() }
 
 // Guard takes the write gate shared without checking anything; fn returns

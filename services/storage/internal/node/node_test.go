@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
@@ -252,5 +253,51 @@ func TestCheckWrites(t *testing.T) {
 	var sm *rpcerr.SlotMovedError
 	if i != 2 || !errors.As(err, &sm) || sm.Slot != 150 || sm.OwnerID != "b" {
 		t.Errorf("CheckWrites = %d, %v; want index 2, slot 150 moved to b", i, err)
+	}
+}
+
+// TestWrite: Write runs the write only for slots the node accepts, and
+// releases the write gate however the write ends — a panic included (the
+// server's recovery interceptor would otherwise leave it held, and the next
+// state change would wait forever).
+func TestWrite(t *testing.T) {
+	t.Parallel()
+	n := open(t, storetest.Open(t), "a")
+	if _, _, err := n.SetTopology(topo(3)); err != nil {
+		t.Fatal(err)
+	}
+	ran := false
+	if i, err := n.Write([]uint16{5, 150}, func() error { ran = true; return nil }); i != 1 || err == nil || ran {
+		t.Errorf("Write to a slot of another node: %d, %v, ran %v; want index 1 refused and no write", i, err, ran)
+	}
+	boom := errors.New("boom")
+	if i, err := n.Write([]uint16{5}, func() error { return boom }); i != -1 || !errors.Is(err, boom) {
+		t.Errorf("Write returning an error: %d, %v", i, err)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("the write's panic did not reach the caller")
+			}
+		}()
+		_, _ = n.Write([]uint16{5}, func() error { panic("store panic") })
+	}()
+	// A state change takes the gate exclusively: it must not wait for the
+	// panicked write. (The bound only catches a hang; it is not a timing.)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := n.SetTopology(topo(4))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("SetTopology after a panicked write: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("SetTopology still waits for the write gate a panicked write held")
+	}
+	if ran, err := n.Write([]uint16{5}, func() error { return nil }); ran != -1 || err != nil {
+		t.Errorf("Write after the state change: %d, %v", ran, err)
 	}
 }

@@ -56,15 +56,7 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 			if len(keys) == 0 {
 				break
 			}
-			release := func() {}
-			if o.Guard != nil {
-				if release, err = o.Guard(); err != nil {
-					return deleted, err
-				}
-			}
-			err = s.deleteKeys(keys)
-			release()
-			if err != nil {
+			if err := s.deleteGuarded(keys, o.Guard); err != nil {
 				return deleted, err
 			}
 			deleted += uint64(len(keys))
@@ -87,4 +79,17 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 		}
 	}
 	return deleted, nil
+}
+
+// deleteGuarded deletes keys in one transaction under guard (when set),
+// released when the deletion returns or panics.
+func (s *Store) deleteGuarded(keys [][]byte, guard func() (func(), error)) error {
+	if guard != nil {
+		release, err := guard()
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+	return s.deleteKeys(keys)
 }

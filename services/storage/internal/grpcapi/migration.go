@@ -200,7 +200,7 @@ func slotDigests(sds []store.SlotDigest) []*storagev1.SlotDigest {
 }
 
 // SnapshotDigest digests the job's slots in the snapshot, per slot.
-func (s *MigrationService) SnapshotDigest(_ context.Context, req *storagev1.SnapshotDigestRequest) (*storagev1.SnapshotDigestResponse, error) {
+func (s *MigrationService) SnapshotDigest(ctx context.Context, req *storagev1.SnapshotDigestRequest) (*storagev1.SnapshotDigestResponse, error) {
 	if err := checkJobID(req.GetJobId()); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
@@ -208,7 +208,7 @@ func (s *MigrationService) SnapshotDigest(_ context.Context, req *storagev1.Snap
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	d, err := s.c.Migration.SnapshotDigest(req.GetJobId(), rs)
+	d, err := s.c.Migration.SnapshotDigest(ctx, req.GetJobId(), rs)
 	if err != nil {
 		return nil, migStatus(err)
 	}
@@ -307,7 +307,7 @@ func (s *MigrationService) importEntries(req *storagev1.ImportRequest, out []mig
 }
 
 // GetImportState returns the job's import progress and optional digest.
-func (s *MigrationService) GetImportState(_ context.Context, req *storagev1.GetImportStateRequest) (*storagev1.GetImportStateResponse, error) {
+func (s *MigrationService) GetImportState(ctx context.Context, req *storagev1.GetImportStateRequest) (*storagev1.GetImportStateResponse, error) {
 	if err := checkJobID(req.GetJobId()); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
@@ -315,7 +315,7 @@ func (s *MigrationService) GetImportState(_ context.Context, req *storagev1.GetI
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	st, err := s.c.Migration.ImportState(req.GetJobId(), rs, req.GetAppliedDigests())
+	st, err := s.c.Migration.ImportState(ctx, req.GetJobId(), rs, req.GetAppliedDigests())
 	if err != nil {
 		return nil, migStatus(err)
 	}

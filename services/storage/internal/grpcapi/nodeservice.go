@@ -56,7 +56,7 @@ func (s *NodeService) SetTopology(ctx context.Context, req *storagev1.SetTopolog
 }
 
 // GetNodeInfo describes this node.
-func (s *NodeService) GetNodeInfo(context.Context, *storagev1.GetNodeInfoRequest) (*storagev1.GetNodeInfoResponse, error) {
+func (s *NodeService) GetNodeInfo(ctx context.Context, _ *storagev1.GetNodeInfoRequest) (*storagev1.GetNodeInfoResponse, error) {
 	grpcAddr, httpAddr := s.c.Self()
 	out := &storagev1.GetNodeInfoResponse{
 		Node:      &clusterv1.Node{Id: s.c.Node.ID(), GrpcAddress: grpcAddr, HttpAddress: httpAddr},
@@ -70,7 +70,7 @@ func (s *NodeService) GetNodeInfo(context.Context, *storagev1.GetNodeInfoRequest
 	for _, r := range s.c.Node.States() {
 		out.SlotStates = append(out.SlotStates, r.Proto())
 	}
-	n, err := s.c.Store.KeyCount()
+	n, err := s.c.Store.KeyCount(ctx)
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}

@@ -199,7 +199,7 @@ func (s *StorageService) Scan(_ context.Context, req *storagev1.ScanRequest) (*s
 }
 
 // Count counts the keys of slot ranges.
-func (s *StorageService) Count(_ context.Context, req *storagev1.CountRequest) (*storagev1.CountResponse, error) {
+func (s *StorageService) Count(ctx context.Context, req *storagev1.CountRequest) (*storagev1.CountResponse, error) {
 	rs, err := ranges(s.c.Node, "ranges", req.GetRanges())
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
@@ -210,7 +210,7 @@ func (s *StorageService) Count(_ context.Context, req *storagev1.CountRequest) (
 	if len(rs) == 0 {
 		return &storagev1.CountResponse{}, nil
 	}
-	n, err := s.c.Store.Count(rs)
+	n, err := s.c.Store.Count(ctx, rs)
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
@@ -221,7 +221,7 @@ func (s *StorageService) Count(_ context.Context, req *storagev1.CountRequest) (
 }
 
 // Digest counts and digests the entries of slot ranges.
-func (s *StorageService) Digest(_ context.Context, req *storagev1.DigestRequest) (*storagev1.DigestResponse, error) {
+func (s *StorageService) Digest(ctx context.Context, req *storagev1.DigestRequest) (*storagev1.DigestResponse, error) {
 	rs, err := ranges(s.c.Node, "ranges", req.GetRanges())
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
@@ -232,7 +232,7 @@ func (s *StorageService) Digest(_ context.Context, req *storagev1.DigestRequest)
 	if len(rs) == 0 {
 		return &storagev1.DigestResponse{Digest: store.Digest{}.Bytes()}, nil
 	}
-	res, err := s.c.Store.Digest(rs, req.GetPerSlot())
+	res, err := s.c.Store.Digest(ctx, rs, req.GetPerSlot())
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}

@@ -567,7 +567,7 @@ func (m *Manager) SnapshotScan(req ScanRequest, emit func(store.SnapshotBatch) e
 }
 
 // SnapshotDigest digests the snapshot's entries of ranges, per slot.
-func (m *Manager) SnapshotDigest(id string, ranges []slot.Range) (store.DigestResult, error) {
+func (m *Manager) SnapshotDigest(ctx context.Context, id string, ranges []slot.Range) (store.DigestResult, error) {
 	j, sn, err := m.snapshot(id)
 	if err != nil {
 		return store.DigestResult{}, err
@@ -576,7 +576,7 @@ func (m *Manager) SnapshotDigest(id string, ranges []slot.Range) (store.DigestRe
 	if err != nil {
 		return store.DigestResult{}, err
 	}
-	return sn.Digest(rs)
+	return sn.Digest(ctx, rs)
 }
 
 // Changes is a ReadChanges answer.
@@ -853,7 +853,7 @@ type ImportState struct {
 // ImportState returns the job's import progress, with applied the digests
 // of what each stream applied (see Import), and, when digestRanges is not
 // empty, the digest of the data in them, read back, per slot.
-func (m *Manager) ImportState(id string, digestRanges []slot.Range, applied bool) (ImportState, error) {
+func (m *Manager) ImportState(ctx context.Context, id string, digestRanges []slot.Range, applied bool) (ImportState, error) {
 	j, _, err := m.getRole(id, Destination)
 	if err != nil {
 		return ImportState{}, err
@@ -864,7 +864,7 @@ func (m *Manager) ImportState(id string, digestRanges []slot.Range, applied bool
 		if err != nil {
 			return ImportState{}, err
 		}
-		d, err := m.st.Digest(rs, true)
+		d, err := m.st.Digest(ctx, rs, true)
 		if err != nil {
 			return ImportState{}, err
 		}

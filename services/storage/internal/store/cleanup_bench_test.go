@@ -125,7 +125,7 @@ func BenchmarkCleanupWriteStall(b *testing.B) {
 				if err != nil || werr != nil {
 					b.Fatalf("delete: %v; writer: %v", err, werr)
 				}
-				if n, _ := s.Count([]slot.Range{{Start: dropFrom, End: dropTo}}); n != 0 {
+				if n, _ := s.Count(context.Background(), []slot.Range{{Start: dropFrom, End: dropTo}}); n != 0 {
 					b.Fatalf("%d keys left", n)
 				}
 				slices.Sort(lats)

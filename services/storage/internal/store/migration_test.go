@@ -141,7 +141,7 @@ func TestSnapshotSharedIterators(t *testing.T) {
 			if err != nil {
 				t.Error(err)
 			}
-			if d, err := sn.Digest([]slot.Range{r}); err != nil || d.Count != 100 {
+			if d, err := sn.Digest(t.Context(), []slot.Range{r}); err != nil || d.Count != 100 {
 				t.Errorf("digest %d: %d, %v", g, d.Count, err)
 			}
 		})
@@ -225,7 +225,7 @@ func TestDeleteSlots(t *testing.T) {
 	if err != nil || n != 1500 || batches != 15 {
 		t.Fatalf("DeleteSlots = %d keys in %d batches, %v; want 1500 in 15", n, batches, err)
 	}
-	if c, _ := st.KeyCount(); c != 1500 {
+	if c, _ := st.KeyCount(t.Context()); c != 1500 {
 		t.Errorf("%d keys left, want 1500", c)
 	}
 	stop := errors.New("stop")

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -242,18 +243,20 @@ func (s *Store) Scan(o ScanOptions) (ScanResult, error) {
 }
 
 // Count returns the number of keys in ranges, walking keys only.
-func (s *Store) Count(ranges []slot.Range) (uint64, error) {
+func (s *Store) Count(ctx context.Context, ranges []slot.Range) (uint64, error) {
 	ranges, err := normalize(ranges)
 	if err != nil {
 		return 0, err
 	}
 	var n uint64
 	err = s.db.View(func(txn *badger.Txn) error {
-		io := iteratorOptions()
-		it := txn.NewIterator(io)
+		it := txn.NewIterator(iteratorOptions())
 		defer it.Close()
-		walk(it, ranges, nil, nil, func(*badger.Item) bool { n++; return true })
-		return nil
+		walk(it, ranges, nil, nil, func(*badger.Item) bool {
+			n++
+			return n%ctxCheckEvery != 0 || ctx.Err() == nil
+		})
+		return ctx.Err()
 	})
 	if err != nil {
 		return 0, mapErr("count", err)
@@ -262,8 +265,8 @@ func (s *Store) Count(ranges []slot.Range) (uint64, error) {
 }
 
 // KeyCount returns the number of user keys in the store.
-func (s *Store) KeyCount() (uint64, error) {
-	return s.Count([]slot.Range{{Start: 0, End: slot.MaxSlot}})
+func (s *Store) KeyCount(ctx context.Context) (uint64, error) {
+	return s.Count(ctx, []slot.Range{{Start: 0, End: slot.MaxSlot}})
 }
 
 // SlotDigest is the digest of one slot.
@@ -282,7 +285,7 @@ type DigestResult struct {
 }
 
 // Digest counts and digests the entries of ranges from one snapshot.
-func (s *Store) Digest(ranges []slot.Range, perSlot bool) (DigestResult, error) {
+func (s *Store) Digest(ctx context.Context, ranges []slot.Range, perSlot bool) (DigestResult, error) {
 	ranges, err := normalize(ranges)
 	if err != nil {
 		return DigestResult{}, err
@@ -291,7 +294,7 @@ func (s *Store) Digest(ranges []slot.Range, perSlot bool) (DigestResult, error) 
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(iteratorOptions())
 		defer it.Close()
-		res, err = digestWalk(it, ranges, perSlot)
+		res, err = digestWalk(ctx, it, ranges, perSlot)
 		return err
 	})
 	if err != nil {
@@ -301,7 +304,12 @@ func (s *Store) Digest(ranges []slot.Range, perSlot bool) (DigestResult, error) 
 }
 
 // digestWalk digests the entries of ranges (normalized) read through it.
-func digestWalk(it *badger.Iterator, ranges []slot.Range, perSlot bool) (DigestResult, error) {
+// ctxCheckEvery is how many entries a long walk (count, digest) reads
+// between two looks at its context: a canceled call stops promptly without
+// paying for the check per entry.
+const ctxCheckEvery = 1024
+
+func digestWalk(ctx context.Context, it *badger.Iterator, ranges []slot.Range, perSlot bool) (DigestResult, error) {
 	var (
 		res  DigestResult
 		cur  *SlotDigest
@@ -325,6 +333,9 @@ func digestWalk(it *badger.Iterator, ranges []slot.Range, perSlot bool) (DigestR
 			return nil
 		})
 		res.Count++
+		if verr == nil && res.Count%ctxCheckEvery == 0 {
+			verr = ctx.Err()
+		}
 		return verr == nil
 	})
 	if verr != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -203,7 +204,7 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 }
 
 // Digest counts and digests the snapshot's entries of ranges, per slot.
-func (sn *Snapshot) Digest(ranges []slot.Range) (DigestResult, error) {
+func (sn *Snapshot) Digest(ctx context.Context, ranges []slot.Range) (DigestResult, error) {
 	ranges, err := normalize(ranges)
 	if err != nil {
 		return DigestResult{}, err
@@ -214,5 +215,5 @@ func (sn *Snapshot) Digest(ranges []slot.Range) (DigestResult, error) {
 	defer sn.release()
 	it := sn.txn.NewIterator(iteratorOptions())
 	defer it.Close()
-	return digestWalk(it, ranges, true)
+	return digestWalk(ctx, it, ranges, true)
 }

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -157,7 +158,7 @@ func TestBatchTooLarge(t *testing.T) {
 	if !strings.Contains(err.Error(), "2000 mutations") {
 		t.Errorf("error %q does not name the count", err)
 	}
-	if n, _ := st.KeyCount(); n != 0 {
+	if n, _ := st.KeyCount(t.Context()); n != 0 {
 		t.Errorf("%d keys written by a refused batch", n)
 	}
 }
@@ -384,12 +385,12 @@ func TestCount(t *testing.T) {
 		{[]slot.Range{{Start: 10, End: 10}, {Start: slot.MaxSlot, End: slot.MaxSlot}}, 14},
 	}
 	for _, tt := range tests {
-		got, err := st.Count(tt.ranges)
+		got, err := st.Count(t.Context(), tt.ranges)
 		if err != nil || got != tt.want {
 			t.Errorf("Count(%v) = %d, %v; want %d", tt.ranges, got, err, tt.want)
 		}
 	}
-	if n, err := st.KeyCount(); err != nil || n != 28 {
+	if n, err := st.KeyCount(t.Context()); err != nil || n != 28 {
 		t.Errorf("KeyCount = %d, %v; want 28 (system records excluded)", n, err)
 	}
 }
@@ -417,7 +418,7 @@ func TestDigest(t *testing.T) {
 				mustPut(t, st, []byte(data[i].k), []byte(data[i].v))
 			}
 		}
-		res, err := st.Digest(full, true)
+		res, err := st.Digest(t.Context(), full, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -451,13 +452,13 @@ func TestDigest(t *testing.T) {
 		mustPut(t, st, []byte(d.k), []byte(d.v))
 	}
 	first := a.Slots[0].Slot
-	one, err := st.Digest([]slot.Range{{Start: first, End: first}}, false)
+	one, err := st.Digest(t.Context(), []slot.Range{{Start: first, End: first}}, false)
 	if err != nil || one.Digest != a.Slots[0].Digest || one.Count != a.Slots[0].Count || one.Slots != nil {
 		t.Errorf("one-slot digest %v/%d (%v), per-slot %v/%d", one.Digest, one.Count, err, a.Slots[0].Digest, a.Slots[0].Count)
 	}
 	// Split the space in two: the halves combine to the whole.
-	lo, _ := st.Digest([]slot.Range{{Start: 0, End: 8191}}, false)
-	hi, _ := st.Digest([]slot.Range{{Start: 8192, End: slot.MaxSlot}}, false)
+	lo, _ := st.Digest(t.Context(), []slot.Range{{Start: 0, End: 8191}}, false)
+	hi, _ := st.Digest(t.Context(), []slot.Range{{Start: 8192, End: slot.MaxSlot}}, false)
 	if lo.Digest.Combine(hi.Digest) != a.Digest {
 		t.Error("digests of two halves do not combine to the whole")
 	}
@@ -475,7 +476,7 @@ func TestDigest(t *testing.T) {
 		if err := c.do(); err != nil {
 			t.Fatal(err)
 		}
-		res, err := st.Digest(full, false)
+		res, err := st.Digest(t.Context(), full, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -553,5 +554,40 @@ func TestFormatMismatch(t *testing.T) {
 			st.Close()
 		}
 		t.Fatalf("open of format 99: err = %v, want ErrFormat", err)
+	}
+}
+
+// TestCanceledWalks: Count, KeyCount and Digest stop at a canceled context
+// (a caller that went away) instead of reading every key.
+func TestCanceledWalks(t *testing.T) {
+	t.Parallel()
+	st := storetest.Open(t)
+	muts := make([]store.Mutation, 5000)
+	for i := range muts {
+		muts[i] = store.Mutation{Key: fmt.Appendf(nil, "k%05d", i), Value: []byte("v")}
+	}
+	if err := st.BatchWrite(muts); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	full := []slot.Range{{Start: 0, End: slot.MaxSlot}}
+	walks := []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"Count", func(ctx context.Context) error { _, err := st.Count(ctx, full); return err }},
+		{"KeyCount", func(ctx context.Context) error { _, err := st.KeyCount(ctx); return err }},
+		{"Digest", func(ctx context.Context) error { _, err := st.Digest(ctx, full, true); return err }},
+	}
+	for _, w := range walks {
+		t.Run(w.name, func(t *testing.T) {
+			if err := w.run(ctx); !errors.Is(err, context.Canceled) {
+				t.Errorf("with a canceled context: %v, want context.Canceled", err)
+			}
+			if err := w.run(t.Context()); err != nil {
+				t.Errorf("with a live context: %v", err)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -33,7 +34,7 @@ func TestIngestSplits(t *testing.T) {
 	if err != nil || txns < 2 {
 		t.Fatalf("Ingest = %d txns, %v; want several", txns, err)
 	}
-	if n, _ := st.KeyCount(); n != 2000 {
+	if n, _ := st.KeyCount(context.Background()); n != 2000 {
 		t.Errorf("%d keys after ingest, want 2000", n)
 	}
 	for _, i := range []int{0, 999, 1999} {
@@ -50,7 +51,7 @@ func TestIngestSplits(t *testing.T) {
 	if txns, err := st.Ingest(&b); err != nil || txns != 1 {
 		t.Fatalf("Ingest = %d txns, %v; want 1", txns, err)
 	}
-	if n, _ := st.KeyCount(); n != 2001 {
+	if n, _ := st.KeyCount(context.Background()); n != 2001 {
 		t.Errorf("%d keys, want 2001", n)
 	}
 }

@@ -332,3 +332,41 @@ func (s RangeSet) Split(n int) []RangeSet {
 func Even(n int) []RangeSet {
 	return Full().Split(n)
 }
+
+// Stripe divides s, in slot order, into chunks of chunk slots (the last
+// may be shorter) dealt round-robin to min(n, chunks) pieces: piece i gets
+// chunks i, i+n, i+2n, ... The pieces are disjoint and their union is s;
+// n or chunk <= 0 is treated as 1. Parallel workers that each walk one
+// piece in order all stay within a window of about n*chunk slots of each
+// other, where Split's pieces spread them over the whole set.
+func (s RangeSet) Stripe(n, chunk int) []RangeSet {
+	total := s.Len()
+	if total == 0 {
+		return nil
+	}
+	n, chunk = max(n, 1), max(chunk, 1)
+	n = min(n, (total+chunk-1)/chunk)
+	parts := make([][]Range, n)
+	i, left := 0, chunk // piece taking slots, slots left in its chunk
+	for _, r := range s.r {
+		next := int(r.Start)
+		for next <= int(r.End) {
+			take := min(left, int(r.End)-next+1)
+			p := parts[i]
+			if k := len(p) - 1; k >= 0 && int(p[k].End)+1 == next {
+				p[k].End = uint16(next + take - 1)
+			} else {
+				parts[i] = append(p, Range{uint16(next), uint16(next + take - 1)})
+			}
+			next += take
+			if left -= take; left == 0 {
+				i, left = (i+1)%n, chunk
+			}
+		}
+	}
+	out := make([]RangeSet, n)
+	for i, p := range parts {
+		out[i] = RangeSet{r: p}
+	}
+	return out
+}

@@ -536,3 +536,42 @@ func TestEvenProperties(t *testing.T) {
 		}
 	}
 }
+
+func TestStripe(t *testing.T) {
+	tests := []struct {
+		set      string
+		n, chunk int
+		want     []string
+	}{
+		{"0-9", 2, 2, []string{"0-1,4-5,8-9", "2-3,6-7"}},
+		{"0-9", 3, 4, []string{"0-3", "4-7", "8-9"}},
+		{"0-9", 5, 4, []string{"0-3", "4-7", "8-9"}}, // never more pieces than chunks
+		{"0-2,5-9", 2, 2, []string{"0-1,6-7", "2,5,8-9"}},
+		{"0-9", 1, 3, []string{"0-9"}},
+		{"0-4", 0, 0, []string{"0-4"}},
+		{"7", 4, 16, []string{"7"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.set+"/"+strconv.Itoa(tc.n)+"/"+strconv.Itoa(tc.chunk), func(t *testing.T) {
+			s := MustParseRangeSet(tc.set)
+			var got []string
+			union := RangeSet{}
+			for _, p := range s.Stripe(tc.n, tc.chunk) {
+				got = append(got, p.String())
+				if union.Overlaps(p) {
+					t.Errorf("piece %s overlaps another", p)
+				}
+				union = union.Union(p)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("Stripe = %q, want %q", got, tc.want)
+			}
+			if !union.Equal(s) {
+				t.Errorf("pieces cover %s, want %s", union, s)
+			}
+		})
+	}
+	if got := (RangeSet{}).Stripe(3, 2); got != nil {
+		t.Errorf("Stripe of the empty set = %v", got)
+	}
+}

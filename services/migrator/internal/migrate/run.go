@@ -380,7 +380,7 @@ func (j *job) snapshot(ctx context.Context, src, dst *peer) (seq uint64, err err
 	// more. keys_total is estimated from how far the streams are through
 	// their slots (tick), and exact once they are done.
 	j.mu.Lock()
-	subs := j.ranges.Split(int(j.rec.Parallelism))
+	subs := streamRanges(j.ranges, int(j.rec.Parallelism))
 	j.streams = nil
 	for i, sub := range subs {
 		st := &streamState{index: uint32(i), ranges: sub, sent: slotSums{}}
@@ -414,6 +414,21 @@ func (j *job) snapshot(ctx context.Context, src, dst *peer) (seq uint64, err err
 		}
 	})
 	return seq, err
+}
+
+// stripeSlots is the most slots a stream copies before the next stream's
+// turn (see streamRanges).
+const stripeSlots = 16
+
+// streamRanges deals the job's slots to p streams in stripes of a few
+// slots (at least 4 stripes a stream where there are enough slots), not in
+// p contiguous pieces: the streams then move through the key space side by
+// side, so the destination's memtables hold keys of one narrow window and
+// its L0 tables overlap little, as with one stream. With contiguous pieces
+// every memtable spanned all p pieces and compaction grew with p.
+func streamRanges(rs slot.RangeSet, p int) []slot.RangeSet {
+	chunk := min(stripeSlots, max(1, rs.Len()/(4*max(p, 1))))
+	return rs.Stripe(p, chunk)
 }
 
 // snapshotStreamPrefix starts the import stream id of each snapshot stream

@@ -30,11 +30,31 @@
 //     stream, at most IngestConcurrency streams per job. SLOT_MOVED
 //     refreshes the topology and re-routes every unacknowledged record; an
 //     unavailable node (or frozen slot) is retried with backoff for
-//     NodeRetryTimeout, then the file fails naming node and file. The file's
-//     checkpoint — the number of records from its start that are all
-//     acknowledged — is persisted, and a later ingest of the file skips
-//     that many (re-sending a few records is harmless: puts are
-//     idempotent). The downloaded file is deleted once ingested.
+//     NodeRetryTimeout, then the file fails naming node and file. A node
+//     acknowledges a batch once all of it is committed, and the set of
+//     acknowledged records of each file (as index ranges) is persisted: a
+//     later ingest of the file skips exactly those. The downloaded file is
+//     deleted once ingested.
+//
+// # What the counts mean
+//
+// A file's ingest count ("ingest N / keys"), the job's (the sum over its
+// files) and each node's are the records the storage nodes have
+// acknowledged, i.e. committed and readable — not records read or sent.
+// Ingest is not atomic per file: records committed stay readable when a
+// job stops, and the counts say exactly how many. To keep them exact
+// where a job stops (a file fails, e.g. a checksum; pause; cancel;
+// shutdown), an ingest that stops sends nothing more and waits for the
+// acknowledgements of the batches already sent (at most
+// min(NodeRetryTimeout, 10s)): a node writes a stream's batches in order
+// and stops at the first that fails, so every batch is then either
+// counted or known not written. The one exception is a batch whose
+// acknowledgement is lost with its connection (a node crash, a cut
+// network): it may be written uncounted, and is sent again and counted by
+// the next ingest of the file (puts are idempotent). So, at every stop,
+// per file, per node and per job: count == records of the job readable in
+// the cluster (for a dataset whose keys are unique and new), and after
+// SUCCEEDED count == the manifest's keys.
 //
 // Files are downloaded and ingested concurrently: a file is ingested as
 // soon as it is verified. The first file that fails stops the job's other
@@ -54,8 +74,9 @@
 // every file has SUCCEEDED, then SUCCEEDED. Requests:
 //
 //   - PauseJob: only a running job (PENDING, DOWNLOADING, DOWNLOADED,
-//     INGESTING) -> PAUSED. Downloads and ingest streams stop; part files,
-//     verified files and checkpoints are kept. Otherwise FailedPrecondition
+//     INGESTING) -> PAUSED. Downloads stop, ingest streams stop once what
+//     they sent is acknowledged; part files, verified files and the
+//     acknowledged records are kept. Otherwise FailedPrecondition
 //     naming the state. A job that completes while being paused stays
 //     SUCCEEDED.
 //   - ResumeJob: a PAUSED job continues where it stopped; a FAILED job is
@@ -65,7 +86,8 @@
 //     state -> FailedPrecondition.
 //   - CancelJob: any job that is not SUCCEEDED or CANCELED (running,
 //     PAUSED or FAILED) -> CANCELED; the job directory (part and downloaded
-//     files) is removed; records already ingested stay in the cluster.
+//     files) is removed; records already ingested stay in the cluster, and
+//     the job's counts say how many.
 //     SUCCEEDED or CANCELED -> FailedPrecondition.
 //   - StartJob with an existing id -> AlreadyExists; a bad or disallowed
 //     URL -> InvalidArgument naming manifest_url; an unknown id -> NotFound.
@@ -78,12 +100,12 @@
 //
 // # Persistence
 //
-// Jobs (manifest file list, per-file state, bytes, checkpoint, per-node
-// counts) are stored as JSON in Badger under <data>/db, saved on every
+// Jobs (manifest file list, per-file state, bytes, acknowledged records,
+// per-node counts) are stored as JSON in Badger under <data>/db, saved on every
 // state change and every ProgressInterval while running. On start, jobs
 // that were running continue: a file whose verified download is still on
 // disk with the right size is not downloaded again, a part file is resumed
-// with a Range request, an ingest continues from its checkpoint. SIGTERM
+// with a Range request, an ingest skips the records already acknowledged. SIGTERM
 // stops running jobs where they are without changing their state.
 //
 // # Observability

@@ -57,6 +57,8 @@ func TestBulkLoad(t *testing.T) {
 	t.Run("REST", func(t *testing.T) { t.Parallel(); testREST(t, c, topo) })
 	t.Run("StateRules", func(t *testing.T) { t.Parallel(); testStateRules(t, c) })
 	t.Run("Metrics", func(t *testing.T) { t.Parallel(); testMetrics(t, c) })
+	t.Run("CountsAfterChecksumFailure", func(t *testing.T) { t.Parallel(); testCountsAfterChecksumFailure(t, c, topo) })
+	t.Run("CountsAtPauseAndCancel", func(t *testing.T) { t.Parallel(); testCountsAtPauseAndCancel(t, c, topo) })
 }
 
 func testHappyPath(t *testing.T, c *testcluster.Cluster, topo *topology.Topology) {

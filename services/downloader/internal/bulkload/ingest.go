@@ -32,10 +32,9 @@ type ingestRec struct {
 }
 
 type ingestBatch struct {
-	seq    uint64
-	recs   []ingestRec
-	bytes  int
-	minIdx uint64
+	seq   uint64
+	recs  []ingestRec
+	bytes int
 }
 
 // nodeStream is the ingest of one file into one storage node: records
@@ -69,16 +68,20 @@ type ingestEvent struct {
 // slots now. One goroutine (run) owns all of its state; one goroutine per
 // open stream receives acknowledgements into events.
 type ingester struct {
-	j      *job
-	i      int
-	ctx    context.Context
+	j   *job
+	i   int
+	ctx context.Context
+	// sctx is the context of the ingest streams: not canceled with ctx, so
+	// that a stopping ingest can wait for the acknowledgements of what it
+	// has sent (drain); canceled drainTimeout after ctx at the latest.
+	sctx   context.Context
 	file   fileRecord
+	skip   cursor // records acknowledged by an earlier ingest
 	jobID  string
 	nodes  map[string]*nodeStream
 	events chan ingestEvent
 	done   chan struct{}
 	next   uint64 // index of the next record to read
-	acked  uint64 // records acknowledged (from the checkpoint on)
 	// movedSince is the first SLOT_MOVED answer since the last
 	// acknowledgement (zero when none).
 	movedSince time.Time
@@ -123,23 +126,33 @@ func (j *job) ingest(ctx context.Context, i int) (err error) {
 		return fileErr(f.Name, "%v", err)
 	}
 
+	var acked spans
 	j.setFile(i, func(fr *fileRecord, rt *fileRT) {
 		fr.State = StateIngesting
-		fr.Ingested = fr.Checkpoint
+		acked = fr.ackedSet()
+		fr.setAcked(acked)
 		rt.ing.reset()
 	})
 
+	// The streams outlive ctx by up to drainTimeout: a stopping ingest
+	// waits for the acknowledgements of the batches it has sent, so the
+	// file's count is what the nodes committed (drain).
+	sctx, scancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer scancel()
+	stopTimer := context.AfterFunc(ctx, func() { time.AfterFunc(m.drainTimeout(), scancel) })
+	defer stopTimer()
 	ig := &ingester{
-		j: j, i: i, ctx: ctx, file: f, jobID: j.id(),
+		j: j, i: i, ctx: ctx, sctx: sctx, file: f, jobID: j.id(),
+		skip:   cursor{s: acked},
 		nodes:  map[string]*nodeStream{},
 		events: make(chan ingestEvent, 64),
 		done:   make(chan struct{}),
-		acked:  f.Checkpoint,
 	}
 	defer ig.close()
+	defer ig.drain()
 
-	// Skip what an earlier ingest had acknowledged in order.
-	for ig.next < f.Checkpoint {
+	// Skip the prefix an earlier ingest had acknowledged.
+	for ig.next < acked.prefix() {
 		rec, err := rd.Next()
 		if err != nil {
 			return ig.readErr(err)
@@ -149,8 +162,8 @@ func (j *job) ingest(ctx context.Context, i int) (err error) {
 		}
 		ig.next++
 	}
-	if f.Checkpoint > 0 {
-		span.AddEvent("skipped acknowledged records", trace.WithAttributes(attribute.Int64("records", int64(f.Checkpoint))))
+	if n := acked.count(); n > 0 {
+		span.AddEvent("skipping acknowledged records", trace.WithAttributes(attribute.Int64("records", int64(n))))
 	}
 	return ig.run(rd, rng)
 }
@@ -219,6 +232,10 @@ func (ig *ingester) run(rd *dataset.Reader, rng slot.Range) error {
 				}
 				if err := ig.check(rec, rng); err != nil {
 					return err
+				}
+				if ig.skip.has(ig.next) {
+					ig.next++ // acknowledged by an earlier ingest
+					continue
 				}
 				r := ingestRec{idx: ig.next, slot: rec.Slot, key: slices.Clone(rec.Key), value: slices.Clone(rec.Value)}
 				ig.next++
@@ -352,10 +369,7 @@ func (ig *ingester) send(ns *nodeStream) error {
 		size += len(ns.pending[n].key) + len(ns.pending[n].value)
 		n++
 	}
-	b := &ingestBatch{recs: slices.Clone(ns.pending[:n]), bytes: size, minIdx: ns.pending[0].idx}
-	for _, r := range b.recs {
-		b.minIdx = min(b.minIdx, r.idx)
-	}
+	b := &ingestBatch{recs: slices.Clone(ns.pending[:n]), bytes: size}
 	ns.pending = slices.Delete(ns.pending, 0, n)
 	ns.pendingBytes -= size
 	ns.seq++
@@ -382,7 +396,7 @@ func (ig *ingester) open(ns *nodeStream) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ig.ctx)
+	ctx, cancel := context.WithCancel(ig.sctx)
 	stream, err := storagev1.NewNodeServiceClient(cc).Ingest(ctx)
 	if err != nil {
 		cancel()
@@ -433,41 +447,86 @@ func (ig *ingester) handle(ev ingestEvent) error {
 		}
 		return ig.failure(ns, ev.err)
 	}
-	resp := ev.resp
-	if len(ns.queue) == 0 || ns.queue[0].seq != resp.GetBatch() {
+	if !ig.ack(ns, ev.resp) {
 		ns.closeStream()
-		return ig.failure(ns, fmt.Errorf("unexpected acknowledgement of batch %d", resp.GetBatch()))
+		return ig.failure(ns, fmt.Errorf("unexpected acknowledgement of batch %d", ev.resp.GetBatch()))
 	}
-	b := ns.queue[0]
-	ns.queue = ns.queue[1:]
 	ns.downSince, ns.retryAt = time.Time{}, time.Time{}
 	if ns.backoff != nil {
 		ns.backoff.Reset()
 	}
 	ig.movedSince = time.Time{}
-	ig.acked += uint64(len(b.recs))
-	wm := ig.watermark()
-	records, bytes := uint64(len(b.recs)), resp.GetBytes()
-	if bytes == 0 {
-		bytes = uint64(b.bytes)
-	}
-	ig.j.acked(ig.i, ns.node.ID, records, bytes, ig.acked, wm)
 	return nil
 }
 
-// watermark is the number of records from the file's start that are all
-// acknowledged: the smallest index still unacknowledged.
-func (ig *ingester) watermark() uint64 {
-	wm := ig.next
+// ack records the acknowledgement resp of ns's oldest batch in flight: its
+// records are committed on the node. False when resp acknowledges another
+// batch.
+func (ig *ingester) ack(ns *nodeStream, resp *storagev1.IngestResponse) bool {
+	if len(ns.queue) == 0 || ns.queue[0].seq != resp.GetBatch() {
+		return false
+	}
+	b := ns.queue[0]
+	ns.queue = ns.queue[1:]
+	idx := make([]uint64, len(b.recs))
+	for k, r := range b.recs {
+		idx[k] = r.idx
+	}
+	bytes := resp.GetBytes()
+	if bytes == 0 {
+		bytes = uint64(b.bytes)
+	}
+	ig.j.acked(ig.i, ns.node.ID, idx, bytes)
+	return true
+}
+
+// drain ends an ingest that stops before the end of its file (its job
+// paused, canceled, failed or shut down, or the file failed): nothing more
+// is sent, and the batches already sent are waited for, up to
+// drainTimeout, so that each is either acknowledged and counted or known
+// not to be written (a node writes a stream's batches in order and stops
+// at the first that fails). The file's and the job's counts are then
+// exactly what the nodes committed. Only a batch whose acknowledgement is
+// lost with its connection (a node crash) can be committed uncounted; the
+// next ingest of the file sends it again.
+func (ig *ingester) drain() {
+	open := 0
 	for _, ns := range ig.nodes {
-		for _, b := range ns.queue {
-			wm = min(wm, b.minIdx)
-		}
-		for _, r := range ns.pending {
-			wm = min(wm, r.idx)
+		switch {
+		case ns.stream == nil:
+		case len(ns.queue) == 0:
+			ns.closeStream()
+		default:
+			_ = ns.stream.CloseSend()
+			open++
 		}
 	}
-	return wm
+	if open == 0 {
+		return
+	}
+	t := time.NewTimer(ig.j.m.drainTimeout())
+	defer t.Stop()
+	for open > 0 {
+		select {
+		case ev := <-ig.events:
+			ns := ig.nodes[ev.node]
+			if ns == nil || ev.gen != ns.gen {
+				continue
+			}
+			if ev.err != nil || !ig.ack(ns, ev.resp) || len(ns.queue) == 0 {
+				// Ended (what is unacknowledged was not written), or
+				// nothing left to wait for on this stream.
+				ns.closeStream()
+				open--
+			}
+		case <-ig.sctx.Done():
+			return
+		case <-t.C:
+			ig.j.m.log.WarnContext(ig.ctx, "stopping ingest: batches still unacknowledged after the drain timeout; they may be written without being counted",
+				"job_id", ig.jobID, "file", ig.file.Name, "timeout", ig.j.m.drainTimeout())
+			return
+		}
+	}
 }
 
 // failure handles the end of ns's stream, by route's classification of

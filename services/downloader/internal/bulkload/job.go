@@ -106,13 +106,14 @@ func (j *job) addDownloaded(i int, n int64) {
 	j.dirty = true
 }
 
-// acked records an acknowledged batch of file i by node.
-func (j *job) acked(i int, node string, records, bytes, ingested, checkpoint uint64) {
+// acked records a batch of file i acknowledged by node: the records of
+// indices idx are committed there.
+func (j *job) acked(i int, node string, idx []uint64, bytes uint64) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	fr := j.rec.Files[i]
-	fr.Ingested = ingested
-	fr.Checkpoint = max(fr.Checkpoint, checkpoint)
+	fr.setAcked(fr.ackedSet().addIndices(idx))
+	records := uint64(len(idx))
 	nc := j.rec.Nodes[node]
 	if nc == nil {
 		nc = &nodeCount{}
@@ -310,7 +311,7 @@ func (j *job) prepare(ctx context.Context) error {
 			continue
 		}
 		f.Error = ""
-		f.Ingested = f.Checkpoint
+		f.setAcked(f.ackedSet())
 		path, err := localPath(j.dir(), f.Name)
 		if err != nil {
 			j.mu.Unlock()
@@ -414,7 +415,8 @@ func (j *job) runFile(ctx context.Context, i int) (err error) {
 	// leave a finished file, not an INGESTING one with no local copy
 	// (which would be downloaded again).
 	j.setFile(i, func(fr *fileRecord, _ *fileRT) {
-		fr.State, fr.Ingested, fr.Checkpoint = StateSucceeded, fr.Keys, fr.Keys
+		fr.State = StateSucceeded
+		fr.setAcked(spans{}.add(0, fr.Keys))
 	})
 	if path, perr := localPath(j.dir(), f.Name); perr == nil {
 		_ = os.Remove(path) // ingested: free the disk now

@@ -537,6 +537,12 @@ func (m *Manager) PeakDownloads() int {
 	return m.sched.peak
 }
 
+// drainTimeout bounds how long a stopping ingest waits for the
+// acknowledgements of the batches it has sent.
+func (m *Manager) drainTimeout() time.Duration {
+	return min(m.opts.NodeRetryTimeout, 10*time.Second)
+}
+
 // topology returns a topology newer than old (or any when old is nil),
 // waiting up to NodeRetryTimeout for the storage nodes to give one.
 func (m *Manager) topology(ctx context.Context, old *topology.Topology) (*topology.Topology, error) {

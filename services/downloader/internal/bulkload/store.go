@@ -36,14 +36,32 @@ type fileRecord struct {
 	Verified bool `json:"verified,omitempty"`
 	// Downloaded bytes (of the part file while downloading).
 	Downloaded int64 `json:"downloaded,omitempty"`
-	// Ingested: records acknowledged by the storage nodes (progress).
+	// Ingested: records acknowledged by the storage nodes, i.e. committed
+	// there and readable (Acked.count()).
 	Ingested uint64 `json:"ingested,omitempty"`
-	// Checkpoint: every record before this index (from the file's start)
-	// is acknowledged; a new ingest of the file skips that many.
+	// Acked: the indices (from the file's start) of every record a storage
+	// node has acknowledged; a new ingest of the file skips them.
+	Acked spans `json:"acked,omitempty"`
+	// Checkpoint: every record before this index is acknowledged (the
+	// prefix of Acked; records of older versions have only this).
 	Checkpoint uint64   `json:"checkpoint,omitempty"`
 	Attempts   uint32   `json:"attempts,omitempty"`
 	Nodes      []string `json:"nodes,omitempty"` // node ids the records went to
 	Error      string   `json:"error,omitempty"`
+}
+
+// ackedSet is the set of acknowledged records (a record saved before
+// Acked existed has only its Checkpoint).
+func (f *fileRecord) ackedSet() spans {
+	if len(f.Acked) == 0 && f.Checkpoint > 0 {
+		return spans{{0, f.Checkpoint}}
+	}
+	return f.Acked
+}
+
+// setAcked records the acknowledged set and the counts derived from it.
+func (f *fileRecord) setAcked(s spans) {
+	f.Acked, f.Ingested, f.Checkpoint = s, s.count(), s.prefix()
 }
 
 type nodeCount struct {

@@ -23,6 +23,7 @@ import (
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/flagenv"
+	"github.com/slotkv/slotkv/pkg/limits"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/services/router/internal/kv"
@@ -83,6 +84,13 @@ type Options struct {
 	MaxRetries int
 	// ShutdownTimeout bounds graceful shutdown (server default when 0).
 	ShutdownTimeout time.Duration
+	// MaxKeyBytes and MaxValueBytes are checked on every key and value
+	// before anything is forwarded, so an oversized one is refused
+	// (InvalidArgument naming the field) without crossing the cluster.
+	// Zero means the shared default (pkg/limits), the storage nodes'
+	// default; set them to the storage nodes' --max-key-bytes and
+	// --max-value-bytes when those are changed.
+	MaxKeyBytes, MaxValueBytes int
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -183,6 +191,8 @@ func Run(ctx context.Context, o Options) error {
 		svc = kv.New(rt, obs)
 		ready = rt.CheckReady
 	}
+
+	svc.SetLimits(limits.KV{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes})
 
 	return server.Run(ctx, server.Options{
 		Name:            ServiceName,

@@ -18,6 +18,7 @@ import (
 
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/limits"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -30,16 +31,25 @@ type Service struct {
 	naming *Naming       // naming mode; nil in topology mode
 	b      backend
 	obs    *Observer
+	lim    limits.KV // key and value sizes checked before forwarding
 }
 
 // New returns a KVService routing by the topology r holds; obs records its
 // calls to the storage nodes.
 func New(r *route.Router, obs *Observer) *Service {
-	return &Service{r: r, b: &topoBackend{r: r, obs: obs}, obs: obs}
+	return &Service{r: r, b: &topoBackend{r: r, obs: obs}, obs: obs, lim: limits.KV{}.WithDefaults()}
 }
 
 // NewNamed returns a KVService routing by the layouts of a naming file.
-func NewNamed(n *Naming) *Service { return &Service{naming: n, b: n, obs: n.o.Observer} }
+func NewNamed(n *Naming) *Service {
+	return &Service{naming: n, b: n, obs: n.o.Observer, lim: limits.KV{}.WithDefaults()}
+}
+
+// SetLimits sets the key and value size limits the service checks before
+// forwarding anything to a storage node; zero fields take the shared
+// defaults (pkg/limits), which are the storage node's defaults. Call it
+// before serving.
+func (s *Service) SetLimits(l limits.KV) { s.lim = l.WithDefaults() }
 
 // do runs a single-key call through route.Do, each attempt observed as a
 // call to the owning node's partition.
@@ -56,9 +66,21 @@ func (s *Service) do(ctx context.Context, key, op string, call route.Call) (rout
 // Register adds the service to s.
 func (s *Service) Register(reg grpc.ServiceRegistrar) { routerv1.RegisterKVServiceServer(reg, s) }
 
-func checkKey(key string) error {
+// checkKey refuses an empty or oversized key of the request field.
+func (s *Service) checkKey(field, key string) error {
 	if key == "" {
-		return rpcerr.ToStatus(rpcerr.InvalidField("key", "must not be empty"))
+		return rpcerr.ToStatus(rpcerr.InvalidField(field, "must not be empty"))
+	}
+	if err := s.lim.CheckKeySize(field, len(key)); err != nil {
+		return rpcerr.ToStatus(err)
+	}
+	return nil
+}
+
+// checkValue refuses an oversized value of the request field.
+func (s *Service) checkValue(field string, value []byte) error {
+	if err := s.lim.CheckValueSize(field, len(value)); err != nil {
+		return rpcerr.ToStatus(err)
 	}
 	return nil
 }
@@ -67,7 +89,7 @@ func checkKey(key string) error {
 // as bytes otherwise.
 func (s *Service) Get(ctx context.Context, req *routerv1.GetRequest) (*routerv1.GetResponse, error) {
 	key := req.GetKey()
-	if err := checkKey(key); err != nil {
+	if err := s.checkKey("key", key); err != nil {
 		return nil, err
 	}
 	if s.naming != nil {
@@ -95,20 +117,24 @@ func (s *Service) Get(ctx context.Context, req *routerv1.GetRequest) (*routerv1.
 // empty).
 func (s *Service) Put(ctx context.Context, req *routerv1.PutRequest) (*routerv1.PutResponse, error) {
 	key := req.GetKey()
-	if err := checkKey(key); err != nil {
+	if err := s.checkKey("key", key); err != nil {
 		return nil, err
 	}
 	var value []byte
+	field := "text"
 	switch d := req.GetData().(type) {
 	case *routerv1.PutRequest_Text:
 		value = []byte(d.Text)
 	case *routerv1.PutRequest_Value:
-		value = d.Value
+		value, field = d.Value, "value"
 		if value == nil {
 			value = []byte{}
 		}
 	default:
 		return nil, rpcerr.ToStatus(rpcerr.InvalidField("text", "the value is missing: set text (a UTF-8 string) or value (base64 bytes)"))
+	}
+	if err := s.checkValue(field, value); err != nil {
+		return nil, err
 	}
 	if s.naming != nil {
 		where, err := s.b.write(ctx, oneWrite(key, &storagev1.Mutation{Key: []byte(key), Value: value}))
@@ -130,7 +156,7 @@ func (s *Service) Put(ctx context.Context, req *routerv1.PutRequest) (*routerv1.
 // Delete removes one key; deleting an absent key succeeds.
 func (s *Service) Delete(ctx context.Context, req *routerv1.DeleteRequest) (*routerv1.DeleteResponse, error) {
 	key := req.GetKey()
-	if err := checkKey(key); err != nil {
+	if err := s.checkKey("key", key); err != nil {
 		return nil, err
 	}
 	if s.naming != nil {

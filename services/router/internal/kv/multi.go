@@ -18,6 +18,15 @@ func invalid(field, format string, args ...any) error {
 	return rpcerr.ToStatus(rpcerr.InvalidField(field, format, args...))
 }
 
+// checkKeyAt is checkKey for element i of a repeated field; the field name
+// ("keys[3]") is formatted only for a key that is refused.
+func (s *Service) checkKeyAt(field string, i int, key string) error {
+	if key != "" && len(key) <= s.lim.MaxKeyBytes {
+		return nil
+	}
+	return s.checkKey(fmt.Sprintf("%s[%d]", field, i), key)
+}
+
 // oneWrite is the call of a single-key write in naming mode.
 func oneWrite(key string, m *storagev1.Mutation) *subReq {
 	return &subReq{kind: opWrite, keys: [][]byte{[]byte(key)}, muts: []*storagev1.Mutation{m},
@@ -69,8 +78,8 @@ func (s *Service) MultiGet(ctx context.Context, req *routerv1.MultiGetRequest) (
 	var first []int // first position of each unique key
 	uniq := make([]int, len(keys))
 	for i, k := range keys {
-		if k == "" {
-			return nil, invalid(fmt.Sprintf("keys[%d]", i), "must not be empty")
+		if err := s.checkKeyAt("keys", i, k); err != nil {
+			return nil, err
 		}
 		u, ok := seen[k]
 		if !ok {
@@ -123,17 +132,24 @@ func (s *Service) MultiPut(ctx context.Context, req *routerv1.MultiPutRequest) (
 		if e.GetKey() == "" {
 			return nil, invalid(fmt.Sprintf("entries[%d].key", i), "must not be empty")
 		}
+		if len(e.GetKey()) > s.lim.MaxKeyBytes {
+			return nil, s.checkKey(fmt.Sprintf("entries[%d].key", i), e.GetKey())
+		}
 		var v []byte
+		field := "text"
 		switch d := e.GetData().(type) {
 		case *routerv1.KeyValue_Text:
 			v = []byte(d.Text)
 		case *routerv1.KeyValue_Value:
-			v = d.Value
+			v, field = d.Value, "value"
 			if v == nil {
 				v = []byte{}
 			}
 		default:
 			return nil, invalid(fmt.Sprintf("entries[%d].text", i), "the value is missing: set text (a UTF-8 string) or value (base64 bytes)")
+		}
+		if len(v) > s.lim.MaxValueBytes {
+			return nil, s.checkValue(fmt.Sprintf("entries[%d].%s", i, field), v)
 		}
 		q.keys[i] = []byte(e.GetKey())
 		q.slots[i] = slot.OfString(e.GetKey())
@@ -171,8 +187,8 @@ func (s *Service) MultiDelete(ctx context.Context, req *routerv1.MultiDeleteRequ
 	q := &subReq{kind: opWrite, keys: make([][]byte, len(keys)), muts: make([]*storagev1.Mutation, len(keys)), slots: make([]uint16, len(keys))}
 	slab := make([]storagev1.Mutation, len(keys))
 	for i, k := range keys {
-		if k == "" {
-			return nil, invalid(fmt.Sprintf("keys[%d]", i), "must not be empty")
+		if err := s.checkKeyAt("keys", i, k); err != nil {
+			return nil, err
 		}
 		q.keys[i] = []byte(k)
 		q.slots[i] = slot.OfString(k)

@@ -34,6 +34,7 @@ import (
 	"log/slog"
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
+	"github.com/slotkv/slotkv/pkg/limits"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/storage/internal/migration"
@@ -41,16 +42,11 @@ import (
 	"github.com/slotkv/slotkv/services/storage/internal/store"
 )
 
-// Default request limits.
+// Default request limits. The key and value limits are the cluster's
+// shared ones (pkg/limits), which the router checks too.
 const (
-	// DefaultMaxKeyBytes caps a key. Badger's own hard limit is 65000 bytes;
-	// 16 KiB leaves room for the slot prefix and is far above any sane key,
-	// while keeping scan pages and index blocks compact.
-	DefaultMaxKeyBytes = 16 << 10
-	// DefaultMaxValueBytes caps a value at 4 MiB: large values go to
-	// Badger's value log and stream fine through gRPC (messages may be up to
-	// 64 MiB, see pkg/dial), but bigger blobs belong in an object store.
-	DefaultMaxValueBytes = 4 << 20
+	DefaultMaxKeyBytes   = limits.DefaultMaxKeyBytes
+	DefaultMaxValueBytes = limits.DefaultMaxValueBytes
 	// DefaultMaxBatch caps the keys of one BatchGet or BatchWrite and the
 	// records of one Ingest batch.
 	DefaultMaxBatch = 10000
@@ -74,7 +70,7 @@ type Limits struct {
 
 // MaxKeyBytesLimit is the largest MaxKeyBytes allowed: Badger refuses keys
 // over 65000 bytes, and the storage key adds the 2-byte slot prefix.
-const MaxKeyBytesLimit = 65000 - 2
+const MaxKeyBytesLimit = limits.MaxKeyBytesLimit
 
 // WithDefaults returns l with zero fields set to the defaults.
 func (l Limits) WithDefaults() Limits {
@@ -122,8 +118,8 @@ func (c Config) withDefaults() Config {
 
 // checkKey validates one key and returns its slot.
 func (l Limits) checkKey(field string, key []byte) (uint16, error) {
-	if len(key) > l.MaxKeyBytes {
-		return 0, rpcerr.InvalidField(field, "key is %d bytes, above the limit --max-key-bytes=%d", len(key), l.MaxKeyBytes)
+	if err := l.kv().CheckKeySize(field, len(key)); err != nil {
+		return 0, err
 	}
 	sl, err := store.CheckKey(key)
 	switch {
@@ -136,10 +132,12 @@ func (l Limits) checkKey(field string, key []byte) (uint16, error) {
 }
 
 func (l Limits) checkValue(field string, v []byte) error {
-	if len(v) > l.MaxValueBytes {
-		return rpcerr.InvalidField(field, "value is %d bytes, above the limit --max-value-bytes=%d", len(v), l.MaxValueBytes)
-	}
-	return nil
+	return l.kv().CheckValueSize(field, len(v))
+}
+
+// kv is the key and value part of l, with the shared checks.
+func (l Limits) kv() limits.KV {
+	return limits.KV{MaxKeyBytes: l.MaxKeyBytes, MaxValueBytes: l.MaxValueBytes}
 }
 
 // checkEntry checks entry i of a batch field ("entries"): its key and its

@@ -25,7 +25,7 @@ IMAGE_TAG := $(shell printf '%s' '$(VERSION)' | tr -c 'A-Za-z0-9_.-' '-' | cut -
 LDFLAGS  := -s -w -X github.com/slotkv/slotkv/pkg/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 14m
 
-.PHONY: all build tools proto verify-gen lint test test-unit test-e2e test-compose bench bench-migration run images clean tidy fmt
+.PHONY: all build tools proto verify-gen lint test test-unit test-e2e test-compose test-robustness bench bench-migration run images clean tidy fmt
 
 all: build
 
@@ -76,6 +76,17 @@ test: build
 ## test-e2e: only the process-level end-to-end tests
 test-e2e: build
 	SLOTKV_BIN=$(BIN) $(GO) test -race -timeout $(TEST_TIMEOUT) ./e2e/...
+
+## test-robustness: the robustness suite: client histories through the
+## router checked for linearizability (porcupine) while nodes, the migrator
+## and the router are killed in every phase, streams cut and bulk loads run;
+## prints ops, ambiguous, failed and linearizable per scenario. Violations
+## leave porcupine's visualization in .data/robustness/.
+test-robustness: build
+	@mkdir -p .data/robustness && rm -f .data/robustness/summary.txt
+	$(GO) test -timeout 5m ./e2e/robustness/
+	SLOTKV_ROBUSTNESS=1 SLOTKV_BIN=$(BIN) $(GO) test -timeout 25m -run '^TestRobustness$$' ./e2e/ || { cat .data/robustness/summary.txt 2>/dev/null; exit 1; }
+	@cat .data/robustness/summary.txt
 
 ## test-compose: the container stack (slotkv's OTLP receiver in Jaeger's
 ## place) under a project of its own, checked through its published ports by

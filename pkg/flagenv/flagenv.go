@@ -123,6 +123,30 @@ func Duration(fs *flag.FlagSet, name, env string, def time.Duration, usage strin
 	return p
 }
 
+// StringVar is String writing into p, for flags that fill a struct field.
+func StringVar(fs *flag.FlagSet, p *string, name, env, def, usage string) {
+	fs.StringVar(p, name, def, usageWithEnv(usage, env))
+	bind(fs, name, env)
+}
+
+// BoolVar is Bool writing into p.
+func BoolVar(fs *flag.FlagSet, p *bool, name, env string, def bool, usage string) {
+	fs.BoolVar(p, name, def, usageWithEnv(usage, env))
+	bind(fs, name, env)
+}
+
+// Float64Var is Float64 writing into p.
+func Float64Var(fs *flag.FlagSet, p *float64, name, env string, def float64, usage string) {
+	fs.Float64Var(p, name, def, usageWithEnv(usage, env))
+	bind(fs, name, env)
+}
+
+// DurationVar is Duration writing into p.
+func DurationVar(fs *flag.FlagSet, p *time.Duration, name, env string, def time.Duration, usage string) {
+	fs.DurationVar(p, name, def, usageWithEnv(usage, env))
+	bind(fs, name, env)
+}
+
 // Var defines a flag of any flag.Value with an environment fallback; the
 // variable is applied with value.Set. Use it for domain types such as slot
 // range sets.

@@ -70,6 +70,9 @@ type Options struct {
 	GRPCAddr string // e.g. "127.0.0.1:0"; port 0 picks a free port
 	HTTPAddr string // "" disables HTTP (gateway, /healthz, /readyz)
 	Token    string // cluster token; "" = open
+	// Insecure lets an open cluster (no token) listen beyond loopback;
+	// without it Start refuses (see CheckExposure).
+	Insecure bool
 
 	// TLS, when set, serves both ports over TLS.
 	TLS *tls.Config
@@ -327,6 +330,11 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%s: Options.GRPCAddr is required", o.Name)
 	case o.TLS != nil && o.HTTPAddr != "" && o.Gateway != nil && o.ClientTLS == nil:
 		return fmt.Errorf("%s: Options.ClientTLS is required for the gateway's loopback connection when TLS is set", o.Name)
+	}
+	// Here and not only in Flags.Finish, so a service started from code
+	// cannot skip it either.
+	if err := CheckExposure(o.GRPCAddr, o.HTTPAddr, o.Token != "", o.Insecure); err != nil {
+		return fmt.Errorf("%s: %w", o.Name, err)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package downloader
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,18 +32,15 @@ const ServiceName = "slotkv-downloader"
 // Options configures the downloader service. DefaultOptions gives the
 // defaults; zero numeric fields also take them.
 type Options struct {
-	GRPCAddr string // gRPC listen address
-	HTTPAddr string // REST, /healthz, /readyz; "" turns HTTP off
+	// Common: listen addresses (HTTPAddr "" turns REST, /healthz and
+	// /readyz off), shutdown bound, token (required from callers, sent to
+	// storage) and TLS (PeerTLS dials the storage nodes), set by the
+	// shared flags (server.Flags).
+	server.Common
 	// DataDir holds the job store (db/) and the downloads (jobs/<id>/).
 	DataDir string
 	// Storage are seed storage node gRPC addresses.
 	Storage []string
-	// Token is the cluster token: required from callers, sent to storage.
-	Token string
-
-	TLS        *tls.Config // serve both ports over TLS
-	ClientTLS  *tls.Config // the gateway's loopback connection (with TLS)
-	StorageTLS *tls.Config // connections to storage nodes
 
 	// AllowedPrefixes: manifest and data file URLs must start with one of
 	// them (at a boundary: "http://127.0.0.1" allows
@@ -85,7 +81,6 @@ type Options struct {
 	RefreshInterval time.Duration
 	// ProgressInterval between progress log lines (and saves) of a job.
 	ProgressInterval time.Duration
-	ShutdownTimeout  time.Duration
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -102,8 +97,7 @@ type Options struct {
 func DefaultOptions() Options {
 	c := bulkload.DefaultConfig()
 	return Options{
-		GRPCAddr:            ":9094",
-		HTTPAddr:            ":8084",
+		Common:              server.Common{GRPCAddr: "127.0.0.1:9094", HTTPAddr: "127.0.0.1:8084", ShutdownTimeout: 15 * time.Second},
 		DataDir:             "./data/downloader",
 		MaxManifestBytes:    dataset.DefaultMaxManifestBytes,
 		MaxFileBytes:        dataset.DefaultMaxFileBytes,
@@ -122,7 +116,6 @@ func DefaultOptions() Options {
 		HTTPStallTimeout:    c.HTTPStallTimeout,
 		RefreshInterval:     route.DefaultRefreshInterval,
 		ProgressInterval:    c.ProgressInterval,
-		ShutdownTimeout:     15 * time.Second,
 	}
 }
 
@@ -144,7 +137,7 @@ func Run(ctx context.Context, o Options) error {
 	rt, err := route.New(route.Options{
 		Seeds: seeds,
 		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
+			return dial.New(addr, dial.Options{Token: o.Token, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 		},
 		RefreshInterval: o.RefreshInterval,
 		Logger:          log,
@@ -208,6 +201,7 @@ func Run(ctx context.Context, o Options) error {
 		GRPCAddr:        o.GRPCAddr,
 		HTTPAddr:        o.HTTPAddr,
 		Token:           o.Token,
+		Insecure:        o.Insecure,
 		TLS:             o.TLS,
 		ClientTLS:       o.ClientTLS,
 		TracerProvider:  o.TracerProvider,

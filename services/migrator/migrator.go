@@ -56,7 +56,6 @@ package migrator
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,18 +89,15 @@ func ParsePhase(s string) (Phase, error) { return migrate.ParsePhase(s) }
 
 // Options configures the migrator. DefaultOptions gives the defaults.
 type Options struct {
-	GRPCAddr string // gRPC listen address
-	HTTPAddr string // REST, /healthz, /readyz; "" turns HTTP off
+	// Common: listen addresses (HTTPAddr "" turns REST, /healthz and
+	// /readyz off), shutdown bound, token (required from callers, sent to
+	// storage) and TLS (PeerTLS dials the storage nodes), set by the
+	// shared flags (server.Flags).
+	server.Common
 	// DataDir holds the Badger job store.
 	DataDir string
 	// Storage are seed storage node gRPC addresses.
 	Storage []string
-	// Token is the cluster token: required from callers, sent to storage.
-	Token string
-
-	TLS        *tls.Config // serve both ports over TLS
-	ClientTLS  *tls.Config // the gateway's loopback connection (with TLS)
-	StorageTLS *tls.Config // connections to storage nodes
 
 	// Defaults of a job's knobs (a request's zero values take them).
 	DefaultParallelism int    // snapshot streams; 0 = GOMAXPROCS
@@ -122,7 +118,6 @@ type Options struct {
 	CleanupKeysPerSecond uint64
 	// RefreshInterval of the storage topology.
 	RefreshInterval time.Duration
-	ShutdownTimeout time.Duration
 
 	// PauseBeforePhase and PauseTimeout: testing aid (see the package doc).
 	PauseBeforePhase []Phase
@@ -145,8 +140,7 @@ type Options struct {
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options {
 	return Options{
-		GRPCAddr:              ":9093",
-		HTTPAddr:              ":8083",
+		Common:                server.Common{GRPCAddr: "127.0.0.1:9093", HTTPAddr: "127.0.0.1:8083", ShutdownTimeout: 15 * time.Second},
 		DataDir:               "./data/migrator",
 		BatchRecords:          migrate.DefaultBatchRecords,
 		LagThreshold:          migrate.DefaultLagThreshold,
@@ -155,7 +149,6 @@ func DefaultOptions() Options {
 		HandoffTimeout:        migrate.DefaultHandoffTimeout,
 		ProgressInterval:      migrate.DefaultProgressInterval,
 		RefreshInterval:       route.DefaultRefreshInterval,
-		ShutdownTimeout:       15 * time.Second,
 		PauseTimeout:          migrate.DefaultPauseTimeout,
 	}
 }
@@ -177,7 +170,7 @@ func Run(ctx context.Context, o Options) error {
 		return errors.New("migrator: no data directory given (--data-dir)")
 	}
 	dialNode := func(addr string) (*grpc.ClientConn, error) {
-		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
+		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 	}
 	rt, err := route.New(route.Options{Seeds: seeds, Dial: dialNode, RefreshInterval: o.RefreshInterval, Logger: log})
 	if err != nil {
@@ -234,6 +227,7 @@ func Run(ctx context.Context, o Options) error {
 		GRPCAddr:        o.GRPCAddr,
 		HTTPAddr:        o.HTTPAddr,
 		Token:           o.Token,
+		Insecure:        o.Insecure,
 		TLS:             o.TLS,
 		ClientTLS:       o.ClientTLS,
 		TracerProvider:  o.TracerProvider,

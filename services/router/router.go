@@ -6,7 +6,6 @@ package router
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,10 +33,11 @@ const ServiceName = "slotkv-router"
 
 // Options configures the router.
 type Options struct {
-	// GRPCAddr and HTTPAddr are the listen addresses; HTTPAddr "" turns
-	// REST (and /healthz, /readyz) off.
-	GRPCAddr string
-	HTTPAddr string
+	// Common: listen addresses (HTTPAddr "" turns REST and /healthz,
+	// /readyz off), shutdown bound, token (required from callers and sent
+	// to the storage nodes; "" leaves the router open) and TLS (PeerTLS
+	// dials the storage nodes), set by the shared flags (server.Flags).
+	server.Common
 	// Storage lists seed storage node gRPC addresses; the topology they
 	// hold names the others. Exclusive with NamingFile.
 	Storage []string
@@ -61,16 +61,6 @@ type Options struct {
 	// fraction of reads (0.1 when 0).
 	HedgeDelay    time.Duration
 	HedgeMaxRatio float64
-	// Token is the cluster token: required from callers and sent to the
-	// storage nodes. "" leaves the router open.
-	Token string
-
-	// TLS serves both ports over TLS; ClientTLS is then used by the REST
-	// gateway's loopback connection (see server.Options).
-	TLS       *tls.Config
-	ClientTLS *tls.Config
-	// StorageTLS, when set, dials the storage nodes over TLS.
-	StorageTLS *tls.Config
 
 	// RefreshInterval between periodic topology refreshes.
 	RefreshInterval time.Duration
@@ -82,8 +72,6 @@ type Options struct {
 	// are retried until the call's deadline); in naming-file mode, retries
 	// of a read on other instances.
 	MaxRetries int
-	// ShutdownTimeout bounds graceful shutdown (server default when 0).
-	ShutdownTimeout time.Duration
 	// MaxKeyBytes and MaxValueBytes are checked on every key and value
 	// before anything is forwarded, so an oversized one is refused
 	// (InvalidArgument naming the field) without crossing the cluster.
@@ -107,10 +95,10 @@ type Options struct {
 // DefaultOptions returns the defaults the binary starts from.
 func DefaultOptions() Options {
 	return Options{
-		Balancer:        kv.BalancerLatency,
-		HedgeMaxRatio:   0.1,
-		GRPCAddr:        ":9090",
-		HTTPAddr:        ":8080",
+		Balancer:      kv.BalancerLatency,
+		HedgeMaxRatio: 0.1,
+		// Loopback: beyond it only with a token or --insecure.
+		Common:          server.Common{GRPCAddr: "127.0.0.1:9090", HTTPAddr: "127.0.0.1:8080"},
 		RefreshInterval: route.DefaultRefreshInterval,
 		CallTimeout:     route.DefaultCallTimeout,
 		MaxRetries:      route.DefaultMaxRetries,
@@ -129,7 +117,7 @@ func Run(ctx context.Context, o Options) error {
 	// pkg/server adds service=<Name> to its own lines.
 	log := base.With("service", ServiceName)
 	dialer := func(addr string) (*grpc.ClientConn, error) {
-		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.StorageTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
+		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 	}
 	obs, err := kv.NewObserver(o.TracerProvider, o.MeterProvider)
 	if err != nil {
@@ -199,6 +187,7 @@ func Run(ctx context.Context, o Options) error {
 		GRPCAddr:        o.GRPCAddr,
 		HTTPAddr:        o.HTTPAddr,
 		Token:           o.Token,
+		Insecure:        o.Insecure,
 		TLS:             o.TLS,
 		ClientTLS:       o.ClientTLS,
 		TracerProvider:  o.TracerProvider,

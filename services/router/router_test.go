@@ -421,7 +421,9 @@ func TestNodeDown(t *testing.T) {
 func TestToken(t *testing.T) {
 	t.Parallel()
 	const token = "s3cret-token"
-	_, _, r := setup(t, 2, router.Options{Token: token})
+	var o router.Options
+	o.Token = token
+	_, _, r := setup(t, 2, o)
 
 	call := func(ctx context.Context) error {
 		_, err := r.KV.Put(ctx, &routerv1.PutRequest{Key: "k", Data: &routerv1.PutRequest_Text{Text: "v"}})

@@ -10,7 +10,6 @@ package storage
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"sync/atomic"
-	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.opentelemetry.io/otel/metric"
@@ -52,18 +50,14 @@ type Options struct {
 	NodeID string
 	// DataDir holds the Badger database. Required.
 	DataDir string
-	// GRPCAddr and HTTPAddr are the listen addresses; port 0 picks a free
-	// port. HTTPAddr "" disables REST and the /healthz, /readyz probes.
-	GRPCAddr, HTTPAddr string
+	// Common: listen addresses (HTTPAddr "" disables REST and the
+	// /healthz, /readyz probes), shutdown bound, token and TLS, set by
+	// the shared flags (server.Flags).
+	server.Common
 	// AdvertiseGRPC and AdvertiseHTTP are the addresses this node reports
 	// (GetNodeInfo). Empty means the bound address, with a wildcard host
 	// (0.0.0.0, [::]) replaced by the machine's hostname.
 	AdvertiseGRPC, AdvertiseHTTP string
-	// Token is the cluster token every RPC must carry; "" means open.
-	Token string
-	// TLS serves both ports over TLS; ClientTLS is then needed by the
-	// gateway's loopback connection (see server.Options).
-	TLS, ClientTLS *tls.Config
 
 	// MaxKeyBytes, MaxValueBytes and MaxBatch bound requests (MaxBatch also
 	// the records of one Ingest batch); MaxIngestBytes bounds the key and
@@ -94,17 +88,16 @@ type Options struct {
 	// OnListen is called once both listeners are bound, with their actual
 	// addresses (http is nil when HTTP is disabled).
 	OnListen func(grpc, http net.Addr)
-	// ShutdownTimeout bounds graceful shutdown; zero means the server default.
-	ShutdownTimeout time.Duration
 }
 
-// DefaultOptions returns the defaults: gRPC on :7100, HTTP on :8100, data in
+// DefaultOptions returns the defaults: gRPC on 127.0.0.1:7100, HTTP on 127.0.0.1:8100, data in
 // ./data, default limits. NodeID must still be set.
 func DefaultOptions() Options {
 	return Options{
 		DataDir:        "data",
-		GRPCAddr:       ":7100",
-		HTTPAddr:       ":8100",
+		// Loopback: a node reachable from elsewhere is a decision (a
+		// token, or --insecure), see server.CheckExposure.
+		Common: server.Common{GRPCAddr: "127.0.0.1:7100", HTTPAddr: "127.0.0.1:8100"},
 		MaxKeyBytes:    DefaultMaxKeyBytes,
 		MaxValueBytes:  DefaultMaxValueBytes,
 		MaxBatch:       DefaultMaxBatch,
@@ -211,6 +204,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		GRPCAddr:  o.GRPCAddr,
 		HTTPAddr:  o.HTTPAddr,
 		Token:     o.Token,
+		Insecure:  o.Insecure,
 		TLS:       o.TLS,
 		ClientTLS: o.ClientTLS,
 		// Room for a maximal key and value, or a maximal Ingest batch (its

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -34,40 +33,32 @@ func main() {
 func run(args []string) int {
 	def := downloader.DefaultOptions()
 	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
-	prof := server.ProfilingFlags(fs)
+	var common server.Flags
+	common.Register(fs, def.Common)
 	var (
-		grpcAddr        = flagenv.String(fs, "grpc-addr", "SLOTKV_GRPC_ADDR", def.GRPCAddr, "gRPC listen address")
-		httpAddr        = flagenv.String(fs, "http-addr", "SLOTKV_HTTP_ADDR", def.HTTPAddr, "HTTP (REST, /healthz, /readyz) listen address; empty turns it off")
-		dataDir         = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", def.DataDir, "directory of the job store and the downloads")
-		storage         = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required)")
-		token           = flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token, required from callers and sent to storage nodes")
-		listenFile      = flagenv.String(fs, "listen-file", "SLOTKV_LISTEN_FILE", "", "write the bound addresses as JSON {\"grpc\":..., \"http\":...} to this file once listening")
-		prefixes        = flagenv.String(fs, "allowed-prefixes", "SLOTKV_ALLOWED_PREFIXES", "", "comma-separated URL prefixes manifests and data files may be fetched from (e.g. http://127.0.0.1,https://datasets.example.com/); none = every URL is refused")
-		allowFile       = flagenv.Bool(fs, "allow-file-urls", "SLOTKV_ALLOW_FILE_URLS", false, "allow file:// URLs (still limited to --allowed-prefixes, e.g. file:///srv/datasets/)")
-		maxManifest     = flagenv.Int64(fs, "max-manifest-bytes", "SLOTKV_MAX_MANIFEST_BYTES", def.MaxManifestBytes, "largest manifest accepted")
-		maxFile         = flagenv.Int64(fs, "max-file-bytes", "SLOTKV_MAX_FILE_BYTES", def.MaxFileBytes, "largest data file accepted")
-		maxFiles        = flagenv.Int(fs, "max-files", "SLOTKV_MAX_FILES", def.MaxFiles, "most data files in a manifest")
-		maxDownloads    = flagenv.Int(fs, "max-downloads", "SLOTKV_MAX_DOWNLOADS", def.MaxDownloads, "downloads at once over all jobs (changeable at runtime: UpdateSettings)")
-		maxPerNode      = flagenv.Int(fs, "max-downloads-per-node", "SLOTKV_MAX_DOWNLOADS_PER_NODE", def.MaxDownloadsPerNode, "downloads at once whose records go to one storage node (changeable at runtime)")
-		bandwidth       = flagenv.Uint64(fs, "bandwidth", "SLOTKV_BANDWIDTH", 0, "download bandwidth over all jobs in bytes per second, 0 = unlimited (changeable at runtime)")
-		batchRecords    = flagenv.Int(fs, "ingest-batch-records", "SLOTKV_INGEST_BATCH_RECORDS", def.IngestBatchRecords, "records per ingest batch")
-		batchBytes      = flagenv.Int(fs, "ingest-batch-bytes", "SLOTKV_INGEST_BATCH_BYTES", def.IngestBatchBytes, "key and value bytes per ingest batch at most")
-		ingestConc      = flagenv.Int(fs, "ingest-concurrency", "SLOTKV_INGEST_CONCURRENCY", def.IngestConcurrency, "parallel ingest streams per job")
-		ingestWindow    = flagenv.Int(fs, "ingest-window", "SLOTKV_INGEST_WINDOW", def.IngestWindow, "ingest batches in flight per stream")
-		nodeRetry       = flagenv.Duration(fs, "node-retry-timeout", "SLOTKV_NODE_RETRY_TIMEOUT", def.NodeRetryTimeout, "how long an unavailable storage node is retried before the file fails")
-		httpRetryMax    = flagenv.Int(fs, "http-retry-max", "SLOTKV_HTTP_RETRY_MAX", def.HTTPRetryMax, "retries of a download request (connection errors, 429, 5xx)")
-		httpWaitMin     = flagenv.Duration(fs, "http-retry-wait-min", "SLOTKV_HTTP_RETRY_WAIT_MIN", def.HTTPRetryWaitMin, "first backoff between download retries")
-		httpWaitMax     = flagenv.Duration(fs, "http-retry-wait-max", "SLOTKV_HTTP_RETRY_WAIT_MAX", def.HTTPRetryWaitMax, "longest backoff between download retries")
-		httpTimeout     = flagenv.Duration(fs, "http-timeout", "SLOTKV_HTTP_TIMEOUT", def.HTTPTimeout, "time to wait for a download's response headers")
-		httpStall       = flagenv.Duration(fs, "http-stall-timeout", "SLOTKV_HTTP_STALL_TIMEOUT", def.HTTPStallTimeout, "a download receiving no byte for this long is cut and resumed")
-		refresh         = flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", def.RefreshInterval, "period of topology refreshes")
-		progress        = flagenv.Duration(fs, "progress-interval", "SLOTKV_PROGRESS_INTERVAL", def.ProgressInterval, "period of progress log lines and progress saves of a running job")
-		shutdownTimeout = flagenv.Duration(fs, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", def.ShutdownTimeout, "graceful shutdown limit")
-		sampleRatio     = flagenv.Float64(fs, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled")
+		dataDir      = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", def.DataDir, "directory of the job store and the downloads")
+		storage      = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required)")
+		prefixes     = flagenv.String(fs, "allowed-prefixes", "SLOTKV_ALLOWED_PREFIXES", "", "comma-separated URL prefixes manifests and data files may be fetched from (e.g. http://127.0.0.1,https://datasets.example.com/); none = every URL is refused")
+		allowFile    = flagenv.Bool(fs, "allow-file-urls", "SLOTKV_ALLOW_FILE_URLS", false, "allow file:// URLs (still limited to --allowed-prefixes, e.g. file:///srv/datasets/)")
+		maxManifest  = flagenv.Int64(fs, "max-manifest-bytes", "SLOTKV_MAX_MANIFEST_BYTES", def.MaxManifestBytes, "largest manifest accepted")
+		maxFile      = flagenv.Int64(fs, "max-file-bytes", "SLOTKV_MAX_FILE_BYTES", def.MaxFileBytes, "largest data file accepted")
+		maxFiles     = flagenv.Int(fs, "max-files", "SLOTKV_MAX_FILES", def.MaxFiles, "most data files in a manifest")
+		maxDownloads = flagenv.Int(fs, "max-downloads", "SLOTKV_MAX_DOWNLOADS", def.MaxDownloads, "downloads at once over all jobs (changeable at runtime: UpdateSettings)")
+		maxPerNode   = flagenv.Int(fs, "max-downloads-per-node", "SLOTKV_MAX_DOWNLOADS_PER_NODE", def.MaxDownloadsPerNode, "downloads at once whose records go to one storage node (changeable at runtime)")
+		bandwidth    = flagenv.Uint64(fs, "bandwidth", "SLOTKV_BANDWIDTH", 0, "download bandwidth over all jobs in bytes per second, 0 = unlimited (changeable at runtime)")
+		batchRecords = flagenv.Int(fs, "ingest-batch-records", "SLOTKV_INGEST_BATCH_RECORDS", def.IngestBatchRecords, "records per ingest batch")
+		batchBytes   = flagenv.Int(fs, "ingest-batch-bytes", "SLOTKV_INGEST_BATCH_BYTES", def.IngestBatchBytes, "key and value bytes per ingest batch at most")
+		ingestConc   = flagenv.Int(fs, "ingest-concurrency", "SLOTKV_INGEST_CONCURRENCY", def.IngestConcurrency, "parallel ingest streams per job")
+		ingestWindow = flagenv.Int(fs, "ingest-window", "SLOTKV_INGEST_WINDOW", def.IngestWindow, "ingest batches in flight per stream")
+		nodeRetry    = flagenv.Duration(fs, "node-retry-timeout", "SLOTKV_NODE_RETRY_TIMEOUT", def.NodeRetryTimeout, "how long an unavailable storage node is retried before the file fails")
+		httpRetryMax = flagenv.Int(fs, "http-retry-max", "SLOTKV_HTTP_RETRY_MAX", def.HTTPRetryMax, "retries of a download request (connection errors, 429, 5xx)")
+		httpWaitMin  = flagenv.Duration(fs, "http-retry-wait-min", "SLOTKV_HTTP_RETRY_WAIT_MIN", def.HTTPRetryWaitMin, "first backoff between download retries")
+		httpWaitMax  = flagenv.Duration(fs, "http-retry-wait-max", "SLOTKV_HTTP_RETRY_WAIT_MAX", def.HTTPRetryWaitMax, "longest backoff between download retries")
+		httpTimeout  = flagenv.Duration(fs, "http-timeout", "SLOTKV_HTTP_TIMEOUT", def.HTTPTimeout, "time to wait for a download's response headers")
+		httpStall    = flagenv.Duration(fs, "http-stall-timeout", "SLOTKV_HTTP_STALL_TIMEOUT", def.HTTPStallTimeout, "a download receiving no byte for this long is cut and resumed")
+		refresh      = flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", def.RefreshInterval, "period of topology refreshes")
+		progress     = flagenv.Duration(fs, "progress-interval", "SLOTKV_PROGRESS_INTERVAL", def.ProgressInterval, "period of progress log lines and progress saves of a running job")
 	)
-	var level slog.Level
-	flagenv.TextVar(fs, &level, "log-level", "SLOTKV_LOG_LEVEL", slog.LevelInfo, "log level (debug, info, warn, error)")
-	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := flagenv.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -77,7 +68,7 @@ func run(args []string) int {
 		}
 		return 2
 	}
-	if *showVersion {
+	if common.ShowVersion {
 		fmt.Println(serviceName, version.Version)
 		return 0
 	}
@@ -86,14 +77,18 @@ func run(args []string) int {
 		return 2
 	}
 
-	cfg := server.MainConfig{Name: serviceName, LogLevel: level, SampleRatio: *sampleRatio, ListenFile: *listenFile, Profiling: prof}
+	if err := common.Finish(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", serviceName, err)
+		return 2
+	}
+
 	ctx, stop := server.SignalContext()
 	defer stop()
-	return server.Main(ctx, cfg, func(env server.Env) error {
+	return server.Main(ctx, common.MainConfig(serviceName, nil), func(env server.Env) error {
 		o := def
-		o.GRPCAddr, o.HTTPAddr, o.DataDir = *grpcAddr, *httpAddr, *dataDir
+		o.Common = common.Common
+		o.DataDir = *dataDir
 		o.Storage = strings.Split(*storage, ",")
-		o.Token = *token
 		o.AllowedPrefixes = flagenv.SplitList(*prefixes)
 		o.AllowFileURLs = *allowFile
 		o.MaxManifestBytes, o.MaxFileBytes, o.MaxFiles = *maxManifest, *maxFile, *maxFiles
@@ -102,7 +97,7 @@ func run(args []string) int {
 		o.NodeRetryTimeout = *nodeRetry
 		o.HTTPRetryMax, o.HTTPRetryWaitMin, o.HTTPRetryWaitMax = *httpRetryMax, *httpWaitMin, *httpWaitMax
 		o.HTTPTimeout, o.HTTPStallTimeout = *httpTimeout, *httpStall
-		o.RefreshInterval, o.ProgressInterval, o.ShutdownTimeout = *refresh, *progress, *shutdownTimeout
+		o.RefreshInterval, o.ProgressInterval = *refresh, *progress
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
 		env.Logger.Info("loading into", "storage", *storage, "data_dir", *dataDir)

@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -63,25 +62,19 @@ func (p *phaseList) Set(v string) error {
 }
 
 type config struct {
-	opts        migrator.Options
-	logLevel    slog.Level
-	listenFile  string
-	sampleRatio float64
-	profiling   *server.Profiling
-	showVersion bool
+	opts  migrator.Options
+	flags server.Flags // the shared flags; opts.Common comes from them
 }
 
 func parse(args []string, lookup func(string) (string, bool), out io.Writer) (config, error) {
 	d := migrator.DefaultOptions()
 	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
-	prof := server.ProfilingFlags(fs)
 	fs.SetOutput(out)
+	var c config
+	c.flags.Register(fs, d.Common)
 	var (
-		grpcAddr    = flagenv.String(fs, "grpc-addr", "SLOTKV_GRPC_ADDR", d.GRPCAddr, "gRPC listen address (port 0 picks a free port)")
-		httpAddr    = flagenv.String(fs, "http-addr", "SLOTKV_HTTP_ADDR", d.HTTPAddr, `REST/probe listen address ("" disables HTTP)`)
 		dataDir     = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", d.DataDir, "directory of the job store")
 		storage     = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required)")
-		token       = flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token, required from callers and sent to storage nodes")
 		parallelism = flagenv.Int(fs, "parallelism", "SLOTKV_MIGRATION_PARALLELISM", d.DefaultParallelism, "default snapshot streams per job (0: GOMAXPROCS)")
 		rate        = flagenv.Uint64(fs, "rate", "SLOTKV_MIGRATION_RATE", d.RateBytesPerSecond, "default byte rate of a job's streams, bytes per second (0: unlimited)")
 		batch       = flagenv.Uint(fs, "batch-records", "SLOTKV_MIGRATION_BATCH_RECORDS", uint(d.BatchRecords), "default records per batch")
@@ -92,18 +85,12 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		progress    = flagenv.Duration(fs, "progress-interval", "SLOTKV_PROGRESS_INTERVAL", d.ProgressInterval, "period of progress log lines and saves of a running job")
 		cleanup     = flagenv.Uint64(fs, "cleanup-keys-per-second", "SLOTKV_CLEANUP_KEYS_PER_SECOND", 0, "pace of the source's cleanup after a commit (0: node default)")
 		refresh     = flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", d.RefreshInterval, "period of topology refreshes")
-		shutdown    = flagenv.Duration(fs, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", d.ShutdownTimeout, "bound on graceful shutdown")
-		listenFile  = flagenv.String(fs, "listen-file", "SLOTKV_LISTEN_FILE", "", `write {"grpc":...,"http":...} here once listening`)
-		sample      = flagenv.Float64(fs, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled (0-1)")
 		pauseTO     = flagenv.Duration(fs, "pause-before-phase-timeout", "SLOTKV_PAUSE_BEFORE_PHASE_TIMEOUT", d.PauseTimeout, "testing aid: how long --pause-before-phase holds a job")
-		showVer     = fs.Bool("version", false, "print the version and exit")
 	)
 	var pauses phaseList
 	// Testing aid, hidden from -h: jobs wait at the start of these phases
 	// until canceled or --pause-before-phase-timeout passes.
 	flagenv.Var(fs, &pauses, "pause-before-phase", "SLOTKV_PAUSE_BEFORE_PHASE", "")
-	c := config{logLevel: slog.LevelInfo}
-	flagenv.TextVar(fs, &c.logLevel, "log-level", "SLOTKV_LOG_LEVEL", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage of %s:\n", serviceName)
 		fs.VisitAll(func(f *flag.Flag) {
@@ -119,18 +106,20 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	if err := c.flags.Finish(); err != nil {
+		return c, err
+	}
 	o := d
-	o.GRPCAddr, o.HTTPAddr, o.DataDir = *grpcAddr, *httpAddr, *dataDir
+	o.Common = c.flags.Common
+	o.DataDir = *dataDir
 	o.Storage = strings.Split(*storage, ",")
-	o.Token = *token
 	o.DefaultParallelism, o.RateBytesPerSecond = *parallelism, *rate
 	o.BatchRecords, o.LagThreshold, o.MaxCatchUpRounds = uint32(*batch), *lag, uint32(*rounds)
 	o.RollbackRetryInterval, o.ProgressInterval, o.CleanupKeysPerSecond = *rollback, *progress, *cleanup
 	o.HandoffTimeout = *handoff
-	o.RefreshInterval, o.ShutdownTimeout = *refresh, *shutdown
+	o.RefreshInterval = *refresh
 	o.PauseBeforePhase, o.PauseTimeout = pauses, *pauseTO
 	c.opts = o
-	c.listenFile, c.sampleRatio, c.showVersion, c.profiling = *listenFile, *sample, *showVer, prof
 	return c, nil
 }
 
@@ -143,12 +132,11 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintf(stderr, "%s: %v\n", serviceName, err)
 		return 2
 	}
-	if c.showVersion {
+	if c.flags.ShowVersion {
 		fmt.Fprintln(stderr, serviceName, version.Version)
 		return 0
 	}
-	cfg := server.MainConfig{Name: serviceName, LogLevel: c.logLevel, SampleRatio: c.sampleRatio, ListenFile: c.listenFile, Stderr: stderr, Profiling: c.profiling}
-	return server.Main(ctx, cfg, func(env server.Env) error {
+	return server.Main(ctx, c.flags.MainConfig(serviceName, stderr), func(env server.Env) error {
 		o := c.opts
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler

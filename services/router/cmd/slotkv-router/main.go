@@ -12,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -35,25 +34,17 @@ func main() {
 func run(args []string) int {
 	def := router.DefaultOptions()
 	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
-	prof := server.ProfilingFlags(fs)
+	var common server.Flags
+	common.Register(fs, def.Common)
 	storage := flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required unless --naming-file)")
 	namingFile := flagenv.String(fs, "naming-file", "SLOTKV_NAMING_FILE", "", "path: route by a naming file instead of the topology (exclusive with --storage): one line \"address N/M [weight]\" per instance, N/M = partition N of M = slots [N*16384/M, (N+1)*16384/M); several layouts at once; reloaded when it changes")
 	namingPoll := flagenv.Duration(fs, "naming-poll", "SLOTKV_NAMING_POLL", 250*time.Millisecond, "how often the naming file is checked for changes")
 	balancer := flagenv.String(fs, "balancer", "SLOTKV_BALANCER", def.Balancer, "naming-file mode: how reads pick an instance of a partition: rr, random, hash (consistent hash of the first key) or latency")
 	hedgeDelay := flagenv.Duration(fs, "hedge-delay", "SLOTKV_HEDGE_DELAY", 0, "naming-file mode: send a backup (hedged) read to another instance of the partition when the first has not answered within this delay; 0 = off. In topology mode (--storage) each slot has one owner, so there is nothing to hedge to and this is ignored")
 	hedgeMaxRatio := flagenv.Float64(fs, "hedge-max-ratio", "SLOTKV_HEDGE_MAX_RATIO", def.HedgeMaxRatio, "naming-file mode: cap on hedged reads as a fraction of reads (ignored in topology mode)")
-	grpcAddr := flagenv.String(fs, "grpc-addr", "SLOTKV_GRPC_ADDR", def.GRPCAddr, "gRPC listen address")
-	httpAddr := flagenv.String(fs, "http-addr", "SLOTKV_HTTP_ADDR", def.HTTPAddr, "HTTP (REST, /healthz, /readyz) listen address; empty turns it off")
-	token := flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token, required from callers and sent to storage nodes")
-	listenFile := flagenv.String(fs, "listen-file", "SLOTKV_LISTEN_FILE", "", "write the bound addresses as JSON {\"grpc\":..., \"http\":...} to this file once listening")
 	refresh := flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", def.RefreshInterval, "period of topology refreshes")
 	callTimeout := flagenv.Duration(fs, "call-timeout", "SLOTKV_CALL_TIMEOUT", def.CallTimeout, "deadline of a call whose caller set none (retries included)")
 	maxRetries := flagenv.Int(fs, "max-retries", "SLOTKV_MAX_RETRIES", def.MaxRetries, "with allow_partial, backoff rounds for an unavailable node before it is reported failed (SLOT_MOVED, frozen slots and unavailable nodes of other calls are retried until the call's deadline); in naming-file mode, retries of a read on other instances")
-	shutdownTimeout := flagenv.Duration(fs, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", 15*time.Second, "graceful shutdown limit")
-	sampleRatio := flagenv.Float64(fs, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled")
-	var level slog.Level
-	flagenv.TextVar(fs, &level, "log-level", "SLOTKV_LOG_LEVEL", slog.LevelInfo, "log level (debug, info, warn, error)")
-	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := flagenv.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -63,7 +54,7 @@ func run(args []string) int {
 		}
 		return 2
 	}
-	if *showVersion {
+	if common.ShowVersion {
 		fmt.Println(serviceName, version.Version)
 		return 0
 	}
@@ -71,19 +62,20 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %q\n", serviceName, fs.Args())
 		return 2
 	}
+	if err := common.Finish(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", serviceName, err)
+		return 2
+	}
 
-	cfg := server.MainConfig{Name: serviceName, LogLevel: level, SampleRatio: *sampleRatio, ListenFile: *listenFile, Profiling: prof}
 	ctx, stop := server.SignalContext()
 	defer stop()
-	return server.Main(ctx, cfg, func(env server.Env) error {
+	return server.Main(ctx, common.MainConfig(serviceName, nil), func(env server.Env) error {
 		o := def
-		o.GRPCAddr, o.HTTPAddr = *grpcAddr, *httpAddr
+		o.Common = common.Common
 		o.Storage = strings.Split(*storage, ",")
 		o.NamingFile, o.NamingPoll = *namingFile, *namingPoll
 		o.Balancer, o.HedgeDelay, o.HedgeMaxRatio = *balancer, *hedgeDelay, *hedgeMaxRatio
-		o.Token = *token
 		o.RefreshInterval, o.CallTimeout, o.MaxRetries = *refresh, *callTimeout, *maxRetries
-		o.ShutdownTimeout = *shutdownTimeout
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
 		env.Logger.Info("routing", "storage", *storage, "naming_file", *namingFile)

@@ -18,9 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"time"
 
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/server"
@@ -42,27 +40,21 @@ func main() {
 
 // config is what the command line and environment give.
 type config struct {
-	opts        storage.Options
-	logLevel    slog.Level
-	listenFile  string
-	sampleRatio float64
-	profiling   *server.Profiling
-	showVersion bool
+	opts  storage.Options
+	flags server.Flags // the shared flags; opts.Common comes from them
 }
 
 func parse(args []string, lookup func(string) (string, bool), out io.Writer) (config, error) {
 	d := storage.DefaultOptions()
 	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
-	prof := server.ProfilingFlags(fs)
 	fs.SetOutput(out)
+	var c config
+	c.flags.Register(fs, d.Common)
 	var (
 		nodeID     = flagenv.String(fs, "node-id", "SLOTKV_NODE_ID", "", "stable id of this node (required; recorded in the data directory on first start)")
 		dataDir    = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", d.DataDir, "Badger data directory")
-		grpcAddr   = flagenv.String(fs, "grpc-addr", "SLOTKV_GRPC_ADDR", d.GRPCAddr, "gRPC listen address (port 0 picks a free port)")
-		httpAddr   = flagenv.String(fs, "http-addr", "SLOTKV_HTTP_ADDR", d.HTTPAddr, `REST/probe listen address ("" disables HTTP)`)
 		advGRPC    = flagenv.String(fs, "advertise-grpc", "SLOTKV_ADVERTISE_GRPC", "", "gRPC address reported to others (default: the bound address)")
 		advHTTP    = flagenv.String(fs, "advertise-http", "SLOTKV_ADVERTISE_HTTP", "", "HTTP address reported to others (default: the bound address)")
-		token      = flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token every RPC must carry (empty: open)")
 		maxKey     = flagenv.Int(fs, "max-key-bytes", "SLOTKV_MAX_KEY_BYTES", d.MaxKeyBytes, "largest key accepted, in bytes")
 		maxValue   = flagenv.Int(fs, "max-value-bytes", "SLOTKV_MAX_VALUE_BYTES", d.MaxValueBytes, "largest value accepted, in bytes")
 		maxBatch   = flagenv.Int(fs, "max-batch", "SLOTKV_MAX_BATCH", d.MaxBatch, "most keys in one batch get or batch write, and records in one ingest batch")
@@ -71,31 +63,24 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		syncWrites = flagenv.Bool(fs, "sync-writes", "SLOTKV_SYNC_WRITES", false, "fsync every write before acknowledging it")
 		memtable   = flagenv.Int64(fs, "memtable-bytes", "SLOTKV_MEMTABLE_BYTES", 0, "Badger memtable size (0: 64 MiB)")
 		blockCache = flagenv.Int64(fs, "block-cache-bytes", "SLOTKV_BLOCK_CACHE_BYTES", 0, "Badger block cache size (0: 256 MiB)")
-		shutdown   = flagenv.Duration(fs, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", 15*time.Second, "bound on graceful shutdown")
-		listenFile = flagenv.String(fs, "listen-file", "SLOTKV_LISTEN_FILE", "", `write {"grpc":...,"http":...} here once listening`)
-		sample     = flagenv.Float64(fs, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled (0-1)")
-		showVer    = fs.Bool("version", false, "print the version and exit")
 	)
-	c := config{logLevel: slog.LevelInfo}
-	flagenv.TextVar(fs, &c.logLevel, "log-level", "SLOTKV_LOG_LEVEL", slog.LevelInfo, "log level: debug, info, warn, error")
 	if err := flagenv.ParseLookup(fs, args, lookup); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	c.opts = storage.Options{
-		NodeID: *nodeID, DataDir: *dataDir,
-		GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr,
-		AdvertiseGRPC: *advGRPC, AdvertiseHTTP: *advHTTP,
-		Token:       *token,
-		MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, MaxBatch: *maxBatch,
-		MaxIngestBytes: *maxIngest, MaxImportStreams: *maxImport,
-		SyncWrites:    *syncWrites,
-		MemTableBytes: *memtable, BlockCacheBytes: *blockCache,
-		ShutdownTimeout: *shutdown,
+	if err := c.flags.Finish(); err != nil {
+		return c, err
 	}
-	c.listenFile, c.sampleRatio, c.showVersion, c.profiling = *listenFile, *sample, *showVer, prof
+	c.opts = d
+	c.opts.Common = c.flags.Common
+	c.opts.NodeID, c.opts.DataDir = *nodeID, *dataDir
+	c.opts.AdvertiseGRPC, c.opts.AdvertiseHTTP = *advGRPC, *advHTTP
+	c.opts.MaxKeyBytes, c.opts.MaxValueBytes, c.opts.MaxBatch = *maxKey, *maxValue, *maxBatch
+	c.opts.MaxIngestBytes, c.opts.MaxImportStreams = *maxIngest, *maxImport
+	c.opts.SyncWrites = *syncWrites
+	c.opts.MemTableBytes, c.opts.BlockCacheBytes = *memtable, *blockCache
 	return c, nil
 }
 
@@ -108,12 +93,11 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintf(stderr, "%s: %v\n", serviceName, err)
 		return 2
 	}
-	if c.showVersion {
+	if c.flags.ShowVersion {
 		fmt.Fprintln(stderr, serviceName, version.Version)
 		return 0
 	}
-	cfg := server.MainConfig{Name: serviceName, LogLevel: c.logLevel, SampleRatio: c.sampleRatio, ListenFile: c.listenFile, Stderr: stderr, Profiling: c.profiling}
-	return server.Main(ctx, cfg, func(env server.Env) error {
+	return server.Main(ctx, c.flags.MainConfig(serviceName, stderr), func(env server.Env) error {
 		o := c.opts
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler

@@ -35,14 +35,21 @@ func TestParse(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := c.opts
-	if o.NodeID != "flag-id" || o.DataDir != "/srv/data" || o.GRPCAddr != "127.0.0.1:7" || o.HTTPAddr != ":8100" ||
-		o.Token != "tok" || o.MaxKeyBytes != 99 || o.MaxValueBytes != 1000 || c.listenFile != "/tmp/l.json" || c.logLevel.String() != "DEBUG" {
-		t.Errorf("parsed %+v (listen %q, level %v)", o, c.listenFile, c.logLevel)
+	if o.NodeID != "flag-id" || o.DataDir != "/srv/data" || o.GRPCAddr != "127.0.0.1:7" || o.HTTPAddr != "127.0.0.1:8100" ||
+		o.Token != "tok" || o.MaxKeyBytes != 99 || o.MaxValueBytes != 1000 || c.flags.ListenFile != "/tmp/l.json" || c.flags.LogLevel.String() != "DEBUG" {
+		t.Errorf("parsed %+v (listen %q, level %v)", o, c.flags.ListenFile, c.flags.LogLevel)
 	}
 
 	_, err = parse(nil, env(map[string]string{"SLOTKV_MAX_VALUE_BYTES": "lots"}), &bytes.Buffer{})
 	if err == nil || !strings.Contains(err.Error(), "SLOTKV_MAX_VALUE_BYTES") {
 		t.Errorf("bad env value: err = %v, want one naming the variable", err)
+	}
+	// An open node beyond loopback only with --insecure (or a token).
+	if _, err := parse([]string{"--grpc-addr", "0.0.0.0:7100"}, env(nil), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "--insecure") {
+		t.Errorf("open node on 0.0.0.0: err = %v, want one naming --insecure", err)
+	}
+	if c, err := parse([]string{"--grpc-addr", "0.0.0.0:7100"}, env(map[string]string{"SLOTKV_INSECURE": "1"}), &bytes.Buffer{}); err != nil || !c.opts.Insecure {
+		t.Errorf("open node on 0.0.0.0 with SLOTKV_INSECURE: %v (insecure %v)", err, c.opts.Insecure)
 	}
 	if _, err := parse([]string{"extra"}, env(nil), &bytes.Buffer{}); err == nil {
 		t.Error("positional argument accepted")

@@ -1,0 +1,135 @@
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/slotkv/slotkv/pkg/flagenv"
+)
+
+// Common is the part of every service's Options that the shared flags set
+// (see Flags): where the service listens, how long it may take to stop, and
+// how it is secured. Services embed it in their Options, so one struct, one
+// set of flags and one set of checks serve all four of them.
+type Common struct {
+	// GRPCAddr and HTTPAddr are the listen addresses; port 0 picks a free
+	// port, HTTPAddr "" disables HTTP (REST and the probes).
+	GRPCAddr, HTTPAddr string
+	// ShutdownTimeout bounds graceful shutdown; zero means
+	// DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Token is the cluster token: required from callers and sent to the
+	// storage nodes; "" means an open cluster.
+	Token string
+	// Insecure allows an open cluster (no token) to listen on an address
+	// other than loopback. Without it such a start is refused (see
+	// CheckExposure): an open cluster on a reachable port lets anyone read,
+	// write and migrate.
+	Insecure bool
+	// TLS, when set, serves both ports over TLS; ClientTLS is then the
+	// configuration of the gateway's loopback connection (see Options).
+	TLS, ClientTLS *tls.Config
+	// PeerTLS, when set, is used to dial other slotkv services (the storage
+	// nodes); nil dials them in plaintext.
+	PeerTLS *tls.Config
+}
+
+// Flags is the command line every service binary shares: Common plus what
+// Main needs (log level, trace sampling, listen file, profiling). Register
+// defines the flags, each with its SLOTKV_* environment fallback; after
+// flagenv.Parse, Finish checks them.
+type Flags struct {
+	Common
+	ListenFile  string     // --listen-file
+	LogLevel    slog.Level // --log-level
+	SampleRatio float64    // --trace-sample-ratio
+	ShowVersion bool       // --version
+	Profiling   *Profiling // --mutex-profile-fraction, --block-profile-rate
+}
+
+// Environment variables of the shared flags that other code reads too.
+const (
+	EnvGRPCAddr = "SLOTKV_GRPC_ADDR"
+	EnvHTTPAddr = "SLOTKV_HTTP_ADDR"
+	EnvInsecure = "SLOTKV_INSECURE"
+)
+
+// Register defines the shared flags on fs, with defaults taken from d (the
+// service's DefaultOptions().Common), and binds them to f.
+func (f *Flags) Register(fs *flag.FlagSet, d Common) {
+	f.Common = d
+	if f.ShutdownTimeout == 0 {
+		f.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	flagenv.StringVar(fs, &f.GRPCAddr, "grpc-addr", EnvGRPCAddr, d.GRPCAddr, "gRPC listen address (port 0 picks a free port; beyond loopback only with a token or --insecure)")
+	flagenv.StringVar(fs, &f.HTTPAddr, "http-addr", EnvHTTPAddr, d.HTTPAddr, `REST/probe listen address ("" disables HTTP)`)
+	flagenv.StringVar(fs, &f.Token, "token", "SLOTKV_TOKEN", "", "cluster token, required from callers and sent to storage nodes (empty: open)")
+	flagenv.BoolVar(fs, &f.Insecure, "insecure", EnvInsecure, false, "allow an open cluster (no token) to listen on a non-loopback address")
+	flagenv.DurationVar(fs, &f.ShutdownTimeout, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", f.ShutdownTimeout, "bound on graceful shutdown")
+	flagenv.StringVar(fs, &f.ListenFile, "listen-file", "SLOTKV_LISTEN_FILE", "", `write {"grpc":...,"http":...} here once listening`)
+	flagenv.Float64Var(fs, &f.SampleRatio, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled (0-1)")
+	flagenv.TextVar(fs, &f.LogLevel, "log-level", "SLOTKV_LOG_LEVEL", slog.LevelInfo, "log level: debug, info, warn, error")
+	fs.BoolVar(&f.ShowVersion, "version", false, "print the version and exit")
+	f.Profiling = ProfilingFlags(fs)
+}
+
+// Finish checks the parsed flags: the sample ratio's range and that an open
+// cluster listens on loopback only (CheckExposure).
+func (f *Flags) Finish() error {
+	if f.SampleRatio < 0 || f.SampleRatio > 1 {
+		return fmt.Errorf("--trace-sample-ratio %v is outside [0, 1]", f.SampleRatio)
+	}
+	return CheckExposure(f.GRPCAddr, f.HTTPAddr, f.Token != "", f.Insecure)
+}
+
+// MainConfig is the configuration Main takes, from the flags.
+func (f *Flags) MainConfig(name string, stderr io.Writer) MainConfig {
+	return MainConfig{Name: name, LogLevel: f.LogLevel, SampleRatio: f.SampleRatio, ListenFile: f.ListenFile, Stderr: stderr, Profiling: f.Profiling}
+}
+
+// CheckExposure refuses an open cluster (hasToken false) that would listen
+// on an address other than loopback, unless insecure: without a token every
+// caller that reaches the port can read, write, migrate and profile, so
+// that must be a decision (--insecure), not a default. The error names the
+// flags that fix it.
+func CheckExposure(grpcAddr, httpAddr string, hasToken, insecure bool) error {
+	if hasToken || insecure {
+		return nil
+	}
+	var exposed []string
+	for _, a := range []struct{ flag, addr string }{{"--grpc-addr", grpcAddr}, {"--http-addr", httpAddr}} {
+		if a.addr != "" && !IsLoopback(a.addr) {
+			exposed = append(exposed, fmt.Sprintf("%s %q", a.flag, a.addr))
+		}
+	}
+	if len(exposed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is not a loopback address and no token is set: set --token (SLOTKV_TOKEN), or pass --insecure (%s=true) to serve an open cluster there",
+		ErrExposed, strings.Join(exposed, " and "), EnvInsecure)
+}
+
+// ErrExposed is CheckExposure's error.
+var ErrExposed = errors.New("refusing to serve an open cluster beyond loopback")
+
+// IsLoopback reports whether a listen address binds loopback only: host
+// localhost or a loopback IP (127.0.0.0/8, ::1). An empty host, 0.0.0.0,
+// [::] and every other name or address bind more.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -2,6 +2,8 @@ package downloader_test
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -86,25 +88,27 @@ func checkCounts(t *testing.T, c *testcluster.Cluster, topo *topology.Topology, 
 }
 
 // testCountsAfterChecksumFailure (issue 12): a file fails its sha256 check
-// while another file is being ingested in small batches and a third is
-// verified and waiting for its turn to ingest. The failed job's counts are
-// what the storage nodes serve. A resume (the bad file fixed on the
-// server) does not download the verified files again, and ends with every
-// record readable and counted once.
+// while another file is being ingested in small batches and two others
+// are verified and waiting for their turn to ingest. The failed job's
+// counts are what the storage nodes serve. The resume (the bad file fixed
+// on the server, one verified copy altered on disk) re-checks the kept
+// copies by sha256: the intact one is not downloaded again, the altered
+// one is; the job ends with every record readable and counted once.
 func testCountsAfterChecksumFailure(t *testing.T, c *testcluster.Cluster, topo *topology.Topology) {
-	ds := buildDataset(t, "cnt", 16000, 4)
+	ds := buildDataset(t, "cnt", 16000, 5)
 	names := make([]string, len(ds.manifest.Files))
 	for i, f := range ds.manifest.Files {
 		names[i] = f.Name
 	}
-	bad := names[3]
+	bad := names[4]
 	good := ds.files[bad]
 	corrupt := slices.Clone(good)
 	corrupt[len(corrupt)/3] ^= 0xff
 	ds.files[bad] = corrupt
 	srv := serveDataset(t, ds)
 
-	o := testOptions(t, c, t.TempDir())
+	dir := t.TempDir()
+	o := testOptions(t, c, dir)
 	o.IngestBatchRecords = 50
 	o.IngestConcurrency = 1 // files ingest one after the other: the others wait verified
 	o.MaxDownloads, o.MaxDownloadsPerNode = 4, 4
@@ -123,12 +127,14 @@ func testCountsAfterChecksumFailure(t *testing.T, c *testcluster.Cluster, topo *
 				break // the service is going away; the test fails on its own
 			}
 			j := resp.GetJob()
-			ingesting, waiting := false, false
+			ingesting, waiting := false, 0
 			for _, f := range j.GetFiles() {
 				ingesting = ingesting || (f.GetState() == downloaderv1.State_STATE_INGESTING && f.GetIngest().GetDone() > 0)
-				waiting = waiting || f.GetState() == downloaderv1.State_STATE_DOWNLOADED
+				if f.GetState() == downloaderv1.State_STATE_DOWNLOADED {
+					waiting++
+				}
 			}
-			if ingesting && waiting {
+			if ingesting && waiting >= 2 {
 				break
 			}
 			time.Sleep(5 * time.Millisecond) // poll interval
@@ -146,8 +152,8 @@ func testCountsAfterChecksumFailure(t *testing.T, c *testcluster.Cluster, topo *
 			verified = append(verified, f.GetName())
 		}
 	}
-	if len(verified) == 0 {
-		t.Errorf("no file was left verified and waiting by the failure: %v", fileStates(j))
+	if len(verified) < 2 {
+		t.Fatalf("%d files left verified and waiting by the failure, want 2: %v", len(verified), fileStates(j))
 	}
 	counted := checkCounts(t, c, topo, ds, j, "after the checksum failure")
 	if counted == 0 || counted == 16000 {
@@ -162,6 +168,18 @@ func testCountsAfterChecksumFailure(t *testing.T, c *testcluster.Cluster, topo *
 	srv.mu.Lock()
 	ds.files[bad] = good
 	srv.mu.Unlock()
+	// One kept copy is altered on disk (same size): the resume must not
+	// ingest it.
+	altered := verified[0]
+	path := filepath.Join(dir, "jobs", "cnt", altered)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("the verified copy of %s is not kept: %v", altered, err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.client.ResumeJob(ctxT(t), &downloaderv1.ResumeJobRequest{JobId: "cnt"}); err != nil {
 		t.Fatalf("ResumeJob: %v", err)
 	}
@@ -171,7 +189,7 @@ func testCountsAfterChecksumFailure(t *testing.T, c *testcluster.Cluster, topo *
 	}
 	for _, name := range names {
 		want := 1
-		if name == bad {
+		if name == bad || name == altered {
 			want = 2
 		}
 		if n := srv.count(name); n != want {

@@ -81,9 +81,11 @@
 //     SUCCEEDED.
 //   - ResumeJob: a PAUSED job continues where it stopped; a FAILED job is
 //     retried: its failed and unfinished downloads start over (their part
-//     files are gone), its verified and finished files are not downloaded
-//     or ingested again. Any other
-//     state -> FailedPrecondition.
+//     files are gone), its finished files are not touched again, its
+//     verified files are not downloaded again (their kept copy is first
+//     re-hashed: one whose size or sha256 no longer matches the manifest
+//     is deleted and downloaded again), and no acknowledged record is
+//     sent again. Any other state -> FailedPrecondition.
 //   - CancelJob: any job that is not SUCCEEDED or CANCELED (running,
 //     PAUSED or FAILED) -> CANCELED; the job directory (part and downloaded
 //     files) is removed; records already ingested stay in the cluster, and
@@ -101,12 +103,13 @@
 // # Persistence
 //
 // Jobs (manifest file list, per-file state, bytes, acknowledged records,
-// per-node counts) are stored as JSON in Badger under <data>/db, saved on every
-// state change and every ProgressInterval while running. On start, jobs
-// that were running continue: a file whose verified download is still on
-// disk with the right size is not downloaded again, a part file is resumed
-// with a Range request, an ingest skips the records already acknowledged. SIGTERM
-// stops running jobs where they are without changing their state.
+// per-node counts) are stored as JSON in Badger under <data>/db, saved on
+// every state change and every ProgressInterval while running. On start,
+// jobs that were running continue: a file whose verified download is
+// still on disk with the manifest's size and sha256 (re-hashed) is not
+// downloaded again, a part file is resumed with a Range request, an ingest
+// skips the records already acknowledged. SIGTERM stops running jobs
+// where they are without changing their state.
 //
 // # Observability
 //

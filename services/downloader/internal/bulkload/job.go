@@ -2,6 +2,8 @@ package bulkload
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -304,9 +306,38 @@ func (j *job) prepare(ctx context.Context) error {
 	if err := os.MkdirAll(j.dir(), 0o755); err != nil {
 		return fmt.Errorf("create download directory: %w", err)
 	}
+	// A verified download kept on disk is used again only if it still has
+	// the manifest's size and sha256 (re-read outside the lock): a copy
+	// changed or truncated since is downloaded again.
+	type kept struct {
+		i               int
+		name, path, sha string
+		size            int64
+	}
+	var check []kept
+	j.mu.Lock()
+	for i, f := range j.rec.Files {
+		if f.State == StateSucceeded || !f.Verified {
+			continue
+		}
+		if path, err := localPath(j.dir(), f.Name); err == nil {
+			check = append(check, kept{i, f.Name, path, f.SHA256, f.Size})
+		}
+	}
+	j.mu.Unlock()
+	intact := map[int]bool{}
+	for _, k := range check {
+		if err := checkKept(k.path, k.size, k.sha); err != nil {
+			m.log.WarnContext(ctx, "a verified download changed on disk; downloading it again", "job_id", j.id(), "file", k.name, "err", err)
+			_ = os.Remove(k.path)
+			continue
+		}
+		intact[k.i] = true
+	}
+
 	j.mu.Lock()
 	var need uint64
-	for _, f := range j.rec.Files {
+	for i, f := range j.rec.Files {
 		if f.State == StateSucceeded {
 			continue
 		}
@@ -317,7 +348,7 @@ func (j *job) prepare(ctx context.Context) error {
 			j.mu.Unlock()
 			return fileErr(f.Name, "%v", err)
 		}
-		if st, err := os.Stat(path); f.Verified && err == nil && st.Size() == f.Size {
+		if f.Verified && intact[i] {
 			f.State, f.Downloaded = StateDownloaded, f.Size
 			continue
 		}
@@ -348,7 +379,26 @@ func (j *job) prepare(ctx context.Context) error {
 			return fmt.Errorf("not enough disk space: the dataset needs %d bytes, %d free in %s", need, free, dir)
 		}
 	}
-	_ = ctx
+	return nil
+}
+
+// checkKept checks that the verified download at path still has the
+// manifest's size and sha256.
+func checkKept(path string, size int64, sha string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Size() != size {
+		return fmt.Errorf("%s is %d bytes, the manifest says %d", path, st.Size(), size)
+	}
+	h := sha256.New()
+	if _, err := hashFile(path, h); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+		return fmt.Errorf("%s: sha256 %s, the manifest says %s", path, short(got), short(sha))
+	}
 	return nil
 }
 

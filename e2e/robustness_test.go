@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dataset"
 	"github.com/slotkv/slotkv/pkg/faultproxy"
 	"github.com/slotkv/slotkv/pkg/proctest"
@@ -421,6 +424,7 @@ func TestRobustness(t *testing.T) {
 		}},
 		{"stream-cut", func(g *robustRig) { g.run("stream-cut", g.cutStreams) }},
 		{"bulk-load", func(g *robustRig) { g.run("bulk-load", g.bulkLoadDuringMigration) }},
+		{"soak", func(g *robustRig) { g.run("soak", g.soak) }},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
@@ -539,4 +543,95 @@ func (g *robustRig) bulkLoadDuringMigration() {
 	}
 	g.moveTo(m, 0, "n1", true, nil)
 	g.c.checkAll(t, want)
+}
+
+// soakFor is how long the soak runs its steady load.
+const soakFor = time.Minute
+
+// soak runs the clients' steady load for soakFor with no disturbance and
+// samples every process's goroutines and live heap (after a GC, through
+// pprof) each second: neither may grow between the second ten seconds and
+// the last ten. Growth there is a leak (a goroutine per call, a cache
+// without bound), not warm-up.
+func (g *robustRig) soak() {
+	t := g.t
+	procs := map[string]string{"router": g.c.router.HTTP}
+	for _, n := range g.c.Nodes {
+		procs[n.ID] = n.Proc.HTTP
+	}
+	type sample struct{ goroutines, heap float64 }
+	samples := map[string][]sample{}
+	began := time.Now()
+	for time.Since(began) < soakFor {
+		time.Sleep(time.Second)
+		for name, addr := range procs {
+			gr, heap, err := g.c.runtimeStats(addr)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			samples[name] = append(samples[name], sample{float64(gr), float64(heap)})
+		}
+	}
+	mean := func(ss []sample, f func(sample) float64) float64 {
+		var sum float64
+		for _, s := range ss {
+			sum += f(s)
+		}
+		return sum / float64(len(ss))
+	}
+	gor := func(s sample) float64 { return s.goroutines }
+	heap := func(s sample) float64 { return s.heap }
+	for name, ss := range samples {
+		second, last := ss[10:20], ss[len(ss)-10:]
+		g0, g1 := mean(second, gor), mean(last, gor)
+		h0, h1 := mean(second, heap), mean(last, heap)
+		t.Logf("soak %s: goroutines %.0f -> %.0f, live heap %.1f -> %.1f MiB", name, g0, g1, h0/(1<<20), h1/(1<<20))
+		// A little slack for what is in flight at a sample, and for GC
+		// timing; a leak of one goroutine or a few KiB per call (tens of
+		// thousands of calls a minute) is far beyond it.
+		if g1 > g0*1.1+10 {
+			t.Errorf("soak %s: goroutines grew from %.0f to %.0f between the second and the last ten seconds", name, g0, g1)
+		}
+		if h1 > h0*1.25+4<<20 {
+			t.Errorf("soak %s: live heap grew from %.1f to %.1f MiB between the second and the last ten seconds", name, h0/(1<<20), h1/(1<<20))
+		}
+	}
+}
+
+// runtimeStats reads a process's goroutine count and live heap (HeapAlloc
+// right after a GC) from its pprof endpoints.
+func (c *cluster) runtimeStats(httpAddr string) (goroutines int, heap uint64, err error) {
+	get := func(path string) (string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+path, nil)
+		auth.SetHeader(req.Header, c.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		return string(b), err
+	}
+	body, err := get("/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := fmt.Sscanf(body, "goroutine profile: total %d", &goroutines); err != nil {
+		return 0, 0, fmt.Errorf("goroutine profile: %w", err)
+	}
+	body, err = get("/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		return 0, 0, err
+	}
+	i := strings.Index(body, "# HeapAlloc = ")
+	if i < 0 {
+		return 0, 0, fmt.Errorf("heap profile without HeapAlloc")
+	}
+	if _, err := fmt.Sscanf(body[i:], "# HeapAlloc = %d", &heap); err != nil {
+		return 0, 0, fmt.Errorf("heap profile: %w", err)
+	}
+	return goroutines, heap, nil
 }

@@ -176,6 +176,13 @@ func jsonError(data []byte, err error) string {
 		if field == "" {
 			field = "manifest"
 		}
+		// encoding/json names the field of an array element without its
+		// index ("files.name"); find it, so the error says which file.
+		if field == "files" || strings.HasPrefix(field, "files.") {
+			if i := fileIndexAt(data, te.Offset); i >= 0 {
+				field = fmt.Sprintf("files[%d]", i) + strings.TrimPrefix(field, "files")
+			}
+		}
 		return fmt.Sprintf("%s: JSON %s cannot be a %s", field, te.Value, te.Type)
 	case err == io.EOF || len(bytes.TrimSpace(data)) == 0:
 		return "empty manifest"
@@ -183,6 +190,45 @@ func jsonError(data []byte, err error) string {
 		return "malformed JSON: unexpected end of input"
 	}
 	return err.Error() // e.g. `json: unknown field "x"`
+}
+
+// fileIndexAt returns the index of the element of the top-level "files"
+// array (matched without regard to case, as encoding/json matches it)
+// whose text holds byte offset off of data, or -1.
+func fileIndexAt(data []byte, off int64) int {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return -1
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return -1
+		}
+		var val json.RawMessage
+		if dec.Decode(&val) != nil {
+			return -1
+		}
+		key, _ := k.(string)
+		if !strings.EqualFold(key, "files") {
+			continue
+		}
+		start := dec.InputOffset() - int64(len(val))
+		arr := json.NewDecoder(bytes.NewReader(val))
+		if t, err := arr.Token(); err != nil || t != json.Delim('[') {
+			continue
+		}
+		for i := 0; arr.More(); i++ {
+			var skip json.RawMessage
+			if arr.Decode(&skip) != nil {
+				break
+			}
+			if start+arr.InputOffset() >= off {
+				return i
+			}
+		}
+	}
+	return -1
 }
 
 // rawManifest mirrors Manifest with pointers so that missing fields can be

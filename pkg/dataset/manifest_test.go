@@ -85,7 +85,7 @@ func TestParseManifestErrors(t *testing.T) {
 		{name: "trailing data", edit: func(s string) string { return s + "{}" }, want: ErrInvalidManifest, substr: "after top-level value"},
 		{name: "unknown top-level field", edit: func(s string) string { return strings.Replace(s, "{", `{"extra": 1,`, 1) }, want: ErrInvalidManifest, substr: `unknown field "extra"`},
 		{name: "unknown file field", edit: func(s string) string { return strings.Replace(s, `"keys":`, `"crc": 5, "keys":`, 1) }, want: ErrInvalidManifest, substr: `unknown field "crc"`},
-		{name: "wrong type", edit: func(s string) string { return strings.Replace(s, `"size": 1001`, `"size": "big"`, 1) }, want: ErrInvalidManifest, substr: "files.size"},
+		{name: "wrong type", edit: func(s string) string { return strings.Replace(s, `"size": 1001`, `"size": "big"`, 1) }, want: ErrInvalidManifest, substr: "files[1].size"},
 		{name: "missing records", edit: func(s string) string { return strings.Replace(s, `"records": 300,`, ``, 1) }, want: ErrInvalidManifest, substr: "records: missing"},
 		{name: "missing sha256", edit: func(s string) string {
 			i := strings.Index(s, `"name": "part-00001.skv"`)

@@ -55,6 +55,10 @@ var (
 	ErrSlotFrozen = errors.New("slot frozen")
 	// ErrUnavailable: try again later (Unavailable).
 	ErrUnavailable = errors.New("unavailable")
+	// ErrResourceExhausted: a limit of the service is reached, e.g. its
+	// cap on jobs running at once (ResourceExhausted); the message names
+	// the limit.
+	ErrResourceExhausted = errors.New("resource exhausted")
 	// ErrUnauthenticated and ErrPermissionDenied: cluster token missing or wrong.
 	ErrUnauthenticated  = errors.New("unauthenticated")
 	ErrPermissionDenied = errors.New("permission denied")
@@ -160,6 +164,8 @@ func ToStatus(err error) error {
 		return reason(codes.Unavailable, msg, ReasonSlotFrozen)
 	case errors.Is(err, ErrUnavailable):
 		return status.Error(codes.Unavailable, msg)
+	case errors.Is(err, ErrResourceExhausted):
+		return status.Error(codes.ResourceExhausted, msg)
 	case errors.Is(err, ErrUnauthenticated):
 		return status.Error(codes.Unauthenticated, msg)
 	case errors.Is(err, ErrPermissionDenied):
@@ -244,6 +250,8 @@ func FromStatus(err error) error {
 		sentinel = ErrConflict
 	case codes.Unavailable:
 		sentinel = ErrUnavailable
+	case codes.ResourceExhausted:
+		sentinel = ErrResourceExhausted
 	case codes.Unauthenticated:
 		sentinel = ErrUnauthenticated
 	case codes.PermissionDenied:

@@ -29,6 +29,7 @@ func TestRoundTrip(t *testing.T) {
 		{"stale", fmt.Errorf("%w: have 5, got 4", ErrStaleTopology), codes.FailedPrecondition, ErrStaleTopology},
 		{"frozen", &SlotFrozenError{Slot: 3, RetryAfter: 20 * time.Millisecond}, codes.Unavailable, ErrSlotFrozen},
 		{"unavailable", ErrUnavailable, codes.Unavailable, ErrUnavailable},
+		{"exhausted", fmt.Errorf("16 jobs running, the limit (max_running_jobs): %w", ErrResourceExhausted), codes.ResourceExhausted, ErrResourceExhausted},
 		{"unauthenticated", ErrUnauthenticated, codes.Unauthenticated, ErrUnauthenticated},
 		{"denied", ErrPermissionDenied, codes.PermissionDenied, ErrPermissionDenied},
 		{"deadline", fmt.Errorf("scan: %w", context.DeadlineExceeded), codes.DeadlineExceeded, context.DeadlineExceeded},

@@ -116,6 +116,9 @@ type Options struct {
 	ProgressInterval time.Duration
 	// CleanupKeysPerSecond paces the source's cleanup; 0 = node default.
 	CleanupKeysPerSecond uint64
+	// MaxRunningJobs caps the migrations running at once; StartMigration
+	// beyond it gets ResourceExhausted naming the limit.
+	MaxRunningJobs int
 	// RefreshInterval of the storage topology.
 	RefreshInterval time.Duration
 
@@ -148,6 +151,7 @@ func DefaultOptions() Options {
 		RollbackRetryInterval: migrate.DefaultRollbackRetryInterval,
 		HandoffTimeout:        migrate.DefaultHandoffTimeout,
 		ProgressInterval:      migrate.DefaultProgressInterval,
+		MaxRunningJobs:        migrate.DefaultMaxRunningJobs,
 		RefreshInterval:       route.DefaultRefreshInterval,
 		PauseTimeout:          migrate.DefaultPauseTimeout,
 	}
@@ -198,6 +202,7 @@ func Run(ctx context.Context, o Options) error {
 		HandoffTimeout:        o.HandoffTimeout,
 		ProgressInterval:      o.ProgressInterval,
 		CleanupKeysPerSecond:  o.CleanupKeysPerSecond,
+		MaxRunningJobs:        o.MaxRunningJobs,
 		PauseBeforePhase:      o.PauseBeforePhase,
 		PauseTimeout:          o.PauseTimeout,
 		PhaseHook:             o.PhaseHook,

@@ -120,15 +120,27 @@ func (m *Manager) UpdateMigration(_ context.Context, req *migratorv1.UpdateMigra
 		j.mu.Unlock()
 		return nil, rpcerr.ToStatus(fmt.Errorf("%w: job %s has ended (%s)", rpcerr.ErrConflict, j.id, phaseName(p)))
 	}
+	// Saved before it applies: a setting the API acknowledged is in the
+	// record a restart reads (and GetMigration shows it afterwards).
+	prevRate, prevBatch := j.rec.Rate, j.rec.BatchRecords
 	if req.RateBytesPerSecond != nil {
 		j.rec.Rate = req.GetRateBytesPerSecond()
-		j.setRate(j.rec.Rate)
 	}
 	if req.BatchRecords != nil {
 		j.rec.BatchRecords = req.GetBatchRecords()
+	}
+	if err := j.persistLocked(); err != nil {
+		j.rec.Rate, j.rec.BatchRecords = prevRate, prevBatch
+		j.mu.Unlock()
+		return nil, rpcerr.ToStatus(fmt.Errorf("%w: job %s: saving rate_bytes_per_second/batch_records failed, nothing changed: %v",
+			rpcerr.ErrUnavailable, j.id, err))
+	}
+	if req.RateBytesPerSecond != nil {
+		j.setRate(j.rec.Rate)
+	}
+	if req.BatchRecords != nil {
 		j.batch.Store(j.rec.BatchRecords)
 	}
-	j.persistLocked()
 	rate, batch := j.rec.Rate, j.rec.BatchRecords
 	j.mu.Unlock()
 	j.log.Info("migration updated", "rate_bytes_per_second", rate, "batch_records", batch)

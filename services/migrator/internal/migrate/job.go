@@ -141,7 +141,14 @@ func (j *job) phaseName() string {
 	return phaseName(j.rec.Phase)
 }
 
-// update changes the record under the lock and persists it.
+// update changes the record under the lock and persists it, best effort:
+// for progress and for steps already done, whose loss a restart survives
+// (it redoes or rolls back idempotently). A failed save is logged. A
+// record that an action depends on (an intent, written before the action:
+// "begun" before BeginMigration, the commit point before the topology
+// pushes, a setting before it applies) goes through persist, or
+// persistLocked with its error checked, and the action does not happen
+// when it fails.
 func (j *job) update(f func(r *record)) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -150,12 +157,20 @@ func (j *job) update(f func(r *record)) {
 }
 
 // persist is update for a record that must be on disk before what follows
-// (an intent): it returns the error of the save.
+// (an intent): it returns the error of the save, and when the save fails
+// the record in memory goes back to what it was, so that nothing acts on
+// an intent that is not on disk (e.g. a rollback calling a node that was
+// never told of the job).
 func (j *job) persist(f func(r *record)) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	prev := *j.rec
 	f(j.rec)
-	return j.persistLocked()
+	if err := j.persistLocked(); err != nil {
+		*j.rec = prev
+		return err
+	}
+	return nil
 }
 
 // persistLocked saves the record. Most callers only need the error
@@ -163,7 +178,7 @@ func (j *job) persist(f func(r *record)) error {
 func (j *job) persistLocked() error {
 	j.syncStreamsLocked()
 	j.rec.Updated = time.Now().UTC()
-	if err := j.m.st.Put(j.rec.ID, j.rec); err != nil {
+	if err := j.m.put(j.rec); err != nil {
 		j.log.Error("persisting the job failed", "err", err)
 		return err
 	}

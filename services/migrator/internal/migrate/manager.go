@@ -42,6 +42,9 @@ const (
 	DefaultRollbackRetryInterval = 2 * time.Second
 	DefaultProgressInterval      = 5 * time.Second
 	DefaultPauseTimeout          = 30 * time.Second
+	// DefaultMaxRunningJobs caps the migrations running at once: each
+	// holds P streams on its source and destination.
+	DefaultMaxRunningJobs = 16
 	// MaxBatchRecords bounds batch_records (a batch is one gRPC message).
 	MaxBatchRecords = 100000
 	// batchBytes caps the bytes of one snapshot batch and one change read;
@@ -92,6 +95,10 @@ type Config struct {
 	// CleanupKeysPerSecond paces the source's DeleteSlots; 0 = as fast as
 	// the node's small batches go (it never blocks other writes).
 	CleanupKeysPerSecond uint64
+	// MaxRunningJobs caps the jobs that have not ended (PENDING to
+	// CLEANUP); StartMigration beyond it is refused with
+	// ResourceExhausted. 0: DefaultMaxRunningJobs.
+	MaxRunningJobs int
 
 	// PauseBeforePhase makes jobs wait at the start of these phases until
 	// they are canceled or PauseTimeout has passed. Testing aid.
@@ -130,6 +137,9 @@ func (c *Config) setDefaults() {
 	if c.PauseTimeout <= 0 {
 		c.PauseTimeout = DefaultPauseTimeout
 	}
+	if c.MaxRunningJobs <= 0 {
+		c.MaxRunningJobs = DefaultMaxRunningJobs
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -167,6 +177,20 @@ type Manager struct {
 	jobs map[string]*job
 
 	unregisterMetrics func() error
+
+	// putHook, when set (tests), runs before each save of a job record;
+	// its error is the save's, and the record is not written.
+	putHook func(r *record) error
+}
+
+// put saves a job record in the job store.
+func (m *Manager) put(r *record) error {
+	if h := m.putHook; h != nil {
+		if err := h(r); err != nil {
+			return err
+		}
+	}
+	return m.st.Put(r.ID, r)
 }
 
 // Open opens the job store, loads the jobs and continues those that did
@@ -370,11 +394,28 @@ func (m *Manager) plan(ctx context.Context, req *migratorv1.StartMigrationReques
 				rpcerr.ErrConflict, shared, o.id, o.phaseName(), o.ranges, o.rec.Source, o.rec.Destination)
 		}
 	}
-	if err := m.st.Put(rec.ID, rec); err != nil {
+	if n := m.runningLocked(); n >= m.cfg.MaxRunningJobs {
+		return nil, fmt.Errorf("%d migrations are running, the limit (MaxRunningJobs, --max-running-jobs) is %d: wait for one to end or cancel one: %w",
+			n, m.cfg.MaxRunningJobs, rpcerr.ErrResourceExhausted)
+	}
+	if err := m.put(rec); err != nil {
 		return nil, fmt.Errorf("persisting job %s: %w", id, err)
 	}
 	m.jobs[id] = j
 	return j, nil
+}
+
+// runningLocked counts the jobs that have not ended (m.mu held).
+func (m *Manager) runningLocked() int {
+	n := 0
+	for _, j := range m.jobs {
+		j.mu.Lock()
+		if !terminal(j.rec.Phase) {
+			n++
+		}
+		j.mu.Unlock()
+	}
+	return n
 }
 
 // importStreamLimit asks node for the import streams it accepts at once;

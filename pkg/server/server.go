@@ -44,7 +44,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/slotkv/slotkv/pkg/auth"
@@ -124,8 +123,12 @@ type Options struct {
 	ShutdownTimeout time.Duration
 	// MaxRecvMsgSize bounds one received gRPC message (and what the gateway
 	// may send or receive); zero means dial.MaxMsgSize. The server may send
-	// messages up to the same size.
+	// messages up to the same size; a larger message is refused with
+	// ResourceExhausted.
 	MaxRecvMsgSize int
+	// MaxConcurrentStreams bounds the concurrent RPCs of one gRPC
+	// connection; zero means DefaultMaxConcurrentStreams.
+	MaxConcurrentStreams uint32
 
 	// ServerOptions are appended to the gRPC server options; interceptors
 	// added with grpc.ChainUnaryInterceptor here run after recovery and
@@ -340,31 +343,15 @@ func (o *Options) validate() error {
 }
 
 func newGRPCServer(o Options, log *slog.Logger, prop propagation.TextMapPropagator) *grpc.Server {
-	maxMsg := o.MaxRecvMsgSize
-	if maxMsg <= 0 {
-		maxMsg = dial.MaxMsgSize
-	}
 	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler(dial.OtelOptions(o.TracerProvider, prop, o.MeterProvider)...)),
 		// Recovery outermost, so a panic anywhere below (auth included)
 		// becomes codes.Internal instead of killing the process.
 		grpc.ChainUnaryInterceptor(RecoveryUnaryInterceptor(log), auth.UnaryServerInterceptor(o.Token)),
 		grpc.ChainStreamInterceptor(RecoveryStreamInterceptor(log), auth.StreamServerInterceptor(o.Token)),
-		grpc.MaxRecvMsgSize(maxMsg),
-		grpc.MaxSendMsgSize(maxMsg),
-		// Allow the client pings pkg/dial sends (every dial.KeepaliveTime,
-		// also on idle connections); stricter enforcement would make the
-		// server close those connections with "too_many_pings".
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
-			MinTime:             dial.KeepaliveTime / 3,
-			PermitWithoutStream: true,
-		}),
-		// Ping idle clients so connections of dead clients are reclaimed.
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:    time.Minute,
-			Timeout: 20 * time.Second,
-		}),
 	}
+	// Message sizes, streams per connection, keepalive (limits.go).
+	opts = append(opts, grpcLimitOptions(o)...)
 	if o.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))
 	}

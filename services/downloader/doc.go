@@ -93,6 +93,10 @@
 //     SUCCEEDED or CANCELED -> FailedPrecondition.
 //   - StartJob with an existing id -> AlreadyExists; a bad or disallowed
 //     URL -> InvalidArgument naming manifest_url; an unknown id -> NotFound.
+//   - StartJob or ResumeJob while MaxRunningJobs jobs (default 16) are
+//     running -> ResourceExhausted naming the limit; PAUSED and FAILED
+//     jobs do not count. Jobs that continue after a restart are not
+//     refused.
 //
 // SUCCEEDED and CANCELED are final. FAILED is not: its temp files (the
 // .part files of unfinished downloads) are removed when it fails, but its
@@ -110,6 +114,15 @@
 // downloaded again, a part file is resumed with a Range request, an ingest
 // skips the records already acknowledged. SIGTERM stops running jobs
 // where they are without changing their state.
+//
+// Runtime settings changed with UpdateSettings (max_downloads,
+// max_downloads_per_node, bandwidth_bytes_per_second) are saved in
+// <data>/settings.json (written to a temp file, synced, renamed) before
+// they apply, and are in force again after a restart. Each is saved with
+// the configured value (flag) it overrode: when the configuration says
+// another value at a later start, the configuration wins (the operator's
+// newer decision) and the saved value is dropped. An update that cannot be
+// saved changes nothing and answers Unavailable.
 //
 // # Observability
 //

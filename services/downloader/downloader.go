@@ -81,6 +81,9 @@ type Options struct {
 	RefreshInterval time.Duration
 	// ProgressInterval between progress log lines (and saves) of a job.
 	ProgressInterval time.Duration
+	// MaxRunningJobs caps the bulk-load jobs running at once; StartJob and
+	// ResumeJob beyond it get ResourceExhausted naming the limit.
+	MaxRunningJobs int
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -116,6 +119,7 @@ func DefaultOptions() Options {
 		HTTPStallTimeout:    c.HTTPStallTimeout,
 		RefreshInterval:     route.DefaultRefreshInterval,
 		ProgressInterval:    c.ProgressInterval,
+		MaxRunningJobs:      c.MaxRunningJobs,
 	}
 }
 
@@ -177,6 +181,7 @@ func Run(ctx context.Context, o Options) error {
 		HTTPStallTimeout:        o.HTTPStallTimeout,
 		Statfs:                  o.Statfs,
 		ProgressInterval:        o.ProgressInterval,
+		MaxRunningJobs:          o.MaxRunningJobs,
 		Logger:                  log,
 		TracerProvider:          o.TracerProvider,
 		MeterProvider:           o.MeterProvider,

@@ -69,6 +69,12 @@ type Config struct {
 
 	ProgressInterval time.Duration // progress log line and save period
 
+	// MaxRunningJobs caps the jobs running at once (PENDING to
+	// INGESTING): StartJob and ResumeJob beyond it are refused with
+	// ResourceExhausted. Jobs that continue after a restart are not
+	// refused (they were admitted before).
+	MaxRunningJobs int
+
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
 	// MeterProvider receives the job gauges (metrics.go); nil = none.
@@ -96,8 +102,14 @@ func DefaultConfig() Config {
 		HTTPTimeout:         30 * time.Second,
 		HTTPStallTimeout:    60 * time.Second,
 		ProgressInterval:    5 * time.Second,
+		MaxRunningJobs:      DefaultMaxRunningJobs,
 	}
 }
+
+// DefaultMaxRunningJobs is the default cap on bulk-load jobs running at
+// once: each runs its own downloads (under the shared caps) and up to
+// IngestConcurrency ingest streams.
+const DefaultMaxRunningJobs = 16
 
 func (c *Config) setDefaults() {
 	d := DefaultConfig()
@@ -124,6 +136,7 @@ func (c *Config) setDefaults() {
 	set(&c.IngestBatchBytes, d.IngestBatchBytes)
 	set(&c.IngestConcurrency, d.IngestConcurrency)
 	set(&c.IngestWindow, d.IngestWindow)
+	set(&c.MaxRunningJobs, d.MaxRunningJobs)
 	if c.HTTPRetryMax < 0 {
 		c.HTTPRetryMax = 0
 	}
@@ -192,6 +205,9 @@ type Manager struct {
 	shutOnce sync.Once
 
 	unregisterMetrics func() error
+
+	settingsMu sync.Mutex    // serializes UpdateSettings
+	saved      savedSettings // runtime settings saved in settingsFile
 }
 
 // Open opens the job store under cfg.DataDir and continues every job that
@@ -210,8 +226,6 @@ func Open(cfg Config) (*Manager, error) {
 		tp:      cfg.TracerProvider,
 		tracer:  cfg.TracerProvider.Tracer("github.com/slotkv/slotkv/services/downloader"),
 		rt:      cfg.Router,
-		sched:   newScheduler(cfg.MaxDownloads, cfg.MaxDownloadsPerNode),
-		bw:      newBandwidth(cfg.BandwidthBytesPerSecond),
 		jobsDir: filepath.Join(cfg.DataDir, "jobs"),
 		jobs:    map[string]*job{},
 		closing: make(chan struct{}),
@@ -220,6 +234,12 @@ func Open(cfg Config) (*Manager, error) {
 	if err := os.MkdirAll(m.jobsDir, 0o755); err != nil {
 		return nil, fmt.Errorf("bulkload: %w", err)
 	}
+	set, err := m.loadSettings()
+	if err != nil {
+		return nil, fmt.Errorf("bulkload: %w", err)
+	}
+	m.sched = newScheduler(set.MaxDownloads, set.MaxDownloadsPerNode)
+	m.bw = newBandwidth(set.BandwidthBytesPerSecond)
 	st, err := jobstore.Open[jobRecord](filepath.Join(cfg.DataDir, "db"), m.log)
 	if err != nil {
 		return nil, fmt.Errorf("bulkload: %w", err)
@@ -295,6 +315,9 @@ func (m *Manager) Start(ctx context.Context, manifestURL, id string) (*JobStatus
 	}
 	if _, ok := m.jobs[id]; ok {
 		return nil, fmt.Errorf("%w: %q", ErrJobExists, id)
+	}
+	if err := m.checkRunningLocked(); err != nil {
+		return nil, err
 	}
 	rec := &jobRecord{ID: id, ManifestURL: manifestURL, State: StatePending, Created: now, Updated: now}
 	if err := m.st.Put(rec.ID, rec); err != nil {
@@ -441,6 +464,17 @@ func (m *Manager) Resume(ctx context.Context, id string) (*JobStatus, error) {
 		return nil, ErrClosed
 	}
 	j.mu.Lock()
+	if st := j.rec.State; (st != StatePaused && st != StateFailed) || j.cancel != nil {
+		j.mu.Unlock()
+		return nil, fmt.Errorf("%w: job %q is %s; only a PAUSED or FAILED job can be resumed", ErrBadState, id, st)
+	}
+	j.mu.Unlock()
+	// Counted without j.mu (each job's lock is taken in turn); m.mu keeps
+	// other Starts and Resumes out meanwhile.
+	if err := m.checkRunningLocked(); err != nil {
+		return nil, err
+	}
+	j.mu.Lock()
 	defer j.mu.Unlock()
 	if st := j.rec.State; (st != StatePaused && st != StateFailed) || j.cancel != nil {
 		return nil, fmt.Errorf("%w: job %q is %s; only a PAUSED or FAILED job can be resumed", ErrBadState, id, st)
@@ -489,6 +523,24 @@ func (m *Manager) Cancel(ctx context.Context, id string) (*JobStatus, error) {
 	return j.status(true), nil
 }
 
+// checkRunningLocked refuses a new run when MaxRunningJobs jobs are
+// running (m.mu held, no job's lock held).
+func (m *Manager) checkRunningLocked() error {
+	n := 0
+	for _, j := range m.jobs {
+		j.mu.Lock()
+		if j.cancel != nil {
+			n++
+		}
+		j.mu.Unlock()
+	}
+	if n >= m.opts.MaxRunningJobs {
+		return fmt.Errorf("%d bulk-load jobs are running, the limit (MaxRunningJobs, --max-running-jobs) is %d: wait for one to end, or pause or cancel one: %w",
+			n, m.opts.MaxRunningJobs, rpcerr.ErrResourceExhausted)
+	}
+	return nil
+}
+
 func waitDone(ctx context.Context, done <-chan struct{}) error {
 	select {
 	case <-done:
@@ -502,32 +554,6 @@ func waitDone(ctx context.Context, done <-chan struct{}) error {
 func (m *Manager) Settings() Settings {
 	g, n := m.sched.caps()
 	return Settings{MaxDownloads: g, MaxDownloadsPerNode: n, BandwidthBytesPerSecond: m.bw.get()}
-}
-
-// UpdateSettings changes the fields of u that are set; running downloads
-// over a lowered cap finish, new ones wait.
-func (m *Manager) UpdateSettings(u SettingsUpdate) (Settings, error) {
-	g, n := m.sched.caps()
-	if u.MaxDownloads != nil {
-		if *u.MaxDownloads < 1 {
-			return Settings{}, rpcerr.InvalidField("max_downloads", "%d, must be at least 1", *u.MaxDownloads)
-		}
-		g = *u.MaxDownloads
-	}
-	if u.MaxDownloadsPerNode != nil {
-		if *u.MaxDownloadsPerNode < 1 {
-			return Settings{}, rpcerr.InvalidField("max_downloads_per_node", "%d, must be at least 1", *u.MaxDownloadsPerNode)
-		}
-		n = *u.MaxDownloadsPerNode
-	}
-	m.sched.setCaps(g, n)
-	if u.BandwidthBytesPerSecond != nil {
-		m.bw.set(*u.BandwidthBytesPerSecond)
-	}
-	s := m.Settings()
-	m.log.Info("bulk-load settings updated", "max_downloads", s.MaxDownloads, "max_downloads_per_node", s.MaxDownloadsPerNode,
-		"bandwidth_bytes_per_second", s.BandwidthBytesPerSecond)
-	return s, nil
 }
 
 // PeakDownloads is the most downloads ever running at once (diagnostics).

@@ -1,13 +1,20 @@
-// Package auth implements the slotkv cluster token: a shared secret that,
-// when configured, every RPC between services carries and every server
-// checks.
+// Package auth implements slotkv's two bearer tokens: a data token that
+// opens the router's key-value API, and an admin token that opens
+// everything (migrations, bulk loads, topology, every storage node RPC,
+// /metrics and pprof, and the data API too, since an admin may do
+// anything). Each gRPC method is in one class (Policy): Exempt (health
+// checks), Data or Admin. Both tokens empty is an open cluster.
 //
-// On the wire the token travels as the gRPC metadata entry
+// On the wire a token travels as the gRPC metadata entry
 // "authorization: Bearer <token>". The grpc-gateway forwards an HTTP
 // "Authorization" header as exactly that metadata entry (its default
 // behavior), so REST calls are checked by the same gRPC interceptors and
 // need nothing of their own: a REST client simply sends
 // "Authorization: Bearer <token>" (see SetHeader).
+//
+// A call without a token gets Unauthenticated (REST 401); a call whose
+// token does not open its method (a data token on an admin method, or an
+// unknown token) gets PermissionDenied (REST 403).
 //
 // Server side, use ServerOptions (or the two interceptors). Client side, use
 // PerRPCCredentials (pkg/dial does this when Options.Token is set).
@@ -16,7 +23,9 @@ package auth
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -33,52 +42,150 @@ const MetadataKey = "authorization"
 // Scheme is the authorization scheme used for the cluster token.
 const Scheme = "Bearer"
 
-// exemptPrefixes lists the methods that never need the token. Health checks
-// come from load balancers, orchestrators and the compose stack's probes,
-// which do not know the secret; they reveal nothing but SERVING/NOT_SERVING.
-var exemptPrefixes = []string{
-	"/grpc.health.v1.Health/",
-}
+// Class is what a method needs.
+type Class int
 
-// Exempt reports whether the full gRPC method name (e.g.
-// "/grpc.health.v1.Health/Check") may be called without the token.
-func Exempt(fullMethod string) bool {
-	for _, p := range exemptPrefixes {
-		if strings.HasPrefix(fullMethod, p) {
-			return true
-		}
+const (
+	// Exempt methods need no token: health checks come from load
+	// balancers, orchestrators and the compose stack's probes, which do
+	// not know the secret; they reveal nothing but SERVING/NOT_SERVING.
+	Exempt Class = iota
+	// Data methods take the data token or the admin token.
+	Data
+	// Admin methods take the admin token only.
+	Admin
+)
+
+func (c Class) String() string {
+	switch c {
+	case Exempt:
+		return "exempt"
+	case Data:
+		return "data"
+	default:
+		return "admin"
 	}
-	return false
 }
 
-// Check verifies the token carried by an incoming RPC's context. It returns
-// nil when token is empty (an open cluster) or fullMethod is exempt, a
-// codes.Unauthenticated status when the metadata carries no bearer token,
-// and codes.PermissionDenied when it carries a different one. The error
-// messages never include either token.
+// Tokens are a server's two tokens. Both empty means an open cluster: every
+// call passes. Admin empty with Data set is refused by Validate (nobody
+// could call an admin method). Data empty with Admin set means only the
+// admin token opens the data API. The same value in both is the single
+// cluster token of --token: whoever has it may do everything.
+type Tokens struct {
+	Data  string
+	Admin string
+}
+
+// OneToken is the single cluster token of --token: data and admin alike.
+func OneToken(token string) Tokens { return Tokens{Data: token, Admin: token} }
+
+// Open reports whether no token is set.
+func (t Tokens) Open() bool { return t.Data == "" && t.Admin == "" }
+
+// Validate refuses a data token without an admin token: every admin method
+// (topology, migrations, the storage nodes) would be closed to everyone.
+func (t Tokens) Validate() error {
+	if t.Data != "" && t.Admin == "" {
+		return errors.New("a data token is set without an admin token: set --admin-token (or --token) too, or no admin RPC could be called")
+	}
+	return nil
+}
+
+// Policy says which class a full gRPC method name ("/pkg.Service/Method")
+// is in.
+type Policy func(fullMethod string) Class
+
+// Prefixes of the method classes of DefaultPolicy.
+const (
+	// HealthPrefix: the standard health service, Exempt.
+	HealthPrefix = "/grpc.health.v1.Health/"
+	// ReflectionPrefix: server reflection (grpcurl), Data: it shows the
+	// schema only, and a data client needs it to use grpcurl.
+	ReflectionPrefix = "/grpc.reflection."
+	// DataServicePrefix: the router's public key-value service, Data,
+	// except DataAdminMethods.
+	DataServicePrefix = "/slotkv.router.v1.KVService/"
+)
+
+// DataAdminMethods are the methods of the data service that stay Admin:
+// the topology names every storage node's address, which is operators'
+// business, not a data client's.
+var DataAdminMethods = []string{DataServicePrefix + "GetTopology"}
+
+// DefaultPolicy: health Exempt; reflection and the router's KV service
+// (but GetTopology) Data; everything else (migrator, downloader, every
+// storage node service, the router's GetTopology) Admin. Admin is the
+// default, so a method added later is closed to the data token until it is
+// deliberately classed as data.
+func DefaultPolicy(fullMethod string) Class {
+	switch {
+	case strings.HasPrefix(fullMethod, HealthPrefix):
+		return Exempt
+	case strings.HasPrefix(fullMethod, ReflectionPrefix):
+		return Data
+	case slices.Contains(DataAdminMethods, fullMethod):
+		return Admin
+	case strings.HasPrefix(fullMethod, DataServicePrefix):
+		return Data
+	}
+	return Admin
+}
+
+// IsExempt reports whether the full gRPC method name (e.g.
+// "/grpc.health.v1.Health/Check") may be called without a token under
+// DefaultPolicy.
+func IsExempt(fullMethod string) bool { return DefaultPolicy(fullMethod) == Exempt }
+
+// Check verifies the token carried by an incoming RPC's context against
+// what class needs. It returns nil when tokens are open or class is
+// Exempt, a codes.Unauthenticated status when the metadata carries no
+// bearer token, and codes.PermissionDenied when the token does not open
+// class (a data token on an admin method, or neither token). The error
+// messages never include a token.
 //
 // Only the first authorization value is considered: that is the one the
 // gateway puts first (the HTTP Authorization header), and looking at a single
 // value keeps a caller from sending many guesses in one request.
-func Check(ctx context.Context, token, fullMethod string) error {
-	if token == "" || Exempt(fullMethod) {
+func Check(ctx context.Context, tokens Tokens, class Class) error {
+	if tokens.Open() || class == Exempt {
 		return nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	vals := md.Get(MetadataKey)
 	if len(vals) == 0 {
-		return status.Error(codes.Unauthenticated, "missing cluster token: send metadata \"authorization: Bearer <token>\"")
+		return status.Error(codes.Unauthenticated, "missing token: send metadata \"authorization: Bearer <token>\"")
 	}
 	got, ok := bearer(vals[0])
 	if !ok {
 		return status.Error(codes.Unauthenticated, "authorization metadata is not a Bearer token")
 	}
-	// ConstantTimeCompare leaks only the lengths, never how many leading
-	// bytes matched, so the token cannot be guessed byte by byte.
-	if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-		return status.Error(codes.PermissionDenied, "wrong cluster token")
+	switch match(got, tokens) {
+	case Admin:
+		return nil
+	case Data:
+		if class == Data {
+			return nil
+		}
+		return status.Error(codes.PermissionDenied, "the data token does not open this method: it needs the admin token")
 	}
-	return nil
+	return status.Error(codes.PermissionDenied, "wrong token")
+}
+
+// match tells which token got is: Admin, Data, or Exempt for neither.
+// Both comparisons always run and ConstantTimeCompare leaks only the
+// lengths, never how many leading bytes matched, so a token cannot be
+// guessed byte by byte (nor which of the two was close).
+func match(got string, tokens Tokens) Class {
+	isAdmin := tokens.Admin != "" && subtle.ConstantTimeCompare([]byte(got), []byte(tokens.Admin)) == 1
+	isData := tokens.Data != "" && subtle.ConstantTimeCompare([]byte(got), []byte(tokens.Data)) == 1
+	switch {
+	case isAdmin:
+		return Admin
+	case isData:
+		return Data
+	}
+	return Exempt
 }
 
 // bearer extracts the credentials of a "Bearer <token>" value. The scheme is
@@ -92,35 +199,44 @@ func bearer(v string) (string, bool) {
 	return rest, rest != ""
 }
 
-// UnaryServerInterceptor refuses unary RPCs without the right token. With an
-// empty token it lets everything through.
-func UnaryServerInterceptor(token string) grpc.UnaryServerInterceptor {
+// UnaryServerInterceptor refuses unary RPCs whose token does not open
+// their method's class under policy (nil: DefaultPolicy). With open tokens
+// it lets everything through.
+func UnaryServerInterceptor(tokens Tokens, policy Policy) grpc.UnaryServerInterceptor {
+	policy = orDefault(policy)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if err := Check(ctx, token, info.FullMethod); err != nil {
+		if err := Check(ctx, tokens, policy(info.FullMethod)); err != nil {
 			return nil, err
 		}
 		return handler(ctx, req)
 	}
 }
 
-// StreamServerInterceptor refuses streaming RPCs without the right token.
-// With an empty token it lets everything through.
-func StreamServerInterceptor(token string) grpc.StreamServerInterceptor {
+// StreamServerInterceptor is UnaryServerInterceptor for streaming RPCs.
+func StreamServerInterceptor(tokens Tokens, policy Policy) grpc.StreamServerInterceptor {
+	policy = orDefault(policy)
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if err := Check(ss.Context(), token, info.FullMethod); err != nil {
+		if err := Check(ss.Context(), tokens, policy(info.FullMethod)); err != nil {
 			return err
 		}
 		return handler(srv, ss)
 	}
 }
 
+func orDefault(p Policy) Policy {
+	if p == nil {
+		return DefaultPolicy
+	}
+	return p
+}
+
 // ServerOptions returns the chained unary and stream interceptors as server
 // options. They use grpc.ChainUnaryInterceptor/ChainStreamInterceptor so
 // they compose with other interceptors instead of replacing them.
-func ServerOptions(token string) []grpc.ServerOption {
+func ServerOptions(tokens Tokens, policy Policy) []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(UnaryServerInterceptor(token)),
-		grpc.ChainStreamInterceptor(StreamServerInterceptor(token)),
+		grpc.ChainUnaryInterceptor(UnaryServerInterceptor(tokens, policy)),
+		grpc.ChainStreamInterceptor(StreamServerInterceptor(tokens, policy)),
 	}
 }
 

@@ -30,15 +30,28 @@ func (testService) StreamingOutputCall(_ *testgrpc.StreamingOutputCallRequest, s
 	return s.Send(&testgrpc.StreamingOutputCallResponse{})
 }
 
+// testPolicy: the test service's unary EmptyCall is Data, its streaming
+// call Admin (what the router's KV service and everything else are under
+// DefaultPolicy).
+func testPolicy(m string) Class {
+	switch m {
+	case "/grpc.testing.TestService/EmptyCall":
+		return Data
+	case "/grpc.health.v1.Health/Check":
+		return Exempt
+	}
+	return Admin
+}
+
 // startServer serves the test and health services on a loopback port with
-// the given cluster token and returns the address.
-func startServer(t *testing.T, token string) string {
+// the given tokens and returns the address.
+func startServer(t *testing.T, tokens Tokens) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := grpc.NewServer(ServerOptions(token)...)
+	s := grpc.NewServer(ServerOptions(tokens, testPolicy)...)
 	testgrpc.RegisterTestServiceServer(s, testService{})
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	go func() { _ = s.Serve(lis) }()
@@ -83,9 +96,12 @@ func healthCheck(ctx context.Context, cc *grpc.ClientConn) error {
 
 func TestServerInterceptors(t *testing.T) {
 	t.Parallel()
-	secured := startServer(t, "s3cret")
-	open := startServer(t, "")
+	two := startServer(t, Tokens{Data: "data-tok", Admin: "admin-tok"})
+	adminOnly := startServer(t, Tokens{Admin: "admin-tok"})
+	one := startServer(t, OneToken("s3cret"))
+	open := startServer(t, Tokens{})
 
+	// unary is a Data method, stream an Admin one (testPolicy).
 	tests := []struct {
 		name  string
 		addr  string
@@ -93,15 +109,22 @@ func TestServerInterceptors(t *testing.T) {
 		call  call
 		want  codes.Code
 	}{
-		{"no token unary", secured, "", unary, codes.Unauthenticated},
-		{"no token stream", secured, "", stream, codes.Unauthenticated},
-		{"wrong token unary", secured, "nope", unary, codes.PermissionDenied},
-		{"wrong token stream", secured, "nope", stream, codes.PermissionDenied},
-		{"prefix of token", secured, "s3cre", unary, codes.PermissionDenied},
-		{"right token unary", secured, "s3cret", unary, codes.OK},
-		{"right token stream", secured, "s3cret", stream, codes.OK},
-		{"health exempt without token", secured, "", healthCheck, codes.OK},
-		{"health exempt with wrong token", secured, "nope", healthCheck, codes.OK},
+		{"no token on data", two, "", unary, codes.Unauthenticated},
+		{"no token on admin", two, "", stream, codes.Unauthenticated},
+		{"wrong token on data", two, "nope", unary, codes.PermissionDenied},
+		{"wrong token on admin", two, "nope", stream, codes.PermissionDenied},
+		{"prefix of the admin token", two, "admin-to", stream, codes.PermissionDenied},
+		{"data token on data", two, "data-tok", unary, codes.OK},
+		{"data token on admin", two, "data-tok", stream, codes.PermissionDenied},
+		{"admin token on data", two, "admin-tok", unary, codes.OK},
+		{"admin token on admin", two, "admin-tok", stream, codes.OK},
+		{"health exempt without token", two, "", healthCheck, codes.OK},
+		{"health exempt with wrong token", two, "nope", healthCheck, codes.OK},
+		{"admin only: data method needs a token", adminOnly, "", unary, codes.Unauthenticated},
+		{"admin only: admin token on data", adminOnly, "admin-tok", unary, codes.OK},
+		{"one token on data", one, "s3cret", unary, codes.OK},
+		{"one token on admin", one, "s3cret", stream, codes.OK},
+		{"one token, wrong", one, "nope", stream, codes.PermissionDenied},
 		{"open server no token", open, "", unary, codes.OK},
 		{"open server stream", open, "", stream, codes.OK},
 		{"open server any token", open, "whatever", unary, codes.OK},
@@ -119,9 +142,80 @@ func TestServerInterceptors(t *testing.T) {
 	}
 }
 
+func TestDefaultPolicy(t *testing.T) {
+	t.Parallel()
+	for m, want := range map[string]Class{
+		"/grpc.health.v1.Health/Check":                                   Exempt,
+		"/grpc.health.v1.Health/Watch":                                   Exempt,
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      Data,
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Data,
+		"/slotkv.router.v1.KVService/Get":                                Data,
+		"/slotkv.router.v1.KVService/Scan":                               Data,
+		"/slotkv.router.v1.KVService/GetTopology":                        Admin,
+		"/slotkv.storage.v1.StorageService/Get":                          Admin,
+		"/slotkv.storage.v1.NodeService/SetTopology":                     Admin,
+		"/slotkv.migrator.v1.MigratorService/StartMigration":             Admin,
+		"/slotkv.downloader.v1.BulkLoadService/StartBulkLoad":            Admin,
+		"/slotkv.router.v1.KVServiceX/Get":                               Admin,
+		"/slotkv.router.v2.KVService/Get":                                Admin,
+		"":                                                               Admin,
+	} {
+		if got := DefaultPolicy(m); got != want {
+			t.Errorf("DefaultPolicy(%q) = %v, want %v", m, got, want)
+		}
+	}
+}
+
+func TestTokensValidate(t *testing.T) {
+	t.Parallel()
+	if err := (Tokens{Data: "d"}).Validate(); err == nil || !strings.Contains(err.Error(), "--admin-token") {
+		t.Errorf("data token without admin token: %v, want an error naming --admin-token", err)
+	}
+	for _, ok := range []Tokens{{}, {Admin: "a"}, {Data: "d", Admin: "a"}, OneToken("t")} {
+		if err := ok.Validate(); err != nil {
+			t.Errorf("%+v: %v", ok, err)
+		}
+	}
+}
+
+func TestCheckHTTP(t *testing.T) {
+	t.Parallel()
+	tokens := Tokens{Data: "d", Admin: "a"}
+	tests := []struct {
+		name   string
+		header string
+		class  Class
+		want   int
+	}{
+		{"no header", "", Admin, http.StatusUnauthorized},
+		{"not bearer", "Basic YTpi", Admin, http.StatusUnauthorized},
+		{"wrong", "Bearer x", Data, http.StatusForbidden},
+		{"data on data", "Bearer d", Data, 0},
+		{"data on admin", "Bearer d", Admin, http.StatusForbidden},
+		{"admin on admin", "Bearer a", Admin, 0},
+		{"admin on data", "Bearer a", Data, 0},
+		{"exempt", "", Exempt, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			h := http.Header{}
+			if tt.header != "" {
+				h.Set("Authorization", tt.header)
+			}
+			if got := CheckHTTP(h, tokens, tt.class); got != tt.want {
+				t.Errorf("CheckHTTP = %d, want %d", got, tt.want)
+			}
+		})
+	}
+	if got := CheckHTTP(http.Header{}, Tokens{}, Admin); got != 0 {
+		t.Errorf("open tokens: %d, want 0", got)
+	}
+}
+
 func TestRawMetadata(t *testing.T) {
 	t.Parallel()
-	addr := startServer(t, "s3cret")
+	addr := startServer(t, OneToken("s3cret"))
 	cc := dial(t, addr, "")
 	tests := []struct {
 		name  string
@@ -150,7 +244,7 @@ func TestRawMetadata(t *testing.T) {
 func TestCheckErrorHidesToken(t *testing.T) {
 	t.Parallel()
 	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(MetadataKey, "Bearer guess"))
-	err := Check(ctx, "s3cret", "/slotkv.Admin/SetTopology")
+	err := Check(ctx, Tokens{Data: "d-s3cret", Admin: "s3cret"}, Admin)
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("code = %v, want PermissionDenied", status.Code(err))
 	}

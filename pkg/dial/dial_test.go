@@ -55,7 +55,7 @@ func startServer(t *testing.T, token string) (string, *testService) {
 		t.Fatal(err)
 	}
 	svc := &testService{}
-	s := grpc.NewServer(append(auth.ServerOptions(token), grpc.MaxRecvMsgSize(MaxMsgSize), grpc.MaxSendMsgSize(MaxMsgSize))...)
+	s := grpc.NewServer(append(auth.ServerOptions(auth.OneToken(token), nil), grpc.MaxRecvMsgSize(MaxMsgSize), grpc.MaxSendMsgSize(MaxMsgSize))...)
 	testgrpc.RegisterTestServiceServer(s, svc)
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	go func() { _ = s.Serve(lis) }()

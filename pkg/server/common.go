@@ -8,9 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/flagenv"
 )
 
@@ -25,9 +27,10 @@ type Common struct {
 	// ShutdownTimeout bounds graceful shutdown; zero means
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
-	// Token is the cluster token: required from callers and sent to the
-	// storage nodes; "" means an open cluster.
-	Token string
+	// Tokens are the data and admin tokens required from callers (see
+	// pkg/auth); the admin token is also what the service sends to the
+	// storage nodes. Both empty means an open cluster.
+	Tokens auth.Tokens
 	// Insecure allows an open cluster (no token) to listen on an address
 	// other than loopback. Without it such a start is refused (see
 	// CheckExposure): an open cluster on a reachable port lets anyone read,
@@ -52,6 +55,9 @@ type Flags struct {
 	SampleRatio float64    // --trace-sample-ratio
 	ShowVersion bool       // --version
 	Profiling   *Profiling // --mutex-profile-fraction, --block-profile-rate
+
+	// The token flags, turned into Common.Tokens by Finish.
+	token, dataToken, dataTokenFile, adminToken, adminTokenFile string
 }
 
 // Environment variables of the shared flags that other code reads too.
@@ -70,7 +76,11 @@ func (f *Flags) Register(fs *flag.FlagSet, d Common) {
 	}
 	flagenv.StringVar(fs, &f.GRPCAddr, "grpc-addr", EnvGRPCAddr, d.GRPCAddr, "gRPC listen address (port 0 picks a free port; beyond loopback only with a token or --insecure)")
 	flagenv.StringVar(fs, &f.HTTPAddr, "http-addr", EnvHTTPAddr, d.HTTPAddr, `REST/probe listen address ("" disables HTTP)`)
-	flagenv.StringVar(fs, &f.Token, "token", "SLOTKV_TOKEN", "", "cluster token, required from callers and sent to storage nodes (empty: open)")
+	flagenv.StringVar(fs, &f.token, "token", "SLOTKV_TOKEN", "", "one token for everything: sets both --data-token and --admin-token (those override it)")
+	flagenv.StringVar(fs, &f.dataToken, "data-token", "SLOTKV_DATA_TOKEN", "", "token that opens the router's key-value API (the admin token opens it too)")
+	flagenv.StringVar(fs, &f.dataTokenFile, "data-token-file", "SLOTKV_DATA_TOKEN_FILE", "", "read --data-token from this file (e.g. a Kubernetes secret)")
+	flagenv.StringVar(fs, &f.adminToken, "admin-token", "SLOTKV_ADMIN_TOKEN", "", "token that opens everything: migrations, bulk loads, topology, storage nodes, /metrics, pprof; sent to the storage nodes")
+	flagenv.StringVar(fs, &f.adminTokenFile, "admin-token-file", "SLOTKV_ADMIN_TOKEN_FILE", "", "read --admin-token from this file (e.g. a Kubernetes secret)")
 	flagenv.BoolVar(fs, &f.Insecure, "insecure", EnvInsecure, false, "allow an open cluster (no token) to listen on a non-loopback address")
 	flagenv.DurationVar(fs, &f.ShutdownTimeout, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", f.ShutdownTimeout, "bound on graceful shutdown")
 	flagenv.StringVar(fs, &f.ListenFile, "listen-file", "SLOTKV_LISTEN_FILE", "", `write {"grpc":...,"http":...} here once listening`)
@@ -80,13 +90,50 @@ func (f *Flags) Register(fs *flag.FlagSet, d Common) {
 	f.Profiling = ProfilingFlags(fs)
 }
 
-// Finish checks the parsed flags: the sample ratio's range and that an open
-// cluster listens on loopback only (CheckExposure).
+// Finish completes the parsed flags: it reads the token files and checks
+// the sample ratio's range, the tokens (auth.Tokens.Validate) and that an
+// open cluster listens on loopback only (CheckExposure). Errors name the
+// flag (and file).
 func (f *Flags) Finish() error {
 	if f.SampleRatio < 0 || f.SampleRatio > 1 {
 		return fmt.Errorf("--trace-sample-ratio %v is outside [0, 1]", f.SampleRatio)
 	}
-	return CheckExposure(f.GRPCAddr, f.HTTPAddr, f.Token != "", f.Insecure)
+	t := auth.OneToken(f.token)
+	var err error
+	if t.Data, err = tokenFlag("data-token", f.dataToken, f.dataTokenFile, t.Data); err != nil {
+		return err
+	}
+	if t.Admin, err = tokenFlag("admin-token", f.adminToken, f.adminTokenFile, t.Admin); err != nil {
+		return err
+	}
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	f.Tokens = t
+	return CheckExposure(f.GRPCAddr, f.HTTPAddr, !t.Open(), f.Insecure)
+}
+
+// tokenFlag is the value of --NAME or --NAME-file, or def when neither is
+// given. A token file is read once, at start (a mounted Kubernetes secret);
+// its trailing newline is not part of the token.
+func tokenFlag(name, value, file, def string) (string, error) {
+	switch {
+	case value != "" && file != "":
+		return "", fmt.Errorf("--%s and --%s-file are both set: give one", name, name)
+	case value != "":
+		return value, nil
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--%s-file: %w", name, err)
+		}
+		tok := strings.TrimRight(string(b), "\r\n")
+		if tok == "" {
+			return "", fmt.Errorf("--%s-file %s is empty", name, file)
+		}
+		return tok, nil
+	}
+	return def, nil
 }
 
 // MainConfig is the configuration Main takes, from the flags.
@@ -112,7 +159,7 @@ func CheckExposure(grpcAddr, httpAddr string, hasToken, insecure bool) error {
 	if len(exposed) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: %s is not a loopback address and no token is set: set --token (SLOTKV_TOKEN), or pass --insecure (%s=true) to serve an open cluster there",
+	return fmt.Errorf("%w: %s is not a loopback address and no token is set: set --admin-token and --data-token (or --token), or pass --insecure (%s=true) to serve an open cluster there",
 		ErrExposed, strings.Join(exposed, " and "), EnvInsecure)
 }
 

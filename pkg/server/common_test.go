@@ -6,10 +6,13 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/flagenv"
 )
 
@@ -101,7 +104,7 @@ func TestFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if f.GRPCAddr != "127.0.0.1:7000" || f.HTTPAddr != "127.0.0.1:8000" || f.ShutdownTimeout != DefaultShutdownTimeout ||
-		f.SampleRatio != 1 || f.LogLevel != slog.LevelInfo || f.Token != "" || f.Insecure || f.Profiling == nil {
+		f.SampleRatio != 1 || f.LogLevel != slog.LevelInfo || !f.Tokens.Open() || f.Insecure || f.Profiling == nil {
 		t.Errorf("defaults: %+v", f)
 	}
 
@@ -113,7 +116,7 @@ func TestFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.GRPCAddr != "127.0.0.1:1" || f.HTTPAddr != "0.0.0.0:3" || f.Token != "tok" || f.ListenFile != "/tmp/x.json" ||
+	if f.GRPCAddr != "127.0.0.1:1" || f.HTTPAddr != "0.0.0.0:3" || f.Tokens != auth.OneToken("tok") || f.ListenFile != "/tmp/x.json" ||
 		f.ShutdownTimeout != 3*time.Second || f.SampleRatio != 0.5 || f.LogLevel != slog.LevelDebug || f.Profiling.MutexProfileFraction != 5 {
 		t.Errorf("flags and environment: %+v", f)
 	}
@@ -130,5 +133,72 @@ func TestFlags(t *testing.T) {
 	}
 	if _, err := parse([]string{"--trace-sample-ratio", "2"}, nil); err == nil || !strings.Contains(err.Error(), "--trace-sample-ratio") {
 		t.Errorf("sample ratio 2: %v, want an error naming the flag", err)
+	}
+}
+
+func TestFlagsTokens(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	adminFile := write("admin", "admin-from-file\n")
+	dataFile := write("data", "data-from-file\r\n")
+	emptyFile := write("empty", "\n")
+	missing := filepath.Join(dir, "missing")
+
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    auth.Tokens
+		wantErr []string // substrings of the error
+	}{
+		{name: "none", want: auth.Tokens{}},
+		{name: "--token sets both", args: []string{"--token", "t"}, want: auth.OneToken("t")},
+		{name: "two tokens", args: []string{"--data-token", "d", "--admin-token", "a"}, want: auth.Tokens{Data: "d", Admin: "a"}},
+		{name: "admin overrides --token", args: []string{"--token", "t", "--admin-token", "a"}, want: auth.Tokens{Data: "t", Admin: "a"}},
+		{name: "admin only", args: []string{"--admin-token", "a"}, want: auth.Tokens{Admin: "a"}},
+		{name: "environment", env: map[string]string{"SLOTKV_DATA_TOKEN": "d", "SLOTKV_ADMIN_TOKEN": "a"}, want: auth.Tokens{Data: "d", Admin: "a"}},
+		{name: "files, newline trimmed", args: []string{"--data-token-file", dataFile, "--admin-token-file", adminFile}, want: auth.Tokens{Data: "data-from-file", Admin: "admin-from-file"}},
+		{name: "files from the environment", env: map[string]string{"SLOTKV_ADMIN_TOKEN_FILE": adminFile}, want: auth.Tokens{Admin: "admin-from-file"}},
+		{name: "unreadable file", args: []string{"--admin-token-file", missing}, wantErr: []string{"--admin-token-file", missing}},
+		{name: "empty file", args: []string{"--data-token-file", emptyFile, "--admin-token", "a"}, wantErr: []string{"--data-token-file", emptyFile, "empty"}},
+		{name: "token and file", args: []string{"--admin-token", "a", "--admin-token-file", adminFile}, wantErr: []string{"--admin-token", "--admin-token-file"}},
+		{name: "data without admin", args: []string{"--data-token", "d"}, wantErr: []string{"--admin-token"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fs := flag.NewFlagSet("svc", flag.ContinueOnError)
+			fs.SetOutput(&bytes.Buffer{})
+			var f Flags
+			f.Register(fs, Common{GRPCAddr: "127.0.0.1:0"})
+			err := flagenv.ParseLookup(fs, tt.args, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if err == nil {
+				err = f.Finish()
+			}
+			if tt.wantErr != nil {
+				if err == nil {
+					t.Fatalf("no error, tokens %+v", f.Tokens)
+				}
+				for _, s := range tt.wantErr {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q does not name %q", err, s)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Tokens != tt.want {
+				t.Errorf("tokens = %+v, want %+v", f.Tokens, tt.want)
+			}
+		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
 )
 
@@ -86,9 +87,9 @@ func newHTTPServer(ctx context.Context, o Options, log *slog.Logger, prop propag
 		writeText(w, http.StatusOK, "ok")
 	})
 	if o.MetricsHandler != nil {
-		mux.Handle("GET "+MetricsPath, o.MetricsHandler)
+		mux.Handle("GET "+MetricsPath, auth.RequireHTTP(o.Tokens, auth.Admin, o.MetricsHandler))
 	}
-	registerPprof(mux, o.Token)
+	registerPprof(mux, o.Tokens)
 	// The gateway owns every other path; its generated routes live under
 	// /v1/, and its own 404/405 handling answers the rest in JSON.
 	mux.Handle("/", gw)

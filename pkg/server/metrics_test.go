@@ -10,13 +10,15 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/telemetry"
 )
 
 // GET /metrics serves the Prometheus text of the server's MeterProvider,
 // which otelgrpc feeds: after one RPC an rpc_server_* series for it is
-// there. The endpoint is open (no token) and untraced, like /healthz.
+// there. The endpoint needs the admin token (401 without a token, 403
+// with the data token) and is untraced, like /healthz.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	tel, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "test"})
@@ -26,7 +28,7 @@ func TestMetrics(t *testing.T) {
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	h := start(t, Options{Token: "tok", TracerProvider: tp, MeterProvider: tel.MeterProvider, MetricsHandler: tel.MetricsHandler()})
+	h := start(t, Options{Tokens: auth.Tokens{Data: "data-tok", Admin: "tok"}, TracerProvider: tp, MeterProvider: tel.MeterProvider, MetricsHandler: tel.MetricsHandler()})
 	ctx := testCtx(t)
 
 	cc := h.conn(t, dial.Options{Token: "tok"})
@@ -34,7 +36,12 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	code, body := get(t, http.DefaultClient, h.url(MetricsPath), "")
+	for tok, want := range map[string]int{"": http.StatusUnauthorized, "data-tok": http.StatusForbidden, "bad": http.StatusForbidden} {
+		if code, body := get(t, http.DefaultClient, h.url(MetricsPath), tok); code != want {
+			t.Errorf("GET /metrics with token %q = %d %q, want %d", tok, code, body, want)
+		}
+	}
+	code, body := get(t, http.DefaultClient, h.url(MetricsPath), "tok")
 	if code != http.StatusOK {
 		t.Fatalf("GET /metrics = %d %q", code, body)
 	}

@@ -18,15 +18,15 @@ import (
 // (heap, goroutine, allocs, threadcreate, mutex, block) under it.
 const PprofPath = "/debug/pprof/"
 
-// registerPprof serves net/http/pprof under PprofPath behind the cluster
+// registerPprof serves net/http/pprof under PprofPath behind the admin
 // token: profiles show code paths, arguments (cmdline) and memory, and a
 // CPU profile or trace costs the service CPU while it runs, so only an
 // operator of the cluster may ask for one. Registered here, on the mux
 // every service shares, and not on http.DefaultServeMux, so nothing else
 // can expose it by accident.
-func registerPprof(mux *http.ServeMux, token string) {
+func registerPprof(mux *http.ServeMux, tokens auth.Tokens) {
 	handle := func(path string, h http.HandlerFunc) {
-		mux.Handle(path, auth.RequireHTTP(token, h))
+		mux.Handle(path, auth.RequireHTTP(tokens, auth.Admin, h))
 	}
 	// Index also serves every named profile: /debug/pprof/mutex, /block...
 	handle(PprofPath, pprof.Index)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/flagenv"
 )
 
@@ -15,7 +16,7 @@ import (
 // when one is set, and open when the cluster is open.
 func TestPprof(t *testing.T) {
 	t.Parallel()
-	closed := start(t, Options{Token: "q7-secret"})
+	closed := start(t, Options{Tokens: auth.Tokens{Data: "q7-data", Admin: "q7-secret"}})
 	open := start(t, Options{})
 	tests := []struct {
 		name  string
@@ -27,6 +28,8 @@ func TestPprof(t *testing.T) {
 		{"index with token", closed, PprofPath, "q7-secret", http.StatusOK},
 		{"index without token", closed, PprofPath, "", http.StatusUnauthorized},
 		{"index wrong token", closed, PprofPath, "bad", http.StatusForbidden},
+		{"index with the data token", closed, PprofPath, "q7-data", http.StatusForbidden},
+		{"profile with the data token", closed, PprofPath + "profile?seconds=1", "q7-data", http.StatusForbidden},
 		{"cmdline with token", closed, PprofPath + "cmdline", "q7-secret", http.StatusOK},
 		{"cmdline without token", closed, PprofPath + "cmdline", "", http.StatusUnauthorized},
 		{"symbol with token", closed, PprofPath + "symbol", "q7-secret", http.StatusOK},
@@ -59,7 +62,7 @@ func TestPprof(t *testing.T) {
 // A 401 says which scheme to use.
 func TestPprofChallenge(t *testing.T) {
 	t.Parallel()
-	h := start(t, Options{Token: "tok"})
+	h := start(t, Options{Tokens: auth.OneToken("tok")})
 	resp, err := http.Get(h.url(PprofPath))
 	if err != nil {
 		t.Fatal(err)

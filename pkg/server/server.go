@@ -68,7 +68,11 @@ type Options struct {
 	Name     string // service name for logs
 	GRPCAddr string // e.g. "127.0.0.1:0"; port 0 picks a free port
 	HTTPAddr string // "" disables HTTP (gateway, /healthz, /readyz)
-	Token    string // cluster token; "" = open
+	// Tokens are the data and admin tokens (both "" = open); Policy says
+	// which methods need which (nil = auth.DefaultPolicy). /metrics and
+	// pprof need the admin token.
+	Tokens auth.Tokens
+	Policy auth.Policy
 	// Insecure lets an open cluster (no token) listen beyond loopback;
 	// without it Start refuses (see CheckExposure).
 	Insecure bool
@@ -90,8 +94,9 @@ type Options struct {
 	// latencies); nil = global (a no-op unless someone installed one).
 	MeterProvider metric.MeterProvider
 	// MetricsHandler, when set, is served at GET /metrics on the HTTP port
-	// (typically telemetry.Telemetry.MetricsHandler()). Like the probes it
-	// is neither traced nor behind the token.
+	// (typically telemetry.Telemetry.MetricsHandler()). It is not traced,
+	// and needs the admin token (the metrics describe the cluster's load
+	// and layout).
 	MetricsHandler http.Handler
 
 	// Logger receives the server's logs; nil means slog.Default().
@@ -271,7 +276,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if s.httpAddr != nil {
 		httpAttr = s.httpAddr.String()
 	}
-	log.Info("listening", "grpc", s.grpcAddr.String(), "http", httpAttr, "tls", o.TLS != nil, "auth", o.Token != "")
+	log.Info("listening", "grpc", s.grpcAddr.String(), "http", httpAttr, "tls", o.TLS != nil, "auth", !o.Tokens.Open())
 	if o.OnListen != nil {
 		o.OnListen(s.grpcAddr, s.httpAddr)
 	}
@@ -336,7 +341,10 @@ func (o *Options) validate() error {
 	}
 	// Here and not only in Flags.Finish, so a service started from code
 	// cannot skip it either.
-	if err := CheckExposure(o.GRPCAddr, o.HTTPAddr, o.Token != "", o.Insecure); err != nil {
+	if err := o.Tokens.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", o.Name, err)
+	}
+	if err := CheckExposure(o.GRPCAddr, o.HTTPAddr, !o.Tokens.Open(), o.Insecure); err != nil {
 		return fmt.Errorf("%s: %w", o.Name, err)
 	}
 	return nil
@@ -347,8 +355,8 @@ func newGRPCServer(o Options, log *slog.Logger, prop propagation.TextMapPropagat
 		grpc.StatsHandler(otelgrpc.NewServerHandler(dial.OtelOptions(o.TracerProvider, prop, o.MeterProvider)...)),
 		// Recovery outermost, so a panic anywhere below (auth included)
 		// becomes codes.Internal instead of killing the process.
-		grpc.ChainUnaryInterceptor(RecoveryUnaryInterceptor(log), auth.UnaryServerInterceptor(o.Token)),
-		grpc.ChainStreamInterceptor(RecoveryStreamInterceptor(log), auth.StreamServerInterceptor(o.Token)),
+		grpc.ChainUnaryInterceptor(RecoveryUnaryInterceptor(log), auth.UnaryServerInterceptor(o.Tokens, o.Policy)),
+		grpc.ChainStreamInterceptor(RecoveryStreamInterceptor(log), auth.StreamServerInterceptor(o.Tokens, o.Policy)),
 	}
 	// Message sizes, streams per connection, keepalive (limits.go).
 	opts = append(opts, grpcLimitOptions(o)...)

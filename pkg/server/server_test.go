@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
 )
 
@@ -262,7 +263,7 @@ func healthStatus(ctx context.Context, cc *grpc.ClientConn, service string) (hea
 
 func TestHealthAndReflection(t *testing.T) {
 	t.Parallel()
-	h := start(t, Options{Token: "tok"})
+	h := start(t, Options{Tokens: auth.OneToken("tok")})
 	ctx := testCtx(t)
 
 	t.Run("health serving without token", func(t *testing.T) {
@@ -430,22 +431,37 @@ func TestPanicRecovery(t *testing.T) {
 
 func TestAuth(t *testing.T) {
 	t.Parallel()
-	h := start(t, Options{Token: "tok"})
+	tokens := auth.Tokens{Data: "dtok", Admin: "tok"}
+	// The test service is Admin under the default policy; dataPolicy makes
+	// it a data service.
+	h := start(t, Options{Tokens: tokens})
+	dataPolicy := func(m string) auth.Class {
+		if strings.HasPrefix(m, "/grpc.testing.TestService/") {
+			return auth.Data
+		}
+		return auth.DefaultPolicy(m)
+	}
+	hd := start(t, Options{Tokens: tokens, Policy: dataPolicy})
 	ctx := testCtx(t)
 
 	grpcTests := []struct {
 		name  string
+		h     *harness
 		token string
 		want  codes.Code
 	}{
-		{"grpc no token", "", codes.Unauthenticated},
-		{"grpc wrong token", "bad", codes.PermissionDenied},
-		{"grpc right token", "tok", codes.OK},
+		{"grpc no token", h, "", codes.Unauthenticated},
+		{"grpc wrong token", h, "bad", codes.PermissionDenied},
+		{"grpc data token on admin", h, "dtok", codes.PermissionDenied},
+		{"grpc admin token", h, "tok", codes.OK},
+		{"grpc data policy, no token", hd, "", codes.Unauthenticated},
+		{"grpc data policy, data token", hd, "dtok", codes.OK},
+		{"grpc data policy, admin token", hd, "tok", codes.OK},
 	}
 	for _, tt := range grpcTests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := testgrpc.NewTestServiceClient(h.conn(t, dial.Options{Token: tt.token})).EmptyCall(ctx, &testgrpc.Empty{})
+			_, err := testgrpc.NewTestServiceClient(tt.h.conn(t, dial.Options{Token: tt.token})).EmptyCall(ctx, &testgrpc.Empty{})
 			if got := status.Code(err); got != tt.want {
 				t.Errorf("code = %v (%v), want %v", got, err, tt.want)
 			}
@@ -462,7 +478,8 @@ func TestAuth(t *testing.T) {
 	}{
 		{"rest no token", "/v1/empty", "", http.StatusUnauthorized},
 		{"rest wrong token", "/v1/empty", "bad", http.StatusForbidden},
-		{"rest right token", "/v1/empty", "tok", http.StatusOK},
+		{"rest data token on admin", "/v1/empty", "dtok", http.StatusForbidden},
+		{"rest admin token", "/v1/empty", "tok", http.StatusOK},
 		{"healthz open", HealthzPath, "", http.StatusOK},
 		{"readyz open", ReadyzPath, "", http.StatusOK},
 	}
@@ -663,7 +680,7 @@ func TestTracing(t *testing.T) {
 	t.Parallel()
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	h := start(t, Options{TracerProvider: tp, Token: "tok"})
+	h := start(t, Options{TracerProvider: tp, Tokens: auth.OneToken("tok")})
 	ctx := testCtx(t)
 	cc := h.conn(t, dial.Options{Token: "tok"}) // client side untraced: only server spans recorded
 
@@ -785,7 +802,7 @@ func TestTLS(t *testing.T) {
 	cert, pool := selfSigned(t)
 	serverTLS := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	clientTLS := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	h := start(t, Options{Token: "tok", TLS: serverTLS, ClientTLS: clientTLS})
+	h := start(t, Options{Tokens: auth.OneToken("tok"), TLS: serverTLS, ClientTLS: clientTLS})
 	ctx := testCtx(t)
 
 	t.Run("gRPC", func(t *testing.T) {

@@ -141,7 +141,7 @@ func Run(ctx context.Context, o Options) error {
 	rt, err := route.New(route.Options{
 		Seeds: seeds,
 		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return dial.New(addr, dial.Options{Token: o.Token, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
+			return dial.New(addr, dial.Options{Token: o.Tokens.Admin, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 		},
 		RefreshInterval: o.RefreshInterval,
 		Logger:          log,
@@ -205,7 +205,7 @@ func Run(ctx context.Context, o Options) error {
 		Name:            ServiceName,
 		GRPCAddr:        o.GRPCAddr,
 		HTTPAddr:        o.HTTPAddr,
-		Token:           o.Token,
+		Tokens:          o.Tokens,
 		Insecure:        o.Insecure,
 		TLS:             o.TLS,
 		ClientTLS:       o.ClientTLS,

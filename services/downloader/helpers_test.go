@@ -20,6 +20,7 @@ import (
 
 	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dataset"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -225,7 +226,7 @@ func testOptions(t *testing.T, c *testcluster.Cluster, dataDir string) downloade
 	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	o.DataDir = dataDir
 	o.Storage = c.Addrs()
-	o.Token = testToken
+	o.Tokens = auth.OneToken(testToken)
 	o.AllowedPrefixes = []string{"http://127.0.0.1"}
 	o.HTTPRetryWaitMin, o.HTTPRetryWaitMax = 5*time.Millisecond, 50*time.Millisecond
 	o.HTTPStallTimeout = 20 * time.Second
@@ -252,7 +253,7 @@ func startService(t *testing.T, o downloader.Options) *service {
 	case <-time.After(30 * time.Second):
 		t.Fatal("downloader did not start within 30s")
 	}
-	cc, err := dial.New(s.grpc, dial.Options{Token: o.Token})
+	cc, err := dial.New(s.grpc, dial.Options{Token: o.Tokens.Admin})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/telemetry"
@@ -59,7 +60,7 @@ func startMigrator(t testing.TB, c *testcluster.Cluster, dataDir string, adjust 
 	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	o.DataDir = dataDir
 	o.Storage = c.Addrs()
-	o.Token = c.Token
+	o.Tokens = auth.OneToken(c.Token)
 	o.Logger = testLogger(t)
 	o.RollbackRetryInterval = 200 * time.Millisecond
 	o.ProgressInterval = time.Second

@@ -174,7 +174,7 @@ func Run(ctx context.Context, o Options) error {
 		return errors.New("migrator: no data directory given (--data-dir)")
 	}
 	dialNode := func(addr string) (*grpc.ClientConn, error) {
-		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
+		return dial.New(addr, dial.Options{Token: o.Tokens.Admin, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 	}
 	rt, err := route.New(route.Options{Seeds: seeds, Dial: dialNode, RefreshInterval: o.RefreshInterval, Logger: log})
 	if err != nil {
@@ -231,7 +231,7 @@ func Run(ctx context.Context, o Options) error {
 		Name:            ServiceName,
 		GRPCAddr:        o.GRPCAddr,
 		HTTPAddr:        o.HTTPAddr,
-		Token:           o.Token,
+		Tokens:          o.Tokens,
 		Insecure:        o.Insecure,
 		TLS:             o.TLS,
 		ClientTLS:       o.ClientTLS,

@@ -117,7 +117,7 @@ func Run(ctx context.Context, o Options) error {
 	// pkg/server adds service=<Name> to its own lines.
 	log := base.With("service", ServiceName)
 	dialer := func(addr string) (*grpc.ClientConn, error) {
-		return dial.New(addr, dial.Options{Token: o.Token, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
+		return dial.New(addr, dial.Options{Token: o.Tokens.Admin, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 	}
 	obs, err := kv.NewObserver(o.TracerProvider, o.MeterProvider)
 	if err != nil {
@@ -186,7 +186,7 @@ func Run(ctx context.Context, o Options) error {
 		Name:            ServiceName,
 		GRPCAddr:        o.GRPCAddr,
 		HTTPAddr:        o.HTTPAddr,
-		Token:           o.Token,
+		Tokens:          o.Tokens,
 		Insecure:        o.Insecure,
 		TLS:             o.TLS,
 		ClientTLS:       o.ClientTLS,

@@ -25,6 +25,7 @@ import (
 
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
@@ -110,7 +111,7 @@ func ctxT(t testing.TB) context.Context {
 // setup starts n storage nodes with topology v1 and a router on them.
 func setup(t testing.TB, n int, o router.Options) (*testcluster.Cluster, *topology.Topology, *testRouter) {
 	t.Helper()
-	c := testcluster.Start(t, n, testcluster.Options{Token: o.Token})
+	c := testcluster.Start(t, n, testcluster.Options{Token: o.Tokens.Admin})
 	topo := c.Bootstrap(t)
 	o.Storage = c.Addrs()
 	if o.RefreshInterval == 0 {
@@ -418,39 +419,52 @@ func TestNodeDown(t *testing.T) {
 	}
 }
 
+// TestToken: the router's key-value methods take the data token or the
+// admin token, GetTopology (node addresses) and /metrics only the admin
+// token; over gRPC and REST alike.
 func TestToken(t *testing.T) {
 	t.Parallel()
-	const token = "s3cret-token"
 	var o router.Options
-	o.Token = token
+	o.Tokens = auth.Tokens{Data: "data-s3cret", Admin: "admin-s3cret"}
 	_, _, r := setup(t, 2, o)
 
-	call := func(ctx context.Context) error {
-		_, err := r.KV.Put(ctx, &routerv1.PutRequest{Key: "k", Data: &routerv1.PutRequest_Text{Text: "v"}})
-		return err
-	}
 	withToken := func(tok string) context.Context {
+		if tok == "" {
+			return ctxT(t)
+		}
 		return metadata.AppendToOutgoingContext(ctxT(t), "authorization", "Bearer "+tok)
 	}
-	if err := call(ctxT(t)); status.Code(err) != codes.Unauthenticated {
-		t.Fatalf("gRPC without token: %v, want Unauthenticated", err)
+	if _, err := r.KV.Put(withToken("data-s3cret"), &routerv1.PutRequest{Key: "k", Data: &routerv1.PutRequest_Text{Text: "v"}}); err != nil {
+		t.Fatalf("Put with the data token: %v", err)
 	}
-	if err := call(withToken("wrong")); status.Code(err) != codes.PermissionDenied {
-		t.Fatalf("gRPC with a wrong token: %v, want PermissionDenied", err)
+	tests := []struct {
+		name               string
+		token              string
+		data, admin        codes.Code // Get, GetTopology
+		restData, restAdmn int        // GET /v1/kv/k, GET /v1/topology
+	}{
+		{"no token", "", codes.Unauthenticated, codes.Unauthenticated, http.StatusUnauthorized, http.StatusUnauthorized},
+		{"wrong token", "wrong", codes.PermissionDenied, codes.PermissionDenied, http.StatusForbidden, http.StatusForbidden},
+		{"data token", "data-s3cret", codes.OK, codes.PermissionDenied, http.StatusOK, http.StatusForbidden},
+		{"admin token", "admin-s3cret", codes.OK, codes.OK, http.StatusOK, http.StatusOK},
 	}
-	if err := call(withToken(token)); err != nil {
-		t.Fatalf("gRPC with the token: %v", err)
-	}
-
-	url := "http://" + r.HTTP + "/v1/kv/k"
-	if code, m := rest(t, "GET", url, "", ""); code != http.StatusUnauthorized {
-		t.Fatalf("REST without token: %d %v, want 401", code, m)
-	}
-	if code, m := rest(t, "GET", url, "", "wrong"); code != http.StatusForbidden {
-		t.Fatalf("REST with a wrong token: %d %v, want 403", code, m)
-	}
-	if code, m := rest(t, "GET", url, "", token); code != 200 || m["text"] != "v" {
-		t.Fatalf("REST with the token: %d %v", code, m)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			resp, err := r.KV.Get(withToken(tt.token), &routerv1.GetRequest{Key: "k"})
+			if status.Code(err) != tt.data || (err == nil && resp.GetText() != "v") {
+				t.Errorf("gRPC Get: %v %v, want %v", resp, err, tt.data)
+			}
+			if _, err := r.KV.GetTopology(withToken(tt.token), &routerv1.GetTopologyRequest{}); status.Code(err) != tt.admin {
+				t.Errorf("gRPC GetTopology: %v, want %v", err, tt.admin)
+			}
+			if code, m := rest(t, "GET", "http://"+r.HTTP+"/v1/kv/k", "", tt.token); code != tt.restData || (code == 200 && m["text"] != "v") {
+				t.Errorf("REST GET /v1/kv/k: %d %v, want %d", code, m, tt.restData)
+			}
+			if code, m := rest(t, "GET", "http://"+r.HTTP+"/v1/topology", "", tt.token); code != tt.restAdmn {
+				t.Errorf("REST GET /v1/topology: %d %v, want %d", code, m, tt.restAdmn)
+			}
+		})
 	}
 }
 

@@ -78,7 +78,7 @@ func tryStart(t testing.TB, o storage.Options) (*testNode, error) {
 		cancel()
 		t.Fatal("node did not start listening within 30s")
 	}
-	conn, err := dial.New(n.grpcAddr, dial.Options{Token: o.Token})
+	conn, err := dial.New(n.grpcAddr, dial.Options{Token: o.Tokens.Admin})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/services/storage"
@@ -376,7 +377,7 @@ func TestIngestNoTopology(t *testing.T) {
 func TestIngestToken(t *testing.T) {
 	t.Parallel()
 	o := testOptions(t, "n1")
-	o.Token = "s3cret"
+	o.Tokens = auth.Tokens{Data: "data-tok", Admin: "s3cret"}
 	n := startNode(t, o)
 	n.ownAll(t)
 	recs := records("tok", 3, 10)
@@ -386,6 +387,7 @@ func TestIngestToken(t *testing.T) {
 	}{
 		{"no token", "", codes.Unauthenticated},
 		{"wrong token", "nope", codes.PermissionDenied},
+		{"data token", "data-tok", codes.PermissionDenied},
 	} {
 		conn, err := dial.New(n.grpcAddr, dial.Options{Token: tc.token})
 		if err != nil {

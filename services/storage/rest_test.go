@@ -12,6 +12,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/services/storage/internal/store/storetest"
 )
@@ -113,26 +114,33 @@ func TestREST(t *testing.T) {
 	}
 }
 
+// TestToken: every storage node RPC is an admin RPC (only other services
+// and operators call a node), so the data token opens none of them; health
+// checks and the probes need no token.
 func TestToken(t *testing.T) {
 	t.Parallel()
 	o := testOptions(t, "secure")
-	o.Token = "s3cret"
-	n := startNode(t, o) // its client carries the token
+	o.Tokens = auth.Tokens{Data: "data-s3cret", Admin: "s3cret"}
+	n := startNode(t, o) // its client carries the admin token
 	n.ownAll(t)
 	ctx := ctxT(t)
 	if _, err := n.data.Put(ctx, &storagev1.PutRequest{Key: []byte("k"), Value: []byte("v")}); err != nil {
-		t.Fatalf("Put with the token: %v", err)
+		t.Fatalf("Put with the admin token: %v", err)
 	}
 
 	for _, tc := range []struct {
 		name  string
 		token string
 		want  codes.Code
+		rest  int
 	}{
-		{"no token", "", codes.Unauthenticated},
-		{"wrong token", "guess", codes.PermissionDenied},
+		{"no token", "", codes.Unauthenticated, http.StatusUnauthorized},
+		{"wrong token", "guess", codes.PermissionDenied, http.StatusForbidden},
+		{"data token", "data-s3cret", codes.PermissionDenied, http.StatusForbidden},
+		{"admin token", "s3cret", codes.OK, http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			conn, err := dial.New(n.grpcAddr, dial.Options{Token: tc.token})
 			if err != nil {
 				t.Fatal(err)
@@ -140,28 +148,23 @@ func TestToken(t *testing.T) {
 			defer conn.Close()
 			_, err = storagev1.NewStorageServiceClient(conn).Get(ctx, &storagev1.GetRequest{Key: []byte("k")})
 			wantStatus(t, err, tc.want)
-			_, err = storagev1.NewNodeServiceClient(conn).SetTopology(ctx, &storagev1.SetTopologyRequest{})
+			_, err = storagev1.NewNodeServiceClient(conn).GetNodeInfo(ctx, &storagev1.GetNodeInfoRequest{})
 			wantStatus(t, err, tc.want)
 			// Health checks are exempt: probes do not know the secret.
 			hc, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 			if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-				t.Errorf("health check without the token = %v, %v", hc, err)
+				t.Errorf("health check = %v, %v", hc, err)
+			}
+
+			code, body := rest(t, n, http.MethodPost, "/v1/data:get", `{"key":"`+b64("k")+`"}`, tc.token)
+			if code != tc.rest || (code == http.StatusOK && body["value"] != b64("v")) {
+				t.Errorf("REST data:get: HTTP %d %v, want %d", code, body, tc.rest)
+			}
+			for _, path := range []string{"/healthz", "/readyz"} {
+				if code, _ := rest(t, n, http.MethodGet, path, "", tc.token); code != http.StatusOK {
+					t.Errorf("%s: HTTP %d, want 200", path, code)
+				}
 			}
 		})
-	}
-
-	if code, _ := rest(t, n, http.MethodPost, "/v1/data:get", `{"key":"`+b64("k")+`"}`, ""); code != http.StatusUnauthorized {
-		t.Errorf("REST without token: HTTP %d, want 401", code)
-	}
-	if code, _ := rest(t, n, http.MethodPost, "/v1/data:get", `{"key":"`+b64("k")+`"}`, "nope"); code != http.StatusForbidden {
-		t.Errorf("REST with a wrong token: HTTP %d, want 403", code)
-	}
-	if code, body := rest(t, n, http.MethodPost, "/v1/data:get", `{"key":"`+b64("k")+`"}`, "s3cret"); code != http.StatusOK || body["value"] != b64("v") {
-		t.Errorf("REST with the token: HTTP %d %v", code, body)
-	}
-	for _, path := range []string{"/healthz", "/readyz"} {
-		if code, _ := rest(t, n, http.MethodGet, path, "", ""); code != http.StatusOK {
-			t.Errorf("%s without token: HTTP %d, want 200", path, code)
-		}
 	}
 }

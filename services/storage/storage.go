@@ -94,10 +94,10 @@ type Options struct {
 // ./data, default limits. NodeID must still be set.
 func DefaultOptions() Options {
 	return Options{
-		DataDir:        "data",
+		DataDir: "data",
 		// Loopback: a node reachable from elsewhere is a decision (a
 		// token, or --insecure), see server.CheckExposure.
-		Common: server.Common{GRPCAddr: "127.0.0.1:7100", HTTPAddr: "127.0.0.1:8100"},
+		Common:         server.Common{GRPCAddr: "127.0.0.1:7100", HTTPAddr: "127.0.0.1:8100"},
 		MaxKeyBytes:    DefaultMaxKeyBytes,
 		MaxValueBytes:  DefaultMaxValueBytes,
 		MaxBatch:       DefaultMaxBatch,
@@ -203,7 +203,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Name:      serviceName,
 		GRPCAddr:  o.GRPCAddr,
 		HTTPAddr:  o.HTTPAddr,
-		Token:     o.Token,
+		Tokens:    o.Tokens,
 		Insecure:  o.Insecure,
 		TLS:       o.TLS,
 		ClientTLS: o.ClientTLS,

@@ -26,6 +26,7 @@ import (
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/flagenv"
+	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
 	"github.com/slotkv/slotkv/pkg/version"
@@ -49,7 +50,9 @@ Usage:
 
 Common flags (environment fallback in parentheses):
   --storage   storage node gRPC addresses, comma-separated (SLOTKV_STORAGE)
-  --token     cluster token (SLOTKV_TOKEN)
+  --token     token sent with every call (SLOTKV_TOKEN); the admin token
+              of a cluster with two tokens: --admin-token (SLOTKV_ADMIN_TOKEN)
+              or --admin-token-file (SLOTKV_ADMIN_TOKEN_FILE) say it too
   --timeout   deadline of the whole command (SLOTKV_TIMEOUT, default 30s)
   --json      print JSON instead of text
 
@@ -85,7 +88,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	storage := flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "storage node gRPC addresses, comma-separated")
-	token := flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token")
+	var client server.ClientFlags
+	client.Register(fs)
 	timeout := flagenv.Duration(fs, "timeout", "SLOTKV_TIMEOUT", 30*time.Second, "deadline of the whole command")
 	asJSON := fs.Bool("json", false, "print JSON")
 	var ranges *string
@@ -103,6 +107,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 		fmt.Fprintf(stderr, "slotkvctl %s: unexpected arguments %q\n", cmd, fs.Args())
 		return 2
 	}
+	if err := client.Finish(); err != nil {
+		fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, err)
+		return 2
+	}
 	addrs := cleanAddrs(strings.Split(*storage, ","))
 	if len(addrs) == 0 {
 		fmt.Fprintf(stderr, "slotkvctl %s: --storage (or SLOTKV_STORAGE) is required\n", cmd)
@@ -113,7 +121,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	conn := ConnOptions{Token: *token}
+	conn := ConnOptions{Token: client.Token}
 
 	var err error
 	switch cmd {

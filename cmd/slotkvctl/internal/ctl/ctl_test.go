@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,7 +29,7 @@ type node struct {
 }
 
 // startNodes runs n real storage nodes n1..nN, stopped by pid at the end.
-func startNodes(t *testing.T, n int, token string) []*node {
+func startNodes(t *testing.T, n int, token string, extraArgs ...string) []*node {
 	t.Helper()
 	bin := proctest.Bin(t, "slotkv-storage")
 	nodes := make([]*node, n)
@@ -41,6 +42,7 @@ func startNodes(t *testing.T, n int, token string) []*node {
 			if token != "" {
 				args = append(args, "--token", token)
 			}
+			args = append(args, extraArgs...)
 			p := proctest.Start(t, bin, args...)
 			cc, err := dial.New(p.GRPC, dial.Options{Token: token})
 			if err != nil {
@@ -236,6 +238,30 @@ func TestBootstrapToken(t *testing.T) {
 	code, out, errOut := run(t, env("SLOTKV_TOKEN", "tok"), "bootstrap", "--storage", addrs(nodes))
 	if code != 0 {
 		t.Fatalf("bootstrap with the token: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestBootstrapTwoTokens: bootstrap is an admin call; the data token is
+// refused, the admin token passes, also read from --admin-token-file.
+func TestBootstrapTwoTokens(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 2, "admin-tok", "--data-token", "data-tok")
+	code, _, errOut := run(t, nil, "bootstrap", "--storage", addrs(nodes), "--token", "data-tok")
+	if code != 1 || !strings.Contains(errOut, "PermissionDenied") {
+		t.Fatalf("bootstrap with the data token: exit %d %s", code, errOut)
+	}
+	missing := filepath.Join(t.TempDir(), "missing")
+	code, _, errOut = run(t, nil, "bootstrap", "--storage", addrs(nodes), "--admin-token-file", missing)
+	if code != 2 || !strings.Contains(errOut, "--admin-token-file") || !strings.Contains(errOut, missing) {
+		t.Fatalf("bootstrap with a missing token file: exit %d %s", code, errOut)
+	}
+	file := filepath.Join(t.TempDir(), "admin")
+	if err := os.WriteFile(file, []byte("admin-tok\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, env("SLOTKV_ADMIN_TOKEN_FILE", file), "bootstrap", "--storage", addrs(nodes), "--token", "data-tok")
+	if code != 0 {
+		t.Fatalf("bootstrap with the admin token file: exit %d\n%s%s", code, out, errOut)
 	}
 }
 

@@ -20,12 +20,13 @@ import (
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/flagenv"
+	"github.com/slotkv/slotkv/pkg/server"
 )
 
 const migrateUsage = `Usage:
   slotkvctl migrate    --migrator ADDR --source n1 --destination n2 --ranges 0-100,200-300
                        [--parallelism N] [--rate 50MiB] [--batch N] [--verify stream|full]
-                       [--job-id ID] [--token T]
+                       [--job-id ID] [--token T | --admin-token T | --admin-token-file F]
   slotkvctl migrate    --migrator ADDR --watch JOB
   slotkvctl migrations --migrator ADDR [--json]
 
@@ -46,7 +47,8 @@ func mainMigrate(ctx context.Context, cmd string, args []string, stdout, stderr 
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, migrateUsage) }
 	addr := flagenv.String(fs, "migrator", "SLOTKV_MIGRATOR", "", "migrator gRPC address")
-	token := flagenv.String(fs, "token", "SLOTKV_TOKEN", "", "cluster token")
+	var cf server.ClientFlags
+	cf.Register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	var (
 		source, dest, ranges, rateS, watch, jobID, verify *string
@@ -78,7 +80,11 @@ func mainMigrate(ctx context.Context, cmd string, args []string, stdout, stderr 
 		fmt.Fprintf(stderr, "slotkvctl %s: --migrator (or SLOTKV_MIGRATOR) is required\n", cmd)
 		return 2
 	}
-	cc, err := dial.New(strings.TrimSpace(*addr), dial.Options{Token: *token})
+	if err := cf.Finish(); err != nil {
+		fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, err)
+		return 2
+	}
+	cc, err := dial.New(strings.TrimSpace(*addr), dial.Options{Token: cf.Token})
 	if err != nil {
 		fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, err)
 		return 1

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
 )
 
@@ -36,7 +37,7 @@ func TestParse(t *testing.T) {
 	}
 	o := c.opts
 	if o.NodeID != "flag-id" || o.DataDir != "/srv/data" || o.GRPCAddr != "127.0.0.1:7" || o.HTTPAddr != "127.0.0.1:8100" ||
-		o.Token != "tok" || o.MaxKeyBytes != 99 || o.MaxValueBytes != 1000 || c.flags.ListenFile != "/tmp/l.json" || c.flags.LogLevel.String() != "DEBUG" {
+		o.Tokens != auth.OneToken("tok") || o.MaxKeyBytes != 99 || o.MaxValueBytes != 1000 || c.flags.ListenFile != "/tmp/l.json" || c.flags.LogLevel.String() != "DEBUG" {
 		t.Errorf("parsed %+v (listen %q, level %v)", o, c.flags.ListenFile, c.flags.LogLevel)
 	}
 

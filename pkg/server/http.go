@@ -34,13 +34,15 @@ const (
 
 // GatewayMarshaler is the JSON marshaler the gateway uses for every media
 // type: proto field names (snake_case, as written in the .proto files and
-// the OpenAPI spec), unpopulated fields emitted so clients see zeros and
-// empty lists instead of missing keys, and unknown input fields ignored so
-// older servers accept newer clients.
+// the OpenAPI spec) and unpopulated fields emitted so clients see zeros and
+// empty lists instead of missing keys. Unknown input fields are refused
+// (400, `unknown field "bogus"`): a misspelt field ("ttl_secs" for
+// "ttl_seconds", "txt" for "text") would otherwise be dropped silently and
+// the call would do something other than asked.
 func GatewayMarshaler() runtime.Marshaler {
 	return &runtime.JSONPb{
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
-		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 	}
 }
 
@@ -66,6 +68,8 @@ func newHTTPServer(ctx context.Context, o Options, log *slog.Logger, prop propag
 	muxOpts := append([]runtime.ServeMuxOption{
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, GatewayMarshaler()),
 		runtime.WithMiddlewares(routeMiddleware),
+		// 413 for bodies over MaxBodyBytes (limits.go).
+		runtime.WithErrorHandler(gatewayErrorHandler),
 	}, o.GatewayOptions...)
 	gw := runtime.NewServeMux(muxOpts...)
 	if o.Gateway != nil {
@@ -91,8 +95,11 @@ func newHTTPServer(ctx context.Context, o Options, log *slog.Logger, prop propag
 	}
 	registerPprof(mux, o.Tokens)
 	// The gateway owns every other path; its generated routes live under
-	// /v1/, and its own 404/405 handling answers the rest in JSON.
-	mux.Handle("/", gw)
+	// /v1/, and its own 404/405 handling answers the rest in JSON. Its
+	// request bodies are capped at MaxBodyBytes, and paths the mux would
+	// clean by redirecting go to it as sent (limits.go).
+	gwh := limitBody(gw, o.maxBodyBytes())
+	mux.Handle("/", gwh)
 
 	tp := o.TracerProvider
 	if tp == nil {
@@ -112,12 +119,13 @@ func newHTTPServer(ctx context.Context, o Options, log *slog.Logger, prop propag
 	if o.MeterProvider != nil {
 		otelOpts = append(otelOpts, otelhttp.WithMeterProvider(o.MeterProvider))
 	}
-	handler := withRouteHolder(otelhttp.NewHandler(mux, o.Name, otelOpts...))
+	handler := withRouteHolder(otelhttp.NewHandler(routePaths(mux, gwh), o.Name, otelOpts...))
 
 	srv := &http.Server{
 		Handler:           handler,
 		TLSConfig:         o.TLS,
 		ReadHeaderTimeout: ReadHeaderTimeout,
+		IdleTimeout:       HTTPIdleTimeout, // no ReadTimeout: see HTTPIdleTimeout
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}

@@ -1,14 +1,24 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
@@ -16,6 +26,235 @@ import (
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/limits"
 )
+
+// bodyRoutes adds, next to gatewayRoutes, what the generated code of a
+// route with a body and one with a multi-segment path variable does:
+// POST /v1/echo decodes its body into a SimpleRequest with the gateway's
+// marshaler and calls UnaryCall; PUT /v1/keys/{key=**} answers the key it
+// matched as {"key": ...}.
+func bodyRoutes(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+	if err := gatewayRoutes(ctx, mux, conn); err != nil {
+		return err
+	}
+	client := testgrpc.NewTestServiceClient(conn)
+	err := mux.HandlePath(http.MethodPost, "/v1/echo", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+		inbound, outbound := runtime.MarshalerForRequest(mux, r)
+		var req testgrpc.SimpleRequest
+		if err := inbound.NewDecoder(r.Body).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			runtime.HTTPError(r.Context(), mux, outbound, w, r, status.Errorf(codes.InvalidArgument, "%v", err))
+			return
+		}
+		resp, err := client.UnaryCall(r.Context(), &req)
+		if err != nil {
+			runtime.HTTPError(r.Context(), mux, outbound, w, r, err)
+			return
+		}
+		runtime.ForwardResponseMessage(r.Context(), mux, outbound, w, r, resp)
+	})
+	if err != nil {
+		return err
+	}
+	return mux.HandlePath(http.MethodPut, "/v1/keys/{key=**}", func(w http.ResponseWriter, _ *http.Request, p map[string]string) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"key": p["key"]})
+	})
+}
+
+// rawHTTP sends one HTTP/1.1 request over a plain TCP connection, with the
+// path exactly as given (no client-side cleaning) and the body either with
+// a Content-Length or chunked, and reads the answer. The body is written
+// from another goroutine: a server that answers before reading it all
+// must not block the test.
+func rawHTTP(t *testing.T, addr net.Addr, method, path string, body []byte, chunked bool) (int, http.Header, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	// A failsafe so a broken server fails the test instead of hanging it.
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	var head strings.Builder
+	fmt.Fprintf(&head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n", method, path, addr)
+	if chunked {
+		head.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+	} else {
+		fmt.Fprintf(&head, "Content-Length: %d\r\n\r\n", len(body))
+	}
+	go func() {
+		w := bufio.NewWriter(conn)
+		_, _ = w.WriteString(head.String())
+		if chunked {
+			for b := body; len(b) > 0; {
+				n := min(len(b), 32<<10)
+				fmt.Fprintf(w, "%x\r\n", n)
+				_, _ = w.Write(b[:n])
+				_, _ = w.WriteString("\r\n")
+				b = b[n:]
+			}
+			_, _ = w.WriteString("0\r\n\r\n")
+		} else {
+			_, _ = w.Write(body)
+		}
+		_ = w.Flush() // errors: the server closed early, which is allowed
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading the answer: %v", method, path, err)
+	}
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// padded is the JSON object obj preceded by whitespace to n bytes: the
+// decoder has to read all of it to find the object.
+func padded(obj string, n int64) []byte {
+	return append(bytes.Repeat([]byte(" "), int(n)-len(obj)), obj...)
+}
+
+func TestRequestBodyLimit(t *testing.T) {
+	t.Parallel()
+	const limit = 1 << 10
+	small := start(t, Options{MaxBodyBytes: limit, Gateway: bodyRoutes})
+	def := start(t, Options{Gateway: bodyRoutes})
+	// A maximal value as base64 JSON: the default limit must let it in.
+	maxValue := []byte(`{"payload":{"body":"` +
+		base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xff}, limits.DefaultMaxValueBytes)) + `"}}`)
+	tests := []struct {
+		name     string
+		h        *harness
+		limit    int64
+		body     []byte
+		chunked  bool
+		wantCode int
+	}{
+		{"small body", small, limit, []byte(`{"response_size":1}`), false, http.StatusOK},
+		{"at the limit", small, limit, padded(`{}`, limit), false, http.StatusOK},
+		{"at the limit, chunked", small, limit, padded(`{}`, limit), true, http.StatusOK},
+		{"over the limit by Content-Length", small, limit, padded(`{}`, limit+1), false, http.StatusRequestEntityTooLarge},
+		{"over the limit, chunked", small, limit, padded(`{}`, limit+1), true, http.StatusRequestEntityTooLarge},
+		{"far over the limit, chunked", small, limit, padded(`{}`, 256<<10), true, http.StatusRequestEntityTooLarge},
+		{"default: maximal value as base64", def, DefaultMaxBodyBytes, maxValue, false, http.StatusOK},
+		{"default: maximal value as base64, chunked", def, DefaultMaxBodyBytes, maxValue, true, http.StatusOK},
+		{"default: over the limit by Content-Length", def, DefaultMaxBodyBytes, padded(`{}`, DefaultMaxBodyBytes+1), false, http.StatusRequestEntityTooLarge},
+		{"default: over the limit, chunked", def, DefaultMaxBodyBytes, padded(`{}`, DefaultMaxBodyBytes+1), true, http.StatusRequestEntityTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, _, body := rawHTTP(t, tt.h.srv.HTTPAddr(), http.MethodPost, "/v1/echo", tt.body, tt.chunked)
+			if code != tt.wantCode {
+				if len(body) > 300 {
+					body = body[:300]
+				}
+				t.Fatalf("POST %d bytes = %d %q, want %d", len(tt.body), code, body, tt.wantCode)
+			}
+			if code != http.StatusRequestEntityTooLarge {
+				return
+			}
+			var m struct {
+				Message string `json:"message"`
+			}
+			if err := json.Unmarshal([]byte(body), &m); err != nil {
+				t.Fatalf("413 body %q is not the gateway's JSON error: %v", body, err)
+			}
+			want := fmt.Sprintf("the limit is %d bytes", tt.limit)
+			if !strings.Contains(m.Message, "request body too large") || !strings.Contains(m.Message, want) {
+				t.Errorf("413 message %q, want it to say the body is too large and %q", m.Message, want)
+			}
+		})
+	}
+}
+
+func TestUnknownJSONFields(t *testing.T) {
+	t.Parallel()
+	h := start(t, Options{Gateway: bodyRoutes})
+	tests := []struct {
+		name      string
+		body      string
+		wantCode  int
+		wantField string // named in the message of a 400
+	}{
+		{"known fields", `{"response_size":1,"fill_username":true}`, http.StatusOK, ""},
+		{"unknown top-level field", `{"response_size":1,"bogus":1}`, http.StatusBadRequest, "bogus"},
+		{"unknown nested field", `{"payload":{"body":"","nope":true}}`, http.StatusBadRequest, "nope"},
+		{"misspelt field", `{"response_sise":1}`, http.StatusBadRequest, "response_sise"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			code, _, body := rawHTTP(t, h.srv.HTTPAddr(), http.MethodPost, "/v1/echo", []byte(tt.body), false)
+			if code != tt.wantCode {
+				t.Fatalf("POST %s = %d %q, want %d", tt.body, code, body, tt.wantCode)
+			}
+			if tt.wantField == "" {
+				return
+			}
+			var m struct {
+				Code    codes.Code `json:"code"`
+				Message string     `json:"message"`
+			}
+			if err := json.Unmarshal([]byte(body), &m); err != nil {
+				t.Fatalf("body %q: %v", body, err)
+			}
+			if want := fmt.Sprintf("unknown field %q", tt.wantField); m.Code != codes.InvalidArgument || !strings.Contains(m.Message, want) {
+				t.Errorf("answer %+v, want InvalidArgument with %q", m, want)
+			}
+		})
+	}
+}
+
+// TestRawPaths sends paths that net/http's ServeMux would clean with a
+// redirect: the gateway gets them as sent, so a key keeps its "//", "." and
+// ".." and no request lands on another route.
+func TestRawPaths(t *testing.T) {
+	t.Parallel()
+	h := start(t, Options{Gateway: bodyRoutes})
+	tests := []struct {
+		name     string
+		method   string
+		path     string
+		wantCode int
+		wantKey  string // the key the route matched, for 200 answers of /v1/keys/
+		wantBody string // else a substring of the answer
+	}{
+		{"plain key", http.MethodPut, "/v1/keys/x/y", http.StatusOK, "x/y", ""},
+		{"double slash", http.MethodPut, "/v1/keys/x//y", http.StatusOK, "x//y", ""},
+		{"trailing double slash", http.MethodPut, "/v1/keys/x//", http.StatusOK, "x//", ""},
+		{"dot", http.MethodPut, "/v1/keys/x/./y", http.StatusOK, "x/./y", ""},
+		{"dot-dot stays in the key", http.MethodPut, "/v1/keys/x/../../y", http.StatusOK, "x/../../y", ""},
+		{"dot-dot towards the probes", http.MethodPut, "/v1/keys/../../healthz", http.StatusOK, "../../healthz", ""},
+		{"dot-dot out of a probe", http.MethodGet, "/healthz/../v1/empty", http.StatusNotFound, "", `"code"`},
+		{"dot-dot out of pprof", http.MethodGet, "/debug/pprof/../../v1/empty", http.StatusNotFound, "", `"code"`},
+		{"clean probe path", http.MethodGet, "/healthz", http.StatusOK, "", "ok"},
+		{"clean gateway path", http.MethodGet, "/v1/empty", http.StatusOK, "", "{}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var body []byte
+			if tt.method == http.MethodPut {
+				body = []byte(`{}`)
+			}
+			code, hdr, got := rawHTTP(t, h.srv.HTTPAddr(), tt.method, tt.path, body, false)
+			if code != tt.wantCode {
+				t.Fatalf("%s %s = %d %q (Location %q), want %d", tt.method, tt.path, code, got, hdr.Get("Location"), tt.wantCode)
+			}
+			if tt.wantKey != "" {
+				var m map[string]string
+				if err := json.Unmarshal([]byte(got), &m); err != nil || m["key"] != tt.wantKey {
+					t.Fatalf("%s %s matched key %q (%q, %v), want %q", tt.method, tt.path, m["key"], got, err, tt.wantKey)
+				}
+			} else if !strings.Contains(got, tt.wantBody) {
+				t.Fatalf("%s %s = %q, want it to contain %q", tt.method, tt.path, got, tt.wantBody)
+			}
+		})
+	}
+}
 
 func TestMaxRecvMsgSize(t *testing.T) {
 	t.Parallel()

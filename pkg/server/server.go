@@ -131,6 +131,9 @@ type Options struct {
 	// messages up to the same size; a larger message is refused with
 	// ResourceExhausted.
 	MaxRecvMsgSize int
+	// MaxBodyBytes bounds one REST request body; a larger one is answered
+	// 413. Zero means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
 	// MaxConcurrentStreams bounds the concurrent RPCs of one gRPC
 	// connection; zero means DefaultMaxConcurrentStreams.
 	MaxConcurrentStreams uint32

@@ -67,6 +67,15 @@ const (
 	HTTPIdleTimeout = 2 * time.Minute
 )
 
+// BodyBytesFor is the REST body limit for a service whose values may be
+// up to maxValueBytes (a storage node or router started with a raised
+// --max-value-bytes): room for such a value as base64 or escaped text, as
+// DefaultMaxBodyBytes has for the default, and never below it. The 1 MiB
+// on top also covers the largest key Badger allows, escaped.
+func BodyBytesFor(maxValueBytes int) int64 {
+	return max(DefaultMaxBodyBytes, 2*int64(maxValueBytes)+1<<20)
+}
+
 func (o *Options) maxBodyBytes() int64 {
 	if o.MaxBodyBytes > 0 {
 		return o.MaxBodyBytes

@@ -464,3 +464,32 @@ func TestKeepaliveMatchesDial(t *testing.T) {
 		})
 	}
 }
+
+func TestBodyBytesFor(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name          string
+		maxValueBytes int
+		want          int64
+	}{
+		{"default value limit", limits.DefaultMaxValueBytes, DefaultMaxBodyBytes},
+		{"lowered value limit keeps the default", 1 << 10, DefaultMaxBodyBytes},
+		{"unset", 0, DefaultMaxBodyBytes},
+		{"raised value limit", 32 << 20, 65 << 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := BodyBytesFor(tt.maxValueBytes)
+			if got != tt.want {
+				t.Fatalf("BodyBytesFor(%d) = %d, want %d", tt.maxValueBytes, got, tt.want)
+			}
+			// A value of that size fits as base64 JSON and as text of
+			// escaped pairs, with a maximal key beside it.
+			v := int64(max(tt.maxValueBytes, limits.DefaultMaxValueBytes))
+			if b64 := (v+2)/3*4 + 6*limits.MaxKeyBytesLimit + 64; got < b64 || got < 2*v+64 {
+				t.Fatalf("BodyBytesFor(%d) = %d is too small for a %d-byte value", tt.maxValueBytes, got, v)
+			}
+		})
+	}
+}

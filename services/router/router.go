@@ -180,7 +180,8 @@ func Run(ctx context.Context, o Options) error {
 		ready = rt.CheckReady
 	}
 
-	svc.SetLimits(limits.KV{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes})
+	lim := limits.KV{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes}.WithDefaults()
+	svc.SetLimits(lim)
 
 	return server.Run(ctx, server.Options{
 		Name:            ServiceName,
@@ -195,7 +196,11 @@ func Run(ctx context.Context, o Options) error {
 		MetricsHandler:  o.MetricsHandler,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
-		Register:        func(s *grpc.Server) { svc.Register(s) },
+		// A maximal key and value fit one message and one REST body, also
+		// with limits raised above the shared defaults.
+		MaxRecvMsgSize: max(dial.MaxMsgSize, lim.MaxValueBytes+lim.MaxKeyBytes+(1<<20)),
+		MaxBodyBytes:   server.BodyBytesFor(lim.MaxValueBytes),
+		Register:       func(s *grpc.Server) { svc.Register(s) },
 		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 			return routerv1.RegisterKVServiceHandler(ctx, mux, conn)
 		},

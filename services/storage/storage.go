@@ -212,6 +212,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		// the limits are raised above the shared default.
 		MaxRecvMsgSize: max(dial.MaxMsgSize, lim.MaxValueBytes+lim.MaxKeyBytes+(1<<20),
 			lim.MaxIngestBytes+lim.MaxBatch*16+(1<<20)),
+		// REST bodies: room for a maximal value as JSON (413 beyond).
+		MaxBodyBytes:    server.BodyBytesFor(lim.MaxValueBytes),
 		TracerProvider:  o.TracerProvider,
 		MeterProvider:   o.MeterProvider,
 		MetricsHandler:  o.MetricsHandler,

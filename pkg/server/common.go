@@ -14,6 +14,7 @@ import (
 
 	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/flagenv"
+	"github.com/slotkv/slotkv/pkg/tlsconfig"
 )
 
 // Common is the part of every service's Options that the shared flags set
@@ -58,6 +59,69 @@ type Flags struct {
 
 	// The token flags, turned into Common.Tokens by Finish.
 	token, dataToken, dataTokenFile, adminToken, adminTokenFile string
+	// The TLS flags, turned into Common.TLS, ClientTLS and PeerTLS by
+	// Finish.
+	tls TLSFiles
+}
+
+// TLSFiles are the PEM files of a service's TLS flags.
+type TLSFiles struct {
+	Cert, Key  string // --tls-cert, --tls-key: serve both ports over TLS
+	ClientCA   string // --tls-client-ca: require client certificates it signed (mTLS)
+	CA         string // --tls-ca: verify the services this one dials
+	ClientCert string // --tls-client-cert, --tls-client-key: present to them
+	ClientKey  string
+}
+
+// Configs builds the server configuration (nil without Cert), the
+// gateway's loopback configuration, and the configuration to dial other
+// services with (nil, plaintext, unless CA or Cert is set: a service that
+// serves TLS expects its peers to as well). When the dialed services ask
+// for a client certificate, the service presents ClientCert, or its own
+// Cert when no ClientCert is given. Errors name the flag and the file.
+func (f TLSFiles) Configs() (server, loopback, peer *tls.Config, err error) {
+	switch {
+	case f.Cert == "" && f.Key != "", f.Cert != "" && f.Key == "":
+		return nil, nil, nil, errors.New("--tls-cert and --tls-key go together: give both or neither")
+	case f.Cert == "" && f.ClientCA != "":
+		return nil, nil, nil, errors.New("--tls-client-ca needs --tls-cert and --tls-key: client certificates are checked on TLS connections only")
+	case (f.ClientCert == "") != (f.ClientKey == ""):
+		return nil, nil, nil, errors.New("--tls-client-cert and --tls-client-key go together: give both or neither")
+	}
+	clientCert, clientKey := f.ClientCert, f.ClientKey
+	if f.Cert != "" {
+		if server, err = tlsconfig.Server(f.Cert, f.Key, f.ClientCA); err != nil {
+			return nil, nil, nil, fmt.Errorf("--tls-cert/--tls-key/--tls-client-ca: %w", err)
+		}
+		var present *tls.Certificate
+		if clientCert != "" {
+			c, err := tlsconfig.LoadKeyPair(clientCert, clientKey)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("--tls-client-cert/--tls-client-key: %w", err)
+			}
+			present = &c
+		}
+		loopback = tlsconfig.Loopback(server.Certificates[0], present)
+		if clientCert == "" {
+			clientCert, clientKey = f.Cert, f.Key
+		}
+	}
+	if f.CA != "" || f.Cert != "" {
+		if peer, err = tlsconfig.Client(f.CA, clientCert, clientKey); err != nil {
+			return nil, nil, nil, fmt.Errorf("--tls-ca/--tls-client-cert: %w", err)
+		}
+	}
+	return server, loopback, peer, nil
+}
+
+// register defines the TLS file flags of a service.
+func (f *TLSFiles) register(fs *flag.FlagSet) {
+	flagenv.StringVar(fs, &f.Cert, "tls-cert", "SLOTKV_TLS_CERT", "", "PEM certificate: serve gRPC and HTTP over TLS (with --tls-key)")
+	flagenv.StringVar(fs, &f.Key, "tls-key", "SLOTKV_TLS_KEY", "", "PEM private key of --tls-cert")
+	flagenv.StringVar(fs, &f.ClientCA, "tls-client-ca", "SLOTKV_TLS_CLIENT_CA", "", "PEM CA certificates: require every client to present a certificate they signed (mTLS)")
+	flagenv.StringVar(fs, &f.CA, "tls-ca", "SLOTKV_TLS_CA", "", "PEM CA certificates to verify the storage nodes this service dials (TLS to them also when --tls-cert is set; system roots without this)")
+	flagenv.StringVar(fs, &f.ClientCert, "tls-client-cert", "SLOTKV_TLS_CLIENT_CERT", "", "PEM certificate presented to the storage nodes under mTLS (default: --tls-cert)")
+	flagenv.StringVar(fs, &f.ClientKey, "tls-client-key", "SLOTKV_TLS_CLIENT_KEY", "", "PEM private key of --tls-client-cert")
 }
 
 // Environment variables of the shared flags that other code reads too.
@@ -85,6 +149,7 @@ func (f *Flags) Register(fs *flag.FlagSet, d Common) {
 	flagenv.DurationVar(fs, &f.ShutdownTimeout, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", f.ShutdownTimeout, "bound on graceful shutdown")
 	flagenv.StringVar(fs, &f.ListenFile, "listen-file", "SLOTKV_LISTEN_FILE", "", `write {"grpc":...,"http":...} here once listening`)
 	flagenv.Float64Var(fs, &f.SampleRatio, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled (0-1)")
+	f.tls.register(fs)
 	flagenv.TextVar(fs, &f.LogLevel, "log-level", "SLOTKV_LOG_LEVEL", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.BoolVar(&f.ShowVersion, "version", false, "print the version and exit")
 	f.Profiling = ProfilingFlags(fs)
@@ -110,6 +175,9 @@ func (f *Flags) Finish() error {
 		return err
 	}
 	f.Tokens = t
+	if f.TLS, f.ClientTLS, f.PeerTLS, err = f.tls.Configs(); err != nil {
+		return err
+	}
 	return CheckExposure(f.GRPCAddr, f.HTTPAddr, !t.Open(), f.Insecure)
 }
 

@@ -6,6 +6,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -35,6 +36,7 @@ import (
 // ConnOptions tells how to reach the storage nodes.
 type ConnOptions struct {
 	Token string
+	TLS   *tls.Config // nil: plaintext
 }
 
 const usage = `slotkvctl administers a slotkv cluster.
@@ -46,6 +48,7 @@ Usage:
   slotkvctl migrate    --migrator ADDR --source n1 --destination n2 --ranges 0-100,200-300
                        [--parallelism N] [--rate 50MiB] [--batch N] [--watch JOB]
   slotkvctl migrations --migrator ADDR
+  slotkvctl dev-certs  [--out .data/certs]   (development CA and certificates)
   slotkvctl version
 
 Common flags (environment fallback in parentheses):
@@ -53,6 +56,8 @@ Common flags (environment fallback in parentheses):
   --token     token sent with every call (SLOTKV_TOKEN); the admin token
               of a cluster with two tokens: --admin-token (SLOTKV_ADMIN_TOKEN)
               or --admin-token-file (SLOTKV_ADMIN_TOKEN_FILE) say it too
+  --tls-ca    dial over TLS, trusting these PEM CAs (SLOTKV_TLS_CA); --tls for
+              the system's roots; --tls-client-cert/--tls-client-key under mTLS
   --timeout   deadline of the whole command (SLOTKV_TIMEOUT, default 30s)
   --json      print JSON instead of text
 
@@ -79,6 +84,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 	case "bootstrap", "topology", "info":
 	case "migrate", "migrations":
 		return mainMigrate(ctx, cmd, rest, stdout, stderr, lookupEnv)
+	case "dev-certs":
+		return mainCerts(rest, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "slotkvctl: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -121,7 +128,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	conn := ConnOptions{Token: client.Token}
+	conn := ConnOptions{Token: client.Token, TLS: client.TLS}
 
 	var err error
 	switch cmd {
@@ -184,7 +191,7 @@ func (p *pool) conn(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := dial.New(addr, dial.Options{Token: p.opts.Token})
+	c, err := dial.New(addr, dial.Options{Token: p.opts.Token, TLS: p.opts.TLS})
 	if err != nil {
 		return nil, err
 	}

@@ -84,7 +84,7 @@ func mainMigrate(ctx context.Context, cmd string, args []string, stdout, stderr 
 		fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, err)
 		return 2
 	}
-	cc, err := dial.New(strings.TrimSpace(*addr), dial.Options{Token: cf.Token})
+	cc, err := dial.New(strings.TrimSpace(*addr), dial.Options{Token: cf.Token, TLS: cf.TLS})
 	if err != nil {
 		fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, err)
 		return 1

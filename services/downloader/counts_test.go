@@ -1,6 +1,8 @@
 package downloader_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -88,14 +90,14 @@ func checkCounts(t *testing.T, c *testcluster.Cluster, topo *topology.Topology, 
 }
 
 // testCountsAfterChecksumFailure (issue 12): a file fails its sha256 check
-// while another file is being ingested in small batches and two others
-// are verified and waiting for their turn to ingest. The failed job's
+// while another file is being ingested in small batches and one more is
+// verified and waiting for its turn to ingest. The failed job's
 // counts are what the storage nodes serve. The resume (the bad file fixed
 // on the server, one verified copy altered on disk) re-checks the kept
 // copies by sha256: the intact one is not downloaded again, the altered
 // one is; the job ends with every record readable and counted once.
 func testCountsAfterChecksumFailure(t *testing.T, c *testcluster.Cluster, topo *topology.Topology) {
-	ds := buildDataset(t, "cnt", 16000, 5)
+	ds := buildDataset(t, "cnt", 30000, 5)
 	names := make([]string, len(ds.manifest.Files))
 	for i, f := range ds.manifest.Files {
 		names[i] = f.Name
@@ -112,6 +114,7 @@ func testCountsAfterChecksumFailure(t *testing.T, c *testcluster.Cluster, topo *
 	o.IngestBatchRecords = 50
 	o.IngestConcurrency = 1 // files ingest one after the other: the others wait verified
 	o.MaxDownloads, o.MaxDownloadsPerNode = 4, 4
+	o.HTTPTimeout = 2 * time.Minute // the hook below holds the bad file's response
 	s := startService(t, o)
 
 	// The bad file is served once the job is ingesting a file and has
@@ -134,10 +137,12 @@ func testCountsAfterChecksumFailure(t *testing.T, c *testcluster.Cluster, topo *
 					waiting++
 				}
 			}
-			if ingesting && waiting >= 2 {
+			// The file being ingested is kept verified too when the job
+			// fails: with one more waiting, two verified files are kept.
+			if ingesting && waiting >= 1 {
 				break
 			}
-			time.Sleep(5 * time.Millisecond) // poll interval
+			time.Sleep(2 * time.Millisecond) // poll interval
 		}
 		return false // serve the (corrupted) file
 	}
@@ -153,10 +158,10 @@ func testCountsAfterChecksumFailure(t *testing.T, c *testcluster.Cluster, topo *
 		}
 	}
 	if len(verified) < 2 {
-		t.Fatalf("%d files left verified and waiting by the failure, want 2: %v", len(verified), fileStates(j))
+		t.Fatalf("%d files left verified (DOWNLOADED) by the failure, want 2 (the one ingesting and one waiting): %v", len(verified), fileStates(j))
 	}
 	counted := checkCounts(t, c, topo, ds, j, "after the checksum failure")
-	if counted == 0 || counted == 16000 {
+	if counted == 0 || counted == 30000 {
 		t.Errorf("%d records ingested when the job failed: the failure did not cut an ingest", counted)
 	}
 	// The job as persisted says the same after a restart.
@@ -184,8 +189,8 @@ func testCountsAfterChecksumFailure(t *testing.T, c *testcluster.Cluster, topo *
 		t.Fatalf("ResumeJob: %v", err)
 	}
 	j = s.waitState(t, "cnt", succeeded)
-	if got := checkCounts(t, c, topo, ds, j, "after the resume"); got != 16000 {
-		t.Errorf("%d records readable after the resumed job succeeded, want 16000", got)
+	if got := checkCounts(t, c, topo, ds, j, "after the resume"); got != 30000 {
+		t.Errorf("%d records readable after the resumed job succeeded, want 30000", got)
 	}
 	for _, name := range names {
 		want := 1
@@ -253,5 +258,33 @@ func testCountsAtPauseAndCancel(t *testing.T, c *testcluster.Cluster, topo *topo
 		if got := checkCounts(t, c, topo, ds, j, tc.id+": after the resume"); got != 12000 {
 			t.Errorf("%d records readable after the resumed job succeeded, want 12000", got)
 		}
+	}
+}
+
+// testCountsAfterBlockCRCFailure (issue 12): a data file whose sha256
+// matches the manifest (built that way) but with a block that fails its
+// CRC-32C in the middle: the ingest fails at that block with records of
+// the file in flight to the nodes. The failed job's counts are what the
+// nodes serve.
+func testCountsAfterBlockCRCFailure(t *testing.T, c *testcluster.Cluster, topo *topology.Topology) {
+	ds := buildDataset(t, "crc", 8000, 1)
+	f := &ds.manifest.Files[0]
+	data := slices.Clone(ds.files[f.Name])
+	data[len(data)*3/4] ^= 0xff
+	sum := sha256.Sum256(data)
+	f.SHA256 = hex.EncodeToString(sum[:])
+	ds.files[f.Name] = data
+	ds.setManifest(t)
+	srv := serveDataset(t, ds)
+	o := testOptions(t, c, t.TempDir())
+	o.IngestBatchRecords = 50
+	s := startService(t, o)
+	s.start(t, srv.manifestURL(), "crc")
+	j := s.waitState(t, "crc", failed)
+	if !strings.Contains(j.GetError(), f.Name) || !strings.Contains(j.GetError(), "CRC") {
+		t.Fatalf("job error %q does not name %s and the block checksum", j.GetError(), f.Name)
+	}
+	if got := checkCounts(t, c, topo, ds, j, "after the block CRC failure"); got == 0 || got == 8000 {
+		t.Errorf("%d records readable after a failure three quarters into the file", got)
 	}
 }

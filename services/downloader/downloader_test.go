@@ -59,6 +59,7 @@ func TestBulkLoad(t *testing.T) {
 	t.Run("Metrics", func(t *testing.T) { t.Parallel(); testMetrics(t, c) })
 	t.Run("CountsAfterChecksumFailure", func(t *testing.T) { t.Parallel(); testCountsAfterChecksumFailure(t, c, topo) })
 	t.Run("CountsAtPauseAndCancel", func(t *testing.T) { t.Parallel(); testCountsAtPauseAndCancel(t, c, topo) })
+	t.Run("CountsAfterBlockCRCFailure", func(t *testing.T) { t.Parallel(); testCountsAfterBlockCRCFailure(t, c, topo) })
 	t.Run("SettingsSurviveRestart", func(t *testing.T) { t.Parallel(); testSettingsSurviveRestart(t, c) })
 	t.Run("RunningJobsCap", func(t *testing.T) { t.Parallel(); testRunningJobsCap(t, c) })
 }

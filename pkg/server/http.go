@@ -67,7 +67,7 @@ func newHTTPServer(ctx context.Context, o Options, log *slog.Logger, prop propag
 
 	muxOpts := append([]runtime.ServeMuxOption{
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, GatewayMarshaler()),
-		runtime.WithMiddlewares(routeMiddleware),
+		runtime.WithMiddlewares(routeMiddleware, utf8Middleware),
 		// 413 for bodies over MaxBodyBytes (limits.go).
 		runtime.WithErrorHandler(gatewayErrorHandler),
 	}, o.GatewayOptions...)

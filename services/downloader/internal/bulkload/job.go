@@ -306,29 +306,36 @@ func (j *job) prepare(ctx context.Context) error {
 	if err := os.MkdirAll(j.dir(), 0o755); err != nil {
 		return fmt.Errorf("create download directory: %w", err)
 	}
-	// A verified download kept on disk is used again only if it still has
-	// the manifest's size and sha256 (re-read outside the lock): a copy
-	// changed or truncated since is downloaded again.
+	// A download kept on disk under its final name is used again only if
+	// it still has the manifest's size and sha256 (re-read outside the
+	// lock): a copy changed or truncated since is downloaded again. A
+	// whole file whose verification was not recorded (a crash between the
+	// rename and the save) is taken once it checks out.
 	type kept struct {
 		i               int
 		name, path, sha string
 		size            int64
+		verified        bool
 	}
 	var check []kept
 	j.mu.Lock()
 	for i, f := range j.rec.Files {
-		if f.State == StateSucceeded || !f.Verified {
+		if f.State == StateSucceeded {
 			continue
 		}
 		if path, err := localPath(j.dir(), f.Name); err == nil {
-			check = append(check, kept{i, f.Name, path, f.SHA256, f.Size})
+			if _, err := os.Stat(path); err == nil {
+				check = append(check, kept{i, f.Name, path, f.SHA256, f.Size, f.Verified})
+			}
 		}
 	}
 	j.mu.Unlock()
 	intact := map[int]bool{}
 	for _, k := range check {
 		if err := checkKept(k.path, k.size, k.sha); err != nil {
-			m.log.WarnContext(ctx, "a verified download changed on disk; downloading it again", "job_id", j.id(), "file", k.name, "err", err)
+			if k.verified {
+				m.log.WarnContext(ctx, "a verified download changed on disk; downloading it again", "job_id", j.id(), "file", k.name, "err", err)
+			}
 			_ = os.Remove(k.path)
 			continue
 		}
@@ -348,8 +355,8 @@ func (j *job) prepare(ctx context.Context) error {
 			j.mu.Unlock()
 			return fileErr(f.Name, "%v", err)
 		}
-		if f.Verified && intact[i] {
-			f.State, f.Downloaded = StateDownloaded, f.Size
+		if intact[i] {
+			f.Verified, f.State, f.Downloaded = true, StateDownloaded, f.Size
 			continue
 		}
 		f.Verified, f.State, f.Downloaded = false, StatePending, 0

@@ -300,3 +300,42 @@ func TestIngestMovedUntilTheOwnerLearns(t *testing.T) {
 		t.Fatalf("n2 got %d batches before it learned the topology, want %d", got, behind)
 	}
 }
+
+// TestResumeTakesAWholeUnrecordedDownload (issue 12): a file whose whole,
+// correct download is on disk under its final name but whose verification
+// was not saved (a crash between the rename and the save) is re-hashed on
+// resume and ingested without being fetched again.
+func TestResumeTakesAWholeUnrecordedDownload(t *testing.T) {
+	t.Parallel()
+	n := startFake(t, "n1")
+	topo, err := topology.Even(1, []topology.Node{n.node()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.topo.Store(topo)
+	r := testRouter(t, []string{n.Addr()}, func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) })
+	m := testManager(t, r, 200*time.Millisecond)
+	n.Stop() // the ingest fails; the download is kept
+	if _, err := m.Start(t.Context(), writeDataset(t, 300), "unrecorded"); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitEnded(t, m, "unrecorded"); st.State != StateFailed || st.Files[0].Attempts != 1 {
+		t.Fatalf("job with its node down: %s %q, attempts %d", st.State, st.Error, st.Files[0].Attempts)
+	}
+	j, _ := m.job("unrecorded")
+	j.mu.Lock()
+	j.rec.Files[0].Verified = false // as if the process died before saving it
+	j.saveLocked()
+	j.mu.Unlock()
+	n.Restart()
+	if _, err := m.Resume(t.Context(), "unrecorded"); err != nil {
+		t.Fatal(err)
+	}
+	st := waitEnded(t, m, "unrecorded")
+	if st.State != StateSucceeded || n.stored() != 300 {
+		t.Fatalf("resumed job: %s %q, node holds %d", st.State, st.Error, n.stored())
+	}
+	if a := st.Files[0].Attempts; a != 1 {
+		t.Errorf("the file was read from its source %d times, want 1 (the whole copy on disk is re-hashed and kept)", a)
+	}
+}

@@ -25,7 +25,7 @@ IMAGE_TAG := $(shell printf '%s' '$(VERSION)' | tr -c 'A-Za-z0-9_.-' '-' | cut -
 LDFLAGS  := -s -w -X github.com/slotkv/slotkv/pkg/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 14m
 
-.PHONY: all build tools proto verify-gen lint test test-unit test-e2e test-compose test-robustness bench bench-migration run images clean tidy fmt
+.PHONY: all build tools proto verify-gen lint test test-unit test-e2e test-compose test-robustness bench bench-migration run images clean tidy fmt certs
 
 all: build
 
@@ -151,9 +151,18 @@ bench-migration: build
 	SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -bench MigrationScaling -benchtime 1x -timeout 60m ./e2e/ \
 	| $(GO) run ./e2e/cmd/benchratio "$${specs[@]}"
 
-## run: 3 storage nodes + router on loopback, data under ./.data/, Ctrl-C stops all
+## run: 3 storage nodes + router on loopback, data under ./.data/, Ctrl-C stops all;
+## `make run TLS=1` runs every service on mutual TLS with the certificates of
+## `make certs` (made on the first such run)
 run: build tools
-	SLOTKV_BIN=$(BIN) ./deployments/local/run.sh
+	SLOTKV_BIN=$(BIN) SLOTKV_RUN_TLS=$(TLS) ./deployments/local/run.sh
+
+## certs: a development CA, a certificate for the services (SANs 127.0.0.1,
+## ::1, localhost and the compose service names) and a client certificate,
+## made with Go's crypto (slotkvctl dev-certs), under .data/certs (git-ignored)
+CERTS ?= $(CURDIR)/.data/certs
+certs:
+	cd cmd/slotkvctl && $(GO) run . dev-certs --out $(CERTS)
 
 ## tidy: go mod tidy in every module
 tidy:

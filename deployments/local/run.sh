@@ -8,7 +8,10 @@
 #   SLOTKV_DOWNLOADER_GRPC (7010), SLOTKV_DOWNLOADER_HTTP (8090),
 #   SLOTKV_MIGRATOR_GRPC (7020), SLOTKV_MIGRATOR_HTTP (8070),
 #   SLOTKV_STORAGE_GRPC_BASE (7100 -> 7101..7103), SLOTKV_STORAGE_HTTP_BASE (8100),
-#   SLOTKV_DATA (./.data), SLOTKV_TOKEN (empty: open cluster).
+#   SLOTKV_DATA (./.data), SLOTKV_TOKEN (empty: open cluster; or
+#   SLOTKV_DATA_TOKEN and SLOTKV_ADMIN_TOKEN), SLOTKV_RUN_TLS (1: every
+#   service on mutual TLS with the certificates in $SLOTKV_DATA/certs, made
+#   with `slotkvctl dev-certs` when missing; `make run TLS=1`).
 set -euo pipefail
 # Job control: each child gets its own process group, so Ctrl-C reaches only
 # this script, which then stops the children itself (router first).
@@ -31,6 +34,24 @@ export SLOTKV_TOKEN=${SLOTKV_TOKEN:-}
 mkdir -p "$DATA/logs"
 pids=()
 
+# TLS: the services read SLOTKV_TLS_* from the environment (serve with the
+# node certificate, require client certificates of the development CA,
+# dial the storage nodes trusting it); slotkvctl, curl and grpcurl get the
+# client certificate.
+scheme=http; curl_tls=(); ctl_tls=(); grpcurl_tls="-plaintext"
+if [ "${SLOTKV_RUN_TLS:-}" = 1 ]; then
+  certs="$DATA/certs"
+  if [ ! -f "$certs/ca.crt" ]; then
+    "$BIN/slotkvctl" dev-certs --out "$certs"
+  fi
+  export SLOTKV_TLS_CERT="$certs/node.crt" SLOTKV_TLS_KEY="$certs/node.key"
+  export SLOTKV_TLS_CLIENT_CA="$certs/ca.crt" SLOTKV_TLS_CA="$certs/ca.crt"
+  scheme=https
+  curl_tls=(--cacert "$certs/ca.crt" --cert "$certs/client.crt" --key "$certs/client.key")
+  ctl_tls=(--tls-ca "$certs/ca.crt" --tls-client-cert "$certs/client.crt" --tls-client-key "$certs/client.key")
+  grpcurl_tls="-cacert $certs/ca.crt -cert $certs/client.crt -key $certs/client.key"
+fi
+
 stop() {
   trap - INT TERM EXIT
   echo
@@ -46,7 +67,7 @@ trap stop EXIT
 
 wait_ready() { # name http-addr log
   for _ in $(seq 1 200); do
-    if curl -fsS "http://$2/readyz" >/dev/null 2>&1; then return 0; fi
+    if curl -fsS "${curl_tls[@]}" "$scheme://$2/readyz" >/dev/null 2>&1; then return 0; fi
     sleep 0.1
   done
   echo "$1 did not become ready on $2; last log lines:" >&2
@@ -69,7 +90,7 @@ done
 
 seeds=$(IFS=,; echo "${storage[*]}")
 # Safe on every start: a node that holds the same or a newer topology keeps it.
-"$BIN/slotkvctl" bootstrap --storage "$seeds"
+"$BIN/slotkvctl" bootstrap --storage "$seeds" "${ctl_tls[@]}"
 
 "$BIN/slotkv-router" --storage "$seeds" --grpc-addr "$HOST:$ROUTER_GRPC" \
   --http-addr "$HOST:$ROUTER_HTTP" >>"$DATA/logs/router.log" 2>&1 &
@@ -90,40 +111,44 @@ wait_ready downloader "$HOST:$DL_HTTP" "$DATA/logs/downloader.log"
 pids+=($!)
 wait_ready migrator "$HOST:$MG_HTTP" "$DATA/logs/migrator.log"
 
-auth=""; gauth=""
-if [ -n "$SLOTKV_TOKEN" ]; then
-  auth=" -H 'Authorization: Bearer $SLOTKV_TOKEN'"
-  gauth=" -H 'authorization: Bearer $SLOTKV_TOKEN'"
-fi
+# Hints for the message below: the data token on the router's KV API, the
+# admin token elsewhere (either may be SLOTKV_TOKEN), and the TLS options.
+data_tok=${SLOTKV_DATA_TOKEN:-${SLOTKV_TOKEN:-${SLOTKV_ADMIN_TOKEN:-}}}
+admin_tok=${SLOTKV_ADMIN_TOKEN:-${SLOTKV_TOKEN:-}}
+dauth=""; aauth=""; gdauth=""; gaauth=""; ctl_auth=""
+[ -n "$data_tok" ] && dauth=" -H 'Authorization: Bearer $data_tok'" && gdauth=" -H 'authorization: Bearer $data_tok'"
+[ -n "$admin_tok" ] && aauth=" -H 'Authorization: Bearer $admin_tok'" && gaauth=" -H 'authorization: Bearer $admin_tok'" && ctl_auth=" --admin-token $admin_tok"
+ctls=""; [ ${#curl_tls[@]} -gt 0 ] && ctls=" ${curl_tls[*]}"
+ctl_opts="$ctl_auth"; [ ${#ctl_tls[@]} -gt 0 ] && ctl_opts="$ctl_auth ${ctl_tls[*]}"
 cat <<MSG
 
-slotkv is running (data in $DATA, logs in $DATA/logs).
+slotkv is running (data in $DATA, logs in $DATA/logs$([ "$scheme" = https ] && echo ", mutual TLS with the certificates in $certs")).
 
-  router     gRPC $HOST:$ROUTER_GRPC   REST http://$HOST:$ROUTER_HTTP
-  downloader gRPC $HOST:$DL_GRPC   REST http://$HOST:$DL_HTTP
-  migrator   gRPC $HOST:$MG_GRPC   REST http://$HOST:$MG_HTTP
-$(for i in "${!NODES[@]}"; do echo "  storage ${NODES[$i]} gRPC $HOST:$((SG + i + 1))   REST http://$HOST:$((SH + i + 1))"; done)
+  router     gRPC $HOST:$ROUTER_GRPC   REST $scheme://$HOST:$ROUTER_HTTP
+  downloader gRPC $HOST:$DL_GRPC   REST $scheme://$HOST:$DL_HTTP
+  migrator   gRPC $HOST:$MG_GRPC   REST $scheme://$HOST:$MG_HTTP
+$(for i in "${!NODES[@]}"; do echo "  storage ${NODES[$i]} gRPC $HOST:$((SG + i + 1))   REST $scheme://$HOST:$((SH + i + 1))"; done)
 
 Try:
-  curl$auth -X PUT http://$HOST:$ROUTER_HTTP/v1/kv/hello -d '{"text":"world"}'
-  curl$auth http://$HOST:$ROUTER_HTTP/v1/kv/hello
-  curl$auth -X DELETE http://$HOST:$ROUTER_HTTP/v1/kv/hello
-  bin/grpcurl -plaintext$gauth -d '{"key":"greeting","text":"hi"}' $HOST:$ROUTER_GRPC slotkv.router.v1.KVService/Put
-  bin/grpcurl -plaintext$gauth -d '{"key":"greeting"}' $HOST:$ROUTER_GRPC slotkv.router.v1.KVService/Get
-  bin/grpcurl -plaintext$gauth $HOST:$((SG + 1)) slotkv.storage.v1.NodeService/GetNodeInfo
-  curl$auth http://$HOST:$((SH + 1))/v1/node
-  bin/slotkvctl topology --storage $seeds
+  curl$ctls$dauth -X PUT $scheme://$HOST:$ROUTER_HTTP/v1/kv/hello -d '{"text":"world"}'
+  curl$ctls$dauth $scheme://$HOST:$ROUTER_HTTP/v1/kv/hello
+  curl$ctls$dauth -X DELETE $scheme://$HOST:$ROUTER_HTTP/v1/kv/hello
+  bin/grpcurl $grpcurl_tls$gdauth -d '{"key":"greeting","text":"hi"}' $HOST:$ROUTER_GRPC slotkv.router.v1.KVService/Put
+  bin/grpcurl $grpcurl_tls$gdauth -d '{"key":"greeting"}' $HOST:$ROUTER_GRPC slotkv.router.v1.KVService/Get
+  bin/grpcurl $grpcurl_tls$gaauth $HOST:$((SG + 1)) slotkv.storage.v1.NodeService/GetNodeInfo
+  curl$ctls$aauth $scheme://$HOST:$((SH + 1))/v1/node
+  bin/slotkvctl topology --storage $seeds$ctl_opts
 
 Migrate slots 0-1000 from n1 to n2 while traffic flows (progress bar until done):
-  bin/slotkvctl migrate --migrator $HOST:$MG_GRPC --source n1 --destination n2 --ranges 0-1000
-  curl$auth http://$HOST:$MG_HTTP/v1/migrations
+  bin/slotkvctl migrate --migrator $HOST:$MG_GRPC --source n1 --destination n2 --ranges 0-1000$ctl_opts
+  curl$ctls$aauth $scheme://$HOST:$MG_HTTP/v1/migrations
 
 Bulk load (build a dataset, then load it):
   bin/slotkv-dataset gen --records 100000 --value-size 100 --out $DATA/datasets/demo.jsonl
   rm -rf $DATA/datasets/demo && bin/slotkv-dataset build --input $DATA/datasets/demo.jsonl --out $DATA/datasets/demo
-  curl$auth -X POST http://$HOST:$DL_HTTP/v1/bulkloads -d '{"manifest_url":"file://$DATA/datasets/demo/manifest.json"}'
-  curl$auth http://$HOST:$DL_HTTP/v1/bulkloads
-  curl$auth http://$HOST:$ROUTER_HTTP/v1/count
+  curl$ctls$aauth -X POST $scheme://$HOST:$DL_HTTP/v1/bulkloads -d '{"manifest_url":"file://$DATA/datasets/demo/manifest.json"}'
+  curl$ctls$aauth $scheme://$HOST:$DL_HTTP/v1/bulkloads
+  curl$ctls$dauth $scheme://$HOST:$ROUTER_HTTP/v1/count
 
 Ctrl-C stops everything.
 MSG

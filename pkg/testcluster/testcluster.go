@@ -5,6 +5,7 @@ package testcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -27,6 +28,12 @@ type Options struct {
 	// Env adds environment variables (KEY=VALUE) to every node's process,
 	// e.g. an OTLP endpoint.
 	Env []string
+	// Args are added to every node's command line, e.g. TLS flags or
+	// --data-token.
+	Args []string
+	// TLS, when set, is the client configuration of Node.Conn (for nodes
+	// that serve TLS through Args).
+	TLS *tls.Config
 }
 
 // Node is one running storage node.
@@ -57,6 +64,7 @@ type Cluster struct {
 	Nodes []*Node
 	Token string
 	env   []string
+	extra []string
 }
 
 // Start runs n storage nodes with ids n1..nN, each with its own data
@@ -65,7 +73,7 @@ type Cluster struct {
 func Start(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
 	bin := proctest.Bin(t, "slotkv-storage")
-	c := &Cluster{Nodes: make([]*Node, n), Token: o.Token, env: o.Env}
+	c := &Cluster{Nodes: make([]*Node, n), Token: o.Token, env: o.Env, extra: o.Args}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
@@ -76,7 +84,7 @@ func Start(t testing.TB, n int, o Options) *Cluster {
 			// On failure proctest.Start marks the test failed and ends
 			// this goroutine; the nil node is reported below.
 			p := proctest.StartWith(t, proctest.Options{Env: c.env}, bin, args...)
-			cc, err := dial.New(p.GRPC, dial.Options{Token: o.Token})
+			cc, err := dial.New(p.GRPC, dial.Options{Token: o.Token, TLS: o.TLS})
 			if err != nil {
 				errs <- err
 				return
@@ -185,5 +193,5 @@ func (c *Cluster) args(id, dir, grpcAddr, httpAddr string) []string {
 	if c.Token != "" {
 		args = append(args, "--token", c.Token)
 	}
-	return args
+	return append(args, c.extra...)
 }

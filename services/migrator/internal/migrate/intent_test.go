@@ -184,7 +184,7 @@ func TestIntentWriteFailureStopsTheJob(t *testing.T) {
 			if !hit {
 				t.Fatal("the intent write was never attempted")
 			}
-			if j.GetPhase() != migratorv1.Phase_PHASE_FAILED || !strings.Contains(j.GetError(), "recording that the job begins on "+tc.role) ||
+			if j.GetPhase() != migratorv1.Phase_PHASE_FAILED || !strings.Contains(j.GetError(), "writing the intent record (the job begins on "+tc.role+") failed") ||
 				!strings.Contains(j.GetError(), injected.Error()) {
 				t.Fatalf("job: %s %q, want FAILED saying the intent for %s could not be recorded (%q)", j.GetPhase(), j.GetError(), tc.role, injected)
 			}

@@ -287,7 +287,7 @@ func (j *job) prepare(ctx context.Context, src, dst *peer) (err error) {
 		// The intent is on disk before the node hears of the job: a crash
 		// after the call must find the record that says to abort it there.
 		if err := j.persist(func(r *record) { mark(r, true) }); err != nil {
-			return fmt.Errorf("recording that the job begins on %s %s: %w", p.role, p.id, err)
+			return fmt.Errorf("writing the intent record (the job begins on %s %s) failed, so the node was not told of the job: %w", p.role, p.id, err)
 		}
 		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 		defer cancel()

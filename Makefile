@@ -73,6 +73,21 @@ lint: tools
 test: build
 	SLOTKV_BIN=$(BIN) $(GO) test -race -timeout $(TEST_TIMEOUT) $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
+## fuzz: run every fuzz target (func Fuzz* in a *_test.go of any module) for
+## FUZZTIME each, one at a time: -fuzz takes a single target per package.
+## Their seed corpora (testdata/fuzz/) already run as tests in `make test`.
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz: build
+	@for m in $(MODULES); do \
+		for d in $$(cd $$m && grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u); do \
+			for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$m/$$d/*_test.go); do \
+				echo "--- fuzz $$m/$${d#./} $$f ($(FUZZTIME))"; \
+				(cd $$m && SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$d) || exit 1; \
+			done; \
+		done; \
+	done
+
 ## test-e2e: only the process-level end-to-end tests
 test-e2e: build
 	SLOTKV_BIN=$(BIN) $(GO) test -race -timeout $(TEST_TIMEOUT) ./e2e/...

@@ -314,7 +314,7 @@ func TestResumeTakesAWholeUnrecordedDownload(t *testing.T) {
 	}
 	n.topo.Store(topo)
 	r := testRouter(t, []string{n.Addr()}, func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) })
-	m := testManager(t, r, 200*time.Millisecond)
+	m := testManager(t, r, time.Second)
 	n.Stop() // the ingest fails; the download is kept
 	if _, err := m.Start(t.Context(), writeDataset(t, 300), "unrecorded"); err != nil {
 		t.Fatal(err)
@@ -328,6 +328,24 @@ func TestResumeTakesAWholeUnrecordedDownload(t *testing.T) {
 	j.saveLocked()
 	j.mu.Unlock()
 	n.Restart()
+	// Reachable again through the manager's own connection before the
+	// resume (not a condition of the test: its retry window is short).
+	cc, err := r.Conn(n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		_, err := storagev1.NewNodeServiceClient(cc).GetTopology(ctx, &storagev1.GetTopologyRequest{})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node not reachable after its restart: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
 	if _, err := m.Resume(t.Context(), "unrecorded"); err != nil {
 		t.Fatal(err)
 	}

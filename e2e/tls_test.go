@@ -142,6 +142,15 @@ func TestTLSStack(t *testing.T) {
 		t.Fatalf("downloader ListJobs over TLS: %v", err)
 	}
 
+	// The container health check (`BINARY healthcheck`) probes a TLS
+	// service with the service's own certificate, as the compose stack
+	// runs it: configured through the environment.
+	hc := exec.CommandContext(ctx, proctest.Bin(t, "slotkv-router"), "healthcheck")
+	hc.Env = append(hc.Environ(), "SLOTKV_HTTP_ADDR="+router.HTTP, "SLOTKV_TLS_CERT="+dev.Node, "SLOTKV_TLS_KEY="+dev.NodeKey)
+	if out, err := hc.CombinedOutput(); err != nil {
+		t.Errorf("slotkv-router healthcheck over TLS: %v\n%s", err, out)
+	}
+
 	// Refused: plaintext, no client certificate, another CA.
 	noCert, err := tlsconfig.Client(dev.CA, "", "")
 	if err != nil {

@@ -10,7 +10,10 @@
 package probe
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,19 +47,29 @@ type Target struct {
 	Addr    string // the listen flag's default, e.g. ":8100"
 	AddrEnv string // the listen flag's environment fallback, e.g. "SLOTKV_HTTP_ADDR"
 	Path    string // e.g. "/readyz"
+	// CertEnv and KeyEnv name the variables of the service's TLS
+	// certificate and key (e.g. SLOTKV_TLS_CERT, SLOTKV_TLS_KEY). When both
+	// are set the probe speaks HTTPS: it trusts exactly that certificate
+	// (the one the service presents, whatever names it carries) and
+	// presents it as its client certificate, so a service that requires
+	// client certificates (mTLS) accepts its own probe.
+	CertEnv, KeyEnv string
 }
 
 // Get GETs url and returns nil when it answers 2xx. Any other answer is an
 // error carrying the status and the start of the body (/readyz says what is
 // not ready); a connection failure is returned as is.
-func Get(ctx context.Context, url string) error {
+func Get(ctx context.Context, url string) error { return GetTLS(ctx, url, nil) }
+
+// GetTLS is Get with a TLS configuration for an https URL.
+func GetTLS(ctx context.Context, url string, conf *tls.Config) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return fmt.Errorf("probe URL %q: %w", url, err)
 	}
 	// No proxy: a probe checks this host's own port, and a proxy taken
 	// from the container's environment would check something else.
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true, TLSClientConfig: conf}}
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
@@ -127,13 +140,54 @@ func Run(ctx context.Context, args []string, t Target, lookup func(string) (stri
 			return 2
 		}
 	}
+	conf, err := ownTLS(t, lookup)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", name, err)
+		return 2
+	}
+	if conf != nil && *url == "" {
+		target = "https://" + strings.TrimPrefix(target, "http://")
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	if err := Get(ctx, target); err != nil {
+	if err := GetTLS(ctx, target, conf); err != nil {
 		// Docker keeps this output in the container's health log
 		// (docker inspect), which is where an operator looks.
 		fmt.Fprintf(stderr, "%s: not ready: %v\n", name, err)
 		return 1
 	}
 	return 0
+}
+
+// ownTLS is the probe's TLS configuration when the service serves TLS
+// (t.CertEnv and t.KeyEnv set): it presents the service's certificate and
+// accepts only that certificate from the server, which is the service
+// itself. Nil without TLS.
+func ownTLS(t Target, lookup func(string) (string, bool)) (*tls.Config, error) {
+	if t.CertEnv == "" || t.KeyEnv == "" {
+		return nil, nil
+	}
+	certFile, _ := lookup(t.CertEnv)
+	keyFile, _ := lookup(t.KeyEnv)
+	if certFile == "" || keyFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("$%s/$%s (%s, %s): %w", t.CertEnv, t.KeyEnv, certFile, keyFile, err)
+	}
+	own := cert.Certificate[0]
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		// The pin below replaces chain and name verification: the probe
+		// dials 127.0.0.1, which the certificate need not name.
+		InsecureSkipVerify: true, //nolint:gosec // pinned in VerifyPeerCertificate
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 || !bytes.Equal(raw[0], own) {
+				return errors.New("the server's certificate is not $" + t.CertEnv)
+			}
+			return nil
+		},
+	}, nil
 }

@@ -116,8 +116,8 @@ func (f TLSFiles) Configs() (server, loopback, peer *tls.Config, err error) {
 
 // register defines the TLS file flags of a service.
 func (f *TLSFiles) register(fs *flag.FlagSet) {
-	flagenv.StringVar(fs, &f.Cert, "tls-cert", "SLOTKV_TLS_CERT", "", "PEM certificate: serve gRPC and HTTP over TLS (with --tls-key)")
-	flagenv.StringVar(fs, &f.Key, "tls-key", "SLOTKV_TLS_KEY", "", "PEM private key of --tls-cert")
+	flagenv.StringVar(fs, &f.Cert, "tls-cert", EnvTLSCert, "", "PEM certificate: serve gRPC and HTTP over TLS (with --tls-key)")
+	flagenv.StringVar(fs, &f.Key, "tls-key", EnvTLSKey, "", "PEM private key of --tls-cert")
 	flagenv.StringVar(fs, &f.ClientCA, "tls-client-ca", "SLOTKV_TLS_CLIENT_CA", "", "PEM CA certificates: require every client to present a certificate they signed (mTLS)")
 	flagenv.StringVar(fs, &f.CA, "tls-ca", "SLOTKV_TLS_CA", "", "PEM CA certificates to verify the storage nodes this service dials (TLS to them also when --tls-cert is set; system roots without this)")
 	flagenv.StringVar(fs, &f.ClientCert, "tls-client-cert", "SLOTKV_TLS_CLIENT_CERT", "", "PEM certificate presented to the storage nodes under mTLS (default: --tls-cert)")
@@ -129,6 +129,8 @@ const (
 	EnvGRPCAddr = "SLOTKV_GRPC_ADDR"
 	EnvHTTPAddr = "SLOTKV_HTTP_ADDR"
 	EnvInsecure = "SLOTKV_INSECURE"
+	EnvTLSCert  = "SLOTKV_TLS_CERT"
+	EnvTLSKey   = "SLOTKV_TLS_KEY"
 )
 
 // Register defines the shared flags on fs, with defaults taken from d (the

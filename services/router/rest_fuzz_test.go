@@ -3,8 +3,8 @@ package router_test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
+	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 	"github.com/slotkv/slotkv/services/router"
 )
@@ -73,7 +77,7 @@ var noRedirect = &http.Client{
 
 // restCall sends one request and returns the status and the JSON answer;
 // every answer of the gateway, errors included, must be a JSON object.
-func restCall(t *testing.T, method, u string, body []byte) (int, map[string]any) {
+func restCall(t *testing.T, method, u string, body []byte) (int, map[string]any, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, u, bytes.NewReader(body))
 	if err != nil {
@@ -92,7 +96,7 @@ func restCall(t *testing.T, method, u string, body []byte) (int, map[string]any)
 			t.Fatalf("%s %s %q: %d answered %q, not a JSON object", method, u, body, resp.StatusCode, b)
 		}
 	}
-	return resp.StatusCode, m
+	return resp.StatusCode, m, b
 }
 
 // restRoutes are the routes of the router's REST API the fuzz input picks
@@ -115,7 +119,8 @@ var restRoutes = []struct{ method, path string }{
 // KV API through the real gateway, router and storage node. Whatever the
 // body, the answer is 2xx or 4xx with a JSON body, never a 5xx: bad input
 // is the caller's fault and must say so, and a panic would come back as
-// 500. A PUT that succeeds is read back: same key, same bytes.
+// 500. A PUT or multiPut that succeeds is read back: same keys, same
+// bytes, the body read by the gateway's own marshaler.
 func FuzzRESTBody(f *testing.F) {
 	seeds := []struct {
 		route uint8
@@ -146,6 +151,7 @@ func FuzzRESTBody(f *testing.F) {
 		{3, "", `{"entries":[{"key":"a"}]}`},
 		{3, "", `{"entries":[{"key":"","text":"x"}]}`},
 		{3, "", `{"entries":[null]}`},
+		{3, "", `{"entries":[{"key":"d","text":"1"},{"key":"e"},{"key":"d","value":"-_8="}]}`},
 		{4, "", `{"keys":["a","zz"]}`},
 		{4, "", `{"keys":[null]}`},
 		{5, "\xff", ``},
@@ -167,7 +173,7 @@ func FuzzRESTBody(f *testing.F) {
 		if strings.HasSuffix(r.path, "=") {
 			u += url.QueryEscape(key)
 		}
-		code, m := restCall(t, r.method, u, body)
+		code, m, _ := restCall(t, r.method, u, body)
 		if code >= 300 && code < 400 {
 			// net/http's mux redirects unclean paths ("a/../b") before
 			// the API sees them; nothing else may redirect.
@@ -179,33 +185,106 @@ func FuzzRESTBody(f *testing.F) {
 		if code >= 500 || code < 200 {
 			t.Fatalf("%s %s %q: %d %v, want 2xx or 4xx", r.method, u, body, code, m)
 		}
-		if !keyed || r.method != "PUT" && r.method != "POST" || code >= 300 {
+		if code >= 300 {
 			return
 		}
-		// The write landed: read it back.
-		var put struct {
-			Text  *string `json:"text"`
-			Value []byte  `json:"value"`
-		}
-		_ = json.Unmarshal(body, &put)
-		gcode, g := restCall(t, "GET", u, nil)
-		if gcode != http.StatusOK || g["key"] != m["key"] {
-			t.Fatalf("PUT %s %q answered %v; GET: %d %v", u, body, m, gcode, g)
-		}
-		var got []byte
-		if s, ok := g["text"].(string); ok {
-			got = []byte(s)
-		} else if s, ok := g["value"].(string); ok {
-			got, _ = base64.StdEncoding.DecodeString(s)
-		}
-		want := put.Value
-		if put.Text != nil {
-			want = []byte(*put.Text)
-		}
-		if put.Text != nil || put.Value != nil {
-			if !bytes.Equal(got, want) {
-				t.Fatalf("PUT %s %q, GET answered %v: value %q, want %q", u, body, g, got, want)
-			}
+		switch {
+		case keyed && (r.method == "PUT" || r.method == "POST"):
+			checkPutReadBack(t, u, body, m)
+		case r.path == "/v1/kv:multiPut":
+			checkMultiPutReadBack(t, base, body)
 		}
 	})
+}
+
+// gatewayDecode reads a request body as the generated gateway handlers
+// do: the first JSON value through the gateway's marshaler, an empty body
+// being the empty message.
+func gatewayDecode(body []byte, msg proto.Message) error {
+	err := server.GatewayMarshaler().NewDecoder(bytes.NewReader(body)).Decode(msg)
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+// putValue is the value a PutRequest or KeyValue carries: its text or its
+// bytes (empty when it has neither).
+func putValue(text *string, value []byte) []byte {
+	if text != nil {
+		return []byte(*text)
+	}
+	return value
+}
+
+// checkPutReadBack: after PUT/POST /v1/kv/{key} answered 2xx, a GET of
+// the same URL answers the same key and the bytes the body carried, as
+// the gateway's own marshaler reads the body.
+func checkPutReadBack(t *testing.T, u string, body []byte, m map[string]any) {
+	t.Helper()
+	var req routerv1.PutRequest
+	if err := gatewayDecode(body, &req); err != nil {
+		t.Fatalf("PUT %s %q succeeded, but the gateway marshaler refuses the body: %v", u, body, err)
+	}
+	var text *string
+	if x, ok := req.GetData().(*routerv1.PutRequest_Text); ok {
+		text = &x.Text
+	}
+	want := putValue(text, req.GetValue())
+	gcode, g, graw := restCall(t, "GET", u, nil)
+	var got routerv1.GetResponse
+	if gcode != http.StatusOK || server.GatewayMarshaler().Unmarshal(graw, &got) != nil || got.GetKey() != m["key"] {
+		t.Fatalf("PUT %s %q answered %v; GET: %d %v", u, body, m, gcode, g)
+	}
+	var gtext *string
+	if x, ok := got.GetData().(*routerv1.GetResponse_Text); ok {
+		gtext = &x.Text
+	}
+	if gv := putValue(gtext, got.GetValue()); !bytes.Equal(gv, want) {
+		t.Fatalf("PUT %s %q, GET answered %v: value %q, want %q", u, body, g, gv, want)
+	}
+}
+
+// checkMultiPutReadBack: after a multiPut answered 2xx, a multiGet of its
+// keys finds each with the value of its last entry (a key listed several
+// times takes its last value, as MultiPut documents).
+func checkMultiPutReadBack(t *testing.T, base string, body []byte) {
+	t.Helper()
+	var req routerv1.MultiPutRequest
+	if err := gatewayDecode(body, &req); err != nil {
+		t.Fatalf("multiPut %q succeeded, but the gateway marshaler refuses the body: %v", body, err)
+	}
+	want := map[string][]byte{}
+	var keys []string
+	for _, e := range req.GetEntries() {
+		var text *string
+		if x, ok := e.GetData().(*routerv1.KeyValue_Text); ok {
+			text = &x.Text
+		}
+		if _, dup := want[e.GetKey()]; !dup {
+			keys = append(keys, e.GetKey())
+		}
+		want[e.GetKey()] = putValue(text, e.GetValue())
+	}
+	if len(keys) == 0 {
+		return
+	}
+	getBody, err := server.GatewayMarshaler().Marshal(&routerv1.MultiGetRequest{Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, m, raw := restCall(t, "POST", base+"/v1/kv:multiGet", getBody)
+	var got routerv1.MultiGetResponse
+	if code != http.StatusOK || server.GatewayMarshaler().Unmarshal(raw, &got) != nil || len(got.GetEntries()) != len(keys) {
+		t.Fatalf("multiPut %q, then multiGet of %q: %d %v", body, keys, code, m)
+	}
+	for i, e := range got.GetEntries() {
+		var text *string
+		if x, ok := e.GetData().(*routerv1.Entry_Text); ok {
+			text = &x.Text
+		}
+		if e.GetKey() != keys[i] || !e.GetFound() || !bytes.Equal(putValue(text, e.GetValue()), want[keys[i]]) {
+			t.Fatalf("multiPut %q, then multiGet entry %d = %v, want key %q value %q", body, i, e, keys[i], want[keys[i]])
+		}
+	}
 }

@@ -105,13 +105,14 @@ test-robustness: build
 
 ## test-compose: the container stack (slotkv's OTLP receiver in Jaeger's
 ## place) under a project of its own, checked through its published ports by
-## e2e/compose, then removed with its volumes
+## e2e/compose, then removed with its volumes; TLS=1 runs the stack on mutual
+## TLS (deployments/compose/tls.yml)
 ## The images of this version (not :dev, which any other build may retag
 ## meanwhile).
 test-compose: images $(BIN)/grpcurl
 	cd e2e && CGO_ENABLED=0 $(GO) build -o $(BIN)/slotkv-otlpsink ./cmd/otlpsink
 	DOCKER_BUILDKIT=0 SLOTKV_BIN=$(BIN) VERSION=$(VERSION) ./deployments/docker/images.sh slotkv-otlpsink slotkv-otlpsink slotkv-otlpsink
-	SLOTKV_BIN=$(BIN) SLOTKV_IMAGE_TAG=$(IMAGE_TAG) ./deployments/compose/test.sh
+	SLOTKV_BIN=$(BIN) SLOTKV_IMAGE_TAG=$(IMAGE_TAG) SLOTKV_COMPOSE_TLS=$(TLS) ./deployments/compose/test.sh
 
 ## bench: benchmarks with figures and ratios against a baseline from the same run
 bench: build

@@ -11,7 +11,9 @@
 # builds them.
 #
 # Environment: SLOTKV_BIN (./bin), SLOTKV_TOKEN (the stack's cluster token,
-# empty: open), SLOTKV_COMPOSE_TIMEOUT (seconds to wait for health, 180).
+# empty: open), SLOTKV_COMPOSE_TIMEOUT (seconds to wait for health, 180),
+# SLOTKV_COMPOSE_TLS (1: the stack on mutual TLS, deployments/compose/tls.yml,
+# with development certificates made for this run; `make test-compose TLS=1`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -34,6 +36,16 @@ export SLOTKV_COMPOSE="${compose[*]}"
 export COMPOSE_PROJECT_NAME=slotkv-test-$$
 # Absolute paths: the Go test runs compose from its own directory.
 export COMPOSE_FILE=$root/docker-compose.yml:$root/deployments/compose/test.yml
+# The TLS override must stay valid whether or not this run uses it.
+"${compose[@]}" -f "$root/docker-compose.yml" -f "$root/deployments/compose/tls.yml" config -q
+certs=""
+if [ "${SLOTKV_COMPOSE_TLS:-}" = 1 ]; then
+  # Certificates of this run only; keys readable by the containers' user.
+  certs=$(mktemp -d "${TMPDIR:-/tmp}/slotkv-compose-certs.XXXXXX")
+  "$SLOTKV_BIN/slotkvctl" dev-certs --out "$certs" --key-perm 0644 >/dev/null
+  export SLOTKV_CERTS_DIR=$certs SLOTKV_TEST_TLS_DIR=$certs
+  export COMPOSE_FILE=$COMPOSE_FILE:$root/deployments/compose/tls.yml
+fi
 # The offline override is what users without a registry run: it must stay
 # valid even though the test runs the stack with its trace receiver.
 "${compose[@]}" -f "$root/docker-compose.yml" -f "$root/deployments/compose/offline.yml" config -q
@@ -72,6 +84,7 @@ finish() {
   fi
   echo "test-compose: removing $COMPOSE_PROJECT_NAME and its volumes"
   "${compose[@]}" down -v --remove-orphans --timeout 20 || true
+  [ -n "$certs" ] && rm -rf "$certs"
   if [ "$ok" = 1 ]; then exit 0; fi
   exit $((code == 0 ? 1 : code))
 }

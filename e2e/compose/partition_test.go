@@ -34,7 +34,7 @@ func TestPartition(t *testing.T) {
 	s := newStack(t)
 	const victim, cut = "storage2", 6 * time.Second
 
-	cc, err := dial.New(s.routerGRPC, dial.Options{Token: s.token})
+	cc, err := dial.New(s.routerGRPC, dial.Options{Token: s.token, TLS: s.tls})
 	if err != nil {
 		t.Fatal(err)
 	}

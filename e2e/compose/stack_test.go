@@ -13,11 +13,14 @@
 //	                  COMPOSE_PROJECT_NAME and COMPOSE_FILE select the stack
 //	SLOTKV_BIN        directory of grpcurl and slotkv-dataset on this host
 //	SLOTKV_TOKEN      the stack's cluster token, if it has one
+//	SLOTKV_TEST_TLS_DIR  the certificates of a stack on TLS (deployments/compose/tls.yml):
+//	                  REST over HTTPS and gRPC over TLS with its ca.crt and client.crt
 package compose
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,6 +31,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/slotkv/slotkv/pkg/tlsconfig"
 )
 
 // stack is the running compose stack under test.
@@ -38,6 +43,12 @@ type stack struct {
 	bin                                                  string
 	token                                                string
 	client                                               *http.Client
+	// scheme is the services' REST scheme, https on a TLS stack; tls the
+	// client configuration of gRPC calls (nil: plaintext), grpcurlTLS
+	// grpcurl's flags for it.
+	scheme     string
+	tls        *tls.Config
+	grpcurlTLS []string
 }
 
 func newStack(t *testing.T) *stack {
@@ -49,7 +60,7 @@ func newStack(t *testing.T) *stack {
 		}
 		return v
 	}
-	return &stack{
+	s := &stack{
 		routerHTTP:     need("SLOTKV_TEST_ROUTER_HTTP"),
 		routerGRPC:     need("SLOTKV_TEST_ROUTER_GRPC"),
 		migratorHTTP:   need("SLOTKV_TEST_MIGRATOR_HTTP"),
@@ -59,7 +70,30 @@ func newStack(t *testing.T) *stack {
 		bin:            need("SLOTKV_BIN"),
 		token:          os.Getenv("SLOTKV_TOKEN"),
 		client:         &http.Client{Timeout: 30 * time.Second},
+		scheme:         "http",
+		grpcurlTLS:     []string{"-plaintext"},
 	}
+	if dir := os.Getenv("SLOTKV_TEST_TLS_DIR"); dir != "" {
+		ca, cert, key := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
+		conf, err := tlsconfig.Client(ca, cert, key)
+		if err != nil {
+			t.Fatalf("$SLOTKV_TEST_TLS_DIR: %v", err)
+		}
+		s.scheme, s.tls = "https", conf
+		s.client.Transport = &http.Transport{TLSClientConfig: conf}
+		s.grpcurlTLS = []string{"-cacert", ca, "-cert", cert, "-key", key}
+	}
+	return s
+}
+
+// url is path on a service's published port; the trace receiver (not a
+// slotkv service) speaks plain HTTP on a TLS stack too.
+func (s *stack) url(hostport, path string) string {
+	scheme := s.scheme
+	if hostport == s.tracesHTTP {
+		scheme = "http"
+	}
+	return scheme + "://" + hostport + path
 }
 
 // apiError is a non-2xx answer of a REST call.
@@ -70,7 +104,7 @@ type apiError struct {
 
 func (e *apiError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.body) }
 
-// call sends a REST request to http://hostport+path with in as its JSON body
+// call sends a REST request to s.url(hostport, path) with in as its JSON body
 // (nil for none) and decodes a 2xx answer into out (nil to ignore it).
 func (s *stack) call(method, hostport, path string, in, out any) error {
 	var body io.Reader
@@ -81,7 +115,7 @@ func (s *stack) call(method, hostport, path string, in, out any) error {
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, "http://"+hostport+path, body)
+	req, err := http.NewRequest(method, s.url(hostport, path), body)
 	if err != nil {
 		return err
 	}
@@ -118,15 +152,16 @@ func (s *stack) mustCall(t *testing.T, method, hostport, path string, in, out an
 	}
 }
 
-// grpcurl runs bin/grpcurl against the router's gRPC port (plaintext,
-// server reflection) and decodes its JSON output into out.
+// grpcurl runs bin/grpcurl against the router's gRPC port (plaintext, or
+// TLS with the client certificate; server reflection) and decodes its JSON
+// output into out.
 func (s *stack) grpcurl(t *testing.T, method string, in, out any) {
 	t.Helper()
 	req, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-plaintext", "-d", string(req)}
+	args := append(append([]string(nil), s.grpcurlTLS...), "-d", string(req))
 	if s.token != "" {
 		args = append(args, "-H", "authorization: Bearer "+s.token)
 	}

@@ -68,7 +68,7 @@ func TestTraces(t *testing.T) {
 	_, _ = rand.Read(b)
 	traceID, parent := hex.EncodeToString(b[:16]), hex.EncodeToString(b[16:])
 	key := fmt.Sprintf("compose/traced/%d", time.Now().UnixNano())
-	req, err := http.NewRequest(http.MethodPut, "http://"+s.routerHTTP+"/v1/kv/"+key, strings.NewReader(`{"text":"traced"}`))
+	req, err := http.NewRequest(http.MethodPut, s.url(s.routerHTTP, "/v1/kv/"+key), strings.NewReader(`{"text":"traced"}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,9 @@ const (
 // Options configures New. The zero value is a plaintext, untraced-but-
 // propagating connection without a token.
 type Options struct {
-	// Token is the cluster token sent with every RPC; "" sends none.
+	// Token is the bearer token sent with every RPC ("" sends none): a
+	// service's admin token towards the storage nodes, a client's data or
+	// admin token.
 	Token string
 	// TLS enables transport security with this configuration; nil means
 	// plaintext.

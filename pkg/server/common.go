@@ -48,7 +48,8 @@ type Common struct {
 // Flags is the command line every service binary shares: Common plus what
 // Main needs (log level, trace sampling, listen file, profiling). Register
 // defines the flags, each with its SLOTKV_* environment fallback; after
-// flagenv.Parse, Finish checks them.
+// flagenv.Parse, Finish reads the token and certificate files into Common
+// and checks the result.
 type Flags struct {
 	Common
 	ListenFile  string     // --listen-file

@@ -1,17 +1,17 @@
 // Package server is the one way a slotkv service starts: one gRPC port and
 // one optional HTTP port, wired the same way in every service so that
-// health checks, reflection, tracing, the cluster token, panic recovery,
+// health checks, reflection, tracing, the tokens, panic recovery,
 // REST and graceful shutdown cannot differ between them.
 //
 // The gRPC server has the otelgrpc stats handler (health checks and
-// reflection are not traced), a panic-recovery interceptor, the cluster-token
-// interceptors from pkg/auth, the standard health service (SERVING while
-// Options.Ready passes, NOT_SERVING during shutdown) and server reflection
-// for grpcurl.
+// reflection are not traced), a panic-recovery interceptor, the token
+// interceptors from pkg/auth (data and admin tokens, Options.Policy), the
+// standard health service (SERVING while Options.Ready passes, NOT_SERVING
+// during shutdown) and server reflection for grpcurl.
 //
 // The HTTP server serves /healthz (liveness), /readyz (readiness), /metrics
 // (Prometheus, when Options.MetricsHandler is set), net/http/pprof under
-// /debug/pprof/ (behind the cluster token, see PprofPath) and the
+// /debug/pprof/ (behind the admin token, see PprofPath) and the
 // grpc-gateway REST API (everything else, /v1/... by convention), traced
 // with otelhttp. The gateway reaches the service through a loopback gRPC
 // connection to the service's own port, built with pkg/dial but without the

@@ -263,8 +263,10 @@ func readJSONL(ctx context.Context, r io.Reader, maxValue int, add func(int, []b
 		case tooLong:
 			res := fmt.Sprintf("line longer than %d bytes", maxLine)
 			bad(n, "%s", res)
-		case len(bytes.TrimSpace(line)) == 0:
-			// blank line
+		case len(bytes.Trim(line, " \t\r\n")) == 0:
+			// Blank line: only JSON whitespace. bytes.TrimSpace would also
+			// drop a line of Unicode spaces (U+00A0, U+0085) unreported,
+			// though it is no JSON and must count as a bad line.
 		default:
 			key, value, perr := p.parse(bytes.TrimSuffix(line, []byte("\n")))
 			if perr != nil {

@@ -4,7 +4,11 @@
 // refused where it arrives instead of after it has crossed the cluster.
 package limits
 
-import "github.com/slotkv/slotkv/pkg/rpcerr"
+import (
+	"fmt"
+
+	"github.com/slotkv/slotkv/pkg/rpcerr"
+)
 
 const (
 	// DefaultMaxKeyBytes caps a key. Badger's own hard limit is 65000 bytes;
@@ -54,6 +58,18 @@ func (l KV) CheckKeySize(field string, n int) error {
 func (l KV) CheckValueSize(field string, n int) error {
 	if n > l.MaxValueBytes {
 		return rpcerr.InvalidField(field, "value is %d bytes, above the limit --max-value-bytes=%d", n, l.MaxValueBytes)
+	}
+	return nil
+}
+
+// Validate refuses limits no node can honour: negative ones, and a key
+// limit above Badger's (MaxKeyBytesLimit). The error names the flags.
+func (l KV) Validate() error {
+	switch {
+	case l.MaxKeyBytes < 0 || l.MaxValueBytes < 0:
+		return fmt.Errorf("negative limit (--max-key-bytes=%d, --max-value-bytes=%d)", l.MaxKeyBytes, l.MaxValueBytes)
+	case l.MaxKeyBytes > MaxKeyBytesLimit:
+		return fmt.Errorf("--max-key-bytes=%d is above Badger's key limit of %d", l.MaxKeyBytes, MaxKeyBytesLimit)
 	}
 	return nil
 }

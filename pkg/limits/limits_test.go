@@ -65,3 +65,32 @@ func TestWithDefaults(t *testing.T) {
 		})
 	}
 }
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		l         KV
+		wantError string // "" = valid
+	}{
+		{"zero takes the defaults", KV{}, ""},
+		{"largest key limit", KV{MaxKeyBytes: MaxKeyBytesLimit, MaxValueBytes: 1}, ""},
+		{"key limit above Badger's", KV{MaxKeyBytes: MaxKeyBytesLimit + 1}, "--max-key-bytes=64999 is above"},
+		{"negative key limit", KV{MaxKeyBytes: -1}, "--max-key-bytes=-1"},
+		{"negative value limit", KV{MaxValueBytes: -5}, "--max-value-bytes=-5"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.l.Validate()
+			if tt.wantError == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantError) {
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tt.wantError)
+			}
+		})
+	}
+}

@@ -116,6 +116,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	// pkg/server adds service=<Name> to its own lines.
 	log := base.With("service", ServiceName)
+	if err := (limits.KV{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes}).Validate(); err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
 	dialer := func(addr string) (*grpc.ClientConn, error) {
 		return dial.New(addr, dial.Options{Token: o.Tokens.Admin, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 	}

@@ -589,3 +589,30 @@ func reversion(t *testing.T, topo *topology.Topology, v uint64) *topology.Topolo
 	}
 	return out
 }
+
+// TestRunRefusesBadLimits: limits no storage node could honour stop the
+// router at start with an error naming the flag.
+func TestRunRefusesBadLimits(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		key, value  int
+		wantInError string
+	}{
+		{"key limit above Badger's", 70000, 0, "--max-key-bytes=70000"},
+		{"negative value limit", 0, -1, "--max-value-bytes=-1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			o := router.DefaultOptions()
+			o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+			o.Storage = []string{"127.0.0.1:1"}
+			o.MaxKeyBytes, o.MaxValueBytes = tt.key, tt.value
+			err := router.Run(t.Context(), o)
+			if err == nil || !strings.Contains(err.Error(), tt.wantInError) {
+				t.Fatalf("Run = %v, want an error naming %s", err, tt.wantInError)
+			}
+		})
+	}
+}

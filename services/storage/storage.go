@@ -25,6 +25,7 @@ import (
 
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/limits"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/services/storage/internal/grpcapi"
 	"github.com/slotkv/slotkv/services/storage/internal/migration"
@@ -124,11 +125,12 @@ func Run(ctx context.Context, o Options) (err error) {
 		return fmt.Errorf("%w: a data directory is required (--data-dir)", ErrConfig)
 	case o.GRPCAddr == "":
 		return fmt.Errorf("%w: a gRPC listen address is required (--grpc-addr)", ErrConfig)
-	case o.MaxKeyBytes < 0 || o.MaxValueBytes < 0 || o.MaxBatch < 0 || o.MaxIngestBytes < 0 || o.MaxImportStreams < 0:
-		return fmt.Errorf("%w: negative limit (--max-key-bytes=%d, --max-value-bytes=%d, --max-batch=%d, --max-ingest-bytes=%d, --max-import-streams=%d)",
-			ErrConfig, o.MaxKeyBytes, o.MaxValueBytes, o.MaxBatch, o.MaxIngestBytes, o.MaxImportStreams)
-	case o.MaxKeyBytes > grpcapi.MaxKeyBytesLimit:
-		return fmt.Errorf("%w: --max-key-bytes=%d is above Badger's key limit of %d", ErrConfig, o.MaxKeyBytes, grpcapi.MaxKeyBytesLimit)
+	case o.MaxBatch < 0 || o.MaxIngestBytes < 0 || o.MaxImportStreams < 0:
+		return fmt.Errorf("%w: negative limit (--max-batch=%d, --max-ingest-bytes=%d, --max-import-streams=%d)",
+			ErrConfig, o.MaxBatch, o.MaxIngestBytes, o.MaxImportStreams)
+	}
+	if err := (limits.KV{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes}).Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	log := o.Logger
 	if log == nil {

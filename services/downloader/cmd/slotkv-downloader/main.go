@@ -57,6 +57,7 @@ func run(args []string) int {
 		httpTimeout  = flagenv.Duration(fs, "http-timeout", "SLOTKV_HTTP_TIMEOUT", def.HTTPTimeout, "time to wait for a download's response headers")
 		httpStall    = flagenv.Duration(fs, "http-stall-timeout", "SLOTKV_HTTP_STALL_TIMEOUT", def.HTTPStallTimeout, "a download receiving no byte for this long is cut and resumed")
 		refresh      = flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", def.RefreshInterval, "period of topology refreshes")
+		maxRunning   = flagenv.Int(fs, "max-running-jobs", "SLOTKV_MAX_RUNNING_JOBS", def.MaxRunningJobs, "most bulk-load jobs running at once; more are refused (ResourceExhausted) until one ends, is paused or canceled")
 		progress     = flagenv.Duration(fs, "progress-interval", "SLOTKV_PROGRESS_INTERVAL", def.ProgressInterval, "period of progress log lines and progress saves of a running job")
 	)
 	if err := flagenv.Parse(fs, args); err != nil {
@@ -98,6 +99,7 @@ func run(args []string) int {
 		o.HTTPRetryMax, o.HTTPRetryWaitMin, o.HTTPRetryWaitMax = *httpRetryMax, *httpWaitMin, *httpWaitMax
 		o.HTTPTimeout, o.HTTPStallTimeout = *httpTimeout, *httpStall
 		o.RefreshInterval, o.ProgressInterval = *refresh, *progress
+		o.MaxRunningJobs = *maxRunning
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
 		env.Logger.Info("loading into", "storage", *storage, "data_dir", *dataDir)

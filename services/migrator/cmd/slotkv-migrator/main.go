@@ -85,6 +85,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		progress    = flagenv.Duration(fs, "progress-interval", "SLOTKV_PROGRESS_INTERVAL", d.ProgressInterval, "period of progress log lines and saves of a running job")
 		cleanup     = flagenv.Uint64(fs, "cleanup-keys-per-second", "SLOTKV_CLEANUP_KEYS_PER_SECOND", 0, "pace of the source's cleanup after a commit (0: node default)")
 		refresh     = flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", d.RefreshInterval, "period of topology refreshes")
+		maxRunning  = flagenv.Int(fs, "max-running-jobs", "SLOTKV_MAX_RUNNING_JOBS", d.MaxRunningJobs, "most migrations running at once; more are refused (ResourceExhausted) until one ends")
 		pauseTO     = flagenv.Duration(fs, "pause-before-phase-timeout", "SLOTKV_PAUSE_BEFORE_PHASE_TIMEOUT", d.PauseTimeout, "testing aid: how long --pause-before-phase holds a job")
 	)
 	var pauses phaseList
@@ -117,6 +118,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	o.BatchRecords, o.LagThreshold, o.MaxCatchUpRounds = uint32(*batch), *lag, uint32(*rounds)
 	o.RollbackRetryInterval, o.ProgressInterval, o.CleanupKeysPerSecond = *rollback, *progress, *cleanup
 	o.HandoffTimeout = *handoff
+	o.MaxRunningJobs = *maxRunning
 	o.RefreshInterval = *refresh
 	o.PauseBeforePhase, o.PauseTimeout = pauses, *pauseTO
 	c.opts = o

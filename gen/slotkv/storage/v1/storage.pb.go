@@ -25,6 +25,192 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// UpdateOp is the read-modify-write an UpdateRequest applies.
+type UpdateOp int32
+
+const (
+	UpdateOp_UPDATE_OP_UNSPECIFIED UpdateOp = 0
+	// SET: write value, under condition; expiry from expires_at_ms, or kept
+	// with keep_ttl; with return_old the old value is returned (SET ... GET).
+	UpdateOp_UPDATE_OP_SET UpdateOp = 1
+	// INCRBY: the value, a base-10 signed 64-bit integer (absent = 0), plus
+	// delta; the expiry is kept. A value that is not an integer, or an
+	// overflow, is FailedPrecondition with ErrorInfo reason NOT_INTEGER or
+	// OVERFLOW.
+	UpdateOp_UPDATE_OP_INCR_BY UpdateOp = 2
+	// APPEND: value appended to the current value (absent = empty); the
+	// expiry is kept.
+	UpdateOp_UPDATE_OP_APPEND UpdateOp = 3
+	// EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT: set expires_at_ms on an existing
+	// key, under expire_condition. A time already past deletes the key.
+	UpdateOp_UPDATE_OP_EXPIRE UpdateOp = 4
+	// PERSIST: remove the expiry of an existing key; applied is false when
+	// the key is absent or had none.
+	UpdateOp_UPDATE_OP_PERSIST UpdateOp = 5
+	// GETDEL: delete the key, returning its old value.
+	UpdateOp_UPDATE_OP_GET_DEL UpdateOp = 6
+	// GETEX: return the value and set expires_at_ms, or remove the expiry
+	// with persist, or leave it (neither).
+	UpdateOp_UPDATE_OP_GET_EX UpdateOp = 7
+)
+
+// Enum value maps for UpdateOp.
+var (
+	UpdateOp_name = map[int32]string{
+		0: "UPDATE_OP_UNSPECIFIED",
+		1: "UPDATE_OP_SET",
+		2: "UPDATE_OP_INCR_BY",
+		3: "UPDATE_OP_APPEND",
+		4: "UPDATE_OP_EXPIRE",
+		5: "UPDATE_OP_PERSIST",
+		6: "UPDATE_OP_GET_DEL",
+		7: "UPDATE_OP_GET_EX",
+	}
+	UpdateOp_value = map[string]int32{
+		"UPDATE_OP_UNSPECIFIED": 0,
+		"UPDATE_OP_SET":         1,
+		"UPDATE_OP_INCR_BY":     2,
+		"UPDATE_OP_APPEND":      3,
+		"UPDATE_OP_EXPIRE":      4,
+		"UPDATE_OP_PERSIST":     5,
+		"UPDATE_OP_GET_DEL":     6,
+		"UPDATE_OP_GET_EX":      7,
+	}
+)
+
+func (x UpdateOp) Enum() *UpdateOp {
+	p := new(UpdateOp)
+	*p = x
+	return p
+}
+
+func (x UpdateOp) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UpdateOp) Descriptor() protoreflect.EnumDescriptor {
+	return file_slotkv_storage_v1_storage_proto_enumTypes[0].Descriptor()
+}
+
+func (UpdateOp) Type() protoreflect.EnumType {
+	return &file_slotkv_storage_v1_storage_proto_enumTypes[0]
+}
+
+func (x UpdateOp) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UpdateOp.Descriptor instead.
+func (UpdateOp) EnumDescriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{0}
+}
+
+// WriteCondition guards a SET.
+type WriteCondition int32
+
+const (
+	WriteCondition_WRITE_CONDITION_UNSPECIFIED WriteCondition = 0 // always
+	WriteCondition_WRITE_CONDITION_IF_ABSENT   WriteCondition = 1 // NX
+	WriteCondition_WRITE_CONDITION_IF_PRESENT  WriteCondition = 2 // XX
+)
+
+// Enum value maps for WriteCondition.
+var (
+	WriteCondition_name = map[int32]string{
+		0: "WRITE_CONDITION_UNSPECIFIED",
+		1: "WRITE_CONDITION_IF_ABSENT",
+		2: "WRITE_CONDITION_IF_PRESENT",
+	}
+	WriteCondition_value = map[string]int32{
+		"WRITE_CONDITION_UNSPECIFIED": 0,
+		"WRITE_CONDITION_IF_ABSENT":   1,
+		"WRITE_CONDITION_IF_PRESENT":  2,
+	}
+)
+
+func (x WriteCondition) Enum() *WriteCondition {
+	p := new(WriteCondition)
+	*p = x
+	return p
+}
+
+func (x WriteCondition) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WriteCondition) Descriptor() protoreflect.EnumDescriptor {
+	return file_slotkv_storage_v1_storage_proto_enumTypes[1].Descriptor()
+}
+
+func (WriteCondition) Type() protoreflect.EnumType {
+	return &file_slotkv_storage_v1_storage_proto_enumTypes[1]
+}
+
+func (x WriteCondition) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WriteCondition.Descriptor instead.
+func (WriteCondition) EnumDescriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{1}
+}
+
+// ExpireCondition guards an EXPIRE (Redis 7's options).
+type ExpireCondition int32
+
+const (
+	ExpireCondition_EXPIRE_CONDITION_UNSPECIFIED ExpireCondition = 0 // always
+	ExpireCondition_EXPIRE_CONDITION_NO_EXPIRY   ExpireCondition = 1 // NX: only when the key has none
+	ExpireCondition_EXPIRE_CONDITION_HAS_EXPIRY  ExpireCondition = 2 // XX: only when the key has one
+	ExpireCondition_EXPIRE_CONDITION_GREATER     ExpireCondition = 3 // GT: only when later than the current (none = infinite)
+	ExpireCondition_EXPIRE_CONDITION_LESS        ExpireCondition = 4 // LT: only when earlier than the current (none = infinite)
+)
+
+// Enum value maps for ExpireCondition.
+var (
+	ExpireCondition_name = map[int32]string{
+		0: "EXPIRE_CONDITION_UNSPECIFIED",
+		1: "EXPIRE_CONDITION_NO_EXPIRY",
+		2: "EXPIRE_CONDITION_HAS_EXPIRY",
+		3: "EXPIRE_CONDITION_GREATER",
+		4: "EXPIRE_CONDITION_LESS",
+	}
+	ExpireCondition_value = map[string]int32{
+		"EXPIRE_CONDITION_UNSPECIFIED": 0,
+		"EXPIRE_CONDITION_NO_EXPIRY":   1,
+		"EXPIRE_CONDITION_HAS_EXPIRY":  2,
+		"EXPIRE_CONDITION_GREATER":     3,
+		"EXPIRE_CONDITION_LESS":        4,
+	}
+)
+
+func (x ExpireCondition) Enum() *ExpireCondition {
+	p := new(ExpireCondition)
+	*p = x
+	return p
+}
+
+func (x ExpireCondition) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ExpireCondition) Descriptor() protoreflect.EnumDescriptor {
+	return file_slotkv_storage_v1_storage_proto_enumTypes[2].Descriptor()
+}
+
+func (ExpireCondition) Type() protoreflect.EnumType {
+	return &file_slotkv_storage_v1_storage_proto_enumTypes[2]
+}
+
+func (x ExpireCondition) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ExpireCondition.Descriptor instead.
+func (ExpireCondition) EnumDescriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{2}
+}
+
 // MigrationRole is a node's side of a migration.
 type MigrationRole int32
 
@@ -59,11 +245,11 @@ func (x MigrationRole) String() string {
 }
 
 func (MigrationRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_slotkv_storage_v1_storage_proto_enumTypes[0].Descriptor()
+	return file_slotkv_storage_v1_storage_proto_enumTypes[3].Descriptor()
 }
 
 func (MigrationRole) Type() protoreflect.EnumType {
-	return &file_slotkv_storage_v1_storage_proto_enumTypes[0]
+	return &file_slotkv_storage_v1_storage_proto_enumTypes[3]
 }
 
 func (x MigrationRole) Number() protoreflect.EnumNumber {
@@ -72,7 +258,7 @@ func (x MigrationRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MigrationRole.Descriptor instead.
 func (MigrationRole) EnumDescriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{0}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{3}
 }
 
 // MigrationOutcome is how a migration ends on a node.
@@ -109,11 +295,11 @@ func (x MigrationOutcome) String() string {
 }
 
 func (MigrationOutcome) Descriptor() protoreflect.EnumDescriptor {
-	return file_slotkv_storage_v1_storage_proto_enumTypes[1].Descriptor()
+	return file_slotkv_storage_v1_storage_proto_enumTypes[4].Descriptor()
 }
 
 func (MigrationOutcome) Type() protoreflect.EnumType {
-	return &file_slotkv_storage_v1_storage_proto_enumTypes[1]
+	return &file_slotkv_storage_v1_storage_proto_enumTypes[4]
 }
 
 func (x MigrationOutcome) Number() protoreflect.EnumNumber {
@@ -122,7 +308,7 @@ func (x MigrationOutcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MigrationOutcome.Descriptor instead.
 func (MigrationOutcome) EnumDescriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{1}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{4}
 }
 
 type GetRequest struct {
@@ -170,9 +356,11 @@ func (x *GetRequest) GetKey() []byte {
 }
 
 type GetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
-	Slot          uint32                 `protobuf:"varint,2,opt,name=slot,proto3" json:"slot,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Value []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	Slot  uint32                 `protobuf:"varint,2,opt,name=slot,proto3" json:"slot,omitempty"`
+	// When the key expires, in Unix milliseconds; 0 when it never does.
+	ExpiresAtMs   int64 `protobuf:"varint,3,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -221,10 +409,19 @@ func (x *GetResponse) GetSlot() uint32 {
 	return 0
 }
 
+func (x *GetResponse) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
 type PutRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Expiry of the new value, Unix milliseconds; 0 = none.
+	ExpiresAtMs   int64 `protobuf:"varint,3,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -271,6 +468,13 @@ func (x *PutRequest) GetValue() []byte {
 		return x.Value
 	}
 	return nil
+}
+
+func (x *PutRequest) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
 }
 
 type PutResponse struct {
@@ -362,8 +566,10 @@ func (x *DeleteRequest) GetKey() []byte {
 }
 
 type DeleteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Slot          uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Slot  uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	// The key existed (and was not expired) before the delete.
+	Existed       bool `protobuf:"varint,2,opt,name=existed,proto3" json:"existed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -403,6 +609,13 @@ func (x *DeleteResponse) GetSlot() uint32 {
 		return x.Slot
 	}
 	return 0
+}
+
+func (x *DeleteResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
 }
 
 type BatchGetRequest struct {
@@ -456,6 +669,7 @@ type Item struct {
 	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	Found         bool                   `protobuf:"varint,3,opt,name=found,proto3" json:"found,omitempty"`
 	Slot          uint32                 `protobuf:"varint,4,opt,name=slot,proto3" json:"slot,omitempty"`
+	ExpiresAtMs   int64                  `protobuf:"varint,5,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -518,6 +732,13 @@ func (x *Item) GetSlot() uint32 {
 	return 0
 }
 
+func (x *Item) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
 type BatchGetResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Items         []*Item                `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
@@ -564,10 +785,12 @@ func (x *BatchGetResponse) GetItems() []*Item {
 
 // Mutation is a put, or a delete when delete is true.
 type Mutation struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	Delete        bool                   `protobuf:"varint,3,opt,name=delete,proto3" json:"delete,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Key    []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value  []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Delete bool                   `protobuf:"varint,3,opt,name=delete,proto3" json:"delete,omitempty"`
+	// Expiry of a put, Unix milliseconds; 0 = none.
+	ExpiresAtMs   int64 `protobuf:"varint,4,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -623,9 +846,19 @@ func (x *Mutation) GetDelete() bool {
 	return false
 }
 
+func (x *Mutation) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
 type BatchWriteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mutations     []*Mutation            `protobuf:"bytes,1,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Mutations []*Mutation            `protobuf:"bytes,1,rep,name=mutations,proto3" json:"mutations,omitempty"`
+	// Apply only if no put's key exists (MSETNX); otherwise nothing is
+	// written and applied is false.
+	IfAllAbsent   bool `protobuf:"varint,2,opt,name=if_all_absent,json=ifAllAbsent,proto3" json:"if_all_absent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -667,8 +900,19 @@ func (x *BatchWriteRequest) GetMutations() []*Mutation {
 	return nil
 }
 
+func (x *BatchWriteRequest) GetIfAllAbsent() bool {
+	if x != nil {
+		return x.IfAllAbsent
+	}
+	return false
+}
+
 type BatchWriteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False only when if_all_absent refused the batch.
+	Applied bool `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"`
+	// Delete mutations whose key existed (DEL's answer).
+	Deleted       uint32 `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -701,6 +945,20 @@ func (x *BatchWriteResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use BatchWriteResponse.ProtoReflect.Descriptor instead.
 func (*BatchWriteResponse) Descriptor() ([]byte, []int) {
 	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BatchWriteResponse) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *BatchWriteResponse) GetDeleted() uint32 {
+	if x != nil {
+		return x.Deleted
+	}
+	return 0
 }
 
 // ScanPosition is a place in storage order: scanning resumes at the first key
@@ -844,6 +1102,7 @@ type KeyValue struct {
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	Slot          uint32                 `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
+	ExpiresAtMs   int64                  `protobuf:"varint,4,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -895,6 +1154,13 @@ func (x *KeyValue) GetValue() []byte {
 func (x *KeyValue) GetSlot() uint32 {
 	if x != nil {
 		return x.Slot
+	}
+	return 0
+}
+
+func (x *KeyValue) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
 	}
 	return 0
 }
@@ -1218,6 +1484,316 @@ func (x *DigestResponse) GetSlots() []*SlotDigest {
 	return nil
 }
 
+type UpdateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Op    UpdateOp               `protobuf:"varint,2,opt,name=op,proto3,enum=slotkv.storage.v1.UpdateOp" json:"op,omitempty"`
+	// SET's new value, APPEND's suffix.
+	Value []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// INCRBY's increment.
+	Delta           int64           `protobuf:"varint,4,opt,name=delta,proto3" json:"delta,omitempty"`
+	Condition       WriteCondition  `protobuf:"varint,5,opt,name=condition,proto3,enum=slotkv.storage.v1.WriteCondition" json:"condition,omitempty"`
+	ExpireCondition ExpireCondition `protobuf:"varint,6,opt,name=expire_condition,json=expireCondition,proto3,enum=slotkv.storage.v1.ExpireCondition" json:"expire_condition,omitempty"`
+	// New expiry, Unix milliseconds; 0 = none (SET) or unchanged (GETEX).
+	ExpiresAtMs int64 `protobuf:"varint,7,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	// SET: keep the key's current expiry (KEEPTTL).
+	KeepTtl bool `protobuf:"varint,8,opt,name=keep_ttl,json=keepTtl,proto3" json:"keep_ttl,omitempty"`
+	// GETEX: remove the expiry (PERSIST).
+	Persist bool `protobuf:"varint,9,opt,name=persist,proto3" json:"persist,omitempty"`
+	// SET: return the old value (SET ... GET, GETSET).
+	ReturnOld     bool `protobuf:"varint,10,opt,name=return_old,json=returnOld,proto3" json:"return_old,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRequest) Reset() {
+	*x = UpdateRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRequest) ProtoMessage() {}
+
+func (x *UpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *UpdateRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *UpdateRequest) GetOp() UpdateOp {
+	if x != nil {
+		return x.Op
+	}
+	return UpdateOp_UPDATE_OP_UNSPECIFIED
+}
+
+func (x *UpdateRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *UpdateRequest) GetDelta() int64 {
+	if x != nil {
+		return x.Delta
+	}
+	return 0
+}
+
+func (x *UpdateRequest) GetCondition() WriteCondition {
+	if x != nil {
+		return x.Condition
+	}
+	return WriteCondition_WRITE_CONDITION_UNSPECIFIED
+}
+
+func (x *UpdateRequest) GetExpireCondition() ExpireCondition {
+	if x != nil {
+		return x.ExpireCondition
+	}
+	return ExpireCondition_EXPIRE_CONDITION_UNSPECIFIED
+}
+
+func (x *UpdateRequest) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *UpdateRequest) GetKeepTtl() bool {
+	if x != nil {
+		return x.KeepTtl
+	}
+	return false
+}
+
+func (x *UpdateRequest) GetPersist() bool {
+	if x != nil {
+		return x.Persist
+	}
+	return false
+}
+
+func (x *UpdateRequest) GetReturnOld() bool {
+	if x != nil {
+		return x.ReturnOld
+	}
+	return false
+}
+
+type UpdateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Slot  uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	// False when the condition refused the write or the key was absent
+	// (EXPIRE, PERSIST, GETDEL, GETEX on a missing key).
+	Applied bool `protobuf:"varint,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	// The value before the update, when asked for (return_old) or implied
+	// (GETDEL, GETEX); old_found is false when the key was absent.
+	OldFound bool   `protobuf:"varint,3,opt,name=old_found,json=oldFound,proto3" json:"old_found,omitempty"`
+	OldValue []byte `protobuf:"bytes,4,opt,name=old_value,json=oldValue,proto3" json:"old_value,omitempty"`
+	// INCRBY: the new value.
+	NewInt int64 `protobuf:"varint,5,opt,name=new_int,json=newInt,proto3" json:"new_int,omitempty"`
+	// APPEND: the length of the new value.
+	NewLength uint64 `protobuf:"varint,6,opt,name=new_length,json=newLength,proto3" json:"new_length,omitempty"`
+	// The key's expiry after the update, Unix milliseconds; 0 = none.
+	ExpiresAtMs   int64 `protobuf:"varint,7,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateResponse) Reset() {
+	*x = UpdateResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateResponse) ProtoMessage() {}
+
+func (x *UpdateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateResponse.ProtoReflect.Descriptor instead.
+func (*UpdateResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UpdateResponse) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *UpdateResponse) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
+}
+
+func (x *UpdateResponse) GetOldFound() bool {
+	if x != nil {
+		return x.OldFound
+	}
+	return false
+}
+
+func (x *UpdateResponse) GetOldValue() []byte {
+	if x != nil {
+		return x.OldValue
+	}
+	return nil
+}
+
+func (x *UpdateResponse) GetNewInt() int64 {
+	if x != nil {
+		return x.NewInt
+	}
+	return 0
+}
+
+func (x *UpdateResponse) GetNewLength() uint64 {
+	if x != nil {
+		return x.NewLength
+	}
+	return 0
+}
+
+func (x *UpdateResponse) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+type FlushSlotsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Slot ranges to empty; all must be owned by this node.
+	Ranges        []*v1.SlotRange `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlushSlotsRequest) Reset() {
+	*x = FlushSlotsRequest{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlushSlotsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlushSlotsRequest) ProtoMessage() {}
+
+func (x *FlushSlotsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlushSlotsRequest.ProtoReflect.Descriptor instead.
+func (*FlushSlotsRequest) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FlushSlotsRequest) GetRanges() []*v1.SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+type FlushSlotsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeletedKeys   uint64                 `protobuf:"varint,1,opt,name=deleted_keys,json=deletedKeys,proto3" json:"deleted_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlushSlotsResponse) Reset() {
+	*x = FlushSlotsResponse{}
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlushSlotsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlushSlotsResponse) ProtoMessage() {}
+
+func (x *FlushSlotsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlushSlotsResponse.ProtoReflect.Descriptor instead.
+func (*FlushSlotsResponse) Descriptor() ([]byte, []int) {
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *FlushSlotsResponse) GetDeletedKeys() uint64 {
+	if x != nil {
+		return x.DeletedKeys
+	}
+	return 0
+}
+
 type GetTopologyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1226,7 +1802,7 @@ type GetTopologyRequest struct {
 
 func (x *GetTopologyRequest) Reset() {
 	*x = GetTopologyRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[21]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1814,7 @@ func (x *GetTopologyRequest) String() string {
 func (*GetTopologyRequest) ProtoMessage() {}
 
 func (x *GetTopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[21]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1827,7 @@ func (x *GetTopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTopologyRequest.ProtoReflect.Descriptor instead.
 func (*GetTopologyRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{21}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{25}
 }
 
 type GetTopologyResponse struct {
@@ -1264,7 +1840,7 @@ type GetTopologyResponse struct {
 
 func (x *GetTopologyResponse) Reset() {
 	*x = GetTopologyResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[22]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1852,7 @@ func (x *GetTopologyResponse) String() string {
 func (*GetTopologyResponse) ProtoMessage() {}
 
 func (x *GetTopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[22]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1865,7 @@ func (x *GetTopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTopologyResponse.ProtoReflect.Descriptor instead.
 func (*GetTopologyResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{22}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetTopologyResponse) GetTopology() *v1.Topology {
@@ -1308,7 +1884,7 @@ type SetTopologyRequest struct {
 
 func (x *SetTopologyRequest) Reset() {
 	*x = SetTopologyRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[23]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1896,7 @@ func (x *SetTopologyRequest) String() string {
 func (*SetTopologyRequest) ProtoMessage() {}
 
 func (x *SetTopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[23]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1909,7 @@ func (x *SetTopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTopologyRequest.ProtoReflect.Descriptor instead.
 func (*SetTopologyRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{23}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetTopologyRequest) GetTopology() *v1.Topology {
@@ -1355,7 +1931,7 @@ type SetTopologyResponse struct {
 
 func (x *SetTopologyResponse) Reset() {
 	*x = SetTopologyResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[24]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1943,7 @@ func (x *SetTopologyResponse) String() string {
 func (*SetTopologyResponse) ProtoMessage() {}
 
 func (x *SetTopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[24]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1956,7 @@ func (x *SetTopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTopologyResponse.ProtoReflect.Descriptor instead.
 func (*SetTopologyResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{24}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetTopologyResponse) GetVersion() uint64 {
@@ -1405,7 +1981,7 @@ type GetNodeInfoRequest struct {
 
 func (x *GetNodeInfoRequest) Reset() {
 	*x = GetNodeInfoRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[25]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1993,7 @@ func (x *GetNodeInfoRequest) String() string {
 func (*GetNodeInfoRequest) ProtoMessage() {}
 
 func (x *GetNodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[25]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +2006,7 @@ func (x *GetNodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{25}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{29}
 }
 
 type GetNodeInfoResponse struct {
@@ -1457,7 +2033,7 @@ type GetNodeInfoResponse struct {
 
 func (x *GetNodeInfoResponse) Reset() {
 	*x = GetNodeInfoResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[26]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +2045,7 @@ func (x *GetNodeInfoResponse) String() string {
 func (*GetNodeInfoResponse) ProtoMessage() {}
 
 func (x *GetNodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[26]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +2058,7 @@ func (x *GetNodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{26}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetNodeInfoResponse) GetNode() *v1.Node {
@@ -1550,16 +2126,19 @@ func (x *GetNodeInfoResponse) GetRpcCounts() map[string]uint64 {
 
 // IngestRecord is one key and value of a bulk load.
 type IngestRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Expiry, Unix milliseconds; 0 = none. A record already expired is
+	// counted as skipped, not written.
+	ExpiresAtMs   int64 `protobuf:"varint,3,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IngestRecord) Reset() {
 	*x = IngestRecord{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[27]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +2150,7 @@ func (x *IngestRecord) String() string {
 func (*IngestRecord) ProtoMessage() {}
 
 func (x *IngestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[27]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +2163,7 @@ func (x *IngestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRecord.ProtoReflect.Descriptor instead.
 func (*IngestRecord) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{27}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *IngestRecord) GetKey() []byte {
@@ -1601,6 +2180,13 @@ func (x *IngestRecord) GetValue() []byte {
 	return nil
 }
 
+func (x *IngestRecord) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
 type IngestRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Bulk-load job and data file the batch comes from (for logs and errors).
@@ -1615,7 +2201,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[28]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +2213,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[28]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +2226,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{28}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *IngestRequest) GetJobId() string {
@@ -1684,7 +2270,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[29]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +2282,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[29]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +2295,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{29}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *IngestResponse) GetBatch() uint64 {
@@ -1749,7 +2335,7 @@ type BeginMigrationRequest struct {
 
 func (x *BeginMigrationRequest) Reset() {
 	*x = BeginMigrationRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[30]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +2347,7 @@ func (x *BeginMigrationRequest) String() string {
 func (*BeginMigrationRequest) ProtoMessage() {}
 
 func (x *BeginMigrationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[30]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +2360,7 @@ func (x *BeginMigrationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginMigrationRequest.ProtoReflect.Descriptor instead.
 func (*BeginMigrationRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{30}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BeginMigrationRequest) GetJobId() string {
@@ -1822,7 +2408,7 @@ type BeginMigrationResponse struct {
 
 func (x *BeginMigrationResponse) Reset() {
 	*x = BeginMigrationResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[31]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +2420,7 @@ func (x *BeginMigrationResponse) String() string {
 func (*BeginMigrationResponse) ProtoMessage() {}
 
 func (x *BeginMigrationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[31]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +2433,7 @@ func (x *BeginMigrationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginMigrationResponse.ProtoReflect.Descriptor instead.
 func (*BeginMigrationResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{31}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BeginMigrationResponse) GetChangeSeq() uint64 {
@@ -1866,7 +2452,7 @@ type OpenSnapshotRequest struct {
 
 func (x *OpenSnapshotRequest) Reset() {
 	*x = OpenSnapshotRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[32]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2464,7 @@ func (x *OpenSnapshotRequest) String() string {
 func (*OpenSnapshotRequest) ProtoMessage() {}
 
 func (x *OpenSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[32]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2477,7 @@ func (x *OpenSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*OpenSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{32}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *OpenSnapshotRequest) GetJobId() string {
@@ -1911,7 +2497,7 @@ type OpenSnapshotResponse struct {
 
 func (x *OpenSnapshotResponse) Reset() {
 	*x = OpenSnapshotResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[33]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2509,7 @@ func (x *OpenSnapshotResponse) String() string {
 func (*OpenSnapshotResponse) ProtoMessage() {}
 
 func (x *OpenSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[33]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2522,7 @@ func (x *OpenSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*OpenSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{33}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *OpenSnapshotResponse) GetSnapshotSeq() uint64 {
@@ -1949,19 +2535,23 @@ func (x *OpenSnapshotResponse) GetSnapshotSeq() uint64 {
 // MigrationEntry is one key moved by a migration: a snapshot entry, or a
 // captured change (seq > 0) that is a put or a delete.
 type MigrationEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	Slot          uint32                 `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
-	Delete        bool                   `protobuf:"varint,4,opt,name=delete,proto3" json:"delete,omitempty"`
-	Seq           uint64                 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Key    []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value  []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Slot   uint32                 `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
+	Delete bool                   `protobuf:"varint,4,opt,name=delete,proto3" json:"delete,omitempty"`
+	Seq    uint64                 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Expiry of a put, Unix milliseconds; 0 = none. The destination writes
+	// it as it is, so a key expiring mid-migration is neither resurrected
+	// nor lost.
+	ExpiresAtMs   int64 `protobuf:"varint,6,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MigrationEntry) Reset() {
 	*x = MigrationEntry{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[34]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2563,7 @@ func (x *MigrationEntry) String() string {
 func (*MigrationEntry) ProtoMessage() {}
 
 func (x *MigrationEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[34]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2576,7 @@ func (x *MigrationEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrationEntry.ProtoReflect.Descriptor instead.
 func (*MigrationEntry) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{34}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MigrationEntry) GetKey() []byte {
@@ -2024,6 +2614,13 @@ func (x *MigrationEntry) GetSeq() uint64 {
 	return 0
 }
 
+func (x *MigrationEntry) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
 type SnapshotScanRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -2043,7 +2640,7 @@ type SnapshotScanRequest struct {
 
 func (x *SnapshotScanRequest) Reset() {
 	*x = SnapshotScanRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[35]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2652,7 @@ func (x *SnapshotScanRequest) String() string {
 func (*SnapshotScanRequest) ProtoMessage() {}
 
 func (x *SnapshotScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[35]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2665,7 @@ func (x *SnapshotScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotScanRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotScanRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{35}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SnapshotScanRequest) GetJobId() string {
@@ -2133,7 +2730,7 @@ type SnapshotScanResponse struct {
 
 func (x *SnapshotScanResponse) Reset() {
 	*x = SnapshotScanResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[36]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2742,7 @@ func (x *SnapshotScanResponse) String() string {
 func (*SnapshotScanResponse) ProtoMessage() {}
 
 func (x *SnapshotScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[36]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2755,7 @@ func (x *SnapshotScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotScanResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotScanResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{36}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SnapshotScanResponse) GetEntries() []*MigrationEntry {
@@ -2199,7 +2796,7 @@ type SnapshotDigestRequest struct {
 
 func (x *SnapshotDigestRequest) Reset() {
 	*x = SnapshotDigestRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[37]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2808,7 @@ func (x *SnapshotDigestRequest) String() string {
 func (*SnapshotDigestRequest) ProtoMessage() {}
 
 func (x *SnapshotDigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[37]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2821,7 @@ func (x *SnapshotDigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDigestRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotDigestRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{37}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SnapshotDigestRequest) GetJobId() string {
@@ -2252,7 +2849,7 @@ type SnapshotDigestResponse struct {
 
 func (x *SnapshotDigestResponse) Reset() {
 	*x = SnapshotDigestResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[38]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2264,7 +2861,7 @@ func (x *SnapshotDigestResponse) String() string {
 func (*SnapshotDigestResponse) ProtoMessage() {}
 
 func (x *SnapshotDigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[38]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2277,7 +2874,7 @@ func (x *SnapshotDigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDigestResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotDigestResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{38}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SnapshotDigestResponse) GetCount() uint64 {
@@ -2314,7 +2911,7 @@ type ReadChangesRequest struct {
 
 func (x *ReadChangesRequest) Reset() {
 	*x = ReadChangesRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[39]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2326,7 +2923,7 @@ func (x *ReadChangesRequest) String() string {
 func (*ReadChangesRequest) ProtoMessage() {}
 
 func (x *ReadChangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[39]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2339,7 +2936,7 @@ func (x *ReadChangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangesRequest.ProtoReflect.Descriptor instead.
 func (*ReadChangesRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{39}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReadChangesRequest) GetJobId() string {
@@ -2383,7 +2980,7 @@ type ReadChangesResponse struct {
 
 func (x *ReadChangesResponse) Reset() {
 	*x = ReadChangesResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[40]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2992,7 @@ func (x *ReadChangesResponse) String() string {
 func (*ReadChangesResponse) ProtoMessage() {}
 
 func (x *ReadChangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[40]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +3005,7 @@ func (x *ReadChangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangesResponse.ProtoReflect.Descriptor instead.
 func (*ReadChangesResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{40}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReadChangesResponse) GetChanges() []*MigrationEntry {
@@ -2441,7 +3038,7 @@ type FreezeRequest struct {
 
 func (x *FreezeRequest) Reset() {
 	*x = FreezeRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[41]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2453,7 +3050,7 @@ func (x *FreezeRequest) String() string {
 func (*FreezeRequest) ProtoMessage() {}
 
 func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[41]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2466,7 +3063,7 @@ func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeRequest.ProtoReflect.Descriptor instead.
 func (*FreezeRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{41}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *FreezeRequest) GetJobId() string {
@@ -2486,7 +3083,7 @@ type FreezeResponse struct {
 
 func (x *FreezeResponse) Reset() {
 	*x = FreezeResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[42]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +3095,7 @@ func (x *FreezeResponse) String() string {
 func (*FreezeResponse) ProtoMessage() {}
 
 func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[42]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +3108,7 @@ func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeResponse.ProtoReflect.Descriptor instead.
 func (*FreezeResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{42}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *FreezeResponse) GetFinalSeq() uint64 {
@@ -2537,7 +3134,7 @@ type ImportRequest struct {
 
 func (x *ImportRequest) Reset() {
 	*x = ImportRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[43]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2549,7 +3146,7 @@ func (x *ImportRequest) String() string {
 func (*ImportRequest) ProtoMessage() {}
 
 func (x *ImportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[43]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2562,7 +3159,7 @@ func (x *ImportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
 func (*ImportRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{43}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ImportRequest) GetJobId() string {
@@ -2612,7 +3209,7 @@ type ImportResponse struct {
 
 func (x *ImportResponse) Reset() {
 	*x = ImportResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[44]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +3221,7 @@ func (x *ImportResponse) String() string {
 func (*ImportResponse) ProtoMessage() {}
 
 func (x *ImportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[44]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +3234,7 @@ func (x *ImportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
 func (*ImportResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{44}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ImportResponse) GetStreamId() string {
@@ -2676,7 +3273,7 @@ type GetImportStateRequest struct {
 
 func (x *GetImportStateRequest) Reset() {
 	*x = GetImportStateRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[45]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +3285,7 @@ func (x *GetImportStateRequest) String() string {
 func (*GetImportStateRequest) ProtoMessage() {}
 
 func (x *GetImportStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[45]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +3298,7 @@ func (x *GetImportStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImportStateRequest.ProtoReflect.Descriptor instead.
 func (*GetImportStateRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{45}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetImportStateRequest) GetJobId() string {
@@ -2740,7 +3337,7 @@ type ImportStream struct {
 
 func (x *ImportStream) Reset() {
 	*x = ImportStream{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[46]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2752,7 +3349,7 @@ func (x *ImportStream) String() string {
 func (*ImportStream) ProtoMessage() {}
 
 func (x *ImportStream) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[46]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2765,7 +3362,7 @@ func (x *ImportStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportStream.ProtoReflect.Descriptor instead.
 func (*ImportStream) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{46}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ImportStream) GetStreamId() string {
@@ -2808,7 +3405,7 @@ type GetImportStateResponse struct {
 
 func (x *GetImportStateResponse) Reset() {
 	*x = GetImportStateResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[47]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +3417,7 @@ func (x *GetImportStateResponse) String() string {
 func (*GetImportStateResponse) ProtoMessage() {}
 
 func (x *GetImportStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[47]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +3430,7 @@ func (x *GetImportStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImportStateResponse.ProtoReflect.Descriptor instead.
 func (*GetImportStateResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{47}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetImportStateResponse) GetStreams() []*ImportStream {
@@ -2874,7 +3471,7 @@ type EndMigrationRequest struct {
 
 func (x *EndMigrationRequest) Reset() {
 	*x = EndMigrationRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[48]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2886,7 +3483,7 @@ func (x *EndMigrationRequest) String() string {
 func (*EndMigrationRequest) ProtoMessage() {}
 
 func (x *EndMigrationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[48]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2899,7 +3496,7 @@ func (x *EndMigrationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndMigrationRequest.ProtoReflect.Descriptor instead.
 func (*EndMigrationRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{48}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *EndMigrationRequest) GetJobId() string {
@@ -2926,7 +3523,7 @@ type EndMigrationResponse struct {
 
 func (x *EndMigrationResponse) Reset() {
 	*x = EndMigrationResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[49]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3535,7 @@ func (x *EndMigrationResponse) String() string {
 func (*EndMigrationResponse) ProtoMessage() {}
 
 func (x *EndMigrationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[49]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3548,7 @@ func (x *EndMigrationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndMigrationResponse.ProtoReflect.Descriptor instead.
 func (*EndMigrationResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{49}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *EndMigrationResponse) GetDeletedKeys() uint64 {
@@ -2972,7 +3569,7 @@ type DeleteSlotsRequest struct {
 
 func (x *DeleteSlotsRequest) Reset() {
 	*x = DeleteSlotsRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[50]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +3581,7 @@ func (x *DeleteSlotsRequest) String() string {
 func (*DeleteSlotsRequest) ProtoMessage() {}
 
 func (x *DeleteSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[50]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2997,7 +3594,7 @@ func (x *DeleteSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSlotsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{50}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DeleteSlotsRequest) GetRanges() []*v1.SlotRange {
@@ -3023,7 +3620,7 @@ type DeleteSlotsResponse struct {
 
 func (x *DeleteSlotsResponse) Reset() {
 	*x = DeleteSlotsResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[51]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +3632,7 @@ func (x *DeleteSlotsResponse) String() string {
 func (*DeleteSlotsResponse) ProtoMessage() {}
 
 func (x *DeleteSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[51]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +3645,7 @@ func (x *DeleteSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSlotsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{51}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DeleteSlotsResponse) GetDeletedKeys() uint64 {
@@ -3066,7 +3663,7 @@ type ListMigrationsRequest struct {
 
 func (x *ListMigrationsRequest) Reset() {
 	*x = ListMigrationsRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[52]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3675,7 @@ func (x *ListMigrationsRequest) String() string {
 func (*ListMigrationsRequest) ProtoMessage() {}
 
 func (x *ListMigrationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[52]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3688,7 @@ func (x *ListMigrationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationsRequest.ProtoReflect.Descriptor instead.
 func (*ListMigrationsRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{52}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{56}
 }
 
 // NodeMigration is a migration as one node sees it.
@@ -3110,7 +3707,7 @@ type NodeMigration struct {
 
 func (x *NodeMigration) Reset() {
 	*x = NodeMigration{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[53]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3719,7 @@ func (x *NodeMigration) String() string {
 func (*NodeMigration) ProtoMessage() {}
 
 func (x *NodeMigration) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[53]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3732,7 @@ func (x *NodeMigration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMigration.ProtoReflect.Descriptor instead.
 func (*NodeMigration) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{53}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *NodeMigration) GetJobId() string {
@@ -3200,7 +3797,7 @@ type ListMigrationsResponse struct {
 
 func (x *ListMigrationsResponse) Reset() {
 	*x = ListMigrationsResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[54]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3212,7 +3809,7 @@ func (x *ListMigrationsResponse) String() string {
 func (*ListMigrationsResponse) ProtoMessage() {}
 
 func (x *ListMigrationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[54]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3225,7 +3822,7 @@ func (x *ListMigrationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationsResponse.ProtoReflect.Descriptor instead.
 func (*ListMigrationsResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{54}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ListMigrationsResponse) GetMigrations() []*NodeMigration {
@@ -3256,36 +3853,44 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x1fslotkv/storage/v1/storage.proto\x12\x11slotkv.storage.v1\x1a\x1fslotkv/cluster/v1/cluster.proto\"\x1e\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"7\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"[\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x12\n" +
-	"\x04slot\x18\x02 \x01(\rR\x04slot\"4\n" +
+	"\x04slot\x18\x02 \x01(\rR\x04slot\x12\"\n" +
+	"\rexpires_at_ms\x18\x03 \x01(\x03R\vexpiresAtMs\"X\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"!\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\"\n" +
+	"\rexpires_at_ms\x18\x03 \x01(\x03R\vexpiresAtMs\"!\n" +
 	"\vPutResponse\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\rR\x04slot\"!\n" +
 	"\rDeleteRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"$\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\">\n" +
 	"\x0eDeleteResponse\x12\x12\n" +
-	"\x04slot\x18\x01 \x01(\rR\x04slot\"%\n" +
+	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x18\n" +
+	"\aexisted\x18\x02 \x01(\bR\aexisted\"%\n" +
 	"\x0fBatchGetRequest\x12\x12\n" +
-	"\x04keys\x18\x01 \x03(\fR\x04keys\"X\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\"|\n" +
 	"\x04Item\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x14\n" +
 	"\x05found\x18\x03 \x01(\bR\x05found\x12\x12\n" +
-	"\x04slot\x18\x04 \x01(\rR\x04slot\"A\n" +
+	"\x04slot\x18\x04 \x01(\rR\x04slot\x12\"\n" +
+	"\rexpires_at_ms\x18\x05 \x01(\x03R\vexpiresAtMs\"A\n" +
 	"\x10BatchGetResponse\x12-\n" +
-	"\x05items\x18\x01 \x03(\v2\x17.slotkv.storage.v1.ItemR\x05items\"J\n" +
+	"\x05items\x18\x01 \x03(\v2\x17.slotkv.storage.v1.ItemR\x05items\"n\n" +
 	"\bMutation\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x16\n" +
-	"\x06delete\x18\x03 \x01(\bR\x06delete\"N\n" +
+	"\x06delete\x18\x03 \x01(\bR\x06delete\x12\"\n" +
+	"\rexpires_at_ms\x18\x04 \x01(\x03R\vexpiresAtMs\"r\n" +
 	"\x11BatchWriteRequest\x129\n" +
-	"\tmutations\x18\x01 \x03(\v2\x1b.slotkv.storage.v1.MutationR\tmutations\"\x14\n" +
-	"\x12BatchWriteResponse\"4\n" +
+	"\tmutations\x18\x01 \x03(\v2\x1b.slotkv.storage.v1.MutationR\tmutations\x12\"\n" +
+	"\rif_all_absent\x18\x02 \x01(\bR\vifAllAbsent\"H\n" +
+	"\x12BatchWriteResponse\x12\x18\n" +
+	"\aapplied\x18\x01 \x01(\bR\aapplied\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\rR\adeleted\"4\n" +
 	"\fScanPosition\x12\x12\n" +
 	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\"\xc5\x01\n" +
@@ -3294,11 +3899,12 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x06prefix\x18\x02 \x01(\fR\x06prefix\x125\n" +
 	"\x05start\x18\x03 \x01(\v2\x1f.slotkv.storage.v1.ScanPositionR\x05start\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1b\n" +
-	"\tkeys_only\x18\x05 \x01(\bR\bkeysOnly\"F\n" +
+	"\tkeys_only\x18\x05 \x01(\bR\bkeysOnly\"j\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x12\n" +
-	"\x04slot\x18\x03 \x01(\rR\x04slot\"v\n" +
+	"\x04slot\x18\x03 \x01(\rR\x04slot\x12\"\n" +
+	"\rexpires_at_ms\x18\x04 \x01(\x03R\vexpiresAtMs\"v\n" +
 	"\fScanResponse\x121\n" +
 	"\x05items\x18\x01 \x03(\v2\x1b.slotkv.storage.v1.KeyValueR\x05items\x123\n" +
 	"\x04next\x18\x02 \x01(\v2\x1f.slotkv.storage.v1.ScanPositionR\x04next\"D\n" +
@@ -3317,7 +3923,33 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x0eDigestResponse\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x04R\x05count\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\fR\x06digest\x123\n" +
-	"\x05slots\x18\x03 \x03(\v2\x1d.slotkv.storage.v1.SlotDigestR\x05slots\"\x14\n" +
+	"\x05slots\x18\x03 \x03(\v2\x1d.slotkv.storage.v1.SlotDigestR\x05slots\"\x82\x03\n" +
+	"\rUpdateRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12+\n" +
+	"\x02op\x18\x02 \x01(\x0e2\x1b.slotkv.storage.v1.UpdateOpR\x02op\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x14\n" +
+	"\x05delta\x18\x04 \x01(\x03R\x05delta\x12?\n" +
+	"\tcondition\x18\x05 \x01(\x0e2!.slotkv.storage.v1.WriteConditionR\tcondition\x12M\n" +
+	"\x10expire_condition\x18\x06 \x01(\x0e2\".slotkv.storage.v1.ExpireConditionR\x0fexpireCondition\x12\"\n" +
+	"\rexpires_at_ms\x18\a \x01(\x03R\vexpiresAtMs\x12\x19\n" +
+	"\bkeep_ttl\x18\b \x01(\bR\akeepTtl\x12\x18\n" +
+	"\apersist\x18\t \x01(\bR\apersist\x12\x1d\n" +
+	"\n" +
+	"return_old\x18\n" +
+	" \x01(\bR\treturnOld\"\xd4\x01\n" +
+	"\x0eUpdateResponse\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x18\n" +
+	"\aapplied\x18\x02 \x01(\bR\aapplied\x12\x1b\n" +
+	"\told_found\x18\x03 \x01(\bR\boldFound\x12\x1b\n" +
+	"\told_value\x18\x04 \x01(\fR\boldValue\x12\x17\n" +
+	"\anew_int\x18\x05 \x01(\x03R\x06newInt\x12\x1d\n" +
+	"\n" +
+	"new_length\x18\x06 \x01(\x04R\tnewLength\x12\"\n" +
+	"\rexpires_at_ms\x18\a \x01(\x03R\vexpiresAtMs\"I\n" +
+	"\x11FlushSlotsRequest\x124\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\x06ranges\"7\n" +
+	"\x12FlushSlotsResponse\x12!\n" +
+	"\fdeleted_keys\x18\x01 \x01(\x04R\vdeletedKeys\"\x14\n" +
 	"\x12GetTopologyRequest\"N\n" +
 	"\x13GetTopologyResponse\x127\n" +
 	"\btopology\x18\x01 \x01(\v2\x1b.slotkv.cluster.v1.TopologyR\btopology\"M\n" +
@@ -3342,10 +3974,11 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"rpc_counts\x18\t \x03(\v25.slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntryR\trpcCounts\x1a<\n" +
 	"\x0eRpcCountsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"6\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"Z\n" +
 	"\fIngestRecord\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"\x8b\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\"\n" +
+	"\rexpires_at_ms\x18\x03 \x01(\x03R\vexpiresAtMs\"\x8b\x01\n" +
 	"\rIngestRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x14\n" +
@@ -3368,13 +4001,14 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x13OpenSnapshotRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"9\n" +
 	"\x14OpenSnapshotResponse\x12!\n" +
-	"\fsnapshot_seq\x18\x01 \x01(\x04R\vsnapshotSeq\"v\n" +
+	"\fsnapshot_seq\x18\x01 \x01(\x04R\vsnapshotSeq\"\x9a\x01\n" +
 	"\x0eMigrationEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x12\n" +
 	"\x04slot\x18\x03 \x01(\rR\x04slot\x12\x16\n" +
 	"\x06delete\x18\x04 \x01(\bR\x06delete\x12\x10\n" +
-	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\xe1\x01\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\x12\"\n" +
+	"\rexpires_at_ms\x18\x06 \x01(\x03R\vexpiresAtMs\"\xe1\x01\n" +
 	"\x13SnapshotScanRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x124\n" +
 	"\x06ranges\x18\x02 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\x06ranges\x12\x1f\n" +
@@ -3458,7 +4092,26 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"migrations\x18\x01 \x03(\v2 .slotkv.storage.v1.NodeMigrationR\n" +
 	"migrations\x12,\n" +
 	"\x12max_import_streams\x18\x02 \x01(\rR\x10maxImportStreams\x12.\n" +
-	"\x13open_import_streams\x18\x03 \x01(\rR\x11openImportStreams*j\n" +
+	"\x13open_import_streams\x18\x03 \x01(\rR\x11openImportStreams*\xbf\x01\n" +
+	"\bUpdateOp\x12\x19\n" +
+	"\x15UPDATE_OP_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rUPDATE_OP_SET\x10\x01\x12\x15\n" +
+	"\x11UPDATE_OP_INCR_BY\x10\x02\x12\x14\n" +
+	"\x10UPDATE_OP_APPEND\x10\x03\x12\x14\n" +
+	"\x10UPDATE_OP_EXPIRE\x10\x04\x12\x15\n" +
+	"\x11UPDATE_OP_PERSIST\x10\x05\x12\x15\n" +
+	"\x11UPDATE_OP_GET_DEL\x10\x06\x12\x14\n" +
+	"\x10UPDATE_OP_GET_EX\x10\a*p\n" +
+	"\x0eWriteCondition\x12\x1f\n" +
+	"\x1bWRITE_CONDITION_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19WRITE_CONDITION_IF_ABSENT\x10\x01\x12\x1e\n" +
+	"\x1aWRITE_CONDITION_IF_PRESENT\x10\x02*\xad\x01\n" +
+	"\x0fExpireCondition\x12 \n" +
+	"\x1cEXPIRE_CONDITION_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aEXPIRE_CONDITION_NO_EXPIRY\x10\x01\x12\x1f\n" +
+	"\x1bEXPIRE_CONDITION_HAS_EXPIRY\x10\x02\x12\x1c\n" +
+	"\x18EXPIRE_CONDITION_GREATER\x10\x03\x12\x19\n" +
+	"\x15EXPIRE_CONDITION_LESS\x10\x04*j\n" +
 	"\rMigrationRole\x12\x1e\n" +
 	"\x1aMIGRATION_ROLE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15MIGRATION_ROLE_SOURCE\x10\x01\x12\x1e\n" +
@@ -3466,7 +4119,7 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x10MigrationOutcome\x12!\n" +
 	"\x1dMIGRATION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bMIGRATION_OUTCOME_COMMITTED\x10\x01\x12\x1d\n" +
-	"\x19MIGRATION_OUTCOME_ABORTED\x10\x022\xff\x04\n" +
+	"\x19MIGRATION_OUTCOME_ABORTED\x10\x022\xa9\x06\n" +
 	"\x0eStorageService\x12D\n" +
 	"\x03Get\x12\x1d.slotkv.storage.v1.GetRequest\x1a\x1e.slotkv.storage.v1.GetResponse\x12D\n" +
 	"\x03Put\x12\x1d.slotkv.storage.v1.PutRequest\x1a\x1e.slotkv.storage.v1.PutResponse\x12M\n" +
@@ -3476,7 +4129,10 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"BatchWrite\x12$.slotkv.storage.v1.BatchWriteRequest\x1a%.slotkv.storage.v1.BatchWriteResponse\x12G\n" +
 	"\x04Scan\x12\x1e.slotkv.storage.v1.ScanRequest\x1a\x1f.slotkv.storage.v1.ScanResponse\x12J\n" +
 	"\x05Count\x12\x1f.slotkv.storage.v1.CountRequest\x1a .slotkv.storage.v1.CountResponse\x12M\n" +
-	"\x06Digest\x12 .slotkv.storage.v1.DigestRequest\x1a!.slotkv.storage.v1.DigestResponse2\xfa\x02\n" +
+	"\x06Digest\x12 .slotkv.storage.v1.DigestRequest\x1a!.slotkv.storage.v1.DigestResponse\x12M\n" +
+	"\x06Update\x12 .slotkv.storage.v1.UpdateRequest\x1a!.slotkv.storage.v1.UpdateResponse\x12Y\n" +
+	"\n" +
+	"FlushSlots\x12$.slotkv.storage.v1.FlushSlotsRequest\x1a%.slotkv.storage.v1.FlushSlotsResponse2\xfa\x02\n" +
 	"\vNodeService\x12\\\n" +
 	"\vGetTopology\x12%.slotkv.storage.v1.GetTopologyRequest\x1a&.slotkv.storage.v1.GetTopologyResponse\x12\\\n" +
 	"\vSetTopology\x12%.slotkv.storage.v1.SetTopologyRequest\x1a&.slotkv.storage.v1.SetTopologyResponse\x12\\\n" +
@@ -3508,158 +4164,173 @@ func file_slotkv_storage_v1_storage_proto_rawDescGZIP() []byte {
 	return file_slotkv_storage_v1_storage_proto_rawDescData
 }
 
-var file_slotkv_storage_v1_storage_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_slotkv_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_slotkv_storage_v1_storage_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_slotkv_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_slotkv_storage_v1_storage_proto_goTypes = []any{
-	(MigrationRole)(0),             // 0: slotkv.storage.v1.MigrationRole
-	(MigrationOutcome)(0),          // 1: slotkv.storage.v1.MigrationOutcome
-	(*GetRequest)(nil),             // 2: slotkv.storage.v1.GetRequest
-	(*GetResponse)(nil),            // 3: slotkv.storage.v1.GetResponse
-	(*PutRequest)(nil),             // 4: slotkv.storage.v1.PutRequest
-	(*PutResponse)(nil),            // 5: slotkv.storage.v1.PutResponse
-	(*DeleteRequest)(nil),          // 6: slotkv.storage.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 7: slotkv.storage.v1.DeleteResponse
-	(*BatchGetRequest)(nil),        // 8: slotkv.storage.v1.BatchGetRequest
-	(*Item)(nil),                   // 9: slotkv.storage.v1.Item
-	(*BatchGetResponse)(nil),       // 10: slotkv.storage.v1.BatchGetResponse
-	(*Mutation)(nil),               // 11: slotkv.storage.v1.Mutation
-	(*BatchWriteRequest)(nil),      // 12: slotkv.storage.v1.BatchWriteRequest
-	(*BatchWriteResponse)(nil),     // 13: slotkv.storage.v1.BatchWriteResponse
-	(*ScanPosition)(nil),           // 14: slotkv.storage.v1.ScanPosition
-	(*ScanRequest)(nil),            // 15: slotkv.storage.v1.ScanRequest
-	(*KeyValue)(nil),               // 16: slotkv.storage.v1.KeyValue
-	(*ScanResponse)(nil),           // 17: slotkv.storage.v1.ScanResponse
-	(*CountRequest)(nil),           // 18: slotkv.storage.v1.CountRequest
-	(*CountResponse)(nil),          // 19: slotkv.storage.v1.CountResponse
-	(*DigestRequest)(nil),          // 20: slotkv.storage.v1.DigestRequest
-	(*SlotDigest)(nil),             // 21: slotkv.storage.v1.SlotDigest
-	(*DigestResponse)(nil),         // 22: slotkv.storage.v1.DigestResponse
-	(*GetTopologyRequest)(nil),     // 23: slotkv.storage.v1.GetTopologyRequest
-	(*GetTopologyResponse)(nil),    // 24: slotkv.storage.v1.GetTopologyResponse
-	(*SetTopologyRequest)(nil),     // 25: slotkv.storage.v1.SetTopologyRequest
-	(*SetTopologyResponse)(nil),    // 26: slotkv.storage.v1.SetTopologyResponse
-	(*GetNodeInfoRequest)(nil),     // 27: slotkv.storage.v1.GetNodeInfoRequest
-	(*GetNodeInfoResponse)(nil),    // 28: slotkv.storage.v1.GetNodeInfoResponse
-	(*IngestRecord)(nil),           // 29: slotkv.storage.v1.IngestRecord
-	(*IngestRequest)(nil),          // 30: slotkv.storage.v1.IngestRequest
-	(*IngestResponse)(nil),         // 31: slotkv.storage.v1.IngestResponse
-	(*BeginMigrationRequest)(nil),  // 32: slotkv.storage.v1.BeginMigrationRequest
-	(*BeginMigrationResponse)(nil), // 33: slotkv.storage.v1.BeginMigrationResponse
-	(*OpenSnapshotRequest)(nil),    // 34: slotkv.storage.v1.OpenSnapshotRequest
-	(*OpenSnapshotResponse)(nil),   // 35: slotkv.storage.v1.OpenSnapshotResponse
-	(*MigrationEntry)(nil),         // 36: slotkv.storage.v1.MigrationEntry
-	(*SnapshotScanRequest)(nil),    // 37: slotkv.storage.v1.SnapshotScanRequest
-	(*SnapshotScanResponse)(nil),   // 38: slotkv.storage.v1.SnapshotScanResponse
-	(*SnapshotDigestRequest)(nil),  // 39: slotkv.storage.v1.SnapshotDigestRequest
-	(*SnapshotDigestResponse)(nil), // 40: slotkv.storage.v1.SnapshotDigestResponse
-	(*ReadChangesRequest)(nil),     // 41: slotkv.storage.v1.ReadChangesRequest
-	(*ReadChangesResponse)(nil),    // 42: slotkv.storage.v1.ReadChangesResponse
-	(*FreezeRequest)(nil),          // 43: slotkv.storage.v1.FreezeRequest
-	(*FreezeResponse)(nil),         // 44: slotkv.storage.v1.FreezeResponse
-	(*ImportRequest)(nil),          // 45: slotkv.storage.v1.ImportRequest
-	(*ImportResponse)(nil),         // 46: slotkv.storage.v1.ImportResponse
-	(*GetImportStateRequest)(nil),  // 47: slotkv.storage.v1.GetImportStateRequest
-	(*ImportStream)(nil),           // 48: slotkv.storage.v1.ImportStream
-	(*GetImportStateResponse)(nil), // 49: slotkv.storage.v1.GetImportStateResponse
-	(*EndMigrationRequest)(nil),    // 50: slotkv.storage.v1.EndMigrationRequest
-	(*EndMigrationResponse)(nil),   // 51: slotkv.storage.v1.EndMigrationResponse
-	(*DeleteSlotsRequest)(nil),     // 52: slotkv.storage.v1.DeleteSlotsRequest
-	(*DeleteSlotsResponse)(nil),    // 53: slotkv.storage.v1.DeleteSlotsResponse
-	(*ListMigrationsRequest)(nil),  // 54: slotkv.storage.v1.ListMigrationsRequest
-	(*NodeMigration)(nil),          // 55: slotkv.storage.v1.NodeMigration
-	(*ListMigrationsResponse)(nil), // 56: slotkv.storage.v1.ListMigrationsResponse
-	nil,                            // 57: slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
-	(*v1.SlotRange)(nil),           // 58: slotkv.cluster.v1.SlotRange
-	(*v1.Topology)(nil),            // 59: slotkv.cluster.v1.Topology
-	(*v1.Node)(nil),                // 60: slotkv.cluster.v1.Node
-	(*v1.SlotStateRange)(nil),      // 61: slotkv.cluster.v1.SlotStateRange
+	(UpdateOp)(0),                  // 0: slotkv.storage.v1.UpdateOp
+	(WriteCondition)(0),            // 1: slotkv.storage.v1.WriteCondition
+	(ExpireCondition)(0),           // 2: slotkv.storage.v1.ExpireCondition
+	(MigrationRole)(0),             // 3: slotkv.storage.v1.MigrationRole
+	(MigrationOutcome)(0),          // 4: slotkv.storage.v1.MigrationOutcome
+	(*GetRequest)(nil),             // 5: slotkv.storage.v1.GetRequest
+	(*GetResponse)(nil),            // 6: slotkv.storage.v1.GetResponse
+	(*PutRequest)(nil),             // 7: slotkv.storage.v1.PutRequest
+	(*PutResponse)(nil),            // 8: slotkv.storage.v1.PutResponse
+	(*DeleteRequest)(nil),          // 9: slotkv.storage.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 10: slotkv.storage.v1.DeleteResponse
+	(*BatchGetRequest)(nil),        // 11: slotkv.storage.v1.BatchGetRequest
+	(*Item)(nil),                   // 12: slotkv.storage.v1.Item
+	(*BatchGetResponse)(nil),       // 13: slotkv.storage.v1.BatchGetResponse
+	(*Mutation)(nil),               // 14: slotkv.storage.v1.Mutation
+	(*BatchWriteRequest)(nil),      // 15: slotkv.storage.v1.BatchWriteRequest
+	(*BatchWriteResponse)(nil),     // 16: slotkv.storage.v1.BatchWriteResponse
+	(*ScanPosition)(nil),           // 17: slotkv.storage.v1.ScanPosition
+	(*ScanRequest)(nil),            // 18: slotkv.storage.v1.ScanRequest
+	(*KeyValue)(nil),               // 19: slotkv.storage.v1.KeyValue
+	(*ScanResponse)(nil),           // 20: slotkv.storage.v1.ScanResponse
+	(*CountRequest)(nil),           // 21: slotkv.storage.v1.CountRequest
+	(*CountResponse)(nil),          // 22: slotkv.storage.v1.CountResponse
+	(*DigestRequest)(nil),          // 23: slotkv.storage.v1.DigestRequest
+	(*SlotDigest)(nil),             // 24: slotkv.storage.v1.SlotDigest
+	(*DigestResponse)(nil),         // 25: slotkv.storage.v1.DigestResponse
+	(*UpdateRequest)(nil),          // 26: slotkv.storage.v1.UpdateRequest
+	(*UpdateResponse)(nil),         // 27: slotkv.storage.v1.UpdateResponse
+	(*FlushSlotsRequest)(nil),      // 28: slotkv.storage.v1.FlushSlotsRequest
+	(*FlushSlotsResponse)(nil),     // 29: slotkv.storage.v1.FlushSlotsResponse
+	(*GetTopologyRequest)(nil),     // 30: slotkv.storage.v1.GetTopologyRequest
+	(*GetTopologyResponse)(nil),    // 31: slotkv.storage.v1.GetTopologyResponse
+	(*SetTopologyRequest)(nil),     // 32: slotkv.storage.v1.SetTopologyRequest
+	(*SetTopologyResponse)(nil),    // 33: slotkv.storage.v1.SetTopologyResponse
+	(*GetNodeInfoRequest)(nil),     // 34: slotkv.storage.v1.GetNodeInfoRequest
+	(*GetNodeInfoResponse)(nil),    // 35: slotkv.storage.v1.GetNodeInfoResponse
+	(*IngestRecord)(nil),           // 36: slotkv.storage.v1.IngestRecord
+	(*IngestRequest)(nil),          // 37: slotkv.storage.v1.IngestRequest
+	(*IngestResponse)(nil),         // 38: slotkv.storage.v1.IngestResponse
+	(*BeginMigrationRequest)(nil),  // 39: slotkv.storage.v1.BeginMigrationRequest
+	(*BeginMigrationResponse)(nil), // 40: slotkv.storage.v1.BeginMigrationResponse
+	(*OpenSnapshotRequest)(nil),    // 41: slotkv.storage.v1.OpenSnapshotRequest
+	(*OpenSnapshotResponse)(nil),   // 42: slotkv.storage.v1.OpenSnapshotResponse
+	(*MigrationEntry)(nil),         // 43: slotkv.storage.v1.MigrationEntry
+	(*SnapshotScanRequest)(nil),    // 44: slotkv.storage.v1.SnapshotScanRequest
+	(*SnapshotScanResponse)(nil),   // 45: slotkv.storage.v1.SnapshotScanResponse
+	(*SnapshotDigestRequest)(nil),  // 46: slotkv.storage.v1.SnapshotDigestRequest
+	(*SnapshotDigestResponse)(nil), // 47: slotkv.storage.v1.SnapshotDigestResponse
+	(*ReadChangesRequest)(nil),     // 48: slotkv.storage.v1.ReadChangesRequest
+	(*ReadChangesResponse)(nil),    // 49: slotkv.storage.v1.ReadChangesResponse
+	(*FreezeRequest)(nil),          // 50: slotkv.storage.v1.FreezeRequest
+	(*FreezeResponse)(nil),         // 51: slotkv.storage.v1.FreezeResponse
+	(*ImportRequest)(nil),          // 52: slotkv.storage.v1.ImportRequest
+	(*ImportResponse)(nil),         // 53: slotkv.storage.v1.ImportResponse
+	(*GetImportStateRequest)(nil),  // 54: slotkv.storage.v1.GetImportStateRequest
+	(*ImportStream)(nil),           // 55: slotkv.storage.v1.ImportStream
+	(*GetImportStateResponse)(nil), // 56: slotkv.storage.v1.GetImportStateResponse
+	(*EndMigrationRequest)(nil),    // 57: slotkv.storage.v1.EndMigrationRequest
+	(*EndMigrationResponse)(nil),   // 58: slotkv.storage.v1.EndMigrationResponse
+	(*DeleteSlotsRequest)(nil),     // 59: slotkv.storage.v1.DeleteSlotsRequest
+	(*DeleteSlotsResponse)(nil),    // 60: slotkv.storage.v1.DeleteSlotsResponse
+	(*ListMigrationsRequest)(nil),  // 61: slotkv.storage.v1.ListMigrationsRequest
+	(*NodeMigration)(nil),          // 62: slotkv.storage.v1.NodeMigration
+	(*ListMigrationsResponse)(nil), // 63: slotkv.storage.v1.ListMigrationsResponse
+	nil,                            // 64: slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
+	(*v1.SlotRange)(nil),           // 65: slotkv.cluster.v1.SlotRange
+	(*v1.Topology)(nil),            // 66: slotkv.cluster.v1.Topology
+	(*v1.Node)(nil),                // 67: slotkv.cluster.v1.Node
+	(*v1.SlotStateRange)(nil),      // 68: slotkv.cluster.v1.SlotStateRange
 }
 var file_slotkv_storage_v1_storage_proto_depIdxs = []int32{
-	9,  // 0: slotkv.storage.v1.BatchGetResponse.items:type_name -> slotkv.storage.v1.Item
-	11, // 1: slotkv.storage.v1.BatchWriteRequest.mutations:type_name -> slotkv.storage.v1.Mutation
-	58, // 2: slotkv.storage.v1.ScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	14, // 3: slotkv.storage.v1.ScanRequest.start:type_name -> slotkv.storage.v1.ScanPosition
-	16, // 4: slotkv.storage.v1.ScanResponse.items:type_name -> slotkv.storage.v1.KeyValue
-	14, // 5: slotkv.storage.v1.ScanResponse.next:type_name -> slotkv.storage.v1.ScanPosition
-	58, // 6: slotkv.storage.v1.CountRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	58, // 7: slotkv.storage.v1.DigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	21, // 8: slotkv.storage.v1.DigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	59, // 9: slotkv.storage.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
-	59, // 10: slotkv.storage.v1.SetTopologyRequest.topology:type_name -> slotkv.cluster.v1.Topology
-	60, // 11: slotkv.storage.v1.GetNodeInfoResponse.node:type_name -> slotkv.cluster.v1.Node
-	58, // 12: slotkv.storage.v1.GetNodeInfoResponse.owned:type_name -> slotkv.cluster.v1.SlotRange
-	61, // 13: slotkv.storage.v1.GetNodeInfoResponse.slot_states:type_name -> slotkv.cluster.v1.SlotStateRange
-	57, // 14: slotkv.storage.v1.GetNodeInfoResponse.rpc_counts:type_name -> slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
-	29, // 15: slotkv.storage.v1.IngestRequest.records:type_name -> slotkv.storage.v1.IngestRecord
-	0,  // 16: slotkv.storage.v1.BeginMigrationRequest.role:type_name -> slotkv.storage.v1.MigrationRole
-	58, // 17: slotkv.storage.v1.BeginMigrationRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	58, // 18: slotkv.storage.v1.SnapshotScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	36, // 19: slotkv.storage.v1.SnapshotScanResponse.entries:type_name -> slotkv.storage.v1.MigrationEntry
-	21, // 20: slotkv.storage.v1.SnapshotScanResponse.digests:type_name -> slotkv.storage.v1.SlotDigest
-	58, // 21: slotkv.storage.v1.SnapshotDigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	21, // 22: slotkv.storage.v1.SnapshotDigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	36, // 23: slotkv.storage.v1.ReadChangesResponse.changes:type_name -> slotkv.storage.v1.MigrationEntry
-	36, // 24: slotkv.storage.v1.ImportRequest.entries:type_name -> slotkv.storage.v1.MigrationEntry
-	58, // 25: slotkv.storage.v1.GetImportStateRequest.digest_ranges:type_name -> slotkv.cluster.v1.SlotRange
-	21, // 26: slotkv.storage.v1.ImportStream.applied:type_name -> slotkv.storage.v1.SlotDigest
-	48, // 27: slotkv.storage.v1.GetImportStateResponse.streams:type_name -> slotkv.storage.v1.ImportStream
-	21, // 28: slotkv.storage.v1.GetImportStateResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	1,  // 29: slotkv.storage.v1.EndMigrationRequest.outcome:type_name -> slotkv.storage.v1.MigrationOutcome
-	58, // 30: slotkv.storage.v1.DeleteSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	0,  // 31: slotkv.storage.v1.NodeMigration.role:type_name -> slotkv.storage.v1.MigrationRole
-	58, // 32: slotkv.storage.v1.NodeMigration.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	55, // 33: slotkv.storage.v1.ListMigrationsResponse.migrations:type_name -> slotkv.storage.v1.NodeMigration
-	2,  // 34: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
-	4,  // 35: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
-	6,  // 36: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
-	8,  // 37: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
-	12, // 38: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
-	15, // 39: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
-	18, // 40: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
-	20, // 41: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
-	23, // 42: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
-	25, // 43: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
-	27, // 44: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
-	30, // 45: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
-	32, // 46: slotkv.storage.v1.MigrationService.BeginMigration:input_type -> slotkv.storage.v1.BeginMigrationRequest
-	34, // 47: slotkv.storage.v1.MigrationService.OpenSnapshot:input_type -> slotkv.storage.v1.OpenSnapshotRequest
-	37, // 48: slotkv.storage.v1.MigrationService.SnapshotScan:input_type -> slotkv.storage.v1.SnapshotScanRequest
-	39, // 49: slotkv.storage.v1.MigrationService.SnapshotDigest:input_type -> slotkv.storage.v1.SnapshotDigestRequest
-	41, // 50: slotkv.storage.v1.MigrationService.ReadChanges:input_type -> slotkv.storage.v1.ReadChangesRequest
-	43, // 51: slotkv.storage.v1.MigrationService.Freeze:input_type -> slotkv.storage.v1.FreezeRequest
-	45, // 52: slotkv.storage.v1.MigrationService.Import:input_type -> slotkv.storage.v1.ImportRequest
-	47, // 53: slotkv.storage.v1.MigrationService.GetImportState:input_type -> slotkv.storage.v1.GetImportStateRequest
-	50, // 54: slotkv.storage.v1.MigrationService.EndMigration:input_type -> slotkv.storage.v1.EndMigrationRequest
-	52, // 55: slotkv.storage.v1.MigrationService.DeleteSlots:input_type -> slotkv.storage.v1.DeleteSlotsRequest
-	54, // 56: slotkv.storage.v1.MigrationService.ListMigrations:input_type -> slotkv.storage.v1.ListMigrationsRequest
-	3,  // 57: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
-	5,  // 58: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
-	7,  // 59: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
-	10, // 60: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
-	13, // 61: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
-	17, // 62: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
-	19, // 63: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
-	22, // 64: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
-	24, // 65: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
-	26, // 66: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
-	28, // 67: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
-	31, // 68: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
-	33, // 69: slotkv.storage.v1.MigrationService.BeginMigration:output_type -> slotkv.storage.v1.BeginMigrationResponse
-	35, // 70: slotkv.storage.v1.MigrationService.OpenSnapshot:output_type -> slotkv.storage.v1.OpenSnapshotResponse
-	38, // 71: slotkv.storage.v1.MigrationService.SnapshotScan:output_type -> slotkv.storage.v1.SnapshotScanResponse
-	40, // 72: slotkv.storage.v1.MigrationService.SnapshotDigest:output_type -> slotkv.storage.v1.SnapshotDigestResponse
-	42, // 73: slotkv.storage.v1.MigrationService.ReadChanges:output_type -> slotkv.storage.v1.ReadChangesResponse
-	44, // 74: slotkv.storage.v1.MigrationService.Freeze:output_type -> slotkv.storage.v1.FreezeResponse
-	46, // 75: slotkv.storage.v1.MigrationService.Import:output_type -> slotkv.storage.v1.ImportResponse
-	49, // 76: slotkv.storage.v1.MigrationService.GetImportState:output_type -> slotkv.storage.v1.GetImportStateResponse
-	51, // 77: slotkv.storage.v1.MigrationService.EndMigration:output_type -> slotkv.storage.v1.EndMigrationResponse
-	53, // 78: slotkv.storage.v1.MigrationService.DeleteSlots:output_type -> slotkv.storage.v1.DeleteSlotsResponse
-	56, // 79: slotkv.storage.v1.MigrationService.ListMigrations:output_type -> slotkv.storage.v1.ListMigrationsResponse
-	57, // [57:80] is the sub-list for method output_type
-	34, // [34:57] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	12, // 0: slotkv.storage.v1.BatchGetResponse.items:type_name -> slotkv.storage.v1.Item
+	14, // 1: slotkv.storage.v1.BatchWriteRequest.mutations:type_name -> slotkv.storage.v1.Mutation
+	65, // 2: slotkv.storage.v1.ScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	17, // 3: slotkv.storage.v1.ScanRequest.start:type_name -> slotkv.storage.v1.ScanPosition
+	19, // 4: slotkv.storage.v1.ScanResponse.items:type_name -> slotkv.storage.v1.KeyValue
+	17, // 5: slotkv.storage.v1.ScanResponse.next:type_name -> slotkv.storage.v1.ScanPosition
+	65, // 6: slotkv.storage.v1.CountRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	65, // 7: slotkv.storage.v1.DigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	24, // 8: slotkv.storage.v1.DigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	0,  // 9: slotkv.storage.v1.UpdateRequest.op:type_name -> slotkv.storage.v1.UpdateOp
+	1,  // 10: slotkv.storage.v1.UpdateRequest.condition:type_name -> slotkv.storage.v1.WriteCondition
+	2,  // 11: slotkv.storage.v1.UpdateRequest.expire_condition:type_name -> slotkv.storage.v1.ExpireCondition
+	65, // 12: slotkv.storage.v1.FlushSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	66, // 13: slotkv.storage.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
+	66, // 14: slotkv.storage.v1.SetTopologyRequest.topology:type_name -> slotkv.cluster.v1.Topology
+	67, // 15: slotkv.storage.v1.GetNodeInfoResponse.node:type_name -> slotkv.cluster.v1.Node
+	65, // 16: slotkv.storage.v1.GetNodeInfoResponse.owned:type_name -> slotkv.cluster.v1.SlotRange
+	68, // 17: slotkv.storage.v1.GetNodeInfoResponse.slot_states:type_name -> slotkv.cluster.v1.SlotStateRange
+	64, // 18: slotkv.storage.v1.GetNodeInfoResponse.rpc_counts:type_name -> slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
+	36, // 19: slotkv.storage.v1.IngestRequest.records:type_name -> slotkv.storage.v1.IngestRecord
+	3,  // 20: slotkv.storage.v1.BeginMigrationRequest.role:type_name -> slotkv.storage.v1.MigrationRole
+	65, // 21: slotkv.storage.v1.BeginMigrationRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	65, // 22: slotkv.storage.v1.SnapshotScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	43, // 23: slotkv.storage.v1.SnapshotScanResponse.entries:type_name -> slotkv.storage.v1.MigrationEntry
+	24, // 24: slotkv.storage.v1.SnapshotScanResponse.digests:type_name -> slotkv.storage.v1.SlotDigest
+	65, // 25: slotkv.storage.v1.SnapshotDigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	24, // 26: slotkv.storage.v1.SnapshotDigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	43, // 27: slotkv.storage.v1.ReadChangesResponse.changes:type_name -> slotkv.storage.v1.MigrationEntry
+	43, // 28: slotkv.storage.v1.ImportRequest.entries:type_name -> slotkv.storage.v1.MigrationEntry
+	65, // 29: slotkv.storage.v1.GetImportStateRequest.digest_ranges:type_name -> slotkv.cluster.v1.SlotRange
+	24, // 30: slotkv.storage.v1.ImportStream.applied:type_name -> slotkv.storage.v1.SlotDigest
+	55, // 31: slotkv.storage.v1.GetImportStateResponse.streams:type_name -> slotkv.storage.v1.ImportStream
+	24, // 32: slotkv.storage.v1.GetImportStateResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	4,  // 33: slotkv.storage.v1.EndMigrationRequest.outcome:type_name -> slotkv.storage.v1.MigrationOutcome
+	65, // 34: slotkv.storage.v1.DeleteSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	3,  // 35: slotkv.storage.v1.NodeMigration.role:type_name -> slotkv.storage.v1.MigrationRole
+	65, // 36: slotkv.storage.v1.NodeMigration.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	62, // 37: slotkv.storage.v1.ListMigrationsResponse.migrations:type_name -> slotkv.storage.v1.NodeMigration
+	5,  // 38: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
+	7,  // 39: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
+	9,  // 40: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
+	11, // 41: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
+	15, // 42: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
+	18, // 43: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
+	21, // 44: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
+	23, // 45: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
+	26, // 46: slotkv.storage.v1.StorageService.Update:input_type -> slotkv.storage.v1.UpdateRequest
+	28, // 47: slotkv.storage.v1.StorageService.FlushSlots:input_type -> slotkv.storage.v1.FlushSlotsRequest
+	30, // 48: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
+	32, // 49: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
+	34, // 50: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
+	37, // 51: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
+	39, // 52: slotkv.storage.v1.MigrationService.BeginMigration:input_type -> slotkv.storage.v1.BeginMigrationRequest
+	41, // 53: slotkv.storage.v1.MigrationService.OpenSnapshot:input_type -> slotkv.storage.v1.OpenSnapshotRequest
+	44, // 54: slotkv.storage.v1.MigrationService.SnapshotScan:input_type -> slotkv.storage.v1.SnapshotScanRequest
+	46, // 55: slotkv.storage.v1.MigrationService.SnapshotDigest:input_type -> slotkv.storage.v1.SnapshotDigestRequest
+	48, // 56: slotkv.storage.v1.MigrationService.ReadChanges:input_type -> slotkv.storage.v1.ReadChangesRequest
+	50, // 57: slotkv.storage.v1.MigrationService.Freeze:input_type -> slotkv.storage.v1.FreezeRequest
+	52, // 58: slotkv.storage.v1.MigrationService.Import:input_type -> slotkv.storage.v1.ImportRequest
+	54, // 59: slotkv.storage.v1.MigrationService.GetImportState:input_type -> slotkv.storage.v1.GetImportStateRequest
+	57, // 60: slotkv.storage.v1.MigrationService.EndMigration:input_type -> slotkv.storage.v1.EndMigrationRequest
+	59, // 61: slotkv.storage.v1.MigrationService.DeleteSlots:input_type -> slotkv.storage.v1.DeleteSlotsRequest
+	61, // 62: slotkv.storage.v1.MigrationService.ListMigrations:input_type -> slotkv.storage.v1.ListMigrationsRequest
+	6,  // 63: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
+	8,  // 64: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
+	10, // 65: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
+	13, // 66: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
+	16, // 67: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
+	20, // 68: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
+	22, // 69: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
+	25, // 70: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
+	27, // 71: slotkv.storage.v1.StorageService.Update:output_type -> slotkv.storage.v1.UpdateResponse
+	29, // 72: slotkv.storage.v1.StorageService.FlushSlots:output_type -> slotkv.storage.v1.FlushSlotsResponse
+	31, // 73: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
+	33, // 74: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
+	35, // 75: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
+	38, // 76: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
+	40, // 77: slotkv.storage.v1.MigrationService.BeginMigration:output_type -> slotkv.storage.v1.BeginMigrationResponse
+	42, // 78: slotkv.storage.v1.MigrationService.OpenSnapshot:output_type -> slotkv.storage.v1.OpenSnapshotResponse
+	45, // 79: slotkv.storage.v1.MigrationService.SnapshotScan:output_type -> slotkv.storage.v1.SnapshotScanResponse
+	47, // 80: slotkv.storage.v1.MigrationService.SnapshotDigest:output_type -> slotkv.storage.v1.SnapshotDigestResponse
+	49, // 81: slotkv.storage.v1.MigrationService.ReadChanges:output_type -> slotkv.storage.v1.ReadChangesResponse
+	51, // 82: slotkv.storage.v1.MigrationService.Freeze:output_type -> slotkv.storage.v1.FreezeResponse
+	53, // 83: slotkv.storage.v1.MigrationService.Import:output_type -> slotkv.storage.v1.ImportResponse
+	56, // 84: slotkv.storage.v1.MigrationService.GetImportState:output_type -> slotkv.storage.v1.GetImportStateResponse
+	58, // 85: slotkv.storage.v1.MigrationService.EndMigration:output_type -> slotkv.storage.v1.EndMigrationResponse
+	60, // 86: slotkv.storage.v1.MigrationService.DeleteSlots:output_type -> slotkv.storage.v1.DeleteSlotsResponse
+	63, // 87: slotkv.storage.v1.MigrationService.ListMigrations:output_type -> slotkv.storage.v1.ListMigrationsResponse
+	63, // [63:88] is the sub-list for method output_type
+	38, // [38:63] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_slotkv_storage_v1_storage_proto_init() }
@@ -3672,8 +4343,8 @@ func file_slotkv_storage_v1_storage_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slotkv_storage_v1_storage_proto_rawDesc), len(file_slotkv_storage_v1_storage_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   56,
+			NumEnums:      5,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

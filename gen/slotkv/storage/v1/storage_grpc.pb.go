@@ -30,6 +30,8 @@ const (
 	StorageService_Scan_FullMethodName       = "/slotkv.storage.v1.StorageService/Scan"
 	StorageService_Count_FullMethodName      = "/slotkv.storage.v1.StorageService/Count"
 	StorageService_Digest_FullMethodName     = "/slotkv.storage.v1.StorageService/Digest"
+	StorageService_Update_FullMethodName     = "/slotkv.storage.v1.StorageService/Update"
+	StorageService_FlushSlots_FullMethodName = "/slotkv.storage.v1.StorageService/FlushSlots"
 )
 
 // StorageServiceClient is the client API for StorageService service.
@@ -57,6 +59,13 @@ type StorageServiceClient interface {
 	Count(ctx context.Context, in *CountRequest, opts ...grpc.CallOption) (*CountResponse, error)
 	// Digest counts and hashes the keys and values of slot ranges.
 	Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error)
+	// Update applies one read-modify-write to one key atomically on this
+	// node (conditional SET, INCRBY, APPEND, expiry changes, GETDEL, GETEX):
+	// what the Redis string commands need without a read-then-write race.
+	Update(ctx context.Context, in *UpdateRequest, opts ...grpc.CallOption) (*UpdateResponse, error)
+	// FlushSlots deletes every key of slot ranges this node owns (FLUSHALL),
+	// in small batches so writes to other slots do not stall.
+	FlushSlots(ctx context.Context, in *FlushSlotsRequest, opts ...grpc.CallOption) (*FlushSlotsResponse, error)
 }
 
 type storageServiceClient struct {
@@ -147,6 +156,26 @@ func (c *storageServiceClient) Digest(ctx context.Context, in *DigestRequest, op
 	return out, nil
 }
 
+func (c *storageServiceClient) Update(ctx context.Context, in *UpdateRequest, opts ...grpc.CallOption) (*UpdateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateResponse)
+	err := c.cc.Invoke(ctx, StorageService_Update_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) FlushSlots(ctx context.Context, in *FlushSlotsRequest, opts ...grpc.CallOption) (*FlushSlotsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FlushSlotsResponse)
+	err := c.cc.Invoke(ctx, StorageService_FlushSlots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StorageServiceServer is the server API for StorageService service.
 // All implementations must embed UnimplementedStorageServiceServer
 // for forward compatibility.
@@ -172,6 +201,13 @@ type StorageServiceServer interface {
 	Count(context.Context, *CountRequest) (*CountResponse, error)
 	// Digest counts and hashes the keys and values of slot ranges.
 	Digest(context.Context, *DigestRequest) (*DigestResponse, error)
+	// Update applies one read-modify-write to one key atomically on this
+	// node (conditional SET, INCRBY, APPEND, expiry changes, GETDEL, GETEX):
+	// what the Redis string commands need without a read-then-write race.
+	Update(context.Context, *UpdateRequest) (*UpdateResponse, error)
+	// FlushSlots deletes every key of slot ranges this node owns (FLUSHALL),
+	// in small batches so writes to other slots do not stall.
+	FlushSlots(context.Context, *FlushSlotsRequest) (*FlushSlotsResponse, error)
 	mustEmbedUnimplementedStorageServiceServer()
 }
 
@@ -205,6 +241,12 @@ func (UnimplementedStorageServiceServer) Count(context.Context, *CountRequest) (
 }
 func (UnimplementedStorageServiceServer) Digest(context.Context, *DigestRequest) (*DigestResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Digest not implemented")
+}
+func (UnimplementedStorageServiceServer) Update(context.Context, *UpdateRequest) (*UpdateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Update not implemented")
+}
+func (UnimplementedStorageServiceServer) FlushSlots(context.Context, *FlushSlotsRequest) (*FlushSlotsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FlushSlots not implemented")
 }
 func (UnimplementedStorageServiceServer) mustEmbedUnimplementedStorageServiceServer() {}
 func (UnimplementedStorageServiceServer) testEmbeddedByValue()                        {}
@@ -371,6 +413,42 @@ func _StorageService_Digest_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StorageService_Update_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).Update(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_Update_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).Update(ctx, req.(*UpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_FlushSlots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FlushSlotsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).FlushSlots(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_FlushSlots_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).FlushSlots(ctx, req.(*FlushSlotsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StorageService_ServiceDesc is the grpc.ServiceDesc for StorageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -409,6 +487,14 @@ var StorageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Digest",
 			Handler:    _StorageService_Digest_Handler,
+		},
+		{
+			MethodName: "Update",
+			Handler:    _StorageService_Update_Handler,
+		},
+		{
+			MethodName: "FlushSlots",
+			Handler:    _StorageService_FlushSlots_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

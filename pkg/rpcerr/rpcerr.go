@@ -31,6 +31,12 @@ const (
 	ReasonNoTopology     = "NO_TOPOLOGY"
 	ReasonStaleTopology  = "STALE_TOPOLOGY"
 	ReasonSlotFrozen     = "SLOT_FROZEN"
+	// ReasonNotInteger: INCRBY on a value that is not a base-10 signed
+	// 64-bit integer (Redis: "value is not an integer or out of range").
+	ReasonNotInteger = "NOT_INTEGER"
+	// ReasonOverflow: INCRBY whose result leaves the signed 64-bit range
+	// (Redis: "increment or decrement would overflow").
+	ReasonOverflow = "OVERFLOW"
 )
 
 // Sentinel errors. Each maps to one gRPC code in ToStatus.
@@ -62,6 +68,10 @@ var (
 	// ErrUnauthenticated and ErrPermissionDenied: cluster token missing or wrong.
 	ErrUnauthenticated  = errors.New("unauthenticated")
 	ErrPermissionDenied = errors.New("permission denied")
+	// ErrNotInteger: the value is not an integer (FailedPrecondition, NOT_INTEGER).
+	ErrNotInteger = errors.New("value is not an integer or out of range")
+	// ErrOverflow: an increment would overflow (FailedPrecondition, OVERFLOW).
+	ErrOverflow = errors.New("increment or decrement would overflow")
 )
 
 // FieldError is bad input in one request field. It matches ErrInvalidArgument.
@@ -158,6 +168,10 @@ func ToStatus(err error) error {
 		return reason(codes.FailedPrecondition, msg, ReasonNoTopology)
 	case errors.Is(err, ErrStaleTopology):
 		return reason(codes.FailedPrecondition, msg, ReasonStaleTopology)
+	case errors.Is(err, ErrNotInteger):
+		return reason(codes.FailedPrecondition, msg, ReasonNotInteger)
+	case errors.Is(err, ErrOverflow):
+		return reason(codes.FailedPrecondition, msg, ReasonOverflow)
 	case errors.Is(err, ErrConflict):
 		return status.Error(codes.FailedPrecondition, msg)
 	case errors.Is(err, ErrSlotFrozen):
@@ -232,6 +246,10 @@ func FromStatus(err error) error {
 			return fmt.Errorf("%w: %s", ErrNoTopology, st.Message())
 		case ReasonStaleTopology:
 			return fmt.Errorf("%w: %s", ErrStaleTopology, st.Message())
+		case ReasonNotInteger:
+			return &remoteError{sentinel: ErrNotInteger, st: err}
+		case ReasonOverflow:
+			return &remoteError{sentinel: ErrOverflow, st: err}
 		}
 	}
 	if bad != nil && len(bad.GetFieldViolations()) > 0 {

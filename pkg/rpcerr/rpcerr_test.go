@@ -34,6 +34,8 @@ func TestRoundTrip(t *testing.T) {
 		{"denied", ErrPermissionDenied, codes.PermissionDenied, ErrPermissionDenied},
 		{"deadline", fmt.Errorf("scan: %w", context.DeadlineExceeded), codes.DeadlineExceeded, context.DeadlineExceeded},
 		{"canceled", context.Canceled, codes.Canceled, context.Canceled},
+		{"not integer", fmt.Errorf("incr %q: %w", "k", ErrNotInteger), codes.FailedPrecondition, ErrNotInteger},
+		{"overflow", fmt.Errorf("incr %q: %w", "k", ErrOverflow), codes.FailedPrecondition, ErrOverflow},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

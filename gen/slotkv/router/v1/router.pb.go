@@ -4,9 +4,24 @@
 // 	protoc        (unknown)
 // source: slotkv/router/v1/router.proto
 
-// Package slotkv.router.v1 is slotkv's public key-value API. Keys are UTF-8
-// strings; values are bytes. Over REST a value is either `text` (a UTF-8
-// string, no base64 needed) or `value` (base64 bytes).
+// Package slotkv.router.v1 is slotkv's public key-value API. Keys and
+// values are bytes.
+//
+// Keys: a request gives a key either as `key` (a UTF-8 string, readable in
+// JSON) or as `key_bytes` (any bytes; base64 in JSON), never both. An
+// answer carries `key` when the key is valid UTF-8 and `key_bytes`
+// otherwise (the other one empty). Over REST, /v1/kv/{key} takes a
+// readable key and /v1/kv-b64/{key_bytes} a base64url one.
+//
+// Values: over REST a value is either `text` (a UTF-8 string, no base64
+// needed) or `value` (base64 bytes); answers use `text` when the bytes are
+// valid UTF-8.
+//
+// Expiry: a write may set `ttl_ms` (milliseconds from now, as the router's
+// clock sees it) or `expires_at_ms` (Unix milliseconds), not both; neither
+// means the key never expires, and a write without either removes an
+// expiry the key had. Reads answer `expires_at_ms` and the `ttl_ms` left
+// (both 0 when the key has none). An expired key is absent to every read.
 
 package routerv1
 
@@ -27,8 +42,11 @@ const (
 )
 
 type GetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key as a UTF-8 string; or key_bytes.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The key as bytes (base64 in JSON), for keys that are not UTF-8.
+	KeyBytes      []byte `protobuf:"bytes,2,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -70,9 +88,18 @@ func (x *GetRequest) GetKey() string {
 	return ""
 }
 
+func (x *GetRequest) GetKeyBytes() []byte {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return nil
+}
+
 type GetResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The key: `key` when it is valid UTF-8, otherwise `key_bytes`.
+	Key      string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	KeyBytes []byte `protobuf:"bytes,6,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
 	// The value: `text` when it is valid UTF-8, otherwise `value`.
 	//
 	// Types that are valid to be assigned to Data:
@@ -82,7 +109,11 @@ type GetResponse struct {
 	Data isGetResponse_Data `protobuf_oneof:"data"`
 	Slot uint32             `protobuf:"varint,4,opt,name=slot,proto3" json:"slot,omitempty"`
 	// Id of the storage node that answered.
-	NodeId        string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	NodeId string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// When the key expires, Unix milliseconds; 0 when it never does.
+	ExpiresAtMs int64 `protobuf:"varint,7,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	// Milliseconds left until it expires (at least 1); 0 when it never does.
+	TtlMs         int64 `protobuf:"varint,8,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,6 +155,13 @@ func (x *GetResponse) GetKey() string {
 	return ""
 }
 
+func (x *GetResponse) GetKeyBytes() []byte {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return nil
+}
+
 func (x *GetResponse) GetData() isGetResponse_Data {
 	if x != nil {
 		return x.Data
@@ -163,6 +201,20 @@ func (x *GetResponse) GetNodeId() string {
 	return ""
 }
 
+func (x *GetResponse) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *GetResponse) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
 type isGetResponse_Data interface {
 	isGetResponse_Data()
 }
@@ -181,14 +233,23 @@ func (*GetResponse_Value) isGetResponse_Data() {}
 
 type PutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The key as a UTF-8 string; or key_bytes.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The key as bytes (base64 in JSON), for keys that are not UTF-8.
+	KeyBytes []byte `protobuf:"bytes,4,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
 	// The value to store: a UTF-8 string or raw bytes.
 	//
 	// Types that are valid to be assigned to Data:
 	//
 	//	*PutRequest_Text
 	//	*PutRequest_Value
-	Data          isPutRequest_Data `protobuf_oneof:"data"`
+	Data isPutRequest_Data `protobuf_oneof:"data"`
+	// Expire the key this many milliseconds from now (> 0); or
+	// expires_at_ms; neither: the key never expires.
+	TtlMs int64 `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// Expire the key at this time, Unix milliseconds; a time already past
+	// stores nothing and removes the key (as Redis's SET PXAT does).
+	ExpiresAtMs   int64 `protobuf:"varint,6,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,6 +291,13 @@ func (x *PutRequest) GetKey() string {
 	return ""
 }
 
+func (x *PutRequest) GetKeyBytes() []byte {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return nil
+}
+
 func (x *PutRequest) GetData() isPutRequest_Data {
 	if x != nil {
 		return x.Data
@@ -255,6 +323,20 @@ func (x *PutRequest) GetValue() []byte {
 	return nil
 }
 
+func (x *PutRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *PutRequest) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
 type isPutRequest_Data interface {
 	isPutRequest_Data()
 }
@@ -272,10 +354,13 @@ func (*PutRequest_Text) isPutRequest_Data() {}
 func (*PutRequest_Value) isPutRequest_Data() {}
 
 type PutResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Slot          uint32                 `protobuf:"varint,2,opt,name=slot,proto3" json:"slot,omitempty"`
-	NodeId        string                 `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Key      string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	KeyBytes []byte                 `protobuf:"bytes,4,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
+	Slot     uint32                 `protobuf:"varint,2,opt,name=slot,proto3" json:"slot,omitempty"`
+	NodeId   string                 `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The expiry written, Unix milliseconds; 0 = none.
+	ExpiresAtMs   int64 `protobuf:"varint,5,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -317,6 +402,13 @@ func (x *PutResponse) GetKey() string {
 	return ""
 }
 
+func (x *PutResponse) GetKeyBytes() []byte {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return nil
+}
+
 func (x *PutResponse) GetSlot() uint32 {
 	if x != nil {
 		return x.Slot
@@ -331,9 +423,19 @@ func (x *PutResponse) GetNodeId() string {
 	return ""
 }
 
+func (x *PutResponse) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
 type DeleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key as a UTF-8 string; or key_bytes.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The key as bytes (base64 in JSON), for keys that are not UTF-8.
+	KeyBytes      []byte `protobuf:"bytes,2,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -375,9 +477,17 @@ func (x *DeleteRequest) GetKey() string {
 	return ""
 }
 
+func (x *DeleteRequest) GetKeyBytes() []byte {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return nil
+}
+
 type DeleteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	KeyBytes      []byte                 `protobuf:"bytes,4,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
 	Slot          uint32                 `protobuf:"varint,2,opt,name=slot,proto3" json:"slot,omitempty"`
 	NodeId        string                 `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -419,6 +529,13 @@ func (x *DeleteResponse) GetKey() string {
 		return x.Key
 	}
 	return ""
+}
+
+func (x *DeleteResponse) GetKeyBytes() []byte {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return nil
 }
 
 func (x *DeleteResponse) GetSlot() uint32 {
@@ -591,7 +708,9 @@ func (x *PartitionFailure) GetMessage() string {
 // Entry is one key of a multi-key answer.
 type Entry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The key: `key` when it is valid UTF-8, otherwise `key_bytes`.
+	Key      string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	KeyBytes []byte `protobuf:"bytes,7,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
 	// The value: `text` when it is valid UTF-8, otherwise `value`. Unset when
 	// the key is absent or its partition failed.
 	//
@@ -603,7 +722,11 @@ type Entry struct {
 	Found bool         `protobuf:"varint,4,opt,name=found,proto3" json:"found,omitempty"`
 	Slot  uint32       `protobuf:"varint,5,opt,name=slot,proto3" json:"slot,omitempty"`
 	// Partition that answered.
-	Partition     string `protobuf:"bytes,6,opt,name=partition,proto3" json:"partition,omitempty"`
+	Partition string `protobuf:"bytes,6,opt,name=partition,proto3" json:"partition,omitempty"`
+	// When the key expires, Unix milliseconds; 0 when it never does.
+	ExpiresAtMs int64 `protobuf:"varint,8,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	// Milliseconds left until it expires (at least 1); 0 when it never does.
+	TtlMs         int64 `protobuf:"varint,9,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -643,6 +766,13 @@ func (x *Entry) GetKey() string {
 		return x.Key
 	}
 	return ""
+}
+
+func (x *Entry) GetKeyBytes() []byte {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return nil
 }
 
 func (x *Entry) GetData() isEntry_Data {
@@ -691,6 +821,20 @@ func (x *Entry) GetPartition() string {
 	return ""
 }
 
+func (x *Entry) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *Entry) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
 type isEntry_Data interface {
 	isEntry_Data()
 }
@@ -707,9 +851,97 @@ func (*Entry_Text) isEntry_Data() {}
 
 func (*Entry_Value) isEntry_Data() {}
 
+// Key is one key of a list that may mix readable and binary keys.
+type Key struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Form:
+	//
+	//	*Key_Key
+	//	*Key_KeyBytes
+	Form          isKey_Form `protobuf_oneof:"form"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Key) Reset() {
+	*x = Key{}
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Key) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Key) ProtoMessage() {}
+
+func (x *Key) ProtoReflect() protoreflect.Message {
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Key.ProtoReflect.Descriptor instead.
+func (*Key) Descriptor() ([]byte, []int) {
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Key) GetForm() isKey_Form {
+	if x != nil {
+		return x.Form
+	}
+	return nil
+}
+
+func (x *Key) GetKey() string {
+	if x != nil {
+		if x, ok := x.Form.(*Key_Key); ok {
+			return x.Key
+		}
+	}
+	return ""
+}
+
+func (x *Key) GetKeyBytes() []byte {
+	if x != nil {
+		if x, ok := x.Form.(*Key_KeyBytes); ok {
+			return x.KeyBytes
+		}
+	}
+	return nil
+}
+
+type isKey_Form interface {
+	isKey_Form()
+}
+
+type Key_Key struct {
+	// A UTF-8 key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3,oneof"`
+}
+
+type Key_KeyBytes struct {
+	// Any bytes (base64 in JSON).
+	KeyBytes []byte `protobuf:"bytes,2,opt,name=key_bytes,json=keyBytes,proto3,oneof"`
+}
+
+func (*Key_Key) isKey_Form() {}
+
+func (*Key_KeyBytes) isKey_Form() {}
+
 type MultiGetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Keys  []string               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// UTF-8 keys; or mixed_keys (not both).
+	Keys []string `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Keys in either form, e.g. [{"key":"a"},{"key_bytes":"AP8="}].
+	MixedKeys []*Key `protobuf:"bytes,3,rep,name=mixed_keys,json=mixedKeys,proto3" json:"mixed_keys,omitempty"`
 	// Answer with what the reachable partitions hold instead of failing; the
 	// unreachable partitions are listed in `failed`.
 	AllowPartial  bool `protobuf:"varint,2,opt,name=allow_partial,json=allowPartial,proto3" json:"allow_partial,omitempty"`
@@ -719,7 +951,7 @@ type MultiGetRequest struct {
 
 func (x *MultiGetRequest) Reset() {
 	*x = MultiGetRequest{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[10]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +963,7 @@ func (x *MultiGetRequest) String() string {
 func (*MultiGetRequest) ProtoMessage() {}
 
 func (x *MultiGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[10]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,12 +976,19 @@ func (x *MultiGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiGetRequest.ProtoReflect.Descriptor instead.
 func (*MultiGetRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{10}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MultiGetRequest) GetKeys() []string {
 	if x != nil {
 		return x.Keys
+	}
+	return nil
+}
+
+func (x *MultiGetRequest) GetMixedKeys() []*Key {
+	if x != nil {
+		return x.MixedKeys
 	}
 	return nil
 }
@@ -772,7 +1011,7 @@ type MultiGetResponse struct {
 
 func (x *MultiGetResponse) Reset() {
 	*x = MultiGetResponse{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[11]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +1023,7 @@ func (x *MultiGetResponse) String() string {
 func (*MultiGetResponse) ProtoMessage() {}
 
 func (x *MultiGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[11]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +1036,7 @@ func (x *MultiGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiGetResponse.ProtoReflect.Descriptor instead.
 func (*MultiGetResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{11}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MultiGetResponse) GetEntries() []*Entry {
@@ -814,22 +1053,26 @@ func (x *MultiGetResponse) GetFailed() []*PartitionFailure {
 	return nil
 }
 
-// KeyValue is one key to write.
+// KeyValue is one key to write: the key as `key` or `key_bytes`, the
+// value as `text` or `value`, and optionally its expiry as in PutRequest.
 type KeyValue struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Key      string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	KeyBytes []byte                 `protobuf:"bytes,4,opt,name=key_bytes,json=keyBytes,proto3" json:"key_bytes,omitempty"`
 	// Types that are valid to be assigned to Data:
 	//
 	//	*KeyValue_Text
 	//	*KeyValue_Value
 	Data          isKeyValue_Data `protobuf_oneof:"data"`
+	TtlMs         int64           `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	ExpiresAtMs   int64           `protobuf:"varint,6,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[12]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +1084,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[12]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +1097,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{12}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KeyValue) GetKey() string {
@@ -862,6 +1105,13 @@ func (x *KeyValue) GetKey() string {
 		return x.Key
 	}
 	return ""
+}
+
+func (x *KeyValue) GetKeyBytes() []byte {
+	if x != nil {
+		return x.KeyBytes
+	}
+	return nil
 }
 
 func (x *KeyValue) GetData() isKeyValue_Data {
@@ -889,6 +1139,20 @@ func (x *KeyValue) GetValue() []byte {
 	return nil
 }
 
+func (x *KeyValue) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *KeyValue) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
 type isKeyValue_Data interface {
 	isKeyValue_Data()
 }
@@ -914,7 +1178,7 @@ type MultiPutRequest struct {
 
 func (x *MultiPutRequest) Reset() {
 	*x = MultiPutRequest{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[13]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1190,7 @@ func (x *MultiPutRequest) String() string {
 func (*MultiPutRequest) ProtoMessage() {}
 
 func (x *MultiPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[13]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1203,7 @@ func (x *MultiPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiPutRequest.ProtoReflect.Descriptor instead.
 func (*MultiPutRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{13}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MultiPutRequest) GetEntries() []*KeyValue {
@@ -958,7 +1222,7 @@ type MultiPutResponse struct {
 
 func (x *MultiPutResponse) Reset() {
 	*x = MultiPutResponse{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[14]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1234,7 @@ func (x *MultiPutResponse) String() string {
 func (*MultiPutResponse) ProtoMessage() {}
 
 func (x *MultiPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[14]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1247,7 @@ func (x *MultiPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiPutResponse.ProtoReflect.Descriptor instead.
 func (*MultiPutResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{14}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MultiPutResponse) GetWritten() uint32 {
@@ -994,15 +1258,18 @@ func (x *MultiPutResponse) GetWritten() uint32 {
 }
 
 type MultiDeleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Keys          []string               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UTF-8 keys; or mixed_keys (not both).
+	Keys []string `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Keys in either form, as in MultiGetRequest.
+	MixedKeys     []*Key `protobuf:"bytes,2,rep,name=mixed_keys,json=mixedKeys,proto3" json:"mixed_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MultiDeleteRequest) Reset() {
 	*x = MultiDeleteRequest{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[15]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1281,7 @@ func (x *MultiDeleteRequest) String() string {
 func (*MultiDeleteRequest) ProtoMessage() {}
 
 func (x *MultiDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[15]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,12 +1294,19 @@ func (x *MultiDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiDeleteRequest.ProtoReflect.Descriptor instead.
 func (*MultiDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{15}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MultiDeleteRequest) GetKeys() []string {
 	if x != nil {
 		return x.Keys
+	}
+	return nil
+}
+
+func (x *MultiDeleteRequest) GetMixedKeys() []*Key {
+	if x != nil {
+		return x.MixedKeys
 	}
 	return nil
 }
@@ -1046,7 +1320,7 @@ type MultiDeleteResponse struct {
 
 func (x *MultiDeleteResponse) Reset() {
 	*x = MultiDeleteResponse{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[16]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1332,7 @@ func (x *MultiDeleteResponse) String() string {
 func (*MultiDeleteResponse) ProtoMessage() {}
 
 func (x *MultiDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[16]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1345,7 @@ func (x *MultiDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MultiDeleteResponse.ProtoReflect.Descriptor instead.
 func (*MultiDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{16}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MultiDeleteResponse) GetDeleted() uint32 {
@@ -1083,11 +1357,14 @@ func (x *MultiDeleteResponse) GetDeleted() uint32 {
 
 type ScanRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Only keys starting with prefix.
+	// Only keys starting with prefix (UTF-8); or prefix_bytes.
 	Prefix string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// The prefix as bytes (base64 in JSON, base64url in a REST query).
+	PrefixBytes []byte `protobuf:"bytes,7,opt,name=prefix_bytes,json=prefixBytes,proto3" json:"prefix_bytes,omitempty"`
 	// Start at the position of this key in storage order (its slot, then
-	// the key); ignored when cursor is set.
-	StartKey string `protobuf:"bytes,2,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"`
+	// the key); ignored when cursor is set. Or start_key_bytes.
+	StartKey      string `protobuf:"bytes,2,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"`
+	StartKeyBytes []byte `protobuf:"bytes,8,opt,name=start_key_bytes,json=startKeyBytes,proto3" json:"start_key_bytes,omitempty"`
 	// Maximum entries; 0 means 100, at most 10000.
 	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	// Opaque cursor from a previous answer's next_cursor.
@@ -1102,7 +1379,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[17]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1391,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[17]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1404,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{17}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ScanRequest) GetPrefix() string {
@@ -1137,11 +1414,25 @@ func (x *ScanRequest) GetPrefix() string {
 	return ""
 }
 
+func (x *ScanRequest) GetPrefixBytes() []byte {
+	if x != nil {
+		return x.PrefixBytes
+	}
+	return nil
+}
+
 func (x *ScanRequest) GetStartKey() string {
 	if x != nil {
 		return x.StartKey
 	}
 	return ""
+}
+
+func (x *ScanRequest) GetStartKeyBytes() []byte {
+	if x != nil {
+		return x.StartKeyBytes
+	}
+	return nil
 }
 
 func (x *ScanRequest) GetLimit() uint32 {
@@ -1184,7 +1475,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[18]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1487,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[18]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1500,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{18}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ScanResponse) GetEntries() []*Entry {
@@ -1242,7 +1533,7 @@ type CountRequest struct {
 
 func (x *CountRequest) Reset() {
 	*x = CountRequest{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[19]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1545,7 @@ func (x *CountRequest) String() string {
 func (*CountRequest) ProtoMessage() {}
 
 func (x *CountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[19]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1558,7 @@ func (x *CountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountRequest.ProtoReflect.Descriptor instead.
 func (*CountRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{19}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CountRequest) GetAllowPartial() bool {
@@ -1287,7 +1578,7 @@ type CountResponse struct {
 
 func (x *CountResponse) Reset() {
 	*x = CountResponse{}
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[20]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1590,7 @@ func (x *CountResponse) String() string {
 func (*CountResponse) ProtoMessage() {}
 
 func (x *CountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_router_v1_router_proto_msgTypes[20]
+	mi := &file_slotkv_router_v1_router_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1603,7 @@ func (x *CountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountResponse.ProtoReflect.Descriptor instead.
 func (*CountResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{20}
+	return file_slotkv_router_v1_router_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CountResponse) GetCount() uint64 {
@@ -1333,31 +1624,42 @@ var File_slotkv_router_v1_router_proto protoreflect.FileDescriptor
 
 const file_slotkv_router_v1_router_proto_rawDesc = "" +
 	"\n" +
-	"\x1dslotkv/router/v1/router.proto\x12\x10slotkv.router.v1\x1a\x1fslotkv/cluster/v1/cluster.proto\"\x1e\n" +
+	"\x1dslotkv/router/v1/router.proto\x12\x10slotkv.router.v1\x1a\x1fslotkv/cluster/v1/cluster.proto\";\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\"\x82\x01\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n" +
+	"\tkey_bytes\x18\x02 \x01(\fR\bkeyBytes\"\xda\x01\n" +
 	"\vGetResponse\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n" +
+	"\tkey_bytes\x18\x06 \x01(\fR\bkeyBytes\x12\x14\n" +
 	"\x04text\x18\x02 \x01(\tH\x00R\x04text\x12\x16\n" +
 	"\x05value\x18\x03 \x01(\fH\x00R\x05value\x12\x12\n" +
 	"\x04slot\x18\x04 \x01(\rR\x04slot\x12\x17\n" +
-	"\anode_id\x18\x05 \x01(\tR\x06nodeIdB\x06\n" +
-	"\x04data\"T\n" +
+	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12\"\n" +
+	"\rexpires_at_ms\x18\a \x01(\x03R\vexpiresAtMs\x12\x15\n" +
+	"\x06ttl_ms\x18\b \x01(\x03R\x05ttlMsB\x06\n" +
+	"\x04data\"\xac\x01\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n" +
+	"\tkey_bytes\x18\x04 \x01(\fR\bkeyBytes\x12\x14\n" +
 	"\x04text\x18\x02 \x01(\tH\x00R\x04text\x12\x16\n" +
-	"\x05value\x18\x03 \x01(\fH\x00R\x05valueB\x06\n" +
-	"\x04data\"L\n" +
+	"\x05value\x18\x03 \x01(\fH\x00R\x05value\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\x03R\x05ttlMs\x12\"\n" +
+	"\rexpires_at_ms\x18\x06 \x01(\x03R\vexpiresAtMsB\x06\n" +
+	"\x04data\"\x8d\x01\n" +
 	"\vPutResponse\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n" +
+	"\tkey_bytes\x18\x04 \x01(\fR\bkeyBytes\x12\x12\n" +
 	"\x04slot\x18\x02 \x01(\rR\x04slot\x12\x17\n" +
-	"\anode_id\x18\x03 \x01(\tR\x06nodeId\"!\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12\"\n" +
+	"\rexpires_at_ms\x18\x05 \x01(\x03R\vexpiresAtMs\">\n" +
 	"\rDeleteRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\"O\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n" +
+	"\tkey_bytes\x18\x02 \x01(\fR\bkeyBytes\"l\n" +
 	"\x0eDeleteResponse\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n" +
+	"\tkey_bytes\x18\x04 \x01(\fR\bkeyBytes\x12\x12\n" +
 	"\x04slot\x18\x02 \x01(\rR\x04slot\x12\x17\n" +
 	"\anode_id\x18\x03 \x01(\tR\x06nodeId\".\n" +
 	"\x12GetTopologyRequest\x12\x18\n" +
@@ -1367,37 +1669,53 @@ const file_slotkv_router_v1_router_proto_rawDesc = "" +
 	"\x10PartitionFailure\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\x97\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xef\x01\n" +
 	"\x05Entry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n" +
+	"\tkey_bytes\x18\a \x01(\fR\bkeyBytes\x12\x14\n" +
 	"\x04text\x18\x02 \x01(\tH\x00R\x04text\x12\x16\n" +
 	"\x05value\x18\x03 \x01(\fH\x00R\x05value\x12\x14\n" +
 	"\x05found\x18\x04 \x01(\bR\x05found\x12\x12\n" +
 	"\x04slot\x18\x05 \x01(\rR\x04slot\x12\x1c\n" +
-	"\tpartition\x18\x06 \x01(\tR\tpartitionB\x06\n" +
-	"\x04data\"J\n" +
+	"\tpartition\x18\x06 \x01(\tR\tpartition\x12\"\n" +
+	"\rexpires_at_ms\x18\b \x01(\x03R\vexpiresAtMs\x12\x15\n" +
+	"\x06ttl_ms\x18\t \x01(\x03R\x05ttlMsB\x06\n" +
+	"\x04data\"@\n" +
+	"\x03Key\x12\x12\n" +
+	"\x03key\x18\x01 \x01(\tH\x00R\x03key\x12\x1d\n" +
+	"\tkey_bytes\x18\x02 \x01(\fH\x00R\bkeyBytesB\x06\n" +
+	"\x04form\"\x80\x01\n" +
 	"\x0fMultiGetRequest\x12\x12\n" +
-	"\x04keys\x18\x01 \x03(\tR\x04keys\x12#\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\x124\n" +
+	"\n" +
+	"mixed_keys\x18\x03 \x03(\v2\x15.slotkv.router.v1.KeyR\tmixedKeys\x12#\n" +
 	"\rallow_partial\x18\x02 \x01(\bR\fallowPartial\"\x81\x01\n" +
 	"\x10MultiGetResponse\x121\n" +
 	"\aentries\x18\x01 \x03(\v2\x17.slotkv.router.v1.EntryR\aentries\x12:\n" +
-	"\x06failed\x18\x02 \x03(\v2\".slotkv.router.v1.PartitionFailureR\x06failed\"R\n" +
+	"\x06failed\x18\x02 \x03(\v2\".slotkv.router.v1.PartitionFailureR\x06failed\"\xaa\x01\n" +
 	"\bKeyValue\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1b\n" +
+	"\tkey_bytes\x18\x04 \x01(\fR\bkeyBytes\x12\x14\n" +
 	"\x04text\x18\x02 \x01(\tH\x00R\x04text\x12\x16\n" +
-	"\x05value\x18\x03 \x01(\fH\x00R\x05valueB\x06\n" +
+	"\x05value\x18\x03 \x01(\fH\x00R\x05value\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\x03R\x05ttlMs\x12\"\n" +
+	"\rexpires_at_ms\x18\x06 \x01(\x03R\vexpiresAtMsB\x06\n" +
 	"\x04data\"G\n" +
 	"\x0fMultiPutRequest\x124\n" +
 	"\aentries\x18\x01 \x03(\v2\x1a.slotkv.router.v1.KeyValueR\aentries\",\n" +
 	"\x10MultiPutResponse\x12\x18\n" +
-	"\awritten\x18\x01 \x01(\rR\awritten\"(\n" +
+	"\awritten\x18\x01 \x01(\rR\awritten\"^\n" +
 	"\x12MultiDeleteRequest\x12\x12\n" +
-	"\x04keys\x18\x01 \x03(\tR\x04keys\"/\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\x124\n" +
+	"\n" +
+	"mixed_keys\x18\x02 \x03(\v2\x15.slotkv.router.v1.KeyR\tmixedKeys\"/\n" +
 	"\x13MultiDeleteResponse\x12\x18\n" +
-	"\adeleted\x18\x01 \x01(\rR\adeleted\"\xb2\x01\n" +
+	"\adeleted\x18\x01 \x01(\rR\adeleted\"\xfd\x01\n" +
 	"\vScanRequest\x12\x16\n" +
-	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1b\n" +
-	"\tstart_key\x18\x02 \x01(\tR\bstartKey\x12\x14\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12!\n" +
+	"\fprefix_bytes\x18\a \x01(\fR\vprefixBytes\x12\x1b\n" +
+	"\tstart_key\x18\x02 \x01(\tR\bstartKey\x12&\n" +
+	"\x0fstart_key_bytes\x18\b \x01(\fR\rstartKeyBytes\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x16\n" +
 	"\x06cursor\x18\x04 \x01(\tR\x06cursor\x12\x1b\n" +
 	"\tkeys_only\x18\x05 \x01(\bR\bkeysOnly\x12#\n" +
@@ -1436,7 +1754,7 @@ func file_slotkv_router_v1_router_proto_rawDescGZIP() []byte {
 	return file_slotkv_router_v1_router_proto_rawDescData
 }
 
-var file_slotkv_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_slotkv_router_v1_router_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_slotkv_router_v1_router_proto_goTypes = []any{
 	(*GetRequest)(nil),          // 0: slotkv.router.v1.GetRequest
 	(*GetResponse)(nil),         // 1: slotkv.router.v1.GetResponse
@@ -1448,50 +1766,53 @@ var file_slotkv_router_v1_router_proto_goTypes = []any{
 	(*GetTopologyResponse)(nil), // 7: slotkv.router.v1.GetTopologyResponse
 	(*PartitionFailure)(nil),    // 8: slotkv.router.v1.PartitionFailure
 	(*Entry)(nil),               // 9: slotkv.router.v1.Entry
-	(*MultiGetRequest)(nil),     // 10: slotkv.router.v1.MultiGetRequest
-	(*MultiGetResponse)(nil),    // 11: slotkv.router.v1.MultiGetResponse
-	(*KeyValue)(nil),            // 12: slotkv.router.v1.KeyValue
-	(*MultiPutRequest)(nil),     // 13: slotkv.router.v1.MultiPutRequest
-	(*MultiPutResponse)(nil),    // 14: slotkv.router.v1.MultiPutResponse
-	(*MultiDeleteRequest)(nil),  // 15: slotkv.router.v1.MultiDeleteRequest
-	(*MultiDeleteResponse)(nil), // 16: slotkv.router.v1.MultiDeleteResponse
-	(*ScanRequest)(nil),         // 17: slotkv.router.v1.ScanRequest
-	(*ScanResponse)(nil),        // 18: slotkv.router.v1.ScanResponse
-	(*CountRequest)(nil),        // 19: slotkv.router.v1.CountRequest
-	(*CountResponse)(nil),       // 20: slotkv.router.v1.CountResponse
-	(*v1.Topology)(nil),         // 21: slotkv.cluster.v1.Topology
+	(*Key)(nil),                 // 10: slotkv.router.v1.Key
+	(*MultiGetRequest)(nil),     // 11: slotkv.router.v1.MultiGetRequest
+	(*MultiGetResponse)(nil),    // 12: slotkv.router.v1.MultiGetResponse
+	(*KeyValue)(nil),            // 13: slotkv.router.v1.KeyValue
+	(*MultiPutRequest)(nil),     // 14: slotkv.router.v1.MultiPutRequest
+	(*MultiPutResponse)(nil),    // 15: slotkv.router.v1.MultiPutResponse
+	(*MultiDeleteRequest)(nil),  // 16: slotkv.router.v1.MultiDeleteRequest
+	(*MultiDeleteResponse)(nil), // 17: slotkv.router.v1.MultiDeleteResponse
+	(*ScanRequest)(nil),         // 18: slotkv.router.v1.ScanRequest
+	(*ScanResponse)(nil),        // 19: slotkv.router.v1.ScanResponse
+	(*CountRequest)(nil),        // 20: slotkv.router.v1.CountRequest
+	(*CountResponse)(nil),       // 21: slotkv.router.v1.CountResponse
+	(*v1.Topology)(nil),         // 22: slotkv.cluster.v1.Topology
 }
 var file_slotkv_router_v1_router_proto_depIdxs = []int32{
-	21, // 0: slotkv.router.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
-	9,  // 1: slotkv.router.v1.MultiGetResponse.entries:type_name -> slotkv.router.v1.Entry
-	8,  // 2: slotkv.router.v1.MultiGetResponse.failed:type_name -> slotkv.router.v1.PartitionFailure
-	12, // 3: slotkv.router.v1.MultiPutRequest.entries:type_name -> slotkv.router.v1.KeyValue
-	9,  // 4: slotkv.router.v1.ScanResponse.entries:type_name -> slotkv.router.v1.Entry
-	8,  // 5: slotkv.router.v1.ScanResponse.failed:type_name -> slotkv.router.v1.PartitionFailure
-	8,  // 6: slotkv.router.v1.CountResponse.failed:type_name -> slotkv.router.v1.PartitionFailure
-	0,  // 7: slotkv.router.v1.KVService.Get:input_type -> slotkv.router.v1.GetRequest
-	2,  // 8: slotkv.router.v1.KVService.Put:input_type -> slotkv.router.v1.PutRequest
-	4,  // 9: slotkv.router.v1.KVService.Delete:input_type -> slotkv.router.v1.DeleteRequest
-	6,  // 10: slotkv.router.v1.KVService.GetTopology:input_type -> slotkv.router.v1.GetTopologyRequest
-	10, // 11: slotkv.router.v1.KVService.MultiGet:input_type -> slotkv.router.v1.MultiGetRequest
-	13, // 12: slotkv.router.v1.KVService.MultiPut:input_type -> slotkv.router.v1.MultiPutRequest
-	15, // 13: slotkv.router.v1.KVService.MultiDelete:input_type -> slotkv.router.v1.MultiDeleteRequest
-	17, // 14: slotkv.router.v1.KVService.Scan:input_type -> slotkv.router.v1.ScanRequest
-	19, // 15: slotkv.router.v1.KVService.Count:input_type -> slotkv.router.v1.CountRequest
-	1,  // 16: slotkv.router.v1.KVService.Get:output_type -> slotkv.router.v1.GetResponse
-	3,  // 17: slotkv.router.v1.KVService.Put:output_type -> slotkv.router.v1.PutResponse
-	5,  // 18: slotkv.router.v1.KVService.Delete:output_type -> slotkv.router.v1.DeleteResponse
-	7,  // 19: slotkv.router.v1.KVService.GetTopology:output_type -> slotkv.router.v1.GetTopologyResponse
-	11, // 20: slotkv.router.v1.KVService.MultiGet:output_type -> slotkv.router.v1.MultiGetResponse
-	14, // 21: slotkv.router.v1.KVService.MultiPut:output_type -> slotkv.router.v1.MultiPutResponse
-	16, // 22: slotkv.router.v1.KVService.MultiDelete:output_type -> slotkv.router.v1.MultiDeleteResponse
-	18, // 23: slotkv.router.v1.KVService.Scan:output_type -> slotkv.router.v1.ScanResponse
-	20, // 24: slotkv.router.v1.KVService.Count:output_type -> slotkv.router.v1.CountResponse
-	16, // [16:25] is the sub-list for method output_type
-	7,  // [7:16] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	22, // 0: slotkv.router.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
+	10, // 1: slotkv.router.v1.MultiGetRequest.mixed_keys:type_name -> slotkv.router.v1.Key
+	9,  // 2: slotkv.router.v1.MultiGetResponse.entries:type_name -> slotkv.router.v1.Entry
+	8,  // 3: slotkv.router.v1.MultiGetResponse.failed:type_name -> slotkv.router.v1.PartitionFailure
+	13, // 4: slotkv.router.v1.MultiPutRequest.entries:type_name -> slotkv.router.v1.KeyValue
+	10, // 5: slotkv.router.v1.MultiDeleteRequest.mixed_keys:type_name -> slotkv.router.v1.Key
+	9,  // 6: slotkv.router.v1.ScanResponse.entries:type_name -> slotkv.router.v1.Entry
+	8,  // 7: slotkv.router.v1.ScanResponse.failed:type_name -> slotkv.router.v1.PartitionFailure
+	8,  // 8: slotkv.router.v1.CountResponse.failed:type_name -> slotkv.router.v1.PartitionFailure
+	0,  // 9: slotkv.router.v1.KVService.Get:input_type -> slotkv.router.v1.GetRequest
+	2,  // 10: slotkv.router.v1.KVService.Put:input_type -> slotkv.router.v1.PutRequest
+	4,  // 11: slotkv.router.v1.KVService.Delete:input_type -> slotkv.router.v1.DeleteRequest
+	6,  // 12: slotkv.router.v1.KVService.GetTopology:input_type -> slotkv.router.v1.GetTopologyRequest
+	11, // 13: slotkv.router.v1.KVService.MultiGet:input_type -> slotkv.router.v1.MultiGetRequest
+	14, // 14: slotkv.router.v1.KVService.MultiPut:input_type -> slotkv.router.v1.MultiPutRequest
+	16, // 15: slotkv.router.v1.KVService.MultiDelete:input_type -> slotkv.router.v1.MultiDeleteRequest
+	18, // 16: slotkv.router.v1.KVService.Scan:input_type -> slotkv.router.v1.ScanRequest
+	20, // 17: slotkv.router.v1.KVService.Count:input_type -> slotkv.router.v1.CountRequest
+	1,  // 18: slotkv.router.v1.KVService.Get:output_type -> slotkv.router.v1.GetResponse
+	3,  // 19: slotkv.router.v1.KVService.Put:output_type -> slotkv.router.v1.PutResponse
+	5,  // 20: slotkv.router.v1.KVService.Delete:output_type -> slotkv.router.v1.DeleteResponse
+	7,  // 21: slotkv.router.v1.KVService.GetTopology:output_type -> slotkv.router.v1.GetTopologyResponse
+	12, // 22: slotkv.router.v1.KVService.MultiGet:output_type -> slotkv.router.v1.MultiGetResponse
+	15, // 23: slotkv.router.v1.KVService.MultiPut:output_type -> slotkv.router.v1.MultiPutResponse
+	17, // 24: slotkv.router.v1.KVService.MultiDelete:output_type -> slotkv.router.v1.MultiDeleteResponse
+	19, // 25: slotkv.router.v1.KVService.Scan:output_type -> slotkv.router.v1.ScanResponse
+	21, // 26: slotkv.router.v1.KVService.Count:output_type -> slotkv.router.v1.CountResponse
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_slotkv_router_v1_router_proto_init() }
@@ -1511,7 +1832,11 @@ func file_slotkv_router_v1_router_proto_init() {
 		(*Entry_Text)(nil),
 		(*Entry_Value)(nil),
 	}
-	file_slotkv_router_v1_router_proto_msgTypes[12].OneofWrappers = []any{
+	file_slotkv_router_v1_router_proto_msgTypes[10].OneofWrappers = []any{
+		(*Key_Key)(nil),
+		(*Key_KeyBytes)(nil),
+	}
+	file_slotkv_router_v1_router_proto_msgTypes[13].OneofWrappers = []any{
 		(*KeyValue_Text)(nil),
 		(*KeyValue_Value)(nil),
 	}
@@ -1521,7 +1846,7 @@ func file_slotkv_router_v1_router_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slotkv_router_v1_router_proto_rawDesc), len(file_slotkv_router_v1_router_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -4,9 +4,24 @@
 // - protoc             (unknown)
 // source: slotkv/router/v1/router.proto
 
-// Package slotkv.router.v1 is slotkv's public key-value API. Keys are UTF-8
-// strings; values are bytes. Over REST a value is either `text` (a UTF-8
-// string, no base64 needed) or `value` (base64 bytes).
+// Package slotkv.router.v1 is slotkv's public key-value API. Keys and
+// values are bytes.
+//
+// Keys: a request gives a key either as `key` (a UTF-8 string, readable in
+// JSON) or as `key_bytes` (any bytes; base64 in JSON), never both. An
+// answer carries `key` when the key is valid UTF-8 and `key_bytes`
+// otherwise (the other one empty). Over REST, /v1/kv/{key} takes a
+// readable key and /v1/kv-b64/{key_bytes} a base64url one.
+//
+// Values: over REST a value is either `text` (a UTF-8 string, no base64
+// needed) or `value` (base64 bytes); answers use `text` when the bytes are
+// valid UTF-8.
+//
+// Expiry: a write may set `ttl_ms` (milliseconds from now, as the router's
+// clock sees it) or `expires_at_ms` (Unix milliseconds), not both; neither
+// means the key never expires, and a write without either removes an
+// expiry the key had. Reads answer `expires_at_ms` and the `ttl_ms` left
+// (both 0 when the key has none). An expired key is absent to every read.
 
 package routerv1
 

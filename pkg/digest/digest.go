@@ -18,7 +18,7 @@ var laneSeeds = [2]uint64{0, 0x9e3779b97f4a7c15}
 
 // Digest is an order-independent, additive digest of a set of entries: per
 // lane, the sum mod 2^64 of xxhash64(uvarint len(key) key uvarint
-// len(value) value) with the lane's seed. It guards against lost,
+// len(value) value [expiry]) with the lane's seed (see AddExpiring). It guards against lost,
 // duplicated or altered entries (bugs, bit rot), not against an adversary,
 // so a fast hash does: 128 bits of it cost a migration far less CPU than a
 // cryptographic one. The zero value is the digest of no entries.
@@ -63,6 +63,7 @@ func ParseDigest(b []byte) (Digest, error) {
 type Hasher struct {
 	h [2]*xxhash.Digest
 	n [binary.MaxVarintLen64]byte
+	e [8]byte
 }
 
 // NewHasher returns a Hasher.
@@ -70,8 +71,16 @@ func NewHasher() *Hasher {
 	return &Hasher{h: [2]*xxhash.Digest{xxhash.NewWithSeed(laneSeeds[0]), xxhash.NewWithSeed(laneSeeds[1])}}
 }
 
-// Add adds the entry key=value to d.
-func (h *Hasher) Add(d *Digest, key, value []byte) {
+// Add adds the entry key=value, which never expires, to d.
+func (h *Hasher) Add(d *Digest, key, value []byte) { h.AddExpiring(d, key, value, 0) }
+
+// AddExpiring adds the entry key=value that expires at expiresAtMs (Unix
+// milliseconds; 0 = never) to d. The expiry is part of what is hashed, so
+// a copy that lost or changed an expiry does not verify: an entry that
+// expires hashes its framing followed by the 8-byte big-endian expiry,
+// one that does not hashes the framing alone (as before expiries existed).
+// The length prefixes keep the two forms apart.
+func (h *Hasher) AddExpiring(d *Digest, key, value []byte, expiresAtMs int64) {
 	kl := h.n[:binary.PutUvarint(h.n[:], uint64(len(key)))]
 	for i, x := range h.h {
 		x.ResetWithSeed(laneSeeds[i])
@@ -79,9 +88,14 @@ func (h *Hasher) Add(d *Digest, key, value []byte) {
 		_, _ = x.Write(key)
 	}
 	vl := h.n[:binary.PutUvarint(h.n[:], uint64(len(value)))]
+	var exp []byte
+	if expiresAtMs != 0 {
+		exp = binary.BigEndian.AppendUint64(h.e[:0], uint64(expiresAtMs))
+	}
 	for i, x := range h.h {
 		_, _ = x.Write(vl)
 		_, _ = x.Write(value)
+		_, _ = x.Write(exp)
 		d.lanes[i] += x.Sum64()
 	}
 }

@@ -49,3 +49,26 @@ func TestDigestBoundaries(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiringEntries: an entry without an expiry digests as Add does; an
+// expiry changes the digest, and two different expiries differ.
+func TestExpiringEntries(t *testing.T) {
+	t.Parallel()
+	h := digest.NewHasher()
+	var plain, zero, e1, e2, again digest.Digest
+	h.Add(&plain, []byte("k"), []byte("v"))
+	h.AddExpiring(&zero, []byte("k"), []byte("v"), 0)
+	h.AddExpiring(&e1, []byte("k"), []byte("v"), 1_733_400_000_123)
+	h.AddExpiring(&e2, []byte("k"), []byte("v"), 1_733_400_000_124)
+	h.AddExpiring(&again, []byte("k"), []byte("v"), 1_733_400_000_123)
+	switch {
+	case zero != plain:
+		t.Error("AddExpiring with no expiry differs from Add")
+	case e1 == plain:
+		t.Error("an expiry does not change the digest")
+	case e1 == e2:
+		t.Error("two expiries digest the same")
+	case e1 != again:
+		t.Error("the same entry digests differently twice")
+	}
+}

@@ -25,9 +25,25 @@ func FuzzRoundTrip(f *testing.F) {
 		if len(fields)%2 == 1 {
 			fields = append(fields, data[:int(cut)%(len(data)+1)])
 		}
+		// With an odd cut, every other entry carries an expiry (a marker
+		// before it); the rest are packed exactly as Append packs them.
+		exps := make([]int64, len(fields)/2)
 		var b []byte
 		for i := 0; i < len(fields); i += 2 {
-			b = kvpack.Append(b, fields[i], fields[i+1])
+			if cut%2 == 1 && i%4 == 0 {
+				exps[i/2] = int64(cut)<<32 | int64(i) + 1
+			}
+			b = kvpack.AppendExpiring(b, fields[i], fields[i+1], exps[i/2])
+		}
+		m := 0
+		if err := kvpack.ForEachExpiring(b, func(i int, _, _ []byte, exp int64) error {
+			if exp != exps[i] {
+				t.Fatalf("entry %d expires at %d, packed %d", i, exp, exps[i])
+			}
+			m++
+			return nil
+		}); err != nil || m != len(exps) {
+			t.Fatalf("ForEachExpiring over %d packed entries: %d entries, %v", len(exps), m, err)
 		}
 		n := 0
 		err := kvpack.ForEach(b, func(i int, k, v []byte) error {
@@ -92,6 +108,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{0x01, 'k', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Add([]byte{0x81, 0x00, 'k', 0x00})
+	f.Add(kvpack.AppendExpiring(kvpack.Append(nil, []byte("k"), []byte("v")), []byte("k2"), []byte("v2"), 1_733_400_000_123))
+	f.Add([]byte{0x80, 0x00, 0, 0, 0, 0, 0, 0, 0, 1, 0x80, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var keys, values [][]byte
 		total := 0

@@ -3,6 +3,8 @@ package kvpack_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/slotkv/slotkv/pkg/kvpack"
@@ -80,4 +82,61 @@ func FuzzForEach(f *testing.F) {
 			t.Fatalf("repacked %d entries into %d bytes (from %d): %d entries, %v", n, len(again), len(b), m, err)
 		}
 	})
+}
+
+// TestExpiring: entries with and without an expiry mix in one batch; the
+// ones without are written exactly as Append writes them, ForEach skips
+// the markers and ForEachExpiring returns them; a marker cut short, at the
+// end of a batch or doubled is corrupt and names its entry.
+func TestExpiring(t *testing.T) {
+	const exp = int64(1_733_400_000_123)
+	b := kvpack.AppendExpiring(nil, []byte("a"), []byte("1"), 0)
+	if !bytes.Equal(b, kvpack.Append(nil, []byte("a"), []byte("1"))) {
+		t.Fatalf("AppendExpiring without an expiry = %x, not Append's form", b)
+	}
+	b = kvpack.AppendExpiring(b, []byte("b"), []byte("2"), exp)
+	b = kvpack.AppendExpiring(b, []byte(""), []byte(""), -5)
+	b = kvpack.AppendExpiring(b, []byte("c"), nil, 0)
+	type entry struct {
+		k, v string
+		exp  int64
+	}
+	want := []entry{{"a", "1", 0}, {"b", "2", exp}, {"", "", -5}, {"c", "", 0}}
+	var got []entry
+	if err := kvpack.ForEachExpiring(b, func(i int, k, v []byte, e int64) error {
+		if i != len(got) {
+			t.Errorf("index %d, want %d", i, len(got))
+		}
+		got = append(got, entry{string(k), string(v), e})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ForEachExpiring = %v, want %v", got, want)
+	}
+	var keys []string
+	if err := kvpack.ForEach(b, func(_ int, k, _ []byte) error { keys = append(keys, string(k)); return nil }); err != nil || fmt.Sprint(keys) != "[a b  c]" {
+		t.Fatalf("ForEach keys = %q, %v", keys, err)
+	}
+	if n, err := kvpack.Count(b); n != 4 || err != nil {
+		t.Fatalf("Count = %d, %v; want 4", n, err)
+	}
+	one := kvpack.Append(nil, []byte("k"), []byte("v"))
+	marker := kvpack.AppendMarker(nil, exp)
+	for name, tc := range map[string]struct {
+		b     []byte
+		entry int
+	}{
+		"marker cut short":  {append(bytes.Clone(one), marker[:5]...), 1},
+		"marker at the end": {append(bytes.Clone(one), marker...), 1},
+		"two markers":       {append(append(bytes.Clone(marker), marker...), one...), 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := kvpack.Count(tc.b)
+			if !errors.Is(err, kvpack.ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("entry %d:", tc.entry)) {
+				t.Fatalf("Count = %v, want ErrCorrupt naming entry %d", err, tc.entry)
+			}
+		})
+	}
 }

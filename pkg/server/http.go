@@ -30,6 +30,8 @@ const (
 	// MetricsPath serves Options.MetricsHandler; untraced for the same
 	// reason (Prometheus scrapes it every few seconds).
 	MetricsPath = "/metrics"
+	// OpenAPIPath serves Options.OpenAPI.
+	OpenAPIPath = "/openapi.json"
 )
 
 // GatewayMarshaler is the JSON marshaler the gateway uses for every media
@@ -94,6 +96,13 @@ func newHTTPServer(ctx context.Context, o Options, log *slog.Logger, prop propag
 		mux.Handle("GET "+MetricsPath, auth.RequireHTTP(o.Tokens, auth.Admin, o.MetricsHandler))
 	}
 	registerPprof(mux, o.Tokens)
+	if doc := o.OpenAPI; doc != nil {
+		// Public on purpose (see Options.OpenAPI). GET also answers HEAD.
+		mux.HandleFunc("GET "+OpenAPIPath, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(doc)
+		})
+	}
 	// The gateway owns every other path; its generated routes live under
 	// /v1/, and its own 404/405 handling answers the rest in JSON. Its
 	// request bodies are capped at MaxBodyBytes, and paths the mux would

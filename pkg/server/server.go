@@ -98,6 +98,12 @@ type Options struct {
 	// and needs the admin token (the metrics describe the cluster's load
 	// and layout).
 	MetricsHandler http.Handler
+	// OpenAPI, when set, is the service's OpenAPI document (typically one
+	// of gen's *OpenAPI), served at GET /openapi.json on the HTTP port
+	// without a token: it describes the API's shape, which the public
+	// .proto files and the repository already show, and no data, so
+	// hiding it would only keep tools (and the console) from reading it.
+	OpenAPI []byte
 
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/slotkv/slotkv/gen"
 	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
 	"github.com/slotkv/slotkv/pkg/dataset"
 	"github.com/slotkv/slotkv/pkg/dial"
@@ -212,6 +213,7 @@ func Run(ctx context.Context, o Options) error {
 		TracerProvider:  o.TracerProvider,
 		MeterProvider:   o.MeterProvider,
 		MetricsHandler:  o.MetricsHandler,
+		OpenAPI:         gen.DownloaderOpenAPI,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
 		Register:        svc.Register,

@@ -1,6 +1,7 @@
 package downloader_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -8,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/slotkv/slotkv/gen"
 	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
+	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/telemetry"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 )
@@ -64,5 +67,17 @@ func testMetrics(t *testing.T, c *testcluster.Cluster) {
 		if v, ok := got[name]; !ok || v != w {
 			t.Errorf("%s = %v (present %v), want %v; all: %v", name, v, ok, w, got)
 		}
+	}
+
+	// API docs: the service's generated OpenAPI document at /openapi.json,
+	// served without a token although the service has both tokens.
+	res, err := http.Get("http://" + s.http + server.OpenAPIPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	if err != nil || res.StatusCode != http.StatusOK || !bytes.Equal(doc, gen.DownloaderOpenAPI) {
+		t.Errorf("GET /openapi.json = %d (%d bytes, %v), want 200 with the %d bytes of gen.DownloaderOpenAPI", res.StatusCode, len(doc), err, len(gen.DownloaderOpenAPI))
 	}
 }

@@ -1,12 +1,17 @@
 package migrator_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
+	"github.com/slotkv/slotkv/gen"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/telemetry"
 	"github.com/slotkv/slotkv/pkg/telemetry/metricstest"
@@ -81,6 +86,18 @@ func TestMetricsDuringMigration(t *testing.T) {
 		if v, ok := scrapeGauge(t, m, name, id); !ok || v <= 0 {
 			t.Errorf("%s = %v (present %v) after the job, want a positive time", name, v, ok)
 		}
+	}
+
+	// API docs: the service's generated OpenAPI document at /openapi.json,
+	// served without a token.
+	resp, err := http.Get("http://" + m.http + server.OpenAPIPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(doc, gen.MigratorOpenAPI) {
+		t.Errorf("GET /openapi.json = %d (%d bytes, %v), want 200 with the %d bytes of gen.MigratorOpenAPI", resp.StatusCode, len(doc), err, len(gen.MigratorOpenAPI))
 	}
 }
 

@@ -70,6 +70,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/slotkv/slotkv/gen"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/flagenv"
@@ -238,6 +239,7 @@ func Run(ctx context.Context, o Options) error {
 		TracerProvider:  o.TracerProvider,
 		MeterProvider:   o.MeterProvider,
 		MetricsHandler:  o.MetricsHandler,
+		OpenAPI:         gen.MigratorOpenAPI,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
 		Register:        m.Register,

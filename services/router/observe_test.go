@@ -1,7 +1,10 @@
 package router_test
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,9 +14,11 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/slotkv/slotkv/gen"
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/faultproxy"
+	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/telemetry"
 	"github.com/slotkv/slotkv/pkg/telemetry/metricstest"
@@ -130,6 +135,18 @@ func TestTracePartitionsOfAMultiGet(t *testing.T) {
 	}
 	if !has(m, "slotkv_router_partition_duration_seconds_count", `slotkv_partition="n2"`) {
 		t.Errorf("no latency histogram for n2:\n%s", metricstest.Grep(m, "slotkv_router"))
+	}
+
+	// API docs: the service's generated OpenAPI document at /openapi.json,
+	// served without a token.
+	resp, err := http.Get("http://" + r.HTTP + server.OpenAPIPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(doc, gen.RouterOpenAPI) {
+		t.Errorf("GET /openapi.json = %d (%d bytes, %v), want 200 with the %d bytes of gen.RouterOpenAPI", resp.StatusCode, len(doc), err, len(gen.RouterOpenAPI))
 	}
 }
 

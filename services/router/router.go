@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/slotkv/slotkv/gen"
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/flagenv"
@@ -197,6 +198,7 @@ func Run(ctx context.Context, o Options) error {
 		TracerProvider:  o.TracerProvider,
 		MeterProvider:   o.MeterProvider,
 		MetricsHandler:  o.MetricsHandler,
+		OpenAPI:         gen.RouterOpenAPI,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
 		// A maximal key and value fit one message and one REST body, also

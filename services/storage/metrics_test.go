@@ -1,13 +1,18 @@
 package storage_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/slotkv/slotkv/gen"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/telemetry"
 	"github.com/slotkv/slotkv/pkg/telemetry/metricstest"
 )
@@ -59,5 +64,17 @@ func TestMetrics(t *testing.T) {
 	}
 	if !strings.Contains(m, `rpc_server_call_duration_seconds_count{`) || !strings.Contains(m, `rpc_method="slotkv.storage.v1.StorageService/Put"`) {
 		t.Errorf("no otelgrpc server metrics for Put:\n%s", m)
+	}
+
+	// API docs: the service's generated OpenAPI document at /openapi.json,
+	// served without a token.
+	resp, err := http.Get("http://" + n.httpAddr + server.OpenAPIPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(doc, gen.StorageOpenAPI) {
+		t.Errorf("GET /openapi.json = %d (%d bytes, %v), want 200 with the %d bytes of gen.StorageOpenAPI", resp.StatusCode, len(doc), err, len(gen.StorageOpenAPI))
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/slotkv/slotkv/gen"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/limits"
@@ -219,6 +220,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		TracerProvider:  o.TracerProvider,
 		MeterProvider:   o.MeterProvider,
 		MetricsHandler:  o.MetricsHandler,
+		OpenAPI:         gen.StorageOpenAPI,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
 		// Count data RPCs (rpc_counts in GetNodeInfo), refused ones included.

@@ -172,6 +172,11 @@ func Check(ctx context.Context, tokens Tokens, class Class) error {
 	return status.Error(codes.PermissionDenied, "wrong token")
 }
 
+// Match tells which token got is: Admin, Data, or Exempt for neither,
+// compared in constant time (for protocols that carry a token themselves,
+// such as RESP's AUTH).
+func (t Tokens) Match(got string) Class { return match(got, t) }
+
 // match tells which token got is: Admin, Data, or Exempt for neither.
 // Both comparisons always run and ConstantTimeCompare leaks only the
 // lengths, never how many leading bytes matched, so a token cannot be

@@ -3,6 +3,7 @@ package router_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -103,7 +104,8 @@ func restCall(t *testing.T, method, u string, body []byte) (int, map[string]any,
 // from: the body-carrying ones, and, so that the key reaches a path
 // parameter or a query value too, GET and DELETE of a key and a scan by
 // prefix. A path ending in "/" takes the key path-escaped, one ending in
-// "=" query-escaped.
+// "=" query-escaped; under /v1/kv-b64/ and for prefix_bytes the key is
+// base64url-encoded first.
 var restRoutes = []struct{ method, path string }{
 	{"PUT", "/v1/kv/"},
 	{"POST", "/v1/kv/"},
@@ -113,6 +115,10 @@ var restRoutes = []struct{ method, path string }{
 	{"GET", "/v1/kv/"},
 	{"DELETE", "/v1/kv/"},
 	{"GET", "/v1/scan?limit=3&prefix="},
+	{"PUT", "/v1/kv-b64/"},
+	{"GET", "/v1/kv-b64/"},
+	{"DELETE", "/v1/kv-b64/"},
+	{"GET", "/v1/scan?limit=3&prefix_bytes="},
 }
 
 // FuzzRESTBody sends arbitrary JSON bodies (and keys) to the router's REST
@@ -158,6 +164,22 @@ func FuzzRESTBody(f *testing.F) {
 		{6, "a\xffb", ``},
 		{7, "\xfe", ``},
 		{7, "user/", ``},
+		{8, "\x00\xff", `{"value":"AQ=="}`},
+		{8, "\xff", `{"text":"x","ttl_ms":60000}`},
+		{8, "k", `{"text":"x","expires_at_ms":"1"}`},
+		{8, "k", `{"key":"k","text":"x"}`},
+		{0, "", `{"key_bytes":"AP8=","text":"x"}`},
+		{0, "k", `{"text":"x","ttl_ms":-1}`},
+		{0, "k", `{"text":"x","ttl_ms":1,"expires_at_ms":1}`},
+		{9, "\xfe\xff", ``},
+		{9, "!", ``},
+		{10, "\xfe", ``},
+		{11, "\xf0", ``},
+		{2, "", `{"mixed_keys":[{"key":"a"},{"key_bytes":"/w=="}]}`},
+		{2, "", `{"mixed_keys":[{"key":"a","key_bytes":"/w=="}]}`},
+		{3, "", `{"entries":[{"key_bytes":"AP8=","text":"1","ttl_ms":"60000"},{"key":"b","value":"AQI=","expires_at_ms":"1"}]}`},
+		{3, "", `{"entries":[{"key_bytes":"!!","text":"1"}]}`},
+		{4, "", `{"mixed_keys":[{"key_bytes":"AP8="}],"keys":["a"]}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.key, []byte(s.body))
@@ -167,6 +189,10 @@ func FuzzRESTBody(f *testing.F) {
 		r := restRoutes[int(route)%len(restRoutes)]
 		u := base + r.path
 		keyed := strings.HasSuffix(r.path, "/")
+		b64 := strings.Contains(r.path, "kv-b64") || strings.HasSuffix(r.path, "prefix_bytes=")
+		if b64 {
+			key = base64.RawURLEncoding.EncodeToString([]byte(key))
+		}
 		if keyed {
 			u += url.PathEscape(key)
 		}
@@ -177,7 +203,7 @@ func FuzzRESTBody(f *testing.F) {
 		if code >= 300 && code < 400 {
 			// net/http's mux redirects unclean paths ("a/../b") before
 			// the API sees them; nothing else may redirect.
-			if p := "/v1/kv/" + key; keyed && path.Clean(p) != strings.TrimSuffix(p, "/") {
+			if p := r.path + key; keyed && path.Clean(p) != strings.TrimSuffix(p, "/") {
 				return
 			}
 			t.Fatalf("%s %s %q: %d, a redirect", r.method, u, body, code)
@@ -190,7 +216,7 @@ func FuzzRESTBody(f *testing.F) {
 		}
 		switch {
 		case keyed && (r.method == "PUT" || r.method == "POST"):
-			checkPutReadBack(t, u, body, m)
+			checkPutReadBack(t, base, u, body, m)
 		case r.path == "/v1/kv:multiPut":
 			checkMultiPutReadBack(t, base, body)
 		}
@@ -217,24 +243,38 @@ func putValue(text *string, value []byte) []byte {
 	return value
 }
 
+// expiring reports whether a write set an expiry: its key may be gone
+// (a past expires_at_ms removes it at once) by the time it is read back.
+func expiring(ttl, at int64) bool { return ttl != 0 || at != 0 }
+
 // checkPutReadBack: after PUT/POST /v1/kv/{key} answered 2xx, a GET of
-// the same URL answers the same key and the bytes the body carried, as
-// the gateway's own marshaler reads the body.
-func checkPutReadBack(t *testing.T, u string, body []byte, m map[string]any) {
+// the key the answer names answers that key and the bytes the body
+// carried, as the gateway's own marshaler reads the body. A key written
+// with an expiry may be absent instead.
+func checkPutReadBack(t *testing.T, base, u string, body []byte, m map[string]any) {
 	t.Helper()
 	var req routerv1.PutRequest
 	if err := gatewayDecode(body, &req); err != nil {
 		t.Fatalf("PUT %s %q succeeded, but the gateway marshaler refuses the body: %v", u, body, err)
+	}
+	var put routerv1.PutResponse
+	if raw, err := json.Marshal(m); err != nil || server.GatewayMarshaler().Unmarshal(raw, &put) != nil {
+		t.Fatalf("PUT %s %q answered %v, not a PutResponse", u, body, m)
 	}
 	var text *string
 	if x, ok := req.GetData().(*routerv1.PutRequest_Text); ok {
 		text = &x.Text
 	}
 	want := putValue(text, req.GetValue())
-	gcode, g, graw := restCall(t, "GET", u, nil)
+	key := answerKey(put.GetKey(), put.GetKeyBytes())
+	gu := base + "/v1/kv-b64/" + base64.RawURLEncoding.EncodeToString(key)
+	gcode, g, graw := restCall(t, "GET", gu, nil)
+	if gcode == http.StatusNotFound && expiring(req.GetTtlMs(), req.GetExpiresAtMs()) {
+		return
+	}
 	var got routerv1.GetResponse
-	if gcode != http.StatusOK || server.GatewayMarshaler().Unmarshal(graw, &got) != nil || got.GetKey() != m["key"] {
-		t.Fatalf("PUT %s %q answered %v; GET: %d %v", u, body, m, gcode, g)
+	if gcode != http.StatusOK || server.GatewayMarshaler().Unmarshal(graw, &got) != nil || !bytes.Equal(answerKey(got.GetKey(), got.GetKeyBytes()), key) {
+		t.Fatalf("PUT %s %q answered %v; GET %s: %d %v", u, body, m, gu, gcode, g)
 	}
 	var gtext *string
 	if x, ok := got.GetData().(*routerv1.GetResponse_Text); ok {
@@ -255,21 +295,26 @@ func checkMultiPutReadBack(t *testing.T, base string, body []byte) {
 		t.Fatalf("multiPut %q succeeded, but the gateway marshaler refuses the body: %v", body, err)
 	}
 	want := map[string][]byte{}
+	mayExpire := map[string]bool{}
 	var keys []string
+	var mixed []*routerv1.Key
 	for _, e := range req.GetEntries() {
 		var text *string
 		if x, ok := e.GetData().(*routerv1.KeyValue_Text); ok {
 			text = &x.Text
 		}
-		if _, dup := want[e.GetKey()]; !dup {
-			keys = append(keys, e.GetKey())
+		k := string(answerKey(e.GetKey(), e.GetKeyBytes()))
+		if _, dup := want[k]; !dup {
+			keys = append(keys, k)
+			mixed = append(mixed, &routerv1.Key{Form: &routerv1.Key_KeyBytes{KeyBytes: []byte(k)}})
 		}
-		want[e.GetKey()] = putValue(text, e.GetValue())
+		want[k] = putValue(text, e.GetValue())
+		mayExpire[k] = expiring(e.GetTtlMs(), e.GetExpiresAtMs())
 	}
 	if len(keys) == 0 {
 		return
 	}
-	getBody, err := server.GatewayMarshaler().Marshal(&routerv1.MultiGetRequest{Keys: keys})
+	getBody, err := server.GatewayMarshaler().Marshal(&routerv1.MultiGetRequest{MixedKeys: mixed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +328,10 @@ func checkMultiPutReadBack(t *testing.T, base string, body []byte) {
 		if x, ok := e.GetData().(*routerv1.Entry_Text); ok {
 			text = &x.Text
 		}
-		if e.GetKey() != keys[i] || !e.GetFound() || !bytes.Equal(putValue(text, e.GetValue()), want[keys[i]]) {
+		if !e.GetFound() && mayExpire[keys[i]] {
+			continue
+		}
+		if string(answerKey(e.GetKey(), e.GetKeyBytes())) != keys[i] || !e.GetFound() || !bytes.Equal(putValue(text, e.GetValue()), want[keys[i]]) {
 			t.Fatalf("multiPut %q, then multiGet entry %d = %v, want key %q value %q", body, i, e, keys[i], want[keys[i]])
 		}
 	}

@@ -10,6 +10,8 @@ package kv
 
 import (
 	"context"
+	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
@@ -86,38 +88,53 @@ func (s *Service) checkValue(field string, value []byte) error {
 }
 
 // Get reads one key. The value is answered as text when it is valid UTF-8,
-// as bytes otherwise.
+// as bytes otherwise. An expired key is NotFound.
 func (s *Service) Get(ctx context.Context, req *routerv1.GetRequest) (*routerv1.GetResponse, error) {
-	key := req.GetKey()
-	if err := s.checkKey("key", key); err != nil {
+	key, err := s.keyOf("", req.GetKey(), req.GetKeyBytes())
+	if err != nil {
 		return nil, err
 	}
 	if s.naming != nil {
 		return s.namingGet(ctx, key)
 	}
 	var got *storagev1.GetResponse
-	res, err := s.do(ctx, key, "get", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
+	res, err := s.do(ctx, string(key), "get", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
 		var err error
-		got, err = c.Get(ctx, &storagev1.GetRequest{Key: []byte(key)})
+		got, err = c.Get(ctx, &storagev1.GetRequest{Key: key})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	resp := &routerv1.GetResponse{Key: key, Slot: uint32(res.Slot), NodeId: res.Node.ID}
-	if v := got.GetValue(); utf8.Valid(v) {
-		resp.Data = &routerv1.GetResponse_Text{Text: string(v)}
+	return getResponse(key, got.GetValue(), got.GetExpiresAtMs(), uint32(res.Slot), res.Node.ID)
+}
+
+// getResponse is the answer to a Get of key that found value with expiry
+// exp: NotFound when it has expired by the router's clock.
+func getResponse(key, value []byte, exp int64, slot uint32, node string) (*routerv1.GetResponse, error) {
+	now := time.Now().UnixMilli()
+	if !live(exp, now) {
+		return nil, rpcerr.ToStatus(fmt.Errorf("%w: key %q", rpcerr.ErrNotFound, key))
+	}
+	resp := &routerv1.GetResponse{Slot: slot, NodeId: node, ExpiresAtMs: exp, TtlMs: ttlLeft(exp, now)}
+	resp.Key, resp.KeyBytes = keyFields(key)
+	if utf8.Valid(value) {
+		resp.Data = &routerv1.GetResponse_Text{Text: string(value)}
 	} else {
-		resp.Data = &routerv1.GetResponse_Value{Value: v}
+		resp.Data = &routerv1.GetResponse_Value{Value: value}
 	}
 	return resp, nil
 }
 
 // Put writes one key; one of text and value is required (either may be
-// empty).
+// empty), and ttl_ms or expires_at_ms may set its expiry.
 func (s *Service) Put(ctx context.Context, req *routerv1.PutRequest) (*routerv1.PutResponse, error) {
-	key := req.GetKey()
-	if err := s.checkKey("key", key); err != nil {
+	key, err := s.keyOf("", req.GetKey(), req.GetKeyBytes())
+	if err != nil {
+		return nil, err
+	}
+	exp, err := expiryOf("", req.GetTtlMs(), req.GetExpiresAtMs(), time.Now())
+	if err != nil {
 		return nil, err
 	}
 	var value []byte
@@ -136,44 +153,52 @@ func (s *Service) Put(ctx context.Context, req *routerv1.PutRequest) (*routerv1.
 	if err := s.checkValue(field, value); err != nil {
 		return nil, err
 	}
+	resp := &routerv1.PutResponse{ExpiresAtMs: exp}
+	resp.Key, resp.KeyBytes = keyFields(key)
 	if s.naming != nil {
-		where, err := s.b.write(ctx, oneWrite(key, &storagev1.Mutation{Key: []byte(key), Value: value}))
+		where, err := s.b.write(ctx, oneWrite(key, &storagev1.Mutation{Key: key, Value: value, ExpiresAtMs: exp}))
 		if err != nil {
 			return nil, err
 		}
-		return &routerv1.PutResponse{Key: key, Slot: uint32(slot.OfString(key)), NodeId: where[0]}, nil
+		resp.Slot, resp.NodeId = uint32(slot.Of(key)), where[0]
+		return resp, nil
 	}
-	res, err := s.do(ctx, key, "put", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
-		_, err := c.Put(ctx, &storagev1.PutRequest{Key: []byte(key), Value: value})
+	res, err := s.do(ctx, string(key), "put", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
+		_, err := c.Put(ctx, &storagev1.PutRequest{Key: key, Value: value, ExpiresAtMs: exp})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &routerv1.PutResponse{Key: key, Slot: uint32(res.Slot), NodeId: res.Node.ID}, nil
+	resp.Slot, resp.NodeId = uint32(res.Slot), res.Node.ID
+	return resp, nil
 }
 
 // Delete removes one key; deleting an absent key succeeds.
 func (s *Service) Delete(ctx context.Context, req *routerv1.DeleteRequest) (*routerv1.DeleteResponse, error) {
-	key := req.GetKey()
-	if err := s.checkKey("key", key); err != nil {
+	key, err := s.keyOf("", req.GetKey(), req.GetKeyBytes())
+	if err != nil {
 		return nil, err
 	}
+	resp := &routerv1.DeleteResponse{}
+	resp.Key, resp.KeyBytes = keyFields(key)
 	if s.naming != nil {
-		where, err := s.b.write(ctx, oneWrite(key, &storagev1.Mutation{Key: []byte(key), Delete: true}))
+		where, err := s.b.write(ctx, oneWrite(key, &storagev1.Mutation{Key: key, Delete: true}))
 		if err != nil {
 			return nil, err
 		}
-		return &routerv1.DeleteResponse{Key: key, Slot: uint32(slot.OfString(key)), NodeId: where[0]}, nil
+		resp.Slot, resp.NodeId = uint32(slot.Of(key)), where[0]
+		return resp, nil
 	}
-	res, err := s.do(ctx, key, "delete", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
-		_, err := c.Delete(ctx, &storagev1.DeleteRequest{Key: []byte(key)})
+	res, err := s.do(ctx, string(key), "delete", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
+		_, err := c.Delete(ctx, &storagev1.DeleteRequest{Key: key})
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &routerv1.DeleteResponse{Key: key, Slot: uint32(res.Slot), NodeId: res.Node.ID}, nil
+	resp.Slot, resp.NodeId = uint32(res.Slot), res.Node.ID
+	return resp, nil
 }
 
 // GetTopology answers the topology the router routes by, refreshed first

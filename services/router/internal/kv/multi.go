@@ -3,6 +3,7 @@ package kv
 import (
 	"context"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
@@ -28,14 +29,14 @@ func (s *Service) checkKeyAt(field string, i int, key string) error {
 }
 
 // oneWrite is the call of a single-key write in naming mode.
-func oneWrite(key string, m *storagev1.Mutation) *subReq {
-	return &subReq{kind: opWrite, keys: [][]byte{[]byte(key)}, muts: []*storagev1.Mutation{m},
-		slots: []uint16{slot.OfString(key)}, rename: func(int, string) string { return "key" }}
+func oneWrite(key []byte, m *storagev1.Mutation) *subReq {
+	return &subReq{kind: opWrite, keys: [][]byte{key}, muts: []*storagev1.Mutation{m},
+		slots: []uint16{slot.Of(key)}, rename: func(int, string) string { return "key" }}
 }
 
 // namingGet is Get in naming mode: a one-key read of one complete layout.
-func (s *Service) namingGet(ctx context.Context, key string) (*routerv1.GetResponse, error) {
-	q := &subReq{kind: opGet, keys: [][]byte{[]byte(key)}, slots: []uint16{slot.OfString(key)},
+func (s *Service) namingGet(ctx context.Context, key []byte) (*routerv1.GetResponse, error) {
+	q := &subReq{kind: opGet, keys: [][]byte{key}, slots: []uint16{slot.Of(key)},
 		rename: func(int, string) string { return "key" }}
 	items, where, _, err := s.b.get(ctx, q, false)
 	if err != nil {
@@ -45,13 +46,17 @@ func (s *Service) namingGet(ctx context.Context, key string) (*routerv1.GetRespo
 	if it == nil || !it.GetFound() {
 		return nil, rpcerr.ToStatus(fmt.Errorf("%w: key %q", rpcerr.ErrNotFound, key))
 	}
-	resp := &routerv1.GetResponse{Key: key, Slot: uint32(q.slots[0]), NodeId: where[0]}
-	if v := it.GetValue(); utf8.Valid(v) {
-		resp.Data = &routerv1.GetResponse_Text{Text: string(v)}
+	return getResponse(key, it.GetValue(), it.GetExpiresAtMs(), uint32(q.slots[0]), where[0])
+}
+
+// setData sets an entry's value: text when it is valid UTF-8, value
+// otherwise.
+func setData(e *routerv1.Entry, v []byte) {
+	if utf8.Valid(v) {
+		e.Data = &routerv1.Entry_Text{Text: string(v)}
 	} else {
-		resp.Data = &routerv1.GetResponse_Value{Value: v}
+		e.Data = &routerv1.Entry_Value{Value: v}
 	}
-	return resp, nil
 }
 
 func failuresProto(fs []failure) []*routerv1.PartitionFailure {
@@ -66,49 +71,46 @@ func failuresProto(fs []failure) []*routerv1.PartitionFailure {
 // order. A key listed several times is read once and answered once per
 // occurrence.
 func (s *Service) MultiGet(ctx context.Context, req *routerv1.MultiGetRequest) (*routerv1.MultiGetResponse, error) {
-	keys := req.GetKeys()
-	if len(keys) > MaxKeys {
-		return nil, invalid("keys", "%d keys, at most %d per call", len(keys), MaxKeys)
+	keys, err := s.keysOf(req.GetKeys(), req.GetMixedKeys())
+	if err != nil {
+		return nil, err
 	}
 	if len(keys) == 0 {
 		return &routerv1.MultiGetResponse{}, nil
 	}
+	mixed := len(req.GetMixedKeys()) > 0
 	seen := make(map[string]int, len(keys))
 	q := &subReq{kind: opGet}
 	var first []int // first position of each unique key
 	uniq := make([]int, len(keys))
 	for i, k := range keys {
-		if err := s.checkKeyAt("keys", i, k); err != nil {
-			return nil, err
-		}
-		u, ok := seen[k]
+		u, ok := seen[string(k)]
 		if !ok {
 			u = len(q.keys)
-			seen[k] = u
-			q.keys = append(q.keys, []byte(k))
-			q.slots = append(q.slots, slot.OfString(k))
+			seen[string(k)] = u
+			q.keys = append(q.keys, k)
+			q.slots = append(q.slots, slot.Of(k))
 			first = append(first, i)
 		}
 		uniq[i] = u
 	}
-	q.rename = func(pos int, _ string) string { return fmt.Sprintf("keys[%d]", first[pos]) }
+	q.rename = func(pos int, _ string) string { return keyField(mixed, first[pos]) }
 	items, where, failed, err := s.b.get(ctx, q, req.GetAllowPartial())
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now().UnixMilli()
 	out := &routerv1.MultiGetResponse{Entries: make([]*routerv1.Entry, len(keys)), Failed: failuresProto(failed)}
 	slab := make([]routerv1.Entry, len(keys))
 	for i, k := range keys {
 		u := uniq[i]
 		e := &slab[i]
-		e.Key, e.Slot, e.Partition = k, uint32(q.slots[u]), where[u]
-		if it := items[u]; it != nil && it.GetFound() {
+		e.Key, e.KeyBytes = keyFields(k)
+		e.Slot, e.Partition = uint32(q.slots[u]), where[u]
+		if it := items[u]; it != nil && it.GetFound() && live(it.GetExpiresAtMs(), now) {
 			e.Found = true
-			if v := it.GetValue(); utf8.Valid(v) {
-				e.Data = &routerv1.Entry_Text{Text: string(v)}
-			} else {
-				e.Data = &routerv1.Entry_Value{Value: v}
-			}
+			e.ExpiresAtMs, e.TtlMs = it.GetExpiresAtMs(), ttlLeft(it.GetExpiresAtMs(), now)
+			setData(e, it.GetValue())
 		}
 		out.Entries[i] = e
 	}
@@ -128,12 +130,22 @@ func (s *Service) MultiPut(ctx context.Context, req *routerv1.MultiPutRequest) (
 	}
 	q := &subReq{kind: opWrite, keys: make([][]byte, len(es)), muts: make([]*storagev1.Mutation, len(es)), slots: make([]uint16, len(es))}
 	slab := make([]storagev1.Mutation, len(es))
+	now := time.Now()
 	for i, e := range es {
-		if e.GetKey() == "" {
-			return nil, invalid(fmt.Sprintf("entries[%d].key", i), "must not be empty")
+		var (
+			key []byte
+			err error
+		)
+		if k := e.GetKey(); k != "" && len(e.GetKeyBytes()) == 0 && len(k) <= s.lim.MaxKeyBytes {
+			key = []byte(k) // the common case, without formatting a prefix
+		} else if key, err = s.keyOf(fmt.Sprintf("entries[%d].", i), k, e.GetKeyBytes()); err != nil {
+			return nil, err
 		}
-		if len(e.GetKey()) > s.lim.MaxKeyBytes {
-			return nil, s.checkKey(fmt.Sprintf("entries[%d].key", i), e.GetKey())
+		var exp int64
+		if e.GetTtlMs() != 0 || e.GetExpiresAtMs() != 0 {
+			if exp, err = expiryOf(fmt.Sprintf("entries[%d].", i), e.GetTtlMs(), e.GetExpiresAtMs(), now); err != nil {
+				return nil, err
+			}
 		}
 		var v []byte
 		field := "text"
@@ -151,9 +163,9 @@ func (s *Service) MultiPut(ctx context.Context, req *routerv1.MultiPutRequest) (
 		if len(v) > s.lim.MaxValueBytes {
 			return nil, s.checkValue(fmt.Sprintf("entries[%d].%s", i, field), v)
 		}
-		q.keys[i] = []byte(e.GetKey())
-		q.slots[i] = slot.OfString(e.GetKey())
-		slab[i] = storagev1.Mutation{Key: q.keys[i], Value: v}
+		q.keys[i] = key
+		q.slots[i] = slot.Of(key)
+		slab[i] = storagev1.Mutation{Key: key, Value: v, ExpiresAtMs: exp}
 		q.muts[i] = &slab[i]
 	}
 	q.rename = func(pos int, suffix string) string {
@@ -164,6 +176,9 @@ func (s *Service) MultiPut(ctx context.Context, req *routerv1.MultiPutRequest) (
 			}
 			return fmt.Sprintf("entries[%d].value", pos)
 		case ".key":
+			if len(es[pos].GetKeyBytes()) > 0 {
+				return fmt.Sprintf("entries[%d].key_bytes", pos)
+			}
 			return fmt.Sprintf("entries[%d].key", pos)
 		}
 		return fmt.Sprintf("entries[%d]", pos)
@@ -177,25 +192,22 @@ func (s *Service) MultiPut(ctx context.Context, req *routerv1.MultiPutRequest) (
 // MultiDelete removes many keys: one BatchWrite per partition. Deleting an
 // absent key succeeds; deleted counts the keys asked for.
 func (s *Service) MultiDelete(ctx context.Context, req *routerv1.MultiDeleteRequest) (*routerv1.MultiDeleteResponse, error) {
-	keys := req.GetKeys()
-	if len(keys) > MaxKeys {
-		return nil, invalid("keys", "%d keys, at most %d per call", len(keys), MaxKeys)
+	keys, err := s.keysOf(req.GetKeys(), req.GetMixedKeys())
+	if err != nil {
+		return nil, err
 	}
 	if len(keys) == 0 {
 		return &routerv1.MultiDeleteResponse{}, nil
 	}
-	q := &subReq{kind: opWrite, keys: make([][]byte, len(keys)), muts: make([]*storagev1.Mutation, len(keys)), slots: make([]uint16, len(keys))}
+	mixed := len(req.GetMixedKeys()) > 0
+	q := &subReq{kind: opWrite, keys: keys, muts: make([]*storagev1.Mutation, len(keys)), slots: make([]uint16, len(keys))}
 	slab := make([]storagev1.Mutation, len(keys))
 	for i, k := range keys {
-		if err := s.checkKeyAt("keys", i, k); err != nil {
-			return nil, err
-		}
-		q.keys[i] = []byte(k)
-		q.slots[i] = slot.OfString(k)
-		slab[i] = storagev1.Mutation{Key: q.keys[i], Delete: true}
+		q.slots[i] = slot.Of(k)
+		slab[i] = storagev1.Mutation{Key: k, Delete: true}
 		q.muts[i] = &slab[i]
 	}
-	q.rename = func(pos int, _ string) string { return fmt.Sprintf("keys[%d]", pos) }
+	q.rename = func(pos int, _ string) string { return keyField(mixed, pos) }
 	if _, err := s.b.write(ctx, q); err != nil {
 		return nil, err
 	}
@@ -222,11 +234,22 @@ func (s *Service) Scan(ctx context.Context, req *routerv1.ScanRequest) (*routerv
 			return nil, rpcerr.ToStatus(err)
 		}
 		start = p
+	case req.GetStartKey() != "" && len(req.GetStartKeyBytes()) > 0:
+		return nil, invalid("start_key_bytes", "set one of start_key and start_key_bytes, not both")
 	case req.GetStartKey() != "":
 		start = &storagev1.ScanPosition{Slot: uint32(slot.OfString(req.GetStartKey())), Key: []byte(req.GetStartKey())}
+	case len(req.GetStartKeyBytes()) > 0:
+		start = &storagev1.ScanPosition{Slot: uint32(slot.Of(req.GetStartKeyBytes())), Key: req.GetStartKeyBytes()}
+	}
+	prefix := []byte(req.GetPrefix())
+	if len(req.GetPrefixBytes()) > 0 {
+		if len(prefix) > 0 {
+			return nil, invalid("prefix_bytes", "set one of prefix and prefix_bytes, not both")
+		}
+		prefix = req.GetPrefixBytes()
 	}
 	q := &subReq{kind: opScan, scan: &storagev1.ScanRequest{
-		Prefix: []byte(req.GetPrefix()), Start: start, Limit: limit, KeysOnly: req.GetKeysOnly(),
+		Prefix: prefix, Start: start, Limit: limit, KeysOnly: req.GetKeysOnly(),
 	}}
 	parts, failed, err := s.b.scan(ctx, q, req.GetAllowPartial())
 	if err != nil {
@@ -237,19 +260,25 @@ func (s *Service) Scan(ctx context.Context, req *routerv1.ScanRequest) (*routerv
 		pages[i] = p.scan
 	}
 	items, from, more := mergePages(pages, int(limit))
-	out := &routerv1.ScanResponse{Entries: make([]*routerv1.Entry, len(items)), Failed: failuresProto(failed)}
+	// Entries that expired by the router's clock since the node read them
+	// are left out; the cursor still follows the last entry merged, so the
+	// next page starts after them.
+	now := time.Now().UnixMilli()
+	out := &routerv1.ScanResponse{Entries: make([]*routerv1.Entry, 0, len(items)), Failed: failuresProto(failed)}
 	slab := make([]routerv1.Entry, len(items))
 	for i, kv := range items {
-		e := &slab[i]
-		e.Key, e.Slot, e.Found, e.Partition = string(kv.GetKey()), kv.GetSlot(), true, parts[from[i]].name
-		if !req.GetKeysOnly() {
-			if v := kv.GetValue(); utf8.Valid(v) {
-				e.Data = &routerv1.Entry_Text{Text: string(v)}
-			} else {
-				e.Data = &routerv1.Entry_Value{Value: v}
-			}
+		exp := kv.GetExpiresAtMs()
+		if !live(exp, now) {
+			continue
 		}
-		out.Entries[i] = e
+		e := &slab[i]
+		e.Key, e.KeyBytes = keyFields(kv.GetKey())
+		e.Slot, e.Found, e.Partition = kv.GetSlot(), true, parts[from[i]].name
+		e.ExpiresAtMs, e.TtlMs = exp, ttlLeft(exp, now)
+		if !req.GetKeysOnly() {
+			setData(e, kv.GetValue())
+		}
+		out.Entries = append(out.Entries, e)
 	}
 	switch {
 	case (more || len(failed) > 0) && len(items) > 0:

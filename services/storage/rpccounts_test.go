@@ -22,7 +22,7 @@ func TestRPCCounts(t *testing.T) {
 		return info.GetRpcCounts()
 	}
 	before := counts()
-	for _, m := range []string{"Get", "Put", "Delete", "BatchGet", "BatchWrite", "Scan", "Count", "Digest"} {
+	for _, m := range []string{"Get", "Put", "Delete", "BatchGet", "BatchWrite", "Scan", "Count", "Digest", "Update", "FlushSlots"} {
 		if v, ok := before[m]; !ok || v != 0 {
 			t.Errorf("rpc_counts[%s] = %d (present %v) before any call, want 0 and present", m, v, ok)
 		}
@@ -48,8 +48,11 @@ func TestRPCCounts(t *testing.T) {
 	if _, err := n.data.Count(ctx, &storagev1.CountRequest{}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := n.data.Update(ctx, &storagev1.UpdateRequest{Key: k, Op: storagev1.UpdateOp_UPDATE_OP_APPEND, Value: []byte("w")}); err != nil {
+		t.Fatal(err)
+	}
 	got := counts()
-	want := map[string]uint64{"Get": 1, "Put": 4, "BatchGet": 1, "Count": 1, "Delete": 0, "BatchWrite": 0, "Scan": 0, "Digest": 0}
+	want := map[string]uint64{"Get": 1, "Put": 4, "BatchGet": 1, "Count": 1, "Update": 1, "Delete": 0, "BatchWrite": 0, "Scan": 0, "Digest": 0, "FlushSlots": 0}
 	for m, w := range want {
 		if got[m] != w {
 			t.Errorf("rpc_counts[%s] = %d, want %d (all: %v)", m, got[m], w, got)

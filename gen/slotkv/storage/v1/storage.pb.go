@@ -42,7 +42,8 @@ const (
 	// expiry is kept.
 	UpdateOp_UPDATE_OP_APPEND UpdateOp = 3
 	// EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT: set expires_at_ms on an existing
-	// key, under expire_condition. A time already past deletes the key.
+	// key, under expire_condition. A time at or before now (0 and negative
+	// included) deletes the key once the condition holds (applied is true).
 	UpdateOp_UPDATE_OP_EXPIRE UpdateOp = 4
 	// PERSIST: remove the expiry of an existing key; applied is false when
 	// the key is absent or had none.
@@ -50,7 +51,8 @@ const (
 	// GETDEL: delete the key, returning its old value.
 	UpdateOp_UPDATE_OP_GET_DEL UpdateOp = 6
 	// GETEX: return the value and set expires_at_ms, or remove the expiry
-	// with persist, or leave it (neither).
+	// with persist, or leave it (neither). An expires_at_ms at or before now
+	// (negative included) deletes the key.
 	UpdateOp_UPDATE_OP_GET_EX UpdateOp = 7
 )
 
@@ -1484,6 +1486,8 @@ func (x *DigestResponse) GetSlots() []*SlotDigest {
 	return nil
 }
 
+// An UpdateRequest sets only the fields its op uses (InvalidArgument
+// naming the field otherwise); keep_ttl and persist exclude expires_at_ms.
 type UpdateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -2262,8 +2266,11 @@ type IngestResponse struct {
 	// The batch now durable.
 	Batch uint64 `protobuf:"varint,1,opt,name=batch,proto3" json:"batch,omitempty"`
 	// Records and bytes (keys + values) written by this batch.
-	Records       uint64 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
-	Bytes         uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Records uint64 `protobuf:"varint,2,opt,name=records,proto3" json:"records,omitempty"`
+	Bytes   uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Records of the batch not written because their expires_at_ms had
+	// already passed (counted in neither records nor bytes).
+	Skipped       uint64 `protobuf:"varint,4,opt,name=skipped,proto3" json:"skipped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2315,6 +2322,13 @@ func (x *IngestResponse) GetRecords() uint64 {
 func (x *IngestResponse) GetBytes() uint64 {
 	if x != nil {
 		return x.Bytes
+	}
+	return 0
+}
+
+func (x *IngestResponse) GetSkipped() uint64 {
+	if x != nil {
+		return x.Skipped
 	}
 	return 0
 }
@@ -3983,11 +3997,12 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04file\x18\x02 \x01(\tR\x04file\x12\x14\n" +
 	"\x05batch\x18\x03 \x01(\x04R\x05batch\x129\n" +
-	"\arecords\x18\x04 \x03(\v2\x1f.slotkv.storage.v1.IngestRecordR\arecords\"V\n" +
+	"\arecords\x18\x04 \x03(\v2\x1f.slotkv.storage.v1.IngestRecordR\arecords\"p\n" +
 	"\x0eIngestResponse\x12\x14\n" +
 	"\x05batch\x18\x01 \x01(\x04R\x05batch\x12\x18\n" +
 	"\arecords\x18\x02 \x01(\x04R\arecords\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xe7\x01\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x18\n" +
+	"\askipped\x18\x04 \x01(\x04R\askipped\"\xe7\x01\n" +
 	"\x15BeginMigrationRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x124\n" +
 	"\x04role\x18\x02 \x01(\x0e2 .slotkv.storage.v1.MigrationRoleR\x04role\x124\n" +

@@ -30,7 +30,9 @@ type ingestStats struct {
 // does not ends the stream: SLOT_MOVED, SLOT_FROZEN, NO_TOPOLOGY, ...), then
 // write it with store.Ingest, the BatchWrite write path. The batch is
 // acknowledged only once all of it is written; a failing batch is never
-// acknowledged, and batches acknowledged before stay written. Writes are as
+// acknowledged, and batches acknowledged before stay written. A record
+// carries its expiry (expires_at_ms); one already expired is skipped and
+// counted in the acknowledgement's skipped, not in records or bytes. Writes are as
 // durable as every other write of this node (--sync-writes).
 //
 // The next request is received while a batch is written, so the network
@@ -137,11 +139,16 @@ func (s *NodeService) ingestBatch(ctx context.Context, req *storagev1.IngestRequ
 		return nil, rpcerr.InvalidField("records", "%d records of %d key and value bytes, above the limit --max-ingest-bytes=%d", len(recs), total, lim.MaxIngestBytes)
 	}
 	// Validate and lay out every record before any is checked or written;
-	// field names are built only on the error path.
+	// field names are built only on the error path. A record already
+	// expired is validated, then skipped: writing it would delete the key,
+	// which a bulk load of a fresh dataset must not do to a newer value.
 	batch.Reset(len(recs), keyBytes)
 	sl := (*slots)[:0]
+	var idx []int // record index of each added record, once one is skipped
+	var skipped, skippedBytes int
+	now := store.NowMs()
 	for i, r := range recs {
-		k, v := r.GetKey(), r.GetValue()
+		k, v, exp := r.GetKey(), r.GetValue(), r.GetExpiresAtMs()
 		if len(v) > lim.MaxValueBytes {
 			return nil, lim.checkValue(fmt.Sprintf("records[%d].value", i), v)
 		}
@@ -149,12 +156,31 @@ func (s *NodeService) ingestBatch(ctx context.Context, req *storagev1.IngestRequ
 			_, err := lim.checkKey(fmt.Sprintf("records[%d].key", i), k)
 			return nil, err
 		}
-		slotOf, err := batch.Add(k, v)
+		if exp < 0 {
+			return nil, checkExpiry(fmt.Sprintf("records[%d].expires_at_ms", i), exp)
+		}
+		if store.Expired(exp, now) {
+			if _, err := lim.checkKey(fmt.Sprintf("records[%d].key", i), k); err != nil {
+				return nil, err
+			}
+			if skipped == 0 {
+				for j := range i {
+					idx = append(idx, j)
+				}
+			}
+			skipped++
+			skippedBytes += len(k) + len(v)
+			continue
+		}
+		slotOf, err := batch.AddExpiring(k, v, exp)
 		if err != nil {
 			_, err = lim.checkKey(fmt.Sprintf("records[%d].key", i), k)
 			return nil, err
 		}
 		sl = append(sl, slotOf)
+		if skipped > 0 {
+			idx = append(idx, i)
+		}
 	}
 	*slots = sl
 	if err := ctx.Err(); err != nil {
@@ -167,6 +193,9 @@ func (s *NodeService) ingestBatch(ctx context.Context, req *storagev1.IngestRequ
 		return err
 	})
 	if i >= 0 {
+		if skipped > 0 {
+			i = idx[i]
+		}
 		return nil, fmt.Errorf("records[%d]: %w", i, err)
 	}
 	if err != nil {
@@ -177,7 +206,7 @@ func (s *NodeService) ingestBatch(ctx context.Context, req *storagev1.IngestRequ
 	}
 	if s.c.Logger.Enabled(ctx, slog.LevelDebug) {
 		s.c.Logger.DebugContext(ctx, "ingest batch written", "job_id", req.GetJobId(), "file", req.GetFile(),
-			"batch", req.GetBatch(), "records", len(recs), "bytes", total, "txns", txns, "duration", time.Since(start))
+			"batch", req.GetBatch(), "records", len(recs)-skipped, "skipped", skipped, "bytes", total-skippedBytes, "txns", txns, "duration", time.Since(start))
 	}
-	return &storagev1.IngestResponse{Batch: req.GetBatch(), Records: uint64(len(recs)), Bytes: uint64(total)}, nil
+	return &storagev1.IngestResponse{Batch: req.GetBatch(), Records: uint64(len(recs) - skipped), Bytes: uint64(total - skippedBytes), Skipped: uint64(skipped)}, nil
 }

@@ -183,7 +183,7 @@ func (s *MigrationService) SnapshotScan(req *storagev1.SnapshotScanRequest, stre
 		slab := make([]storagev1.MigrationEntry, len(b.Items))
 		for i, kv := range b.Items {
 			e := &slab[i]
-			e.Key, e.Value, e.Slot = kv.Key, kv.Value, uint32(kv.Slot)
+			e.Key, e.Value, e.Slot, e.ExpiresAtMs = kv.Key, kv.Value, uint32(kv.Slot), kv.ExpiresAt
 			out.Entries[i] = e
 		}
 		return stream.Send(out)
@@ -232,7 +232,7 @@ func (s *MigrationService) ReadChanges(_ context.Context, req *storagev1.ReadCha
 	slab := make([]storagev1.MigrationEntry, len(ch.Changes))
 	for i, c := range ch.Changes {
 		e := &slab[i]
-		e.Key, e.Value, e.Slot, e.Delete, e.Seq = c.Key, c.Value, uint32(c.Slot), c.Delete, c.Seq
+		e.Key, e.Value, e.Slot, e.Delete, e.Seq, e.ExpiresAtMs = c.Key, c.Value, uint32(c.Slot), c.Delete, c.Seq, c.ExpiresAt
 		out.Changes[i] = e
 	}
 	return out, nil
@@ -278,17 +278,25 @@ func (s *MigrationService) importEntries(req *storagev1.ImportRequest, out []mig
 		if e.GetSlot() != uint32(sl) {
 			return nil, rpcerr.InvalidField(fmt.Sprintf("entries[%d].slot", i), "slot %d is not the slot of the key (%d)", e.GetSlot(), sl)
 		}
+		if err := checkMutationExpiry(fmt.Sprintf("entries[%d]", i), e.GetDelete(), e.GetExpiresAtMs()); err != nil {
+			return nil, err
+		}
 		total += len(e.GetKey()) + len(e.GetValue())
-		out = append(out, migration.ImportEntry{Slot: sl, Mutation: store.Mutation{Key: e.GetKey(), Value: e.GetValue(), Delete: e.GetDelete()}})
+		out = append(out, migration.ImportEntry{Slot: sl, Mutation: store.Mutation{
+			Key: e.GetKey(), Value: e.GetValue(), Delete: e.GetDelete(), ExpiresAt: e.GetExpiresAtMs(),
+		}})
 	}
 	// Packed entries are puts; keys and values alias the request.
-	err := kvpack.ForEach(req.GetPacked(), func(i int, key, value []byte) error {
+	err := kvpack.ForEachExpiring(req.GetPacked(), func(i int, key, value []byte, exp int64) error {
 		sl, err := lim.checkEntry("packed", i, key, value)
 		if err != nil {
 			return err
 		}
+		if err := checkExpiry(fmt.Sprintf("packed[%d].expires_at_ms", i), exp); err != nil {
+			return err
+		}
 		total += len(key) + len(value)
-		out = append(out, migration.ImportEntry{Slot: sl, Mutation: store.Mutation{Key: key, Value: value}})
+		out = append(out, migration.ImportEntry{Slot: sl, Mutation: store.Mutation{Key: key, Value: value, ExpiresAt: exp}})
 		return nil
 	})
 	if errors.Is(err, kvpack.ErrCorrupt) {

@@ -31,7 +31,7 @@ func (s *StorageService) Get(_ context.Context, req *storagev1.GetRequest) (*sto
 	if err := s.c.Node.CheckRead(sl); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	v, _, err := s.c.Store.Get(req.GetKey())
+	v, exp, _, err := s.c.Store.GetWithExpiry(req.GetKey())
 	// Check again after reading: a read that passed the check while the
 	// slot was frozen and then stalled through the hand-off and the
 	// cleanup must not answer from the emptied slot; the caller is sent to
@@ -42,7 +42,7 @@ func (s *StorageService) Get(_ context.Context, req *storagev1.GetRequest) (*sto
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	return &storagev1.GetResponse{Value: v, Slot: uint32(sl)}, nil
+	return &storagev1.GetResponse{Value: v, Slot: uint32(sl), ExpiresAtMs: exp}, nil
 }
 
 // Put writes one key.
@@ -51,11 +51,14 @@ func (s *StorageService) Put(_ context.Context, req *storagev1.PutRequest) (*sto
 	if err == nil {
 		err = s.c.Limits.checkValue("value", req.GetValue())
 	}
+	if err == nil {
+		err = checkExpiry("expires_at_ms", req.GetExpiresAtMs())
+	}
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
 	_, err = s.c.Node.Write([]uint16{sl}, func() error {
-		_, err := s.c.Store.Put(req.GetKey(), req.GetValue())
+		_, err := s.c.Store.PutExpiring(req.GetKey(), req.GetValue(), req.GetExpiresAtMs())
 		return err
 	})
 	if err != nil {
@@ -70,14 +73,15 @@ func (s *StorageService) Delete(_ context.Context, req *storagev1.DeleteRequest)
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	_, err = s.c.Node.Write([]uint16{sl}, func() error {
-		_, err := s.c.Store.Delete(req.GetKey())
+	var existed bool
+	_, err = s.c.Node.Write([]uint16{sl}, func() (err error) {
+		_, existed, err = s.c.Store.Delete(req.GetKey())
 		return err
 	})
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	return &storagev1.DeleteResponse{Slot: uint32(sl)}, nil
+	return &storagev1.DeleteResponse{Slot: uint32(sl), Existed: existed}, nil
 }
 
 // BatchGet reads several keys from one snapshot.
@@ -112,13 +116,14 @@ func (s *StorageService) BatchGet(_ context.Context, req *storagev1.BatchGetRequ
 	slab := make([]storagev1.Item, len(items)) // one allocation for all items
 	for i, it := range items {
 		p := &slab[i]
-		p.Key, p.Value, p.Found, p.Slot = it.Key, it.Value, it.Found, uint32(it.Slot)
+		p.Key, p.Value, p.Found, p.Slot, p.ExpiresAtMs = it.Key, it.Value, it.Found, uint32(it.Slot), it.ExpiresAt
 		out[i] = p
 	}
 	return &storagev1.BatchGetResponse{Items: out}, nil
 }
 
-// BatchWrite applies puts and deletes atomically.
+// BatchWrite applies puts and deletes atomically; with if_all_absent
+// (MSETNX) only when no put's key exists, checked in the same transaction.
 func (s *StorageService) BatchWrite(_ context.Context, req *storagev1.BatchWriteRequest) (*storagev1.BatchWriteResponse, error) {
 	ms := req.GetMutations()
 	if err := s.c.Limits.checkBatch("mutations", len(ms)); err != nil {
@@ -137,17 +142,24 @@ func (s *StorageService) BatchWrite(_ context.Context, req *storagev1.BatchWrite
 		if err := s.c.Limits.checkValue(fmt.Sprintf("mutations[%d].value", i), m.GetValue()); err != nil {
 			return nil, rpcerr.ToStatus(err)
 		}
+		if err := checkMutationExpiry(fmt.Sprintf("mutations[%d]", i), m.GetDelete(), m.GetExpiresAtMs()); err != nil {
+			return nil, rpcerr.ToStatus(err)
+		}
 		slots[i] = sl
-		muts[i] = store.Mutation{Key: m.GetKey(), Value: m.GetValue(), Delete: m.GetDelete()}
+		muts[i] = store.Mutation{Key: m.GetKey(), Value: m.GetValue(), Delete: m.GetDelete(), ExpiresAt: m.GetExpiresAtMs()}
 	}
-	_, err := s.c.Node.Write(slots, func() error { return s.c.Store.BatchWrite(muts) })
+	var res store.BatchResult
+	_, err := s.c.Node.Write(slots, func() (err error) {
+		res, err = s.c.Store.WriteBatch(muts, req.GetIfAllAbsent())
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, store.ErrBatchTooLarge) {
 			err = rpcerr.InvalidField("mutations", "%v", err)
 		}
 		return nil, rpcerr.ToStatus(err)
 	}
-	return &storagev1.BatchWriteResponse{}, nil
+	return &storagev1.BatchWriteResponse{Applied: res.Applied, Deleted: uint32(res.Deleted)}, nil
 }
 
 // Scan returns one page of a slot-ordered scan.
@@ -189,7 +201,7 @@ func (s *StorageService) Scan(_ context.Context, req *storagev1.ScanRequest) (*s
 	slab := make([]storagev1.KeyValue, len(res.Items))
 	for i, kv := range res.Items {
 		p := &slab[i]
-		p.Key, p.Value, p.Slot = kv.Key, kv.Value, uint32(kv.Slot)
+		p.Key, p.Value, p.Slot, p.ExpiresAtMs = kv.Key, kv.Value, uint32(kv.Slot), kv.ExpiresAt
 		out.Items[i] = p
 	}
 	if res.Next != nil {
@@ -244,4 +256,162 @@ func (s *StorageService) Digest(ctx context.Context, req *storagev1.DigestReques
 		out.Slots = append(out.Slots, &storagev1.SlotDigest{Slot: uint32(sd.Slot), Count: sd.Count, Digest: sd.Digest.Bytes()})
 	}
 	return out, nil
+}
+
+// checkExpiry refuses a negative expiry in field (0 means none).
+func checkExpiry(field string, exp int64) error {
+	if exp < 0 {
+		return rpcerr.InvalidField(field, "%d is negative: an expiry is an absolute time in Unix milliseconds, or 0 for none", exp)
+	}
+	return nil
+}
+
+// checkMutationExpiry checks the expiry of a put or delete at field
+// ("mutations[3]"): a delete carries none.
+func checkMutationExpiry(field string, del bool, exp int64) error {
+	if del && exp != 0 {
+		return rpcerr.InvalidField(field+".expires_at_ms", "a delete carries no expiry")
+	}
+	return checkExpiry(field+".expires_at_ms", exp)
+}
+
+// updateOps maps the wire ops to the store's.
+var updateOps = map[storagev1.UpdateOp]store.UpdateOp{
+	storagev1.UpdateOp_UPDATE_OP_SET:     store.OpSet,
+	storagev1.UpdateOp_UPDATE_OP_INCR_BY: store.OpIncrBy,
+	storagev1.UpdateOp_UPDATE_OP_APPEND:  store.OpAppend,
+	storagev1.UpdateOp_UPDATE_OP_EXPIRE:  store.OpExpire,
+	storagev1.UpdateOp_UPDATE_OP_PERSIST: store.OpPersist,
+	storagev1.UpdateOp_UPDATE_OP_GET_DEL: store.OpGetDel,
+	storagev1.UpdateOp_UPDATE_OP_GET_EX:  store.OpGetEx,
+}
+
+// updateRequest validates an Update and converts it for the store.
+func (s *StorageService) updateRequest(req *storagev1.UpdateRequest) (store.Update, error) {
+	op, ok := updateOps[req.GetOp()]
+	if !ok {
+		return store.Update{}, rpcerr.InvalidField("op", "%v is not an update op", req.GetOp())
+	}
+	u := store.Update{
+		Op: op, Value: req.GetValue(), Delta: req.GetDelta(), ExpiresAt: req.GetExpiresAtMs(),
+		KeepTTL: req.GetKeepTtl(), Persist: req.GetPersist(), ReturnOld: req.GetReturnOld(),
+		MaxValueBytes: s.c.Limits.MaxValueBytes,
+	}
+	switch c := req.GetCondition(); c {
+	case storagev1.WriteCondition_WRITE_CONDITION_UNSPECIFIED:
+	case storagev1.WriteCondition_WRITE_CONDITION_IF_ABSENT:
+		u.Cond = store.IfAbsent
+	case storagev1.WriteCondition_WRITE_CONDITION_IF_PRESENT:
+		u.Cond = store.IfPresent
+	default:
+		return store.Update{}, rpcerr.InvalidField("condition", "%v is not a write condition", c)
+	}
+	switch c := req.GetExpireCondition(); c {
+	case storagev1.ExpireCondition_EXPIRE_CONDITION_UNSPECIFIED:
+	case storagev1.ExpireCondition_EXPIRE_CONDITION_NO_EXPIRY:
+		u.ExpCnd = store.ExpireNoExpiry
+	case storagev1.ExpireCondition_EXPIRE_CONDITION_HAS_EXPIRY:
+		u.ExpCnd = store.ExpireHasExpiry
+	case storagev1.ExpireCondition_EXPIRE_CONDITION_GREATER:
+		u.ExpCnd = store.ExpireGreater
+	case storagev1.ExpireCondition_EXPIRE_CONDITION_LESS:
+		u.ExpCnd = store.ExpireLess
+	default:
+		return store.Update{}, rpcerr.InvalidField("expire_condition", "%v is not an expire condition", c)
+	}
+	// Fields an op does not read are refused, so a caller's mix-up (NX on
+	// an INCRBY, a TTL on an APPEND) is an error, not silently ignored.
+	bad := func(field string) error {
+		return rpcerr.InvalidField(field, "is not used by %v", req.GetOp())
+	}
+	switch {
+	case len(u.Value) > 0 && op != store.OpSet && op != store.OpAppend:
+		return store.Update{}, bad("value")
+	case u.Delta != 0 && op != store.OpIncrBy:
+		return store.Update{}, bad("delta")
+	case u.Cond != store.Always && op != store.OpSet:
+		return store.Update{}, bad("condition")
+	case u.ExpCnd != store.ExpireAlways && op != store.OpExpire:
+		return store.Update{}, bad("expire_condition")
+	case u.ExpiresAt != 0 && op != store.OpSet && op != store.OpExpire && op != store.OpGetEx:
+		return store.Update{}, bad("expires_at_ms")
+	case u.KeepTTL && op != store.OpSet:
+		return store.Update{}, bad("keep_ttl")
+	case u.Persist && op != store.OpGetEx:
+		return store.Update{}, bad("persist")
+	case u.ReturnOld && op != store.OpSet:
+		return store.Update{}, bad("return_old")
+	case u.KeepTTL && u.ExpiresAt != 0:
+		return store.Update{}, rpcerr.InvalidField("keep_ttl", "keep_ttl and expires_at_ms exclude each other")
+	case u.Persist && u.ExpiresAt != 0:
+		return store.Update{}, rpcerr.InvalidField("persist", "persist and expires_at_ms exclude each other")
+	case op == store.OpSet:
+		if err := checkExpiry("expires_at_ms", u.ExpiresAt); err != nil {
+			return store.Update{}, err
+		}
+		if err := s.c.Limits.checkValue("value", u.Value); err != nil {
+			return store.Update{}, err
+		}
+	case op == store.OpAppend:
+		if err := s.c.Limits.checkValue("value", u.Value); err != nil {
+			return store.Update{}, err
+		}
+	}
+	return u, nil
+}
+
+// Update applies one read-modify-write to one key atomically, under the
+// same ownership and write-gate rules as Put (and captured like it while
+// the key's slot migrates).
+func (s *StorageService) Update(_ context.Context, req *storagev1.UpdateRequest) (*storagev1.UpdateResponse, error) {
+	sl, err := s.c.Limits.checkKey("key", req.GetKey())
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	u, err := s.updateRequest(req)
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	var res store.UpdateResult
+	_, err = s.c.Node.Write([]uint16{sl}, func() (err error) {
+		res, err = s.c.Store.Update(req.GetKey(), u)
+		return err
+	})
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	return &storagev1.UpdateResponse{
+		Slot: uint32(sl), Applied: res.Applied, OldFound: res.OldFound, OldValue: res.OldValue,
+		NewInt: res.NewInt, NewLength: res.NewLen, ExpiresAtMs: res.ExpiresAt,
+	}, nil
+}
+
+// FlushSlots deletes every key of ranges, which this node must accept
+// writes to (owned or migrating; a frozen slot answers SLOT_FROZEN), in
+// batches of store.DefaultDeleteBatch keys. Each batch holds the write
+// gate and re-checks the ranges under it, and goes through the write path,
+// so the deletes of a migrating slot are captured for its migration; a
+// state change between two batches stops the flush with the error of the
+// slot it affects (the keys deleted so far stay deleted).
+func (s *StorageService) FlushSlots(ctx context.Context, req *storagev1.FlushSlotsRequest) (*storagev1.FlushSlotsResponse, error) {
+	rs, err := ranges(s.c.Node, "ranges", req.GetRanges())
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	if err := s.c.Node.CheckRanges(rs, true); err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	if len(rs) == 0 { // serves nothing
+		return &storagev1.FlushSlotsResponse{}, nil
+	}
+	n, err := s.c.Store.DeleteSlots(ctx, rs, store.DeleteOptions{
+		Captured: true,
+		Guard: func() (func(), error) {
+			return s.c.Node.EndWrite, s.c.Node.Guard(func() error { return s.c.Node.CheckRanges(rs, true) })
+		},
+	})
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	return &storagev1.FlushSlotsResponse{DeletedKeys: n}, nil
 }

@@ -717,7 +717,10 @@ func (m *Manager) PrepareImport(id string, seq uint64, entries []ImportEntry) (*
 			}
 		}
 		b.digests[k].Count++
-		h.Add(&b.digests[k].Digest, e.Key, e.Value)
+		// Digested as received, expiry included, also when it has
+		// passed and the entry is written as a delete: the source
+		// digested the same entry when it sent it.
+		h.AddExpiring(&b.digests[k].Digest, e.Key, e.Value, e.ExpiresAt)
 	}
 	slices.Sort(b.slots)
 	b.slots = slices.Compact(b.slots)

@@ -68,7 +68,7 @@ func writeUngated(st *store.Store, muts []store.Mutation, ingest bool) error {
 		_, err := st.Ingest(&b)
 		return err
 	case len(muts) == 1 && muts[0].Delete:
-		_, err := st.Delete(muts[0].Key)
+		_, _, err := st.Delete(muts[0].Key)
 		return err
 	case len(muts) == 1:
 		_, err := st.Put(muts[0].Key, muts[0].Value)

@@ -57,45 +57,71 @@ func jobPrefix(space byte, job string) []byte {
 
 // Change is one captured write to a migrating slot: a put, or a delete.
 type Change struct {
-	Seq    uint64
-	Slot   uint16
-	Key    []byte // user key
-	Value  []byte
-	Delete bool
+	Seq       uint64
+	Slot      uint16
+	Key       []byte // user key
+	Value     []byte
+	Delete    bool
+	ExpiresAt int64 // of a put, Unix ms; 0: never
 }
 
 // A change record's value is
 //
-//	[flags: 1 byte, bit 0 = delete][uvarint len(user key)][user key][value]
+//	[flags: 1 byte, bit 0 = delete, bit 1 = expiry][expiry: 8 bytes big-endian Unix ms, with bit 1]
+//	[uvarint len(storage key)][storage key][value]
 //
 // The slot is the key's own (the storage key's prefix), kept for the reader.
-func appendChangeValue(dst, storageKey, value []byte, del bool) []byte {
+// Records without an expiry are laid out as before expiries existed.
+const (
+	changeDelete byte = 1 << 0
+	changeExpiry byte = 1 << 1
+)
+
+func appendChangeValue(dst []byte, e entry) []byte {
 	var flags byte
-	if del {
-		flags = 1
+	if e.del {
+		flags |= changeDelete
+	}
+	if !e.del && e.exp != 0 {
+		flags |= changeExpiry
 	}
 	dst = append(dst, flags)
-	dst = binary.AppendUvarint(dst, uint64(len(storageKey)))
-	dst = append(dst, storageKey...)
-	return append(dst, value...)
+	if flags&changeExpiry != 0 {
+		dst = binary.BigEndian.AppendUint64(dst, uint64(e.exp))
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(e.key)))
+	dst = append(dst, e.key...)
+	if e.del {
+		return dst
+	}
+	return append(dst, e.value...)
 }
 
 func decodeChange(seq uint64, v []byte) (Change, error) {
 	if len(v) < 1 {
 		return Change{}, fmt.Errorf("change %d: empty record", seq)
 	}
-	c := Change{Seq: seq, Delete: v[0]&1 != 0}
-	n, w := binary.Uvarint(v[1:])
-	if w <= 0 || uint64(len(v)-1-w) < n {
+	flags := v[0]
+	c := Change{Seq: seq, Delete: flags&changeDelete != 0}
+	v = v[1:]
+	if flags&changeExpiry != 0 {
+		if len(v) < 8 {
+			return Change{}, fmt.Errorf("change %d: corrupt record (expiry)", seq)
+		}
+		c.ExpiresAt = int64(binary.BigEndian.Uint64(v))
+		v = v[8:]
+	}
+	n, w := binary.Uvarint(v)
+	if w <= 0 || uint64(len(v)-w) < n {
 		return Change{}, fmt.Errorf("change %d: corrupt record", seq)
 	}
-	k := v[1+w : 1+w+int(n)]
+	k := v[w : w+int(n)]
 	sl, key, err := slot.SplitKey(k)
 	if err != nil {
 		return Change{}, fmt.Errorf("change %d: %w", seq, err)
 	}
 	c.Slot, c.Key = sl, key
-	c.Value = v[1+w+int(n):]
+	c.Value = v[w+int(n):]
 	return c, nil
 }
 
@@ -178,7 +204,9 @@ func (s *Store) ChangeLog(job string) (*ChangeLog, error) {
 
 // ReadChanges returns the changes of log after seq `after`, in order, at
 // most limit of them and, past the first, at most maxBytes of keys and
-// values, and the head it read. Every change it returns, and the head, are
+// values, and the head it read. A put whose expiry has passed is returned
+// as a delete of its key: the value is gone on this node, and an older
+// value of the key (in the snapshot) must not survive on the destination. Every change it returns, and the head, are
 // on disk: the database is synced after the head is read and nothing past
 // the head is returned, so a sequence number handed to a migrator is never
 // reused after an OS crash (writes are not synced one by one by default).
@@ -191,6 +219,7 @@ func (s *Store) ReadChanges(l *ChangeLog, after uint64, limit, maxBytes int) ([]
 	}
 	var out []Change
 	size := 0
+	now := NowMs()
 	err := s.db.View(func(txn *badger.Txn) error {
 		io := iteratorOptions()
 		io.Prefix = l.prefix
@@ -217,6 +246,9 @@ func (s *Store) ReadChanges(l *ChangeLog, after uint64, limit, maxBytes int) ([]
 			c, err := decodeChange(binary.BigEndian.Uint64(k[len(l.prefix):]), v)
 			if err != nil {
 				return err
+			}
+			if !c.Delete && Expired(c.ExpiresAt, now) {
+				c.Delete, c.Value, c.ExpiresAt = true, nil, 0
 			}
 			out = append(out, c)
 			size += n

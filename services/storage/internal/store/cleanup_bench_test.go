@@ -100,7 +100,7 @@ func BenchmarkCleanupWriteStall(b *testing.B) {
 						k := slot.AppendKey(nil, uint16(1000+i%1000), fmt.Appendf(nil, "w%d", i))
 						t0 := time.Now()
 						for {
-							_, err := s.write("put", 1, false, func(int) ([]byte, []byte, bool) { return k, val, false })
+							_, err := s.write(writeOp{op: "put", n: 1, entry: func(int) entry { return entry{key: k, value: val} }})
 							if err == nil {
 								break
 							}

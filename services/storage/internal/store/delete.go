@@ -23,6 +23,11 @@ type DeleteOptions struct {
 	// the deletion before the batch. release (never nil on success) runs
 	// once the batch is committed, so a caller can hold a lock across it.
 	Guard func() (release func(), err error)
+	// Captured deletes through the write path of every data write, so
+	// the deletes of a MIGRATING slot are captured for its migration
+	// (FlushSlots on served slots); cleanup of slots no longer served
+	// deletes directly.
+	Captured bool
 }
 
 // DeleteSlots deletes every key of ranges, in transactions of BatchKeys
@@ -56,7 +61,7 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 			if len(keys) == 0 {
 				break
 			}
-			if err := s.deleteGuarded(keys, o.Guard); err != nil {
+			if err := s.deleteGuarded(keys, o.Guard, o.Captured); err != nil {
 				return deleted, err
 			}
 			deleted += uint64(len(keys))
@@ -83,7 +88,7 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 
 // deleteGuarded deletes keys in one transaction under guard (when set),
 // released when the deletion returns or panics.
-func (s *Store) deleteGuarded(keys [][]byte, guard func() (func(), error)) error {
+func (s *Store) deleteGuarded(keys [][]byte, guard func() (func(), error), captured bool) error {
 	if guard != nil {
 		release, err := guard()
 		if err != nil {
@@ -91,5 +96,9 @@ func (s *Store) deleteGuarded(keys [][]byte, guard func() (func(), error)) error
 		}
 		defer release()
 	}
-	return s.deleteKeys(keys)
+	if !captured {
+		return s.deleteKeys(keys)
+	}
+	_, err := s.write(writeOp{op: "flush", n: len(keys), entry: func(i int) entry { return entry{key: keys[i], del: true} }})
+	return err
 }

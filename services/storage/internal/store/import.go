@@ -70,7 +70,8 @@ func (s *Store) StreamProgress(job, stream string) (ImportProgress, error) {
 // cannot conflict. A set too big for one transaction fails at once with
 // ErrBatchTooLarge (it cannot be split: the progress record must commit
 // with all of it); done is then not called. Imports are plain writes,
-// never captured.
+// never captured. Each put keeps the expiry it carries; one already past
+// is written as a delete.
 func (s *Store) CommitImport(job string, p ImportProgress, batches [][]Mutation, done func(error)) error {
 	if err := CheckJobID(job); err != nil {
 		return err
@@ -93,6 +94,7 @@ func (s *Store) CommitImport(job string, p ImportProgress, batches [][]Mutation,
 		return fmt.Errorf("%w: %d entries do not fit in one transaction%s; send smaller batches", ErrBatchTooLarge, entries, at)
 	}
 	kb := make([]byte, 0, n) // one arena for the storage keys of the transaction
+	now := NowMs()
 	for b, muts := range batches {
 		for i, m := range muts {
 			var err error
@@ -100,7 +102,13 @@ func (s *Store) CommitImport(job string, p ImportProgress, batches [][]Mutation,
 			if kb, _, err = storageKey(kb, m.Key); err != nil {
 				return fmt.Errorf("entries[%d]: %w", i, err)
 			}
-			if err := setEntry(txn, kb[from:len(kb):len(kb)], m.Value, m.Delete); err != nil {
+			e := entry{key: kb[from:len(kb):len(kb)], value: m.Value, exp: m.ExpiresAt, del: m.Delete}
+			if Expired(e.exp, now) {
+				// Expired on the way: absent here as on the source, and
+				// an older value of the key must not stay.
+				e = entry{key: e.key, del: true}
+			}
+			if err := setEntry(txn, e); err != nil {
 				if errors.Is(err, badger.ErrTxnTooBig) {
 					return tooBig(fmt.Sprintf(" (it filled up at entries[%d] of batch %d)", i, b))
 				}

@@ -48,9 +48,10 @@ type ScanOptions struct {
 
 // KV is one scanned entry.
 type KV struct {
-	Slot  uint16
-	Key   []byte
-	Value []byte // nil with KeysOnly
+	Slot      uint16
+	Key       []byte
+	Value     []byte // nil with KeysOnly
+	ExpiresAt int64  // Unix ms; 0: never
 }
 
 // ScanResult is one page of a scan.
@@ -74,10 +75,20 @@ func normalize(ranges []slot.Range) ([]slot.Range, error) {
 }
 
 // walk calls fn for every entry of ranges (sorted, disjoint) in storage
-// order that is at or after start (a storage key, or nil) and whose user key
-// has prefix, until fn returns false. With a prefix it seeks to the prefix in
-// each slot, jumping straight over slots that hold nothing.
-func walk(it *badger.Iterator, ranges []slot.Range, prefix, start []byte, fn func(*badger.Item) bool) {
+// order that is at or after start (a storage key, or nil), whose user key
+// has prefix and that has not expired at now, until fn returns false. With
+// a prefix it seeks to the prefix in each slot, jumping straight over slots
+// that hold nothing. Expiry costs nothing for entries without one, and a
+// metadata check for the rest but those in their last second (expiry.go).
+func walk(it *badger.Iterator, ranges []slot.Range, prefix, start []byte, now int64, visit func(*badger.Item) bool) {
+	fn := func(item *badger.Item) bool {
+		// A header that does not read is the caller's error to meet
+		// when it reads the value; the entry is passed on.
+		if dead, err := itemExpired(item, now); dead && err == nil {
+			return true
+		}
+		return visit(item)
+	}
 	seek := make([]byte, 0, slot.PrefixLen+len(prefix))
 	if len(prefix) == 0 {
 		for _, r := range ranges {
@@ -180,6 +191,7 @@ func (s *Store) Scan(o ScanOptions) (ScanResult, error) {
 	type span struct {
 		slot            uint16
 		kFrom, kTo, vTo int
+		exp             int64
 	}
 	var (
 		arena []byte
@@ -193,7 +205,7 @@ func (s *Store) Scan(o ScanOptions) (ScanResult, error) {
 		io.PrefetchSize = min(limit, io.PrefetchSize)
 		it := txn.NewIterator(io)
 		defer it.Close()
-		walk(it, ranges, o.Prefix, start, func(item *badger.Item) bool {
+		walk(it, ranges, o.Prefix, start, NowMs(), func(item *badger.Item) bool {
 			n := len(item.Key()) + itemOverhead
 			if !o.KeysOnly {
 				n += int(item.ValueSize())
@@ -207,14 +219,17 @@ func (s *Store) Scan(o ScanOptions) (ScanResult, error) {
 			sp := span{slot: uint16(k[0])<<8 | uint16(k[1]), kFrom: len(arena)}
 			arena = append(arena, k[slot.PrefixLen:]...)
 			sp.kTo = len(arena)
-			if !o.KeysOnly {
-				verr = item.Value(func(v []byte) error {
+			if o.KeysOnly {
+				sp.exp, verr = itemExpiry(item)
+			} else {
+				verr = userValue(item, func(v []byte, exp int64) error {
 					arena = append(arena, v...)
+					sp.exp = exp
 					return nil
 				})
-				if verr != nil {
-					return false
-				}
+			}
+			if verr != nil {
+				return false
 			}
 			sp.vTo = len(arena)
 			spans = append(spans, sp)
@@ -227,7 +242,7 @@ func (s *Store) Scan(o ScanOptions) (ScanResult, error) {
 	}
 	res := ScanResult{Items: make([]KV, len(spans))}
 	for i, sp := range spans {
-		kv := KV{Slot: sp.slot, Key: arena[sp.kFrom:sp.kTo:sp.kTo]}
+		kv := KV{Slot: sp.slot, Key: arena[sp.kFrom:sp.kTo:sp.kTo], ExpiresAt: sp.exp}
 		if !o.KeysOnly {
 			kv.Value = arena[sp.kTo:sp.vTo:sp.vTo]
 		}
@@ -242,7 +257,8 @@ func (s *Store) Scan(o ScanOptions) (ScanResult, error) {
 	return res, nil
 }
 
-// Count returns the number of keys in ranges, walking keys only.
+// Count returns the number of keys in ranges that have not expired,
+// walking keys only (but for the headers of keys in their last second).
 func (s *Store) Count(ctx context.Context, ranges []slot.Range) (uint64, error) {
 	ranges, err := normalize(ranges)
 	if err != nil {
@@ -252,7 +268,7 @@ func (s *Store) Count(ctx context.Context, ranges []slot.Range) (uint64, error) 
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(iteratorOptions())
 		defer it.Close()
-		walk(it, ranges, nil, nil, func(*badger.Item) bool {
+		walk(it, ranges, nil, nil, NowMs(), func(*badger.Item) bool {
 			n++
 			return n%ctxCheckEvery != 0 || ctx.Err() == nil
 		})
@@ -294,7 +310,7 @@ func (s *Store) Digest(ctx context.Context, ranges []slot.Range, perSlot bool) (
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(iteratorOptions())
 		defer it.Close()
-		res, err = digestWalk(ctx, it, ranges, perSlot)
+		res, err = digestWalk(ctx, it, ranges, perSlot, NowMs())
 		return err
 	})
 	if err != nil {
@@ -309,14 +325,14 @@ func (s *Store) Digest(ctx context.Context, ranges []slot.Range, perSlot bool) (
 // paying for the check per entry.
 const ctxCheckEvery = 1024
 
-func digestWalk(ctx context.Context, it *badger.Iterator, ranges []slot.Range, perSlot bool) (DigestResult, error) {
+func digestWalk(ctx context.Context, it *badger.Iterator, ranges []slot.Range, perSlot bool, now int64) (DigestResult, error) {
 	var (
 		res  DigestResult
 		cur  *SlotDigest
 		verr error
 	)
 	h := NewHasher()
-	walk(it, ranges, nil, nil, func(item *badger.Item) bool {
+	walk(it, ranges, nil, nil, now, func(item *badger.Item) bool {
 		k := item.Key()
 		sl := uint16(k[0])<<8 | uint16(k[1])
 		d := &res.Digest
@@ -328,8 +344,8 @@ func digestWalk(ctx context.Context, it *badger.Iterator, ranges []slot.Range, p
 			cur.Count++
 			d = &cur.Digest
 		}
-		verr = item.Value(func(v []byte) error {
-			h.Add(d, k[slot.PrefixLen:], v)
+		verr = userValue(item, func(v []byte, exp int64) error {
+			h.AddExpiring(d, k[slot.PrefixLen:], v, exp)
 			return nil
 		})
 		res.Count++

@@ -9,6 +9,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 
+	"github.com/slotkv/slotkv/pkg/kvpack"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 )
@@ -151,7 +152,7 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		items, digs, arena, size = items[:0], digs[:0], arena[:0], 0
 		return true
 	}
-	walk(it, ranges, nil, start, func(item *badger.Item) bool {
+	walk(it, ranges, nil, start, NowMs(), func(item *badger.Item) bool {
 		k := item.Key()
 		n := len(k) + int(item.ValueSize())
 		if len(items) >= maxRecords || (len(items) > 0 && size+n > maxBytes) {
@@ -165,14 +166,22 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		// The batch is laid out packed as it is read: Packed is the arena,
 		// and each item's key and value alias it. Earlier slices stay valid
 		// when append moves the arena: they keep the old array, which
-		// nothing writes to until the batch is emitted.
+		// nothing writes to until the batch is emitted. An expiring
+		// entry is preceded by its kvpack expiry marker.
 		userKey := k[slot.PrefixLen:]
+		var exp int64
+		if exp, ferr = itemExpiry(item); ferr != nil {
+			return false
+		}
+		if exp != 0 {
+			arena = kvpack.AppendMarker(arena, exp)
+		}
 		arena = binary.AppendUvarint(arena, uint64(len(userKey)))
 		kFrom := len(arena)
 		arena = append(arena, userKey...)
 		kEnd := len(arena)
 		var vFrom int
-		if ferr = item.Value(func(v []byte) error {
+		if ferr = userValue(item, func(v []byte, _ int64) error {
 			arena = binary.AppendUvarint(arena, uint64(len(v)))
 			vFrom = len(arena)
 			arena = append(arena, v...)
@@ -181,9 +190,10 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 			return false
 		}
 		kv := KV{
-			Slot:  slotOfStorageKey(k),
-			Key:   arena[kFrom:kEnd:kEnd],
-			Value: arena[vFrom:len(arena):len(arena)],
+			Slot:      slotOfStorageKey(k),
+			Key:       arena[kFrom:kEnd:kEnd],
+			Value:     arena[vFrom:len(arena):len(arena)],
+			ExpiresAt: exp,
 		}
 		items = append(items, kv)
 		if len(digs) == 0 || digs[len(digs)-1].Slot != kv.Slot {
@@ -191,7 +201,7 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		}
 		d := &digs[len(digs)-1]
 		d.Count++
-		h.Add(&d.Digest, kv.Key, kv.Value)
+		h.AddExpiring(&d.Digest, kv.Key, kv.Value, exp)
 		last = append(last[:0], k...)
 		size += n
 		return true
@@ -215,5 +225,5 @@ func (sn *Snapshot) Digest(ctx context.Context, ranges []slot.Range) (DigestResu
 	defer sn.release()
 	it := sn.txn.NewIterator(iteratorOptions())
 	defer it.Close()
-	return digestWalk(ctx, it, ranges, true)
+	return digestWalk(ctx, it, ranges, true, NowMs())
 }

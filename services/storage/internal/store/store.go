@@ -167,51 +167,83 @@ func mapErr(op string, err error) error {
 	return fmt.Errorf("store: %s: %w", op, err)
 }
 
-// Get returns the value of key and its slot; ErrNotFound when absent.
+// Get returns the value of key and its slot; ErrNotFound when absent or
+// expired.
 func (s *Store) Get(key []byte) ([]byte, uint16, error) {
+	v, _, sl, err := s.GetWithExpiry(key)
+	return v, sl, err
+}
+
+// GetWithExpiry is Get that also returns the key's expiry (Unix ms; 0:
+// never).
+func (s *Store) GetWithExpiry(key []byte) (val []byte, exp int64, sl uint16, err error) {
 	k, sl, err := storageKey(nil, key)
 	if err != nil {
-		return nil, sl, err
+		return nil, 0, sl, err
 	}
-	var val []byte
+	var found bool
 	err = s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(k)
-		if err != nil {
-			return err
-		}
-		val, err = it.ValueCopy(nil)
+		var err error
+		val, exp, found, err = getLive(txn, k, NowMs())
 		return err
 	})
+	if err != nil {
+		return nil, 0, sl, mapErr("get", err)
+	}
+	if !found {
+		return nil, 0, sl, fmt.Errorf("%w: %q (slot %d)", ErrNotFound, key, sl)
+	}
+	return val, exp, sl, nil
+}
+
+// Put writes key = value, with no expiry, in its own transaction and
+// returns the key's slot.
+func (s *Store) Put(key, value []byte) (uint16, error) { return s.PutExpiring(key, value, 0) }
+
+// PutExpiring writes key = value expiring at exp (Unix ms; 0: never); an
+// expiry already past deletes the key.
+func (s *Store) PutExpiring(key, value []byte, exp int64) (uint16, error) {
+	k, sl, err := storageKey(nil, key)
+	if err != nil {
+		return sl, err
+	}
+	if err := CheckExpiry(exp); err != nil {
+		return sl, err
+	}
+	_, err = s.write(writeOp{op: "put", n: 1, entry: func(int) entry { return entry{key: k, value: value, exp: exp} }})
+	return sl, s.singleErr(err)
+}
+
+// Delete removes key (absent keys are fine) and returns its slot and
+// whether it existed (present and not expired) just before.
+func (s *Store) Delete(key []byte) (sl uint16, existed bool, err error) {
+	k, sl, err := storageKey(nil, key)
+	if err != nil {
+		return sl, false, err
+	}
+	_, err = s.write(writeOp{op: "delete", n: 1,
+		entry: func(int) entry { return entry{key: k, del: true} },
+		read: func(txn *badger.Txn, now int64) (bool, error) {
+			var err error
+			existed, err = liveKey(txn, k, now)
+			return true, err
+		},
+	})
+	return sl, existed, s.singleErr(err)
+}
+
+// liveKey reports whether the storage key k is present and not expired at
+// now in txn (a read: it takes part in conflict detection).
+func liveKey(txn *badger.Txn, k []byte, now int64) (bool, error) {
+	item, err := txn.Get(k)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, sl, fmt.Errorf("%w: %q (slot %d)", ErrNotFound, key, sl)
+		return false, nil
 	}
 	if err != nil {
-		return nil, sl, mapErr("get", err)
+		return false, err
 	}
-	if val == nil {
-		val = []byte{}
-	}
-	return val, sl, nil
-}
-
-// Put writes key = value in its own transaction and returns the key's slot.
-func (s *Store) Put(key, value []byte) (uint16, error) {
-	k, sl, err := storageKey(nil, key)
-	if err != nil {
-		return sl, err
-	}
-	_, err = s.write("put", 1, false, func(int) ([]byte, []byte, bool) { return k, value, false })
-	return sl, s.singleErr(err)
-}
-
-// Delete removes key (absent keys are fine) and returns its slot.
-func (s *Store) Delete(key []byte) (uint16, error) {
-	k, sl, err := storageKey(nil, key)
-	if err != nil {
-		return sl, err
-	}
-	_, err = s.write("delete", 1, false, func(int) ([]byte, []byte, bool) { return k, nil, true })
-	return sl, s.singleErr(err)
+	dead, err := itemExpired(item, now)
+	return !dead, err
 }
 
 // singleErr words a *txnFullError of a one-key write (a value too big for
@@ -226,17 +258,19 @@ func (s *Store) singleErr(err error) error {
 
 // Item is one BatchGet result.
 type Item struct {
-	Key   []byte
-	Value []byte // nil when not found
-	Found bool
-	Slot  uint16
+	Key       []byte
+	Value     []byte // nil when not found
+	Found     bool
+	Slot      uint16
+	ExpiresAt int64 // Unix ms; 0: never
 }
 
 // BatchGet reads keys in one consistent snapshot, returning one Item per key
-// in request order.
+// in request order; expired keys are not found.
 func (s *Store) BatchGet(keys [][]byte) ([]Item, error) {
 	items := make([]Item, len(keys))
 	var buf []byte
+	now := NowMs()
 	err := s.db.View(func(txn *badger.Txn) error {
 		for i, key := range keys {
 			k, sl, err := storageKey(buf[:0], key)
@@ -245,21 +279,13 @@ func (s *Store) BatchGet(keys [][]byte) ([]Item, error) {
 			}
 			buf = k
 			items[i] = Item{Key: key, Slot: sl}
-			it, err := txn.Get(k)
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				continue
-			}
+			v, exp, found, err := getLive(txn, k, now)
 			if err != nil {
 				return err
 			}
-			v, err := it.ValueCopy(nil)
-			if err != nil {
-				return err
+			if found {
+				items[i].Value, items[i].Found, items[i].ExpiresAt = v, true, exp
 			}
-			if v == nil {
-				v = []byte{}
-			}
-			items[i].Value, items[i].Found = v, true
 		}
 		return nil
 	})
@@ -269,16 +295,36 @@ func (s *Store) BatchGet(keys [][]byte) ([]Item, error) {
 	return items, nil
 }
 
-// Mutation is one BatchWrite operation: a put, or a delete when Delete is set.
+// Mutation is one BatchWrite operation: a put, or a delete when Delete is
+// set. A put expires at ExpiresAt (Unix ms; 0: never; already past: the
+// put is a delete).
 type Mutation struct {
-	Key    []byte
-	Value  []byte
-	Delete bool
+	Key       []byte
+	Value     []byte
+	Delete    bool
+	ExpiresAt int64
 }
 
 // BatchWrite applies muts atomically: every mutation or none. A batch too big
 // for one Badger transaction fails with ErrBatchTooLarge naming its size.
 func (s *Store) BatchWrite(muts []Mutation) error {
+	_, err := s.WriteBatch(muts, false)
+	return err
+}
+
+// BatchResult is what WriteBatch did.
+type BatchResult struct {
+	// Applied is false only when ifAllAbsent refused the batch.
+	Applied bool
+	// Deleted counts the deletes whose key existed (and had not expired).
+	Deleted int
+}
+
+// WriteBatch is BatchWrite that reports the deletes of keys that existed
+// and, with ifAllAbsent (MSETNX), writes nothing (Applied false) when the
+// key of any put exists. What it reads and what it writes are one
+// transaction: no write of those keys can come in between.
+func (s *Store) WriteBatch(muts []Mutation, ifAllAbsent bool) (BatchResult, error) {
 	// Each key needs its own buffer (Badger keeps it until commit): one
 	// arena for all of them.
 	var keyBytes int
@@ -287,26 +333,77 @@ func (s *Store) BatchWrite(muts []Mutation) error {
 	}
 	arena := make([]byte, 0, keyBytes)
 	keys := make([][]byte, len(muts))
+	reads := false
 	for i, m := range muts {
 		k, _, err := storageKey(arena, m.Key)
 		if err != nil {
-			return fmt.Errorf("mutations[%d]: %w", i, err)
+			return BatchResult{}, fmt.Errorf("mutations[%d]: %w", i, err)
+		}
+		if !m.Delete {
+			if err := CheckExpiry(m.ExpiresAt); err != nil {
+				return BatchResult{}, fmt.Errorf("mutations[%d]: %w", i, err)
+			}
 		}
 		keys[i], arena = k[:len(k):len(k)], k[len(k):]
+		reads = reads || m.Delete || ifAllAbsent
 	}
-	_, err := s.write("batch write", len(muts), false, func(i int) ([]byte, []byte, bool) {
-		return keys[i], muts[i].Value, muts[i].Delete
-	})
+	res := BatchResult{Applied: true}
+	w := writeOp{op: "batch write", n: len(muts), entry: func(i int) entry {
+		return entry{key: keys[i], value: muts[i].Value, exp: muts[i].ExpiresAt, del: muts[i].Delete}
+	}}
+	if reads {
+		w.read = func(txn *badger.Txn, now int64) (bool, error) {
+			res = BatchResult{Applied: true}
+			// For a delete, a key written earlier in the batch is present
+			// (a put) or absent (a delete), so DEL k k counts k once;
+			// ifAllAbsent looks at the stored keys only (MSETNX k 1 k 2
+			// sets k).
+			var earlier map[string]bool
+			if len(muts) > 1 {
+				earlier = map[string]bool{}
+			}
+			for i, m := range muts {
+				live, seen := earlier[string(keys[i])]
+				if earlier != nil {
+					earlier[string(keys[i])] = !m.Delete
+				}
+				if !m.Delete && !ifAllAbsent {
+					continue
+				}
+				if !seen || !m.Delete {
+					var err error
+					if live, err = liveKey(txn, keys[i], now); err != nil {
+						return false, err
+					}
+				}
+				switch {
+				case live && m.Delete:
+					res.Deleted++
+				case live:
+					res.Applied = false
+					return false, nil
+				}
+			}
+			return true, nil
+		}
+	}
+	_, err := s.write(w)
 	var full *txnFullError
 	if errors.As(err, &full) {
 		var total int
 		for i := range muts {
 			total += len(keys[i]) + len(muts[i].Value)
 		}
-		return fmt.Errorf("%w: %d mutations totalling over %d bytes do not fit in one transaction (it filled up at mutations[%d]); split the batch",
+		return BatchResult{}, fmt.Errorf("%w: %d mutations totalling over %d bytes do not fit in one transaction (it filled up at mutations[%d]); split the batch",
 			ErrBatchTooLarge, len(muts), total, full.at)
 	}
-	return err
+	if err != nil {
+		return BatchResult{}, err
+	}
+	if !res.Applied {
+		res.Deleted = 0
+	}
+	return res, nil
 }
 
 // Size returns the bytes Badger's LSM tree (.sst tables and the .mem

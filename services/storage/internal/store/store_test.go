@@ -45,14 +45,14 @@ func TestGetPutDelete(t *testing.T) {
 	if v, _, err := st.Get([]byte("empty")); err != nil || v == nil || len(v) != 0 {
 		t.Errorf("Get of empty value = %q (nil=%v), %v; want empty non-nil", v, v == nil, err)
 	}
-	if _, err := st.Delete(key); err != nil {
-		t.Fatal(err)
+	if _, existed, err := st.Delete(key); err != nil || !existed {
+		t.Fatalf("Delete = existed %v, %v; want true", existed, err)
 	}
 	if _, _, err := st.Get(key); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Get after Delete: err = %v, want ErrNotFound", err)
 	}
-	if _, err := st.Delete([]byte("never-there")); err != nil {
-		t.Errorf("Delete of absent key: %v", err)
+	if _, existed, err := st.Delete([]byte("never-there")); err != nil || existed {
+		t.Errorf("Delete of absent key: existed %v, %v", existed, err)
 	}
 }
 
@@ -468,7 +468,7 @@ func TestDigest(t *testing.T) {
 		do   func() error
 	}{
 		{"value changed", func() error { _, err := st.Put([]byte(data[5].k), []byte("other")); return err }},
-		{"key deleted", func() error { _, err := st.Delete([]byte(data[6].k)); return err }},
+		{"key deleted", func() error { _, _, err := st.Delete([]byte(data[6].k)); return err }},
 		{"key added", func() error { _, err := st.Put([]byte("new"), nil); return err }},
 	}
 	prev := a.Digest

@@ -9,6 +9,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 
+	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 )
 
@@ -21,11 +22,41 @@ func (e *txnFullError) Error() string {
 	return fmt.Sprintf("transaction full at entry %d", e.at)
 }
 
+// entry is one key written by write: key = value expiring at exp (Unix
+// ms, 0: never), or a delete of key when del is set. key is a storage key.
+type entry struct {
+	key, value []byte
+	exp        int64
+	del        bool
+}
+
+// writeOp describes one call of write.
+type writeOp struct {
+	op string // for errors
+	n  int    // entries
+	// split lets a set too big for one transaction commit in several.
+	split bool
+	// entry returns entry i. Its key must not depend on read: it is taken
+	// before read runs (change capture locks the logs of the keys first).
+	entry func(i int) entry
+	// read, when set, runs in the write's transaction before any entry is
+	// set, with the time the write compares expiries with: it reads what
+	// the write depends on and returns false to commit nothing. The keys
+	// it reads make the commit subject to Badger's conflict detection: a
+	// write that commits one of them in between makes write start over
+	// with a fresh transaction (read runs again). Only with split false.
+	read func(txn *badger.Txn, now int64) (bool, error)
+}
+
+// maxConflictRetries bounds the attempts of a write that reads: each retry
+// means another write committed one of its keys in between.
+const maxConflictRetries = 100
+
 // write is the one path by which user data reaches Badger (Put, Delete,
-// BatchWrite and Ingest), so whatever must see every write hooks in here:
-// change capture for migrating slots. It sets key = value, or deletes key
-// when del is true, for entry(0) ... entry(n-1), in order; keys are storage
-// keys.
+// BatchWrite, Update, FlushSlots and Ingest), so whatever must see every
+// write hooks in here: change capture for migrating slots, and the rule
+// that a put whose expiry has passed is a delete (Redis's). It writes
+// entry(0) ... entry(n-1) in order.
 //
 // When split is false the n entries are one transaction: all or none; a set
 // too big for one transaction returns *txnFullError and writes nothing. When
@@ -33,7 +64,7 @@ func (e *txnFullError) Error() string {
 // cut where Badger reports ErrTxnTooBig; an error may then leave a prefix of
 // the entries committed, so only idempotent writes (Ingest's puts) may split,
 // and the caller must not acknowledge anything unless write returns nil.
-// txns is the number of transactions committed.
+// txns is the number of transactions committed (0 when read declined).
 //
 // Capture: when the capture table maps the slot of an entry to a change
 // log, the write locks that log (all such logs, in job order), numbers its
@@ -41,43 +72,94 @@ func (e *txnFullError) Error() string {
 // in the same transaction as the data, commits and advances the head before
 // unlocking. Writes that touch no migrating slot pay one atomic load and one
 // array index per entry.
-func (s *Store) write(op string, n int, split bool, entry func(i int) (key, value []byte, del bool)) (txns int, err error) {
+func (s *Store) write(w writeOp) (txns int, err error) {
 	if s.db.IsClosed() {
-		return 0, mapErr(op, badger.ErrDBClosed)
+		return 0, mapErr(w.op, badger.ErrDBClosed)
 	}
+	var cw *captureWrite
 	if tbl := s.capture.Load(); tbl != nil {
-		if cw := prepareCapture(tbl, n, entry); cw != nil {
+		if cw = prepareCapture(tbl, w.n, w.entry); cw != nil {
 			defer cw.unlock()
-			return s.writeCaptured(op, n, split, entry, cw)
 		}
 	}
+	for attempt := 1; ; attempt++ {
+		txns, err = s.writeOnce(w, cw)
+		if w.read == nil || !errors.Is(err, badger.ErrConflict) {
+			return txns, err
+		}
+		if attempt == maxConflictRetries {
+			return txns, fmt.Errorf("store: %s: %w: %d attempts conflicted with concurrent writes of the same keys", w.op, rpcerr.ErrUnavailable, attempt)
+		}
+	}
+}
+
+// writeOnce is one attempt of write; cw is its capture state (nil: none).
+func (s *Store) writeOnce(w writeOp, cw *captureWrite) (txns int, err error) {
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
+	now := NowMs()
+	if w.read != nil {
+		ok, err := w.read(txn, now)
+		if err != nil {
+			return 0, mapErr(w.op, err)
+		}
+		if !ok {
+			return 0, nil
+		}
+	}
+	set := func(txn *badger.Txn, i int, e entry) error {
+		if Expired(e.exp, now) {
+			e = entry{key: e.key, del: true}
+		}
+		if cw != nil {
+			return cw.set(txn, i, e)
+		}
+		return setEntry(txn, e)
+	}
 	first := 0 // index of the first entry of txn
-	for i := range n {
-		k, v, del := entry(i)
-		err := setEntry(txn, k, v, del)
-		if errors.Is(err, badger.ErrTxnTooBig) && split && i > first {
+	for i := range w.n {
+		e := w.entry(i)
+		err := set(txn, i, e)
+		if errors.Is(err, badger.ErrTxnTooBig) && w.split && i > first {
+			if cw != nil {
+				// The entry or its change record did not fit; either may
+				// be in txn already. Rebuild the transaction from the
+				// entries before it (they fitted once, they fit again).
+				txn.Discard()
+				txn = s.db.NewTransaction(true)
+				for r := first; r < i; r++ {
+					if err := set(txn, r, w.entry(r)); err != nil {
+						return txns, mapErr(w.op, err)
+					}
+				}
+			}
+			// Without capture Badger refused the entry before adding it.
 			if err := txn.Commit(); err != nil {
-				return txns, mapErr(op+" commit", err)
+				return txns, mapErr(w.op+" commit", err)
+			}
+			if cw != nil {
+				cw.committed(first, i)
 			}
 			txns++
 			txn = s.db.NewTransaction(true)
 			first = i
-			err = setEntry(txn, k, v, del)
+			err = set(txn, i, e)
 		}
 		if errors.Is(err, badger.ErrTxnTooBig) {
 			return txns, &txnFullError{at: i}
 		}
 		if err != nil {
-			return txns, mapErr(op, err)
+			return txns, mapErr(w.op, err)
 		}
 	}
 	if err := txn.Commit(); err != nil {
 		if errors.Is(err, badger.ErrTxnTooBig) {
-			return txns, &txnFullError{at: n}
+			return txns, &txnFullError{at: w.n}
 		}
-		return txns, mapErr(op+" commit", err)
+		return txns, mapErr(w.op+" commit", err)
+	}
+	if cw != nil {
+		cw.committed(first, w.n)
 	}
 	return txns + 1, nil
 }
@@ -99,11 +181,10 @@ func slotOfStorageKey(k []byte) uint16 {
 
 // prepareCapture returns nil when no entry is captured; otherwise it locks
 // the logs involved and numbers the captured entries.
-func prepareCapture(tbl *CaptureTable, n int, entry func(int) ([]byte, []byte, bool)) *captureWrite {
+func prepareCapture(tbl *CaptureTable, n int, entry func(int) entry) *captureWrite {
 	var logs []*ChangeLog
 	for i := range n {
-		k, _, _ := entry(i)
-		if l := tbl[slotOfStorageKey(k)]; l != nil && !slices.Contains(logs, l) {
+		if l := tbl[slotOfStorageKey(entry(i).key)]; l != nil && !slices.Contains(logs, l) {
 			logs = append(logs, l)
 		}
 	}
@@ -122,9 +203,8 @@ func prepareCapture(tbl *CaptureTable, n int, entry func(int) ([]byte, []byte, b
 		next[j] = l.head.Load()
 	}
 	for i := range n {
-		k, _, _ := entry(i)
 		cw.log[i] = -1
-		if l := tbl[slotOfStorageKey(k)]; l != nil {
+		if l := tbl[slotOfStorageKey(entry(i).key)]; l != nil {
 			j := slices.Index(logs, l)
 			next[j]++
 			cw.log[i], cw.seq[i] = int16(j), next[j]
@@ -149,9 +229,9 @@ func (cw *captureWrite) committed(from, to int) {
 	}
 }
 
-// setCaptured adds entry i and, when captured, its change record to txn.
-func (cw *captureWrite) set(txn *badger.Txn, i int, k, v []byte, del bool) error {
-	if err := setEntry(txn, k, v, del); err != nil {
+// set adds entry i and, when captured, its change record to txn.
+func (cw *captureWrite) set(txn *badger.Txn, i int, e entry) error {
+	if err := setEntry(txn, e); err != nil {
 		return err
 	}
 	j := cw.log[i]
@@ -161,63 +241,20 @@ func (cw *captureWrite) set(txn *badger.Txn, i int, k, v []byte, del bool) error
 	l := cw.logs[j]
 	ck := l.seqKey(make([]byte, 0, len(l.prefix)+8), cw.seq[i])
 	var cv []byte
-	if !del {
-		cv = make([]byte, 0, 1+binary.MaxVarintLen32+len(k)+len(v))
+	if !e.del {
+		cv = make([]byte, 0, 1+expiryHeaderLen+binary.MaxVarintLen32+len(e.key)+len(e.value))
 	}
-	return txn.Set(ck, appendChangeValue(cv, k, v, del))
+	return txn.Set(ck, appendChangeValue(cv, e))
 }
 
-func (s *Store) writeCaptured(op string, n int, split bool, entry func(int) ([]byte, []byte, bool), cw *captureWrite) (txns int, err error) {
-	txn := s.db.NewTransaction(true)
-	defer func() { txn.Discard() }()
-	first := 0
-	for i := range n {
-		k, v, del := entry(i)
-		err := cw.set(txn, i, k, v, del)
-		if errors.Is(err, badger.ErrTxnTooBig) && split && i > first {
-			// The entry or its change record did not fit; either may be in
-			// txn already. Rebuild the transaction from the entries before
-			// it (they fitted once, they fit again), commit it, and start
-			// the next one with entry i.
-			txn.Discard()
-			txn = s.db.NewTransaction(true)
-			for r := first; r < i; r++ {
-				rk, rv, rdel := entry(r)
-				if err := cw.set(txn, r, rk, rv, rdel); err != nil {
-					return txns, mapErr(op, err)
-				}
-			}
-			if err := txn.Commit(); err != nil {
-				return txns, mapErr(op+" commit", err)
-			}
-			cw.committed(first, i)
-			txns++
-			txn = s.db.NewTransaction(true)
-			first = i
-			err = cw.set(txn, i, k, v, del)
-		}
-		if errors.Is(err, badger.ErrTxnTooBig) {
-			return txns, &txnFullError{at: i}
-		}
-		if err != nil {
-			return txns, mapErr(op, err)
-		}
+func setEntry(txn *badger.Txn, e entry) error {
+	if e.del {
+		return txn.Delete(e.key)
 	}
-	if err := txn.Commit(); err != nil {
-		if errors.Is(err, badger.ErrTxnTooBig) {
-			return txns, &txnFullError{at: n}
-		}
-		return txns, mapErr(op+" commit", err)
+	if e.exp == 0 {
+		return txn.Set(e.key, e.value)
 	}
-	cw.committed(first, n)
-	return txns + 1, nil
-}
-
-func setEntry(txn *badger.Txn, k, v []byte, del bool) error {
-	if del {
-		return txn.Delete(k)
-	}
-	return txn.Set(k, v)
+	return txn.SetEntry(newValueEntry(e.key, e.value, e.exp))
 }
 
 // IngestBatch is a batch of puts prepared for Ingest. Add validates a key,
@@ -232,7 +269,8 @@ type IngestBatch struct {
 	arena []byte   // free tail of the current arena chunk
 	keys  [][]byte // storage keys, each a capacity-limited slice of an arena
 	vals  [][]byte
-	bytes int // user key + value bytes added
+	exps  []int64 // expiries, Unix ms; nil while no record expires
+	bytes int     // user key + value bytes added
 }
 
 // Reset empties b and sizes its arena for n records whose user keys total
@@ -240,7 +278,7 @@ type IngestBatch struct {
 func (b *IngestBatch) Reset(n, keyBytes int) {
 	clear(b.keys) // drop references to the previous batch
 	clear(b.vals)
-	b.keys, b.vals, b.bytes = b.keys[:0], b.vals[:0], 0
+	b.keys, b.vals, b.exps, b.bytes = b.keys[:0], b.vals[:0], b.exps[:0], 0
 	if cap(b.keys) < n {
 		b.keys, b.vals = make([][]byte, 0, n), make([][]byte, 0, n)
 	}
@@ -251,7 +289,12 @@ func (b *IngestBatch) Reset(n, keyBytes int) {
 
 // Add appends the put key = value and returns the key's slot, or
 // ErrEmptyKey / ErrReservedKey (nothing added).
-func (b *IngestBatch) Add(key, value []byte) (uint16, error) {
+func (b *IngestBatch) Add(key, value []byte) (uint16, error) { return b.AddExpiring(key, value, 0) }
+
+// AddExpiring is Add for a record that expires at exp (Unix ms; 0: never).
+// A record whose expiry has passed when the batch is written is a delete
+// (callers skip the records already expired when they add them).
+func (b *IngestBatch) AddExpiring(key, value []byte, exp int64) (uint16, error) {
 	sl, err := CheckKey(key)
 	if err != nil {
 		return sl, err
@@ -265,6 +308,12 @@ func (b *IngestBatch) Add(key, value []byte) (uint16, error) {
 	b.keys = append(b.keys, k[:len(k):len(k)])
 	b.arena = k[len(k):]
 	b.vals = append(b.vals, value)
+	if exp != 0 && b.exps == nil {
+		b.exps = make([]int64, len(b.keys)-1, cap(b.keys))
+	}
+	if b.exps != nil {
+		b.exps = append(b.exps, exp)
+	}
 	b.bytes += len(key) + len(value)
 	return sl, nil
 }
@@ -283,9 +332,13 @@ func (b *IngestBatch) Bytes() int { return b.bytes }
 // A single record too big for an empty transaction fails with
 // ErrBatchTooLarge. It returns the number of transactions committed.
 func (s *Store) Ingest(b *IngestBatch) (txns int, err error) {
-	txns, err = s.write("ingest", len(b.keys), true, func(i int) ([]byte, []byte, bool) {
-		return b.keys[i], b.vals[i], false
-	})
+	txns, err = s.write(writeOp{op: "ingest", n: len(b.keys), split: true, entry: func(i int) entry {
+		e := entry{key: b.keys[i], value: b.vals[i]}
+		if b.exps != nil {
+			e.exp = b.exps[i]
+		}
+		return e
+	}})
 	var full *txnFullError
 	if errors.As(err, &full) {
 		if full.at < len(b.keys) {

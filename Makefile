@@ -6,7 +6,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export GOFLAGS := -buildvcs=false
 
-MODULES  := gen pkg services/storage services/router services/downloader services/migrator cmd/slotkvctl cmd/slotkv-dataset e2e
+MODULES  := gen pkg services/storage services/router services/downloader services/migrator services/console cmd/slotkvctl cmd/slotkv-dataset e2e
 SERVICES := storage router
 TOOLS    := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway protoc-gen-openapiv2 grpcurl
 TOOL_PKGS := github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go \
@@ -54,6 +54,7 @@ build:
 	cd services/router && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkv-router ./cmd/slotkv-router
 	cd services/downloader && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkv-downloader ./cmd/slotkv-downloader
 	cd services/migrator && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkv-migrator ./cmd/slotkv-migrator
+	cd services/console && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkv-console ./cmd/slotkv-console
 	cd cmd/slotkvctl && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkvctl .
 	cd cmd/slotkv-dataset && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkv-dataset .
 

@@ -1,0 +1,387 @@
+package console
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
+	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
+	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/pkg/topology"
+)
+
+// palette colors the nodes, in topology order (by id); it repeats past
+// its end. Chosen to stay apart for the common color blindnesses.
+var palette = []string{"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"}
+
+// clusterView is the cluster page's data.
+type clusterView struct {
+	Version uint64 `json:"version"`
+	// From says where the topology came from: "router" or a node id.
+	From    string      `json:"from"`
+	Nodes   []nodeView  `json:"nodes"`
+	Owners  []ownerSpan `json:"owners"`
+	Marks   []markSpan  `json:"marks"`
+	Errors  []string    `json:"errors"`
+	Links   []docLink   `json:"links"`
+	Updated time.Time   `json:"updated"`
+}
+
+type nodeView struct {
+	ID    string `json:"id"`
+	GRPC  string `json:"grpc"`
+	HTTP  string `json:"http"`
+	Color string `json:"color"`
+	// Health: "ok", "stale" (answers, with an older topology) or "down".
+	Health          string `json:"health"`
+	Error           string `json:"error,omitempty"`
+	Keys            uint64 `json:"keys"`
+	DiskBytes       int64  `json:"disk_bytes"`
+	Slots           int    `json:"slots"`
+	Ranges          string `json:"ranges"`
+	TopologyVersion uint64 `json:"topology_version"`
+	Version         string `json:"version"`
+	// States are the node's slot ranges that are not plainly owned.
+	States []markSpan `json:"states"`
+}
+
+// ownerSpan is a run of slots one node owns in the topology.
+type ownerSpan struct {
+	Start uint32 `json:"start"`
+	End   uint32 `json:"end"`
+	Node  string `json:"node"`
+	Color string `json:"color"`
+}
+
+// markSpan is a run of slots in a transient state on a node.
+type markSpan struct {
+	Start uint32 `json:"start"`
+	End   uint32 `json:"end"`
+	State string `json:"state"` // migrating, importing, frozen
+	Node  string `json:"node"`
+	Job   string `json:"job,omitempty"`
+	Peer  string `json:"peer,omitempty"`
+}
+
+// docLink points at a service's OpenAPI document.
+type docLink struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
+}
+
+// trafficView is the traffic page's data: one series per node.
+type trafficView struct {
+	IntervalSeconds float64      `json:"interval_seconds"`
+	Nodes           []nodeSeries `json:"nodes"`
+}
+
+type nodeSeries struct {
+	ID     string         `json:"id"`
+	Color  string         `json:"color"`
+	Points []trafficPoint `json:"points"`
+}
+
+// trafficPoint is one sample: data RPCs per second since the last one,
+// and their mean latency (nil when no call finished or /metrics could not
+// be read).
+type trafficPoint struct {
+	T         int64    `json:"t"` // Unix milliseconds
+	Rate      *float64 `json:"rate"`
+	LatencyMs *float64 `json:"latency_ms"`
+}
+
+// clusterPoller samples the topology, the nodes and their traffic.
+type clusterPoller struct {
+	c *Console
+
+	mu     sync.Mutex
+	last   *topology.Topology
+	prev   map[string]counters // the previous sample per node
+	series map[string][]trafficPoint
+}
+
+// counters are a node's cumulative figures at one moment.
+type counters struct {
+	at       time.Time
+	rpcs     uint64
+	lat      latencySums
+	latValid bool
+}
+
+func newClusterPoller(c *Console) *clusterPoller {
+	return &clusterPoller{c: c, prev: map[string]counters{}, series: map[string][]trafficPoint{}}
+}
+
+func (p *clusterPoller) run(ctx context.Context) {
+	t := time.NewTicker(p.c.o.SampleInterval)
+	defer t.Stop()
+	for {
+		p.sample(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// topology returns the newest topology the router and the seeds know,
+// with its source, and the errors of those that could not answer.
+func (p *clusterPoller) topology(ctx context.Context) (*topology.Topology, string, []string) {
+	type answer struct {
+		from string
+		topo *clusterv1.Topology
+		err  error
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		answers []answer
+	)
+	ask := func(from string, get func(context.Context) (*clusterv1.Topology, error)) {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, callTimeout)
+			defer cancel()
+			t, err := get(cctx)
+			mu.Lock()
+			defer mu.Unlock()
+			answers = append(answers, answer{from, t, err})
+		})
+	}
+	if a := p.c.o.Router; a != "" {
+		ask("router", func(ctx context.Context) (*clusterv1.Topology, error) {
+			cc, err := p.c.conn(a)
+			if err != nil {
+				return nil, err
+			}
+			r, err := routerv1.NewKVServiceClient(cc).GetTopology(ctx, &routerv1.GetTopologyRequest{})
+			return r.GetTopology(), err
+		})
+	}
+	seeds := slices.Clone(p.c.o.Storage)
+	p.mu.Lock()
+	if p.last != nil {
+		for _, n := range p.last.Nodes() {
+			if !slices.Contains(seeds, n.GRPCAddress) {
+				seeds = append(seeds, n.GRPCAddress)
+			}
+		}
+	}
+	p.mu.Unlock()
+	for _, a := range seeds {
+		ask(a, func(ctx context.Context) (*clusterv1.Topology, error) {
+			cc, err := p.c.conn(a)
+			if err != nil {
+				return nil, err
+			}
+			r, err := storagev1.NewNodeServiceClient(cc).GetTopology(ctx, &storagev1.GetTopologyRequest{})
+			return r.GetTopology(), err
+		})
+	}
+	wg.Wait()
+	var (
+		best *topology.Topology
+		from string
+		errs []string
+	)
+	slices.SortFunc(answers, func(a, b answer) int { return strings.Compare(a.from, b.from) })
+	for _, a := range answers {
+		if a.err != nil {
+			// A node's failure shows on its own row; only the router's and
+			// the seeds' that are not in the topology are listed here.
+			errs = append(errs, fmt.Sprintf("topology from %s: %s", a.from, errMessage(a.err)))
+			continue
+		}
+		if a.topo == nil || a.topo.GetVersion() == 0 {
+			continue
+		}
+		t, err := topology.FromProto(a.topo)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("topology from %s: %v", a.from, err))
+			continue
+		}
+		if best == nil || t.Version() > best.Version() {
+			best, from = t, a.from
+		}
+	}
+	return best, from, errs
+}
+
+// sample takes one sample and publishes the cluster and traffic views.
+func (p *clusterPoller) sample(ctx context.Context) {
+	topo, from, errs := p.topology(ctx)
+	v := clusterView{Errors: errs, Updated: time.Now().UTC(), Links: p.c.links(topo)}
+	if topo == nil {
+		if len(errs) == 0 {
+			v.Errors = append(v.Errors, "no node holds a topology yet: bootstrap the cluster (slotkvctl bootstrap)")
+		}
+		p.c.hub.publish(kindCluster, v)
+		return
+	}
+	p.mu.Lock()
+	p.last = topo
+	p.mu.Unlock()
+	if from != "router" {
+		// The node's address reads better as its id.
+		for _, n := range topo.Nodes() {
+			if n.GRPCAddress == from {
+				from = n.ID
+			}
+		}
+	}
+	v.Version, v.From = topo.Version(), from
+	nodes := topo.Nodes()
+	colors := map[string]string{}
+	for i, n := range nodes {
+		colors[n.ID] = palette[i%len(palette)]
+	}
+	for _, n := range nodes {
+		for _, r := range topo.RangesOf(n.ID) {
+			v.Owners = append(v.Owners, ownerSpan{Start: uint32(r.Start), End: uint32(r.End), Node: n.ID, Color: colors[n.ID]})
+		}
+	}
+	slices.SortFunc(v.Owners, func(a, b ownerSpan) int { return int(a.Start) - int(b.Start) })
+
+	infos := make([]nodeView, len(nodes))
+	samples := make([]counters, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { infos[i], samples[i] = p.node(ctx, n, topo.Version(), colors[n.ID]) })
+	}
+	wg.Wait()
+	for _, nv := range infos {
+		v.Marks = append(v.Marks, nv.States...)
+	}
+	slices.SortFunc(v.Marks, func(a, b markSpan) int { return int(a.Start) - int(b.Start) })
+	v.Nodes = infos
+	p.c.hub.publish(kindCluster, v)
+	p.c.hub.publish(kindTraffic, p.addTraffic(infos, samples))
+}
+
+// node reads one node's info and counters.
+func (p *clusterPoller) node(ctx context.Context, n topology.Node, version uint64, color string) (nodeView, counters) {
+	nv := nodeView{ID: n.ID, GRPC: n.GRPCAddress, HTTP: n.HTTPAddress, Color: color, Health: "down"}
+	var s counters
+	cc, err := p.c.conn(n.GRPCAddress)
+	if err != nil {
+		nv.Error = err.Error()
+		return nv, s
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	info, err := storagev1.NewNodeServiceClient(cc).GetNodeInfo(cctx, &storagev1.GetNodeInfoRequest{})
+	if err != nil {
+		nv.Error = errMessage(err)
+		return nv, s
+	}
+	s.at = time.Now()
+	for _, c := range info.GetRpcCounts() {
+		s.rpcs += c
+	}
+	if n.HTTPAddress != "" {
+		if lat, err := p.c.scrapeLatency(cctx, p.c.baseURL(n.HTTPAddress)); err == nil {
+			s.lat, s.latValid = lat, true
+		}
+	}
+	nv.Health = "ok"
+	if info.GetTopologyVersion() < version {
+		nv.Health = "stale"
+	}
+	nv.Keys, nv.DiskBytes = info.GetKeyCount(), info.GetLsmBytes()+info.GetVlogBytes()
+	nv.TopologyVersion, nv.Version = info.GetTopologyVersion(), info.GetVersion()
+	var owned []slot.Range
+	for _, r := range info.GetOwned() {
+		owned = append(owned, slot.Range{Start: uint16(r.GetStart()), End: uint16(r.GetEnd())})
+	}
+	if rs, err := slot.NewRangeSet(owned...); err == nil {
+		nv.Slots, nv.Ranges = rs.Len(), rs.String()
+	}
+	for _, st := range info.GetSlotStates() {
+		name := ""
+		switch st.GetState() {
+		case clusterv1.SlotState_SLOT_STATE_MIGRATING:
+			name = "migrating"
+		case clusterv1.SlotState_SLOT_STATE_IMPORTING:
+			name = "importing"
+		case clusterv1.SlotState_SLOT_STATE_FROZEN:
+			name = "frozen"
+		default:
+			continue
+		}
+		nv.States = append(nv.States, markSpan{Start: st.GetRange().GetStart(), End: st.GetRange().GetEnd(), State: name, Node: n.ID, Job: st.GetJobId(), Peer: st.GetPeerNodeId()})
+	}
+	return nv, s
+}
+
+// addTraffic turns this sample's counters into a point per node (rates
+// and latencies since the previous sample) and returns the series.
+func (p *clusterPoller) addTraffic(nodes []nodeView, samples []counters) trafficView {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	v := trafficView{IntervalSeconds: p.c.o.SampleInterval.Seconds()}
+	for i, n := range nodes {
+		s, prev := samples[i], p.prev[n.ID]
+		pt := trafficPoint{T: now.UnixMilli()}
+		if !s.at.IsZero() && !prev.at.IsZero() && s.rpcs >= prev.rpcs {
+			// A count that went down is a restarted node: no rate for it.
+			dt := s.at.Sub(prev.at).Seconds()
+			if dt > 0 {
+				r := float64(s.rpcs-prev.rpcs) / dt
+				pt.Rate = &r
+			}
+		}
+		if s.latValid && prev.latValid {
+			if ms, ok := s.lat.meanMsSince(prev.lat); ok {
+				pt.LatencyMs = &ms
+			}
+		}
+		if !s.at.IsZero() {
+			p.prev[n.ID] = s
+		} else {
+			delete(p.prev, n.ID)
+		}
+		pts := append(p.series[n.ID], pt)
+		if len(pts) > p.c.o.History {
+			pts = slices.Clone(pts[len(pts)-p.c.o.History:])
+		}
+		p.series[n.ID] = pts
+		v.Nodes = append(v.Nodes, nodeSeries{ID: n.ID, Color: n.Color, Points: pts})
+	}
+	return v
+}
+
+// nodeAddr is the gRPC address of node id in the newest topology seen.
+func (p *clusterPoller) nodeAddr(id string) (string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		return "", false
+	}
+	n, ok := p.last.Node(id)
+	return n.GRPCAddress, ok
+}
+
+// links are the OpenAPI documents of the services the console knows.
+func (c *Console) links(topo *topology.Topology) []docLink {
+	var out []docLink
+	add := func(name, addr string) {
+		if u := c.baseURL(addr); u != "" {
+			out = append(out, docLink{Name: name, URL: u + "/openapi.json"})
+		}
+	}
+	add("router", c.o.RouterHTTP)
+	add("migrator", c.o.MigratorHTTP)
+	add("downloader", c.o.DownloaderHTTP)
+	if topo != nil {
+		for _, n := range topo.Nodes() {
+			add("storage "+n.ID, n.HTTPAddress)
+		}
+	}
+	return out
+}

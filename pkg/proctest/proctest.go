@@ -105,6 +105,7 @@ type Proc struct {
 	Name    string
 	GRPC    string // bound gRPC address, from the listen file
 	HTTP    string // bound HTTP address, "" when the process has none
+	RESP    string // bound RESP address, "" when the process has none
 	LogPath string
 
 	t    testing.TB
@@ -175,11 +176,11 @@ func (p *Proc) waitListen(path string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		if b, err := os.ReadFile(path); err == nil {
-			var addrs struct{ GRPC, HTTP string }
+			var addrs struct{ GRPC, HTTP, RESP string }
 			if err := json.Unmarshal(b, &addrs); err != nil {
 				return fmt.Errorf("listen file %s: %w", path, err)
 			}
-			p.GRPC, p.HTTP = addrs.GRPC, addrs.HTTP
+			p.GRPC, p.HTTP, p.RESP = addrs.GRPC, addrs.HTTP, addrs.RESP
 			return nil
 		}
 		select {

@@ -218,11 +218,23 @@ func (f *Flags) MainConfig(name string, stderr io.Writer) MainConfig {
 // that must be a decision (--insecure), not a default. The error names the
 // flags that fix it.
 func CheckExposure(grpcAddr, httpAddr string, hasToken, insecure bool) error {
+	return checkExposure(hasToken, insecure, listenFlag{"--grpc-addr", grpcAddr}, listenFlag{"--http-addr", httpAddr})
+}
+
+// CheckListenExposure is CheckExposure for one more listener, named by its
+// flag (the RESP listener's --resp-addr).
+func CheckListenExposure(flag, addr string, hasToken, insecure bool) error {
+	return checkExposure(hasToken, insecure, listenFlag{flag, addr})
+}
+
+type listenFlag struct{ flag, addr string }
+
+func checkExposure(hasToken, insecure bool, flags ...listenFlag) error {
 	if hasToken || insecure {
 		return nil
 	}
 	var exposed []string
-	for _, a := range []struct{ flag, addr string }{{"--grpc-addr", grpcAddr}, {"--http-addr", httpAddr}} {
+	for _, a := range flags {
 		if a.addr != "" && !IsLoopback(a.addr) {
 			exposed = append(exposed, fmt.Sprintf("%s %q", a.flag, a.addr))
 		}

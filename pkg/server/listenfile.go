@@ -12,6 +12,9 @@ import (
 type ListenAddrs struct {
 	GRPC string `json:"grpc"`
 	HTTP string `json:"http"`
+	// RESP is the Redis-protocol listener of a service started with
+	// --resp-addr, "" otherwise.
+	RESP string `json:"resp,omitempty"`
 }
 
 // WriteListenFile writes the bound addresses as JSON ({"grpc":..,"http":..})
@@ -25,6 +28,11 @@ func WriteListenFile(path string, grpcAddr, httpAddr net.Addr) error {
 	if httpAddr != nil {
 		v.HTTP = httpAddr.String()
 	}
+	return WriteListenAddrs(path, v)
+}
+
+// WriteListenAddrs writes v to path as WriteListenFile does.
+func WriteListenAddrs(path string, v ListenAddrs) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err

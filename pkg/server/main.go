@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -42,6 +43,9 @@ type Env struct {
 	MeterProvider  metric.MeterProvider              // the service's own metrics and otelgrpc's
 	MetricsHandler http.Handler                      // Prometheus text of MeterProvider, for GET /metrics
 	OnListen       func(grpcAddr, httpAddr net.Addr) // writes the listen file
+	// OnListenRESP records a RESP listener's address for the listen file;
+	// a service with one calls it before OnListen.
+	OnListenRESP func(net.Addr)
 }
 
 // Main is the common body of a slotkv binary's main: JSON logs carrying
@@ -79,14 +83,25 @@ func Main(ctx context.Context, cfg MainConfig, run func(Env) error) int {
 		}
 	}()
 	listenErr := make(chan error, 1)
+	var respAddr atomic.Pointer[string]
 	env := Env{Ctx: ctx, Logger: log, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider, MetricsHandler: tel.MetricsHandler(), OnListen: func(g, h net.Addr) {
 		if cfg.ListenFile == "" {
 			return
 		}
-		if err := WriteListenFile(cfg.ListenFile, g, h); err != nil {
+		v := ListenAddrs{GRPC: g.String()}
+		if h != nil {
+			v.HTTP = h.String()
+		}
+		if r := respAddr.Load(); r != nil {
+			v.RESP = *r
+		}
+		if err := WriteListenAddrs(cfg.ListenFile, v); err != nil {
 			listenErr <- err
 			stop()
 		}
+	}, OnListenRESP: func(a net.Addr) {
+		s := a.String()
+		respAddr.Store(&s)
 	}}
 	log.Info("starting", "service", cfg.Name, "version", version.Version, "exporting_traces", tel.Exporting)
 	err = run(env)

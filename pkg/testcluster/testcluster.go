@@ -34,6 +34,9 @@ type Options struct {
 	// TLS, when set, is the client configuration of Node.Conn (for nodes
 	// that serve TLS through Args).
 	TLS *tls.Config
+	// RESP starts every node with a RESP listener (--resp-addr on
+	// 127.0.0.1:0); its address is Proc.RESP and goes into the topology.
+	RESP bool
 }
 
 // Node is one running storage node.
@@ -46,7 +49,7 @@ type Node struct {
 
 // Topology node of n.
 func (n *Node) Topology() topology.Node {
-	return topology.Node{ID: n.ID, GRPCAddress: n.Proc.GRPC, HTTPAddress: n.Proc.HTTP}
+	return topology.Node{ID: n.ID, GRPCAddress: n.Proc.GRPC, HTTPAddress: n.Proc.HTTP, RESPAddress: n.Proc.RESP}
 }
 
 // NodeClient is the node's admin client.
@@ -65,6 +68,7 @@ type Cluster struct {
 	Token string
 	env   []string
 	extra []string
+	resp  bool
 }
 
 // Start runs n storage nodes with ids n1..nN, each with its own data
@@ -73,14 +77,14 @@ type Cluster struct {
 func Start(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
 	bin := proctest.Bin(t, "slotkv-storage")
-	c := &Cluster{Nodes: make([]*Node, n), Token: o.Token, env: o.Env, extra: o.Args}
+	c := &Cluster{Nodes: make([]*Node, n), Token: o.Token, env: o.Env, extra: o.Args, resp: o.RESP}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		id := fmt.Sprintf("n%d", i+1)
 		dir := filepath.Join(t.TempDir(), id)
 		wg.Go(func() {
-			args := c.args(id, dir, "127.0.0.1:0", "127.0.0.1:0")
+			args := c.args(id, dir, "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
 			// On failure proctest.Start marks the test failed and ends
 			// this goroutine; the nil node is reported below.
 			p := proctest.StartWith(t, proctest.Options{Env: c.env}, bin, args...)
@@ -185,11 +189,14 @@ func (c *Cluster) Restart(t testing.TB, n *Node) {
 			t.Fatalf("stop %s (pid %d): %v", n.ID, n.Proc.Pid(), err)
 		}
 	}
-	n.Proc = proctest.StartWith(t, proctest.Options{Env: c.env}, proctest.Bin(t, "slotkv-storage"), c.args(n.ID, n.DataDir, n.Proc.GRPC, n.Proc.HTTP)...)
+	n.Proc = proctest.StartWith(t, proctest.Options{Env: c.env}, proctest.Bin(t, "slotkv-storage"), c.args(n.ID, n.DataDir, n.Proc.GRPC, n.Proc.HTTP, n.Proc.RESP)...)
 }
 
-func (c *Cluster) args(id, dir, grpcAddr, httpAddr string) []string {
+func (c *Cluster) args(id, dir, grpcAddr, httpAddr, respAddr string) []string {
 	args := []string{"--node-id", id, "--data-dir", dir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr}
+	if c.resp && respAddr != "" {
+		args = append(args, "--resp-addr", respAddr)
+	}
 	if c.Token != "" {
 		args = append(args, "--token", c.Token)
 	}

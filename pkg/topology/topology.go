@@ -21,6 +21,8 @@ type Node struct {
 	ID          string
 	GRPCAddress string
 	HTTPAddress string
+	// RESPAddress is the node's Redis-protocol listener, "" when none.
+	RESPAddress string
 }
 
 // Topology maps each slot to at most one node. Slots no node serves are
@@ -38,7 +40,7 @@ const unassigned = -1
 func New(version uint64, nodes []Node, ranges map[string][]slot.Range) (*Topology, error) {
 	p := &clusterv1.Topology{Version: version}
 	for _, n := range nodes {
-		p.Nodes = append(p.Nodes, &clusterv1.Node{Id: n.ID, GrpcAddress: n.GRPCAddress, HttpAddress: n.HTTPAddress})
+		p.Nodes = append(p.Nodes, &clusterv1.Node{Id: n.ID, GrpcAddress: n.GRPCAddress, HttpAddress: n.HTTPAddress, RespAddress: n.RESPAddress})
 	}
 	ids := make([]string, 0, len(ranges))
 	for id := range ranges {
@@ -91,7 +93,7 @@ func FromProto(p *clusterv1.Topology) (*Topology, error) {
 			return nil, rpcerr.InvalidField(f+".id", "node id %q repeats topology.nodes[%d]", n.GetId(), j)
 		}
 		seen[n.GetId()] = i
-		t.nodes = append(t.nodes, Node{ID: n.GetId(), GRPCAddress: n.GetGrpcAddress(), HTTPAddress: n.GetHttpAddress()})
+		t.nodes = append(t.nodes, Node{ID: n.GetId(), GRPCAddress: n.GetGrpcAddress(), HTTPAddress: n.GetHttpAddress(), RESPAddress: n.GetRespAddress()})
 	}
 	slices.SortFunc(t.nodes, func(a, b Node) int { return cmp.Compare(a.ID, b.ID) })
 	index := make(map[string]int16, len(t.nodes))
@@ -180,7 +182,7 @@ func (t *Topology) indexOf(id string) (int16, bool) {
 func (t *Topology) Proto() *clusterv1.Topology {
 	p := &clusterv1.Topology{Version: t.version}
 	for _, n := range t.nodes {
-		p.Nodes = append(p.Nodes, &clusterv1.Node{Id: n.ID, GrpcAddress: n.GRPCAddress, HttpAddress: n.HTTPAddress})
+		p.Nodes = append(p.Nodes, &clusterv1.Node{Id: n.ID, GrpcAddress: n.GRPCAddress, HttpAddress: n.HTTPAddress, RespAddress: n.RESPAddress})
 		rs := t.RangesOf(n.ID)
 		if len(rs) == 0 {
 			continue

@@ -81,6 +81,12 @@ type Options struct {
 	// --max-value-bytes when those are changed.
 	MaxKeyBytes, MaxValueBytes int
 
+	// RESPAddr, when set, serves the Redis protocol in proxy mode (one
+	// server owning every slot, pkg/resp) on this address; topology mode
+	// only. OnListenRESP is called with the bound address before OnListen.
+	RESPAddr     string
+	OnListenRESP func(net.Addr)
+
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
 	// MeterProvider receives the RPC metrics and the service's own; nil
@@ -186,6 +192,13 @@ func Run(ctx context.Context, o Options) error {
 
 	lim := limits.KV{MaxKeyBytes: o.MaxKeyBytes, MaxValueBytes: o.MaxValueBytes}.WithDefaults()
 	svc.SetLimits(lim)
+	if o.RESPAddr != "" {
+		stop, err := serveRESP(ctx, o, svc, lim, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	return server.Run(ctx, server.Options{
 		Name:            ServiceName,

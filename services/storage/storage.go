@@ -60,6 +60,14 @@ type Options struct {
 	// (GetNodeInfo). Empty means the bound address, with a wildcard host
 	// (0.0.0.0, [::]) replaced by the machine's hostname.
 	AdvertiseGRPC, AdvertiseHTTP string
+	// RESPAddr, when set, serves the Redis protocol in cluster mode for
+	// the slots this node owns (pkg/resp): -MOVED to the owner's RESP
+	// address, -TRYAGAIN while a slot is frozen, CLUSTER SLOTS and friends
+	// from the topology. AdvertiseRESP is the address reported to peers
+	// (GetNodeInfo, hence the topology); empty means the bound address.
+	RESPAddr, AdvertiseRESP string
+	// OnListenRESP is called with the bound RESP address before OnListen.
+	OnListenRESP func(net.Addr)
 
 	// MaxKeyBytes, MaxValueBytes and MaxBatch bound requests (MaxBatch also
 	// the records of one Ingest batch); MaxIngestBytes bounds the key and
@@ -200,7 +208,28 @@ func Run(ctx context.Context, o Options) (err error) {
 		Migration: mig,
 		Logger:    log,
 	}
+	var respAddr atomic.Pointer[string]
+	cfg.SelfRESP = func() string {
+		if a := respAddr.Load(); a != nil {
+			return *a
+		}
+		return ""
+	}
 	storageSvc, nodeSvc, migSvc := grpcapi.NewStorageService(cfg), grpcapi.NewNodeService(cfg), grpcapi.NewMigrationService(cfg)
+
+	if o.RESPAddr != "" {
+		bound, stop, err := serveRESP(ctx, o, storageSvc, n, lim, log)
+		if err != nil {
+			return err
+		}
+		// Before the store closes (deferred above).
+		defer stop()
+		a := o.AdvertiseRESP
+		if a == "" {
+			a = advertised(bound)
+		}
+		respAddr.Store(&a)
+	}
 
 	return server.Run(ctx, server.Options{
 		Name:      serviceName,

@@ -143,6 +143,7 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*BootstrapResult, er
 			ID:          n.GetId(),
 			GRPCAddress: advertised(n.GetGrpcAddress(), addr),
 			HTTPAddress: n.GetHttpAddress(),
+			RESPAddress: n.GetRespAddress(),
 		}}
 		tr, err := nc.GetTopology(ctx, &storagev1.GetTopologyRequest{})
 		if err != nil {

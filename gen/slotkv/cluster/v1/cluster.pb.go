@@ -147,7 +147,11 @@ type Node struct {
 	// host:port of the gRPC listener other services dial.
 	GrpcAddress string `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
 	// host:port of the REST listener.
-	HttpAddress   string `protobuf:"bytes,3,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	HttpAddress string `protobuf:"bytes,3,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	// host:port of the RESP (Redis protocol) listener; empty when the node
+	// serves none. Cluster-mode Redis clients are sent there (-MOVED,
+	// CLUSTER SLOTS).
+	RespAddress   string `protobuf:"bytes,4,opt,name=resp_address,json=respAddress,proto3" json:"resp_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -199,6 +203,13 @@ func (x *Node) GetGrpcAddress() string {
 func (x *Node) GetHttpAddress() string {
 	if x != nil {
 		return x.HttpAddress
+	}
+	return ""
+}
+
+func (x *Node) GetRespAddress() string {
+	if x != nil {
+		return x.RespAddress
 	}
 	return ""
 }
@@ -396,11 +407,12 @@ const file_slotkv_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x1fslotkv/cluster/v1/cluster.proto\x12\x11slotkv.cluster.v1\"3\n" +
 	"\tSlotRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\rR\x03end\"\\\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\"\x7f\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12!\n" +
-	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\"[\n" +
+	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\x12!\n" +
+	"\fresp_address\x18\x04 \x01(\tR\vrespAddress\"[\n" +
 	"\n" +
 	"Assignment\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x124\n" +

@@ -47,6 +47,7 @@ func run(args []string) int {
 	callTimeout := flagenv.Duration(fs, "call-timeout", "SLOTKV_CALL_TIMEOUT", def.CallTimeout, "deadline of a call whose caller set none (retries included)")
 	maxKey := flagenv.Int(fs, "max-key-bytes", "SLOTKV_MAX_KEY_BYTES", limits.DefaultMaxKeyBytes, "largest key forwarded, in bytes; set it to the storage nodes' --max-key-bytes when that is changed")
 	maxValue := flagenv.Int(fs, "max-value-bytes", "SLOTKV_MAX_VALUE_BYTES", limits.DefaultMaxValueBytes, "largest value forwarded, in bytes (also sizes the REST body and gRPC message caps); set it to the storage nodes' --max-value-bytes when that is changed")
+	respAddr := flagenv.String(fs, "resp-addr", "SLOTKV_RESP_ADDR", "", "serve the Redis protocol (proxy mode: one server owning every slot) on this address; empty = off; topology mode only")
 	maxRetries := flagenv.Int(fs, "max-retries", "SLOTKV_MAX_RETRIES", def.MaxRetries, "with allow_partial, backoff rounds for an unavailable node before it is reported failed (SLOT_MOVED, frozen slots and unavailable nodes of other calls are retried until the call's deadline); in naming-file mode, retries of a read on other instances")
 	if err := flagenv.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -80,6 +81,7 @@ func run(args []string) int {
 		o.Balancer, o.HedgeDelay, o.HedgeMaxRatio = *balancer, *hedgeDelay, *hedgeMaxRatio
 		o.RefreshInterval, o.CallTimeout, o.MaxRetries = *refresh, *callTimeout, *maxRetries
 		o.MaxKeyBytes, o.MaxValueBytes = *maxKey, *maxValue
+		o.RESPAddr, o.OnListenRESP = *respAddr, env.OnListenRESP
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
 		env.Logger.Info("routing", "storage", *storage, "naming_file", *namingFile)

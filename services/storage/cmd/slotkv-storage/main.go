@@ -55,6 +55,8 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		dataDir    = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", d.DataDir, "Badger data directory")
 		advGRPC    = flagenv.String(fs, "advertise-grpc", "SLOTKV_ADVERTISE_GRPC", "", "gRPC address reported to others (default: the bound address)")
 		advHTTP    = flagenv.String(fs, "advertise-http", "SLOTKV_ADVERTISE_HTTP", "", "HTTP address reported to others (default: the bound address)")
+		respAddr   = flagenv.String(fs, "resp-addr", "SLOTKV_RESP_ADDR", "", "serve the Redis protocol (cluster mode: -MOVED, -TRYAGAIN, CLUSTER SLOTS) for this node's slots on this address; empty = off")
+		advRESP    = flagenv.String(fs, "advertise-resp", "SLOTKV_ADVERTISE_RESP", "", "RESP address reported to others and to Redis cluster clients (default: the bound address)")
 		maxKey     = flagenv.Int(fs, "max-key-bytes", "SLOTKV_MAX_KEY_BYTES", d.MaxKeyBytes, "largest key accepted, in bytes")
 		maxValue   = flagenv.Int(fs, "max-value-bytes", "SLOTKV_MAX_VALUE_BYTES", d.MaxValueBytes, "largest value accepted, in bytes")
 		maxBatch   = flagenv.Int(fs, "max-batch", "SLOTKV_MAX_BATCH", d.MaxBatch, "most keys in one batch get or batch write, and records in one ingest batch")
@@ -77,6 +79,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	c.opts.Common = c.flags.Common
 	c.opts.NodeID, c.opts.DataDir = *nodeID, *dataDir
 	c.opts.AdvertiseGRPC, c.opts.AdvertiseHTTP = *advGRPC, *advHTTP
+	c.opts.RESPAddr, c.opts.AdvertiseRESP = *respAddr, *advRESP
 	c.opts.MaxKeyBytes, c.opts.MaxValueBytes, c.opts.MaxBatch = *maxKey, *maxValue, *maxBatch
 	c.opts.MaxIngestBytes, c.opts.MaxImportStreams = *maxIngest, *maxImport
 	c.opts.SyncWrites = *syncWrites
@@ -100,6 +103,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	return server.Main(ctx, c.flags.MainConfig(serviceName, stderr), func(env server.Env) error {
 		o := c.opts
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
+		o.OnListenRESP = env.OnListenRESP
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
 		env.Logger.Info("storage node", "node_id", o.NodeID, "data_dir", o.DataDir)
 		return storage.Run(env.Ctx, o)

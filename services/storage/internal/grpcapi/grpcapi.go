@@ -97,6 +97,9 @@ type Config struct {
 	// Self returns this node's advertised gRPC and HTTP addresses; they are
 	// known only once the listeners are bound.
 	Self func() (grpcAddr, httpAddr string)
+	// SelfRESP returns the advertised RESP address ("" without one);
+	// nil means none.
+	SelfRESP func() string
 	// Counts, when set, are the StorageService call counters reported by
 	// GetNodeInfo (install Counts.UnaryInterceptor on the server).
 	Counts *RPCCounts

@@ -55,11 +55,19 @@ func (s *NodeService) SetTopology(ctx context.Context, req *storagev1.SetTopolog
 	return &storagev1.SetTopologyResponse{Version: v, Changed: changed}, nil
 }
 
+// respAddr is the advertised RESP address, "" without one.
+func (s *NodeService) respAddr() string {
+	if s.c.SelfRESP == nil {
+		return ""
+	}
+	return s.c.SelfRESP()
+}
+
 // GetNodeInfo describes this node.
 func (s *NodeService) GetNodeInfo(ctx context.Context, _ *storagev1.GetNodeInfoRequest) (*storagev1.GetNodeInfoResponse, error) {
 	grpcAddr, httpAddr := s.c.Self()
 	out := &storagev1.GetNodeInfoResponse{
-		Node:      &clusterv1.Node{Id: s.c.Node.ID(), GrpcAddress: grpcAddr, HttpAddress: httpAddr},
+		Node:      &clusterv1.Node{Id: s.c.Node.ID(), GrpcAddress: grpcAddr, HttpAddress: httpAddr, RespAddress: s.respAddr()},
 		Owned:     protoRanges(s.c.Node.Served()),
 		Version:   version.Version,
 		RpcCounts: s.c.Counts.Snapshot(),

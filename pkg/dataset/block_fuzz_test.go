@@ -2,6 +2,7 @@ package dataset
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,8 @@ func FuzzBlockPayload(f *testing.F) {
 	f.Add([]byte{0x3a, 0x2c, 0x81, 0x00, 'a', 0x00}, uint16(1), uint16(0), uint16(6)) // non-minimal varint
 	f.Add([]byte{0, 0, 0, 0, 0}, uint16(1), uint16(0), uint16(5))
 	f.Add(append(rec("a", "x"), 0), uint16(1), uint16(0), uint16(100))
+	withExp := binary.AppendUvarint(rec("\xff\x00", "v")[:len(rec("\xff\x00", "v"))-1], 1_800_000_000_000)
+	f.Add(append(withExp, rec("b", "")...), uint16(1), uint16(1), uint16(len(withExp)))
 	f.Fuzz(func(t *testing.T, payload []byte, c1, c2, split uint16) {
 		p := int(split) % (len(payload) + 1)
 		file := rawHeader()
@@ -99,7 +102,7 @@ func FuzzBlockPayload(f *testing.F) {
 			t.Fatalf("rewritten file: %d of %d records, %v", len(got), len(recs), err)
 		}
 		for i := range got {
-			if !bytes.Equal(got[i].Key, recs[i].Key) || !bytes.Equal(got[i].Value, recs[i].Value) {
+			if !bytes.Equal(got[i].Key, recs[i].Key) || !bytes.Equal(got[i].Value, recs[i].Value) || got[i].ExpiresAtMs != recs[i].ExpiresAtMs {
 				t.Fatalf("rewritten record %d differs", i)
 			}
 		}

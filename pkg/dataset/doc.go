@@ -17,7 +17,7 @@
 // The manifest is a JSON object (see [Manifest] and [File]):
 //
 //	{
-//	  "format_version": 1,
+//	  "format_version": 2,
 //	  "slot_count": 16384,
 //	  "records": 200000,
 //	  "files": [
@@ -40,8 +40,16 @@
 // itself are capped ([Limits]), "records" must be the sum of the files'
 // "keys", and files must be listed in (slot, key) order without overlapping,
 // so a key lives in at most one file. A slot may be shared by two adjacent
-// files when it holds many keys. first_key and last_key are JSON strings, so
-// dataset keys should be valid UTF-8 (the builder enforces it).
+// files when it holds many keys. Keys are bytes: a first or last key that
+// is not valid UTF-8 is given in base64 as "first_key_b64" ("last_key_b64")
+// instead of "first_key" ("last_key"), from format version 2 on.
+//
+// # Versions
+//
+// [FormatVersion] (2) is written; versions [MinFormatVersion] (1) to 2 are
+// read, so datasets built before version 2 still load. Version 2 added the
+// expiry to every record and the base64 key fields to the manifest; a
+// version 1 record has no expiry and its manifest only UTF-8 keys.
 //
 // Every error of this package wraps exactly one of the sentinel errors
 // ([ErrInvalidManifest], [ErrUnsupportedVersion], [ErrUnsafeName],
@@ -57,7 +65,7 @@
 //
 //	file header  (12 bytes)
 //	  [8]  magic "SKVDATA1"
-//	  u32  format version (FormatVersion = 1)
+//	  u32  format version (1 or 2)
 //	data block   (one or more; a file without records has none)
 //	  u32  block magic 0x534B5642 ("SKVB")
 //	  u32  payload length in bytes (1 .. MaxBlockPayload = 64 MiB)
@@ -69,6 +77,8 @@
 //	    key
 //	    uvarint value length
 //	    value
+//	    uvarint expires_at_ms (version 2 only): when the key expires,
+//	            Unix milliseconds, at most 253402300799999; 0 = never
 //	footer block (exactly one, last, 32 bytes)
 //	  u32  footer magic 0x534B5645 ("SKVE")
 //	  u32  payload length (16)

@@ -33,15 +33,26 @@ const (
 	fileHeaderSize    = len(FileMagic) + 4
 	blockHeaderSize   = 16
 	footerPayloadSize = 16
-	minRecordSize     = 2 + 1 + 1 + 1 // slot, key length, 1-byte key, value length
+	// The smallest record: slot, key length, 1-byte key, value length,
+	// and from version 2 the expiry.
+	minRecordSizeV1 = 2 + 1 + 1 + 1
+	minRecordSize   = minRecordSizeV1 + 1
+	// MaxExpiresAtMs is the latest expiry a record may carry (Unix
+	// milliseconds, 9999-12-31T23:59:59.999Z), the limit the router's API
+	// has too.
+	MaxExpiresAtMs int64 = 253402300799999
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Record is one key-value pair of a data file. Slot must be slot.Of(Key).
+// Keys are bytes, not necessarily UTF-8.
 type Record struct {
 	Slot       uint16
 	Key, Value []byte
+	// ExpiresAtMs is when the key expires, Unix milliseconds; 0 = never.
+	// Always 0 in version 1 files.
+	ExpiresAtMs int64
 }
 
 // WriterOptions tunes a [Writer].
@@ -63,8 +74,8 @@ type FileInfo struct {
 }
 
 // File returns the manifest entry of the file, named name. The manifest
-// carries the first and last keys as JSON strings, so they must be valid
-// UTF-8 ([Manifest.Validate] checks).
+// carries the first and last keys as JSON strings when they are valid
+// UTF-8 and as base64 otherwise (see [File]).
 func (fi FileInfo) File(name string) File {
 	return File{
 		Name:     name,
@@ -160,6 +171,9 @@ func (w *Writer) Write(r Record) error {
 	if s := slot.Of(r.Key); r.Slot != s {
 		return fmt.Errorf("dataset: record for key %q has slot %d, but the key is in slot %d", r.Key, r.Slot, s)
 	}
+	if r.ExpiresAtMs < 0 || r.ExpiresAtMs > MaxExpiresAtMs {
+		return fmt.Errorf("dataset: record for key %q expires at %d, want 0 (never) to %d (Unix milliseconds)", r.Key, r.ExpiresAtMs, MaxExpiresAtMs)
+	}
 	if w.keys > 0 {
 		if c := compareRecord(w.lastSlot, w.last, r.Slot, r.Key); c >= 0 {
 			what := "duplicate key"
@@ -170,7 +184,7 @@ func (w *Writer) Write(r Record) error {
 				what, r.Key, r.Slot, w.last, w.lastSlot)
 		}
 	}
-	size := 2 + uvarintLen(uint64(len(r.Key))) + len(r.Key) + uvarintLen(uint64(len(r.Value))) + len(r.Value)
+	size := 2 + uvarintLen(uint64(len(r.Key))) + len(r.Key) + uvarintLen(uint64(len(r.Value))) + len(r.Value) + uvarintLen(uint64(r.ExpiresAtMs))
 	if size > MaxBlockPayload {
 		return fmt.Errorf("dataset: record for key %q is %d bytes encoded, above the %d-byte block limit", r.Key, size, MaxBlockPayload)
 	}
@@ -184,6 +198,7 @@ func (w *Writer) Write(r Record) error {
 	w.buf = append(w.buf, r.Key...)
 	w.buf = binary.AppendUvarint(w.buf, uint64(len(r.Value)))
 	w.buf = append(w.buf, r.Value...)
+	w.buf = binary.AppendUvarint(w.buf, uint64(r.ExpiresAtMs))
 	w.count++
 	if w.keys == 0 {
 		w.first = append([]byte(nil), r.Key...)
@@ -299,12 +314,14 @@ type Reader struct {
 	saved    []byte
 	prevSlot uint16
 	hdr      [blockHeaderSize]byte
-	err      error // sticky
+	version  uint32 // of the file: 1 has no expiry in its records
+	err      error  // sticky
 }
 
 // NewReader returns a Reader of the data file in r, after checking its
 // header: an ErrCorrupt error for a bad magic or short header, an
-// ErrUnsupportedVersion error for another format version.
+// ErrUnsupportedVersion error for a format version other than
+// MinFormatVersion to FormatVersion.
 func NewReader(r io.Reader) (*Reader, error) {
 	br, ok := r.(*bufio.Reader)
 	if !ok || br.Size() < 64<<10 {
@@ -321,10 +338,11 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if string(h[:len(FileMagic)]) != FileMagic {
 		return nil, fmt.Errorf("%w: bad magic %q, want %q (not a slotkv data file)", ErrCorrupt, h[:len(FileMagic)], FileMagic)
 	}
-	if v := binary.BigEndian.Uint32(h[len(FileMagic):]); v != FormatVersion {
-		return nil, fmt.Errorf("%w: data file format version %d (this build reads version %d)", ErrUnsupportedVersion, v, FormatVersion)
+	v := binary.BigEndian.Uint32(h[len(FileMagic):])
+	if v < MinFormatVersion || v > FormatVersion {
+		return nil, fmt.Errorf("%w: data file format version %d (this build reads versions %d to %d)", ErrUnsupportedVersion, v, MinFormatVersion, FormatVersion)
 	}
-	return &Reader{br: br, off: int64(fileHeaderSize), block: -1}, nil
+	return &Reader{br: br, off: int64(fileHeaderSize), block: -1, version: v}, nil
 }
 
 // Block returns the 0-based index of the current block: the one holding the
@@ -395,6 +413,16 @@ func (r *Reader) decode() (Record, error) {
 	}
 	value := b[n : n+int(vl) : n+int(vl)]
 	n += int(vl)
+	var exp uint64
+	if r.version >= 2 {
+		if exp, m = binary.Uvarint(b[n:]); m <= 0 {
+			return bad("bad expiry")
+		}
+		n += m
+		if exp > uint64(MaxExpiresAtMs) {
+			return bad("expiry %d is after %d (9999-12-31)", exp, MaxExpiresAtMs)
+		}
+	}
 	if want := slot.Of(key); s != want {
 		return bad("key %q has slot %d, record says %d", key, want, s)
 	}
@@ -414,8 +442,19 @@ func (r *Reader) decode() (Record, error) {
 	if r.rec == r.count && r.pos != len(r.buf) {
 		return bad("%d bytes left in the block after its last record", len(r.buf)-r.pos)
 	}
-	return Record{Slot: s, Key: key, Value: value}, nil
+	return Record{Slot: s, Key: key, Value: value, ExpiresAtMs: int64(exp)}, nil
 }
+
+// minRecordSize is the size of the smallest record of the file's version.
+func (r *Reader) minRecordSize() uint64 {
+	if r.version == 1 {
+		return minRecordSizeV1
+	}
+	return minRecordSize
+}
+
+// Version is the format version of the file (from its header).
+func (r *Reader) Version() int { return int(r.version) }
 
 // nextBlock reads the next block header and payload. It returns io.EOF after
 // a valid footer followed by the end of the file.
@@ -448,7 +487,7 @@ func (r *Reader) nextBlock() error {
 			return r.corrupt("payload length %d out of range 1-%d", length, MaxBlockPayload)
 		case count == 0:
 			return r.corrupt("record count is 0")
-		case uint64(count)*minRecordSize > uint64(length):
+		case uint64(count)*r.minRecordSize() > uint64(length):
 			return r.corrupt("record count %d cannot fit in %d payload bytes", count, length)
 		}
 		if err := r.readPayload(int(length), sum); err != nil {

@@ -77,7 +77,7 @@ func readAll(data []byte) ([]Record, *Reader, error) {
 		if err != nil {
 			return out, r, err
 		}
-		out = append(out, Record{Slot: rec.Slot, Key: bytes.Clone(rec.Key), Value: bytes.Clone(rec.Value)})
+		out = append(out, Record{Slot: rec.Slot, Key: bytes.Clone(rec.Key), Value: bytes.Clone(rec.Value), ExpiresAtMs: rec.ExpiresAtMs})
 	}
 }
 
@@ -109,7 +109,8 @@ func rawRecord(s uint16, key, value string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(key)))
 	b = append(b, key...)
 	b = binary.AppendUvarint(b, uint64(len(value)))
-	return append(b, value...)
+	b = append(b, value...)
+	return binary.AppendUvarint(b, 0) // no expiry (format version 2)
 }
 
 func rawHeader() []byte {

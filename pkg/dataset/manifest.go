@@ -2,6 +2,7 @@ package dataset
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +16,15 @@ import (
 	"github.com/slotkv/slotkv/pkg/slot"
 )
 
-// FormatVersion is the only dataset format version this package reads and
-// writes, both in the manifest and in data file headers.
-const FormatVersion = 1
+// FormatVersion is the dataset format version this package writes, both
+// in the manifest and in data file headers; it reads MinFormatVersion to
+// FormatVersion. Version 2 added a per-record expiry and binary keys in
+// the manifest (first_key_b64, last_key_b64); version 1 datasets read as
+// before, their records without expiry.
+const (
+	FormatVersion    = 2
+	MinFormatVersion = 1
+)
 
 // ManifestName is the file name of the manifest in a dataset directory.
 const ManifestName = "manifest.json"
@@ -39,7 +46,7 @@ var (
 	// unknown or missing fields, or fields with bad values.
 	ErrInvalidManifest = errors.New("dataset: invalid manifest")
 	// ErrUnsupportedVersion reports a manifest or data file of a format
-	// version other than FormatVersion.
+	// version outside MinFormatVersion to FormatVersion.
 	ErrUnsupportedVersion = errors.New("dataset: unsupported format version")
 	// ErrUnsafeName reports a file name that is not a plain name inside the
 	// download directory (path separators, "..", leading dot, control
@@ -64,7 +71,10 @@ type Manifest struct {
 	Files         []File `json:"files"`
 }
 
-// File describes one data file of a dataset.
+// File describes one data file of a dataset. FirstKey and LastKey hold
+// the keys' bytes, which need not be UTF-8: in JSON a key that is valid
+// UTF-8 is written as first_key (last_key), any other as base64 in
+// first_key_b64 (last_key_b64, format version 2 on).
 type File struct {
 	Name   string `json:"name"`   // plain file name in the dataset directory
 	Size   int64  `json:"size"`   // bytes
@@ -76,6 +86,32 @@ type File struct {
 	Keys     uint64 `json:"keys"`      // number of records
 	FirstKey string `json:"first_key"` // key of the first record
 	LastKey  string `json:"last_key"`  // key of the last record
+}
+
+// MarshalJSON writes f with each key as first_key/last_key when it is
+// valid UTF-8, as first_key_b64/last_key_b64 otherwise.
+func (f File) MarshalJSON() ([]byte, error) {
+	type plain File // without this method
+	out := struct {
+		plain
+		FirstKey    *string `json:"first_key,omitempty"`
+		FirstKeyB64 *string `json:"first_key_b64,omitempty"`
+		LastKey     *string `json:"last_key,omitempty"`
+		LastKeyB64  *string `json:"last_key_b64,omitempty"`
+	}{plain: plain(f)}
+	out.FirstKey, out.FirstKeyB64 = keyJSON(f.FirstKey)
+	out.LastKey, out.LastKeyB64 = keyJSON(f.LastKey)
+	return json.Marshal(out)
+}
+
+// keyJSON returns the JSON form of a manifest key: (k, nil) when it is
+// valid UTF-8, (nil, base64 of k) otherwise.
+func keyJSON(k string) (*string, *string) {
+	if utf8.ValidString(k) {
+		return &k, nil
+	}
+	b := base64.StdEncoding.EncodeToString([]byte(k))
+	return nil, &b
 }
 
 // SlotRange parses f.Slots.
@@ -139,8 +175,8 @@ func ParseManifest(r io.Reader, lim Limits) (*Manifest, error) {
 		if err := json.Unmarshal(ver.FormatVersion, &v); err != nil {
 			return nil, fmt.Errorf("%w: format_version: %s is not an integer", ErrInvalidManifest, ver.FormatVersion)
 		}
-		if v != FormatVersion {
-			return nil, fmt.Errorf("%w: format_version: %d is not supported (this build reads version %d)", ErrUnsupportedVersion, v, FormatVersion)
+		if v < MinFormatVersion || v > FormatVersion {
+			return nil, fmt.Errorf("%w: format_version: %d is not supported (this build reads versions %d to %d)", ErrUnsupportedVersion, v, MinFormatVersion, FormatVersion)
 		}
 	}
 
@@ -248,6 +284,29 @@ type rawFile struct {
 	Keys     *uint64 `json:"keys"`
 	FirstKey *string `json:"first_key"`
 	LastKey  *string `json:"last_key"`
+	// Version 2: keys that are not UTF-8, in base64.
+	FirstKeyB64 *string `json:"first_key_b64"`
+	LastKeyB64  *string `json:"last_key_b64"`
+}
+
+// key returns the key given as plain (name) or as base64 (name+"_b64"):
+// exactly one of them, the base64 one only from format version 2.
+func rawKey(version int, field string, plain, b64 *string) (string, error) {
+	switch {
+	case plain != nil && b64 != nil:
+		return "", fmt.Errorf("%w: %s_b64: give %s or %s_b64, not both", ErrInvalidManifest, field, field, field)
+	case plain != nil:
+		return *plain, nil
+	case b64 == nil:
+		return "", missing(field)
+	case version < 2:
+		return "", fmt.Errorf("%w: %s_b64: needs format_version 2 or later, this manifest is version %d", ErrInvalidManifest, field, version)
+	}
+	k, err := base64.StdEncoding.DecodeString(*b64)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s_b64: %q is not base64: %v", ErrInvalidManifest, field, *b64, err)
+	}
+	return string(k), nil
 }
 
 func missing(field string) error {
@@ -284,14 +343,18 @@ func (raw *rawManifest) manifest() (*Manifest, error) {
 			return nil, missing(p("slots"))
 		case rf.Keys == nil:
 			return nil, missing(p("keys"))
-		case rf.FirstKey == nil:
-			return nil, missing(p("first_key"))
-		case rf.LastKey == nil:
-			return nil, missing(p("last_key"))
+		}
+		first, err := rawKey(m.FormatVersion, p("first_key"), rf.FirstKey, rf.FirstKeyB64)
+		if err != nil {
+			return nil, err
+		}
+		last, err := rawKey(m.FormatVersion, p("last_key"), rf.LastKey, rf.LastKeyB64)
+		if err != nil {
+			return nil, err
 		}
 		m.Files[i] = File{
 			Name: *rf.Name, Size: *rf.Size, SHA256: *rf.SHA256, Slots: *rf.Slots,
-			Keys: *rf.Keys, FirstKey: *rf.FirstKey, LastKey: *rf.LastKey,
+			Keys: *rf.Keys, FirstKey: first, LastKey: last,
 		}
 	}
 	return m, nil
@@ -301,7 +364,8 @@ func (raw *rawManifest) manifest() (*Manifest, error) {
 // take the defaults) and returns the first problem, naming the field (e.g.
 // "files[2].sha256") and wrapping one of the sentinel errors:
 //
-//   - format_version must be FormatVersion (ErrUnsupportedVersion);
+//   - format_version must be MinFormatVersion to FormatVersion
+//     (ErrUnsupportedVersion);
 //   - slot_count must be 16384;
 //   - files must be non-empty and at most lim.MaxFiles (ErrTooLarge);
 //   - each name must be a plain, local file name: non-empty, at most 255
@@ -311,14 +375,14 @@ func (raw *rawManifest) manifest() (*Manifest, error) {
 //   - size must be > 0 and at most lim.MaxFileBytes (ErrTooLarge);
 //   - sha256 must be 64 lowercase hex digits;
 //   - slots must be a valid slot range; keys must be > 0; first_key and
-//     last_key must be non-empty valid UTF-8, in slots, and in (slot, key)
-//     order (equal exactly when keys is 1);
+//     last_key must be non-empty (valid UTF-8 in version 1), in slots, and
+//     in (slot, key) order (equal exactly when keys is 1);
 //   - files must follow each other in (slot, key) order without overlap;
 //   - records must equal the sum of the files' keys.
 func (m *Manifest) Validate(lim Limits) error {
 	lim = lim.withDefaults()
-	if m.FormatVersion != FormatVersion {
-		return fmt.Errorf("%w: format_version: %d is not supported (this build reads version %d)", ErrUnsupportedVersion, m.FormatVersion, FormatVersion)
+	if m.FormatVersion < MinFormatVersion || m.FormatVersion > FormatVersion {
+		return fmt.Errorf("%w: format_version: %d is not supported (this build reads versions %d to %d)", ErrUnsupportedVersion, m.FormatVersion, MinFormatVersion, FormatVersion)
 	}
 	if m.SlotCount != slot.Count {
 		return fmt.Errorf("%w: slot_count: %d, must be %d", ErrInvalidManifest, m.SlotCount, slot.Count)
@@ -364,11 +428,11 @@ func (m *Manifest) Validate(lim Limits) error {
 		if f.LastKey == "" {
 			return fmt.Errorf("%w: %s: empty", ErrInvalidManifest, p("last_key"))
 		}
-		if !utf8.ValidString(f.FirstKey) {
-			return fmt.Errorf("%w: %s: %q is not valid UTF-8 (JSON cannot carry it)", ErrInvalidManifest, p("first_key"), f.FirstKey)
+		if m.FormatVersion < 2 && !utf8.ValidString(f.FirstKey) {
+			return fmt.Errorf("%w: %s: %q is not valid UTF-8 (a version 1 manifest cannot carry it)", ErrInvalidManifest, p("first_key"), f.FirstKey)
 		}
-		if !utf8.ValidString(f.LastKey) {
-			return fmt.Errorf("%w: %s: %q is not valid UTF-8 (JSON cannot carry it)", ErrInvalidManifest, p("last_key"), f.LastKey)
+		if m.FormatVersion < 2 && !utf8.ValidString(f.LastKey) {
+			return fmt.Errorf("%w: %s: %q is not valid UTF-8 (a version 1 manifest cannot carry it)", ErrInvalidManifest, p("last_key"), f.LastKey)
 		}
 		fs, ls := slot.OfString(f.FirstKey), slot.OfString(f.LastKey)
 		if !r.Contains(fs) {

@@ -52,7 +52,7 @@ func TestParseManifestValid(t *testing.T) {
 	if !reflect.DeepEqual(got, m) {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got, m)
 	}
-	if !strings.Contains(text, "\n  \"format_version\": 1,") {
+	if !strings.Contains(text, fmt.Sprintf("\n  \"format_version\": %d,", FormatVersion)) {
 		t.Errorf("Marshal is not indented JSON:\n%s", text)
 	}
 	r, err := got.Files[1].SlotRange()
@@ -99,13 +99,29 @@ func TestParseManifestErrors(t *testing.T) {
 			k := j + strings.Index(s[j:], ",")
 			return s[:j] + "null" + s[k:]
 		}, want: ErrInvalidManifest, substr: "files[2].first_key: missing"},
-		{name: "version 2", mutate: func(m *Manifest) { m.FormatVersion = 2 }, want: ErrUnsupportedVersion, substr: "format_version: 2"},
-		{name: "version 2 with new fields", edit: func(s string) string {
-			return strings.Replace(strings.Replace(s, `"format_version": 1`, `"format_version": 2`, 1), "{", `{"compression": "zstd",`, 1)
-		}, want: ErrUnsupportedVersion, substr: "format_version: 2"},
+		{name: "version 3", mutate: func(m *Manifest) { m.FormatVersion = 3 }, want: ErrUnsupportedVersion, substr: "format_version: 3"},
+		{name: "version 3 with new fields", edit: func(s string) string {
+			return strings.Replace(strings.Replace(s, `"format_version": 2`, `"format_version": 3`, 1), "{", `{"compression": "zstd",`, 1)
+		}, want: ErrUnsupportedVersion, substr: "format_version: 3"},
+		{name: "first_key and first_key_b64", edit: func(s string) string {
+			return strings.Replace(s, `"first_key": `, `"first_key_b64": "AA==", "first_key": `, 1)
+		}, want: ErrInvalidManifest, substr: "files[0].first_key_b64: give files[0].first_key or"},
+		{name: "last_key_b64 not base64", edit: func(s string) string {
+			i := strings.Index(s, `"last_key": `)
+			k := i + strings.Index(s[i:], "\n")
+			return s[:i] + `"last_key_b64": "!!"` + s[k:]
+		}, want: ErrInvalidManifest, substr: "files[0].last_key_b64"},
+		{name: "first_key_b64 in version 1", edit: func(s string) string {
+			s = strings.Replace(s, `"format_version": 2`, `"format_version": 1`, 1)
+			i := strings.Index(s, `"first_key": `)
+			k := i + strings.Index(s[i:], ",")
+			return s[:i] + `"first_key_b64": "/w=="` + s[k:]
+		}, want: ErrInvalidManifest, substr: "needs format_version 2"},
+		{name: "binary key in version 1", mutate: func(m *Manifest) { m.FormatVersion = 1; m.Files[0].FirstKey = "\xff" + m.Files[0].FirstKey },
+			want: ErrInvalidManifest, substr: "files[0].first_key"},
 		{name: "version 0", mutate: func(m *Manifest) { m.FormatVersion = 0 }, want: ErrUnsupportedVersion, substr: "format_version: 0"},
-		{name: "version missing", edit: func(s string) string { return strings.Replace(s, `"format_version": 1,`, ``, 1) }, want: ErrInvalidManifest, substr: "format_version: missing"},
-		{name: "version not integer", edit: func(s string) string { return strings.Replace(s, `"format_version": 1`, `"format_version": "1"`, 1) }, want: ErrInvalidManifest, substr: "format_version"},
+		{name: "version missing", edit: func(s string) string { return strings.Replace(s, `"format_version": 2,`, ``, 1) }, want: ErrInvalidManifest, substr: "format_version: missing"},
+		{name: "version not integer", edit: func(s string) string { return strings.Replace(s, `"format_version": 2`, `"format_version": "2"`, 1) }, want: ErrInvalidManifest, substr: "format_version"},
 		{name: "slot_count", mutate: func(m *Manifest) { m.SlotCount = 1024 }, want: ErrInvalidManifest, substr: "slot_count: 1024"},
 		{name: "no files", mutate: func(m *Manifest) { m.Files = nil; m.Records = 0 }, want: ErrInvalidManifest, substr: "files: empty"},
 		{name: "too many files", lim: Limits{MaxFiles: 2}, want: ErrTooLarge, substr: "files: 3 files"},

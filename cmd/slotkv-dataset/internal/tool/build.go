@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/slotkv/slotkv/pkg/dataset"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -201,19 +200,18 @@ func readInput(ctx context.Context, name, format string, maxValue int, st *store
 			res.Bad = append(res.Bad, BadLine{File: name, Line: line, Reason: fmt.Sprintf(format, args...)})
 		}
 	}
-	add := func(line int, key, value []byte) {
+	// Keys are bytes: a JSONL line gives one that is not UTF-8 as key_b64.
+	add := func(line int, key, value []byte, exp int64) {
 		switch {
 		case len(key) == 0:
 			bad(line, "empty key")
 		case len(key) > MaxKeyBytes:
 			bad(line, "key is %d bytes, longer than %d", len(key), MaxKeyBytes)
-		case !utf8.Valid(key):
-			bad(line, "key is not valid UTF-8")
 		case len(value) > maxValue:
 			bad(line, "value is %d bytes, longer than %d (--max-value-bytes)", len(value), maxValue)
 		default:
 			res.Input++
-			st.add(slot.Of(key), key, value)
+			st.add(slot.Of(key), key, value, exp)
 		}
 	}
 	if format == "csv" {
@@ -227,7 +225,7 @@ func readInput(ctx context.Context, name, format string, maxValue int, st *store
 	return nil
 }
 
-func readJSONL(ctx context.Context, r io.Reader, maxValue int, add func(int, []byte, []byte), bad func(int, string, ...any)) error {
+func readJSONL(ctx context.Context, r io.Reader, maxValue int, add func(int, []byte, []byte, int64), bad func(int, string, ...any)) error {
 	// The longest line that can hold a valid record: every byte of key and
 	// value escaped as \u00XX, plus room for field names and whitespace.
 	maxLine := 6*(MaxKeyBytes+maxValue) + 4096
@@ -272,7 +270,7 @@ func readJSONL(ctx context.Context, r io.Reader, maxValue int, add func(int, []b
 			if perr != nil {
 				bad(n, "%v", perr)
 			} else {
-				add(n, key, value)
+				add(n, key, value, p.exp)
 			}
 		}
 		if err == io.EOF {
@@ -281,7 +279,7 @@ func readJSONL(ctx context.Context, r io.Reader, maxValue int, add func(int, []b
 	}
 }
 
-func readCSV(ctx context.Context, r io.Reader, add func(int, []byte, []byte), bad func(int, string, ...any)) error {
+func readCSV(ctx context.Context, r io.Reader, add func(int, []byte, []byte, int64), bad func(int, string, ...any)) error {
 	cr := csv.NewReader(bufio.NewReaderSize(r, 1<<20))
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
@@ -309,7 +307,7 @@ func readCSV(ctx context.Context, r io.Reader, add func(int, []byte, []byte), ba
 			bad(line, "%d fields, want 2 (key,value)", len(rec))
 			continue
 		}
-		add(line, []byte(rec[0]), []byte(rec[1]))
+		add(line, []byte(rec[0]), []byte(rec[1]), 0)
 	}
 }
 
@@ -322,6 +320,7 @@ type store struct {
 
 type entry struct {
 	ref  uint64 // chunk index << 32 | offset of the key in the chunk; grows with input order
+	exp  int64  // expiry, Unix milliseconds; 0 = none
 	klen uint32
 	vlen uint32
 	slot uint16
@@ -329,7 +328,7 @@ type entry struct {
 
 const maxChunk = 64 << 20 // > MaxKeyBytes + MaxValueBytesLimit
 
-func (s *store) add(sl uint16, key, value []byte) {
+func (s *store) add(sl uint16, key, value []byte, exp int64) {
 	need := len(key) + len(value)
 	if len(s.chunks) == 0 || cap(s.chunks[len(s.chunks)-1])-len(s.chunks[len(s.chunks)-1]) < need {
 		size := 1 << 20
@@ -343,7 +342,7 @@ func (s *store) add(sl uint16, key, value []byte) {
 	off := len(c)
 	c = append(c, key...)
 	s.chunks[ci] = append(c, value...)
-	s.entries = append(s.entries, entry{ref: uint64(ci)<<32 | uint64(off), klen: uint32(len(key)), vlen: uint32(len(value)), slot: sl})
+	s.entries = append(s.entries, entry{ref: uint64(ci)<<32 | uint64(off), exp: exp, klen: uint32(len(key)), vlen: uint32(len(value)), slot: sl})
 }
 
 func (s *store) key(e *entry) []byte {
@@ -446,7 +445,7 @@ func (s *store) write(ctx context.Context, o BuildOptions) (m *dataset.Manifest,
 			bw = bufio.NewWriterSize(f, 1<<20)
 			w = dataset.NewWriter(bw, dataset.WriterOptions{BlockSize: o.BlockSize})
 		}
-		if err := w.Write(dataset.Record{Slot: e.slot, Key: s.key(e), Value: s.value(e)}); err != nil {
+		if err := w.Write(dataset.Record{Slot: e.slot, Key: s.key(e), Value: s.value(e), ExpiresAtMs: e.exp}); err != nil {
 			return nil, err
 		}
 		if w.Size() >= o.TargetFileSize {

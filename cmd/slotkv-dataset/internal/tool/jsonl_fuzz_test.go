@@ -16,8 +16,8 @@ import (
 var surrogateEscape = regexp.MustCompile(`\\u[dD][89a-fA-F]`)
 
 // exactFields reports whether the object in line has only the field names
-// key, value and value_b64, spelled exactly, each at most once: the
-// strictness the parser adds on top of encoding/json.
+// key, key_b64, value, value_b64 and expires_at_ms, spelled exactly, each
+// at most once: the strictness the parser adds on top of encoding/json.
 func exactFields(line []byte) bool {
 	dec := json.NewDecoder(bytes.NewReader(line))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
@@ -30,7 +30,7 @@ func exactFields(line []byte) bool {
 			return false
 		}
 		name, _ := t.(string)
-		if (name != "key" && name != "value" && name != "value_b64") || seen[name] {
+		if !validField[name] || seen[name] {
 			return false
 		}
 		seen[name] = true
@@ -41,6 +41,8 @@ func exactFields(line []byte) bool {
 	}
 	return true
 }
+
+var validField = map[string]bool{"key": true, "key_b64": true, "value": true, "value_b64": true, "expires_at_ms": true}
 
 // FuzzLineParserAccepts is the other half of FuzzLineParser: every line
 // that encoding/json accepts, minus what the parser documents refusing
@@ -57,11 +59,13 @@ func FuzzLineParserAccepts(f *testing.F) {
 		`{"key":"a","value_b64":"aGk"}`,
 		`{"key":"a","value":""}`,
 		`{"key":"\u0000","value":"\uFFFD"}`,
+		`{"key_b64":"AP8=","value":"x","expires_at_ms":1767225600000}`,
+		`{"key":"a","value":"x","expires_at_ms":-0}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
-		sk, sv, ok := stdParse(line)
+		sk, sv, se, ok := stdParseExp(line)
 		if !ok || !utf8.Valid(line) || surrogateEscape.Match(line) || !exactFields(line) {
 			return
 		}
@@ -70,8 +74,8 @@ func FuzzLineParserAccepts(f *testing.F) {
 		if err != nil {
 			t.Fatalf("parse(%q): %v; encoding/json accepts it as %q, %q", line, err, sk, sv)
 		}
-		if !bytes.Equal(k, sk) || !bytes.Equal(v, sv) {
-			t.Fatalf("parse(%q) = %q, %q; encoding/json: %q, %q", line, k, v, sk, sv)
+		if !bytes.Equal(k, sk) || !bytes.Equal(v, sv) || p.exp != se {
+			t.Fatalf("parse(%q) = %q, %q, %d; encoding/json: %q, %q, %d", line, k, v, p.exp, sk, sv, se)
 		}
 	})
 }
@@ -99,6 +103,7 @@ func FuzzReadJSONL(f *testing.F) {
 			reason string
 			key    string
 			value  string
+			exp    int64
 		}
 		got := map[int]outcome{}
 		last := 0
@@ -109,7 +114,9 @@ func FuzzReadJSONL(f *testing.F) {
 			last = n
 			got[n] = o
 		}
-		add := func(n int, k, v []byte) { record(n, outcome{added: true, key: string(k), value: string(v)}) }
+		add := func(n int, k, v []byte, exp int64) {
+			record(n, outcome{added: true, key: string(k), value: string(v), exp: exp})
+		}
 		bad := func(n int, format string, args ...any) { record(n, outcome{reason: fmt.Sprintf(format, args...)}) }
 		if err := readJSONL(context.Background(), bytes.NewReader(data), 1<<20, add, bad); err != nil {
 			t.Fatalf("readJSONL: %v", err)
@@ -143,7 +150,7 @@ func FuzzReadJSONL(f *testing.F) {
 			switch {
 			case err != nil && (o.added || o.reason != err.Error()):
 				t.Fatalf("line %d %q: got %+v, want bad line %q", n, line, o, err)
-			case err == nil && (!o.added || o.key != string(k) || o.value != string(v)):
+			case err == nil && (!o.added || o.key != string(k) || o.value != string(v) || o.exp != p.exp):
 				t.Fatalf("line %d %q: got %+v, want key %q value %q", n, line, o, k, v)
 			}
 		}

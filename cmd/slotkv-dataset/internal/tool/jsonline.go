@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+
+	"github.com/slotkv/slotkv/pkg/dataset"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -11,6 +13,12 @@ import (
 // lineParser parses JSONL input lines of the form
 //
 //	{"key": "...", "value": "..."}  or  {"key": "...", "value_b64": "..."}
+//
+// where the key may be given as "key_b64" (base64) instead of "key", for
+// keys that are not UTF-8, and an optional "expires_at_ms" (a JSON integer,
+// Unix milliseconds, 0 = never) sets the record's expiry:
+//
+//	{"key_b64": "AP8=", "value": "v", "expires_at_ms": 1767225600000}
 //
 // without allocating per line: strings without escapes are returned as
 // slices of the line, others are decoded into scratch buffers reused by the
@@ -20,19 +28,23 @@ import (
 // \u escapes must not be lone surrogates (encoding/json would silently
 // replace those with U+FFFD and so change the key).
 type lineParser struct {
-	kbuf, vbuf, bbuf, nbuf []byte
+	kbuf, vbuf, bbuf, nbuf, kbbuf, kdbuf []byte
+	// exp is the expiry of the line parse last accepted (0 = none).
+	exp int64
 }
 
-// parse returns the key and value of line (without its newline). The
-// slices are valid until the next call.
+// parse returns the key and value of line (without its newline), and
+// sets p.exp to its expiry. The slices are valid until the next call.
 func (p *lineParser) parse(line []byte) (key, value []byte, err error) {
+	p.exp = 0
 	i := skipWS(line, 0)
 	if i == len(line) || line[i] != '{' {
 		return nil, nil, errors.New("bad JSON: not a JSON object")
 	}
 	i = skipWS(line, i+1)
-	var haveKey, haveValue, haveB64 bool
-	var b64 []byte
+	var haveKey, haveValue, haveB64, haveKeyB64, haveExp bool
+	var b64, keyB64 []byte
+	var exp int64
 	if i < len(line) && line[i] == '}' {
 		i++
 	} else {
@@ -60,13 +72,32 @@ func (p *lineParser) parse(line []byte) (key, value []byte, err error) {
 				seen, buf, dst = &haveValue, &p.vbuf, &value
 			case "value_b64":
 				seen, buf, dst = &haveB64, &p.bbuf, &b64
+			case "key_b64":
+				seen, buf, dst = &haveKeyB64, &p.kbbuf, &keyB64
+			case "expires_at_ms":
+				seen = &haveExp
 			default:
-				return nil, nil, fmt.Errorf("unknown field %q (want key and value or value_b64)", name)
+				return nil, nil, fmt.Errorf("unknown field %q (want key or key_b64, value or value_b64, and optionally expires_at_ms)", name)
 			}
 			if *seen {
 				return nil, nil, fmt.Errorf("field %q appears twice", name)
 			}
 			*seen = true
+			if seen == &haveExp {
+				if exp, i, err = parseExpiry(line, i); err != nil {
+					return nil, nil, fmt.Errorf("field %q: %w", name, err)
+				}
+				i = skipWS(line, i)
+				if i < len(line) && line[i] == ',' {
+					i = skipWS(line, i+1)
+					continue
+				}
+				if i < len(line) && line[i] == '}' {
+					i++
+					break
+				}
+				return nil, nil, fmt.Errorf("bad JSON at column %d: expected ',' or '}'", i+1)
+			}
 			if i == len(line) || line[i] != '"' {
 				return nil, nil, fmt.Errorf("field %q must be a JSON string", name)
 			}
@@ -90,28 +121,73 @@ func (p *lineParser) parse(line []byte) (key, value []byte, err error) {
 		return nil, nil, fmt.Errorf("bad JSON at column %d: data after the object", i+1)
 	}
 	switch {
-	case !haveKey:
-		return nil, nil, errors.New("missing key")
+	case haveKey && haveKeyB64:
+		return nil, nil, errors.New("both key and key_b64")
+	case !haveKey && !haveKeyB64:
+		return nil, nil, errors.New("missing key (or key_b64)")
 	case haveValue && haveB64:
 		return nil, nil, errors.New("both value and value_b64")
 	case !haveValue && !haveB64:
 		return nil, nil, errors.New(`missing value (or value_b64); use "value": "" for an empty value`)
 	case haveB64:
-		p.vbuf = p.vbuf[:0]
-		n := base64.StdEncoding.DecodedLen(len(b64))
-		if cap(p.vbuf) < n {
-			p.vbuf = make([]byte, n)
+		if value, err = decodeB64(b64, &p.vbuf); err != nil {
+			return nil, nil, fmt.Errorf("value_b64: %w", err)
 		}
-		m, err := base64.StdEncoding.Decode(p.vbuf[:n], b64)
-		if err != nil {
-			return nil, nil, fmt.Errorf("value_b64: invalid base64: %v", err)
+	}
+	if haveKeyB64 {
+		if key, err = decodeB64(keyB64, &p.kdbuf); err != nil {
+			return nil, nil, fmt.Errorf("key_b64: %w", err)
 		}
-		value = p.vbuf[:m]
 	}
 	if value == nil {
 		value = []byte{}
 	}
+	p.exp = exp
 	return key, value, nil
+}
+
+// decodeB64 decodes standard base64 (as encoding/json reads []byte) into
+// *buf.
+func decodeB64(b64 []byte, buf *[]byte) ([]byte, error) {
+	n := base64.StdEncoding.DecodedLen(len(b64))
+	if cap(*buf) < n {
+		*buf = make([]byte, n)
+	}
+	m, err := base64.StdEncoding.Decode((*buf)[:n], b64)
+	if err != nil {
+		return nil, fmt.Errorf("invalid base64: %v", err)
+	}
+	return (*buf)[:m], nil
+}
+
+// parseExpiry parses the JSON integer at b[i] as an expiry in Unix
+// milliseconds: 0 to dataset.MaxExpiresAtMs ("-0" is 0). It returns the
+// index after the number.
+func parseExpiry(b []byte, i int) (int64, int, error) {
+	neg := i < len(b) && b[i] == '-'
+	if neg {
+		i++
+	}
+	start := i
+	var v int64
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		if v > (dataset.MaxExpiresAtMs-int64(b[i]-'0'))/10 {
+			return 0, 0, fmt.Errorf("after 9999-12-31 (at most %d Unix milliseconds)", dataset.MaxExpiresAtMs)
+		}
+		v = v*10 + int64(b[i]-'0')
+		i++
+	}
+	switch {
+	case i == start:
+		return 0, 0, errors.New("must be an integer (Unix milliseconds)")
+	case b[start] == '0' && i-start > 1:
+		return 0, 0, errors.New("bad JSON number: leading zero")
+	case i < len(b) && (b[i] == '.' || b[i] == 'e' || b[i] == 'E'):
+		return 0, 0, errors.New("must be an integer (Unix milliseconds)")
+	case neg && v != 0:
+		return 0, 0, fmt.Errorf("-%d is negative (0 or absent means no expiry)", v)
+	}
+	return v, i, nil
 }
 
 func skipWS(b []byte, i int) int {

@@ -10,20 +10,23 @@
 // package github.com/slotkv/slotkv/pkg/dataset for the format.
 //
 // JSONL lines are objects {"key": "...", "value": "..."} (the value's UTF-8
-// bytes are stored) or {"key": "...", "value_b64": "..."} for binary values.
+// bytes are stored) or {"key": "...", "value_b64": "..."} for binary values;
+// a key that is not UTF-8 is given as "key_b64" (base64) instead of "key",
+// and "expires_at_ms" (a JSON integer, Unix milliseconds) sets the record's
+// expiry (none when absent or 0).
 // CSV rows are key,value with RFC 4180 quoting; a first row "key,value" is a
 // header and skipped. Blank JSONL lines are ignored.
 //
 // Duplicate keys: the last occurrence in input order wins, across input
 // files in the order given; the earlier ones are dropped and counted.
 //
-// Bad lines (bad JSON or CSV, missing or empty key, key over 16 KiB or not
-// UTF-8, value over --max-value-bytes, unknown field, both value and
-// value_b64) are reported as FILE:LINE: reason. Up to --max-bad-lines of
+// Bad lines (bad JSON or CSV, missing or empty key, key over 16 KiB, value
+// over --max-value-bytes, unknown field, both value and value_b64 or key
+// and key_b64, a bad expiry) are reported as FILE:LINE: reason. Up to --max-bad-lines of
 // them are skipped; more fail the build before anything is written.
 //
 // The records are held in memory while sorting, compactly (keys and values
-// in large arena chunks plus 24 bytes per record), so the input should fit
+// in large arena chunks plus 32 bytes per record), so the input should fit
 // in memory with some room to spare.
 //
 // # serve
@@ -64,14 +67,16 @@ build reads JSONL or CSV records, sorts them by (slot, key) and writes data
 files of about --target-file-size bytes (part-00000.skv, ...) to DIR, which
 must be empty or not exist, then manifest.json (last, atomically).
   JSONL: one object per line, {"key":"k","value":"text"} or
-         {"key":"k","value_b64":"AAEC"} for binary values; blank lines ignored.
+         {"key":"k","value_b64":"AAEC"} for binary values; "key_b64":"AP8="
+         instead of "key" for binary keys; "expires_at_ms":1767225600000
+         (Unix milliseconds) for an expiry; blank lines ignored.
   CSV:   key,value rows, RFC 4180 quoting; a first row "key,value" is skipped.
   --format defaults from each file's extension (.jsonl/.ndjson/.json, .csv,
   optionally .gz-compressed). Sizes accept 1000000, 64KiB, 64MiB, 1GiB, 1GB.
   Duplicate keys: the LAST occurrence in input order wins (across the input
   files in the order given); the dropped ones are counted in the summary.
-  Bad lines (bad JSON/CSV, missing or empty key, key over 16 KiB or not
-  UTF-8, value too long, unknown field, both value and value_b64) are listed
+  Bad lines (bad JSON/CSV, missing or empty key, key over 16 KiB, value too
+  long, unknown field, both value and value_b64, a bad expiry) are listed
   as FILE:LINE: reason; up to --max-bad-lines of them are skipped, more fail
   the build (exit 1) before anything is written.
 

@@ -398,7 +398,7 @@ func TestVerifyDetectsProblems(t *testing.T) {
 		}, "FAIL part-00001.skv: open"},
 		{"wrong key count", func(t *testing.T, dir string) {
 			rewriteManifest(t, dir, func(m *dataset.Manifest) { m.Files[0].Keys++; m.Records++ })
-		}, "FAIL part-00000.skv: dataset: corrupt data file: 563 keys, the manifest says 564"},
+		}, "FAIL part-00000.skv: dataset: corrupt data file: 558 keys, the manifest says 559"},
 		{"bad manifest", func(t *testing.T, dir string) {
 			rewriteManifest(t, dir, func(m *dataset.Manifest) { m.Files[0].Name = "../evil" })
 		}, `files[0].name: "../evil" would leave the download directory`},

@@ -42,15 +42,55 @@
 // starting with "adger!" cannot be stored; Put refuses it with
 // ErrReservedKey instead of failing obscurely inside Badger.
 //
+// # Expiry
+//
+// Any key may expire at an absolute time in Unix milliseconds (Redis's
+// PX/PXAT precision). Badger's own per-entry TTL (ExpiresAt) counts whole
+// seconds, so an expiring value is stored as
+//
+//	[expiry: 8 bytes big-endian Unix ms][user value]
+//
+// with Badger's UserMeta bit 0 set, and Badger's ExpiresAt set to the
+// ceiling second of the expiry: Badger hides the entry and its compactions
+// reclaim it, never before the millisecond. A value without expiry is the
+// bare value with UserMeta 0, as before expiries existed, so older data
+// directories read unchanged. Every read (Get, BatchGet, Scan, Count,
+// Digest, snapshot scans and digests, ReadChanges, the reads of Update,
+// Delete and BatchWrite) compares the millisecond expiry with the clock
+// and treats a key at or past it as absent; walks decide that from the
+// item's metadata and read the header only for keys in their last second
+// (expiry.go). A write whose expiry is at or before now is a delete
+// (Redis's rule), decided in the one write function, so its change record
+// is a delete too. Change records and migration entries carry the expiry
+// (a put whose expiry passed before it is read is sent as a delete, so an
+// older value of the key cannot survive on the destination); an import
+// writes it as is, or deletes a key whose expiry passed on the way: a key
+// expiring mid-migration is neither resurrected nor lost.
+//
+// # Read-modify-write
+//
+// Update (update.go), Delete (existed) and BatchWrite with if_all_absent
+// or deletes read the keys they depend on inside their write transaction;
+// Badger's conflict detection fails the commit when another write of
+// those keys committed in between, and write starts over. Updates of one
+// key also queue on a striped lock first, so a hot INCRBY key does not
+// turn into a storm of retries.
+//
 // # Digest
 //
 // Digest (pkg/digest) hashes each entry as xxhash64(uvarint len(key) || key
-// || uvarint len(value) || value) over the user key (without the slot
-// prefix), once per lane with the lane's seed, and sums the hashes per
+// || uvarint len(value) || value [|| expiry: 8 bytes big-endian, for keys
+// that expire]) over the user key (without the slot prefix), once per lane with the lane's seed, and sums the hashes per
 // 64-bit lane modulo 2^64 (two lanes, 16 bytes). The sum
 // is order-independent (two nodes that hold the same entries agree whatever
 // order they were written or are scanned in) and additive (the digest of a
 // range set is the Combine of its slots' digests), which is what migration
 // verification needs: compare per-slot digests on both sides without moving
 // the data again. Length prefixes keep ("ab","c") and ("a","bc") apart.
+// The source digests a snapshot's entries as it sends them and the
+// destination the entries as it receives them (expiry included, also for
+// an entry whose expiry passed on the way), so the stream digests agree
+// whatever expires meanwhile. Digests that read stored data at two
+// different times (VERIFY_FULL) can differ by the keys that expired in
+// between.
 package store

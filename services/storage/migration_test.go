@@ -124,8 +124,8 @@ func (n *testNode) scanDigests(t testing.TB, job string, batch uint32, packed bo
 			if len(res.GetEntries()) > 0 {
 				t.Fatalf("a packed scan sent %d entries unpacked", len(res.GetEntries()))
 			}
-			if err := kvpack.ForEach(res.GetPacked(), func(_ int, k, v []byte) error {
-				res.Entries = append(res.Entries, &storagev1.MigrationEntry{Key: k, Value: v, Slot: uint32(slot.Of(k))})
+			if err := kvpack.ForEachExpiring(res.GetPacked(), func(_ int, k, v []byte, exp int64) error {
+				res.Entries = append(res.Entries, &storagev1.MigrationEntry{Key: k, Value: v, Slot: uint32(slot.Of(k)), ExpiresAtMs: exp})
 				return nil
 			}); err != nil {
 				t.Fatalf("packed batch: %v", err)
@@ -209,7 +209,7 @@ func (im *importer) applyPipelined(es []*storagev1.MigrationEntry) {
 		im.seq++
 		var packed []byte
 		for _, e := range es[i:min(i+5, len(es))] {
-			packed = kvpack.Append(packed, e.GetKey(), e.GetValue())
+			packed = kvpack.AppendExpiring(packed, e.GetKey(), e.GetValue(), e.GetExpiresAtMs())
 		}
 		if err := im.stream.Send(&storagev1.ImportRequest{JobId: im.job, StreamId: im.id, Seq: im.seq, Packed: packed}); err != nil {
 			im.t.Fatalf("send batch %d: %v", im.seq, err)
@@ -981,4 +981,182 @@ func TestRestartMidMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	a3.put(t, storetest.KeyInSlot(12, "z"), []byte("z"))
+}
+
+// TestMigrationWithExpiry migrates keys that expire: later than the
+// migration (they arrive with their exact millisecond expiry), during it
+// (in the snapshot, in captured changes, and a value overwritten by one
+// that expires: none comes back on the destination, and the older value
+// does not resurface), and expiry changes made during the catch-up
+// (EXPIRE, PERSIST, GETEX). The streams' digests agree on both sides
+// whatever expired meanwhile; once every short expiry has passed, the
+// read-back digests of source and destination agree too (Kvrocks #1223).
+func TestMigrationWithExpiry(t *testing.T) {
+	t.Parallel()
+	p := startPair(t)
+	ctx := ctxT(t)
+	later := nowMs() + 3_600_000 + 321
+	type want struct {
+		val string
+		exp int64 // 0: none
+	}
+	final := map[string]want{} // the live keys of slots 100-199 at the end
+	var short []int64          // expiries the test waits out
+	key := func(i int) []byte { return storetest.KeyInSlot(uint16(100+i%100), fmt.Sprint("x", i)) }
+	put := func(i int, val string, exp int64) {
+		t.Helper()
+		if _, err := p.a.data.Put(ctx, &storagev1.PutRequest{Key: key(i), Value: []byte(val), ExpiresAtMs: exp}); err != nil {
+			t.Fatal(err)
+		}
+		if exp != 0 && exp < later {
+			short = append(short, exp)
+			delete(final, string(key(i)))
+			return
+		}
+		final[string(key(i))] = want{val, exp}
+	}
+	for i := range 300 {
+		switch i % 3 {
+		case 0:
+			put(i, fmt.Sprint("plain", i), 0)
+		case 1:
+			put(i, fmt.Sprint("later", i), later+int64(i))
+		}
+	}
+	if err := p.b.begin(t, "jx", dstRole, "a", 1, sr(100, 199)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.a.begin(t, "jx", srcRole, "b", 1, sr(100, 199)); err != nil {
+		t.Fatal(err)
+	}
+	// Captured before the snapshot, and in it: keys that expire during
+	// the migration (i%3 == 2), one overwriting a plain value.
+	for i := 2; i < 300; i += 3 {
+		put(i, fmt.Sprint("short", i), nowMs()+shortTTL)
+	}
+	put(0, "short-over-plain", nowMs()+shortTTL)
+	atSnap := maps.Clone(final)
+	snap, err := p.a.mig.OpenSnapshot(ctx, &storagev1.OpenSnapshotRequest{JobId: "jx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// After the snapshot: an overwrite that expires, expiry changes.
+	put(3, "short-after-snapshot", nowMs()+shortTTL)
+	upd := func(i int, req *storagev1.UpdateRequest) {
+		t.Helper()
+		req.Key = key(i)
+		p.a.update(t, req)
+	}
+	upd(6, &storagev1.UpdateRequest{Op: storagev1.UpdateOp_UPDATE_OP_EXPIRE, ExpiresAtMs: later + 6000})
+	final[string(key(6))] = want{"plain6", later + 6000}
+	upd(4, &storagev1.UpdateRequest{Op: storagev1.UpdateOp_UPDATE_OP_PERSIST})
+	final[string(key(4))] = want{"later4", 0}
+	upd(7, &storagev1.UpdateRequest{Op: storagev1.UpdateOp_UPDATE_OP_GET_EX, ExpiresAtMs: later + 7000})
+	final[string(key(7))] = want{"later7", later + 7000}
+	_, err = p.a.data.Update(ctx, &storagev1.UpdateRequest{Key: key(9), Op: storagev1.UpdateOp_UPDATE_OP_INCR_BY, Delta: 2})
+	wantStatus(t, err, codes.FailedPrecondition, "not an integer") // refused: no change captured
+	upd(12, &storagev1.UpdateRequest{Op: storagev1.UpdateOp_UPDATE_OP_APPEND, Value: []byte("+")})
+	final[string(key(12))] = want{"plain12+", 0}
+
+	// Snapshot, in two streams: one message per entry, and packed.
+	streamed := map[uint32]string{}
+	var scanned [2][]*storagev1.MigrationEntry
+	for i, r := range []*clusterv1.SlotRange{sr(100, 149), sr(150, 199)} {
+		es, ds := p.a.scanDigests(t, "jx", 16, i == 1, r)
+		maps.Copy(streamed, ds)
+		scanned[i] = es
+	}
+	var withExpiry int
+	for _, es := range scanned {
+		for _, e := range es {
+			w, ok := atSnap[string(e.GetKey())]
+			switch {
+			case ok && (e.GetExpiresAtMs() != w.exp || string(e.GetValue()) != w.val):
+				t.Errorf("snapshot entry %q = %q exp %d, want %q exp %d", e.GetKey(), e.GetValue(), e.GetExpiresAtMs(), w.val, w.exp)
+			case !ok && (e.GetExpiresAtMs() == 0 || e.GetExpiresAtMs() >= later):
+				t.Errorf("snapshot entry %q = %q exp %d, not a key of the snapshot", e.GetKey(), e.GetValue(), e.GetExpiresAtMs())
+			}
+			if e.GetExpiresAtMs() != 0 {
+				withExpiry++
+			}
+		}
+	}
+	if withExpiry == 0 {
+		t.Fatal("the snapshot carries no expiry")
+	}
+	// Half of the snapshot is applied now, the other half once every short
+	// expiry has passed (the destination deletes those entries).
+	im0 := p.b.importer(t, "jx", "snap-0")
+	im0.apply(scanned[0])
+	for _, e := range short {
+		waitPast(e)
+	}
+	im1 := p.b.importer(t, "jx", "snap-1")
+	im1.applyPipelined(scanned[1])
+	im0.close()
+	im1.close()
+	is, err := p.b.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: "jx", AppliedDigests: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var applied []*storagev1.SlotDigest
+	for _, st := range is.GetStreams() {
+		applied = append(applied, st.GetApplied()...)
+	}
+	if !equalMaps(streamed, digestMap(applied)) {
+		t.Fatalf("the streams' digests differ: source %d slots, destination %d", len(streamed), len(applied))
+	}
+
+	// Catch-up and hand-off: the captured puts whose expiry has passed
+	// come as deletes.
+	changes := p.b.importer(t, "jx", "changes")
+	cs, _, _ := p.a.changes(t, "jx", snap.GetSnapshotSeq())
+	for _, c := range cs {
+		if bytes.Equal(c.GetKey(), key(3)) && !c.GetDelete() {
+			t.Errorf("the expired put of %q comes as a put (%v)", key(3), c)
+		}
+	}
+	changes.apply(cs)
+	fr, err := p.a.mig.Freeze(ctx, &storagev1.FreezeRequest{JobId: "jx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, _, _ = p.a.changes(t, "jx", cs[len(cs)-1].GetSeq())
+	if len(cs) > 0 {
+		changes.apply(cs)
+	}
+	changes.close()
+	ad, err := p.a.data.Digest(ctx, &storagev1.DigestRequest{Ranges: []*clusterv1.SlotRange{sr(100, 199)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err = p.b.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: "jx", DigestRanges: []*clusterv1.SlotRange{sr(100, 199)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ad.GetCount() != uint64(len(final)) || is.GetCount() != ad.GetCount() || !bytes.Equal(ad.GetDigest(), is.GetDigest()) {
+		t.Fatalf("after the final changes (seq %d): source %d keys, destination %d, want %d; digests equal %v",
+			fr.GetFinalSeq(), ad.GetCount(), is.GetCount(), len(final), bytes.Equal(ad.GetDigest(), is.GetDigest()))
+	}
+
+	t2 := topo(2, p.nodes, map[string][][2]uint32{"a": {{0, 99}, {200, 8191}}, "b": {{100, 199}, {8192, 16383}}})
+	p.a.setTopology(t, t2)
+	p.b.setTopology(t, t2)
+	for i := range 300 {
+		k := key(i)
+		g, err := p.b.data.Get(ctx, &storagev1.GetRequest{Key: k})
+		w, ok := final[string(k)]
+		if !ok {
+			wantStatus(t, err, codes.NotFound)
+			continue
+		}
+		if err != nil || string(g.GetValue()) != w.val || g.GetExpiresAtMs() != w.exp {
+			t.Errorf("destination Get(%q) = %q exp %d, %v; want %q exp %d", k, g.GetValue(), g.GetExpiresAtMs(), err, w.val, w.exp)
+		}
+	}
+	for _, n := range []*testNode{p.a, p.b} {
+		if _, err := n.mig.EndMigration(ctx, &storagev1.EndMigrationRequest{JobId: "jx", Outcome: commit}); err != nil {
+			t.Fatalf("EndMigration on %s: %v", n.opts.NodeID, err)
+		}
+	}
 }

@@ -16,9 +16,9 @@ import (
 var (
 	// ErrNotInteger: INCRBY of a value that is not a base-10 signed 64-bit
 	// integer as Redis writes one.
-	ErrNotInteger = fmt.Errorf("store: %w", rpcerr.ErrNotInteger)
+	ErrNotInteger = rpcerr.ErrNotInteger
 	// ErrOverflow: INCRBY whose result leaves the signed 64-bit range.
-	ErrOverflow = fmt.Errorf("store: %w", rpcerr.ErrOverflow)
+	ErrOverflow = rpcerr.ErrOverflow
 	// ErrBadUpdate: an Update the store cannot apply (unknown op, a value
 	// the op would grow past its limit).
 	ErrBadUpdate = fmt.Errorf("%w: bad update", rpcerr.ErrInvalidArgument)

@@ -252,7 +252,7 @@ func testBadManifests(t *testing.T, c *testcluster.Cluster) {
 		want []string
 	}{
 		"malformed": {[]byte(`{"format_version": 1, "files": [`), []string{"malformed"}},
-		"version":   {versioned(t, ds, 2), []string{"format_version", "not supported"}},
+		"version":   {versioned(t, ds, dataset.FormatVersion+1), []string{"format_version", "not supported"}},
 		"unsafe":    {renamed(t, ds, "../evil.skv"), []string{`"../evil.skv"`}},
 	}
 	for name, b := range bad {

@@ -29,6 +29,7 @@ type ingestRec struct {
 	idx        uint64 // index of the record in the file, from 0
 	slot       uint16
 	key, value []byte
+	expiresAt  int64 // Unix milliseconds; 0 = never
 }
 
 type ingestBatch struct {
@@ -237,7 +238,7 @@ func (ig *ingester) run(rd *dataset.Reader, rng slot.Range) error {
 					ig.next++ // acknowledged by an earlier ingest
 					continue
 				}
-				r := ingestRec{idx: ig.next, slot: rec.Slot, key: slices.Clone(rec.Key), value: slices.Clone(rec.Value)}
+				r := ingestRec{idx: ig.next, slot: rec.Slot, key: slices.Clone(rec.Key), value: slices.Clone(rec.Value), expiresAt: rec.ExpiresAtMs}
 				ig.next++
 				ns, err := ig.dispatch(r)
 				if err != nil {
@@ -376,7 +377,8 @@ func (ig *ingester) send(ns *nodeStream) error {
 	b.seq = ns.seq
 	req := &storagev1.IngestRequest{JobId: ig.jobID, File: ig.file.Name, Batch: b.seq, Records: make([]*storagev1.IngestRecord, len(b.recs))}
 	for k, r := range b.recs {
-		req.Records[k] = &storagev1.IngestRecord{Key: r.key, Value: r.value}
+		// The node skips a record already expired (counted, not written).
+		req.Records[k] = &storagev1.IngestRecord{Key: r.key, Value: r.value, ExpiresAtMs: r.expiresAt}
 	}
 	ns.queue = append(ns.queue, b)
 	if err := ns.stream.Send(req); err != nil && !errors.Is(err, io.EOF) {

@@ -1,7 +1,9 @@
 package bulkload
 
 import (
+	"encoding/json"
 	"time"
+	"unicode/utf8"
 )
 
 // jobRecord is what is persisted of a job: everything needed to continue it
@@ -48,6 +50,49 @@ type fileRecord struct {
 	Attempts   uint32   `json:"attempts,omitempty"`
 	Nodes      []string `json:"nodes,omitempty"` // node ids the records went to
 	Error      string   `json:"error,omitempty"`
+}
+
+// fileKeysJSON holds, when saved, a first or last key that is not valid
+// UTF-8: encoding/json would replace its bytes with U+FFFD in first_key
+// (last_key), and the ingest after a restart would then find the file's
+// first key different from the manifest's. Keys that are UTF-8 stay in
+// first_key and last_key, as records saved before binary keys have them.
+type fileKeysJSON struct {
+	FirstB64 []byte `json:"first_key_b64,omitempty"`
+	LastB64  []byte `json:"last_key_b64,omitempty"`
+}
+
+func (f fileRecord) MarshalJSON() ([]byte, error) {
+	type plain fileRecord // without these methods
+	out := struct {
+		plain
+		fileKeysJSON
+	}{plain: plain(f)}
+	if !utf8.ValidString(f.First) {
+		out.FirstB64, out.plain.First = []byte(f.First), ""
+	}
+	if !utf8.ValidString(f.Last) {
+		out.LastB64, out.plain.Last = []byte(f.Last), ""
+	}
+	return json.Marshal(out)
+}
+
+func (f *fileRecord) UnmarshalJSON(b []byte) error {
+	type plain fileRecord
+	in := struct {
+		*plain
+		fileKeysJSON
+	}{plain: (*plain)(f)}
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	if in.FirstB64 != nil {
+		f.First = string(in.FirstB64)
+	}
+	if in.LastB64 != nil {
+		f.Last = string(in.LastB64)
+	}
+	return nil
 }
 
 // ackedSet is the set of acknowledged records (a record saved before

@@ -452,3 +452,58 @@ func TestIngestCancel(t *testing.T) {
 }
 
 func statusCode(err error) codes.Code { return status.Code(err) }
+
+// TestIngestExpiry: records carry their expiry: one that expires later is
+// written with it, one already expired is skipped and counted as skipped
+// (not in records or bytes) without deleting the key it would overwrite, a
+// negative expiry is refused naming the record, and a record refused for
+// its slot is named by its index in the batch also after a skipped one.
+func TestIngestExpiry(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, testOptions(t, "a"))
+	n.setTopology(t, topo(1, map[string]string{"a": n.grpcAddr, "b": "10.9.8.7:7100"},
+		map[string][][2]uint32{"a": {{0, 8191}}, "b": {{8192, 16383}}}))
+	ctx := ctxT(t)
+	later := nowMs() + 3_600_000 + 5
+	recs := records("x", 6, 10)
+	for i, r := range recs {
+		switch i % 3 {
+		case 1:
+			r.ExpiresAtMs = later + int64(i)
+		case 2:
+			r.ExpiresAtMs = nowMs() - 1 // expired already
+		}
+	}
+	// The key of an expired record holds a newer value: it stays.
+	n.put(t, recs[2].GetKey(), []byte("newer"))
+	acks, err := ingest(ctx, n.admin, ingestReq(1, recs))
+	if err != nil || len(acks) != 1 {
+		t.Fatalf("ingest = %v, %v", acks, err)
+	}
+	kept := []*storagev1.IngestRecord{recs[0], recs[1], recs[3], recs[4]}
+	if a := acks[0]; a.GetRecords() != 4 || a.GetSkipped() != 2 || a.GetBytes() != recBytes(kept) {
+		t.Errorf("ack = %v, want 4 records of %d bytes, 2 skipped", a, recBytes(kept))
+	}
+	for _, r := range kept {
+		g, err := n.data.Get(ctx, &storagev1.GetRequest{Key: r.GetKey()})
+		if err != nil || !bytes.Equal(g.GetValue(), r.GetValue()) || g.GetExpiresAtMs() != r.GetExpiresAtMs() {
+			t.Errorf("Get(%q) = %q exp %d, %v; want %q exp %d", r.GetKey(), g.GetValue(), g.GetExpiresAtMs(), err, r.GetValue(), r.GetExpiresAtMs())
+		}
+	}
+	if g, err := n.data.Get(ctx, &storagev1.GetRequest{Key: recs[2].GetKey()}); err != nil || string(g.GetValue()) != "newer" {
+		t.Errorf("key of a skipped record = %q, %v; want its newer value", g.GetValue(), err)
+	}
+	_, err = n.data.Get(ctx, &storagev1.GetRequest{Key: recs[5].GetKey()})
+	wantStatus(t, err, codes.NotFound)
+
+	bad := records("neg", 2, 11)
+	bad[1].ExpiresAtMs = -3
+	_, err = ingest(ctx, n.admin, ingestReq(1, bad))
+	wantStatus(t, err, codes.InvalidArgument, "records[1].expires_at_ms")
+
+	moved := records("m", 2, 12)
+	moved[0].ExpiresAtMs = 1 // skipped
+	moved = append(moved, records("elsewhere", 1, 9000)...)
+	_, err = ingest(ctx, n.admin, ingestReq(1, moved))
+	wantStatus(t, err, codes.FailedPrecondition, "records[2]")
+}

@@ -45,9 +45,14 @@ Usage:
   slotkvctl bootstrap --storage addr1,addr2,addr3 [--ranges n1=0-5460,n2=5461-10922,n3=10923-16383]
   slotkvctl topology  --storage addr[,addr...]
   slotkvctl info      --storage addr[,addr...]
+  slotkvctl nodes     --storage addr[,addr...]   (every node of the topology:
+                      health, topology version, keys, disk, slots, slot states)
   slotkvctl migrate    --migrator ADDR --source n1 --destination n2 --ranges 0-100,200-300
                        [--parallelism N] [--rate 50MiB] [--batch N] [--watch JOB]
   slotkvctl migrations --migrator ADDR
+  slotkvctl bulkload   start|watch|list|pause|resume|cancel --downloader ADDR ...
+                       (slotkvctl bulkload help)
+  slotkvctl completion bash|zsh   (shell completion script)
   slotkvctl dev-certs  [--out .data/certs]   (development CA and certificates)
   slotkvctl version
 
@@ -81,9 +86,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 	case "version", "--version":
 		fmt.Fprintln(stdout, "slotkvctl", version.Version)
 		return 0
-	case "bootstrap", "topology", "info":
+	case "bootstrap", "topology", "info", "nodes":
 	case "migrate", "migrations":
 		return mainMigrate(ctx, cmd, rest, stdout, stderr, lookupEnv)
+	case "bulkload":
+		return mainBulkload(ctx, rest, stdout, stderr, lookupEnv)
+	case "completion":
+		return mainCompletion(rest, stdout, stderr)
 	case "dev-certs":
 		return mainCerts(rest, stdout, stderr)
 	default:
@@ -149,6 +158,19 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 		infos, err = FetchInfo(ctx, addrs, conn)
 		if err == nil {
 			err = PrintInfo(stdout, infos, *asJSON)
+		}
+	case "nodes":
+		var t *topology.Topology
+		var nodes []NodeStatus
+		t, nodes, err = FetchNodes(ctx, addrs, conn)
+		if err == nil {
+			err = PrintNodes(stdout, t, nodes, *asJSON)
+		}
+		// Exit 1 when a node is unwell, so scripts can check the cluster.
+		for _, n := range nodes {
+			if err == nil && !n.Healthy() {
+				err = fmt.Errorf("node %s is %s", n.Node.ID, n.Health)
+			}
 		}
 	}
 	if err != nil {
@@ -441,19 +463,7 @@ func PrintInfo(w io.Writer, infos []*storagev1.GetNodeInfoResponse, asJSON bool)
 		fmt.Fprintf(tw, "owned slots\t%s (%d)\n", rangeString(owned), set.Len())
 		fmt.Fprintf(tw, "keys\t%d\n", in.GetKeyCount())
 		fmt.Fprintf(tw, "disk\tlsm %s, vlog %s\n", bytesString(in.GetLsmBytes()), bytesString(in.GetVlogBytes()))
-		for _, s := range in.GetSlotStates() {
-			if s.GetState() == clusterv1.SlotState_SLOT_STATE_OWNED {
-				continue
-			}
-			r := s.GetRange()
-			line := fmt.Sprintf("%s %s", slot.Range{Start: uint16(r.GetStart()), End: uint16(r.GetEnd())},
-				strings.TrimPrefix(s.GetState().String(), "SLOT_STATE_"))
-			if s.GetJobId() != "" {
-				line += " job " + s.GetJobId()
-			}
-			if s.GetPeerNodeId() != "" {
-				line += " peer " + s.GetPeerNodeId()
-			}
+		for _, line := range slotStates(in) {
 			fmt.Fprintf(tw, "slot state\t%s\n", line)
 		}
 		if err := tw.Flush(); err != nil {

@@ -7,20 +7,19 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/pkg/slot"
 )
 
 const migrateUsage = `Usage:
@@ -31,8 +30,9 @@ const migrateUsage = `Usage:
   slotkvctl migrations --migrator ADDR [--json]
 
 migrate starts a migration job and shows its progress on stderr (phase, %,
-keys, MB, rate, ETA; refreshed in place on a terminal, one line per second
-otherwise) until the job ends: exit 0 when it SUCCEEDED, 1 otherwise.
+keys, MB, rate, ETA) until the job ends: exit 0 when it SUCCEEDED, 1
+otherwise. On a terminal it draws a bar for the job and one per snapshot
+stream, refreshed in place; otherwise it writes one line per second.
 --watch attaches to an existing job instead. Ctrl-C detaches; the job goes
 on (cancel it with the REST API: POST /v1/migrations/JOB:cancel).
 --rate is bytes per second with an optional unit (KB, MB, GB, KiB, MiB,
@@ -161,82 +161,54 @@ func mainMigrate(ctx context.Context, cmd string, args []string, stdout, stderr 
 	return 0
 }
 
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// WatchProgress follows a job until it ends, writing a progress line to w:
-// refreshed in place on a terminal, one line per second otherwise. It
-// returns the final state.
+// WatchProgress follows a job until it ends and returns its final state.
+// On a terminal (tty) it draws a bar for the job and one per snapshot
+// stream, refreshed in place; otherwise it writes one ProgressLine per
+// second to w.
 func WatchProgress(ctx context.Context, c migratorv1.MigratorServiceClient, id string, w io.Writer, tty bool) (*migratorv1.Migration, error) {
 	interval := time.Second
+	show := func(m *migratorv1.Migration) { fmt.Fprintln(w, ProgressLine(m)) }
 	if tty {
 		interval = 250 * time.Millisecond
+		bs := newBars(ctx, w)
+		defer bs.close()
+		show = func(m *migratorv1.Migration) { migrationBars(bs, m) }
 	}
-	var last *migratorv1.Migration
-	for attempt := 0; ; attempt++ {
-		s, err := c.WatchMigration(ctx, &migratorv1.WatchMigrationRequest{JobId: id, Interval: durationpb.New(interval)})
-		if err != nil {
-			return nil, err
-		}
-		for {
-			resp, err := s.Recv()
-			if err == io.EOF {
-				if tty {
-					fmt.Fprintln(w)
-				}
-				if last == nil {
-					return nil, fmt.Errorf("watch of %s ended without news", id)
-				}
-				return last, nil
-			}
-			if err != nil {
-				// A restarting migrator ends watches with Unavailable:
-				// attach again a few times.
-				if status.Code(err) == codes.Unavailable && attempt < 30 && ctx.Err() == nil {
-					select {
-					case <-ctx.Done():
-						return nil, ctx.Err()
-					case <-time.After(time.Second):
-					}
-					break
-				}
-				return nil, err
-			}
-			last = resp.GetMigration()
-			line := ProgressLine(last)
-			if tty {
-				fmt.Fprintf(w, "\r\033[K%s", line)
-			} else {
-				fmt.Fprintln(w, line)
-			}
-		}
+	last, err := follow(ctx, "migration "+id, func() (grpc.ServerStreamingClient[migratorv1.WatchMigrationResponse], error) {
+		return c.WatchMigration(ctx, &migratorv1.WatchMigrationRequest{JobId: id, Interval: durationpb.New(interval)})
+	}, func(r *migratorv1.WatchMigrationResponse) { show(r.GetMigration()) })
+	if err != nil {
+		return nil, err
 	}
+	return last.GetMigration(), nil
+}
+
+// migrationFraction is how far the job is: the snapshot's keys until it is
+// done, then all of it.
+func migrationFraction(m *migratorv1.Migration) float64 {
+	switch {
+	case m.GetPhase() == migratorv1.Phase_PHASE_SUCCEEDED:
+		return 1
+	case m.GetKeysTotal() > 0:
+		return fraction(m.GetKeys(), m.GetKeysTotal())
+	case m.GetPhase() > migratorv1.Phase_PHASE_SNAPSHOT && m.GetPhase() < migratorv1.Phase_PHASE_SUCCEEDED:
+		return 1
+	}
+	return 0
 }
 
 // ProgressLine formats one progress line:
 // "[#####.....]  52% SNAPSHOT keys 5200/10000  5.1 MB  1.2 MB/s  ETA 4s".
 func ProgressLine(m *migratorv1.Migration) string {
-	pct := 0.0
-	switch {
-	case m.GetPhase() == migratorv1.Phase_PHASE_SUCCEEDED:
-		pct = 100
-	case m.GetKeysTotal() > 0:
-		pct = math.Min(100, 100*float64(m.GetKeys())/float64(m.GetKeysTotal()))
-	case m.GetPhase() > migratorv1.Phase_PHASE_SNAPSHOT && m.GetPhase() < migratorv1.Phase_PHASE_SUCCEEDED:
-		pct = 100
-	}
-	const width = 20
-	filled := int(pct / 100 * width)
-	bar := strings.Repeat("#", filled) + strings.Repeat(".", width-filled)
+	frac := migrationFraction(m)
+	return fmt.Sprintf("%s %3.0f%% %-9s %s", plainBar(frac), 100*frac, phase(m.GetPhase()), migrationText(m))
+}
+
+// migrationText is the job's counters: keys, bytes, rate, ETA and, from
+// the catch-up on, changes applied and lag.
+func migrationText(m *migratorv1.Migration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "[%s] %3.0f%% %-9s keys %d/%d  %s  %s/s", bar, pct, phase(m.GetPhase()), m.GetKeys(), m.GetKeysTotal(),
-		mb(m.GetBytes()), mb(uint64(m.GetRate())))
+	fmt.Fprintf(&b, "keys %d/%d  %s  %s/s", m.GetKeys(), m.GetKeysTotal(), mb(m.GetBytes()), mb(uint64(m.GetRate())))
 	if eta := m.GetEta(); eta != nil && eta.AsDuration() > 0 {
 		fmt.Fprintf(&b, "  ETA %s", eta.AsDuration().Round(time.Second))
 	}
@@ -244,6 +216,39 @@ func ProgressLine(m *migratorv1.Migration) string {
 		fmt.Fprintf(&b, "  changes %d lag %d", m.GetChangesApplied(), m.GetLag())
 	}
 	return b.String()
+}
+
+// migrationBars draws the job's bar and one per snapshot stream. A
+// stream's total is not reported; it is estimated as the job's key total
+// times the stream's share of the job's slots.
+func migrationBars(bs *bars, m *migratorv1.Migration) {
+	bs.set("job", "migration "+m.GetId()+" "+phase(m.GetPhase()), migrationFraction(m),
+		m.GetPhase() == migratorv1.Phase_PHASE_SUCCEEDED, migrationText(m))
+	jobSlots := slotCount(m.GetRanges())
+	for _, st := range m.GetStreams() {
+		est := uint64(0)
+		if jobSlots > 0 {
+			est = m.GetKeysTotal() * uint64(slotCount(st.GetRanges())) / uint64(jobSlots)
+		}
+		text := fmt.Sprintf("keys %d  %s  %s/s", st.GetKeys(), mb(st.GetBytes()), mb(uint64(st.GetRate())))
+		if st.GetError() != "" {
+			text += "  error: " + st.GetError()
+		}
+		// The slot count, not the ranges: a stream's ranges interleave
+		// with the others' and would fill the line.
+		bs.set(fmt.Sprint("stream", st.GetIndex()), fmt.Sprintf("  stream %d (%d slots)", st.GetIndex(), slotCount(st.GetRanges())),
+			fraction(st.GetKeys(), max(est, st.GetKeys())), st.GetDone() && st.GetError() == "", text)
+	}
+}
+
+// slotCount is the number of slots in ranges ("0-100,200-300"), 0 when
+// they do not parse.
+func slotCount(ranges string) int {
+	set, err := slot.ParseRangeSet(ranges)
+	if err != nil {
+		return 0
+	}
+	return set.Len()
 }
 
 func phase(p migratorv1.Phase) string { return strings.TrimPrefix(p.String(), "PHASE_") }

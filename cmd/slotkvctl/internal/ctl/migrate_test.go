@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/slotkv/slotkv/cmd/slotkvctl/internal/ctl"
+	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
@@ -62,6 +64,30 @@ func TestMigrateCommand(t *testing.T) {
 	for _, want := range []string{"migration cli-job started", "%", "keys", "MB", "SUCCEEDED: 300 keys", "hand-off after", "cleaned up in"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Without a terminal: plain lines, one per update, no bars drawn in
+	// place.
+	if strings.ContainsAny(out, "\r\x1b") || !strings.Contains(out, "\n[####################] 100% SUCCEEDED") {
+		t.Errorf("plain progress: want lines without terminal controls ending at 100%%:\n%q", out)
+	}
+	// On a terminal: mpb bars, the job's and one per stream (rendered
+	// into a buffer here, from the ended job's final state).
+	cc, err := dial.New(mp.GRPC, dial.Options{Token: "tok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	var tty bytes.Buffer
+	final, err := ctl.WatchProgress(ctx, migratorv1.NewMigratorServiceClient(cc), "cli-job", &tty, true)
+	if err != nil || final.GetPhase() != migratorv1.Phase_PHASE_SUCCEEDED {
+		t.Fatalf("WatchProgress on a terminal: %v, %v", final.GetPhase(), err)
+	}
+	t.Logf("terminal progress (last frames):\n%s", tail(tty.String(), 8))
+	for _, want := range []string{"migration cli-job SUCCEEDED", "stream 0 ", "stream 1 ", "100 %", "keys 300/300"} {
+		if !strings.Contains(tty.String(), want) {
+			t.Errorf("terminal progress lacks %q:\n%s", want, tty.String())
 		}
 	}
 

@@ -8,12 +8,15 @@ export GOFLAGS := -buildvcs=false
 
 MODULES  := gen pkg services/storage services/router services/downloader services/migrator services/console cmd/slotkvctl cmd/slotkv-dataset e2e
 SERVICES := storage router
-TOOLS    := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway protoc-gen-openapiv2 grpcurl
-TOOL_PKGS := github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go \
+# The code generators, built only for make proto, verify-gen and lint; and
+# grpcurl, which make run's examples use: a first make run builds no
+# generator (buf alone takes minutes on an empty build cache).
+GEN_TOOLS := buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway protoc-gen-openapiv2
+GEN_TOOL_PKGS := github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go \
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc \
 	github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway \
-	github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2 \
-	github.com/fullstorydev/grpcurl/cmd/grpcurl
+	github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2
+TOOLS    := $(GEN_TOOLS) grpcurl
 # Evaluated once (not at each use), so every target of one make run gets the
 # same version even if the tree changes meanwhile.
 ifndef VERSION
@@ -31,11 +34,13 @@ all: build
 
 ## tools: build the pinned code generators and grpcurl into bin/
 tools: $(addprefix $(BIN)/,$(TOOLS))
-$(addprefix $(BIN)/,$(TOOLS)): tools/go.mod tools/go.sum
-	cd tools && GOWORK=off $(GO) build -o $(BIN)/ $(TOOL_PKGS)
+$(addprefix $(BIN)/,$(GEN_TOOLS)): tools/go.mod tools/go.sum
+	cd tools && GOWORK=off $(GO) build -o $(BIN)/ $(GEN_TOOL_PKGS)
+$(BIN)/grpcurl: tools/go.mod tools/go.sum
+	cd tools && GOWORK=off $(GO) build -o $(BIN)/ github.com/fullstorydev/grpcurl/cmd/grpcurl
 
 ## proto: regenerate gen/ from proto/ (byte-for-byte reproducible)
-proto: tools
+proto: $(addprefix $(BIN)/,$(GEN_TOOLS))
 	rm -rf gen/slotkv gen/openapi
 	$(BIN)/buf lint
 	$(BIN)/buf generate
@@ -171,7 +176,7 @@ bench-migration: build
 ## run: 3 storage nodes + router on loopback, data under ./.data/, Ctrl-C stops all;
 ## `make run TLS=1` runs every service on mutual TLS with the certificates of
 ## `make certs` (made on the first such run)
-run: build tools
+run: build $(BIN)/grpcurl
 	SLOTKV_BIN=$(BIN) SLOTKV_RUN_TLS=$(TLS) ./deployments/local/run.sh
 
 ## certs: a development CA, a certificate for the services (SANs 127.0.0.1,

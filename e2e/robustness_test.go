@@ -368,6 +368,10 @@ func (g *robustRig) killEachPhase(victim string) {
 			}
 		})
 		if job.GetPhase() != migratorv1.Phase_PHASE_SUCCEEDED {
+			// The rollback may still be retrying toward the restarted node
+			// in the background; until it is done the slots stay reserved
+			// and the rerun would be refused as a conflict.
+			m.wait(t, job.GetId(), func(j *migratorv1.Migration) bool { return !j.GetRollbackPending() })
 			g.c.waitClean(t)
 			g.moveTo(m, 0, to, true, nil)
 		}

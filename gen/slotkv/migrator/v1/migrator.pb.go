@@ -435,6 +435,11 @@ type Migration struct {
 	// slots), and how long the source's cleanup took after it.
 	TimeToHandoff   *durationpb.Duration `protobuf:"bytes,29,opt,name=time_to_handoff,json=timeToHandoff,proto3" json:"time_to_handoff,omitempty"`
 	CleanupDuration *durationpb.Duration `protobuf:"bytes,30,opt,name=cleanup_duration,json=cleanupDuration,proto3" json:"cleanup_duration,omitempty"`
+	// A failed or canceled job whose rollback has not yet reached every
+	// node (one was unreachable): the migrator retries it in the background,
+	// and the job's slots stay reserved (a new job on them is refused) until
+	// it is done.
+	RollbackPending bool `protobuf:"varint,31,opt,name=rollback_pending,json=rollbackPending,proto3" json:"rollback_pending,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -677,6 +682,13 @@ func (x *Migration) GetCleanupDuration() *durationpb.Duration {
 		return x.CleanupDuration
 	}
 	return nil
+}
+
+func (x *Migration) GetRollbackPending() bool {
+	if x != nil {
+		return x.RollbackPending
+	}
+	return false
 }
 
 type StartMigrationResponse struct {
@@ -1205,7 +1217,7 @@ const file_slotkv_migrator_v1_migrator_proto_rawDesc = "" +
 	"\abatches\x18\x05 \x01(\x04R\abatches\x12\x12\n" +
 	"\x04rate\x18\x06 \x01(\x01R\x04rate\x12\x12\n" +
 	"\x04done\x18\a \x01(\bR\x04done\x12\x14\n" +
-	"\x05error\x18\b \x01(\tR\x05error\"\xa3\t\n" +
+	"\x05error\x18\b \x01(\tR\x05error\"\xce\t\n" +
 	"\tMigration\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06ranges\x18\x02 \x01(\tR\x06ranges\x12$\n" +
@@ -1239,7 +1251,8 @@ const file_slotkv_migrator_v1_migrator_proto_rawDesc = "" +
 	"\fcleaned_keys\x18\x1b \x01(\x04R\vcleanedKeys\x122\n" +
 	"\x06verify\x18\x1c \x01(\x0e2\x1a.slotkv.migrator.v1.VerifyR\x06verify\x12A\n" +
 	"\x0ftime_to_handoff\x18\x1d \x01(\v2\x19.google.protobuf.DurationR\rtimeToHandoff\x12D\n" +
-	"\x10cleanup_duration\x18\x1e \x01(\v2\x19.google.protobuf.DurationR\x0fcleanupDuration\"U\n" +
+	"\x10cleanup_duration\x18\x1e \x01(\v2\x19.google.protobuf.DurationR\x0fcleanupDuration\x12)\n" +
+	"\x10rollback_pending\x18\x1f \x01(\bR\x0frollbackPending\"U\n" +
 	"\x16StartMigrationResponse\x12;\n" +
 	"\tmigration\x18\x01 \x01(\v2\x1d.slotkv.migrator.v1.MigrationR\tmigration\",\n" +
 	"\x13GetMigrationRequest\x12\x15\n" +

@@ -307,6 +307,7 @@ func (j *job) proto() *migratorv1.Migration {
 		WritePauseMs: r.WritePauseMS, Error: r.Error, ErrorRange: r.ErrorRange,
 		Created: timestamppb.New(r.Created), Updated: timestamppb.New(r.Updated),
 		CommittedVersion: r.CommittedVersion, CleanedKeys: r.CleanedKeys, Verify: r.Verify,
+		RollbackPending: r.RollbackPending,
 	}
 	if !r.Prepared.IsZero() && !r.HandedOff.IsZero() {
 		out.TimeToHandoff = durationpb.New(r.HandedOff.Sub(r.Prepared))

@@ -138,6 +138,7 @@ Try:
   bin/grpcurl $grpcurl_tls$gaauth $HOST:$((SG + 1)) slotkv.storage.v1.NodeService/GetNodeInfo
   curl$ctls$aauth $scheme://$HOST:$((SH + 1))/v1/node
   bin/slotkvctl topology --storage $seeds$ctl_opts
+  bin/slotkvctl nodes --storage $seeds$ctl_opts
 
 Migrate slots 0-1000 from n1 to n2 while traffic flows (progress bar until done):
   bin/slotkvctl migrate --migrator $HOST:$MG_GRPC --source n1 --destination n2 --ranges 0-1000$ctl_opts
@@ -146,7 +147,7 @@ Migrate slots 0-1000 from n1 to n2 while traffic flows (progress bar until done)
 Bulk load (build a dataset, then load it):
   bin/slotkv-dataset gen --records 100000 --value-size 100 --out $DATA/datasets/demo.jsonl
   rm -rf $DATA/datasets/demo && bin/slotkv-dataset build --input $DATA/datasets/demo.jsonl --out $DATA/datasets/demo
-  curl$ctls$aauth -X POST $scheme://$HOST:$DL_HTTP/v1/bulkloads -d '{"manifest_url":"file://$DATA/datasets/demo/manifest.json"}'
+  bin/slotkvctl bulkload start --downloader $HOST:$DL_GRPC --manifest file://$DATA/datasets/demo/manifest.json --watch$ctl_opts
   curl$ctls$aauth $scheme://$HOST:$DL_HTTP/v1/bulkloads
   curl$ctls$dauth $scheme://$HOST:$ROUTER_HTTP/v1/count
 

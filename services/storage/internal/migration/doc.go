@@ -80,6 +80,18 @@
 // refuses to abort (that would delete served data). Unknown jobs end
 // successfully, so a restarted migrator can always call it.
 //
+// # Expiry
+//
+// Every entry carries its key's expiry (absolute Unix milliseconds):
+// snapshot entries (in the packed form, a kvpack expiry marker ahead of the
+// entry), change records and import entries. The destination writes it as
+// it is and digests it as it receives it, the same way the source digested
+// it when it sent it. A put whose expiry passes before it is read from the
+// change log is sent as a delete, and one whose expiry passes before it is
+// imported is written as a delete, so a key expiring mid-migration is
+// neither resurrected (an older value of it cannot survive) nor lost (it
+// arrives with its own expiry, not a fresh one), Kvrocks #1223.
+//
 // # Persistence
 //
 // A job record 0xFF 'm' <job> (role, ranges, peer, topology version,

@@ -74,9 +74,9 @@ func normalize(ranges []slot.Range) ([]slot.Range, error) {
 	return rs.Ranges(), nil
 }
 
-// walk calls fn for every entry of ranges (sorted, disjoint) in storage
+// walk calls visit for every entry of ranges (sorted, disjoint) in storage
 // order that is at or after start (a storage key, or nil), whose user key
-// has prefix and that has not expired at now, until fn returns false. With
+// has prefix and that has not expired at now, until visit returns false. With
 // a prefix it seeks to the prefix in each slot, jumping straight over slots
 // that hold nothing. Expiry costs nothing for entries without one, and a
 // metadata check for the rest but those in their last second (expiry.go).

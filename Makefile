@@ -6,7 +6,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export GOFLAGS := -buildvcs=false
 
-MODULES  := gen pkg services/storage services/router services/downloader services/migrator services/console cmd/slotkvctl cmd/slotkv-dataset e2e
+MODULES  := gen pkg services/storage services/router services/downloader services/migrator services/console cmd/slotkvctl cmd/slotkv-dataset e2e e2e/browser
 SERVICES := storage router
 # The code generators, built only for make proto, verify-gen and lint; and
 # grpcurl, which make run's examples use: a first make run builds no
@@ -28,7 +28,7 @@ IMAGE_TAG := $(shell printf '%s' '$(VERSION)' | tr -c 'A-Za-z0-9_.-' '-' | cut -
 LDFLAGS  := -s -w -X github.com/slotkv/slotkv/pkg/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 14m
 
-.PHONY: all build tools proto verify-gen lint test test-unit test-e2e test-compose test-robustness bench bench-migration run images clean tidy fmt certs
+.PHONY: all build tools proto verify-gen lint test test-unit test-e2e test-compose test-robustness test-browser bench bench-migration run images clean tidy fmt certs
 
 all: build
 
@@ -108,6 +108,16 @@ test-robustness: build
 	$(GO) test -timeout 5m ./e2e/robustness/
 	SLOTKV_ROBUSTNESS=1 SLOTKV_BIN=$(BIN) $(GO) test -timeout 25m -run '^TestRobustness$$' ./e2e/ || { cat .data/robustness/summary.txt 2>/dev/null; exit 1; }
 	@cat .data/robustness/summary.txt
+
+## test-browser: the web console in a real Chromium (chromedp, e2e/browser)
+## against a real local stack of processes: login, the cluster page, a
+## migration started from the form and watched to its end, a bad range,
+## a bulk load, the traffic charts. Installs Debian's chromium when it is
+## missing. Screenshots of every page land in .data/screenshots/.
+test-browser: build
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@mkdir -p .data/screenshots
+	SLOTKV_BROWSER=1 SLOTKV_BIN=$(BIN) $(GO) test -count=1 -timeout 10m -run '^TestConsoleInChromium$$' -v ./e2e/browser/
 
 ## test-compose: the container stack (slotkv's OTLP receiver in Jaeger's
 ## place) under a project of its own, checked through its published ports by

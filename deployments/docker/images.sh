@@ -86,5 +86,6 @@ image slotkv-storage slotkv-storage slotkv-storage
 image slotkv-router slotkv-router slotkv-router
 image slotkv-migrator slotkv-migrator slotkv-migrator
 image slotkv-downloader slotkv-downloader slotkv-downloader
+image slotkv-console slotkv-console slotkv-console
 image slotkv-tools "" slotkvctl slotkv-dataset
 docker images --filter "reference=slotkv/*:dev" --format '  {{.Repository}}:{{.Tag}} {{.Size}}' | sort

@@ -7,6 +7,7 @@
 #   SLOTKV_HOST (127.0.0.1), SLOTKV_ROUTER_GRPC (7000), SLOTKV_ROUTER_HTTP (8080),
 #   SLOTKV_DOWNLOADER_GRPC (7010), SLOTKV_DOWNLOADER_HTTP (8090),
 #   SLOTKV_MIGRATOR_GRPC (7020), SLOTKV_MIGRATOR_HTTP (8070),
+#   SLOTKV_CONSOLE_GRPC (7030), SLOTKV_CONSOLE_HTTP (8060, the web console),
 #   SLOTKV_STORAGE_GRPC_BASE (7100 -> 7101..7103), SLOTKV_STORAGE_HTTP_BASE (8100),
 #   SLOTKV_DATA (./.data), SLOTKV_TOKEN (empty: open cluster; or
 #   SLOTKV_DATA_TOKEN and SLOTKV_ADMIN_TOKEN), SLOTKV_RUN_TLS (1: every
@@ -26,6 +27,8 @@ DL_GRPC=${SLOTKV_DOWNLOADER_GRPC:-7010}
 DL_HTTP=${SLOTKV_DOWNLOADER_HTTP:-8090}
 MG_GRPC=${SLOTKV_MIGRATOR_GRPC:-7020}
 MG_HTTP=${SLOTKV_MIGRATOR_HTTP:-8070}
+CN_GRPC=${SLOTKV_CONSOLE_GRPC:-7030}
+CN_HTTP=${SLOTKV_CONSOLE_HTTP:-8060}
 SG=${SLOTKV_STORAGE_GRPC_BASE:-7100}
 SH=${SLOTKV_STORAGE_HTTP_BASE:-8100}
 NODES=(n1 n2 n3)
@@ -111,6 +114,14 @@ wait_ready downloader "$HOST:$DL_HTTP" "$DATA/logs/downloader.log"
 pids+=($!)
 wait_ready migrator "$HOST:$MG_HTTP" "$DATA/logs/migrator.log"
 
+# The web console, a client of all of the above.
+"$BIN/slotkv-console" --storage "$seeds" --router "$HOST:$ROUTER_GRPC" \
+  --migrator "$HOST:$MG_GRPC" --downloader "$HOST:$DL_GRPC" \
+  --router-http "$HOST:$ROUTER_HTTP" --migrator-http "$HOST:$MG_HTTP" --downloader-http "$HOST:$DL_HTTP" \
+  --grpc-addr "$HOST:$CN_GRPC" --http-addr "$HOST:$CN_HTTP" >>"$DATA/logs/console.log" 2>&1 &
+pids+=($!)
+wait_ready console "$HOST:$CN_HTTP" "$DATA/logs/console.log"
+
 # Hints for the message below: the data token on the router's KV API, the
 # admin token elsewhere (either may be SLOTKV_TOKEN), and the TLS options.
 data_tok=${SLOTKV_DATA_TOKEN:-${SLOTKV_TOKEN:-${SLOTKV_ADMIN_TOKEN:-}}}
@@ -127,6 +138,7 @@ slotkv is running (data in $DATA, logs in $DATA/logs$([ "$scheme" = https ] && e
   router     gRPC $HOST:$ROUTER_GRPC   REST $scheme://$HOST:$ROUTER_HTTP
   downloader gRPC $HOST:$DL_GRPC   REST $scheme://$HOST:$DL_HTTP
   migrator   gRPC $HOST:$MG_GRPC   REST $scheme://$HOST:$MG_HTTP
+  console    $scheme://$HOST:$CN_HTTP$([ -n "$admin_tok" ] && echo "   (log in with the admin token)")
 $(for i in "${!NODES[@]}"; do echo "  storage ${NODES[$i]} gRPC $HOST:$((SG + i + 1))   REST $scheme://$HOST:$((SH + i + 1))"; done)
 
 Try:

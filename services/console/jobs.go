@@ -289,6 +289,7 @@ func (c *Console) migrationView(ctx context.Context, j *migratorv1.Migration) mi
 	case v.KeysTotal > 0:
 		v.Percent = min(100, 100*float64(v.Keys)/float64(v.KeysTotal))
 	}
+	var keys, total uint64
 	for _, s := range j.GetStreams() {
 		sv := streamView{Index: s.GetIndex(), Ranges: s.GetRanges(), Keys: s.GetKeys(), Bytes: s.GetBytes(), Rate: s.GetRate(), Done: s.GetDone(), Error: s.GetError()}
 		if !v.Ended {
@@ -304,6 +305,13 @@ func (c *Console) migrationView(ctx context.Context, j *migratorv1.Migration) mi
 			sv.Percent = min(99, 100*float64(sv.Keys)/float64(sv.Total))
 		}
 		v.Streams = append(v.Streams, sv)
+		keys, total = keys+sv.Keys, total+sv.Total
+	}
+	// Before the migrator's estimate of the job's keys exists, the
+	// streams' counts give the job's bar.
+	if v.KeysTotal == 0 && !pastSnapshot && total > 0 {
+		v.KeysTotal = total
+		v.Percent = min(99, 100*float64(keys)/float64(total))
 	}
 	return v
 }

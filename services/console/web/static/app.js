@@ -287,7 +287,7 @@ function updateMigration(c, j) {
     const b = bar();
     b.set(s.percent, `${s.percent.toFixed(0)}%`, s.done ? "done" : s.error ? "failed" : "");
     return el("tr", {class: "stream", "data-index": s.index},
-      el("td", {}, "#" + s.index), el("td", {}, s.ranges),
+      el("td", {}, "#" + s.index), el("td", {class: "ranges", title: s.ranges}, s.ranges),
       el("td", {class: "num"}, fmtNum(s.keys) + (s.total ? " / " + fmtNum(s.total) : "")),
       el("td", {class: "num"}, fmtBytes(s.bytes)), el("td", {class: "num"}, fmtRate(s.rate)),
       el("td", {}, b.root, s.error ? el("div", {class: "error"}, s.error) : null));

@@ -77,6 +77,7 @@ lint: tools
 
 ## test: unit, integration and end-to-end tests of every module (race detector on)
 test: build
+	@command -v redis-cli >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-tools >/dev/null) || echo "redis-cli not installed (apt-get install redis-tools): the redis-cli tests will skip"
 	SLOTKV_BIN=$(BIN) $(GO) test -race -timeout $(TEST_TIMEOUT) $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
 ## fuzz: run every fuzz target (func Fuzz* in a *_test.go of any module) for
@@ -159,6 +160,16 @@ bench: build
 		'parallel call, 1 sub / direct call=ParallelOverhead/1sub:DirectCall' \
 		'parallel call, 8 subs / direct call=ParallelOverhead/8subs:DirectCall'
 	$(MAKE) --no-print-directory bench-migration
+	$(MAKE) --no-print-directory bench-redis
+
+## bench-redis: redis-benchmark -t set,get,incr,mset -P 16 -c 50 -n 200000
+## against the router (proxy mode), the storage nodes (--cluster) and a
+## redis-server started for the comparison, in one run: requests/s and the
+## ratios to redis-server. Installs Debian's redis-tools and redis-server
+## when missing. REDIS_BENCH_N changes -n.
+.PHONY: bench-redis
+bench-redis: build
+	SLOTKV_BIN=$(BIN) ./deployments/local/redis-bench.sh
 
 ## bench-migration: slot-range migration at scale, real processes: 1,000,000
 ## keys x 1 KiB on 3 storage nodes, slots 0-5460 moved at each P of

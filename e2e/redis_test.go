@@ -753,7 +753,7 @@ func TestRedisCLI(t *testing.T) {
 	t.Parallel()
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
-		t.Skip("redis-cli is not installed (Debian: apt-get install redis-tools; make bench installs it): skipping the redis-cli checks")
+		t.Skip("redis-cli is not installed (Debian: apt-get install redis-tools; make test and make bench-redis install it): skipping the redis-cli checks")
 	}
 	s := startRedisStack(t)
 	run := func(addr string, args ...string) string {

@@ -9,6 +9,8 @@
 #   SLOTKV_MIGRATOR_GRPC (7020), SLOTKV_MIGRATOR_HTTP (8070),
 #   SLOTKV_CONSOLE_GRPC (7030), SLOTKV_CONSOLE_HTTP (8060, the web console),
 #   SLOTKV_STORAGE_GRPC_BASE (7100 -> 7101..7103), SLOTKV_STORAGE_HTTP_BASE (8100),
+#   SLOTKV_ROUTER_RESP (6379: Redis protocol, proxy mode),
+#   SLOTKV_STORAGE_RESP_BASE (7300 -> 7301..7303: Redis protocol, cluster mode),
 #   SLOTKV_DATA (./.data), SLOTKV_TOKEN (empty: open cluster; or
 #   SLOTKV_DATA_TOKEN and SLOTKV_ADMIN_TOKEN), SLOTKV_RUN_TLS (1: every
 #   service on mutual TLS with the certificates in $SLOTKV_DATA/certs, made
@@ -31,6 +33,8 @@ CN_GRPC=${SLOTKV_CONSOLE_GRPC:-7030}
 CN_HTTP=${SLOTKV_CONSOLE_HTTP:-8060}
 SG=${SLOTKV_STORAGE_GRPC_BASE:-7100}
 SH=${SLOTKV_STORAGE_HTTP_BASE:-8100}
+ROUTER_RESP=${SLOTKV_ROUTER_RESP:-6379}
+SR=${SLOTKV_STORAGE_RESP_BASE:-7300}
 NODES=(n1 n2 n3)
 export SLOTKV_TOKEN=${SLOTKV_TOKEN:-}
 
@@ -81,9 +85,9 @@ wait_ready() { # name http-addr log
 storage=()
 for i in "${!NODES[@]}"; do
   id=${NODES[$i]}
-  g="$HOST:$((SG + i + 1))"; h="$HOST:$((SH + i + 1))"
+  g="$HOST:$((SG + i + 1))"; h="$HOST:$((SH + i + 1))"; r="$HOST:$((SR + i + 1))"
   "$BIN/slotkv-storage" --node-id "$id" --data-dir "$DATA/$id" \
-    --grpc-addr "$g" --http-addr "$h" >>"$DATA/logs/$id.log" 2>&1 &
+    --grpc-addr "$g" --http-addr "$h" --resp-addr "$r" >>"$DATA/logs/$id.log" 2>&1 &
   pids+=($!)
   storage+=("$g")
 done
@@ -96,7 +100,7 @@ seeds=$(IFS=,; echo "${storage[*]}")
 "$BIN/slotkvctl" bootstrap --storage "$seeds" "${ctl_tls[@]}"
 
 "$BIN/slotkv-router" --storage "$seeds" --grpc-addr "$HOST:$ROUTER_GRPC" \
-  --http-addr "$HOST:$ROUTER_HTTP" >>"$DATA/logs/router.log" 2>&1 &
+  --http-addr "$HOST:$ROUTER_HTTP" --resp-addr "$HOST:$ROUTER_RESP" >>"$DATA/logs/router.log" 2>&1 &
 pids+=($!)
 wait_ready router "$HOST:$ROUTER_HTTP" "$DATA/logs/router.log"
 
@@ -131,6 +135,11 @@ dauth=""; aauth=""; gdauth=""; gaauth=""; ctl_auth=""
 [ -n "$admin_tok" ] && aauth=" -H 'Authorization: Bearer $admin_tok'" && gaauth=" -H 'authorization: Bearer $admin_tok'" && ctl_auth=" --admin-token $admin_tok"
 ctls=""; [ ${#curl_tls[@]} -gt 0 ] && ctls=" ${curl_tls[*]}"
 ctl_opts="$ctl_auth"; [ ${#ctl_tls[@]} -gt 0 ] && ctl_opts="$ctl_auth ${ctl_tls[*]}"
+# redis-cli: the data token through AUTH (-a), TLS with the client certificate.
+rcli="redis-cli -h $HOST"
+[ -n "$data_tok" ] && rcli="$rcli --no-auth-warning -a $data_tok"
+[ "$scheme" = https ] && rcli="$rcli --tls --cacert $certs/ca.crt --cert $certs/client.crt --key $certs/client.key"
+rhint=""; command -v redis-cli >/dev/null || rhint=" (redis-cli: apt-get install redis-tools)"
 cat <<MSG
 
 slotkv is running (data in $DATA, logs in $DATA/logs$([ "$scheme" = https ] && echo ", mutual TLS with the certificates in $certs")).
@@ -139,7 +148,8 @@ slotkv is running (data in $DATA, logs in $DATA/logs$([ "$scheme" = https ] && e
   downloader gRPC $HOST:$DL_GRPC   REST $scheme://$HOST:$DL_HTTP
   migrator   gRPC $HOST:$MG_GRPC   REST $scheme://$HOST:$MG_HTTP
   console    $scheme://$HOST:$CN_HTTP$([ -n "$admin_tok" ] && echo "   (log in with the admin token)")
-$(for i in "${!NODES[@]}"; do echo "  storage ${NODES[$i]} gRPC $HOST:$((SG + i + 1))   REST $scheme://$HOST:$((SH + i + 1))"; done)
+$(for i in "${!NODES[@]}"; do echo "  storage ${NODES[$i]} gRPC $HOST:$((SG + i + 1))   REST $scheme://$HOST:$((SH + i + 1))   RESP $HOST:$((SR + i + 1))"; done)
+  Redis protocol: proxy mode on the router $HOST:$ROUTER_RESP, cluster mode on the nodes $HOST:$((SR + 1))..$((SR + ${#NODES[@]}))
 
 Try:
   curl$ctls$dauth -X PUT $scheme://$HOST:$ROUTER_HTTP/v1/kv/hello -d '{"text":"world"}'
@@ -151,6 +161,12 @@ Try:
   curl$ctls$aauth $scheme://$HOST:$((SH + 1))/v1/node
   bin/slotkvctl topology --storage $seeds$ctl_opts
   bin/slotkvctl nodes --storage $seeds$ctl_opts
+
+Redis clients$rhint:
+  $rcli -p $ROUTER_RESP SET hello world
+  $rcli -p $ROUTER_RESP GET hello
+  $rcli -c -p $((SR + 1)) GET hello
+  $rcli -p $((SR + 1)) CLUSTER SLOTS
 
 Migrate slots 0-1000 from n1 to n2 while traffic flows (progress bar until done):
   bin/slotkvctl migrate --migrator $HOST:$MG_GRPC --source n1 --destination n2 --ranges 0-1000$ctl_opts

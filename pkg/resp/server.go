@@ -2,6 +2,7 @@ package resp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -355,4 +356,28 @@ func (x *call) checkValue(v []byte) error {
 		return Error(fmt.Sprintf("ERR value is %d bytes, above the limit of %d (--max-value-bytes)", len(v), x.s.o.Limits.MaxValueBytes))
 	}
 	return nil
+}
+
+// Start binds addr (over TLS when tlsCfg is set: redis-cli --tls and the
+// clients' TLS options connect to it) and serves on it in the background
+// until ctx ends or stop is called; stop waits for the server to end. A
+// failure of the server after the bind is logged.
+func (s *Server) Start(ctx context.Context, addr string, tlsCfg *tls.Config) (bound net.Addr, stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	bound = ln.Addr()
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.Serve(ctx, ln); err != nil {
+			s.log.Error("RESP server stopped", "err", err)
+		}
+	}()
+	return bound, func() { cancel(); <-done }, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 
 	"github.com/slotkv/slotkv/pkg/limits"
 	"github.com/slotkv/slotkv/pkg/resp"
@@ -13,7 +12,8 @@ import (
 )
 
 // serveRESP binds o.RESPAddr and serves proxy-mode RESP over svc's
-// routing until ctx ends or stop is called (stop waits for the server).
+// routing (over TLS when the router serves TLS) until ctx ends or stop is
+// called (stop waits for the server).
 func serveRESP(ctx context.Context, o Options, svc *kv.Service, lim limits.KV, log *slog.Logger) (stop func(), err error) {
 	if err := server.CheckListenExposure("--resp-addr", o.RESPAddr, !o.Tokens.Open(), o.Insecure); err != nil {
 		return nil, fmt.Errorf("router: %w", err)
@@ -29,21 +29,13 @@ func serveRESP(ctx context.Context, o Options, svc *kv.Service, lim limits.KV, l
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", o.RESPAddr)
+	bound, stop, err := rs.Start(ctx, o.RESPAddr, o.TLS)
 	if err != nil {
 		return nil, fmt.Errorf("router: RESP listener (--resp-addr): %w", err)
 	}
 	if o.OnListenRESP != nil {
-		o.OnListenRESP(ln.Addr())
+		o.OnListenRESP(bound)
 	}
-	log.Info("serving RESP (proxy mode)", "resp_addr", ln.Addr().String())
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := rs.Serve(rctx, ln); err != nil {
-			log.Error("RESP server stopped", "err", err)
-		}
-	}()
-	return func() { cancel(); <-done }, nil
+	log.Info("serving RESP (proxy mode)", "resp_addr", bound.String(), "tls", o.TLS != nil)
+	return stop, nil
 }

@@ -223,8 +223,9 @@ func (b *respCluster) FlushAll(ctx context.Context) error {
 	return nil
 }
 
-// serveRESP binds o.RESPAddr and serves cluster-mode RESP on it until ctx
-// ends or stop is called (stop waits for the server to end).
+// serveRESP binds o.RESPAddr and serves cluster-mode RESP on it (over TLS
+// when the node serves TLS) until ctx ends or stop is called (stop waits
+// for the server to end).
 func serveRESP(ctx context.Context, o Options, svc storagev1.StorageServiceServer, n *node.Node, lim grpcapi.Limits, log *slog.Logger) (net.Addr, func(), error) {
 	if err := server.CheckListenExposure("--resp-addr", o.RESPAddr, !o.Tokens.Open(), o.Insecure); err != nil {
 		return nil, nil, fmt.Errorf("storage: --resp-addr: %w", err)
@@ -238,21 +239,13 @@ func serveRESP(ctx context.Context, o Options, svc storagev1.StorageServiceServe
 	if err != nil {
 		return nil, nil, err
 	}
-	ln, err := net.Listen("tcp", o.RESPAddr)
+	bound, stop, err := rs.Start(ctx, o.RESPAddr, o.TLS)
 	if err != nil {
 		return nil, nil, fmt.Errorf("storage: RESP listener (--resp-addr): %w", err)
 	}
 	if o.OnListenRESP != nil {
-		o.OnListenRESP(ln.Addr())
+		o.OnListenRESP(bound)
 	}
-	log.Info("serving RESP (cluster mode)", "resp_addr", ln.Addr().String())
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := rs.Serve(rctx, ln); err != nil {
-			log.Error("RESP server stopped", "err", err)
-		}
-	}()
-	return ln.Addr(), func() { cancel(); <-done }, nil
+	log.Info("serving RESP (cluster mode)", "resp_addr", bound.String(), "tls", o.TLS != nil)
+	return bound, stop, nil
 }

@@ -204,8 +204,10 @@ func dialRaw(t *testing.T, addr string) *client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	return &client{t: t, c: c, rd: bufio.NewReader(c)}
+	return &client{t: t, c: c, rd: newReader(c)}
 }
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
 
 // cmd sends a command as a RESP array of bulk strings.
 func cmdFrame(args ...string) []byte {

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/status"
 
+	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -254,6 +255,37 @@ func TestConsole(t *testing.T) {
 				t.Errorf("file %+v", f)
 			}
 		}
+		// Pause and resume from the console, on a job held back by the
+		// downloader's bandwidth cap.
+		dl := s.downloaderAPI()
+		setBandwidth := func(bps uint64) {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := dl.UpdateSettings(ctx, &downloaderv1.UpdateSettingsRequest{BandwidthBytesPerSecond: &bps}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		setBandwidth(32 << 10)
+		if code, body := s.post(hc, "/api/bulkloads", map[string]string{"manifest_url": s.dataset(3000), "job_id": "paced"}); code != http.StatusOK {
+			t.Fatalf("start: %d %v", code, body)
+		}
+		if code, body := s.post(hc, "/api/bulkloads/paced/pause", nil); code != http.StatusOK || body["state"] != "PAUSED" {
+			t.Fatalf("pause: %d %v", code, body)
+		}
+		s.waitState(hc, "the paced job paused", func(st appState) bool {
+			j, ok := st.bulkload("paced")
+			return ok && j.State == "PAUSED"
+		})
+		setBandwidth(0)
+		if code, body := s.post(hc, "/api/bulkloads/paced/resume", nil); code != http.StatusOK || body["state"] == "PAUSED" {
+			t.Fatalf("resume: %d %v", code, body)
+		}
+		s.waitState(hc, "the paced job done", func(st appState) bool {
+			j, ok := st.bulkload("paced")
+			return ok && j.State == "SUCCEEDED" && j.Ingest.Done == 3000
+		})
+
 		// The downloader's refusals come back as it wrote them.
 		for _, tc := range []struct {
 			path string

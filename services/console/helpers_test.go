@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/auth"
@@ -204,6 +205,17 @@ func (s *stack) migratorAPI() migratorv1.MigratorServiceClient {
 	}
 	s.t.Cleanup(func() { cc.Close() })
 	return migratorv1.NewMigratorServiceClient(cc)
+}
+
+// downloaderAPI is a direct client of the downloader.
+func (s *stack) downloaderAPI() downloaderv1.BulkLoadServiceClient {
+	s.t.Helper()
+	cc, err := dial.New(s.downloader.GRPC, dial.Options{Token: s.token})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { cc.Close() })
+	return downloaderv1.NewBulkLoadServiceClient(cc)
 }
 
 // load writes n keys of size bytes through the router.

@@ -49,6 +49,7 @@ func cmdSelect(x *call) error {
 }
 
 func cmdQuit(x *call) error {
+	x.sess.quit = true
 	x.w.ok()
 	_ = x.w.c.Close()
 	return nil

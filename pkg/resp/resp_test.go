@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"slices"
 	"strings"
@@ -67,6 +68,9 @@ func (b *mapBackend) Update(_ context.Context, req *storagev1.UpdateRequest) (*s
 			if n, ok = parseInt(old); !ok {
 				return nil, rpcerr.ToStatus(rpcerr.ErrNotInteger)
 			}
+		}
+		if (req.Delta > 0 && n > math.MaxInt64-req.Delta) || (req.Delta < 0 && n < math.MinInt64-req.Delta) {
+			return nil, rpcerr.ToStatus(rpcerr.ErrOverflow)
 		}
 		n += req.Delta
 		b.m[string(req.Key)] = []byte(itoa(n))
@@ -583,4 +587,76 @@ func TestBadFrames(t *testing.T) {
 			t.Fatalf("QUIT: %q, or the connection stayed open", got)
 		}
 	})
+}
+
+// TestPipelineBatches: runs of SETs and GETs in a pipeline are answered
+// exactly as one by one (a key set twice keeps its last value); in cluster
+// mode a run with a key of another node falls back to one by one, so each
+// command gets its own answer.
+func TestPipelineBatches(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		cluster Cluster
+		cmds    [][]string
+		want    []string
+	}{
+		{"proxy", nil, [][]string{
+			{"SET", "a", "1"}, {"SET", "a", "2"}, {"SET", "b", "3"}, {"GET", "a"}, {"GET", "b"}, {"GET", "nope"},
+			{"INCR", "a"}, {"GET", "a"}, {"GET", "a"}, {"SET", "c"}, {"SET", "c", "x"}, {"SET", "d", "y"}, {"MGET", "c", "d"},
+		}, []string{
+			"+OK\r\n", "+OK\r\n", "+OK\r\n", "$1\r\n2\r\n", "$1\r\n3\r\n", "$-1\r\n",
+			":3\r\n", "$1\r\n3\r\n", "$1\r\n3\r\n", "-ERR wrong number of arguments for 'set' command\r\n", "+OK\r\n", "+OK\r\n",
+			"*2\r\n$1\r\nx\r\n$1\r\ny\r\n",
+		}},
+		{"cluster", oneSlotCluster{}, [][]string{
+			{"SET", "b", "1"}, {"SET", "a", "2"}, {"SET", "{b}x", "3"}, {"GET", "b"}, {"GET", "a"}, {"GET", "{b}x"},
+		}, []string{
+			"+OK\r\n", "-MOVED 15495 127.0.0.1:7302\r\n", "+OK\r\n", "$1\r\n1\r\n", "-MOVED 15495 127.0.0.1:7302\r\n", "$1\r\n3\r\n",
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dialRaw(t, start(t, Options{Cluster: tt.cluster}))
+			var b []byte
+			for _, cmd := range tt.cmds {
+				b = append(b, cmdFrame(cmd...)...)
+			}
+			c.send(b) // one write: the server reads it as one pipeline
+			for i, want := range tt.want {
+				if got := c.reply(); got != want {
+					t.Fatalf("reply %d (%q): got %q, want %q", i, tt.cmds[i], got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestPipelineIncrements: a run of increments on one key answers the value
+// after each; one that is not an integer, or a run that would overflow,
+// gets the one-by-one answers.
+func TestPipelineIncrements(t *testing.T) {
+	t.Parallel()
+	c := dialRaw(t, start(t, Options{}))
+	for _, tt := range []struct {
+		cmds [][]string
+		want []string
+	}{
+		{[][]string{{"INCR", "n"}, {"INCRBY", "n", "10"}, {"DECR", "n"}, {"DECRBY", "n", "5"}, {"INCR", "m"}, {"GET", "n"}},
+			[]string{":1\r\n", ":11\r\n", ":10\r\n", ":5\r\n", ":1\r\n", "$1\r\n5\r\n"}},
+		{[][]string{{"SET", "s", "x"}, {"INCR", "s"}, {"INCR", "s"}},
+			[]string{"+OK\r\n", "-ERR value is not an integer or out of range\r\n", "-ERR value is not an integer or out of range\r\n"}},
+		{[][]string{{"SET", "b", "9223372036854775806"}, {"INCR", "b"}, {"INCR", "b"}, {"GET", "b"}},
+			[]string{"+OK\r\n", ":9223372036854775807\r\n", "-ERR increment or decrement would overflow\r\n", "$19\r\n9223372036854775807\r\n"}},
+	} {
+		var b []byte
+		for _, cmd := range tt.cmds {
+			b = append(b, cmdFrame(cmd...)...)
+		}
+		c.send(b)
+		for i, want := range tt.want {
+			if got := c.reply(); got != want {
+				t.Fatalf("reply %d (%q): got %q, want %q", i, tt.cmds[i], got, want)
+			}
+		}
+	}
 }

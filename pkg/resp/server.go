@@ -244,34 +244,66 @@ type session struct {
 	libName string
 	libVer  string
 	created time.Time
+	quit    bool // QUIT: answer nothing after it
 }
 
-// handle runs one command: arity, auth and key checks from the table,
-// then the handler, in a span, counted.
+// handle runs the commands redcon hands it: arity, auth and key checks
+// from the table, then the handler, each in a span, counted.
+//
+// redcon hands the commands of a pipeline one by one; the first takes the
+// rest of the pipeline along (see pipeline.go), so runs of GETs and of
+// plain SETs become one batch call each, answered in order.
 func (s *Server) handle(base context.Context, c redcon.Conn, cmd redcon.Command) {
 	sess, _ := c.Context().(*session)
 	if sess == nil {
 		sess = &session{}
 	}
-	s.processed.Add(1)
+	cmds := []redcon.Command{cmd}
+	if more := c.ReadPipeline(); len(more) > 0 {
+		cmds = append(cmds, more...)
+	}
+	for i := 0; i < len(cmds) && !sess.quit; {
+		if n := s.batch(base, c, sess, cmds[i:]); n > 0 {
+			i += n
+			continue
+		}
+		s.handleOne(base, c, sess, cmds[i])
+		i++
+	}
+}
+
+// handleOne runs one command in a span, counted.
+func (s *Server) handleOne(base context.Context, c redcon.Conn, sess *session, cmd redcon.Command) {
 	name := strings.ToLower(string(cmd.Args[0]))
 	spec := lookup(name)
-	w := &writer{c: c, resp3: sess.resp3}
+	w := &writer{c: c, resp3: sess.resp3, outcome: "ok"}
 	start := time.Now()
 	label := name
 	if spec == nil {
 		label = "unknown"
 	}
-	ctx, span := s.tracer.Start(base, "RESP "+strings.ToUpper(label), trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("db.system", "slotkv"), attribute.String("db.operation.name", strings.ToUpper(label))))
+	ctx, span := s.startSpan(base, label, 1)
 	outcome := s.run(ctx, w, sess, spec, cmd.Args)
+	s.finish(base, span, label, outcome, 1, start)
+}
+
+func (s *Server) startSpan(ctx context.Context, label string, n int) (context.Context, trace.Span) {
+	op := strings.ToUpper(label)
+	return s.tracer.Start(ctx, "RESP "+op, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("db.system", "slotkv"), attribute.String("db.operation.name", op),
+			attribute.Int("db.operation.batch.size", n)))
+}
+
+// finish ends a span and counts n commands of one outcome.
+func (s *Server) finish(ctx context.Context, span trace.Span, label, outcome string, n int, start time.Time) {
 	if outcome != "ok" {
 		span.SetStatus(codes.Error, outcome)
 	}
 	span.End()
+	s.processed.Add(int64(n))
 	attrs := metric.WithAttributes(attribute.String("command", label), attribute.String("outcome", outcome))
-	s.commands.Add(base, 1, attrs)
-	s.duration.Record(base, time.Since(start).Seconds(), attrs)
+	s.commands.Add(ctx, int64(n), attrs)
+	s.duration.Record(ctx, time.Since(start).Seconds(), attrs)
 }
 
 // run checks and runs one command and returns its outcome for the

@@ -349,12 +349,18 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.SetValue(chromedp.ID("mig-ranges"), "12000-16383"), chromedp.SetValue(chromedp.ID("mig-rate"), "4KiB"),
 		chromedp.Click(chromedp.ID("mig-start")))
 	poll(t, ctx, "the slow job running", `(() => { const c = document.querySelector("#migrations section.migration"); return c && c.dataset.phase === "SNAPSHOT"; })()`)
+	// Meanwhile the slot bar marks its slots on both nodes.
+	run(t, ctx, "open the cluster page", chromedp.Navigate(s.url+"/"), chromedp.WaitVisible(chromedp.ID("slotbar")))
+	poll(t, ctx, "migrating and importing marks", `document.querySelector('#slot-marks rect.migrating[data-node=n3][data-start="12000"]') && document.querySelector('#slot-marks rect.importing[data-node=n1][data-start="12000"]')`)
+	sh.take(t, ctx, "cluster-migrating")
+	run(t, ctx, "back to migrations", chromedp.Navigate(s.url+"/migrations"), chromedp.WaitVisible(chromedp.ID("mig-form")))
+	poll(t, ctx, "the slow job's card", `(() => { const c = document.querySelector("#migrations section.migration"); return c && c.dataset.phase === "SNAPSHOT"; })()`)
 	run(t, ctx, "cancel", chromedp.Click(chromedp.CSS("#migrations section.migration .cancel")))
 	poll(t, ctx, "the job canceled", `document.querySelector("#migrations section.migration").dataset.phase === "CANCELED"`)
 
 	// The slot bar shows the new owner.
 	run(t, ctx, "open the cluster page", chromedp.Navigate(s.url+"/"), chromedp.WaitVisible(chromedp.ID("slotbar")))
-	poll(t, ctx, "slot 0 on n2", slotOwnerJS(0)+` === "n2"`)
+	poll(t, ctx, "slot 0 on n2, no marks left", slotOwnerJS(0)+` === "n2" && document.querySelectorAll("#slot-marks rect").length === 0`)
 	if got := eval[string](t, ctx, slotOwnerJS(2001)); got != "n1" {
 		t.Errorf("slot 2001 shows owner %q, want n1", got)
 	}

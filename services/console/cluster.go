@@ -190,11 +190,10 @@ func (p *clusterPoller) topology(ctx context.Context) (*topology.Topology, strin
 		errs []string
 	)
 	slices.SortFunc(answers, func(a, b answer) int { return strings.Compare(a.from, b.from) })
+	var failed []answer
 	for _, a := range answers {
 		if a.err != nil {
-			// A node's failure shows on its own row; only the router's and
-			// the seeds' that are not in the topology are listed here.
-			errs = append(errs, fmt.Sprintf("topology from %s: %s", a.from, errMessage(a.err)))
+			failed = append(failed, a)
 			continue
 		}
 		if a.topo == nil || a.topo.GetVersion() == 0 {
@@ -208,6 +207,14 @@ func (p *clusterPoller) topology(ctx context.Context) (*topology.Topology, strin
 		if best == nil || t.Version() > best.Version() {
 			best, from = t, a.from
 		}
+	}
+	for _, a := range failed {
+		// A node of the topology that fails shows on its own row (a red
+		// dot and its error); the router and other seeds are listed here.
+		if best != nil && slices.ContainsFunc(best.Nodes(), func(n topology.Node) bool { return n.GRPCAddress == a.from }) {
+			continue
+		}
+		errs = append(errs, fmt.Sprintf("topology from %s: %s", a.from, errMessage(a.err)))
 	}
 	return best, from, errs
 }

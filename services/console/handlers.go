@@ -87,7 +87,7 @@ func (c *Console) Handler() http.Handler {
 	mux.Handle("POST /api/bulkloads", c.needSession(c.api(c.startBulkLoad)))
 	mux.Handle("POST /api/bulkloads/{id}/{action}", c.needSession(c.api(c.bulkLoadAction)))
 
-	h := otelhttp.NewHandler(secure(mux), ServiceName,
+	opts := []otelhttp.Option{
 		otelhttp.WithTracerProvider(c.o.TracerProvider),
 		otelhttp.WithFilter(func(r *http.Request) bool {
 			// Probes, scrapes, assets and the long-lived event stream would
@@ -96,11 +96,11 @@ func (c *Console) Handler() http.Handler {
 			return p != server.HealthzPath && p != server.ReadyzPath && p != server.MetricsPath && p != "/events" && !strings.HasPrefix(p, "/static/")
 		}),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.Pattern }),
-	)
-	if c.o.MeterProvider != nil {
-		h = otelhttp.NewHandler(h, ServiceName, otelhttp.WithMeterProvider(c.o.MeterProvider), otelhttp.WithTracerProvider(c.o.TracerProvider))
 	}
-	return h
+	if c.o.MeterProvider != nil {
+		opts = append(opts, otelhttp.WithMeterProvider(c.o.MeterProvider))
+	}
+	return otelhttp.NewHandler(secure(mux), ServiceName, opts...)
 }
 
 // secure sets the headers every answer carries: no inline script or

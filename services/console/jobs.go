@@ -79,6 +79,17 @@ func (t *tracker[V]) refresh(ctx context.Context) {
 		t.err = errMessage(err)
 	} else {
 		t.err = ""
+		listed := make(map[string]bool, len(jobs))
+		for _, j := range jobs {
+			listed[j.jobID()] = true
+		}
+		// A job the service no longer lists is gone (unless a watch
+		// brought it after the list was made).
+		for id := range t.jobs {
+			if !listed[id] && !t.watching[id] {
+				delete(t.jobs, id)
+			}
+		}
 		for _, j := range jobs {
 			// A watch may have brought a newer view meanwhile; an ended
 			// job's view is final either way.
@@ -295,7 +306,9 @@ func (c *Console) migrationView(ctx context.Context, j *migratorv1.Migration) mi
 		if !v.Ended {
 			sv.Total = c.totals.get(ctx, c, j.GetId(), j.GetSourceNodeId(), s.GetIndex(), s.GetRanges())
 		} else {
-			sv.Total = c.totals.peek(j.GetId(), s.GetIndex())
+			// No new count for an ended job: the source may own the
+			// slots no more.
+			sv.Total = c.totals.lookup(streamKey{j.GetId(), s.GetIndex(), s.GetRanges()})
 		}
 		switch {
 		case sv.Done || pastSnapshot:
@@ -330,15 +343,14 @@ type streamKey struct {
 
 func newStreamTotals() *streamTotals { return &streamTotals{m: map[streamKey]uint64{}} }
 
-func (s *streamTotals) peek(job string, index uint32) uint64 {
+// maxStreamTotals bounds the counts kept; past it the cache starts over
+// (ended jobs then show their done streams by their keys).
+const maxStreamTotals = 4096
+
+func (s *streamTotals) lookup(k streamKey) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for k, v := range s.m {
-		if k.job == job && k.index == index {
-			return v
-		}
-	}
-	return 0
+	return s.m[k]
 }
 
 // get counts the stream's ranges on the source once (0 when that fails:
@@ -375,6 +387,9 @@ func (s *streamTotals) get(ctx context.Context, c *Console, job, source string, 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.m) >= maxStreamTotals {
+		clear(s.m)
+	}
 	s.m[k] = resp.GetCount()
 	return resp.GetCount()
 }

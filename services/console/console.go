@@ -249,7 +249,7 @@ func Run(ctx context.Context, o Options) error {
 	case <-ctx.Done():
 	case err = <-serveErr:
 	case <-gs.Done():
-		err = gs.Wait()
+		// gs.Wait below reports why.
 	}
 	// Server-sent event streams never end on their own: stop the loops and
 	// the hub first, so Shutdown does not wait for them.

@@ -24,6 +24,10 @@
 // <token>, or HELLO ... AUTH default <token>) with the data or the admin
 // token; FLUSHALL needs the admin token.
 //
+// Pipelines (pipeline.go): runs of GETs, of plain SETs and MSETs, and of
+// increments of one key are each one batch call, answered as if run one by
+// one.
+//
 // SCAN cursors: a slotkv scan position is a slot and a key of any length,
 // which does not fit the integer cursor Redis clients expect, so the
 // server keeps the positions of recent scans in a bounded table and hands

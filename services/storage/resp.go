@@ -228,7 +228,7 @@ func (b *respCluster) FlushAll(ctx context.Context) error {
 // for the server to end).
 func serveRESP(ctx context.Context, o Options, svc storagev1.StorageServiceServer, n *node.Node, lim grpcapi.Limits, log *slog.Logger) (net.Addr, func(), error) {
 	if err := server.CheckListenExposure("--resp-addr", o.RESPAddr, !o.Tokens.Open(), o.Insecure); err != nil {
-		return nil, nil, fmt.Errorf("storage: --resp-addr: %w", err)
+		return nil, nil, fmt.Errorf("storage: %w", err)
 	}
 	b := &respCluster{svc: svc, n: n}
 	rs, err := resp.New(resp.Options{

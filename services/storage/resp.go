@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/storage/internal/grpcapi"
 	"github.com/slotkv/slotkv/services/storage/internal/node"
 )
@@ -164,16 +164,20 @@ func (b *respCluster) served() []*clusterv1.SlotRange {
 	return out
 }
 
-// Scan pages through this node's slots; the cursor is the next position,
-// its slot (2 bytes, big-endian) then its key.
+// Scan pages through this node's slots; the cursor is the next position
+// in the storage key layout (slot.AppendKey).
 func (b *respCluster) Scan(ctx context.Context, cursor, prefix []byte, count int) ([][]byte, []byte, error) {
 	rs := b.served()
 	if len(rs) == 0 {
 		return nil, nil, nil
 	}
 	req := &storagev1.ScanRequest{Ranges: rs, Prefix: prefix, Limit: uint32(count), KeysOnly: true}
-	if len(cursor) >= 2 {
-		req.Start = &storagev1.ScanPosition{Slot: uint32(binary.BigEndian.Uint16(cursor)), Key: cursor[2:]}
+	if len(cursor) > 0 {
+		sl, key, err := slot.SplitKey(cursor)
+		if err != nil {
+			return nil, nil, resp.Error("ERR invalid cursor")
+		}
+		req.Start = &storagev1.ScanPosition{Slot: uint32(sl), Key: key}
 	}
 	r, err := b.svc.Scan(ctx, req)
 	if err != nil {
@@ -187,8 +191,7 @@ func (b *respCluster) Scan(ctx context.Context, cursor, prefix []byte, count int
 	}
 	var next []byte
 	if p := r.GetNext(); p != nil {
-		next = binary.BigEndian.AppendUint16(nil, uint16(p.GetSlot()))
-		next = append(next, p.GetKey()...)
+		next = slot.AppendKey(nil, uint16(p.GetSlot()), p.GetKey())
 	}
 	return keys, next, nil
 }

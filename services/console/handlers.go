@@ -184,14 +184,14 @@ func safeNext(s string) string {
 	return "/"
 }
 
-var loginPage = page{Path: "/login", Name: "login", Title: "Log in"}
+var loginPg = page{Path: "/login", Name: "login", Title: "Log in"}
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 	if !c.authRequired() || c.loggedIn(r) {
 		http.Redirect(w, r, safeNext(r.FormValue("next")), http.StatusSeeOther)
 		return
 	}
-	c.render(w, r, loginPage, "")
+	c.render(w, r, loginPg, "")
 }
 
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
@@ -205,7 +205,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if msg := c.checkToken(r.PostFormValue("token")); msg != "" {
-		c.render(w, r, loginPage, msg)
+		c.render(w, r, loginPg, msg)
 		return
 	}
 	c.setSession(w, c.sessions.open(), int(c.o.SessionTTL.Seconds()))

@@ -253,15 +253,19 @@ function renderJobs(box, list, cards, make, update) {
     update(c, j);
     // Move a card only when its place changed, so a focused input keeps
     // its focus.
-    if (box.children[i] !== c.root) box.insertBefore(c.root, box.children[i] || null);
+    const at = box.querySelector(":scope > .list-error") ? i + 1 : i;
+    if (box.children[at] !== c.root) box.insertBefore(c.root, box.children[at] || null);
     seen.add(j.id);
   });
   for (const [id, c] of cards) if (!seen.has(id)) { c.root.remove(); cards.delete(id); }
-  if (list && list.error) renderListError(box, list.error);
+  renderListError(box, list && list.error);
 }
 
+// renderListError shows why the list could not be read (the service is
+// down, say), or removes the message once it can.
 function renderListError(box, msg) {
   let p = box.querySelector(":scope > .list-error");
+  if (!msg) { if (p) p.remove(); return; }
   if (!p) { p = el("p", {class: "error list-error"}); box.prepend(p); }
   p.textContent = msg;
 }

@@ -730,6 +730,16 @@ func TestRedisClusterMigration(t *testing.T) {
 		t.Fatalf("migration %v: %s", job.GetPhase(), job.GetError())
 	}
 	t.Logf("%d client rounds through the migration; write pause %.1f ms", ops.Load(), job.GetWritePauseMs())
+	// The nodes describe the new topology: slots 0-1000 on n2.
+	slots, err := rdb.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(slots, func(r redis.ClusterSlot) bool {
+		return r.Start == 0 && r.End == 1000 && r.Nodes[0].Addr == s.Nodes[1].Proc.RESP
+	}) {
+		t.Fatalf("CLUSTER SLOTS after the migration: %+v", slots)
+	}
 	// Every acknowledged write, read back through the cluster client and
 	// straight from n2's RESP listener, which owns the slots now.
 	n2 := redis.NewClient(&redis.Options{Addr: s.Nodes[1].Proc.RESP, Password: redisData})

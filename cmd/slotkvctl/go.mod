@@ -10,6 +10,7 @@ require (
 	github.com/slotkv/slotkv/gen v0.0.0
 	github.com/slotkv/slotkv/pkg v0.0.0
 	github.com/vbauerster/mpb/v8 v8.16.2
+	golang.org/x/term v0.47.0
 	google.golang.org/grpc v1.84.0
 	google.golang.org/protobuf v1.36.12
 )

@@ -12,21 +12,23 @@ import (
 
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/term"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// isTerminal reports whether w is a terminal, where progress is drawn as
-// bars refreshed in place; elsewhere (a pipe, a file, a CI log) it is
-// written as one plain line per update.
+// isTerminal reports whether w is a terminal with a size, where progress
+// is drawn as bars refreshed in place; elsewhere (a pipe, a file, a CI log)
+// it is written as one plain line per update. A terminal of no rows (a
+// pseudo-terminal nobody sized) would show no bar at all.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
+	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return false
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	width, height, err := term.GetSize(int(f.Fd()))
+	return err == nil && width > 0 && height > 0
 }
 
 // follow opens a watch stream and hands every message to show until the
@@ -123,8 +125,8 @@ func (bs *bars) set(id, label string, frac float64, done bool, text string) {
 	case done:
 		b.b.SetCurrent(barScale)
 	case frac > 0:
-		// Short of the end until done: an estimate may be reached early.
-		b.b.SetCurrent(int64(math.Min(barScale-1, frac*barScale)))
+		// At most 99% until done: an estimate may be reached early.
+		b.b.SetCurrent(int64(math.Min(0.99, frac) * barScale))
 	}
 }
 

@@ -46,11 +46,13 @@ func (s *Server) batch(base context.Context, c redcon.Conn, sess *session, cmds 
 	}
 	run := cmds[:n]
 	for _, cmd := range run {
-		step := 1
+		// GET and INCR-like commands have one key (then maybe a delta);
+		// SET and MSET key value pairs.
+		step, end := 1, 2
 		if kind == "set" {
-			step = 2
+			step, end = 2, len(cmd.Args)
 		}
-		for i := 1; i < len(cmd.Args); i += step {
+		for i := 1; i < end; i += step {
 			key := cmd.Args[i]
 			if len(key) > s.o.Limits.MaxKeyBytes || (kind == "set" && len(cmd.Args[i+1]) > s.o.Limits.MaxValueBytes) {
 				return 0

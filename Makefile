@@ -77,7 +77,7 @@ lint: tools
 
 ## test: unit, integration and end-to-end tests of every module (race detector on)
 test: build
-	@command -v redis-cli >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-tools >/dev/null) || echo "redis-cli not installed (apt-get install redis-tools): the redis-cli tests will skip"
+	@command -v redis-cli >/dev/null && command -v zsh >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-tools zsh >/dev/null) || echo "redis-cli or zsh not installed (apt-get install redis-tools zsh): the redis-cli and zsh completion tests will skip"
 	SLOTKV_BIN=$(BIN) $(GO) test -race -timeout $(TEST_TIMEOUT) $(addsuffix /...,$(addprefix ./,$(MODULES)))
 
 ## fuzz: run every fuzz target (func Fuzz* in a *_test.go of any module) for

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -659,4 +660,59 @@ func TestPipelineIncrements(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRequestSizeGuard: a connection that sends more than the limit
+// without completing a command gets a protocol error and is closed,
+// whatever bulk length it declared; before AUTH (tokens set) the limit is
+// 64 KiB, after it the full one, and every completed command restarts the
+// count.
+func TestRequestSizeGuard(t *testing.T) {
+	t.Parallel()
+	small := limits.KV{MaxKeyBytes: 16, MaxValueBytes: 1024}
+	// oversized sends a SET declaring a 100 MB value and exactly n bytes
+	// in all, so the server reads every byte before closing (an unread
+	// byte would turn its close into a reset that hides the reply).
+	oversized := func(n int) []byte {
+		b := []byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000000\r\n")
+		return append(b, bytes.Repeat([]byte("x"), n-len(b))...)
+	}
+	for _, tt := range []struct {
+		name  string
+		o     Options
+		auth  []string
+		limit int
+	}{
+		{"open server, configured limit", Options{Limits: small, MaxRequestBytes: 1}, nil, 16 + 1024 + 64<<10},
+		{"before AUTH", Options{Tokens: auth.Tokens{Data: "d", Admin: "a"}}, nil, 64 << 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := dialRaw(t, start(t, tt.o))
+			c.send(oversized(tt.limit + 1))
+			want := fmt.Sprintf("-ERR Protocol error: request over %d bytes without a complete command\r\n", tt.limit)
+			if got := c.reply(); got != want {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+			if !c.closed() {
+				t.Fatal("the connection stayed open")
+			}
+		})
+	}
+	t.Run("after AUTH the full limit applies", func(t *testing.T) {
+		t.Parallel()
+		c := dialRaw(t, start(t, Options{Tokens: auth.Tokens{Data: "d", Admin: "a"}}))
+		if got := c.do("AUTH", "d"); got != "+OK\r\n" {
+			t.Fatalf("AUTH: %q", got)
+		}
+		big := strings.Repeat("v", 200<<10)
+		for range 3 { // each completed command restarts the count
+			if got := c.do("SET", "k", big); got != "+OK\r\n" {
+				t.Fatalf("SET of 200 KiB: %q", got)
+			}
+		}
+		if got := c.do("STRLEN", "k"); got != fmt.Sprintf(":%d\r\n", len(big)) {
+			t.Fatalf("STRLEN: %q", got)
+		}
+	})
 }

@@ -124,6 +124,11 @@ type Options struct {
 	CommandTimeout time.Duration
 	// MaxScanCursors bounds the SCAN cursors remembered (65536 when 0).
 	MaxScanCursors int
+	// MaxRequestBytes bounds what a connection may send without
+	// completing a command (DefaultMaxRequestBytes when 0; at least the
+	// largest key and value); before AUTH, with tokens set, 64 KiB. Past
+	// it the connection gets a protocol error and is closed.
+	MaxRequestBytes int64
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -166,6 +171,10 @@ func New(o Options) (*Server, error) {
 		o.MaxScanCursors = 1 << 16
 	}
 	o.Limits = o.Limits.WithDefaults()
+	if o.MaxRequestBytes <= 0 {
+		o.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	o.MaxRequestBytes = max(o.MaxRequestBytes, int64(o.Limits.MaxKeyBytes+o.Limits.MaxValueBytes)+unauthenticatedRequestBytes)
 	log := o.Logger
 	if log == nil {
 		log = slog.Default()
@@ -200,6 +209,11 @@ func New(o Options) (*Server, error) {
 // Serve serves RESP on ln until ctx ends, then closes ln and every
 // connection. It returns nil after ctx ended.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	before := s.o.MaxRequestBytes
+	if !s.o.Tokens.Open() {
+		before = unauthenticatedRequestBytes
+	}
+	ln = &guardListener{Listener: ln, authed: s.o.MaxRequestBytes, open: before}
 	srv := redcon.NewServer(ln.Addr().String(),
 		func(c redcon.Conn, cmd redcon.Command) { s.handle(ctx, c, cmd) },
 		func(c redcon.Conn) bool {
@@ -257,6 +271,10 @@ func (s *Server) handle(base context.Context, c redcon.Conn, cmd redcon.Command)
 	sess, _ := c.Context().(*session)
 	if sess == nil {
 		sess = &session{}
+	}
+	if g, ok := c.NetConn().(*guardConn); ok {
+		// Whatever the commands do, the guard's count restarts here.
+		defer func() { g.commandRan(sess.authed) }()
 	}
 	cmds := []redcon.Command{cmd}
 	if more := c.ReadPipeline(); len(more) > 0 {

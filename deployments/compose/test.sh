@@ -51,8 +51,9 @@ fi
 "${compose[@]}" -f "$root/docker-compose.yml" -f "$root/deployments/compose/offline.yml" config -q
 # Empty host ports: Docker picks free ones, so the test never collides with
 # a stack (or `make run`) already using 8080 and friends.
-export SLOTKV_ROUTER_HTTP_PORT= SLOTKV_ROUTER_GRPC_PORT= SLOTKV_MIGRATOR_HTTP_PORT= \
-  SLOTKV_DOWNLOADER_HTTP_PORT= SLOTKV_JAEGER_UI_PORT= SLOTKV_JAEGER_OTLP_PORT=
+export SLOTKV_ROUTER_HTTP_PORT= SLOTKV_ROUTER_GRPC_PORT= SLOTKV_ROUTER_RESP_PORT= \
+  SLOTKV_MIGRATOR_HTTP_PORT= SLOTKV_DOWNLOADER_HTTP_PORT= SLOTKV_CONSOLE_HTTP_PORT= \
+  SLOTKV_JAEGER_UI_PORT= SLOTKV_JAEGER_OTLP_PORT=
 
 # Stacks of earlier runs whose script is gone (killed before its teardown):
 # remove them, with their volumes, so they do not pile up.
@@ -65,7 +66,7 @@ for project in $(docker ps -a --format '{{.Label "com.docker.compose.project"}}'
 done
 
 # A missing image would make `up` try to pull it from Docker Hub.
-for name in storage router migrator downloader tools otlpsink; do
+for name in storage router migrator downloader console tools otlpsink; do
   ref=slotkv/slotkv-$name:${SLOTKV_IMAGE_TAG:-dev}
   if ! docker image inspect "$ref" >/dev/null 2>&1; then
     echo "test-compose: image $ref is missing; run 'make images'" >&2
@@ -93,7 +94,7 @@ trap 'exit 130' INT TERM # through finish
 
 start=$SECONDS
 # up returns once the depends_on conditions hold: storage healthy, then
-# bootstrap done; router, migrator and downloader are only started.
+# bootstrap done; router, migrator, downloader and console are only started.
 "${compose[@]}" up -d
 
 # Wait until every container that has a health check is healthy.
@@ -120,11 +121,14 @@ echo "test-compose: stack healthy after $((SECONDS - start))s"
 port() { "${compose[@]}" port "$1" "$2"; }
 SLOTKV_TEST_ROUTER_HTTP=$(port router 8080)
 SLOTKV_TEST_ROUTER_GRPC=$(port router 7000)
+SLOTKV_TEST_ROUTER_RESP=$(port router 6379)
 SLOTKV_TEST_MIGRATOR_HTTP=$(port migrator 8070)
 SLOTKV_TEST_DOWNLOADER_HTTP=$(port downloader 8090)
+SLOTKV_TEST_CONSOLE_HTTP=$(port console 8060)
 SLOTKV_TEST_TRACES_HTTP=$(port jaeger 16686)
-export SLOTKV_TEST_ROUTER_HTTP SLOTKV_TEST_ROUTER_GRPC SLOTKV_TEST_MIGRATOR_HTTP SLOTKV_TEST_DOWNLOADER_HTTP SLOTKV_TEST_TRACES_HTTP
-echo "test-compose: router $SLOTKV_TEST_ROUTER_HTTP (gRPC $SLOTKV_TEST_ROUTER_GRPC), migrator $SLOTKV_TEST_MIGRATOR_HTTP, downloader $SLOTKV_TEST_DOWNLOADER_HTTP, traces $SLOTKV_TEST_TRACES_HTTP"
+export SLOTKV_TEST_ROUTER_HTTP SLOTKV_TEST_ROUTER_GRPC SLOTKV_TEST_ROUTER_RESP SLOTKV_TEST_MIGRATOR_HTTP \
+  SLOTKV_TEST_DOWNLOADER_HTTP SLOTKV_TEST_CONSOLE_HTTP SLOTKV_TEST_TRACES_HTTP
+echo "test-compose: router $SLOTKV_TEST_ROUTER_HTTP (gRPC $SLOTKV_TEST_ROUTER_GRPC, RESP $SLOTKV_TEST_ROUTER_RESP), migrator $SLOTKV_TEST_MIGRATOR_HTTP, downloader $SLOTKV_TEST_DOWNLOADER_HTTP, console $SLOTKV_TEST_CONSOLE_HTTP, traces $SLOTKV_TEST_TRACES_HTTP"
 
 go test -tags compose -count=1 -v -timeout 10m ./e2e/compose/
 ok=1

@@ -7,18 +7,22 @@
 // sets the variables below and tears everything down afterwards:
 //
 //	SLOTKV_TEST_ROUTER_HTTP, SLOTKV_TEST_ROUTER_GRPC     router REST and gRPC, host:port
+//	SLOTKV_TEST_ROUTER_RESP   the router's RESP (Redis protocol, proxy mode)
 //	SLOTKV_TEST_MIGRATOR_HTTP, SLOTKV_TEST_DOWNLOADER_HTTP
+//	SLOTKV_TEST_CONSOLE_HTTP  the web console
 //	SLOTKV_TEST_TRACES_HTTP   the trace receiver's span API (e2e/cmd/otlpsink as "jaeger")
 //	SLOTKV_COMPOSE    the compose command ("docker-compose" or "docker compose");
 //	                  COMPOSE_PROJECT_NAME and COMPOSE_FILE select the stack
 //	SLOTKV_BIN        directory of grpcurl and slotkv-dataset on this host
-//	SLOTKV_TOKEN      the stack's cluster token, if it has one
+//	SLOTKV_TOKEN      the stack's cluster token, if it has one; SLOTKV_DATA_TOKEN
+//	                  and SLOTKV_ADMIN_TOKEN, where the stack splits it
 //	SLOTKV_TEST_TLS_DIR  the certificates of a stack on TLS (deployments/compose/tls.yml):
 //	                  REST over HTTPS and gRPC over TLS with its ca.crt and client.crt
 package compose
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -38,11 +42,15 @@ import (
 // stack is the running compose stack under test.
 type stack struct {
 	routerHTTP, routerGRPC, migratorHTTP, downloaderHTTP string
+	routerRESP, consoleHTTP                              string
 	tracesHTTP                                           string
 	compose                                              []string
 	bin                                                  string
 	token                                                string
-	client                                               *http.Client
+	// dataToken and adminToken are the stack's two tokens, each token
+	// where it has only the one ("" for an open stack).
+	dataToken, adminToken string
+	client                *http.Client
 	// scheme is the services' REST scheme, https on a TLS stack; tls the
 	// client configuration of gRPC calls (nil: plaintext), grpcurlTLS
 	// grpcurl's flags for it.
@@ -65,6 +73,8 @@ func newStack(t *testing.T) *stack {
 		routerGRPC:     need("SLOTKV_TEST_ROUTER_GRPC"),
 		migratorHTTP:   need("SLOTKV_TEST_MIGRATOR_HTTP"),
 		downloaderHTTP: need("SLOTKV_TEST_DOWNLOADER_HTTP"),
+		routerRESP:     need("SLOTKV_TEST_ROUTER_RESP"),
+		consoleHTTP:    need("SLOTKV_TEST_CONSOLE_HTTP"),
 		tracesHTTP:     need("SLOTKV_TEST_TRACES_HTTP"),
 		compose:        strings.Fields(need("SLOTKV_COMPOSE")),
 		bin:            need("SLOTKV_BIN"),
@@ -73,6 +83,7 @@ func newStack(t *testing.T) *stack {
 		scheme:         "http",
 		grpcurlTLS:     []string{"-plaintext"},
 	}
+	s.dataToken, s.adminToken = cmp.Or(os.Getenv("SLOTKV_DATA_TOKEN"), s.token), cmp.Or(os.Getenv("SLOTKV_ADMIN_TOKEN"), s.token)
 	if dir := os.Getenv("SLOTKV_TEST_TLS_DIR"); dir != "" {
 		ca, cert, key := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
 		conf, err := tlsconfig.Client(ca, cert, key)
@@ -234,7 +245,11 @@ type (
 		End   uint32 `json:"end"`
 	}
 	topology struct {
-		Version     string `json:"version"`
+		Version string `json:"version"`
+		Nodes   []struct {
+			ID          string `json:"id"`
+			RESPAddress string `json:"resp_address"`
+		} `json:"nodes"`
 		Assignments []struct {
 			NodeID string      `json:"node_id"`
 			Ranges []slotRange `json:"ranges"`

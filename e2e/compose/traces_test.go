@@ -42,8 +42,9 @@ func TestTraces(t *testing.T) {
 	s := newStack(t)
 
 	// Each service calls the storage nodes from its start (topology
-	// loads and refreshes, the bootstrap), so each has spans to send.
-	want := []string{"slotkv-router", "slotkv-migrator", "slotkv-downloader", "slotkv-storage-n1", "slotkv-storage-n2", "slotkv-storage-n3"}
+	// loads and refreshes, the bootstrap, the console's samples), so each
+	// has spans to send.
+	want := []string{"slotkv-router", "slotkv-migrator", "slotkv-downloader", "slotkv-console", "slotkv-storage-n1", "slotkv-storage-n2", "slotkv-storage-n3"}
 	waitFor(t, "spans from every service", 90*time.Second, func() (bool, string, error) {
 		all, err := s.spans(nil)
 		if err != nil {

@@ -10,6 +10,8 @@
 //	SLOTKV_TEST_ROUTER_RESP   the router's RESP (Redis protocol, proxy mode)
 //	SLOTKV_TEST_MIGRATOR_HTTP, SLOTKV_TEST_DOWNLOADER_HTTP
 //	SLOTKV_TEST_CONSOLE_HTTP  the web console
+//	SLOTKV_TEST_STORAGE_RESP  the nodes' RESP (cluster mode) on the host, by the address
+//	                  they advertise: storage1:6379=host:port,... (deployments/compose/test.yml)
 //	SLOTKV_TEST_TRACES_HTTP   the trace receiver's span API (e2e/cmd/otlpsink as "jaeger")
 //	SLOTKV_COMPOSE    the compose command ("docker-compose" or "docker compose");
 //	                  COMPOSE_PROJECT_NAME and COMPOSE_FILE select the stack

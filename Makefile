@@ -115,7 +115,7 @@ test-e2e: build
 test-robustness: build
 	@mkdir -p .data/robustness && rm -f .data/robustness/summary.txt
 	$(GO) test -timeout 5m ./e2e/robustness/
-	SLOTKV_ROBUSTNESS=1 SLOTKV_BIN=$(BIN) $(GO) test -timeout 25m -run '^TestRobustness$$' ./e2e/ || { cat .data/robustness/summary.txt 2>/dev/null; exit 1; }
+	SLOTKV_ROBUSTNESS=1 SLOTKV_BIN=$(BIN) $(GO) test -count=1 -timeout 25m -run '^TestRobustness$$' ./e2e/ || { cat .data/robustness/summary.txt 2>/dev/null; exit 1; }
 	@cat .data/robustness/summary.txt
 
 ## test-browser: the web console in a real Chromium (chromedp, e2e/browser)

@@ -10,6 +10,7 @@ package proctest
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,6 +121,10 @@ type Options struct {
 	Env []string
 	// ReadyTimeout bounds the wait for the listen file (default 60s).
 	ReadyTimeout time.Duration
+	// Ready, when set, is for a binary that is not slotkv's (etcd): the
+	// process gets no --listen-file, and it is ready once Ready returns nil.
+	// Ready is called again every 20ms until then, each call bounded by ctx.
+	Ready func(ctx context.Context) error
 }
 
 // Start runs bin with args plus `--listen-file`, waits until the process has
@@ -132,14 +137,31 @@ func Start(t testing.TB, bin string, args ...string) *Proc {
 // StartWith is Start with options.
 func StartWith(t testing.TB, o Options, bin string, args ...string) *Proc {
 	t.Helper()
+	p, err := Launch(t, o, bin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Launch is StartWith returning an error instead of failing the test, for a
+// caller that can try again (etcd on ports another process took meanwhile).
+// On an error after the process started, the Proc is returned with it: the
+// process is gone, the tail of its log has been logged, and Log still reads
+// what it wrote.
+func Launch(t testing.TB, o Options, bin string, args ...string) (*Proc, error) {
+	t.Helper()
 	dir := t.TempDir()
 	listen := filepath.Join(dir, "listen.json")
 	p := &Proc{Name: filepath.Base(bin), LogPath: filepath.Join(dir, "process.log"), t: t, done: make(chan struct{})}
 	logf, err := os.Create(p.LogPath)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	p.cmd = exec.Command(bin, append(args, "--listen-file", listen)...)
+	if o.Ready == nil {
+		args = append(args, "--listen-file", listen)
+	}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.Env = append(os.Environ(), o.Env...)
 	// Own process group, so a signal to the test runner's group (Ctrl-C)
@@ -147,7 +169,7 @@ func StartWith(t testing.TB, o Options, bin string, args ...string) *Proc {
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
 		logf.Close()
-		t.Fatalf("proctest: start %s: %v", bin, err)
+		return nil, fmt.Errorf("proctest: start %s: %v", bin, err)
 	}
 	go func() {
 		p.err = p.cmd.Wait()
@@ -164,12 +186,39 @@ func StartWith(t testing.TB, o Options, bin string, args ...string) *Proc {
 	if timeout == 0 {
 		timeout = 60 * time.Second
 	}
-	if err := p.waitListen(listen, timeout); err != nil {
+	if o.Ready != nil {
+		err = p.waitReady(o.Ready, timeout)
+	} else {
+		err = p.waitListen(listen, timeout)
+	}
+	if err != nil {
 		p.Kill()
 		p.dumpLog(80)
-		t.Fatalf("proctest: %s (pid %d): %v", p.Name, p.Pid(), err)
+		return p, fmt.Errorf("proctest: %s (pid %d): %v", p.Name, p.Pid(), err)
 	}
-	return p
+	return p, nil
+}
+
+func (p *Proc) waitReady(ready func(context.Context) error, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		// One try may not take the whole budget: a call stuck on a process
+		// that is still starting would hide that it exited meanwhile.
+		try, cancelTry := context.WithTimeout(ctx, time.Second)
+		err := ready(try)
+		cancelTry()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("exited before it was ready: %v (last check: %v)", p.err, err)
+		case <-ctx.Done():
+			return fmt.Errorf("not ready after %s: %v", timeout, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (p *Proc) waitListen(path string, timeout time.Duration) error {

@@ -90,6 +90,10 @@ type BootstrapResult struct {
 	Nodes    []NodeOutcome
 	// Unassigned are the slots no node serves (explicit ranges only).
 	Unassigned slot.RangeSet
+	// StaleAddresses, with AlreadyAt, lists the nodes whose addresses in
+	// the topology differ from what they report now (e.g. a RESP address
+	// added after bootstrap), as "n1 resp \"\" -> storage1:6379".
+	StaleAddresses []string
 }
 
 type probed struct {
@@ -212,7 +216,16 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*BootstrapResult, er
 		return nil, fmt.Errorf("building topology version 1: %w", err)
 	}
 
-	// 4. Refuse before changing anything if a node holds another version 1.
+	// 4. Every node already holds one version 1 with these very nodes and
+	// slots, bootstrapped when their addresses were others (a restart on
+	// new ports, a RESP address added since): the cluster is bootstrapped;
+	// rewriting version 1 in place is impossible (nodes accept a version
+	// again only when identical), so say what differs and change nothing.
+	if stale, ok := sameButAddresses(nodes, res.Topology); ok {
+		return &BootstrapResult{AlreadyAt: 1, StaleAddresses: stale}, nil
+	}
+
+	// 5. Refuse before changing anything if a node holds another version 1.
 	for _, p := range nodes {
 		if p.held != nil && !p.held.Equal(res.Topology) {
 			return nil, fmt.Errorf("storage node %s at %s already holds a different topology version 1 (%s); "+
@@ -221,7 +234,7 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*BootstrapResult, er
 		}
 	}
 
-	// 5. Install it everywhere.
+	// 6. Install it everywhere.
 	want := res.Topology.Proto()
 	for _, p := range nodes {
 		out, err := p.nc.SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: want})
@@ -232,6 +245,37 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*BootstrapResult, er
 		res.Nodes = append(res.Nodes, NodeOutcome{Node: p.node, Ranges: rs, Changed: out.GetChanged()})
 	}
 	return res, nil
+}
+
+// sameButAddresses reports whether every node holds one and the same
+// topology that assigns the same slots to the same node ids as want, and
+// lists the addresses in it that differ from want's.
+func sameButAddresses(nodes []probed, want *topology.Topology) ([]string, bool) {
+	held := nodes[0].held
+	for _, p := range nodes {
+		if p.held == nil || !p.held.Equal(held) {
+			return nil, false
+		}
+	}
+	wn := want.Nodes()
+	if held.Equal(want) || len(held.Nodes()) != len(wn) {
+		return nil, false
+	}
+	var stale []string
+	for _, w := range wn {
+		h, ok := held.Node(w.ID)
+		if !ok || !slices.Equal(held.RangesOf(h.ID), want.RangesOf(w.ID)) {
+			return nil, false
+		}
+		for _, a := range []struct{ kind, was, now string }{
+			{"grpc", h.GRPCAddress, w.GRPCAddress}, {"http", h.HTTPAddress, w.HTTPAddress}, {"resp", h.RESPAddress, w.RESPAddress},
+		} {
+			if a.was != a.now {
+				stale = append(stale, fmt.Sprintf("%s %s %q -> %q", w.ID, a.kind, a.was, a.now))
+			}
+		}
+	}
+	return stale, len(stale) > 0
 }
 
 func idsNotIn(nodes []probed, newer []string) []string {

@@ -376,7 +376,8 @@ func PrintBootstrap(w io.Writer, r *BootstrapResult, asJSON bool) error {
 			Version               uint64     `json:"version,omitempty"`
 			Nodes                 []nodeJSON `json:"nodes,omitempty"`
 			Unassigned            string     `json:"unassigned,omitempty"`
-		}{AlreadyBootstrappedAt: r.AlreadyAt, Unassigned: r.Unassigned.String()}
+			StaleAddresses        []string   `json:"stale_addresses,omitempty"`
+		}{AlreadyBootstrappedAt: r.AlreadyAt, Unassigned: r.Unassigned.String(), StaleAddresses: r.StaleAddresses}
 		if r.Topology != nil {
 			out.Version = r.Topology.Version()
 		}
@@ -386,8 +387,16 @@ func PrintBootstrap(w io.Writer, r *BootstrapResult, asJSON bool) error {
 		return writeJSON(w, out)
 	}
 	if r.AlreadyAt > 0 {
-		_, err := fmt.Fprintf(w, "cluster is already bootstrapped at topology version %d; nothing to do\n", r.AlreadyAt)
-		return err
+		if _, err := fmt.Fprintf(w, "cluster is already bootstrapped at topology version %d; nothing to do\n", r.AlreadyAt); err != nil {
+			return err
+		}
+		if len(r.StaleAddresses) > 0 {
+			fmt.Fprintf(w, "the topology keeps the addresses the nodes had at bootstrap; these differ now (a new cluster, e.g. with fresh data directories, would take them):\n")
+			for _, a := range r.StaleAddresses {
+				fmt.Fprintf(w, "  %s\n", a)
+			}
+		}
+		return nil
 	}
 	changed := 0
 	for _, n := range r.Nodes {

@@ -190,6 +190,45 @@ func TestBootstrapEvenTwiceAndTopology(t *testing.T) {
 	}
 }
 
+// TestBootstrapStaleAddresses: nodes that already hold one version 1 with
+// these very nodes and slots, but other addresses (bootstrapped before
+// their RESP listener or on other ports), are a bootstrapped cluster:
+// bootstrap exits 0, changes nothing and names the addresses that differ;
+// the same with other slots is still refused.
+func TestBootstrapStaleAddresses(t *testing.T) {
+	t.Parallel()
+	nodes := startNodes(t, 3, "")
+	tnodes := make([]topology.Node, len(nodes))
+	for i, n := range nodes {
+		tnodes[i] = topology.Node{ID: n.id, GRPCAddress: n.proc.GRPC, HTTPAddress: n.proc.HTTP}
+	}
+	tnodes[1].HTTPAddress = "127.0.0.1:1" // n2's address then
+	old, err := topology.Even(1, tnodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if _, err := n.nc.SetTopology(context.Background(), &storagev1.SetTopologyRequest{Topology: old.Proto()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, errOut := run(t, nil, "bootstrap", "--storage", addrs(nodes))
+	if code != 0 || !strings.Contains(out, "already bootstrapped at topology version 1") ||
+		!strings.Contains(out, fmt.Sprintf("n2 http %q -> %q", "127.0.0.1:1", nodes[1].proc.HTTP)) {
+		t.Fatalf("bootstrap over stale addresses: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, n := range nodes {
+		if got := heldTopology(t, n); !got.Equal(old) {
+			t.Fatalf("%s holds %v after bootstrap, want the old version 1 unchanged", n.id, got)
+		}
+	}
+	// Other slots than an even split: a different cluster, refused.
+	code, out, errOut = run(t, nil, "bootstrap", "--storage", addrs(nodes), "--ranges", "n1=0-8191,n2=8192-16383")
+	if code == 0 || !strings.Contains(errOut, "already holds a different topology version 1") {
+		t.Fatalf("bootstrap with other ranges over an existing version 1: exit 0\n%s%s", out, errOut)
+	}
+}
+
 func TestBootstrapRangesAndConflict(t *testing.T) {
 	t.Parallel()
 	nodes := startNodes(t, 3, "")

@@ -156,7 +156,9 @@ func (e *Etcd) Log() string {
 // Stop stops etcd with SIGTERM and waits until it has exited; its data and
 // ports are kept for Restart. Safe to call when it is already stopped. It
 // returns nil for etcd's clean stop, which ends by raising SIGTERM again on
-// itself once it has shut down (as its signal handler does).
+// itself once it has shut down (as its signal handler does). With watch
+// streams open, etcd's graceful stop waits for them up to its request
+// timeout (about 7 s) before it closes them; Kill is immediate.
 func (e *Etcd) Stop() error {
 	e.mu.Lock()
 	p := e.proc

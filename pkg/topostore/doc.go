@@ -15,10 +15,11 @@
 // (slotkv.cluster.v1.Topology from topology.Topology.Proto, marshalled
 // deterministically): the same message the services exchange over gRPC, so
 // one definition has one encoding, and two writes of the same topology are
-// the same bytes. Read it with
+// the same bytes. Read it, from the repository root, with any v3 etcdctl
+// and the pinned buf (make tools); head drops the newline etcdctl adds:
 //
-//	etcdctl get --print-value-only /slotkv/topology |
-//	    buf convert proto --type slotkv.cluster.v1.Topology --from -#format=binpb --to -#format=json
+//	etcdctl get --print-value-only /slotkv/topology | head -c -1 |
+//	    bin/buf convert proto --type slotkv.cluster.v1.Topology --from -#format=binpb --to -#format=json
 //
 // Later pieces of issue 13 add their records next to it (node registrations
 // under leases, job records, election keys); Store.Key names a key under the

@@ -338,19 +338,28 @@ func (c *Console) startMigration(r *http.Request, body map[string]string) (any, 
 	if err != nil {
 		return nil, err
 	}
+	return c.callMigrator(r, func(ctx context.Context, m migratorv1.MigratorServiceClient) (*migratorv1.Migration, error) {
+		resp, err := m.StartMigration(ctx, &migratorv1.StartMigrationRequest{
+			JobId: strings.TrimSpace(body["job_id"]), Ranges: body["ranges"],
+			SourceNodeId: strings.TrimSpace(body["source"]), DestinationNodeId: strings.TrimSpace(body["destination"]),
+			Parallelism: uint32(p), RateBytesPerSecond: rate,
+		})
+		return resp.GetMigration(), err
+	})
+}
+
+// callMigrator runs one migrator call that answers a job, and shows the
+// job's new state on the pages at once (before its watch catches up).
+func (c *Console) callMigrator(r *http.Request, call func(context.Context, migratorv1.MigratorServiceClient) (*migratorv1.Migration, error)) (any, error) {
 	m, err := c.migrator()
 	if err != nil {
 		return nil, err
 	}
-	resp, err := m.StartMigration(r.Context(), &migratorv1.StartMigrationRequest{
-		JobId: strings.TrimSpace(body["job_id"]), Ranges: body["ranges"],
-		SourceNodeId: strings.TrimSpace(body["source"]), DestinationNodeId: strings.TrimSpace(body["destination"]),
-		Parallelism: uint32(p), RateBytesPerSecond: rate,
-	})
+	job, err := call(r.Context(), m)
 	if err != nil {
 		return nil, err
 	}
-	v := c.migrationView(r.Context(), resp.GetMigration())
+	v := c.migrationView(r.Context(), job)
 	c.migrations.put(v)
 	return v, nil
 }
@@ -366,34 +375,20 @@ func (c *Console) rateMigration(r *http.Request, body map[string]string) (any, e
 	if err != nil {
 		return nil, err
 	}
-	m, err := c.migrator()
-	if err != nil {
-		return nil, err
-	}
-	resp, err := m.UpdateMigration(r.Context(), &migratorv1.UpdateMigrationRequest{JobId: r.PathValue("id"), RateBytesPerSecond: &rate})
-	if err != nil {
-		return nil, err
-	}
-	v := c.migrationView(r.Context(), resp.GetMigration())
-	c.migrations.put(v)
-	return v, nil
+	return c.callMigrator(r, func(ctx context.Context, m migratorv1.MigratorServiceClient) (*migratorv1.Migration, error) {
+		resp, err := m.UpdateMigration(ctx, &migratorv1.UpdateMigrationRequest{JobId: r.PathValue("id"), RateBytesPerSecond: &rate})
+		return resp.GetMigration(), err
+	})
 }
 
 func (c *Console) cancelMigration(r *http.Request, _ map[string]string) (any, error) {
 	if c.migrations == nil {
 		return nil, errNoMigrator
 	}
-	m, err := c.migrator()
-	if err != nil {
-		return nil, err
-	}
-	resp, err := m.CancelMigration(r.Context(), &migratorv1.CancelMigrationRequest{JobId: r.PathValue("id")})
-	if err != nil {
-		return nil, err
-	}
-	v := c.migrationView(r.Context(), resp.GetMigration())
-	c.migrations.put(v)
-	return v, nil
+	return c.callMigrator(r, func(ctx context.Context, m migratorv1.MigratorServiceClient) (*migratorv1.Migration, error) {
+		resp, err := m.CancelMigration(ctx, &migratorv1.CancelMigrationRequest{JobId: r.PathValue("id")})
+		return resp.GetMigration(), err
+	})
 }
 
 func (c *Console) startBulkLoad(r *http.Request, body map[string]string) (any, error) {

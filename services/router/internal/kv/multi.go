@@ -79,21 +79,7 @@ func (s *Service) MultiGet(ctx context.Context, req *routerv1.MultiGetRequest) (
 		return &routerv1.MultiGetResponse{}, nil
 	}
 	mixed := len(req.GetMixedKeys()) > 0
-	seen := make(map[string]int, len(keys))
-	q := &subReq{kind: opGet}
-	var first []int // first position of each unique key
-	uniq := make([]int, len(keys))
-	for i, k := range keys {
-		u, ok := seen[string(k)]
-		if !ok {
-			u = len(q.keys)
-			seen[string(k)] = u
-			q.keys = append(q.keys, k)
-			q.slots = append(q.slots, slot.Of(k))
-			first = append(first, i)
-		}
-		uniq[i] = u
-	}
+	q, uniq, first := distinctGets(keys)
 	q.rename = func(pos int, _ string) string { return keyField(mixed, first[pos]) }
 	items, where, failed, err := s.b.get(ctx, q, req.GetAllowPartial())
 	if err != nil {
@@ -299,4 +285,24 @@ func (s *Service) Count(ctx context.Context, req *routerv1.CountRequest) (*route
 		return nil, err
 	}
 	return &routerv1.CountResponse{Count: n, Failed: failuresProto(failed)}, nil
+}
+
+// distinctGets is a read of each distinct key once: uniq[i] is the
+// position in q of keys[i], first[u] the first position of q's key u.
+func distinctGets(keys [][]byte) (q *subReq, uniq, first []int) {
+	q = &subReq{kind: opGet}
+	seen := make(map[string]int, len(keys))
+	uniq = make([]int, len(keys))
+	for i, k := range keys {
+		u, ok := seen[string(k)]
+		if !ok {
+			u = len(q.keys)
+			seen[string(k)] = u
+			q.keys = append(q.keys, k)
+			q.slots = append(q.slots, slot.Of(k))
+			first = append(first, i)
+		}
+		uniq[i] = u
+	}
+	return q, uniq, first
 }

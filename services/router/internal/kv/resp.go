@@ -74,20 +74,8 @@ func (p *respProxy) Update(ctx context.Context, req *storagev1.UpdateRequest) (*
 
 // MGet reads each distinct key once, one BatchGet per node.
 func (p *respProxy) MGet(ctx context.Context, keys [][]byte) ([]resp.Value, error) {
-	q := &subReq{kind: opGet}
-	seen := make(map[string]int, len(keys))
-	uniq := make([]int, len(keys))
-	for i, k := range keys {
-		u, ok := seen[string(k)]
-		if !ok {
-			u = len(q.keys)
-			seen[string(k)] = u
-			q.keys = append(q.keys, k)
-			q.slots = append(q.slots, slot.Of(k))
-		}
-		uniq[i] = u
-	}
-	q.rename = func(pos int, _ string) string { return fmt.Sprintf("keys[%d]", pos) }
+	q, uniq, first := distinctGets(keys)
+	q.rename = func(pos int, _ string) string { return fmt.Sprintf("keys[%d]", first[pos]) }
 	items, _, _, err := p.s.b.get(ctx, q, false)
 	if err != nil {
 		return nil, err

@@ -43,6 +43,9 @@ type Common struct {
 	// PeerTLS, when set, is used to dial other slotkv services (the storage
 	// nodes); nil dials them in plaintext.
 	PeerTLS *tls.Config
+	// Etcd is the control plane (--etcd-endpoints); empty Endpoints means
+	// none.
+	Etcd Etcd
 }
 
 // Flags is the command line every service binary shares: Common plus what
@@ -153,6 +156,7 @@ func (f *Flags) Register(fs *flag.FlagSet, d Common) {
 	flagenv.StringVar(fs, &f.ListenFile, "listen-file", "SLOTKV_LISTEN_FILE", "", `write {"grpc":...,"http":...} here once listening`)
 	flagenv.Float64Var(fs, &f.SampleRatio, "trace-sample-ratio", "SLOTKV_TRACE_SAMPLE_RATIO", 1, "fraction of new traces sampled (0-1)")
 	f.tls.register(fs)
+	f.Etcd.RegisterFlags(fs)
 	flagenv.TextVar(fs, &f.LogLevel, "log-level", "SLOTKV_LOG_LEVEL", slog.LevelInfo, "log level: debug, info, warn, error")
 	fs.BoolVar(&f.ShowVersion, "version", false, "print the version and exit")
 	f.Profiling = ProfilingFlags(fs)
@@ -179,6 +183,9 @@ func (f *Flags) Finish() error {
 	}
 	f.Tokens = t
 	if f.TLS, f.ClientTLS, f.PeerTLS, err = f.tls.Configs(); err != nil {
+		return err
+	}
+	if err := f.Etcd.Finish(); err != nil {
 		return err
 	}
 	return CheckExposure(f.GRPCAddr, f.HTTPAddr, !t.Open(), f.Insecure)

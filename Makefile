@@ -41,8 +41,8 @@ $(BIN)/grpcurl: tools/go.mod tools/go.sum
 
 ## etcd: etcd's server at the version pinned in tools/go.mod
 ## (go.etcd.io/etcd/server/v3, main in tools/cmd/etcd), static, into bin/etcd.
-## Built only for the targets that start it (make test; pkg/etcdtest): the
-## groundwork for the control plane of issue 13, which no service uses yet.
+## Built only for the targets that start it (make test; pkg/etcdtest) and
+## the slotkv/etcd image of the compose stack (make images).
 etcd: $(BIN)/etcd
 $(BIN)/etcd: tools/go.mod tools/go.sum tools/cmd/etcd/main.go
 	cd tools && GOWORK=off CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/etcd ./cmd/etcd
@@ -71,10 +71,11 @@ build:
 	cd cmd/slotkvctl && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkvctl .
 	cd cmd/slotkv-dataset && CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/slotkv-dataset .
 
-## images: one image per service plus slotkv-tools (slotkvctl, slotkv-dataset),
+## images: one image per service plus slotkv-tools (slotkvctl, slotkv-dataset)
+## and slotkv/etcd (bin/etcd, the compose stack's etcd members),
 ## FROM scratch with this host's CA bundle, tagged slotkv/NAME:dev and
 ## slotkv/NAME:$(VERSION); nothing is pulled. Staged under build/images/.
-images: build
+images: build $(BIN)/etcd
 	DOCKER_BUILDKIT=0 SLOTKV_BIN=$(BIN) VERSION=$(VERSION) ./deployments/docker/images.sh
 
 ## lint: buf lint, go vet and gofmt over every module
@@ -202,10 +203,10 @@ bench-migration: build
 	SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -bench MigrationScaling -benchtime 1x -timeout 60m ./e2e/ \
 	| $(GO) run ./e2e/cmd/benchratio "$${specs[@]}"
 
-## run: 3 storage nodes + router on loopback, data under ./.data/, Ctrl-C stops all;
+## run: etcd, 3 storage nodes, router, migrator, downloader, console on loopback, data under ./.data/, Ctrl-C stops all;
 ## `make run TLS=1` runs every service on mutual TLS with the certificates of
 ## `make certs` (made on the first such run)
-run: build $(BIN)/grpcurl
+run: build $(BIN)/grpcurl $(BIN)/etcd
 	SLOTKV_BIN=$(BIN) SLOTKV_RUN_TLS=$(TLS) ./deployments/local/run.sh
 
 ## certs: a development CA, a certificate for the services (SANs 127.0.0.1,

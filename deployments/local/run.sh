@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Local stack for `make run`: 3 storage nodes and the router as processes on
-# loopback, data under ./.data/ (kept across runs), the topology bootstrapped
-# on first start. Ctrl-C stops everything by pid.
+# Local stack for `make run`: a single-member etcd (the control plane: the
+# topology, node registrations, hand-offs), 3 storage nodes, the router,
+# downloader, migrator and console as processes on loopback, data under
+# ./.data/ (kept across runs), the topology bootstrapped into etcd on first
+# start. Ctrl-C stops everything by pid.
 #
 # Ports and the token can be changed through the environment:
 #   SLOTKV_HOST (127.0.0.1), SLOTKV_ROUTER_GRPC (7000), SLOTKV_ROUTER_HTTP (8080),
@@ -11,6 +13,7 @@
 #   SLOTKV_STORAGE_GRPC_BASE (7100 -> 7101..7103), SLOTKV_STORAGE_HTTP_BASE (8100),
 #   SLOTKV_ROUTER_RESP (6379: Redis protocol, proxy mode),
 #   SLOTKV_STORAGE_RESP_BASE (7300 -> 7301..7303: Redis protocol, cluster mode),
+#   SLOTKV_ETCD_CLIENT_PORT (2379), SLOTKV_ETCD_PEER_PORT (2380),
 #   SLOTKV_DATA (./.data), SLOTKV_TOKEN (empty: open cluster; or
 #   SLOTKV_DATA_TOKEN and SLOTKV_ADMIN_TOKEN), SLOTKV_RUN_TLS (1: every
 #   service on mutual TLS with the certificates in $SLOTKV_DATA/certs, made
@@ -35,8 +38,12 @@ SG=${SLOTKV_STORAGE_GRPC_BASE:-7100}
 SH=${SLOTKV_STORAGE_HTTP_BASE:-8100}
 ROUTER_RESP=${SLOTKV_ROUTER_RESP:-6379}
 SR=${SLOTKV_STORAGE_RESP_BASE:-7300}
+ETCD_CLIENT=${SLOTKV_ETCD_CLIENT_PORT:-2379}
+ETCD_PEER=${SLOTKV_ETCD_PEER_PORT:-2380}
 NODES=(n1 n2 n3)
 export SLOTKV_TOKEN=${SLOTKV_TOKEN:-}
+# Every slotkv process (and slotkvctl) finds the control plane here.
+export SLOTKV_ETCD_ENDPOINTS="http://$HOST:$ETCD_CLIENT"
 
 mkdir -p "$DATA/logs"
 pids=()
@@ -82,6 +89,23 @@ wait_ready() { # name http-addr log
   exit 1
 }
 
+# The control plane first: every service watches it. Its own process group
+# like the rest, stopped last (pids are stopped in reverse).
+"$BIN/etcd" --name slotkv-local --data-dir "$DATA/etcd" \
+  --listen-client-urls "http://$HOST:$ETCD_CLIENT" --advertise-client-urls "http://$HOST:$ETCD_CLIENT" \
+  --listen-peer-urls "http://$HOST:$ETCD_PEER" --initial-advertise-peer-urls "http://$HOST:$ETCD_PEER" \
+  --initial-cluster "slotkv-local=http://$HOST:$ETCD_PEER" >>"$DATA/logs/etcd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 200); do
+  if "$BIN/etcd" healthcheck --url "http://$HOST:$ETCD_CLIENT/health" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+"$BIN/etcd" healthcheck --url "http://$HOST:$ETCD_CLIENT/health" >/dev/null || {
+  echo "etcd did not become healthy on $HOST:$ETCD_CLIENT; last log lines:" >&2
+  tail -n 20 "$DATA/logs/etcd.log" >&2
+  exit 1
+}
+
 storage=()
 for i in "${!NODES[@]}"; do
   id=${NODES[$i]}
@@ -96,7 +120,8 @@ for i in "${!NODES[@]}"; do
 done
 
 seeds=$(IFS=,; echo "${storage[*]}")
-# Safe on every start: a node that holds the same or a newer topology keeps it.
+# Safe on every start: once etcd holds a topology, bootstrap says so and
+# changes nothing.
 "$BIN/slotkvctl" bootstrap --storage "$seeds" "${ctl_tls[@]}"
 
 "$BIN/slotkv-router" --storage "$seeds" --grpc-addr "$HOST:$ROUTER_GRPC" \
@@ -144,6 +169,7 @@ cat <<MSG
 
 slotkv is running (data in $DATA, logs in $DATA/logs$([ "$scheme" = https ] && echo ", mutual TLS with the certificates in $certs")).
 
+  etcd       http://$HOST:$ETCD_CLIENT (control plane; data in $DATA/etcd)
   router     gRPC $HOST:$ROUTER_GRPC   REST $scheme://$HOST:$ROUTER_HTTP
   downloader gRPC $HOST:$DL_GRPC   REST $scheme://$HOST:$DL_HTTP
   migrator   gRPC $HOST:$MG_GRPC   REST $scheme://$HOST:$MG_HTTP

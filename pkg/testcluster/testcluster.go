@@ -1,11 +1,14 @@
 // Package testcluster starts real slotkv storage nodes (as processes, via
 // pkg/proctest) for tests of the services that drive them, and gives them
-// topologies directly through NodeService.SetTopology.
+// topologies: committed in etcd, which the nodes watch, when the cluster has
+// a control plane (Options.Etcd), else directly through
+// NodeService.SetTopology.
 package testcluster
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -16,9 +19,11 @@ import (
 
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
 // Options tunes Start.
@@ -37,6 +42,9 @@ type Options struct {
 	// RESP starts every node with a RESP listener (--resp-addr on
 	// 127.0.0.1:0); its address is Proc.RESP and goes into the topology.
 	RESP bool
+	// Etcd, when set, is the cluster's control plane: every node gets
+	// --etcd-endpoints, and SetTopology commits in etcd.
+	Etcd *etcdtest.Etcd
 }
 
 // Node is one running storage node.
@@ -69,6 +77,8 @@ type Cluster struct {
 	env   []string
 	extra []string
 	resp  bool
+	etcd  *etcdtest.Etcd
+	store *topostore.Store
 }
 
 // Start runs n storage nodes with ids n1..nN, each with its own data
@@ -77,7 +87,14 @@ type Cluster struct {
 func Start(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
 	bin := proctest.Bin(t, "slotkv-storage")
-	c := &Cluster{Nodes: make([]*Node, n), Token: o.Token, env: o.Env, extra: o.Args, resp: o.RESP}
+	c := &Cluster{Nodes: make([]*Node, n), Token: o.Token, env: o.Env, extra: o.Args, resp: o.RESP, etcd: o.Etcd}
+	if o.Etcd != nil {
+		st, err := topostore.New(o.Etcd.Client(t), topostore.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.store = st
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
@@ -151,14 +168,74 @@ func (c *Cluster) Bootstrap(t testing.TB) *topology.Topology {
 	return topo
 }
 
-// SetTopology pushes topo to every node.
+// Etcd is the cluster's control plane, nil without one.
+func (c *Cluster) Etcd() *etcdtest.Etcd { return c.etcd }
+
+// Store is the topology store in the cluster's etcd, nil without one.
+func (c *Cluster) Store() *topostore.Store { return c.store }
+
+// EtcdArgs are the flags that point another slotkv process at the
+// cluster's control plane (none without one).
+func (c *Cluster) EtcdArgs() []string {
+	if c.etcd == nil {
+		return nil
+	}
+	return []string{"--etcd-endpoints", c.etcd.Endpoint}
+}
+
+// EtcdEnv is EtcdArgs as environment variables (for slotkvctl).
+func (c *Cluster) EtcdEnv() []string {
+	if c.etcd == nil {
+		return nil
+	}
+	return []string{"SLOTKV_ETCD_ENDPOINTS=" + c.etcd.Endpoint}
+}
+
+// SetTopology gives topo to every node: with a control plane it is
+// bootstrapped or committed in etcd (over the version stored, which must be
+// older) and the call returns once every node holds it; without one it is
+// pushed to each node.
 func (c *Cluster) SetTopology(t testing.TB, topo *topology.Topology) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	if c.store != nil {
+		c.commit(ctx, t, topo)
+		return
+	}
 	for _, n := range c.Nodes {
 		if _, err := n.NodeClient().SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: topo.Proto()}); err != nil {
 			t.Fatalf("SetTopology v%d on %s: %v", topo.Version(), n.ID, err)
+		}
+	}
+}
+
+func (c *Cluster) commit(ctx context.Context, t testing.TB, topo *topology.Topology) {
+	t.Helper()
+	cur, err := c.store.Load(ctx)
+	switch {
+	case errors.Is(err, topostore.ErrNotBootstrapped):
+		if _, created, err := c.store.Bootstrap(ctx, topo); err != nil || !created {
+			t.Fatalf("bootstrap v%d in etcd: created %v, err %v", topo.Version(), created, err)
+		}
+	case err != nil:
+		t.Fatalf("load the topology from etcd: %v", err)
+	default:
+		if err := c.store.Commit(ctx, cur.Version(), topo); err != nil {
+			t.Fatalf("commit v%d over v%d in etcd: %v", topo.Version(), cur.Version(), err)
+		}
+	}
+	for _, n := range c.Nodes {
+		for {
+			resp, err := n.NodeClient().GetTopology(ctx, &storagev1.GetTopologyRequest{})
+			if err == nil && resp.GetTopology().GetVersion() >= topo.Version() {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s does not hold topology v%d from etcd: last answer %v, err %v", n.ID, topo.Version(), resp.GetTopology().GetVersion(), err)
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
 }
@@ -200,5 +277,6 @@ func (c *Cluster) args(id, dir, grpcAddr, httpAddr, respAddr string) []string {
 	if c.Token != "" {
 		args = append(args, "--token", c.Token)
 	}
+	args = append(args, c.EtcdArgs()...)
 	return append(args, c.extra...)
 }

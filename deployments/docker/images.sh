@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds slotkv's container images (`make images`) from the static binaries
-# in $SLOTKV_BIN (`make build`). Every image is FROM scratch: nothing is
-# pulled, so this works offline and the images hold only what is copied
-# here:
+# in $SLOTKV_BIN (`make build`; `make etcd` for slotkv/etcd). Every image
+# is FROM scratch: nothing is pulled, so this works offline and the images
+# hold only what is copied here:
 #   /<binary>                            the static binaries
 #   /etc/ssl/certs/ca-certificates.crt   this host's CA bundle, for HTTPS downloads
 #   /data, /tmp                          owned by 65532 (the user the image runs as)
@@ -45,7 +45,7 @@ image() {
   cp "$CA" "$stage/rootfs/etc/ssl/certs/ca-certificates.crt"
   for b in "$@"; do
     if [ ! -x "$BIN/$b" ]; then
-      echo "images: $BIN/$b is missing; run 'make build'" >&2
+      echo "images: $BIN/$b is missing; run 'make build etcd'" >&2
       exit 1
     fi
     cp "$BIN/$b" "$stage/rootfs/$b"
@@ -88,4 +88,8 @@ image slotkv-migrator slotkv-migrator slotkv-migrator
 image slotkv-downloader slotkv-downloader slotkv-downloader
 image slotkv-console slotkv-console slotkv-console
 image slotkv-tools "" slotkvctl slotkv-dataset
+# etcd's own server (bin/etcd, `make etcd`) for the compose stack's 3-member
+# cluster; /data is its volume (--data-dir /data/etcd, which etcd creates
+# with the 0700 it wants), `/etcd healthcheck` its container health check.
+image etcd etcd etcd
 docker images --filter "reference=slotkv/*:dev" --format '  {{.Repository}}:{{.Tag}} {{.Size}}' | sort

@@ -990,14 +990,21 @@ func (m *Manager) endSource(j *job, outcome Outcome) error {
 
 func (m *Manager) commitDestination(j *job) error {
 	id, me := j.id, m.node.ID()
+	// In etcd mode the destination serves only after the source recorded
+	// that it stopped (the hand-off handshake), EndMigration included.
+	released := m.node.ImportReleased(id)
 	err := m.node.Transition(func(t *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
-		var notYet []uint16
+		var notYet, unreleased []uint16
 		for s := range j.ranges.All() {
 			if sl.Kind[s] != node.Importing || sl.Job[s] != id {
 				continue
 			}
 			if !ownedBy(t, s, me) {
 				notYet = append(notYet, s)
+				continue
+			}
+			if !released {
+				unreleased = append(unreleased, s)
 				continue
 			}
 			sl.Set(s, node.Owned, "", "")
@@ -1009,6 +1016,10 @@ func (m *Manager) commitDestination(j *job) error {
 			}
 			return fmt.Errorf("%w: topology version %d does not assign slots %s of job %q to node %s yet: install the new topology before ending the job COMMITTED",
 				rpcerr.ErrConflict, v, slotList(notYet), id, me)
+		}
+		if len(unreleased) > 0 {
+			return fmt.Errorf("%w: the source of job %q has not recorded its hand-off yet: node %s does not serve slots %s before it does",
+				rpcerr.ErrConflict, id, me, slotList(unreleased))
 		}
 		return tx.Delete(recordName(id))
 	}, m.forget(j))

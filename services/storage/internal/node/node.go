@@ -198,6 +198,73 @@ type Node struct {
 	// exclusively (see the package doc). It also serializes changes.
 	gate sync.RWMutex
 	view atomic.Pointer[view]
+
+	// released, when set, says whether the hand-off of a job has been
+	// recorded (etcd mode): an IMPORTING slot becomes OWNED only then,
+	// however early this node learns the topology that assigns it here.
+	released atomic.Pointer[func(job string) bool]
+}
+
+// SetImportRelease makes an IMPORTING slot of job J turn OWNED only when
+// released(J) is true, on top of the topology assigning it here. It is the
+// destination's side of the hand-off handshake recorded in etcd: the new
+// topology may reach this node before the source has stopped serving, and
+// serving then would let a client read a value older than one it has seen.
+// Without it (nil) the topology alone decides, as when the migrator pushes
+// it. Call ReleaseImports when released(J) turns true.
+func (n *Node) SetImportRelease(released func(job string) bool) {
+	if released == nil {
+		n.released.Store(nil)
+		return
+	}
+	n.released.Store(&released)
+}
+
+// ImportReleased reports whether job's imports may turn OWNED once the
+// topology assigns them here (always, without SetImportRelease).
+func (n *Node) ImportReleased(job string) bool {
+	f := n.released.Load()
+	return f == nil || (*f)(job)
+}
+
+// ReleaseImports turns the IMPORTING slots of job that the held topology
+// assigns to this node OWNED, in one transition under the exclusive write
+// gate, once ImportReleased(job). It returns the slots it turned, none when
+// there was nothing to do.
+func (n *Node) ReleaseImports(job string) ([]slot.Range, error) {
+	if !n.ImportReleased(job) {
+		return nil, nil
+	}
+	var turned []uint16
+	err := n.apply(func(cur *view, sl *Slots, _ *store.SystemTxn) (*topology.Topology, error) {
+		for i := range slot.Count {
+			s := uint16(i)
+			if sl.Kind[i] != Importing || sl.Job[i] != job || !assigned(cur.topo, s, n.id) {
+				continue
+			}
+			sl.Set(s, Owned, "", "")
+			turned = append(turned, s)
+		}
+		if len(turned) == 0 {
+			return nil, errUnchanged
+		}
+		return cur.topo, nil
+	}, nil)
+	if errors.Is(err, errUnchanged) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: release imports of job %q: %w", job, err)
+	}
+	return slot.FromSlots(turned).Ranges(), nil
+}
+
+func assigned(t *topology.Topology, s uint16, id string) bool {
+	if t == nil {
+		return false
+	}
+	owner, ok := t.Owner(s)
+	return ok && owner.ID == id
 }
 
 // Open binds st to node id and loads the persisted topology and slot states.
@@ -420,11 +487,42 @@ func (n *Node) check(v *view, s uint16, write bool) error {
 // cleared, the hand-off's commit, once it does not), and an IMPORTING slot
 // keeps its state until the topology assigns it here (then OWNED).
 func (n *Node) SetTopology(p *clusterv1.Topology) (version uint64, changed bool, err error) {
+	in, err := n.Install(p)
+	return in.Version, in.Changed, err
+}
+
+// Installed is what Install did.
+type Installed struct {
+	// Version is the topology version held afterwards; Changed whether it
+	// is a new one.
+	Version uint64
+	Changed bool
+	// HandedOff are the jobs whose MIGRATING or FROZEN slots the new
+	// topology gave away: this node no longer serves them (the source's
+	// side of the hand-off), in order of first slot.
+	HandedOff []string
+	// Held are the jobs whose IMPORTING slots the new topology assigns
+	// here but stay IMPORTING because their hand-off is not released yet
+	// (SetImportRelease).
+	Held []string
+}
+
+// Install is SetTopology, telling which migrations it handed off or holds
+// back (see Installed). With SetImportRelease set, an IMPORTING slot that
+// the topology assigns here turns OWNED only when its job is released.
+func (n *Node) Install(p *clusterv1.Topology) (in Installed, err error) {
 	t, err := topology.FromProto(p)
 	if err != nil {
-		return 0, false, err
+		return in, err
 	}
-	changed = true
+	var version uint64
+	changed := true
+	var handedOff, held []string
+	addJob := func(list *[]string, job string) {
+		if !slices.Contains(*list, job) {
+			*list = append(*list, job)
+		}
+	}
 	err = n.apply(func(cur *view, sl *Slots, _ *store.SystemTxn) (*topology.Topology, error) {
 		if cur.topo != nil {
 			switch have := cur.topo.Version(); {
@@ -450,12 +548,17 @@ func (n *Node) SetTopology(p *clusterv1.Topology) (version uint64, changed bool,
 				// Still ours: the migration goes on. Given away: the commit
 				// of the hand-off; the slot is no longer served here.
 				if !mine {
+					addJob(&handedOff, sl.Job[i])
 					sl.Set(s, None, "", "")
 				}
 			case Importing:
-				// Given to this node: the commit; the slot is served now.
-				if mine {
+				// Given to this node: the commit; the slot is served now,
+				// or once the source has recorded that it stopped.
+				switch {
+				case mine && n.ImportReleased(sl.Job[i]):
 					sl.Set(s, Owned, "", "")
+				case mine:
+					addJob(&held, sl.Job[i])
 				}
 			default:
 				if mine {
@@ -468,15 +571,15 @@ func (n *Node) SetTopology(p *clusterv1.Topology) (version uint64, changed bool,
 		return t, nil
 	}, nil)
 	if errors.Is(err, errUnchanged) {
-		return version, false, nil
+		return Installed{Version: version}, nil
 	}
 	if err != nil {
 		if changed {
 			err = fmt.Errorf("node: persist topology version %d: %w", t.Version(), err)
 		}
-		return version, false, err
+		return Installed{Version: version}, err
 	}
-	return t.Version(), true, nil
+	return Installed{Version: t.Version(), Changed: true, HandedOff: handedOff, Held: held}, nil
 }
 
 var errUnchanged = errors.New("unchanged")

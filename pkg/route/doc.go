@@ -1,16 +1,35 @@
 // Package route is a client's view of the cluster (the router's, the
-// downloader's, the migrator's): the newest topology the storage nodes know,
-// one gRPC connection per storage node, and the one retry policy that turns
-// a storage node's SLOT_MOVED, SLOT_FROZEN and Unavailable answers into a
+// downloader's, the migrator's): the newest topology of the cluster, one
+// gRPC connection per storage node, and the one retry policy that turns a
+// storage node's SLOT_MOVED, SLOT_FROZEN and Unavailable answers into a
 // successful call whenever the cluster allows it.
 //
 // # Topology
 //
 // The topology lives in an atomic pointer, so routing a key is one load and
-// one array index. It is refreshed periodically (Run), on demand (Refresh)
-// and whenever a storage node answers SLOT_MOVED with a version newer than
-// the one held. Refreshes are single-flight: any number of concurrent
-// SLOT_MOVED answers cause one round of GetTopology calls.
+// one array index. It only moves forward: a version is installed when it is
+// newer than the one held, and the connections to nodes that left it are
+// closed. It comes from one of two sources:
+//
+//   - etcd (Options.Store, the control plane's record, pkg/topostore): Run
+//     follows the store's watch and installs every version as it is
+//     committed, in order, so a change reaches the Router within
+//     milliseconds without any call failing on it first; the watch resumes
+//     by itself after an etcd outage, and the Router keeps routing by the
+//     last topology meanwhile. Refresh reads the store (a linearizable
+//     read: never older than a version already seen) instead of asking the
+//     nodes. The storage nodes are never asked for the topology; there is
+//     no periodic poll and no seed.
+//   - the storage nodes (Options.Seeds, deployments without etcd): Run
+//     loads the topology from them, then refreshes it every
+//     RefreshInterval; Refresh asks the seeds, the known nodes and hints
+//     for theirs and keeps the highest version.
+//
+// Either way the Router is Ready once it holds a topology, and it refreshes
+// on demand (Refresh, RefreshTo) and whenever a storage node answers
+// SLOT_MOVED with a version newer than the one held. Refreshes are
+// single-flight: any number of concurrent SLOT_MOVED answers cause one read
+// of the store, or one round of GetTopology calls.
 //
 // # Retry policy
 //

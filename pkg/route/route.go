@@ -20,6 +20,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
 // Defaults of Options.
@@ -37,8 +38,15 @@ type DialFunc func(addr string) (*grpc.ClientConn, error)
 
 // Options configures a Router.
 type Options struct {
+	// Store, when set, is where the topology comes from: the control
+	// plane's record in etcd. Run follows its watch and Refresh reads it
+	// (linearizably); the storage nodes are never asked, and Seeds,
+	// RefreshInterval and FetchTimeout's GetTopology calls do not apply.
+	// Without it the topology is polled from the storage nodes (Seeds).
+	Store *topostore.Store
 	// Seeds are storage node gRPC addresses asked for the topology. Nodes of
-	// the topology are asked too once it is known.
+	// the topology are asked too once it is known. Required without Store,
+	// ignored with it.
 	Seeds []string
 	// Dial opens connections (token, TLS and tracing are its business).
 	Dial DialFunc
@@ -55,8 +63,8 @@ type Options struct {
 	// nodes of calls that need every answer are retried until the call's
 	// deadline (see the package doc).
 	MaxRetries int
-	// FetchTimeout bounds each GetTopology call of a refresh
-	// (DefaultFetchTimeout when 0).
+	// FetchTimeout bounds each GetTopology call of a refresh, or each read
+	// of the Store (DefaultFetchTimeout when 0).
 	FetchTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the delay between retries (of a
 	// frozen slot when the node gives no RetryInfo, of an unavailable
@@ -124,13 +132,15 @@ func New(opts Options) (*Router, error) {
 		return nil, errors.New("route: Options.Dial is required")
 	}
 	var seeds []string
-	for _, s := range opts.Seeds {
-		if s = strings.TrimSpace(s); s != "" && !slices.Contains(seeds, s) {
-			seeds = append(seeds, s)
+	if opts.Store == nil {
+		for _, s := range opts.Seeds {
+			if s = strings.TrimSpace(s); s != "" && !slices.Contains(seeds, s) {
+				seeds = append(seeds, s)
+			}
 		}
-	}
-	if len(seeds) == 0 {
-		return nil, rpcerr.InvalidField("storage", "at least one storage node address is required")
+		if len(seeds) == 0 {
+			return nil, rpcerr.InvalidField("storage", "at least one storage node address is required (or an etcd to watch)")
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Router{opts: opts, seeds: seeds, ctx: ctx, cancel: cancel, conns: map[string]*grpc.ClientConn{}}, nil
@@ -142,8 +152,17 @@ func (r *Router) Topology() *topology.Topology { return r.topo.Load() }
 // Ready reports whether a topology has been loaded.
 func (r *Router) Ready() bool { return r.topo.Load() != nil }
 
-// Seeds returns the seed addresses.
+// Seeds returns the seed addresses (none when the topology comes from etcd).
 func (r *Router) Seeds() []string { return slices.Clone(r.seeds) }
+
+// Source says where the topology comes from, for messages: "etcd key K"
+// or "the storage nodes a,b,c".
+func (r *Router) Source() string {
+	if st := r.opts.Store; st != nil {
+		return "etcd key " + st.TopologyKey()
+	}
+	return "the storage nodes " + strings.Join(r.seeds, ",")
+}
 
 // Close stops refreshes and closes every connection.
 func (r *Router) Close() error {
@@ -159,9 +178,15 @@ func (r *Router) Close() error {
 	return errors.Join(errs...)
 }
 
-// Run loads the topology, retrying until it succeeds, then refreshes it
-// every RefreshInterval until ctx ends.
+// Run keeps the topology current until ctx ends. With a Store it follows
+// the etcd watch: every version is installed as it is committed, in order,
+// the first one as soon as etcd holds one. Without, it loads the topology
+// from the storage nodes, retrying until it succeeds, then refreshes it
+// every RefreshInterval.
 func (r *Router) Run(ctx context.Context) error {
+	if r.opts.Store != nil {
+		return r.follow(ctx)
+	}
 	retry := r.opts.MinBackoff * 10
 	for r.topo.Load() == nil {
 		if _, err := r.Refresh(ctx); err != nil {
@@ -262,9 +287,32 @@ func (r *Router) LastRefreshError() error {
 	return r.lastErr
 }
 
-// fetch asks every candidate address for its topology concurrently and
-// installs the highest version if it is newer than the one held.
+// follow installs every topology the store's watch delivers until ctx
+// ends. The watch resumes by itself after an etcd outage (see
+// pkg/topostore), keeping the last topology meanwhile.
+func (r *Router) follow(ctx context.Context) error {
+	for t := range r.opts.Store.Watch(ctx) {
+		r.install(t)
+	}
+	return nil
+}
+
+// fetch gets the newest topology from the source and installs it if it is
+// newer than the one held: a linearizable read of the store, or else the
+// highest version the storage nodes hold.
 func (r *Router) fetch(hints []string) (*topology.Topology, error) {
+	if st := r.opts.Store; st != nil {
+		ctx, cancel := context.WithTimeout(r.ctx, r.opts.FetchTimeout)
+		defer cancel()
+		t, err := st.Load(ctx)
+		if err != nil {
+			if errors.Is(err, topostore.ErrNotBootstrapped) {
+				return nil, fmt.Errorf("%w (run slotkvctl bootstrap --etcd-endpoints ...)", err)
+			}
+			return nil, fmt.Errorf("%w: reading the topology from etcd: %w", rpcerr.ErrUnavailable, err)
+		}
+		return r.install(t), nil
+	}
 	addrs := slices.Clone(r.seeds)
 	if t := r.topo.Load(); t != nil {
 		for _, n := range t.Nodes() {
@@ -308,10 +356,18 @@ func (r *Router) fetch(hints []string) (*topology.Topology, error) {
 	if len(errs) > 0 {
 		r.opts.Logger.Debug("some storage nodes did not answer the topology refresh", "errors", errs)
 	}
+	return r.install(best), nil
+}
+
+// install makes best the topology in use if it is newer than the one held,
+// closing the connections of nodes that left, and returns the topology in
+// use afterwards. The watch and the refreshes both install: the pointer
+// only moves forward.
+func (r *Router) install(best *topology.Topology) *topology.Topology {
 	for {
 		cur := r.topo.Load()
 		if cur != nil && cur.Version() >= best.Version() {
-			return cur, nil
+			return cur
 		}
 		if r.topo.CompareAndSwap(cur, best) {
 			var from uint64
@@ -320,7 +376,7 @@ func (r *Router) fetch(hints []string) (*topology.Topology, error) {
 			}
 			r.opts.Logger.Info("topology updated", "from_version", from, "version", best.Version(), "nodes", len(best.Nodes()))
 			r.prune(best)
-			return best, nil
+			return best
 		}
 	}
 }
@@ -367,6 +423,14 @@ func (r *Router) conn(addr string) (*grpc.ClientConn, error) {
 // prune closes the connections to addresses that are neither seeds nor
 // nodes of t.
 func (r *Router) prune(t *topology.Topology) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// The watch and a refresh may install one after the other: prune by
+	// the newest, so a late prune of an older version never closes the
+	// connection to a node that only the newer one has.
+	if cur := r.topo.Load(); cur != nil && cur.Version() > t.Version() {
+		t = cur
+	}
 	keep := map[string]bool{}
 	for _, s := range r.seeds {
 		keep[s] = true
@@ -374,8 +438,6 @@ func (r *Router) prune(t *topology.Topology) {
 	for _, n := range t.Nodes() {
 		keep[n.GRPCAddress] = true
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	for addr, c := range r.conns {
 		if !keep[addr] {
 			delete(r.conns, addr)
@@ -603,6 +665,9 @@ func (r *Router) CheckReady(context.Context) error {
 	}
 	if err := r.LastRefreshError(); err != nil {
 		return fmt.Errorf("no topology loaded yet: %w", err)
+	}
+	if r.opts.Store != nil {
+		return fmt.Errorf("no topology loaded yet from %s (waiting for etcd, or for slotkvctl bootstrap to write the first)", r.Source())
 	}
 	return errors.New("no topology loaded yet")
 }

@@ -49,11 +49,14 @@ fi
 # The offline override is what users without a registry run: it must stay
 # valid even though the test runs the stack with its trace receiver.
 "${compose[@]}" -f "$root/docker-compose.yml" -f "$root/deployments/compose/offline.yml" config -q
+# So must the override that puts the services on the stack's etcd (not on
+# by default until their etcd mode is finished).
+"${compose[@]}" -f "$root/docker-compose.yml" -f "$root/deployments/compose/etcd.yml" config -q
 # Empty host ports: Docker picks free ones, so the test never collides with
 # a stack (or `make run`) already using 8080 and friends.
 export SLOTKV_ROUTER_HTTP_PORT= SLOTKV_ROUTER_GRPC_PORT= SLOTKV_ROUTER_RESP_PORT= \
   SLOTKV_MIGRATOR_HTTP_PORT= SLOTKV_DOWNLOADER_HTTP_PORT= SLOTKV_CONSOLE_HTTP_PORT= \
-  SLOTKV_JAEGER_UI_PORT= SLOTKV_JAEGER_OTLP_PORT=
+  SLOTKV_JAEGER_UI_PORT= SLOTKV_JAEGER_OTLP_PORT= SLOTKV_ETCD1_PORT= SLOTKV_ETCD2_PORT= SLOTKV_ETCD3_PORT=
 
 # Stacks of earlier runs whose script is gone (killed before its teardown):
 # remove them, with their volumes, so they do not pile up.
@@ -66,8 +69,8 @@ for project in $(docker ps -a --format '{{.Label "com.docker.compose.project"}}'
 done
 
 # A missing image would make `up` try to pull it from Docker Hub.
-for name in storage router migrator downloader console tools otlpsink; do
-  ref=slotkv/slotkv-$name:${SLOTKV_IMAGE_TAG:-dev}
+for name in slotkv-storage slotkv-router slotkv-migrator slotkv-downloader slotkv-console slotkv-tools slotkv-otlpsink etcd; do
+  ref=slotkv/$name:${SLOTKV_IMAGE_TAG:-dev}
   if ! docker image inspect "$ref" >/dev/null 2>&1; then
     echo "test-compose: image $ref is missing; run 'make images'" >&2
     exit 1

@@ -1,8 +1,10 @@
 // Package jobstore persists the records of long-running jobs (bulk loads,
-// migrations) in a small Badger database, one JSON record per job id, so a
-// service finds its jobs again after a restart. Every write is synced:
-// these records are few and decide what a restarted service resumes or
-// rolls back.
+// migrations), one JSON record per job id, so a service finds its jobs
+// again after a restart: in a small Badger database of its own (Open;
+// every write is synced: these records are few and decide what a restarted
+// service resumes or rolls back), or in etcd (OpenEtcd), where every
+// replica of the service reads them and the leader's writes are fenced by
+// its term (pkg/leader), so the next leader finds the jobs of the last.
 package jobstore
 
 import (

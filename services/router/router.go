@@ -26,6 +26,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/limits"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/pkg/topostore"
 	"github.com/slotkv/slotkv/services/router/internal/kv"
 )
 
@@ -40,7 +41,8 @@ type Options struct {
 	// dials the storage nodes), set by the shared flags (server.Flags).
 	server.Common
 	// Storage lists seed storage node gRPC addresses; the topology they
-	// hold names the others. Exclusive with NamingFile.
+	// hold names the others. Exclusive with NamingFile. Not used when
+	// Common.Etcd is set: the topology is then watched in etcd.
 	Storage []string
 	// NamingFile, instead of Storage, routes by the layouts of a naming
 	// file: one `address N/M [weight]` per line, N/M = partition N of M =
@@ -63,7 +65,8 @@ type Options struct {
 	HedgeDelay    time.Duration
 	HedgeMaxRatio float64
 
-	// RefreshInterval between periodic topology refreshes.
+	// RefreshInterval between periodic topology refreshes (from the
+	// storage nodes; none with etcd, whose topology is watched).
 	RefreshInterval time.Duration
 	// CallTimeout is the deadline of a call whose caller set none.
 	CallTimeout time.Duration
@@ -113,9 +116,10 @@ func DefaultOptions() Options {
 }
 
 // Run serves the router until ctx ends, then shuts down gracefully. It is
-// ready (/readyz, gRPC health) once a topology has been loaded from the
-// storage nodes (until then it keeps trying), or, with NamingFile, once
-// the file has at least one complete layout.
+// ready (/readyz, gRPC health) once it holds a topology: the first the etcd
+// watch delivers (Common.Etcd), or else the first loaded from the storage
+// nodes (until then it keeps trying); with NamingFile, once the file has at
+// least one complete layout.
 func Run(ctx context.Context, o Options) error {
 	base := o.Logger
 	if base == nil {
@@ -157,16 +161,35 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("router: %w", err)
 		}
 		defer n.Close()
+		if o.Etcd.Enabled() {
+			log.Info("routing by naming file: the topology in etcd is not used", "etcd", o.Etcd.Endpoints)
+		}
 		svc = kv.NewNamed(n)
 		ready = func(context.Context) error { return n.Ready() }
 		log.Info("routing by naming file", "path", o.NamingFile, "balancer", o.Balancer,
 			"hedge_delay", o.HedgeDelay, "hedge_max_ratio", o.HedgeMaxRatio)
 	} else {
 		seeds := flagenv.SplitList(o.Storage...)
-		if len(seeds) == 0 {
-			return errors.New("router: no storage node address given (--storage host:port,... or --naming-file)")
+		var store *topostore.Store
+		if o.Etcd.Enabled() {
+			// The control plane's topology, watched: no seeds, no polling.
+			// Dial does not wait for etcd; the router is ready once the
+			// watch has delivered a topology.
+			cli, st, err := o.Etcd.Dial(ctx, log)
+			if err != nil {
+				return fmt.Errorf("router: %w", err)
+			}
+			defer cli.Close()
+			store = st
+			if len(seeds) > 0 {
+				log.Info("topology from etcd; --storage is not used", "storage", seeds)
+				seeds = nil
+			}
+		} else if len(seeds) == 0 {
+			return errors.New("router: no storage node address given (--storage host:port,..., --etcd-endpoints or --naming-file)")
 		}
 		rt, err := route.New(route.Options{
+			Store:           store,
 			Seeds:           seeds,
 			Dial:            dialer,
 			RefreshInterval: o.RefreshInterval,

@@ -6,7 +6,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export GOFLAGS := -buildvcs=false
 
-MODULES  := gen pkg services/storage services/router services/downloader services/migrator services/console cmd/slotkvctl cmd/slotkv-dataset e2e e2e/browser
+MODULES  := gen pkg services/storage services/router services/downloader services/migrator services/console cmd/slotkvctl cmd/slotkv-dataset e2e e2e/browser deployments/k8s
 SERVICES := storage router
 # The code generators, built only for make proto, verify-gen and lint; and
 # grpcurl, which make run's examples use: a first make run builds no

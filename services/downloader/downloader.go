@@ -23,6 +23,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/pkg/topostore"
 	"github.com/slotkv/slotkv/services/downloader/internal/bulkload"
 	"github.com/slotkv/slotkv/services/downloader/internal/grpcapi"
 )
@@ -40,7 +41,8 @@ type Options struct {
 	server.Common
 	// DataDir holds the job store (db/) and the downloads (jobs/<id>/).
 	DataDir string
-	// Storage are seed storage node gRPC addresses.
+	// Storage are seed storage node gRPC addresses; not used when
+	// Common.Etcd is set (the topology is then watched in etcd).
 	Storage []string
 
 	// AllowedPrefixes: manifest and data file URLs must start with one of
@@ -78,7 +80,8 @@ type Options struct {
 	// nil means syscall.Statfs.
 	Statfs func(path string) (free uint64, err error)
 
-	// RefreshInterval of the storage topology.
+	// RefreshInterval of the storage topology (polled from the nodes;
+	// none with etcd, whose topology is watched).
 	RefreshInterval time.Duration
 	// ProgressInterval between progress log lines (and saves) of a job.
 	ProgressInterval time.Duration
@@ -133,13 +136,30 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log := base.With("service", ServiceName)
 	seeds := flagenv.SplitList(o.Storage...)
-	if len(seeds) == 0 {
-		return errors.New("downloader: no storage node address given (--storage host:port,...)")
+	if len(seeds) == 0 && !o.Etcd.Enabled() {
+		return errors.New("downloader: no storage node address given (--storage host:port,... or --etcd-endpoints)")
 	}
 	if o.DataDir == "" {
 		return errors.New("downloader: no data directory given (--data-dir)")
 	}
+	var store *topostore.Store
+	if o.Etcd.Enabled() {
+		// The control plane's topology, watched: no seeds, no polling.
+		// Dial does not wait for etcd; the service is ready once the watch
+		// has delivered a topology.
+		cli, st, err := o.Etcd.Dial(ctx, log)
+		if err != nil {
+			return fmt.Errorf("downloader: %w", err)
+		}
+		defer cli.Close()
+		store = st
+		if len(seeds) > 0 {
+			log.Info("topology from etcd; --storage is not used", "storage", seeds)
+			seeds = nil
+		}
+	}
 	rt, err := route.New(route.Options{
+		Store: store,
 		Seeds: seeds,
 		Dial: func(addr string) (*grpc.ClientConn, error) {
 			return dial.New(addr, dial.Options{Token: o.Tokens.Admin, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
@@ -200,7 +220,7 @@ func Run(ctx context.Context, o Options) error {
 	defer context.AfterFunc(ctx, m.Shutdown)()
 
 	svc := grpcapi.New(m)
-	log.Info("starting", "storage", strings.Join(seeds, ","), "data_dir", o.DataDir,
+	log.Info("starting", "topology", rt.Source(), "data_dir", o.DataDir,
 		"allowed_prefixes", strings.Join(o.AllowedPrefixes, ","), "allow_file_urls", o.AllowFileURLs)
 	return server.Run(ctx, server.Options{
 		Name:            ServiceName,

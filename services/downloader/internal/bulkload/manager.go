@@ -591,7 +591,7 @@ func (m *Manager) topology(ctx context.Context, old *topology.Topology) (*topolo
 			if err == nil {
 				err = ctx.Err()
 			}
-			return t, fmt.Errorf("no topology from the storage nodes %s: %v", strings.Join(m.rt.Seeds(), ","), err)
+			return t, fmt.Errorf("no topology from %s: %v", m.rt.Source(), err)
 		}
 		select {
 		case <-ctx.Done():

@@ -184,25 +184,49 @@ func TestKustomizations(t *testing.T) {
 			if got, want := names("Deployment"), []string{"slotkv-console", "slotkv-downloader", "slotkv-migrator", "slotkv-router"}; !slices.Equal(got, want) {
 				t.Errorf("Deployments %v, want %v", got, want)
 			}
-			t.Run("containers", func(t *testing.T) { checkContainers(t, r, ws, envs) })
-			t.Run("disruption-budgets", func(t *testing.T) { checkPDBs(t, r, ws) })
-			t.Run("replicas", func(t *testing.T) { checkReplicas(t, ws) })
-			t.Run("statefulsets", func(t *testing.T) { checkStatefulSets(t, r) })
-			t.Run("services", func(t *testing.T) { checkServices(t, r, ws) })
-			t.Run("addresses", func(t *testing.T) { checkAddresses(t, r, ws) })
-			t.Run("etcd", func(t *testing.T) { checkEtcd(t, r, ws) })
-			t.Run("secrets", func(t *testing.T) { checkSecrets(t, r, ws, k.deployable) })
-			if k.namespace != "" {
-				t.Run("namespace", func(t *testing.T) { checkNamespace(t, r, k.namespace) })
+			for _, c := range checks(r, envs, k.deployable, k.namespace) {
+				t.Run(c.name, func(t *testing.T) { c.run(t) })
 			}
 		})
 	}
 }
 
+// reporter is where the checks report: a *testing.T, or a collector for
+// the tests of the checks themselves.
+type reporter interface {
+	Errorf(format string, args ...any)
+}
+
+// check is one named check of a rendered kustomization.
+type check struct {
+	name string
+	run  func(reporter)
+}
+
+// checks are every check of r; deployable and namespace as in
+// kustomizations.
+func checks(r *rendered, envs map[string]map[string]bool, deployable bool, namespace string) []check {
+	ws := r.workloads()
+	cs := []check{
+		{"containers", func(t reporter) { checkContainers(t, r, ws, envs) }},
+		{"disruption-budgets", func(t reporter) { checkPDBs(t, r, ws) }},
+		{"replicas", func(t reporter) { checkReplicas(t, ws) }},
+		{"statefulsets", func(t reporter) { checkStatefulSets(t, r) }},
+		{"services", func(t reporter) { checkServices(t, r, ws) }},
+		{"addresses", func(t reporter) { checkAddresses(t, r, ws) }},
+		{"etcd", func(t reporter) { checkEtcd(t, r, ws) }},
+		{"secrets", func(t reporter) { checkSecrets(t, r, ws, deployable) }},
+	}
+	if namespace != "" {
+		cs = append(cs, check{"namespace", func(t reporter) { checkNamespace(t, r, namespace) }})
+	}
+	return cs
+}
+
 // checkContainers: probes, security context, resources, variable
 // references, and for slotkv's binaries configuration by environment
 // variables that exist.
-func checkContainers(t *testing.T, r *rendered, ws []workload, envs map[string]map[string]bool) {
+func checkContainers(t reporter, r *rendered, ws []workload, envs map[string]map[string]bool) {
 	for _, w := range ws {
 		pod := w.template.Spec
 		if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
@@ -239,7 +263,7 @@ func checkContainers(t *testing.T, r *rendered, ws []workload, envs map[string]m
 	}
 }
 
-func checkProbes(t *testing.T, where string, c corev1.Container, ready, live string) {
+func checkProbes(t reporter, where string, c corev1.Container, ready, live string) {
 	for _, p := range []struct {
 		name, path string
 		probe      *corev1.Probe
@@ -275,7 +299,7 @@ func containerPort(c corev1.Container, p intstr.IntOrString) (int32, bool) {
 	return 0, false
 }
 
-func checkSecurity(t *testing.T, where string, pod corev1.PodSpec, c corev1.Container) {
+func checkSecurity(t reporter, where string, pod corev1.PodSpec, c corev1.Container) {
 	psc := pod.SecurityContext
 	if psc == nil {
 		psc = &corev1.PodSecurityContext{}
@@ -320,7 +344,7 @@ func checkSecurity(t *testing.T, where string, pod corev1.PodSpec, c corev1.Cont
 	}
 }
 
-func checkResources(t *testing.T, where string, c corev1.Container) {
+func checkResources(t reporter, where string, c corev1.Container) {
 	req, lim := c.Resources.Requests, c.Resources.Limits
 	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		if q, ok := req[name]; !ok || q.Sign() <= 0 {
@@ -337,7 +361,7 @@ func checkResources(t *testing.T, where string, c corev1.Container) {
 
 // checkVolumes: with a read-only root, the writable places are volumes;
 // each mount names a volume of the pod, and Secrets are mounted read-only.
-func checkVolumes(t *testing.T, where string, w workload, c corev1.Container) {
+func checkVolumes(t reporter, where string, w workload, c corev1.Container) {
 	vols := map[string]corev1.Volume{}
 	for _, v := range w.template.Spec.Volumes {
 		vols[v.Name] = v
@@ -368,7 +392,7 @@ var varRef = regexp.MustCompile(`\$\(([^)]*)\)`)
 // checkReferences: Kubernetes expands $(NAME) in env values (names
 // defined earlier in the list), args and command (any env name) and
 // leaves an unknown reference as it is, silently; here it is an error.
-func checkReferences(t *testing.T, where string, c corev1.Container) {
+func checkReferences(t reporter, where string, c corev1.Container) {
 	refs := func(s string) []string {
 		var out []string
 		for _, m := range varRef.FindAllStringSubmatch(strings.ReplaceAll(s, "$$", ""), -1) {
@@ -403,7 +427,7 @@ func fieldRefEnv(c corev1.Container, name, path string) bool {
 // checkSlotkvEnv: a slotkv binary is configured by SLOTKV_* variables
 // only (no args to get out of step with them), each one its flags define;
 // it knows etcd, and it does not listen beyond loopback without a token.
-func checkSlotkvEnv(t *testing.T, where string, c corev1.Container, known map[string]bool) {
+func checkSlotkvEnv(t reporter, where string, c corev1.Container, known map[string]bool) {
 	if len(c.Command) > 0 || len(c.Args) > 0 {
 		t.Errorf("%s: command %q args %q: configure slotkv binaries by SLOTKV_* variables (checked against the flags) instead", where, c.Command, c.Args)
 	}
@@ -455,7 +479,7 @@ func checkSlotkvEnv(t *testing.T, where string, c corev1.Container, known map[st
 	}
 }
 
-func checkPDBs(t *testing.T, r *rendered, ws []workload) {
+func checkPDBs(t reporter, r *rendered, ws []workload) {
 	for _, w := range ws {
 		var found bool
 		for _, p := range r.pdbs {
@@ -482,7 +506,7 @@ func checkPDBs(t *testing.T, r *rendered, ws []workload) {
 	}
 }
 
-func checkReplicas(t *testing.T, ws []workload) {
+func checkReplicas(t reporter, ws []workload) {
 	for _, w := range ws {
 		for _, c := range w.template.Spec.Containers {
 			switch imageName(c.Image) {
@@ -505,7 +529,7 @@ func checkReplicas(t *testing.T, ws []workload) {
 
 // checkStatefulSets: a volume per pod, and a headless Service for the
 // stable names.
-func checkStatefulSets(t *testing.T, r *rendered) {
+func checkStatefulSets(t reporter, r *rendered) {
 	for _, s := range r.statefulSets {
 		where := "StatefulSet " + s.Name
 		if len(s.Spec.VolumeClaimTemplates) == 0 {
@@ -588,7 +612,7 @@ func checkStatefulSets(t *testing.T, r *rendered) {
 
 // checkServices: every Service selects some pods and targets ports they
 // declare.
-func checkServices(t *testing.T, r *rendered, ws []workload) {
+func checkServices(t reporter, r *rendered, ws []workload) {
 	for _, svc := range r.services {
 		where := "Service " + svc.Name
 		var selected []workload
@@ -617,7 +641,7 @@ func checkServices(t *testing.T, r *rendered, ws []workload) {
 
 // checkAddresses: the addresses slotkv services dial name a Service, or a
 // pod of a StatefulSet under its headless Service, on one of its ports.
-func checkAddresses(t *testing.T, r *rendered, ws []workload) {
+func checkAddresses(t reporter, r *rendered, ws []workload) {
 	lists := map[string]bool{"SLOTKV_STORAGE": true, "SLOTKV_ETCD_ENDPOINTS": true}
 	for _, w := range ws {
 		for _, c := range w.template.Spec.Containers {
@@ -676,7 +700,7 @@ func (r *rendered) checkAddr(namespace, addr string) error {
 
 // checkEtcd: the static initial cluster names exactly the StatefulSet's
 // pods, at their DNS names, and every flag is etcd's.
-func checkEtcd(t *testing.T, r *rendered, ws []workload) {
+func checkEtcd(t reporter, r *rendered, ws []workload) {
 	seen := false
 	for _, w := range ws {
 		for _, c := range w.template.Spec.Containers {
@@ -747,7 +771,7 @@ func checkEtcd(t *testing.T, r *rendered, ws []workload) {
 // checkSecrets: every Secret a pod mounts exists (where the kustomization
 // is deployable) with the keys it mounts, and the token files the
 // services read are files of a mounted Secret.
-func checkSecrets(t *testing.T, r *rendered, ws []workload, deployable bool) {
+func checkSecrets(t reporter, r *rendered, ws []workload, deployable bool) {
 	for _, w := range ws {
 		secretVols := map[string]*corev1.SecretVolumeSource{}
 		for _, v := range w.template.Spec.Volumes {
@@ -813,7 +837,7 @@ func fileInSecret(path string, c corev1.Container, vols map[string]*corev1.Secre
 	return false
 }
 
-func checkNamespace(t *testing.T, r *rendered, ns string) {
+func checkNamespace(t reporter, r *rendered, ns string) {
 	if !slices.ContainsFunc(r.namespaces, func(n *corev1.Namespace) bool { return n.Name == ns }) {
 		t.Errorf("Namespace %s is not rendered", ns)
 	}

@@ -1,9 +1,11 @@
 package k8s
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -121,6 +123,135 @@ func TestRenderRejects(t *testing.T) {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("error %q does not name %q", err, want)
 				}
+			}
+		})
+	}
+}
+
+// collector is a reporter that keeps what the checks report.
+type collector struct{ errs []string }
+
+func (c *collector) Errorf(format string, args ...any) {
+	c.errs = append(c.errs, fmt.Sprintf(format, args...))
+}
+
+// TestChecksCatch: each check fails on a copy of the manifests with the
+// mistake it is there for, naming it; the unmodified copy passes them all.
+func TestChecksCatch(t *testing.T) {
+	envs, err := binaryEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const overlay = "overlays/example"
+	tests := []struct {
+		name, file, old, new, wantErr string
+	}{
+		{"env name typo", "base/storage.yaml",
+			"- name: SLOTKV_ADVERTISE_GRPC\n", "- name: SLOTKV_ADVERTISE_GPRC\n",
+			"env SLOTKV_ADVERTISE_GPRC is no flag of slotkv-storage"},
+		{"flag of another binary", "base/router.yaml",
+			"- name: SLOTKV_RESP_ADDR\n", "- name: SLOTKV_DATA_DIR\n",
+			"env SLOTKV_DATA_DIR is no flag of slotkv-router"},
+		{"slotkv flags in args", "base/console.yaml",
+			"          imagePullPolicy: IfNotPresent\n", "          imagePullPolicy: IfNotPresent\n          args: [\"--sesion-ttl=1h\"]\n",
+			"configure slotkv binaries by SLOTKV_* variables"},
+		{"no etcd endpoints", "base/migrator.yaml",
+			"- name: SLOTKV_ETCD_ENDPOINTS\n", "- name: SLOTKV_ETCD_PREFIX\n",
+			"SLOTKV_ETCD_ENDPOINTS is not set"},
+		{"readiness path", "base/router.yaml",
+			"path: /readyz\n", "path: /ready\n",
+			`readinessProbe path "/ready", want "/readyz"`},
+		{"no liveness probe", "base/console.yaml",
+			"          livenessProbe:\n", "          startupProbe:\n",
+			"livenessProbe: want an HTTP GET of /healthz"},
+		{"probe on another port", "base/migrator.yaml",
+			"            - name: http\n              containerPort: 8070\n", "            - name: http\n              containerPort: 8071\n",
+			"SLOTKV_HTTP_ADDR"},
+		{"writable root", "base/console.yaml",
+			"readOnlyRootFilesystem: true\n", "readOnlyRootFilesystem: false\n",
+			"readOnlyRootFilesystem must be true"},
+		{"root user", "base/router.yaml",
+			"        runAsUser: 65532\n", "        runAsUser: 0\n",
+			"runAsUser must be 65532"},
+		{"no requests", "base/console.yaml",
+			"              cpu: 100m\n", "",
+			"no cpu request"},
+		{"service links", "base/router.yaml",
+			"enableServiceLinks: false\n", "enableServiceLinks: true\n",
+			"enableServiceLinks must be false"},
+		{"unresolved reference", "base/storage.yaml",
+			"$(SLOTKV_NODE_ID).slotkv-storage.$(POD_NAMESPACE).svc:8100", "$(SLOTKV_NODE_ID).slotkv-storage.$(POD_NAMSPACE).svc:8100",
+			"refers to $(POD_NAMSPACE)"},
+		{"no PDB", "base/downloader.yaml",
+			"kind: PodDisruptionBudget\nmetadata:\n  name: slotkv-downloader\nspec:\n  # Keeps one replica (the leader or its successor) through a drain.\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: slotkv-downloader\n",
+			"kind: PodDisruptionBudget\nmetadata:\n  name: slotkv-downloader\nspec:\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: slotkv-downloadr\n",
+			"Deployment slotkv-downloader: no PodDisruptionBudget selects its pods"},
+		{"one migrator", "base/migrator.yaml",
+			"  replicas: 2\n", "  replicas: 1\n",
+			"Deployment slotkv-migrator: 1 replicas, want at least 2"},
+		{"storage service not headless", "base/storage.yaml",
+			"  clusterIP: None\n", "",
+			"Service slotkv-storage is not headless"},
+		{"node id not the pod name", "base/storage.yaml",
+			"            - name: SLOTKV_NODE_ID\n              valueFrom:\n                fieldRef:\n                  fieldPath: metadata.name\n",
+			"            - name: SLOTKV_NODE_ID\n              valueFrom:\n                fieldRef:\n                  fieldPath: metadata.uid\n",
+			"SLOTKV_NODE_ID must come from metadata.name"},
+		{"data dir off the claim", "base/storage.yaml",
+			"value: /data/badger\n", "value: /tmp/badger\n",
+			`SLOTKV_DATA_DIR "/tmp/badger" is not on a volumeClaimTemplate`},
+		{"advertised port", "base/storage.yaml",
+			"$(SLOTKV_NODE_ID).slotkv-storage.$(POD_NAMESPACE).svc:6379", "$(SLOTKV_NODE_ID).slotkv-storage.$(POD_NAMESPACE).svc:6380",
+			"SLOTKV_ADVERTISE_RESP port 6380, but SLOTKV_RESP_ADDR listens on 6379"},
+		{"seed beyond the replicas", "base/router.yaml",
+			"slotkv-storage-2.slotkv-storage:7100\"", "slotkv-storage-3.slotkv-storage:7100\"",
+			"slotkv-storage-3 is no pod of StatefulSet slotkv-storage"},
+		{"service of nobody", "base/console.yaml",
+			"      targetPort: http\n", "      targetPort: web\n",
+			"Service slotkv-console: port http targets web"},
+		{"address of no service", "base/console.yaml",
+			"value: \"slotkv-migrator:7020\"", "value: \"slotkv-migrater:7020\"",
+			`"slotkv-migrater:7020" names neither a Service`},
+		{"etcd member missing", "base/etcd.yaml",
+			",etcd-2=http://etcd-2.etcd.$(POD_NAMESPACE).svc:2380\n", "\n",
+			"--initial-cluster members [etcd-0 etcd-1], want the StatefulSet's pods [etcd-0 etcd-1 etcd-2]"},
+		{"etcd flag typo", "base/etcd.yaml",
+			"--initial-cluster-token=slotkv-etcd", "--initial-cluster-tokn=slotkv-etcd",
+			"--initial-cluster-tokn is not an etcd flag"},
+		{"secret key missing", "overlays/example/kustomization.yaml",
+			"- admin-token=tokens/admin-token\n", "- admin_token=tokens/admin-token\n",
+			"mounts key admin-token, which Secret slotkv-tokens"},
+		{"token file not mounted", "base/router.yaml",
+			"value: /etc/slotkv/tokens/data-token\n", "value: /etc/slotkv/data-token\n",
+			`SLOTKV_DATA_TOKEN_FILE "/etc/slotkv/data-token" is not a file of a mounted Secret`},
+		{"open cluster beyond loopback", "base/console.yaml",
+			"            - name: SLOTKV_ADMIN_TOKEN_FILE\n              value: /etc/slotkv/tokens/admin-token\n", "",
+			"SLOTKV_HTTP_ADDR 0.0.0.0:8060 is beyond loopback without a token"},
+	}
+	clean, err := render(filepath.Join(copyTree(t), overlay))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c collector
+	for _, ch := range checks(clean, envs, true, "slotkv") {
+		ch.run(&c)
+	}
+	if len(c.errs) > 0 {
+		t.Fatalf("the unmodified copy fails the checks:\n%s", strings.Join(c.errs, "\n"))
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := copyTree(t)
+			edit(t, filepath.Join(dir, tt.file), tt.old, tt.new)
+			r, err := render(filepath.Join(dir, overlay))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c collector
+			for _, ch := range checks(r, envs, true, "slotkv") {
+				ch.run(&c)
+			}
+			if !slices.ContainsFunc(c.errs, func(e string) bool { return strings.Contains(e, tt.wantErr) }) {
+				t.Errorf("no check reports %q; they report:\n%s", tt.wantErr, strings.Join(c.errs, "\n"))
 			}
 		})
 	}

@@ -16,7 +16,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"go.opentelemetry.io/otel/metric"
@@ -24,10 +26,12 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/slotkv/slotkv/gen"
+	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/limits"
 	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/pkg/topostore"
 	"github.com/slotkv/slotkv/services/storage/internal/grpcapi"
 	"github.com/slotkv/slotkv/services/storage/internal/migration"
 	"github.com/slotkv/slotkv/services/storage/internal/node"
@@ -85,6 +89,11 @@ type Options struct {
 	// defaults (64 MiB memtables, 256 MiB block cache).
 	MemTableBytes, BlockCacheBytes int64
 
+	// EtcdLeaseTTL is the lease of the node's registration in etcd (with
+	// Common.Etcd): a node that stops renewing it is listed dead this long
+	// after. Zero means topostore.DefaultLeaseTTL.
+	EtcdLeaseTTL time.Duration
+
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// TracerProvider makes server spans; nil means none (the trace
@@ -114,6 +123,7 @@ func DefaultOptions() Options {
 		MaxIngestBytes: DefaultMaxIngestBytes,
 
 		MaxImportStreams: DefaultMaxImportStreams,
+		EtcdLeaseTTL:     topostore.DefaultLeaseTTL,
 	}
 }
 
@@ -187,6 +197,16 @@ func Run(ctx context.Context, o Options) (err error) {
 		log.Info("loaded migration", "job_id", j.Job, "role", j.Role.String(), "ranges", fmt.Sprint(j.Ranges), "peer", j.Peer, "frozen", j.Frozen, "head_seq", j.HeadSeq)
 	}
 
+	// The control plane in etcd: the topology comes from there (watched),
+	// not from SetTopology. Stopped before the migrations and the store.
+	var cp *controlPlane
+	if o.Etcd.Enabled() {
+		if cp, err = startControlPlane(ctx, o, n, mig, log); err != nil {
+			return fmt.Errorf("%w: --etcd-endpoints: %v", ErrConfig, err)
+		}
+		defer cp.stop()
+	}
+
 	unregister, err := registerMetrics(o.MeterProvider, st, n, log)
 	if err != nil {
 		return err
@@ -207,6 +227,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		Counts:    grpcapi.NewRPCCounts(),
 		Migration: mig,
 		Logger:    log,
+	}
+	if cp != nil {
+		cfg.TopologyManagedBy = strings.Join(o.Etcd.Endpoints, ",")
 	}
 	var respAddr atomic.Pointer[string]
 	cfg.SelfRESP = func() string {
@@ -281,6 +304,9 @@ func Run(ctx context.Context, o Options) (err error) {
 				a[1] = advertised(h)
 			}
 			self.Store(&a)
+			if cp != nil {
+				cp.register(&clusterv1.Node{Id: o.NodeID, GrpcAddress: a[0], HttpAddress: a[1], RespAddress: cfg.SelfRESP()})
+			}
 			log.Info("storage node ready", "advertise_grpc", a[0], "advertise_http", a[1], "data_dir", o.DataDir)
 			if o.OnListen != nil {
 				o.OnListen(g, h)

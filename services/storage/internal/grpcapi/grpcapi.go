@@ -106,6 +106,10 @@ type Config struct {
 	// Migration runs the MigrationService; required by NewMigrationService.
 	Migration *migration.Manager
 	Logger    *slog.Logger
+	// TopologyManagedBy, when set, names the etcd that holds the topology
+	// (its endpoints): the node follows it there and SetTopology is
+	// refused, so there is no second way to distribute a topology.
+	TopologyManagedBy string
 }
 
 func (c Config) withDefaults() Config {

@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"context"
+	"fmt"
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
@@ -31,6 +32,10 @@ func (s *NodeService) GetTopology(context.Context, *storagev1.GetTopologyRequest
 
 // SetTopology installs a newer topology.
 func (s *NodeService) SetTopology(ctx context.Context, req *storagev1.SetTopologyRequest) (*storagev1.SetTopologyResponse, error) {
+	if s.c.TopologyManagedBy != "" {
+		return nil, rpcerr.ToStatus(fmt.Errorf("%w: topology is managed in etcd (%s): node %s follows it there; change it through etcd (slotkvctl, the migrator), not SetTopology",
+			rpcerr.ErrConflict, s.c.TopologyManagedBy, s.c.Node.ID()))
+	}
 	prev := s.c.Node.Topology()
 	v, changed, err := s.c.Node.SetTopology(req.GetTopology())
 	if err != nil {

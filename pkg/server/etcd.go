@@ -113,9 +113,10 @@ func (e *Etcd) Dial(ctx context.Context, log *slog.Logger) (*clientv3.Client, *t
 		TLS:       e.TLS,
 		Logger:    zap.NewNop(),
 		Context:   context.WithoutCancel(ctx),
-		// Refuse members of an older cluster version; with a quorum lost
-		// the linearizable reads fail and the client tries another member.
-		RejectOldCluster: true,
+		// No RejectOldCluster: its version check in clientv3.New waits for
+		// an answer from etcd (without a DialTimeout, forever), and Dial
+		// must return while etcd is down. With a quorum lost the
+		// linearizable reads fail and the client tries another member.
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcd %s: %w", strings.Join(e.Endpoints, ","), err)

@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -216,6 +217,7 @@ func checks(r *rendered, envs map[string]map[string]bool, deployable bool, names
 		{"addresses", func(t reporter) { checkAddresses(t, r, ws) }},
 		{"etcd", func(t reporter) { checkEtcd(t, r, ws) }},
 		{"secrets", func(t reporter) { checkSecrets(t, r, ws, deployable) }},
+		{"network-policies", func(t reporter) { checkNetworkPolicies(t, r, ws) }},
 	}
 	if namespace != "" {
 		cs = append(cs, check{"namespace", func(t reporter) { checkNamespace(t, r, namespace) }})
@@ -868,4 +870,95 @@ func checkNamespace(t reporter, r *rendered, ns string) {
 			t.Errorf("%s: namespace %q, want %q", o.GetName(), o.GetNamespace(), ns)
 		}
 	}
+}
+
+// checkNetworkPolicies: a policy selects pods, its peers and ports exist,
+// and every slotkv pod configured with etcd may reach the client port of
+// the etcd pods (a policy that selects a pod denies what it does not
+// allow).
+func checkNetworkPolicies(t reporter, r *rendered, ws []workload) {
+	selects := func(sel metav1.LabelSelector, namespace string) []workload {
+		var out []workload
+		for _, w := range ws {
+			if ok, _ := matches(&sel, w.template.Labels); ok && w.namespace == namespace {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	for _, np := range r.netpols {
+		where := "NetworkPolicy " + np.Name
+		targets := selects(np.Spec.PodSelector, np.Namespace)
+		if len(targets) == 0 {
+			t.Errorf("%s: podSelector matches no pod template", where)
+		}
+		for _, rule := range np.Spec.Ingress {
+			for _, from := range rule.From {
+				if from.PodSelector != nil && from.NamespaceSelector == nil && len(selects(*from.PodSelector, np.Namespace)) == 0 {
+					t.Errorf("%s: peer %v matches no pod template", where, from.PodSelector.MatchLabels)
+				}
+			}
+			for _, p := range rule.Ports {
+				for _, w := range targets {
+					if p.Port != nil && !slices.ContainsFunc(w.template.Spec.Containers, func(c corev1.Container) bool { _, ok := containerPort(c, *p.Port); return ok }) {
+						t.Errorf("%s: port %s is not declared by %s", where, p.Port.String(), w)
+					}
+				}
+			}
+		}
+	}
+	for _, w := range ws {
+		for _, c := range w.template.Spec.Containers {
+			e, ok := envValue(c, "SLOTKV_ETCD_ENDPOINTS")
+			if !ok {
+				continue
+			}
+			for _, ep := range strings.Split(e.Value, ",") {
+				host, port, err := net.SplitHostPort(strings.TrimPrefix(ep, "http://"))
+				if err != nil {
+					continue // checkAddresses reports it
+				}
+				svc := r.service(w.namespace, strings.Split(host, ".")[0])
+				if svc == nil {
+					continue
+				}
+				for _, etcd := range selects(metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, w.namespace) {
+					var target intstr.IntOrString
+					for _, sp := range svc.Spec.Ports {
+						if strconv.Itoa(int(sp.Port)) == port {
+							target = sp.TargetPort
+						}
+					}
+					if !r.ingressAllowed(w, etcd, target) {
+						t.Errorf("%s container %s: the network policies of %s do not let it reach %s port %s", w, c.Name, etcd, ep, target.String())
+					}
+				}
+			}
+		}
+	}
+}
+
+// ingressAllowed reports whether the policies selecting to's pods let
+// from's pods in on port (allowed when none selects them).
+func (r *rendered) ingressAllowed(from, to workload, port intstr.IntOrString) bool {
+	selected := false
+	for _, np := range r.netpols {
+		if ok, _ := matches(&np.Spec.PodSelector, to.template.Labels); !ok || np.Namespace != to.namespace {
+			continue
+		}
+		selected = true
+		for _, rule := range np.Spec.Ingress {
+			portOK := len(rule.Ports) == 0 || slices.ContainsFunc(rule.Ports, func(p networkingv1.NetworkPolicyPort) bool {
+				return p.Port != nil && *p.Port == port
+			})
+			fromOK := len(rule.From) == 0 || slices.ContainsFunc(rule.From, func(peer networkingv1.NetworkPolicyPeer) bool {
+				ok, _ := matches(peer.PodSelector, from.template.Labels)
+				return ok && peer.NamespaceSelector == nil
+			})
+			if portOK && fromOK {
+				return true
+			}
+		}
+	}
+	return !selected
 }

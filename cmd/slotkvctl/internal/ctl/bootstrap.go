@@ -90,6 +90,9 @@ type BootstrapResult struct {
 	Nodes    []NodeOutcome
 	// Unassigned are the slots no node serves (explicit ranges only).
 	Unassigned slot.RangeSet
+	// Etcd is the etcd key the topology was written to, or is already at
+	// (BootstrapEtcd); empty when the nodes were given it directly.
+	Etcd string
 	// StaleAddresses, with AlreadyAt, lists the nodes whose addresses in
 	// the topology differ from what they report now (e.g. a RESP address
 	// added after bootstrap), as "n1 resp \"\" -> storage1:6379".
@@ -113,10 +116,9 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*BootstrapResult, er
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("--storage: give the gRPC address of every storage node (addr1,addr2,...)")
 	}
-	var explicit NodeRanges
 	if opts.Ranges != "" {
-		var err error
-		if explicit, err = ParseNodeRanges(opts.Ranges); err != nil {
+		// Checked before any node is called.
+		if _, err := ParseNodeRanges(opts.Ranges); err != nil {
 			return nil, err
 		}
 	}
@@ -124,41 +126,21 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*BootstrapResult, er
 	defer pool.Close()
 
 	// 1. Ask every node who it is and what it holds.
-	nodes := make([]probed, 0, len(addrs))
-	byID := map[string]string{}
-	for _, addr := range addrs {
-		nc, err := pool.node(addr)
+	nodes, err := identify(ctx, pool, addrs)
+	if err != nil {
+		return nil, err
+	}
+	for i := range nodes {
+		p := &nodes[i]
+		tr, err := p.nc.GetTopology(ctx, &storagev1.GetTopologyRequest{})
 		if err != nil {
-			return nil, err
-		}
-		info, err := nc.GetNodeInfo(ctx, &storagev1.GetNodeInfoRequest{})
-		if err != nil {
-			return nil, fmt.Errorf("storage node at %s: GetNodeInfo: %w", addr, describe(err))
-		}
-		n := info.GetNode()
-		if n.GetId() == "" {
-			return nil, fmt.Errorf("storage node at %s did not report its node id", addr)
-		}
-		if prev, dup := byID[n.GetId()]; dup {
-			return nil, fmt.Errorf("storage nodes at %s and %s both report node id %q: every node needs its own --node-id", prev, addr, n.GetId())
-		}
-		byID[n.GetId()] = addr
-		p := probed{addr: addr, nc: nc, node: topology.Node{
-			ID:          n.GetId(),
-			GRPCAddress: advertised(n.GetGrpcAddress(), addr),
-			HTTPAddress: n.GetHttpAddress(),
-			RESPAddress: n.GetRespAddress(),
-		}}
-		tr, err := nc.GetTopology(ctx, &storagev1.GetTopologyRequest{})
-		if err != nil {
-			return nil, fmt.Errorf("storage node %s at %s: GetTopology: %w", p.node.ID, addr, describe(err))
+			return nil, fmt.Errorf("storage node %s at %s: GetTopology: %w", p.node.ID, p.addr, describe(err))
 		}
 		if tr.GetTopology() != nil {
 			if p.held, err = topology.FromProto(tr.GetTopology()); err != nil {
-				return nil, fmt.Errorf("storage node %s at %s holds an invalid topology: %w", p.node.ID, addr, err)
+				return nil, fmt.Errorf("storage node %s at %s holds an invalid topology: %w", p.node.ID, p.addr, err)
 			}
 		}
-		nodes = append(nodes, p)
 	}
 
 	// 2. Already bootstrapped?
@@ -188,32 +170,8 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*BootstrapResult, er
 		tnodes[i] = p.node
 	}
 	res := &BootstrapResult{}
-	var err error
-	if opts.Ranges == "" {
-		res.Topology, err = topology.Even(1, tnodes)
-	} else {
-		ranges := map[string][]slot.Range{}
-		var ids []string
-		for _, p := range nodes {
-			ids = append(ids, p.node.ID)
-		}
-		var assigned slot.RangeSet
-		for _, id := range explicit.IDs {
-			if _, ok := byID[id]; !ok {
-				return nil, fmt.Errorf("--ranges names node %q, which is not among the nodes at --storage (%s)", id, strings.Join(ids, ", "))
-			}
-			rs := explicit.Ranges[id]
-			if assigned.Overlaps(rs) {
-				return nil, fmt.Errorf("--ranges: slots %s of node %s are given to another node too", assigned.Intersect(rs), id)
-			}
-			assigned = assigned.Union(rs)
-			ranges[id] = rs.Ranges()
-		}
-		res.Unassigned = slot.Full().Subtract(assigned)
-		res.Topology, err = topology.New(1, tnodes, ranges)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("building topology version 1: %w", err)
+	if res.Topology, res.Unassigned, err = buildVersion1(tnodes, opts.Ranges, "the nodes at --storage"); err != nil {
+		return nil, err
 	}
 
 	// 4. Every node already holds one version 1 with these very nodes and
@@ -245,6 +203,38 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) (*BootstrapResult, er
 		res.Nodes = append(res.Nodes, NodeOutcome{Node: p.node, Ranges: rs, Changed: out.GetChanged()})
 	}
 	return res, nil
+}
+
+// identify asks every node at addrs who it is (GetNodeInfo): its id and
+// the addresses it advertises. Two nodes with one id are an error.
+func identify(ctx context.Context, pool *pool, addrs []string) ([]probed, error) {
+	nodes := make([]probed, 0, len(addrs))
+	byID := map[string]string{}
+	for _, addr := range addrs {
+		nc, err := pool.node(addr)
+		if err != nil {
+			return nil, err
+		}
+		info, err := nc.GetNodeInfo(ctx, &storagev1.GetNodeInfoRequest{})
+		if err != nil {
+			return nil, fmt.Errorf("storage node at %s: GetNodeInfo: %w", addr, describe(err))
+		}
+		n := info.GetNode()
+		if n.GetId() == "" {
+			return nil, fmt.Errorf("storage node at %s did not report its node id", addr)
+		}
+		if prev, dup := byID[n.GetId()]; dup {
+			return nil, fmt.Errorf("storage nodes at %s and %s both report node id %q: every node needs its own --node-id", prev, addr, n.GetId())
+		}
+		byID[n.GetId()] = addr
+		nodes = append(nodes, probed{addr: addr, nc: nc, node: topology.Node{
+			ID:          n.GetId(),
+			GRPCAddress: advertised(n.GetGrpcAddress(), addr),
+			HTTPAddress: n.GetHttpAddress(),
+			RESPAddress: n.GetRespAddress(),
+		}})
+	}
+	return nodes, nil
 }
 
 // sameButAddresses reports whether every node holds one and the same
@@ -314,4 +304,44 @@ func summarize(t *topology.Topology) string {
 		parts = append(parts, fmt.Sprintf("%s@%s=%s", n.ID, n.GRPCAddress, s))
 	}
 	return strings.Join(parts, " ")
+}
+
+// buildVersion1 builds the first topology of nodes: slots split evenly in
+// their order, or as ranges ("n1=0-5460,...") says; it returns the slots
+// no node serves (explicit ranges only). where names the nodes in errors.
+func buildVersion1(nodes []topology.Node, ranges, where string) (*topology.Topology, slot.RangeSet, error) {
+	var unassigned slot.RangeSet
+	if ranges == "" {
+		t, err := topology.Even(1, nodes)
+		if err != nil {
+			return nil, unassigned, fmt.Errorf("building topology version 1: %w", err)
+		}
+		return t, unassigned, nil
+	}
+	explicit, err := ParseNodeRanges(ranges)
+	if err != nil {
+		return nil, unassigned, err
+	}
+	var ids []string
+	for _, n := range nodes {
+		ids = append(ids, n.ID)
+	}
+	byRange := map[string][]slot.Range{}
+	var assigned slot.RangeSet
+	for _, id := range explicit.IDs {
+		if !slices.Contains(ids, id) {
+			return nil, unassigned, fmt.Errorf("--ranges names node %q, which is not among %s (%s)", id, where, strings.Join(ids, ", "))
+		}
+		rs := explicit.Ranges[id]
+		if assigned.Overlaps(rs) {
+			return nil, unassigned, fmt.Errorf("--ranges: slots %s of node %s are given to another node too", assigned.Intersect(rs), id)
+		}
+		assigned = assigned.Union(rs)
+		byRange[id] = rs.Ranges()
+	}
+	t, err := topology.New(1, nodes, byRange)
+	if err != nil {
+		return nil, unassigned, fmt.Errorf("building topology version 1: %w", err)
+	}
+	return t, slot.Full().Subtract(assigned), nil
 }

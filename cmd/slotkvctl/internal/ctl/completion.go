@@ -49,15 +49,18 @@ func completions() map[string][]compFlag {
 		return out
 	}
 	storage := []compFlag{{name: "--storage", kind: flagValue}, {name: "--timeout", kind: flagValue}}
+	etcd := append(slices.Clone(storage), compFlag{name: "--etcd-endpoints", kind: flagValue}, compFlag{name: "--etcd-prefix", kind: flagValue},
+		compFlag{name: "--etcd-dial-timeout", kind: flagValue}, compFlag{name: "--etcd-ca", kind: flagFile},
+		compFlag{name: "--etcd-cert", kind: flagFile}, compFlag{name: "--etcd-key", kind: flagFile})
 	migrator := compFlag{name: "--migrator", kind: flagValue}
 	downloader := compFlag{name: "--downloader", kind: flagValue}
 	return map[string][]compFlag{
 		"": words("bootstrap", "topology", "info", "nodes", "migrate", "migrations", "bulkload",
 			"dev-certs", "completion", "version", "help"),
-		"bootstrap": with(append(slices.Clone(storage), compFlag{name: "--ranges", kind: flagValue})...),
-		"topology":  with(storage...),
+		"bootstrap": with(append(slices.Clone(etcd), compFlag{name: "--ranges", kind: flagValue})...),
+		"topology":  with(etcd...),
 		"info":      with(storage...),
-		"nodes":     with(storage...),
+		"nodes":     with(etcd...),
 		"migrate": with(migrator, compFlag{name: "--source", kind: flagValue}, compFlag{name: "--destination", kind: flagValue},
 			compFlag{name: "--ranges", kind: flagValue}, compFlag{name: "--parallelism", kind: flagValue},
 			compFlag{name: "--rate", kind: flagValue}, compFlag{name: "--batch", kind: flagValue},

@@ -43,10 +43,13 @@ const usage = `slotkvctl administers a slotkv cluster.
 
 Usage:
   slotkvctl bootstrap --storage addr1,addr2,addr3 [--ranges n1=0-5460,n2=5461-10922,n3=10923-16383]
-  slotkvctl topology  --storage addr[,addr...]
+  slotkvctl bootstrap --etcd-endpoints URL[,URL...] [--storage addr,...] [--ranges ...]
+  slotkvctl topology  --storage addr[,addr...] | --etcd-endpoints URL[,URL...]
   slotkvctl info      --storage addr[,addr...]
   slotkvctl nodes     --storage addr[,addr...]   (every node of the topology:
                       health, topology version, keys, disk, slots, slot states)
+  slotkvctl nodes     --etcd-endpoints URL[,URL...]   (live and dead nodes:
+                      registered in etcd or not, addresses, health, slots)
   slotkvctl migrate    --migrator ADDR --source n1 --destination n2 --ranges 0-100,200-300
                        [--parallelism N] [--rate 50MiB] [--batch N] [--watch JOB]
   slotkvctl migrations --migrator ADDR
@@ -63,12 +66,18 @@ Common flags (environment fallback in parentheses):
               or --admin-token-file (SLOTKV_ADMIN_TOKEN_FILE) say it too
   --tls-ca    dial over TLS, trusting these PEM CAs (SLOTKV_TLS_CA); --tls for
               the system's roots; --tls-client-cert/--tls-client-key under mTLS
+  --etcd-endpoints  the control plane's etcd (SLOTKV_ETCD_ENDPOINTS): bootstrap,
+              topology and nodes use the records there; --etcd-prefix
+              (SLOTKV_ETCD_PREFIX), --etcd-ca/--etcd-cert/--etcd-key for TLS
   --timeout   deadline of the whole command (SLOTKV_TIMEOUT, default 30s)
   --json      print JSON instead of text
 
 bootstrap gives a new cluster its first topology (version 1): slots are split
 evenly over the nodes in the order given, or as --ranges says (node ids are
-the nodes' --node-id). Running it again is safe.
+the nodes' --node-id). Running it again is safe. With --etcd-endpoints it
+writes the topology to etcd once (a second run says at which version it is
+and changes nothing); without --storage the nodes are those registered in
+etcd, ordered by id.
 `
 
 // Main runs slotkvctl with args (without the program name) and returns the
@@ -106,6 +115,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 	storage := flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "storage node gRPC addresses, comma-separated")
 	var client server.ClientFlags
 	client.Register(fs)
+	// The control plane: bootstrap, topology and nodes read and write the
+	// records in etcd instead of asking the nodes (info asks nodes only).
+	var etcd server.Etcd
+	if cmd != "info" {
+		etcd.RegisterFlags(fs)
+	}
 	timeout := flagenv.Duration(fs, "timeout", "SLOTKV_TIMEOUT", 30*time.Second, "deadline of the whole command")
 	asJSON := fs.Bool("json", false, "print JSON")
 	var ranges *string
@@ -127,9 +142,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 		fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, err)
 		return 2
 	}
+	if err := etcd.Finish(); err != nil {
+		fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, err)
+		return 2
+	}
 	addrs := cleanAddrs(strings.Split(*storage, ","))
-	if len(addrs) == 0 {
-		fmt.Fprintf(stderr, "slotkvctl %s: --storage (or SLOTKV_STORAGE) is required\n", cmd)
+	if len(addrs) == 0 && !etcd.Enabled() {
+		if cmd == "info" {
+			fmt.Fprintf(stderr, "slotkvctl %s: --storage (or SLOTKV_STORAGE) is required\n", cmd)
+		} else {
+			fmt.Fprintf(stderr, "slotkvctl %s: --storage or --etcd-endpoints (or SLOTKV_STORAGE, SLOTKV_ETCD_ENDPOINTS) is required\n", cmd)
+		}
 		return 2
 	}
 	if *timeout > 0 {
@@ -138,6 +161,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 		defer cancel()
 	}
 	conn := ConnOptions{Token: client.Token, TLS: client.TLS}
+	if etcd.Enabled() {
+		if err := mainEtcd(ctx, cmd, &etcd, addrs, ranges, conn, *asJSON, stdout); err != nil {
+			fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, err)
+			return 1
+		}
+		return 0
+	}
 
 	var err error
 	switch cmd {
@@ -178,6 +208,49 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 		return 1
 	}
 	return 0
+}
+
+// mainEtcd runs bootstrap, topology or nodes on the records in etcd.
+func mainEtcd(ctx context.Context, cmd string, e *server.Etcd, addrs []string, ranges *string, conn ConnOptions, asJSON bool, stdout io.Writer) error {
+	cli, st, err := e.Connect(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	switch cmd {
+	case "bootstrap":
+		res, err := BootstrapEtcd(ctx, st, BootstrapOptions{Storage: addrs, Ranges: *ranges, Conn: conn})
+		if err != nil {
+			return err
+		}
+		return PrintBootstrap(stdout, res, asJSON)
+	case "topology":
+		t, err := LoadTopology(ctx, st)
+		if err != nil {
+			return err
+		}
+		return PrintTopology(stdout, t, asJSON)
+	case "nodes":
+		t, nodes, err := FetchNodesEtcd(ctx, st, conn)
+		if err != nil {
+			return err
+		}
+		if err := PrintNodesEtcd(stdout, t, nodes, asJSON); err != nil {
+			return err
+		}
+		// Exit 1 when a node is dead or unwell, so scripts can check the
+		// cluster.
+		for _, n := range nodes {
+			if !n.Healthy() {
+				if !n.Live {
+					return fmt.Errorf("node %s is dead (in the topology, not registered in etcd)", n.Node.ID)
+				}
+				return fmt.Errorf("node %s is %s", n.Node.ID, n.Health)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("%s does not read etcd", cmd)
 }
 
 func cleanAddrs(in []string) []string {
@@ -373,11 +446,12 @@ func PrintBootstrap(w io.Writer, r *BootstrapResult, asJSON bool) error {
 		}
 		out := struct {
 			AlreadyBootstrappedAt uint64     `json:"already_bootstrapped_at,omitempty"`
+			EtcdKey               string     `json:"etcd_key,omitempty"`
 			Version               uint64     `json:"version,omitempty"`
 			Nodes                 []nodeJSON `json:"nodes,omitempty"`
 			Unassigned            string     `json:"unassigned,omitempty"`
 			StaleAddresses        []string   `json:"stale_addresses,omitempty"`
-		}{AlreadyBootstrappedAt: r.AlreadyAt, Unassigned: r.Unassigned.String(), StaleAddresses: r.StaleAddresses}
+		}{AlreadyBootstrappedAt: r.AlreadyAt, EtcdKey: r.Etcd, Unassigned: r.Unassigned.String(), StaleAddresses: r.StaleAddresses}
 		if r.Topology != nil {
 			out.Version = r.Topology.Version()
 		}
@@ -385,6 +459,10 @@ func PrintBootstrap(w io.Writer, r *BootstrapResult, asJSON bool) error {
 			out.Nodes = append(out.Nodes, nodeJSON{n.Node.ID, n.Node.GRPCAddress, n.Ranges.String(), n.Changed})
 		}
 		return writeJSON(w, out)
+	}
+	if r.AlreadyAt > 0 && r.Etcd != "" {
+		_, err := fmt.Fprintf(w, "cluster is already bootstrapped at topology version %d in etcd (%s); nothing to do\n", r.AlreadyAt, r.Etcd)
+		return err
 	}
 	if r.AlreadyAt > 0 {
 		if _, err := fmt.Fprintf(w, "cluster is already bootstrapped at topology version %d; nothing to do\n", r.AlreadyAt); err != nil {
@@ -404,16 +482,21 @@ func PrintBootstrap(w io.Writer, r *BootstrapResult, asJSON bool) error {
 			changed++
 		}
 	}
-	if changed == 0 {
+	switch {
+	case r.Etcd != "":
+		fmt.Fprintf(w, "bootstrapped topology version %d in etcd (%s) with %d nodes; the nodes install it from etcd\n", r.Topology.Version(), r.Etcd, len(r.Nodes))
+	case changed == 0:
 		fmt.Fprintf(w, "cluster already bootstrapped with this topology version %d on %d nodes; nothing changed\n", r.Topology.Version(), len(r.Nodes))
-	} else {
+	default:
 		fmt.Fprintf(w, "bootstrapped topology version %d on %d nodes\n", r.Topology.Version(), len(r.Nodes))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tGRPC\tSLOTS\tRANGES\tRESULT")
 	for _, n := range r.Nodes {
 		res := "installed"
-		if !n.Changed {
+		if r.Etcd != "" {
+			res = "written"
+		} else if !n.Changed {
 			res = "already held"
 		}
 		rs := n.Ranges.String()

@@ -383,6 +383,14 @@ func checkVolumes(t reporter, where string, w workload, c corev1.Container) {
 			t.Errorf("%s: mount %s names no volume or claim template", where, m.Name)
 		case v.Secret != nil && !m.ReadOnly:
 			t.Errorf("%s: Secret volume %s mounted writable", where, m.Name)
+		case v.Secret != nil:
+			// The files are root's: the image's user reads them through
+			// fsGroup, and nobody else should.
+			psc := w.template.Spec.SecurityContext
+			mode := v.Secret.DefaultMode
+			if mode == nil || *mode&0o007 != 0 || *mode&0o040 == 0 || psc == nil || psc.FSGroup == nil || *psc.FSGroup != imageUser {
+				t.Errorf("%s: Secret volume %s: want defaultMode readable by the group and not by others, and fsGroup %d", where, m.Name, imageUser)
+			}
 		case v.Secret == nil && v.EmptyDir == nil && v.PersistentVolumeClaim == nil:
 			t.Errorf("%s: volume %s is neither a Secret, an emptyDir nor a claim", where, m.Name)
 		}

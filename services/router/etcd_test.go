@@ -20,19 +20,6 @@ import (
 	"github.com/slotkv/slotkv/services/router"
 )
 
-// etcdCluster starts a real etcd and n real storage nodes. The nodes are
-// given their topologies directly (setTopology), and the same topology is
-// written to etcd, where the router reads it.
-func etcdCluster(t *testing.T, n int) (*etcdtest.Etcd, *topostore.Store, *testcluster.Cluster) {
-	t.Helper()
-	e := etcdtest.Start(t)
-	st, err := topostore.New(e.Client(t), topostore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e, st, testcluster.Start(t, n, testcluster.Options{})
-}
-
 // putCounts is each node's count of Put calls received (the storage
 // nodes' own RPC counters, refused calls included).
 func putCounts(t *testing.T, ctx context.Context, c *testcluster.Cluster) map[string]uint64 {
@@ -63,9 +50,53 @@ func readyz(t *testing.T, httpAddr string) (int, string) {
 // topology, and follows a change committed in etcd before any call: the
 // first call after it goes to the new owner, and the old owner is not
 // called at all (no SLOT_MOVED answer), by the storage nodes' RPC counters.
+// The storage nodes either watch etcd too (the control plane) or are given
+// the same topologies directly.
 func TestEtcdTopologyWatched(t *testing.T) {
 	t.Parallel()
-	e, st, c := etcdCluster(t, 3)
+	for _, tc := range []struct {
+		name      string
+		nodesEtcd bool
+	}{
+		{"nodes watching etcd", true},
+		{"nodes given the topology", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testEtcdTopologyWatched(t, tc.nodesEtcd)
+		})
+	}
+}
+
+func testEtcdTopologyWatched(t *testing.T, nodesEtcd bool) {
+	e := etcdtest.Start(t)
+	st, err := topostore.New(e.Client(t), topostore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c *testcluster.Cluster
+	// setTopology leaves topo in etcd and on every node.
+	setTopology := func(topo *topology.Topology) {
+		t.Helper()
+		if nodesEtcd {
+			c.SetTopology(t, topo) // committed in etcd; returns once every node holds it
+			return
+		}
+		c.SetTopology(t, topo)
+		ctx := ctxT(t)
+		if topo.Version() == 1 {
+			if _, created, err := st.Bootstrap(ctx, topo); err != nil || !created {
+				t.Fatalf("bootstrap in etcd: created %v, %v", created, err)
+			}
+		} else if err := st.Commit(ctx, topo.Version()-1, topo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := testcluster.Options{}
+	if nodesEtcd {
+		o.Etcd = e
+	}
+	c = testcluster.Start(t, 3, o)
 	ctx := ctxT(t)
 	r := startRouter(t, router.Options{Common: server.Common{Etcd: server.Etcd{Endpoints: e.Endpoints()}}})
 
@@ -76,10 +107,7 @@ func TestEtcdTopologyWatched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.SetTopology(t, v1)
-	if _, created, err := st.Bootstrap(ctx, v1); err != nil || !created {
-		t.Fatalf("bootstrap in etcd: created %v, %v", created, err)
-	}
+	setTopology(v1)
 	waitReady(t, r)
 
 	key := keyOn(t, v1, "n1", "watched")
@@ -95,14 +123,11 @@ func TestEtcdTopologyWatched(t *testing.T) {
 		t.Fatalf("Put before the move answered by %s, want n1", id)
 	}
 
-	// The move, as a migration's commit leaves it: every node holds v2,
-	// and etcd too.
+	// The move, as a migration's commit leaves it: etcd and every node
+	// hold v2.
 	v2 := testcluster.Move(t, v1, slot.OfString(key), "n2")
-	c.SetTopology(t, v2)
 	before := putCounts(t, ctx, c)
-	if err := st.Commit(ctx, 1, v2); err != nil {
-		t.Fatal(err)
-	}
+	setTopology(v2)
 	for {
 		tr, err := r.KV.GetTopology(ctx, &routerv1.GetTopologyRequest{})
 		if err != nil {
@@ -137,11 +162,10 @@ func TestEtcdTopologyWatched(t *testing.T) {
 // --storage.
 func TestBinaryEtcd(t *testing.T) {
 	t.Parallel()
-	e, st, c := etcdCluster(t, 2)
-	v1 := c.Bootstrap(t)
-	if _, _, err := st.Bootstrap(ctxT(t), v1); err != nil {
-		t.Fatal(err)
-	}
+	// The whole control plane: the nodes watch etcd too.
+	e := etcdtest.Start(t)
+	c := testcluster.Start(t, 2, testcluster.Options{Etcd: e})
+	v1 := c.Bootstrap(t) // committed in etcd, held by every node
 	p := proctest.StartWith(t, proctest.Options{Env: []string{server.EnvEtcdEndpoints + "=" + e.Endpoint, "SLOTKV_STORAGE="}},
 		proctest.Bin(t, "slotkv-router"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
 	waitReady(t, &testRouter{GRPC: p.GRPC, HTTP: p.HTTP})

@@ -254,3 +254,60 @@ func TestNodesEtcd(t *testing.T) {
 		t.Fatalf("nodes after n2's registration ended: exit %d, %v %v", code, got, counts)
 	}
 }
+
+// The whole control plane: storage nodes that register in etcd and watch
+// it. bootstrap without --storage takes the registered nodes, and every
+// node installs the topology from etcd; nodes shows them live, and a node
+// that stops (its lease revoked) dead.
+func TestEtcdControlPlane(t *testing.T) {
+	t.Parallel()
+	e, st := startEtcd(t)
+	c := testcluster.Start(t, 3, testcluster.Options{Etcd: e})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The nodes register as they start, maybe after they answer.
+	for {
+		regs, err := st.Nodes(ctx)
+		if err == nil && len(regs) == 3 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("registered nodes: %v, %v; want 3", regs, err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	ep := "--etcd-endpoints=" + e.Endpoint
+	code, out, errOut := run(t, nil, "bootstrap", ep)
+	if code != 0 || !strings.Contains(out, "bootstrapped topology version 1 in etcd") {
+		t.Fatalf("bootstrap: exit %d\n%s%s", code, out, errOut)
+	}
+	v1 := load(t, st)
+	for _, n := range c.Nodes {
+		if tn, ok := v1.Node(n.ID); !ok || tn.GRPCAddress != n.Proc.GRPC {
+			t.Errorf("%s in the topology: %+v, want its address %s", n.ID, tn, n.Proc.GRPC)
+		}
+		// Installed from the watch.
+		for {
+			if held := heldTopology(t, &node{id: n.ID, nc: n.NodeClient()}); held != nil && held.Equal(v1) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s did not install version 1 from etcd", n.ID)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	if code, out, errOut := run(t, nil, "nodes", ep); code != 0 || !strings.Contains(out, "3 live, 0 dead") || strings.Contains(out, "behind") {
+		t.Fatalf("nodes: exit %d\n%s%s", code, out, errOut)
+	}
+
+	if err := c.Nodes[1].Proc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = run(t, nil, "nodes", ep)
+	if code != 1 || !strings.Contains(out, "2 live, 1 dead") || !strings.Contains(errOut, "node n2 is dead") {
+		t.Fatalf("nodes with n2 stopped: exit %d\n%s%s", code, out, errOut)
+	}
+}

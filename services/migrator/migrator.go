@@ -76,6 +76,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/pkg/topostore"
 	"github.com/slotkv/slotkv/services/migrator/internal/migrate"
 )
 
@@ -129,6 +130,9 @@ type Options struct {
 	// PhaseHook is called at the start of every phase of every job; an
 	// error fails the job. Testing aid for in-process tests.
 	PhaseHook func(ctx context.Context, jobID string, phase Phase) error
+	// CommitHook, when set, runs before each etcd commit transaction of a
+	// hand-off (with --etcd-endpoints). Testing aid for in-process tests.
+	CommitHook func(ctx context.Context, jobID string)
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -168,8 +172,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 	log := base.With("service", ServiceName)
 	seeds := flagenv.SplitList(o.Storage...)
-	if len(seeds) == 0 {
-		return errors.New("migrator: no storage node address given (--storage host:port,...)")
+	if len(seeds) == 0 && !o.Etcd.Enabled() {
+		return errors.New("migrator: no storage node address given (--storage host:port,...) and no etcd (--etcd-endpoints)")
 	}
 	if o.DataDir == "" {
 		return errors.New("migrator: no data directory given (--data-dir)")
@@ -177,7 +181,20 @@ func Run(ctx context.Context, o Options) error {
 	dialNode := func(addr string) (*grpc.ClientConn, error) {
 		return dial.New(addr, dial.Options{Token: o.Tokens.Admin, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 	}
-	rt, err := route.New(route.Options{Seeds: seeds, Dial: dialNode, RefreshInterval: o.RefreshInterval, Logger: log})
+	// The control plane in etcd: the topology is read there (the router
+	// follows its watch) and the hand-off commits there. Dial does not
+	// wait: a migrator started while etcd is down serves its API, and a
+	// migration started meanwhile waits for etcd or fails naming it.
+	var topo *topostore.Store
+	if o.Etcd.Enabled() {
+		cli, st, err := o.Etcd.Dial(ctx, log)
+		if err != nil {
+			return fmt.Errorf("migrator: --etcd-endpoints: %w", err)
+		}
+		defer cli.Close()
+		topo = st
+	}
+	rt, err := route.New(route.Options{Store: topo, Seeds: seeds, Dial: dialNode, RefreshInterval: o.RefreshInterval, Logger: log})
 	if err != nil {
 		return fmt.Errorf("migrator: %w", err)
 	}
@@ -193,6 +210,7 @@ func Run(ctx context.Context, o Options) error {
 	m, err := migrate.Open(migrate.Config{
 		DataDir:               o.DataDir,
 		Router:                rt,
+		Topo:                  topo,
 		Dial:                  dialNode,
 		DefaultParallelism:    o.DefaultParallelism,
 		DefaultRate:           o.RateBytesPerSecond,
@@ -207,6 +225,7 @@ func Run(ctx context.Context, o Options) error {
 		PauseBeforePhase:      o.PauseBeforePhase,
 		PauseTimeout:          o.PauseTimeout,
 		PhaseHook:             o.PhaseHook,
+		CommitHook:            o.CommitHook,
 		Logger:                log,
 		TracerProvider:        o.TracerProvider,
 		MeterProvider:         o.MeterProvider,

@@ -32,6 +32,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
 // Defaults of Config; they hold up on a laptop and on a real cluster.
@@ -71,6 +72,10 @@ type Config struct {
 	DataDir string
 	// Router gives the topology (Refresh) of the cluster.
 	Router *route.Router
+	// Topo, when set, is the control plane in etcd: the hand-off commits
+	// there in one transaction and the nodes follow it (see etcd.go);
+	// nothing is pushed to the nodes. The Router should read the same.
+	Topo *topostore.Store
 	// Dial opens a connection to a storage node (token, TLS and tracing
 	// are its business). Every job opens its own connections and closes
 	// them when it ends, whatever the path.
@@ -108,6 +113,10 @@ type Config struct {
 	// the phase is persisted); an error fails the job. Testing aid for
 	// in-process tests.
 	PhaseHook func(ctx context.Context, jobID string, phase migratorv1.Phase) error
+	// CommitHook, when set, runs before each etcd commit transaction of a
+	// hand-off (etcd mode), e.g. to commit a concurrent change first.
+	// Testing aid for in-process tests.
+	CommitHook func(ctx context.Context, jobID string)
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -236,6 +245,9 @@ func Open(cfg Config) (*Manager, error) {
 		case terminal(r.Phase):
 			m.log.Info("continuing the rollback of a job", "job", r.ID, "phase", phaseName(r.Phase))
 			m.wg.Go(func() { j.retryRollback() })
+		case r.Committing && cfg.Topo != nil && !r.EtcdCommitted:
+			m.log.Info("a job reached its commit point before a restart; etcd decides whether it committed", "job", r.ID, "phase", phaseName(r.Phase))
+			m.wg.Go(func() { j.resumeEtcdCommit() })
 		case r.Committing:
 			m.log.Info("rolling a committed job forward after a restart", "job", r.ID, "phase", phaseName(r.Phase))
 			m.wg.Go(func() { j.resumeCommitted() })
@@ -319,6 +331,11 @@ func (m *Manager) plan(ctx context.Context, req *migratorv1.StartMigrationReques
 		return nil, rpcerr.InvalidField("job_id", "%q: use 1-64 letters, digits, '.', '_' or '-'", id)
 	}
 	topo, err := m.cfg.Router.Refresh(ctx)
+	if err != nil && m.cfg.Topo != nil {
+		// Never plan on a cached topology when etcd decides: the job
+		// could not commit anyway.
+		return nil, fmt.Errorf("%w: cannot read the topology from %s (is etcd up?): %v", rpcerr.ErrUnavailable, m.cfg.Router.Source(), err)
+	}
 	if topo == nil {
 		if err == nil {
 			err = rpcerr.ErrNoTopology
@@ -473,6 +490,10 @@ func (m *Manager) sortedJobsLocked() []*job {
 // committingOther names a job other than self that is past its commit
 // point but has not pushed its topology to both of its nodes, or "".
 func (m *Manager) committingOther(self *job) string {
+	if m.cfg.Topo != nil {
+		// etcd orders the commits: each compares the version it read.
+		return ""
+	}
 	m.mu.Lock()
 	jobs := make([]*job, 0, len(m.jobs))
 	for _, o := range m.jobs {

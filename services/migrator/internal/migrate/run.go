@@ -1023,6 +1023,7 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	j.rec.Committing = true
 	j.rec.NewTopology = nextBytes
 	j.rec.CommittedVersion = next.Version()
+	j.rec.EtcdExpect = topo.Version()
 	step("drain")
 	if err := j.persistLocked(); err != nil {
 		// Not durably committed: a restart would roll the job back, so
@@ -1034,13 +1035,42 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	j.mu.Unlock()
 
 	step("commit_point")
-	if err := j.push(ctx, src, next); err != nil {
-		return true, err
-	}
-	j.update(func(r *record) { r.PushedSource = true })
-	step("source_stops")
-	if err := j.push(ctx, dst, next); err != nil {
-		return true, err
+	if j.m.cfg.Topo != nil {
+		// etcd decides: one transaction, then the nodes follow it.
+		out, cerr := j.etcdCommit(hctx)
+		if out == undecided {
+			j.log.WarnContext(ctx, "etcd did not confirm the commit within the hand-off timeout; the job may be committed, waiting for etcd", "err", cerr)
+			out, cerr = j.resolveCommit()
+		}
+		switch out {
+		case notCommitted:
+			j.revertCommitting()
+			return false, timedOut(inRange(cerr, j.ranges.String()))
+		case undecided:
+			// Shutdown: Committing stays on disk, the next start asks etcd.
+			return false, cerr
+		}
+		j.mu.Lock()
+		version := j.rec.CommittedVersion
+		j.mu.Unlock()
+		step("etcd_commit")
+		if err := j.waitHandshake(ctx, src, version); err != nil {
+			return true, err
+		}
+		j.update(func(r *record) { r.PushedSource = true })
+		step("source_stops")
+		if err := j.waitServing(ctx, dst); err != nil {
+			return true, err
+		}
+	} else {
+		if err := j.push(ctx, src, next); err != nil {
+			return true, err
+		}
+		j.update(func(r *record) { r.PushedSource = true })
+		step("source_stops")
+		if err := j.push(ctx, dst, next); err != nil {
+			return true, err
+		}
 	}
 	step("destination_serves")
 	pause := time.Since(t0)
@@ -1049,7 +1079,10 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 		r.WritePauseMS = float64(pause.Microseconds()) / 1000
 		r.HandedOff = time.Now().UTC()
 	})
-	j.log.InfoContext(ctx, "committed", append([]any{"version", next.Version(), "write_pause", pause.String(), "drained_changes", drained}, steps...)...)
+	j.mu.Lock()
+	version := j.rec.CommittedVersion
+	j.mu.Unlock()
+	j.log.InfoContext(ctx, "committed", append([]any{"version", version, "write_pause", pause.String(), "drained_changes", drained}, steps...)...)
 	return true, nil
 }
 
@@ -1191,14 +1224,25 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 	if err != nil {
 		return err
 	}
+	etcd := j.m.cfg.Topo != nil
 	if !r.PushedSource {
-		if err := j.push(ctx, src, next); err != nil {
+		if etcd {
+			err = j.waitHandshake(ctx, src, next.Version())
+		} else {
+			err = j.push(ctx, src, next)
+		}
+		if err != nil {
 			return err
 		}
 		j.update(func(r *record) { r.PushedSource = true })
 	}
 	if !r.PushedDestination {
-		if err := j.push(ctx, dst, next); err != nil {
+		if etcd {
+			err = j.waitServing(ctx, dst)
+		} else {
+			err = j.push(ctx, dst, next)
+		}
+		if err != nil {
 			return err
 		}
 		j.update(func(r *record) {
@@ -1209,7 +1253,12 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 		})
 	}
 	var othersErr error
-	if !r.PushedAll {
+	switch {
+	case r.PushedAll:
+	case etcd:
+		// Every other node watches etcd: nothing to push.
+		j.update(func(r *record) { r.PushedAll = true })
+	default:
 		othersErr = j.pushOthers(ctx, c, next, src.id, dst.id)
 	}
 	_, _ = j.m.cfg.Router.RefreshTo(ctx, next.Version())
@@ -1253,6 +1302,16 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 		j.update(func(r *record) {
 			r.Cleaned, r.CleanedKeys, r.CleanupEnded = true, resp.GetDeletedKeys(), time.Now().UTC()
 		})
+	}
+	if etcd {
+		// The handshake has served its purpose once both nodes ended the
+		// job: the destination serves, the source forgot the job.
+		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+		err := j.m.cfg.Topo.DeleteHandoff(cctx, j.id)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("removing the hand-off record: %w", err)
+		}
 	}
 	if othersErr != nil {
 		// The slots have moved: the other nodes own none of them, and

@@ -71,6 +71,10 @@ type record struct {
 	Committing       bool   `json:"committing,omitempty"`
 	NewTopology      []byte `json:"new_topology,omitempty"`
 	CommittedVersion uint64 `json:"committed_version,omitempty"`
+	// EtcdExpect is the topology version the etcd commit compares against
+	// (etcd mode), EtcdCommitted that etcd confirmed the commit.
+	EtcdExpect    uint64 `json:"etcd_expect,omitempty"`
+	EtcdCommitted bool   `json:"etcd_committed,omitempty"`
 	// Roll-forward steps done.
 	PushedSource      bool   `json:"pushed_source,omitempty"`
 	PushedDestination bool   `json:"pushed_destination,omitempty"`

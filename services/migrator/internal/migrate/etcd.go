@@ -1,0 +1,270 @@
+package migrate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+
+	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
+	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
+)
+
+// The hand-off on the etcd control plane (Config.Topo set). The commit
+// point is one etcd transaction: the topology that gives the job's slots
+// to the destination and the job's committed state (migrations/<job>),
+// compared against the version the job read. The nodes watch the
+// topology; the source records the hand-off handshake (handoff/<job>)
+// once it stopped serving the slots, and only then does the destination
+// serve them. The local record's Committing is written first, as in push
+// mode, but etcd decides: a job whose Committing is on disk is committed
+// iff etcd's topology assigns its slots to the destination at or past
+// CommittedVersion.
+
+// committedState is the job's record written with the topology.
+type committedState struct {
+	JobID       string    `json:"job_id"`
+	Source      string    `json:"source"`
+	Destination string    `json:"destination"`
+	Ranges      string    `json:"ranges"`
+	Version     uint64    `json:"version"`
+	CommittedAt time.Time `json:"committed_at"`
+}
+
+// commitOutcome is what an etcd commit attempt knows.
+type commitOutcome int
+
+const (
+	notCommitted commitOutcome = iota // certainly not (nothing of the job's is in etcd)
+	committed                         // the topology in etcd gives the slots to the destination
+	undecided                         // a transaction was sent and etcd did not answer since
+)
+
+// Backoff between commit attempts while etcd does not answer.
+const (
+	etcdRetryMin = 50 * time.Millisecond
+	etcdRetryMax = time.Second
+)
+
+// outcomeUnknown reports a commit transaction whose outcome is unknown
+// (topostore says so in its message; it has no sentinel for it).
+func outcomeUnknown(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "outcome unknown")
+}
+
+// committedIn reports whether t is the job's commit or a later version
+// that includes it.
+func (j *job) committedIn(t *topology.Topology, committedVersion uint64, dst string) bool {
+	if t == nil || t.Version() < committedVersion {
+		return false
+	}
+	for s := range j.ranges.All() {
+		if n, ok := t.Owner(s); !ok || n.ID != dst {
+			return false
+		}
+	}
+	return true
+}
+
+// etcdCommit commits the job's NewTopology on version EtcdExpect in one
+// etcd transaction with its committed state, until the outcome is known or
+// ctx ends. A stale version (a disjoint job committed first) re-plans the
+// commit on the stored topology when the source still owns every slot of
+// the job; an unknown outcome is read back from etcd, or the commit tried
+// again (a second try of the same compare cannot commit twice).
+func (j *job) etcdCommit(ctx context.Context) (commitOutcome, error) {
+	st := j.m.cfg.Topo
+	sent := false
+	delay := etcdRetryMin
+	var last error
+	for {
+		j.mu.Lock()
+		r := *j.rec
+		j.mu.Unlock()
+		var tp clusterv1.Topology
+		if err := proto.Unmarshal(r.NewTopology, &tp); err != nil {
+			return notCommitted, fmt.Errorf("committed topology of job %s: %w", j.id, err)
+		}
+		next, err := topology.FromProto(&tp)
+		if err != nil {
+			return notCommitted, err
+		}
+		state, err := json.Marshal(committedState{JobID: j.id, Source: r.Source, Destination: r.Destination,
+			Ranges: j.ranges.String(), Version: next.Version(), CommittedAt: time.Now().UTC()})
+		if err != nil {
+			return notCommitted, err
+		}
+		if h := j.m.cfg.CommitHook; h != nil {
+			h(ctx, j.id)
+		}
+		err = st.Commit(ctx, r.EtcdExpect, next, clientv3.OpPut(st.Key("migrations/"+j.id), string(state)))
+		switch {
+		case err == nil:
+			j.update(func(r *record) { r.EtcdCommitted = true })
+			return committed, nil
+		case errors.Is(err, topostore.ErrStaleVersion):
+			cur, lerr := st.Load(ctx)
+			if lerr != nil {
+				last = fmt.Errorf("%w; reading back: %v", err, lerr)
+				break
+			}
+			if j.committedIn(cur, r.CommittedVersion, r.Destination) {
+				// An earlier try of ours went through.
+				j.update(func(r *record) { r.EtcdCommitted = true })
+				return committed, nil
+			}
+			re, rerr := j.replanCommit(cur, r.Source, r.Destination)
+			if rerr != nil {
+				return notCommitted, fmt.Errorf("%w: %v", err, rerr)
+			}
+			b, merr := proto.Marshal(re.Proto())
+			if merr != nil {
+				return notCommitted, merr
+			}
+			j.log.InfoContext(ctx, "topology changed in etcd since the plan; committing on the stored version", "expected", r.EtcdExpect, "stored", cur.Version(), "err", err)
+			if perr := j.persist(func(r *record) {
+				r.NewTopology, r.CommittedVersion, r.EtcdExpect = b, re.Version(), cur.Version()
+			}); perr != nil {
+				return notCommitted, fmt.Errorf("saving the re-planned commit: %w", perr)
+			}
+			// The stored version moved on: no earlier try can apply now.
+			sent, delay = false, etcdRetryMin
+			continue
+		default:
+			sent = sent || outcomeUnknown(err)
+			last = err
+		}
+		if ctx.Err() != nil {
+			cause := fmt.Errorf("etcd did not confirm the commit of topology version %d: %v", next.Version(), last)
+			if sent {
+				return undecided, cause
+			}
+			return notCommitted, cause
+		}
+		j.log.WarnContext(ctx, "etcd did not answer the commit; trying again", "err", last, "retry_in", delay)
+		select {
+		case <-time.After(delay):
+			delay = min(2*delay, etcdRetryMax)
+		case <-ctx.Done():
+		}
+	}
+}
+
+// replanCommit moves the job's commit onto cur: the source must still own
+// every slot and the destination be in it.
+func (j *job) replanCommit(cur *topology.Topology, src, dst string) (*topology.Topology, error) {
+	for s := range j.ranges.All() {
+		if n, ok := cur.Owner(s); !ok || n.ID != src {
+			return nil, fmt.Errorf("slot %d is no longer owned by source %s in topology version %d", s, src, cur.Version())
+		}
+	}
+	return cur.Reassign(j.ranges, dst)
+}
+
+// revertCommitting clears the local commit point of a job etcd did not
+// commit, so that it rolls back.
+func (j *job) revertCommitting() {
+	if err := j.persist(func(r *record) {
+		r.Committing, r.NewTopology, r.CommittedVersion, r.EtcdExpect = false, nil, 0, 0
+	}); err != nil {
+		j.log.Warn("clearing the commit point failed; the next start reads etcd again", "err", err)
+	}
+}
+
+// resolveCommit finishes a commit whose outcome is unknown (etcd
+// unreachable after the transaction was sent, or the migrator restarted
+// between its Committing record and the transaction), on the manager's
+// context: only shutdown stops it, never a job cancel, since a job that
+// may be committed must not roll back.
+func (j *job) resolveCommit() (commitOutcome, error) {
+	return j.etcdCommit(j.m.ctx)
+}
+
+// resumeEtcdCommit is the restart recovery of a job with Committing on
+// disk and no confirmed commit in etcd.
+func (j *job) resumeEtcdCommit() {
+	out, err := j.resolveCommit()
+	switch out {
+	case committed:
+		j.log.Info("the commit is in etcd; rolling the job forward")
+		j.resumeCommitted()
+	case notCommitted:
+		j.revertCommitting()
+		j.fail(fmt.Errorf("migrator restarted during HANDOFF and etcd did not commit the job: %w", err))
+	default:
+		j.log.Warn("stopped before etcd answered; the next start decides", "err", err)
+	}
+}
+
+// waitHandshake waits for the source's hand-off record. When it is slow
+// to come (the source restarted, or is slow), the source's own topology
+// tells: a source that holds the committed version or a later one does not
+// serve the slots, and the record is written for it.
+func (j *job) waitHandshake(ctx context.Context, src *peer, version uint64) error {
+	st := j.m.cfg.Topo
+	ctx, cancel := context.WithTimeoutCause(ctx, rpcTimeout,
+		fmt.Errorf("source %s did not record the hand-off of topology version %d in etcd within %s", src.id, version, rpcTimeout))
+	defer cancel()
+	start := time.Now()
+	lastAsk := start
+	for {
+		_, ok, err := st.Handoff(ctx, j.id)
+		if err == nil && ok {
+			return nil
+		}
+		if time.Since(lastAsk) >= handshakeFallback {
+			lastAsk = time.Now()
+			if resp, gerr := src.node.GetTopology(ctx, &storagev1.GetTopologyRequest{}); gerr == nil && resp.GetTopology().GetVersion() >= version {
+				held := resp.GetTopology().GetVersion()
+				if rerr := st.RecordHandoff(ctx, j.id, held); rerr == nil {
+					j.log.InfoContext(ctx, "recorded the hand-off for the source", "source", src.id, "version", held)
+					return nil
+				}
+			}
+		}
+		select {
+		case <-time.After(handshakePoll):
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// waitServing waits until the destination serves every slot of the job.
+func (j *job) waitServing(ctx context.Context, dst *peer) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, rpcTimeout,
+		fmt.Errorf("destination %s did not serve slots %s within %s", dst.id, j.ranges, rpcTimeout))
+	defer cancel()
+	for {
+		resp, err := dst.node.GetNodeInfo(ctx, &storagev1.GetNodeInfoRequest{})
+		if err == nil {
+			var rs []slot.Range
+			for _, r := range resp.GetOwned() {
+				rs = append(rs, slot.Range{Start: uint16(r.GetStart()), End: uint16(r.GetEnd())})
+			}
+			if served, serr := slot.NewRangeSet(rs...); serr == nil && served.Intersect(j.ranges).Equal(j.ranges) {
+				return nil
+			}
+		}
+		select {
+		case <-time.After(handshakePoll):
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// Polling of the hand-off: often, since the write pause lasts until the
+// destination serves.
+const (
+	handshakePoll     = 5 * time.Millisecond
+	handshakeFallback = 200 * time.Millisecond
+)

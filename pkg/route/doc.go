@@ -55,13 +55,15 @@
 //
 //   - Moved: refresh the topology to at least the version the answer names
 //     (and the held version + 1), asking the owner it names too
-//     (Router.FollowMoved). If the slot's owner is then another node, retry
-//     there at once. If it is not — the new owner has not been given the
-//     new topology yet (a migration's commit tells the source first, then
-//     the destination, then the others), or the answering node lags behind
-//     the router — back off first, so the router neither spins nor gives up
-//     while the cluster converges. A node whose topology is older than the
-//     router's causes no refresh at all.
+//     (Router.FollowMoved; with etcd, reading the store). If the slot's
+//     owner is then another node, retry there at once. If it is not — the
+//     new owner has not installed the new topology yet (without etcd a
+//     migration's commit tells the source first, then the destination,
+//     then the others; with etcd each node installs it from its own watch,
+//     a moment before or after the router), or the answering node lags
+//     behind the router — back off first, so the router neither spins nor
+//     gives up while the cluster converges. A node whose topology is older
+//     than the router's causes no refresh at all.
 //   - Frozen: wait the RetryInfo delay (a backoff when none) and retry.
 //   - NodeUnavailable: back off, start a topology refresh in the
 //     background (the node may have been replaced) and retry.

@@ -24,7 +24,9 @@
 //     (a retry starts over) and fails the file; 404 fails it naming the URL.
 //   - ingest: the file is read with dataset.NewReader (block CRCs, order,
 //     slots, key count, first/last key checked against the manifest); each
-//     record goes to the owner of its slot in the current topology, one
+//     record goes to the owner of its slot in the current topology
+//     (watched in etcd with --etcd-endpoints, else polled from the
+//     storage nodes), one
 //     NodeService.Ingest stream per target node, batches of
 //     IngestBatchRecords, a window of IngestWindow batches in flight per
 //     stream, at most IngestConcurrency streams per job. SLOT_MOVED

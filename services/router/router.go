@@ -1,7 +1,8 @@
 // Package router is slotkv's public key-value service: it serves KVService
 // over gRPC and REST and routes every key to the storage node that owns its
-// slot, following topology changes (SLOT_MOVED), frozen slots and node
-// restarts with bounded retries.
+// slot, following topology changes (the etcd watch with --etcd-endpoints,
+// else polls of the storage nodes; SLOT_MOVED either way), frozen slots and
+// node restarts with bounded retries.
 package router
 
 import (

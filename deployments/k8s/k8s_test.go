@@ -230,6 +230,11 @@ func checks(r *rendered, envs map[string]map[string]bool, deployable bool, names
 // variables that exist.
 func checkContainers(t reporter, r *rendered, ws []workload, envs map[string]map[string]bool) {
 	for _, w := range ws {
+		// The API server refuses a workload whose selector does not
+		// select its own template.
+		if ok, err := matches(w.selector, w.template.Labels); !ok || err != nil {
+			t.Errorf("%s: selector %v does not select its pod template's labels %v", w, w.selector, w.template.Labels)
+		}
 		pod := w.template.Spec
 		if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
 			t.Errorf("%s: automountServiceAccountToken must be false (no service uses the Kubernetes API)", w)

@@ -102,7 +102,7 @@ func run(args []string) int {
 		o.MaxRunningJobs = *maxRunning
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
-		env.Logger.Info("loading into", "storage", *storage, "data_dir", *dataDir)
+		env.Logger.Info("loading into", "storage", *storage, "etcd", strings.Join(common.Etcd.Endpoints, ","), "data_dir", *dataDir)
 		return downloader.Run(env.Ctx, o)
 	})
 }

@@ -84,7 +84,7 @@ func run(args []string) int {
 		o.RESPAddr, o.OnListenRESP = *respAddr, env.OnListenRESP
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
-		env.Logger.Info("routing", "storage", *storage, "naming_file", *namingFile)
+		env.Logger.Info("routing", "storage", *storage, "etcd", strings.Join(common.Etcd.Endpoints, ","), "naming_file", *namingFile)
 		return router.Run(env.Ctx, o)
 	})
 }

@@ -172,11 +172,12 @@ func (j *job) replanCommit(cur *topology.Topology, src, dst string) (*topology.T
 // revertCommitting clears the local commit point of a job etcd did not
 // commit, so that it rolls back.
 func (j *job) revertCommitting() {
-	if err := j.persist(func(r *record) {
+	// In memory whatever the save says: the rollback that follows must
+	// not take the job for committed. Should the save fail, the next start
+	// finds the nodes no longer frozen and does not commit either.
+	j.update(func(r *record) {
 		r.Committing, r.NewTopology, r.CommittedVersion, r.EtcdExpect = false, nil, 0, 0
-	}); err != nil {
-		j.log.Warn("clearing the commit point failed; the next start reads etcd again", "err", err)
-	}
+	})
 }
 
 // resolveCommit finishes a commit whose outcome is unknown (etcd
@@ -189,12 +190,55 @@ func (j *job) resolveCommit() (commitOutcome, error) {
 }
 
 // resumeEtcdCommit is the restart recovery of a job with Committing on
-// disk and no confirmed commit in etcd.
+// disk and no confirmed commit in etcd: committed iff etcd's topology
+// assigns the slots to the destination (at or past CommittedVersion). If
+// not, the commit is made now when both nodes still hold the job as it
+// was at the commit point (source FROZEN): a transaction sent before the
+// restart cannot apply after that (the compare fails once the version
+// moved), so the job is never rolled back under a commit that could still
+// land. Otherwise it rolls back as a job interrupted before its commit.
 func (j *job) resumeEtcdCommit() {
+	st := j.m.cfg.Topo
+	j.mu.Lock()
+	r := *j.rec
+	j.mu.Unlock()
+	var cur *topology.Topology
+	for {
+		ctx, cancel := context.WithTimeout(j.m.ctx, rpcTimeout)
+		t, err := st.Load(ctx)
+		cancel()
+		if err == nil {
+			cur = t
+			break
+		}
+		j.log.Warn("reading the topology from etcd to decide a commit; retrying", "err", err, "retry_in", j.m.cfg.RollbackRetryInterval)
+		if !j.m.sleep(j.m.cfg.RollbackRetryInterval) {
+			return
+		}
+	}
+	if j.committedIn(cur, r.CommittedVersion, r.Destination) {
+		j.update(func(r *record) { r.EtcdCommitted = true })
+		j.log.Info("the commit is in etcd; rolling the job forward", "version", cur.Version())
+		j.resumeCommitted()
+		return
+	}
+	frozen, err := j.heldFrozen()
+	for err != nil {
+		j.log.Warn("asking the nodes whether the job is still frozen; retrying", "err", err, "retry_in", j.m.cfg.RollbackRetryInterval)
+		if !j.m.sleep(j.m.cfg.RollbackRetryInterval) {
+			return
+		}
+		frozen, err = j.heldFrozen()
+	}
+	if !frozen {
+		j.revertCommitting()
+		j.fail(fmt.Errorf("migrator restarted during HANDOFF before etcd committed the job (topology version %d does not give its slots to %s), and the nodes no longer hold it frozen", cur.Version(), r.Destination))
+		return
+	}
 	out, err := j.resolveCommit()
 	switch out {
 	case committed:
-		j.log.Info("the commit is in etcd; rolling the job forward")
+		j.log.Info("committed in etcd after a restart; rolling the job forward")
 		j.resumeCommitted()
 	case notCommitted:
 		j.revertCommitting()
@@ -202,6 +246,36 @@ func (j *job) resumeEtcdCommit() {
 	default:
 		j.log.Warn("stopped before etcd answered; the next start decides", "err", err)
 	}
+}
+
+// heldFrozen reports whether the source holds the job FROZEN and the
+// destination holds it too: the state of the commit point.
+func (j *job) heldFrozen() (bool, error) {
+	c := j.m.newConns()
+	defer c.close()
+	src, dst, err := j.peers(c)
+	if err != nil {
+		return false, err
+	}
+	has := func(p *peer, frozen bool) (bool, error) {
+		ctx, cancel := context.WithTimeout(j.m.ctx, rpcTimeout)
+		defer cancel()
+		resp, err := p.mig.ListMigrations(ctx, &storagev1.ListMigrationsRequest{})
+		if err != nil {
+			return false, p.err("ListMigrations", err)
+		}
+		for _, m := range resp.GetMigrations() {
+			if m.GetJobId() == j.id {
+				return !frozen || m.GetFrozen(), nil
+			}
+		}
+		return false, nil
+	}
+	ok, err := has(src, true)
+	if err != nil || !ok {
+		return false, err
+	}
+	return has(dst, false)
 }
 
 // waitHandshake waits for the source's hand-off record. When it is slow

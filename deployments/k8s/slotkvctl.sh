@@ -2,12 +2,13 @@
 # Runs slotkvctl inside the cluster, in a one-shot pod that is deleted when
 # it ends: the storage nodes' names (slotkv-storage-N.slotkv-storage) and
 # etcd resolve only there. The pod mounts the admin token from the Secret
-# the router mounts (so the token never leaves the cluster), runs the
-# tools image of the router's registry and tag, and passes the namespace's
-# restricted Pod Security level.
+# the router mounts (so the token never leaves the cluster), dials the
+# router's etcd (SLOTKV_ETCD_ENDPOINTS), runs the tools image of the
+# router's registry and tag, and passes the namespace's restricted Pod
+# Security level.
 #
 #   deployments/k8s/slotkvctl.sh bootstrap --storage slotkv-storage-0.slotkv-storage:7100,slotkv-storage-1.slotkv-storage:7100,slotkv-storage-2.slotkv-storage:7100
-#   deployments/k8s/slotkvctl.sh nodes --storage slotkv-storage-0.slotkv-storage:7100
+#   deployments/k8s/slotkvctl.sh nodes
 #
 # SLOTKV_NAMESPACE (default slotkv) is the namespace, SLOTKV_TOOLS_IMAGE the
 # image (default: the router's, slotkv-router replaced by slotkv-tools).
@@ -25,6 +26,13 @@ if [ -z "$secret" ]; then
   echo "$0: the router in namespace $ns mounts no tokens Secret" >&2
   exit 1
 fi
+# The router's etcd: bootstrap writes the first topology there (the nodes
+# install it from their watch), topology and nodes read the records there.
+etcd=$(kubectl -n "$ns" get deployment slotkv-router -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="SLOTKV_ETCD_ENDPOINTS")].value}')
+etcd_env=""
+if [ -n "$etcd" ]; then
+  etcd_env=", {\"name\": \"SLOTKV_ETCD_ENDPOINTS\", \"value\": \"$etcd\"}"
+fi
 name=slotkvctl-$$
 # 288 = 0440: readable by the image's user through fsGroup.
 overrides=$(cat <<JSON
@@ -35,7 +43,7 @@ overrides=$(cat <<JSON
                       "seccompProfile": {"type": "RuntimeDefault"}},
   "containers": [{
     "name": "$name",
-    "env": [{"name": "SLOTKV_ADMIN_TOKEN_FILE", "value": "/etc/slotkv/tokens/admin-token"}],
+    "env": [{"name": "SLOTKV_ADMIN_TOKEN_FILE", "value": "/etc/slotkv/tokens/admin-token"}$etcd_env],
     "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                         "capabilities": {"drop": ["ALL"]}},
     "volumeMounts": [{"name": "tokens", "mountPath": "/etc/slotkv/tokens", "readOnly": true}]

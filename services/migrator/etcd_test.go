@@ -296,3 +296,47 @@ func TestEtcdDownStart(t *testing.T) {
 	waitNodesHold(t, c, 2)
 	checkServed(t, keys, n1, n2)
 }
+
+// TestEtcdDownAtHandoff: etcd goes away after the freeze, before the
+// commit transaction is sent: the hand-off times out without a commit,
+// the job rolls back with an error that names etcd, and the source takes
+// writes again; etcd's topology is unchanged.
+func TestEtcdDownAtHandoff(t *testing.T) {
+	t.Parallel()
+	c, e := startEtcdCluster(t, 2)
+	n1, n2 := c.Node(t, "n1"), c.Node(t, "n2")
+	moved := slot.MustParseRangeSet("0-300")
+	keys := keysIn(moved, 300, "h")
+	load(t, n1, keys, 100)
+	var once sync.Once
+	m := startEtcdMigrator(t, c, func(o *migrator.Options) {
+		o.HandoffTimeout = 2 * time.Second
+		o.CommitHook = func(context.Context, string) { once.Do(e.Kill) }
+	})
+	mg := start(t, m, &migratorv1.StartMigrationRequest{Ranges: moved.String(), SourceNodeId: "n1", DestinationNodeId: "n2"})
+	final := waitEnd(t, m, mg.GetId())
+	if final.GetPhase() != migratorv1.Phase_PHASE_FAILED || !strings.Contains(final.GetError(), "etcd") {
+		t.Fatalf("job ended %s: %q; want FAILED naming etcd", final.GetPhase(), final.GetError())
+	}
+	// Rolled back: the source serves and takes writes, with etcd still down.
+	load(t, n1, keys, 100)
+	checkServed := func() {
+		for _, k := range keys {
+			resp, err := n1.StorageClient().Get(testCtx(t), &storagev1.GetRequest{Key: []byte(k)})
+			if err != nil || string(resp.GetValue()) != string(value(k, 100)) {
+				t.Fatalf("Get %s from the source after the rollback: %v", k, err)
+			}
+		}
+	}
+	checkServed()
+	e.Restart()
+	topo, err := c.Store().Load(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topo.Version() != 1 {
+		t.Fatalf("etcd holds version %d after a hand-off that did not commit, want 1", topo.Version())
+	}
+	assigned(t, topo, moved, "n1")
+	assertNoMigrationState(t, n1, n2)
+}

@@ -4,6 +4,13 @@
 // the StorageService, NodeService and MigrationService gRPC APIs with their
 // REST gateway (internal/grpcapi), served through pkg/server.
 //
+// With --etcd-endpoints (Options.Common.Etcd) the topology is etcd's
+// (etcd.go): the node watches it and installs each version, serves an
+// imported slot only once the source has recorded its hand-off there,
+// records that hand-off itself when it is the source, registers under a
+// lease, and refuses SetTopology. While etcd is unreachable it serves from
+// the topology and slot states on its disk.
+//
 // cmd/slotkv-storage only turns flags into Options and calls Run; tests
 // call Run in process on 127.0.0.1:0 and learn the ports from OnListen.
 package storage

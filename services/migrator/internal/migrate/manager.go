@@ -2,6 +2,10 @@
 // (prepare, snapshot, verify, catch-up, hand-off, cleanup), rollback before
 // the commit and roll-forward after it, persistence in Badger, and the
 // MigratorService gRPC API.
+//
+// With Config.Topo the control plane is etcd: the hand-off commits there
+// in one transaction and the nodes follow it (etcd.go); without it the
+// migrator pushes the topology to every node.
 package migrate
 
 import (

@@ -80,6 +80,13 @@
 // refuses to abort (that would delete served data). Unknown jobs end
 // successfully, so a restarted migrator can always call it.
 //
+// On the etcd control plane the topology is committed in etcd and each
+// node installs it from its watch, so the destination may hold the new
+// topology before the source does. The destination's IMPORTING slots then
+// stay IMPORTING (node.SetImportRelease) until the source has recorded in
+// etcd that it installed it (the hand-off handshake), and EndMigration
+// COMMITTED refuses until then too.
+//
 // # Expiry
 //
 // Every entry carries its key's expiry (absolute Unix milliseconds):

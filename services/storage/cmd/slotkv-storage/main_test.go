@@ -57,6 +57,38 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestParseEtcd(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantTTL time.Duration
+		wantErr string
+	}{
+		{"default lease", []string{"--etcd-endpoints", "127.0.0.1:2379"}, nil, 10 * time.Second, ""},
+		{"lease from the environment", nil, map[string]string{"SLOTKV_ETCD_ENDPOINTS": "127.0.0.1:2379", "SLOTKV_ETCD_LEASE_TTL": "3s"}, 3 * time.Second, ""},
+		{"lease below a second", []string{"--etcd-lease-ttl", "500ms"}, nil, 0, "--etcd-lease-ttl"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parse(tt.args, env(tt.env), &bytes.Buffer{})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one naming %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !c.opts.Etcd.Enabled() || c.opts.Etcd.Endpoints[0] != "127.0.0.1:2379" || c.opts.EtcdLeaseTTL != tt.wantTTL {
+				t.Errorf("etcd %v, lease %v; want 127.0.0.1:2379 and %v", c.opts.Etcd.Endpoints, c.opts.EtcdLeaseTTL, tt.wantTTL)
+			}
+		})
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for the logger and the test to share.
 type syncBuffer struct {
 	mu sync.Mutex

@@ -202,7 +202,7 @@ func TestChecksCatch(t *testing.T) {
 		{"advertised port", "base/storage.yaml",
 			"$(SLOTKV_NODE_ID).slotkv-storage.$(POD_NAMESPACE).svc:6379", "$(SLOTKV_NODE_ID).slotkv-storage.$(POD_NAMESPACE).svc:6380",
 			"SLOTKV_ADVERTISE_RESP port 6380, but SLOTKV_RESP_ADDR listens on 6379"},
-		{"seed beyond the replicas", "base/router.yaml",
+		{"seed beyond the replicas", "base/console.yaml",
 			"slotkv-storage-2.slotkv-storage:7100\"", "slotkv-storage-3.slotkv-storage:7100\"",
 			"slotkv-storage-3 is no pod of StatefulSet slotkv-storage"},
 		{"service of nobody", "base/console.yaml",

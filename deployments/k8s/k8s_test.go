@@ -523,6 +523,10 @@ func checkPDBs(t reporter, r *rendered, ws []workload) {
 
 func checkReplicas(t reporter, ws []workload) {
 	for _, w := range ws {
+		// More than one replica is for availability: spread over nodes.
+		if w.replicas > 1 && !spreads(w) {
+			t.Errorf("%s: %d replicas without a podAntiAffinity term on kubernetes.io/hostname selecting its own pods", w, w.replicas)
+		}
 		for _, c := range w.template.Spec.Containers {
 			switch imageName(c.Image) {
 			case "slotkv-migrator", "slotkv-downloader":
@@ -974,4 +978,21 @@ func (r *rendered) ingressAllowed(from, to workload, port intstr.IntOrString) bo
 		}
 	}
 	return !selected
+}
+
+// spreads reports whether w's pods keep apart on kubernetes.io/hostname
+// (a required or preferred anti-affinity term that selects them).
+func spreads(w workload) bool {
+	a := w.template.Spec.Affinity
+	if a == nil || a.PodAntiAffinity == nil {
+		return false
+	}
+	terms := slices.Clone(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution)
+	for _, p := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+		terms = append(terms, p.PodAffinityTerm)
+	}
+	return slices.ContainsFunc(terms, func(term corev1.PodAffinityTerm) bool {
+		ok, _ := matches(term.LabelSelector, w.template.Labels)
+		return ok && term.TopologyKey == "kubernetes.io/hostname"
+	})
 }

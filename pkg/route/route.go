@@ -40,9 +40,9 @@ type DialFunc func(addr string) (*grpc.ClientConn, error)
 type Options struct {
 	// Store, when set, is where the topology comes from: the control
 	// plane's record in etcd. Run follows its watch and Refresh reads it
-	// (linearizably); the storage nodes are never asked, and Seeds,
-	// RefreshInterval and FetchTimeout's GetTopology calls do not apply.
-	// Without it the topology is polled from the storage nodes (Seeds).
+	// (linearizably, within FetchTimeout); the storage nodes are never
+	// asked for it, and Seeds and RefreshInterval do not apply. Without it
+	// the topology is polled from the storage nodes (Seeds).
 	Store *topostore.Store
 	// Seeds are storage node gRPC addresses asked for the topology. Nodes of
 	// the topology are asked too once it is known. Required without Store,

@@ -11,7 +11,9 @@ import (
 
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/etcdtest"
+	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -339,4 +341,64 @@ func TestEtcdDownAtHandoff(t *testing.T) {
 	}
 	assigned(t, topo, moved, "n1")
 	assertNoMigrationState(t, n1, n2)
+}
+
+// TestEtcdHandshakeFallback: a source that installs the commit but does
+// not record the hand-off itself (here a node outside etcd, given the
+// topology by hand a moment after the commit, as a source whose own path
+// to etcd is broken): the migrator reads the source's topology and writes
+// the record for it, and the job completes.
+func TestEtcdHandshakeFallback(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	c := testcluster.Start(t, 1, testcluster.Options{Etcd: e}) // n1, the destination, follows etcd
+	dst := c.Node(t, "n1")
+	p := proctest.Start(t, proctest.Bin(t, "slotkv-storage"), "--node-id", "src", "--data-dir", t.TempDir(),
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+	cc, err := dial.New(p.GRPC, dial.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	src := &testcluster.Node{ID: "src", Proc: p, Conn: cc}
+	t1, err := topology.New(1, []topology.Node{src.Topology(), dst.Topology()}, map[string][]slot.Range{
+		"src": {{Start: 0, End: 8191}}, "n1": {{Start: 8192, End: 16383}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	push := func(tp *topology.Topology) {
+		if _, err := src.NodeClient().SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: tp.Proto()}); err != nil {
+			t.Errorf("SetTopology v%d on the source: %v", tp.Version(), err)
+		}
+	}
+	push(t1)
+	c.SetTopology(t, t1) // bootstraps etcd, waits for n1
+	moved := slot.MustParseRangeSet("0-500")
+	keys := keysIn(moved, 400, "f")
+	load(t, src, keys, 100)
+	// The source learns each version from the test, after etcd has it.
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for tp := range c.Store().Watch(wctx) {
+			if tp.Version() > 1 {
+				push(tp)
+			}
+		}
+	})
+	m := startEtcdMigrator(t, c, nil)
+	mg := start(t, m, &migratorv1.StartMigrationRequest{Ranges: moved.String(), SourceNodeId: "src", DestinationNodeId: "n1"})
+	final := succeeded(t, m, mg.GetId())
+	stop()
+	wg.Wait()
+	if final.GetCommittedVersion() != 2 {
+		t.Errorf("committed_version %d, want 2", final.GetCommittedVersion())
+	}
+	checkServed(t, keys, src, dst)
+	if _, ok, err := c.Store().Handoff(ctx, mg.GetId()); err != nil || ok {
+		t.Errorf("hand-off record after the job: %v, %v; want removed", ok, err)
+	}
+	assertNoMigrationState(t, src, dst)
 }

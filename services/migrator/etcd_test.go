@@ -402,3 +402,42 @@ func TestEtcdHandshakeFallback(t *testing.T) {
 	}
 	assertNoMigrationState(t, src, dst)
 }
+
+// TestEtcdPrepareAfterOtherCommit: job b is planned on version 1 and held
+// before PREPARE until the disjoint job a has committed version 2 (on the
+// same destination): its nodes then hold a newer version than its plan,
+// and b re-plans on it and commits version 3.
+func TestEtcdPrepareAfterOtherCommit(t *testing.T) {
+	t.Parallel()
+	c, _ := startEtcdCluster(t, 3)
+	n1, n2, n3 := c.Node(t, "n1"), c.Node(t, "n2"), c.Node(t, "n3")
+	a, b := slot.MustParseRangeSet("0-1000"), slot.MustParseRangeSet("12000-13000")
+	ka, kb := keysIn(a, 500, "a"), keysIn(b, 500, "b")
+	load(t, n1, ka, 100)
+	load(t, n3, kb, 100)
+	aDone := make(chan struct{})
+	m := startEtcdMigrator(t, c, func(o *migrator.Options) {
+		o.PhaseHook = func(ctx context.Context, id string, p migrator.Phase) error {
+			if id == "b" && p == migratorv1.Phase_PHASE_PREPARE {
+				select {
+				case <-aDone:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		}
+	})
+	start(t, m, &migratorv1.StartMigrationRequest{JobId: "b", Ranges: b.String(), SourceNodeId: "n3", DestinationNodeId: "n2"})
+	start(t, m, &migratorv1.StartMigrationRequest{JobId: "a", Ranges: a.String(), SourceNodeId: "n1", DestinationNodeId: "n2"})
+	fa := succeeded(t, m, "a")
+	close(aDone)
+	fb := succeeded(t, m, "b")
+	if fa.GetCommittedVersion() != 2 || fb.GetCommittedVersion() != 3 {
+		t.Errorf("committed versions a %d, b %d; want 2 and 3", fa.GetCommittedVersion(), fb.GetCommittedVersion())
+	}
+	waitNodesHold(t, c, 3)
+	checkServed(t, ka, n1, n2)
+	checkServed(t, kb, n3, n2)
+	assertNoMigrationState(t, n1, n2, n3)
+}

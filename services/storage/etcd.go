@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -40,6 +41,8 @@ type controlPlane struct {
 	released map[string]bool
 	// recording: source jobs whose hand-off this node records (or did).
 	recording map[string]bool
+	// self is the registration, once the listeners are bound.
+	self atomic.Pointer[clusterv1.Node]
 }
 
 // Backoff of the retries against etcd.
@@ -111,6 +114,14 @@ func (c *controlPlane) install(t *topology.Topology) {
 		c.recordHandoff(job, in.Version)
 	}
 	c.recordGivenAway(t)
+	// A topology that lists this node at other addresses sends clients
+	// elsewhere; say so loudly instead of letting routing fail quietly.
+	if self := c.self.Load(); self != nil {
+		if me, ok := t.Node(c.n.ID()); ok && me.GRPCAddress != self.GetGrpcAddress() {
+			c.log.Warn("topology lists this node at another gRPC address", "version", t.Version(),
+				"topology_address", me.GRPCAddress, "advertised_address", self.GetGrpcAddress())
+		}
+	}
 }
 
 // recordGivenAway records the hand-off of every source job whose slots the
@@ -185,6 +196,7 @@ func (c *controlPlane) watchHandoffs() {
 // register keeps self registered under a lease until the node stops; the
 // first registration waits for etcd in the background.
 func (c *controlPlane) register(self *clusterv1.Node) {
+	c.self.Store(self)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()

@@ -306,3 +306,44 @@ func TestEtcdDown(t *testing.T) {
 	c.commit(t, 1, topo(2, map[string]string{"a": n2.grpcAddr}, map[string][][2]uint32{"a": {{0, 16383}}}))
 	n2.waitVersion(t, 2)
 }
+
+// TestEtcdSourceRestartedAtHandoff: the source stops while FROZEN, the
+// commit lands in etcd while it is down; restarted, it installs the commit
+// from etcd, stops serving the slots and records the hand-off.
+func TestEtcdSourceRestartedAtHandoff(t *testing.T) {
+	t.Parallel()
+	c := startEtcd(t)
+	o := c.options(t, "a")
+	src := startNode(t, o)
+	nodes := map[string]string{"a": src.grpcAddr, "b": "127.0.0.1:1"}
+	if _, _, err := c.st.Bootstrap(ctxT(t), mustTopo(t, topo(1, nodes, map[string][][2]uint32{"a": {{0, 16383}}}))); err != nil {
+		t.Fatal(err)
+	}
+	src.waitVersion(t, 1)
+	const job = "j1"
+	key := keyIn(100, 199)
+	src.put(t, key, []byte("v"))
+	if err := src.begin(t, job, srcRole, "b", 1, sr(100, 199)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.mig.Freeze(ctxT(t), &storagev1.FreezeRequest{JobId: job}); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.stop(); err != nil {
+		t.Fatal(err)
+	}
+	c.commit(t, 1, topo(2, nodes, map[string][][2]uint32{"a": {{0, 99}, {200, 16383}}, "b": {{100, 199}}}))
+	if _, ok, err := c.st.Handoff(ctxT(t), job); err != nil || ok {
+		t.Fatalf("hand-off recorded while the source is down: %v, %v", ok, err)
+	}
+	src2 := startNode(t, o)
+	src2.waitVersion(t, 2)
+	eventually(t, "the restarted source's hand-off record", func() error {
+		if _, ok, err := c.st.Handoff(ctxT(t), job); err != nil || !ok {
+			return fmt.Errorf("present %v, err %v", ok, err)
+		}
+		return nil
+	})
+	_, err := src2.getErr(t, key)
+	wantStatus(t, err, codes.FailedPrecondition, "moved")
+}

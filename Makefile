@@ -28,7 +28,7 @@ IMAGE_TAG := $(shell printf '%s' '$(VERSION)' | tr -c 'A-Za-z0-9_.-' '-' | cut -
 LDFLAGS  := -s -w -X github.com/slotkv/slotkv/pkg/version.Version=$(VERSION)
 TEST_TIMEOUT ?= 14m
 
-.PHONY: all build tools etcd proto verify-gen lint test test-unit test-e2e test-compose test-robustness test-browser bench bench-migration run images clean tidy fmt certs
+.PHONY: all build tools etcd proto verify-gen lint test test-unit test-e2e test-compose test-k8s test-robustness test-browser bench bench-migration run images clean tidy fmt certs
 
 all: build
 
@@ -139,6 +139,13 @@ test-compose: images $(BIN)/grpcurl
 	cd e2e && CGO_ENABLED=0 $(GO) build -o $(BIN)/slotkv-otlpsink ./cmd/otlpsink
 	DOCKER_BUILDKIT=0 SLOTKV_BIN=$(BIN) VERSION=$(VERSION) ./deployments/docker/images.sh slotkv-otlpsink slotkv-otlpsink slotkv-otlpsink
 	SLOTKV_BIN=$(BIN) SLOTKV_IMAGE_TAG=$(IMAGE_TAG) SLOTKV_COMPOSE_TLS=$(TLS) ./deployments/compose/test.sh
+
+## test-k8s: deployments/k8s's base run as Docker containers, each as its
+## manifest configures it (env, args, probes, read-only root as 65532),
+## with the images of this version: etcd's static cluster, every probe,
+## slotkvctl bootstrap through etcd, a put and get through the router
+test-k8s: images
+	SLOTKV_K8S_DOCKER=1 SLOTKV_IMAGE_TAG=$(IMAGE_TAG) $(GO) test -count=1 -timeout 10m -run '^TestDockerPods$$' -v ./deployments/k8s/
 
 ## bench: benchmarks with figures and ratios against a baseline from the same run
 bench: build

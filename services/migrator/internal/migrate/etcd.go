@@ -13,7 +13,6 @@ import (
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
-	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
 	"github.com/slotkv/slotkv/pkg/topostore"
 )
@@ -312,26 +311,27 @@ func (j *job) waitHandshake(ctx context.Context, src *peer, version uint64) erro
 	}
 }
 
-// waitServing waits until the destination serves every slot of the job.
+// waitServing waits until the destination serves every slot of the job,
+// by ending the job there: EndMigration COMMITTED succeeds only once the
+// destination holds the committed topology and the source's hand-off
+// record (it turns the slots OWNED then, if its watch has not yet), and it
+// costs one state check, where GetNodeInfo would count every key of the
+// node at each poll. It marks the destination ended.
 func (j *job) waitServing(ctx context.Context, dst *peer) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, rpcTimeout,
 		fmt.Errorf("destination %s did not serve slots %s within %s", dst.id, j.ranges, rpcTimeout))
 	defer cancel()
 	for {
-		resp, err := dst.node.GetNodeInfo(ctx, &storagev1.GetNodeInfoRequest{})
+		_, err := dst.mig.EndMigration(ctx, &storagev1.EndMigrationRequest{JobId: j.id,
+			Outcome: storagev1.MigrationOutcome_MIGRATION_OUTCOME_COMMITTED})
 		if err == nil {
-			var rs []slot.Range
-			for _, r := range resp.GetOwned() {
-				rs = append(rs, slot.Range{Start: uint16(r.GetStart()), End: uint16(r.GetEnd())})
-			}
-			if served, serr := slot.NewRangeSet(rs...); serr == nil && served.Intersect(j.ranges).Equal(j.ranges) {
-				return nil
-			}
+			j.update(func(r *record) { r.EndedDestination = true })
+			return nil
 		}
 		select {
 		case <-time.After(handshakePoll):
 		case <-ctx.Done():
-			return context.Cause(ctx)
+			return fmt.Errorf("%w (last answer: %v)", context.Cause(ctx), dst.err("EndMigration(COMMITTED)", err))
 		}
 	}
 }

@@ -1239,6 +1239,7 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 	if !r.PushedDestination {
 		if etcd {
 			err = j.waitServing(ctx, dst)
+			r.EndedDestination = err == nil
 		} else {
 			err = j.push(ctx, dst, next)
 		}

@@ -12,7 +12,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
+	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/tlsconfig"
 	"github.com/slotkv/slotkv/pkg/topostore"
@@ -117,6 +120,23 @@ func (e *Etcd) Dial(ctx context.Context, log *slog.Logger) (*clientv3.Client, *t
 		// an answer from etcd (without a DialTimeout, forever), and Dial
 		// must return while etcd is down. With a quorum lost the
 		// linearizable reads fail and the client tries another member.
+		//
+		// Keepalive finds a member that went silent (a partition) and
+		// moves the watches elsewhere.
+		DialKeepAliveTime:    dial.KeepaliveTime / 3,
+		DialKeepAliveTimeout: dial.KeepaliveTimeout / 2,
+		// The connect backoff of pkg/dial, not gRPC's 120 s maximum: after
+		// an outage of etcd every service reconnects within seconds of
+		// its return, not minutes.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  dial.ConnectBaseDelay,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   dial.ConnectMaxDelay,
+			},
+			MinConnectTimeout: dial.MinConnectTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcd %s: %w", strings.Join(e.Endpoints, ","), err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestDockerPods runs the base's pods as Docker containers, each the way
@@ -192,7 +193,7 @@ func (d *dockerPods) run(w workload, pod string) {
 	args := []string{"run", "-d", "--name", name, "--network", d.network,
 		"--read-only", "--user", "65532:65532", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"}
 	for _, svc := range d.r.services {
-		if ok, _ := matchLabels(svc.Spec.Selector, w.template.Labels); !ok {
+		if ok, _ := matches(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, w.template.Labels); !ok {
 			continue
 		}
 		if svc.Spec.ClusterIP == corev1.ClusterIPNone && w.kind == "StatefulSet" {
@@ -325,17 +326,4 @@ func (d *dockerPods) slotkvctl(args ...string) string {
 	run = append(run, d.binary("/slotkvctl")...)
 	run = append(run, image, "/slotkvctl")
 	return d.docker(append(run, args...)...)
-}
-
-// matchLabels reports whether a Service selector selects these labels.
-func matchLabels(sel, l map[string]string) (bool, error) {
-	if len(sel) == 0 {
-		return false, nil
-	}
-	for k, v := range sel {
-		if l[k] != v {
-			return false, nil
-		}
-	}
-	return true, nil
 }

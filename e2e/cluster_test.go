@@ -16,6 +16,7 @@ import (
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
@@ -31,8 +32,9 @@ type cluster struct {
 	router *proctest.Proc
 }
 
-// startCluster starts n storage nodes, bootstraps them with slotkvctl (the
-// documented command) and starts a router in front of them.
+// startCluster starts a single-member etcd (the control plane) and n
+// storage nodes on it, bootstraps the topology into etcd with slotkvctl
+// (the documented command) and starts a router in front of them.
 func startCluster(t testing.TB, n int, token string) *cluster {
 	t.Helper()
 	return startClusterEnv(t, n, token, nil)
@@ -42,11 +44,11 @@ func startCluster(t testing.TB, n int, token string) *cluster {
 // environment.
 func startClusterEnv(t testing.TB, n int, token string, env []string) *cluster {
 	t.Helper()
-	c := &cluster{Cluster: testcluster.Start(t, n, testcluster.Options{Token: token, Env: env}), t: t}
+	c := &cluster{Cluster: testcluster.Start(t, n, testcluster.Options{Token: token, Env: env, Etcd: etcdtest.Start(t)}), t: t}
 	c.ctl("bootstrap", "--storage", c.storageAddrs())
 	c.router = proctest.StartWith(t, proctest.Options{Env: env}, proctest.Bin(t, "slotkv-router"),
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--storage", c.storageAddrs(), "--token", token)
+		append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+			"--storage", c.storageAddrs(), "--token", token}, c.EtcdArgs()...)...)
 	c.waitReady(c.router.HTTP)
 	return c
 }
@@ -59,7 +61,7 @@ func (c *cluster) ctl(args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, proctest.Bin(c.t, "slotkvctl"), args...)
-	cmd.Env = append(cmd.Environ(), "SLOTKV_TOKEN="+c.Token)
+	cmd.Env = append(append(cmd.Environ(), "SLOTKV_TOKEN="+c.Token), c.EtcdEnv()...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		c.t.Fatalf("slotkvctl %v: %v\n%s", args, err, out)

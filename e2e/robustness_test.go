@@ -293,8 +293,8 @@ func (c *cluster) restartRouter(tb testing.TB) {
 	tb.Helper()
 	c.router.Kill()
 	c.router = proctest.Start(tb, proctest.Bin(tb, "slotkv-router"),
-		"--grpc-addr", c.router.GRPC, "--http-addr", c.router.HTTP,
-		"--storage", c.storageAddrs(), "--token", c.Token)
+		append([]string{"--grpc-addr", c.router.GRPC, "--http-addr", c.router.HTTP,
+			"--storage", c.storageAddrs(), "--token", c.Token}, c.EtcdArgs()...)...)
 	c.waitReady(c.router.HTTP)
 }
 

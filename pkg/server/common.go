@@ -46,6 +46,12 @@ type Common struct {
 	// Etcd is the control plane (--etcd-endpoints); empty Endpoints means
 	// none.
 	Etcd Etcd
+	// AdvertiseGRPC and AdvertiseHTTP are the addresses this process
+	// reports to others (a storage node's registration and node info, the
+	// leading replica's address that followers forward to). Empty means
+	// the bound address, with a wildcard host (0.0.0.0, [::]) replaced by
+	// the machine's hostname.
+	AdvertiseGRPC, AdvertiseHTTP string
 }
 
 // Flags is the command line every service binary shares: Common plus what
@@ -151,6 +157,8 @@ func (f *Flags) Register(fs *flag.FlagSet, d Common) {
 	flagenv.StringVar(fs, &f.dataTokenFile, "data-token-file", "SLOTKV_DATA_TOKEN_FILE", "", "read --data-token from this file (e.g. a Kubernetes secret)")
 	flagenv.StringVar(fs, &f.adminToken, "admin-token", "SLOTKV_ADMIN_TOKEN", "", "token that opens everything: migrations, bulk loads, topology, storage nodes, /metrics, pprof; sent to the storage nodes")
 	flagenv.StringVar(fs, &f.adminTokenFile, "admin-token-file", "SLOTKV_ADMIN_TOKEN_FILE", "", "read --admin-token from this file (e.g. a Kubernetes secret)")
+	flagenv.StringVar(fs, &f.AdvertiseGRPC, "advertise-grpc", "SLOTKV_ADVERTISE_GRPC", d.AdvertiseGRPC, "gRPC address reported to others (default: the bound address)")
+	flagenv.StringVar(fs, &f.AdvertiseHTTP, "advertise-http", "SLOTKV_ADVERTISE_HTTP", d.AdvertiseHTTP, "HTTP address reported to others (default: the bound address)")
 	flagenv.BoolVar(fs, &f.Insecure, "insecure", EnvInsecure, false, "allow an open cluster (no token) to listen on a non-loopback address")
 	flagenv.DurationVar(fs, &f.ShutdownTimeout, "shutdown-timeout", "SLOTKV_SHUTDOWN_TIMEOUT", f.ShutdownTimeout, "bound on graceful shutdown")
 	flagenv.StringVar(fs, &f.ListenFile, "listen-file", "SLOTKV_LISTEN_FILE", "", `write {"grpc":...,"http":...} here once listening`)

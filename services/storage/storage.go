@@ -66,11 +66,9 @@ type Options struct {
 	// Common: listen addresses (HTTPAddr "" disables REST and the
 	// /healthz, /readyz probes), shutdown bound, token and TLS, set by
 	// the shared flags (server.Flags).
+	// Its AdvertiseGRPC and AdvertiseHTTP are the addresses this node
+	// reports (GetNodeInfo, its etcd registration).
 	server.Common
-	// AdvertiseGRPC and AdvertiseHTTP are the addresses this node reports
-	// (GetNodeInfo). Empty means the bound address, with a wildcard host
-	// (0.0.0.0, [::]) replaced by the machine's hostname.
-	AdvertiseGRPC, AdvertiseHTTP string
 	// RESPAddr, when set, serves the Redis protocol in cluster mode for
 	// the slots this node owns (pkg/resp): -MOVED to the owner's RESP
 	// address, -TRYAGAIN while a slot is frozen, CLUSTER SLOTS and friends
@@ -256,7 +254,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		defer stop()
 		a := o.AdvertiseRESP
 		if a == "" {
-			a = advertised(bound)
+			a = server.Advertised(bound)
 		}
 		respAddr.Store(&a)
 	}
@@ -305,10 +303,10 @@ func Run(ctx context.Context, o Options) (err error) {
 		OnListen: func(g, h net.Addr) {
 			a := [2]string{o.AdvertiseGRPC, o.AdvertiseHTTP}
 			if a[0] == "" {
-				a[0] = advertised(g)
+				a[0] = server.Advertised(g)
 			}
 			if a[1] == "" && h != nil {
-				a[1] = advertised(h)
+				a[1] = server.Advertised(h)
 			}
 			self.Store(&a)
 			if cp != nil {
@@ -320,19 +318,4 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 		},
 	})
-}
-
-// advertised turns a bound address into one peers can dial: a wildcard host
-// becomes the hostname (set --advertise-grpc/--advertise-http when that is
-// not resolvable by peers).
-func advertised(a net.Addr) string {
-	tcp, ok := a.(*net.TCPAddr)
-	if !ok || !(tcp.IP == nil || tcp.IP.IsUnspecified()) {
-		return a.String()
-	}
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "localhost"
-	}
-	return net.JoinHostPort(host, fmt.Sprint(tcp.Port))
 }

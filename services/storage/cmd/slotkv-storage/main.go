@@ -54,8 +54,6 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	var (
 		nodeID     = flagenv.String(fs, "node-id", "SLOTKV_NODE_ID", "", "stable id of this node (required; recorded in the data directory on first start)")
 		dataDir    = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", d.DataDir, "Badger data directory")
-		advGRPC    = flagenv.String(fs, "advertise-grpc", "SLOTKV_ADVERTISE_GRPC", "", "gRPC address reported to others (default: the bound address)")
-		advHTTP    = flagenv.String(fs, "advertise-http", "SLOTKV_ADVERTISE_HTTP", "", "HTTP address reported to others (default: the bound address)")
 		respAddr   = flagenv.String(fs, "resp-addr", "SLOTKV_RESP_ADDR", "", "serve the Redis protocol (cluster mode: -MOVED, -TRYAGAIN, CLUSTER SLOTS) for this node's slots on this address; empty = off")
 		advRESP    = flagenv.String(fs, "advertise-resp", "SLOTKV_ADVERTISE_RESP", "", "RESP address reported to others and to Redis cluster clients (default: the bound address)")
 		maxKey     = flagenv.Int(fs, "max-key-bytes", "SLOTKV_MAX_KEY_BYTES", d.MaxKeyBytes, "largest key accepted, in bytes")
@@ -80,7 +78,6 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	c.opts = d
 	c.opts.Common = c.flags.Common
 	c.opts.NodeID, c.opts.DataDir = *nodeID, *dataDir
-	c.opts.AdvertiseGRPC, c.opts.AdvertiseHTTP = *advGRPC, *advHTTP
 	c.opts.RESPAddr, c.opts.AdvertiseRESP = *respAddr, *advRESP
 	c.opts.MaxKeyBytes, c.opts.MaxValueBytes, c.opts.MaxBatch = *maxKey, *maxValue, *maxBatch
 	c.opts.MaxIngestBytes, c.opts.MaxImportStreams = *maxIngest, *maxImport

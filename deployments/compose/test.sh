@@ -49,9 +49,6 @@ fi
 # The offline override is what users without a registry run: it must stay
 # valid even though the test runs the stack with its trace receiver.
 "${compose[@]}" -f "$root/docker-compose.yml" -f "$root/deployments/compose/offline.yml" config -q
-# So must the override that puts the services on the stack's etcd (not on
-# by default until their etcd mode is finished).
-"${compose[@]}" -f "$root/docker-compose.yml" -f "$root/deployments/compose/etcd.yml" config -q
 # Empty host ports: Docker picks free ones, so the test never collides with
 # a stack (or `make run`) already using 8080 and friends.
 export SLOTKV_ROUTER_HTTP_PORT= SLOTKV_ROUTER_GRPC_PORT= SLOTKV_ROUTER_RESP_PORT= \

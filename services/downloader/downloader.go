@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -142,17 +143,20 @@ func Run(ctx context.Context, o Options) error {
 	if o.DataDir == "" {
 		return errors.New("downloader: no data directory given (--data-dir)")
 	}
-	var store *topostore.Store
+	var (
+		store *topostore.Store
+		cli   *clientv3.Client
+	)
 	if o.Etcd.Enabled() {
 		// The control plane's topology, watched: no seeds, no polling.
 		// Dial does not wait for etcd; the service is ready once the watch
 		// has delivered a topology.
-		cli, st, err := o.Etcd.Dial(ctx, log)
+		c, st, err := o.Etcd.Dial(ctx, log)
 		if err != nil {
 			return fmt.Errorf("downloader: %w", err)
 		}
-		defer cli.Close()
-		store = st
+		defer c.Close()
+		store, cli = st, c
 		if len(seeds) > 0 {
 			log.Info("topology from etcd; --storage is not used", "storage", seeds)
 			seeds = nil
@@ -179,6 +183,12 @@ func Run(ctx context.Context, o Options) error {
 		wg.Wait()
 	}()
 
+	var replicated *bulkload.EtcdConfig
+	if store != nil {
+		// Replicas share the job records and settings in etcd; the
+		// leader of the election runs the jobs (see replicate).
+		replicated = &bulkload.EtcdConfig{Client: cli, JobsPrefix: store.Key(EtcdJobsPrefix), SettingsKey: store.Key(EtcdSettingsKey)}
+	}
 	m, err := bulkload.Open(bulkload.Config{
 		DataDir:                 o.DataDir,
 		Router:                  rt,
@@ -206,6 +216,7 @@ func Run(ctx context.Context, o Options) error {
 		Logger:                  log,
 		TracerProvider:          o.TracerProvider,
 		MeterProvider:           o.MeterProvider,
+		Etcd:                    replicated,
 	})
 	if err != nil {
 		return fmt.Errorf("downloader: %w", err)
@@ -219,8 +230,22 @@ func Run(ctx context.Context, o Options) error {
 	// draining, so watches end and nothing is half-written at exit.
 	defer context.AfterFunc(ctx, m.Shutdown)()
 
+	onListen := o.OnListen
+	var serverOpts []grpc.ServerOption
+	if replicated != nil {
+		r := newReplica(cli, store, m, o, log)
+		defer r.stop() // before the Manager closes (deferred earlier)
+		serverOpts = append(serverOpts, grpc.ChainUnaryInterceptor(r.forward))
+		onListen = func(g, h net.Addr) {
+			r.campaign(ctx, o.AdvertisedGRPC(g))
+			if o.OnListen != nil {
+				o.OnListen(g, h)
+			}
+		}
+	}
+
 	svc := grpcapi.New(m)
-	log.Info("starting", "topology", rt.Source(), "data_dir", o.DataDir,
+	log.Info("starting", "topology", rt.Source(), "data_dir", o.DataDir, "replicated", replicated != nil,
 		"allowed_prefixes", strings.Join(o.AllowedPrefixes, ","), "allow_file_urls", o.AllowFileURLs)
 	return server.Run(ctx, server.Options{
 		Name:            ServiceName,
@@ -240,7 +265,8 @@ func Run(ctx context.Context, o Options) error {
 		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 			return downloaderv1.RegisterBulkLoadServiceHandler(ctx, mux, conn)
 		},
-		Ready:    rt.CheckReady,
-		OnListen: o.OnListen,
+		Ready:         rt.CheckReady,
+		OnListen:      onListen,
+		ServerOptions: serverOpts,
 	})
 }

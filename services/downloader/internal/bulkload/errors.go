@@ -19,6 +19,10 @@ var (
 	ErrBadState = fmt.Errorf("bulk-load job state: %w", rpcerr.ErrConflict)
 	// ErrClosed: the service is shutting down (Unavailable).
 	ErrClosed = fmt.Errorf("bulk-load service is shutting down: %w", rpcerr.ErrUnavailable)
+	// ErrNotLeading: with etcd, this replica does not run the jobs now
+	// (its term is starting or has ended); the caller retries, and reaches
+	// the leader through a follower's forwarding (Unavailable).
+	ErrNotLeading = fmt.Errorf("bulk-load service: this downloader replica does not lead now (a term is starting or ending): retry: %w", rpcerr.ErrUnavailable)
 )
 
 // Causes of a job's run ending early (context.Cause of its context).
@@ -26,6 +30,7 @@ var (
 	errPaused   = errors.New("job paused")
 	errCanceled = errors.New("job canceled")
 	errShutdown = errors.New("service shutting down")
+	errDeposed  = errors.New("this replica's term as leader ended")
 )
 
 // fileError is the failure of one data file: it names the file, and the

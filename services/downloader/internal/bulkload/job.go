@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/slotkv/slotkv/pkg/dataset"
+	"github.com/slotkv/slotkv/pkg/jobstore"
 	"github.com/slotkv/slotkv/pkg/slot"
 )
 
@@ -75,6 +76,11 @@ func (j *job) touchLocked() {
 func (j *job) saveLocked() {
 	j.dirty = false
 	if err := j.m.st.Put(j.rec.ID, j.rec); err != nil {
+		if errors.Is(err, jobstore.ErrNotLeader) {
+			// The term is over: the next leader owns the record now.
+			j.m.log.Warn("bulk-load job not saved: this replica no longer leads", "job_id", j.rec.ID, "err", err)
+			return
+		}
 		j.m.log.Error("saving bulk-load job failed", "job_id", j.rec.ID, "err", err)
 	}
 }
@@ -524,8 +530,13 @@ func (j *job) finish(ctx context.Context, err error) {
 	m := j.m
 	cause := context.Cause(ctx)
 	j.mu.Lock()
-	removeDir, removeParts := false, false
+	removeDir, removeParts, save := false, false, true
 	switch {
+	case errors.Is(cause, errDeposed):
+		// Not saved: the next leader continues from the record as it
+		// is in etcd (and may be running the job already).
+		save = false
+		m.log.InfoContext(ctx, "bulk-load job stopped: this replica no longer leads; the next leader continues it", "job_id", j.rec.ID, "state", j.rec.State.String())
 	case err == nil:
 		j.rec.State, j.rec.Error = StateSucceeded, ""
 		removeDir = true
@@ -559,7 +570,9 @@ func (j *job) finish(ctx context.Context, err error) {
 		rt.active = 0
 	}
 	j.touchLocked()
-	j.saveLocked()
+	if save {
+		j.saveLocked()
+	}
 	done := j.done
 	j.mu.Unlock()
 	if removeDir {

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -79,6 +80,13 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	// MeterProvider receives the job gauges (metrics.go); nil = none.
 	MeterProvider metric.MeterProvider
+
+	// Etcd, when set, makes this Manager one replica of a highly
+	// available downloader: job records and runtime settings live in etcd
+	// (not under DataDir), jobs run only during a term given to Lead, and
+	// the other times reads are answered from the etcd records and writes
+	// refused with ErrNotLeading. DataDir still holds the downloads.
+	Etcd *EtcdConfig
 }
 
 // DefaultConfig returns the defaults.
@@ -191,7 +199,8 @@ type Manager struct {
 	tp      trace.TracerProvider
 	tracer  trace.Tracer
 	rt      *route.Router
-	st      *jobstore.Store[jobRecord]
+	st      jobstore.Records[jobRecord]
+	ha      *haState // nil without Config.Etcd
 	sched   *scheduler
 	bw      *bandwidth
 	http    *retryablehttp.Client
@@ -203,6 +212,8 @@ type Manager struct {
 	closing  chan struct{} // closed by Shutdown
 	wg       sync.WaitGroup
 	shutOnce sync.Once
+	lead     atomic.Bool   // with etcd: a term is led and its jobs taken over (set under mu)
+	termDone chan struct{} // with etcd: closed once the term led now has stopped its jobs
 
 	unregisterMetrics func() error
 
@@ -231,6 +242,13 @@ func Open(cfg Config) (*Manager, error) {
 		closing: make(chan struct{}),
 	}
 	m.http = m.newHTTPClient()
+	if cfg.Etcd != nil {
+		h, err := newHA(cfg.Etcd)
+		if err != nil {
+			return nil, err
+		}
+		m.ha = h
+	}
 	if err := os.MkdirAll(m.jobsDir, 0o755); err != nil {
 		return nil, fmt.Errorf("bulkload: %w", err)
 	}
@@ -240,6 +258,14 @@ func Open(cfg Config) (*Manager, error) {
 	}
 	m.sched = newScheduler(set.MaxDownloads, set.MaxDownloadsPerNode)
 	m.bw = newBandwidth(set.BandwidthBytesPerSecond)
+	if m.ha != nil {
+		// The jobs are the leader's: loaded and run by Lead.
+		m.st = m.ha.recs
+		if m.unregisterMetrics, err = m.registerMetrics(cfg.MeterProvider); err != nil {
+			return nil, fmt.Errorf("bulkload: metrics: %w", err)
+		}
+		return m, nil
+	}
 	st, err := jobstore.Open[jobRecord](filepath.Join(cfg.DataDir, "db"), m.log)
 	if err != nil {
 		return nil, fmt.Errorf("bulkload: %w", err)
@@ -313,6 +339,9 @@ func (m *Manager) Start(ctx context.Context, manifestURL, id string) (*JobStatus
 	if m.closed {
 		return nil, ErrClosed
 	}
+	if !m.leading() {
+		return nil, ErrNotLeading
+	}
 	if _, ok := m.jobs[id]; ok {
 		return nil, fmt.Errorf("%w: %q", ErrJobExists, id)
 	}
@@ -344,6 +373,9 @@ func (m *Manager) job(id string) (*job, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.leading() {
+		return nil, ErrNotLeading
+	}
 	j, ok := m.jobs[id]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrJobNotFound, id)
@@ -351,18 +383,52 @@ func (m *Manager) job(id string) (*job, error) {
 	return j, nil
 }
 
-// Get returns a job with per-file and per-node detail.
+// lookup finds job id for a read: the running job while this Manager
+// leads (term is then closed when the term's jobs have stopped; nil
+// without etcd), or follow true when the answer is to come from the etcd
+// record.
+func (m *Manager) lookup(id string) (j *job, term <-chan struct{}, follow bool, err error) {
+	if id == "" {
+		return nil, nil, false, rpcerr.InvalidField("job_id", "required")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.leading() {
+		return nil, nil, true, nil
+	}
+	j, ok := m.jobs[id]
+	if !ok {
+		return nil, nil, false, fmt.Errorf("%w: %q", ErrJobNotFound, id)
+	}
+	return j, m.termDone, false, nil
+}
+
+// Get returns a job with per-file and per-node detail (with etcd, at a
+// replica that does not lead, from its record).
 func (m *Manager) Get(id string) (*JobStatus, error) {
-	j, err := m.job(id)
+	j, _, follow, err := m.lookup(id)
 	if err != nil {
 		return nil, err
+	}
+	if follow {
+		return m.recordStatus(context.Background(), id, true)
 	}
 	return j.status(true), nil
 }
 
-// List returns every job, newest first, without detail.
-func (m *Manager) List() []*JobStatus {
+// List returns every job, newest first, without detail (with etcd, at a
+// replica that does not lead, from the records).
+func (m *Manager) List() ([]*JobStatus, error) {
 	m.mu.Lock()
+	if !m.leading() {
+		m.mu.Unlock()
+		out, err := m.recordList()
+		if err != nil {
+			return nil, err
+		}
+		sortStatuses(out)
+		return out, nil
+	}
 	jobs := make([]*job, 0, len(m.jobs))
 	for _, j := range m.jobs {
 		jobs = append(jobs, j)
@@ -372,33 +438,49 @@ func (m *Manager) List() []*JobStatus {
 	for _, j := range jobs {
 		out = append(out, j.status(false))
 	}
+	sortStatuses(out)
+	return out, nil
+}
+
+func sortStatuses(out []*JobStatus) {
 	slices.SortFunc(out, func(a, b *JobStatus) int {
 		if c := b.Created.Compare(a.Created); c != 0 {
 			return c
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	return out
 }
 
 // Watch calls send with the job's status now, then at most every interval,
 // until the job ends (SUCCEEDED, FAILED, CANCELED): then once more with
-// the final status, and returns nil.
+// the final status, and returns nil. With etcd a replica that does not
+// lead reads the job's record at every interval, and a watch at the
+// leader goes on that way when the term ends.
 func (m *Manager) Watch(ctx context.Context, id string, interval time.Duration, send func(*JobStatus) error) error {
-	j, err := m.job(id)
-	if err != nil {
-		return err
-	}
 	if interval <= 0 {
 		interval = time.Second
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		j.mu.Lock()
-		st := j.statusLocked(true)
-		changed := j.changed
-		j.mu.Unlock()
+		j, term, follow, err := m.lookup(id)
+		if err != nil {
+			return err
+		}
+		var (
+			st      *JobStatus
+			changed chan struct{}
+		)
+		if follow {
+			if st, err = m.recordStatus(ctx, id, true); err != nil {
+				return err
+			}
+		} else {
+			j.mu.Lock()
+			st = j.statusLocked(true)
+			changed = j.changed
+			j.mu.Unlock()
+		}
 		if err := send(st); err != nil {
 			return err
 		}
@@ -414,6 +496,8 @@ func (m *Manager) Watch(ctx context.Context, id string, interval time.Duration, 
 			case <-m.closing:
 				return ErrClosed
 			case <-t.C:
+				break wait
+			case <-term:
 				break wait
 			case <-changed:
 				j.mu.Lock()
@@ -462,6 +546,9 @@ func (m *Manager) Resume(ctx context.Context, id string) (*JobStatus, error) {
 	defer m.mu.Unlock()
 	if m.closed {
 		return nil, ErrClosed
+	}
+	if m.jobs[id] != j {
+		return nil, ErrNotLeading // the term ended meanwhile
 	}
 	j.mu.Lock()
 	if st := j.rec.State; (st != StatePaused && st != StateFailed) || j.cancel != nil {
@@ -550,8 +637,22 @@ func waitDone(ctx context.Context, done <-chan struct{}) error {
 	}
 }
 
-// Settings returns the runtime settings.
-func (m *Manager) Settings() Settings {
+// Settings returns the runtime settings in force (with etcd, at a replica
+// that does not lead, the leader's as saved in etcd).
+func (m *Manager) Settings(ctx context.Context) (Settings, error) {
+	if m.leading() {
+		return m.localSettings(), nil
+	}
+	saved, err := m.ha.loadSettings(ctx)
+	if err != nil {
+		return Settings{}, fmt.Errorf("%w: %v", rpcerr.ErrUnavailable, err)
+	}
+	s, _ := m.restoreSettings(saved, false)
+	return s, nil
+}
+
+// localSettings are the settings this Manager applies.
+func (m *Manager) localSettings() Settings {
 	g, n := m.sched.caps()
 	return Settings{MaxDownloads: g, MaxDownloadsPerNode: n, BandwidthBytesPerSecond: m.bw.get()}
 }

@@ -34,41 +34,60 @@ func (m *Manager) settingsPath() string { return filepath.Join(m.opts.DataDir, s
 
 // loadSettings reads the saved runtime settings and returns the settings
 // to start with: the configured ones, overridden by what was saved over
-// the same configured value.
+// the same configured value. With etcd the settings are the leader's and
+// are read when a term begins (Lead); a replica starts from its flags.
 func (m *Manager) loadSettings() (Settings, error) {
-	s := Settings{MaxDownloads: m.opts.MaxDownloads, MaxDownloadsPerNode: m.opts.MaxDownloadsPerNode,
-		BandwidthBytesPerSecond: m.opts.BandwidthBytesPerSecond}
+	if m.ha != nil {
+		s, _ := m.restoreSettings(savedSettings{}, false)
+		return s, nil
+	}
 	path := m.settingsPath()
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
+		s, _ := m.restoreSettings(savedSettings{}, false)
 		return s, nil
 	}
 	if err != nil {
-		return s, fmt.Errorf("runtime settings %s: %w", path, err)
+		return Settings{}, fmt.Errorf("runtime settings %s: %w", path, err)
 	}
 	var saved savedSettings
 	if err := json.Unmarshal(b, &saved); err != nil {
-		return s, fmt.Errorf("runtime settings %s: %w (remove the file to start from the configured settings)", path, err)
+		return Settings{}, fmt.Errorf("runtime settings %s: %w (remove the file to start from the configured settings)", path, err)
 	}
+	s, saved := m.restoreSettings(saved, true)
+	m.saved = saved
+	return s, nil
+}
+
+// restoreSettings returns the settings in force given what was saved: the
+// configured ones, overridden by each saved value whose configured value
+// is still this replica's; saved values over another configuration are
+// dropped from the returned savedSettings.
+func (m *Manager) restoreSettings(saved savedSettings, logIt bool) (Settings, savedSettings) {
+	s := Settings{MaxDownloads: m.opts.MaxDownloads, MaxDownloadsPerNode: m.opts.MaxDownloadsPerNode,
+		BandwidthBytesPerSecond: m.opts.BandwidthBytesPerSecond}
 	restore := func(name string, p **savedSetting, configured uint64, set func(uint64)) {
 		v := *p
 		if v == nil {
 			return
 		}
 		if v.Configured != configured {
-			m.log.Warn("a runtime setting was saved over another configured value; the configuration wins",
-				"setting", name, "saved", v.Value, "configured_then", v.Configured, "configured_now", configured)
+			if logIt {
+				m.log.Warn("a runtime setting was saved over another configured value; the configuration wins",
+					"setting", name, "saved", v.Value, "configured_then", v.Configured, "configured_now", configured)
+			}
 			*p = nil
 			return
 		}
-		m.log.Info("runtime setting restored", "setting", name, "value", v.Value, "configured", configured)
+		if logIt {
+			m.log.Info("runtime setting restored", "setting", name, "value", v.Value, "configured", configured)
+		}
 		set(v.Value)
 	}
 	restore("max_downloads", &saved.MaxDownloads, uint64(m.opts.MaxDownloads), func(v uint64) { s.MaxDownloads = max(int(v), 1) })
 	restore("max_downloads_per_node", &saved.MaxDownloadsPerNode, uint64(m.opts.MaxDownloadsPerNode), func(v uint64) { s.MaxDownloadsPerNode = max(int(v), 1) })
 	restore("bandwidth_bytes_per_second", &saved.Bandwidth, m.opts.BandwidthBytesPerSecond, func(v uint64) { s.BandwidthBytesPerSecond = v })
-	m.saved = saved
-	return s, nil
+	return s, saved
 }
 
 // writeSettings saves s durably: a temp file, synced, renamed over the
@@ -106,6 +125,9 @@ func writeSettings(path string, s savedSettings) error {
 // savedSetting) before it applies: when it cannot be saved, nothing
 // changes and the error says so.
 func (m *Manager) UpdateSettings(u SettingsUpdate) (Settings, error) {
+	if !m.leading() {
+		return Settings{}, ErrNotLeading
+	}
 	m.settingsMu.Lock()
 	defer m.settingsMu.Unlock()
 	g, n := m.sched.caps()
@@ -127,7 +149,11 @@ func (m *Manager) UpdateSettings(u SettingsUpdate) (Settings, error) {
 	if u.BandwidthBytesPerSecond != nil {
 		saved.Bandwidth = &savedSetting{Value: *u.BandwidthBytesPerSecond, Configured: m.opts.BandwidthBytesPerSecond}
 	}
-	if err := writeSettings(m.settingsPath(), saved); err != nil {
+	if m.ha != nil {
+		if err := m.ha.saveSettings(saved); err != nil {
+			return Settings{}, err
+		}
+	} else if err := writeSettings(m.settingsPath(), saved); err != nil {
 		return Settings{}, fmt.Errorf("%w: the settings were not changed: saving them to %s failed: %v", rpcerr.ErrUnavailable, m.settingsPath(), err)
 	}
 	m.saved = saved
@@ -135,8 +161,12 @@ func (m *Manager) UpdateSettings(u SettingsUpdate) (Settings, error) {
 	if u.BandwidthBytesPerSecond != nil {
 		m.bw.set(*u.BandwidthBytesPerSecond)
 	}
-	s := m.Settings()
+	s := m.localSettings()
+	where := m.settingsPath()
+	if m.ha != nil {
+		where = "etcd " + m.ha.settingsKey
+	}
 	m.log.Info("bulk-load settings updated", "max_downloads", s.MaxDownloads, "max_downloads_per_node", s.MaxDownloadsPerNode,
-		"bandwidth_bytes_per_second", s.BandwidthBytesPerSecond, "saved_in", m.settingsPath())
+		"bandwidth_bytes_per_second", s.BandwidthBytesPerSecond, "saved_in", where)
 	return s, nil
 }

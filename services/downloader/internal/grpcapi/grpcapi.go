@@ -44,8 +44,12 @@ func (s *Service) GetJob(_ context.Context, req *downloaderv1.GetJobRequest) (*d
 }
 
 func (s *Service) ListJobs(context.Context, *downloaderv1.ListJobsRequest) (*downloaderv1.ListJobsResponse, error) {
+	jobs, err := s.m.List()
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
 	resp := &downloaderv1.ListJobsResponse{}
-	for _, st := range s.m.List() {
+	for _, st := range jobs {
 		resp.Jobs = append(resp.Jobs, JobProto(st))
 	}
 	return resp, nil
@@ -87,8 +91,12 @@ func (s *Service) CancelJob(ctx context.Context, req *downloaderv1.CancelJobRequ
 	return &downloaderv1.CancelJobResponse{Job: JobProto(st)}, nil
 }
 
-func (s *Service) GetSettings(context.Context, *downloaderv1.GetSettingsRequest) (*downloaderv1.GetSettingsResponse, error) {
-	return &downloaderv1.GetSettingsResponse{Settings: settingsProto(s.m.Settings())}, nil
+func (s *Service) GetSettings(ctx context.Context, _ *downloaderv1.GetSettingsRequest) (*downloaderv1.GetSettingsResponse, error) {
+	st, err := s.m.Settings(ctx)
+	if err != nil {
+		return nil, rpcerr.ToStatus(err)
+	}
+	return &downloaderv1.GetSettingsResponse{Settings: settingsProto(st)}, nil
 }
 
 func (s *Service) UpdateSettings(_ context.Context, req *downloaderv1.UpdateSettingsRequest) (*downloaderv1.UpdateSettingsResponse, error) {

@@ -27,6 +27,10 @@ var (
 	ErrStaleVersion = fmt.Errorf("topostore: the topology in etcd changed: %w", rpcerr.ErrStaleTopology)
 	// ErrNotBootstrapped: etcd holds no topology yet.
 	ErrNotBootstrapped = fmt.Errorf("topostore: no topology in etcd (bootstrap writes the first): %w", rpcerr.ErrNoTopology)
+	// ErrFenced: a condition CommitIf was given (the committing replica's
+	// leadership term, pkg/leader's Term.Fence) did not hold while the
+	// topology was the expected version; nothing was written.
+	ErrFenced = fmt.Errorf("topostore: the commit's fence does not hold (the committing replica no longer leads): %w", rpcerr.ErrConflict)
 )
 
 // Options tunes New.
@@ -127,6 +131,14 @@ func (s *Store) Bootstrap(ctx context.Context, t *topology.Topology) (stored *to
 // nothing is written and the error is ErrStaleVersion naming the stored
 // version.
 func (s *Store) Commit(ctx context.Context, expect uint64, next *topology.Topology, extra ...clientv3.Op) error {
+	return s.CommitIf(ctx, nil, expect, next, extra...)
+}
+
+// CommitIf is Commit with more comparisons in the same transaction: the
+// fence of the replica that commits (pkg/leader's Term.Fence), so that a
+// deposed leader's commit changes nothing. When the topology is still
+// version expect but a comparison of fence fails, the error is ErrFenced.
+func (s *Store) CommitIf(ctx context.Context, fence []clientv3.Cmp, expect uint64, next *topology.Topology, extra ...clientv3.Op) error {
 	if next == nil {
 		return rpcerr.InvalidField("topology", "missing")
 	}
@@ -165,8 +177,9 @@ func (s *Store) Commit(ctx context.Context, expect uint64, next *topology.Topolo
 	// The mod revision identifies exactly the value just read: comparing it
 	// is comparing the version without a second key that could disagree.
 	ops := append([]clientv3.Op{clientv3.OpPut(s.key, string(b))}, extra...)
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.key), "=", cur.Kvs[0].ModRevision)}, fence...)
 	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(s.key), "=", cur.Kvs[0].ModRevision)).
+		If(cmps...).
 		Then(ops...).
 		Else(clientv3.OpGet(s.key)).
 		Commit()
@@ -179,6 +192,10 @@ func (s *Store) Commit(ctx context.Context, expect uint64, next *topology.Topolo
 	kvs := resp.Responses[0].GetResponseRange().GetKvs()
 	if len(kvs) == 0 {
 		return fmt.Errorf("%w: %s was deleted, expected version %d", ErrStaleVersion, s.key, expect)
+	}
+	if len(fence) > 0 && kvs[0].ModRevision == cur.Kvs[0].ModRevision {
+		// The topology is the one compared: the fence failed.
+		return fmt.Errorf("%w (topology version %d unchanged)", ErrFenced, expect)
 	}
 	now, err := s.decode(kvs[0].Value, kvs[0].ModRevision)
 	if err != nil {

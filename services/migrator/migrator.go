@@ -42,6 +42,18 @@
 // need every stream's position to be durable on both sides, and rolling
 // back is always safe). A committed job rolls forward.
 //
+// High availability (with --etcd-endpoints): the job records live in etcd
+// (jobs/migrations/<job> under the prefix), not in DataDir, and several
+// replicas run at once. They elect a leader (pkg/leader, role "migrator",
+// each named by its advertised gRPC address); only the leader runs jobs,
+// and every record it writes, the hand-off commit included, is fenced by
+// its term. A new leader takes the jobs over as a restart does: it rolls
+// back the uncommitted ones and forward the committed ones, with no
+// operator action. A replica whose term ends stops its jobs where they
+// are, without a rollback. Followers answer GetMigration, ListMigrations
+// and WatchMigration from the records in etcd and forward StartMigration,
+// UpdateMigration and CancelMigration to the leader.
+//
 // Testing aid: Options.PauseBeforePhase (flag --pause-before-phase, env
 // SLOTKV_PAUSE_BEFORE_PHASE) makes every job wait at the start of the named
 // phases (after the phase is persisted and visible in the API) until it is
@@ -63,17 +75,22 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/slotkv/slotkv/gen"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/flagenv"
+	"github.com/slotkv/slotkv/pkg/leader"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/topostore"
@@ -133,6 +150,15 @@ type Options struct {
 	// CommitHook, when set, runs before each etcd commit transaction of a
 	// hand-off (with --etcd-endpoints). Testing aid for in-process tests.
 	CommitHook func(ctx context.Context, jobID string)
+	// PauseAfterCommit (--pause-after-commit) holds every job for
+	// PauseTimeout right after etcd committed its hand-off, so tests can
+	// kill the leader in HANDOFF after the commit. Testing aid.
+	PauseAfterCommit bool
+
+	// LeaderTTL is how long a dead leader keeps its term before another
+	// replica takes the jobs over (with --etcd-endpoints); 0 means
+	// leader.DefaultTTL.
+	LeaderTTL time.Duration
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -186,13 +212,14 @@ func Run(ctx context.Context, o Options) error {
 	// wait: a migrator started while etcd is down serves its API, and a
 	// migration started meanwhile waits for etcd or fails naming it.
 	var topo *topostore.Store
+	var cli *clientv3.Client
 	if o.Etcd.Enabled() {
-		cli, st, err := o.Etcd.Dial(ctx, log)
+		c, st, err := o.Etcd.Dial(ctx, log)
 		if err != nil {
 			return fmt.Errorf("migrator: --etcd-endpoints: %w", err)
 		}
-		defer cli.Close()
-		topo = st
+		defer c.Close()
+		cli, topo = c, st
 	}
 	rt, err := route.New(route.Options{Store: topo, Seeds: seeds, Dial: dialNode, RefreshInterval: o.RefreshInterval, Logger: log})
 	if err != nil {
@@ -207,7 +234,7 @@ func Run(ctx context.Context, o Options) error {
 		wg.Wait()
 	}()
 
-	m, err := migrate.Open(migrate.Config{
+	cfg := migrate.Config{
 		DataDir:               o.DataDir,
 		Router:                rt,
 		Topo:                  topo,
@@ -226,21 +253,53 @@ func Run(ctx context.Context, o Options) error {
 		PauseTimeout:          o.PauseTimeout,
 		PhaseHook:             o.PhaseHook,
 		CommitHook:            o.CommitHook,
+		PauseAfterCommit:      o.PauseAfterCommit,
 		Logger:                log,
 		TracerProvider:        o.TracerProvider,
 		MeterProvider:         o.MeterProvider,
-	})
-	if err != nil {
-		return fmt.Errorf("migrator: %w", err)
 	}
-	defer func() {
-		if err := m.Close(); err != nil {
-			log.Error("closing the job store failed", "err", err)
+	var register func(*grpc.Server)
+	onListen := o.OnListen
+	var serverOpts []grpc.ServerOption
+	if cli != nil {
+		// Highly available: the replicas elect a leader, which runs the
+		// jobs from their records in etcd; the others answer reads and
+		// forward writes to it.
+		cfg.Etcd = cli
+		rep, err := migrate.NewReplica(cfg)
+		if err != nil {
+			return fmt.Errorf("migrator: %w", err)
 		}
-	}()
-	// Jobs stop as soon as shutdown begins, in parallel with the servers
-	// draining, so watches end and nothing is half-written at exit.
-	defer context.AfterFunc(ctx, m.Shutdown)()
+		register = rep.Register
+		ha := &replicaRun{o: &o, cli: cli, topo: topo, rep: rep, log: log}
+		ectx, stopElection := context.WithCancel(ctx)
+		defer ha.close()
+		defer stopElection()
+		serverOpts = append(serverOpts, grpc.ChainUnaryInterceptor(ha.forward))
+		// Jobs stop as soon as shutdown begins (the term ends with ctx).
+		onListen = func(g, h net.Addr) {
+			if err := ha.start(ectx, g); err != nil {
+				log.Error("the leader election did not start; this replica only follows", "err", err)
+			}
+			if o.OnListen != nil {
+				o.OnListen(g, h)
+			}
+		}
+	} else {
+		m, err := migrate.Open(cfg)
+		if err != nil {
+			return fmt.Errorf("migrator: %w", err)
+		}
+		defer func() {
+			if err := m.Close(); err != nil {
+				log.Error("closing the job store failed", "err", err)
+			}
+		}()
+		// Jobs stop as soon as shutdown begins, in parallel with the servers
+		// draining, so watches end and nothing is half-written at exit.
+		defer context.AfterFunc(ctx, m.Shutdown)()
+		register = m.Register
+	}
 
 	var pauses []string
 	for _, p := range o.PauseBeforePhase {
@@ -261,11 +320,93 @@ func Run(ctx context.Context, o Options) error {
 		OpenAPI:         gen.MigratorOpenAPI,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
-		Register:        m.Register,
+		Register:        register,
+		ServerOptions:   serverOpts,
 		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 			return migratorv1.RegisterMigratorServiceHandler(ctx, mux, conn)
 		},
 		Ready:    rt.CheckReady,
-		OnListen: o.OnListen,
+		OnListen: onListen,
 	})
+}
+
+// writeMethods are the calls only the leader answers.
+var writeMethods = map[string]bool{
+	migratorv1.MigratorService_StartMigration_FullMethodName:  true,
+	migratorv1.MigratorService_UpdateMigration_FullMethodName: true,
+	migratorv1.MigratorService_CancelMigration_FullMethodName: true,
+}
+
+// replicaRun is one replica's part in the election: it campaigns once its
+// gRPC address is known and forwards writes to the leader.
+type replicaRun struct {
+	o    *Options
+	cli  *clientv3.Client
+	topo *topostore.Store
+	rep  *migrate.Replica
+	log  *slog.Logger
+
+	fwd  atomic.Pointer[grpc.UnaryServerInterceptor]
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	conn map[string]*grpc.ClientConn // to the other replicas
+}
+
+// start campaigns as the replica at the bound gRPC address g, until ctx
+// ends.
+func (h *replicaRun) start(ctx context.Context, g net.Addr) error {
+	self := h.o.AdvertisedGRPC(g)
+	el, err := leader.New(h.cli, leader.Options{Prefix: h.topo.Key(""), Role: "migrator", Value: self, TTL: h.o.LeaderTTL, Log: h.log})
+	if err != nil {
+		return err
+	}
+	h.rep.SetLeaderLookup(el.Leader)
+	f := el.ForwardUnary(h.dial, func(m string) bool { return writeMethods[m] })
+	h.fwd.Store(&f)
+	h.log.Info("campaigning for the migrator leadership", "advertise_grpc", self)
+	h.wg.Go(func() { _ = el.Run(ctx, h.rep.Lead) })
+	return nil
+}
+
+// forward is the unary interceptor: pkg/leader's ForwardUnary once the
+// election runs; before that, a write is refused as Unavailable.
+func (h *replicaRun) forward(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if f := h.fwd.Load(); f != nil {
+		return (*f)(ctx, req, info, handler)
+	}
+	if writeMethods[info.FullMethod] {
+		return nil, status.Error(codes.Unavailable, "the migrator replica is starting its leader election: retry")
+	}
+	return handler(ctx, req)
+}
+
+// dial opens (once) a connection to another replica; the caller's token
+// travels in the forwarded metadata.
+func (h *replicaRun) dial(addr string) (*grpc.ClientConn, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cc, ok := h.conn[addr]; ok {
+		return cc, nil
+	}
+	cc, err := dial.New(addr, dial.Options{TLS: h.o.PeerTLS, TracerProvider: h.o.TracerProvider, MeterProvider: h.o.MeterProvider})
+	if err != nil {
+		return nil, err
+	}
+	if h.conn == nil {
+		h.conn = map[string]*grpc.ClientConn{}
+	}
+	h.conn[addr] = cc
+	return cc, nil
+}
+
+// close waits for the election to end (its context is Run's) and closes
+// the connections to the other replicas.
+func (h *replicaRun) close() {
+	h.wg.Wait()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for a, cc := range h.conn {
+		_ = cc.Close()
+		delete(h.conn, a)
+	}
 }

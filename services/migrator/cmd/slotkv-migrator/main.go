@@ -16,8 +16,10 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/slotkv/slotkv/pkg/flagenv"
+	"github.com/slotkv/slotkv/pkg/leader"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/version"
 	"github.com/slotkv/slotkv/services/migrator"
@@ -87,6 +89,8 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		refresh     = flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", d.RefreshInterval, "period of topology refreshes")
 		maxRunning  = flagenv.Int(fs, "max-running-jobs", "SLOTKV_MAX_RUNNING_JOBS", d.MaxRunningJobs, "most migrations running at once; more are refused (ResourceExhausted) until one ends")
 		pauseTO     = flagenv.Duration(fs, "pause-before-phase-timeout", "SLOTKV_PAUSE_BEFORE_PHASE_TIMEOUT", d.PauseTimeout, "testing aid: how long --pause-before-phase holds a job")
+		pauseCommit = flagenv.Bool(fs, "pause-after-commit", "SLOTKV_PAUSE_AFTER_COMMIT", false, "testing aid: hold every job after etcd committed its hand-off, for --pause-before-phase-timeout")
+		leaderTTL   = flagenv.Duration(fs, "leader-ttl", "SLOTKV_LEADER_TTL", leader.DefaultTTL, "with --etcd-endpoints: how long a dead leader keeps its term before another replica takes the jobs over")
 	)
 	var pauses phaseList
 	// Testing aid, hidden from -h: jobs wait at the start of these phases
@@ -95,7 +99,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage of %s:\n", serviceName)
 		fs.VisitAll(func(f *flag.Flag) {
-			if f.Name == "pause-before-phase" || f.Name == "pause-before-phase-timeout" {
+			if f.Name == "pause-before-phase" || f.Name == "pause-before-phase-timeout" || f.Name == "pause-after-commit" {
 				return
 			}
 			fmt.Fprintf(out, "  -%s\n    \t%s (default %q)\n", f.Name, f.Usage, f.DefValue)
@@ -121,6 +125,11 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	o.MaxRunningJobs = *maxRunning
 	o.RefreshInterval = *refresh
 	o.PauseBeforePhase, o.PauseTimeout = pauses, *pauseTO
+	o.PauseAfterCommit = *pauseCommit
+	if *leaderTTL < time.Second {
+		return c, fmt.Errorf("--leader-ttl %v is under a second (etcd leases count whole seconds)", *leaderTTL)
+	}
+	o.LeaderTTL = *leaderTTL
 	c.opts = o
 	return c, nil
 }

@@ -96,6 +96,9 @@ func (m *Manager) WatchMigration(req *migratorv1.WatchMigrationRequest, stream g
 		case <-stream.Context().Done():
 			return status.FromContextError(stream.Context().Err()).Err()
 		case <-m.ctx.Done():
+			if m.abandoned.Load() {
+				return status.Error(codes.Unavailable, "this migrator replica no longer leads; watch again (every replica answers)")
+			}
 			return status.Error(codes.Unavailable, "migrator shutting down; watch again after its restart")
 		case <-j.ended:
 		case <-t.C:

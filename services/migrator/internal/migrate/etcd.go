@@ -104,11 +104,23 @@ func (j *job) etcdCommit(ctx context.Context) (commitOutcome, error) {
 		if h := j.m.cfg.CommitHook; h != nil {
 			h(ctx, j.id)
 		}
-		err = st.Commit(ctx, r.EtcdExpect, next, clientv3.OpPut(st.Key("migrations/"+j.id), string(state)))
+		var fence []clientv3.Cmp
+		if f := j.m.cfg.Fence; f != nil {
+			cmp, ok := f()
+			if !ok {
+				return undecided, fmt.Errorf("not committing topology version %d: %w", next.Version(), errTermEnded)
+			}
+			fence = append(fence, cmp)
+		}
+		err = st.CommitIf(ctx, fence, r.EtcdExpect, next, clientv3.OpPut(st.Key("migrations/"+j.id), string(state)))
 		switch {
 		case err == nil:
 			j.update(func(r *record) { r.EtcdCommitted = true })
 			return committed, nil
+		case errors.Is(err, topostore.ErrFenced):
+			// Deposed: the next leader decides the commit from etcd (and
+			// the nodes, still frozen); nothing is rolled back here.
+			return undecided, err
 		case errors.Is(err, topostore.ErrStaleVersion):
 			cur, lerr := st.Load(ctx)
 			if lerr != nil {

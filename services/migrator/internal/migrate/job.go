@@ -292,12 +292,29 @@ func (j *job) etaLocked() time.Duration {
 	return time.Duration(s * float64(time.Second)).Round(time.Second)
 }
 
-// proto is the API view of the job.
+// proto is the API view of the job: its record with the live rates.
 func (j *job) proto() *migratorv1.Migration {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.syncStreamsLocked()
-	r := j.rec
+	out := recordProto(j.rec)
+	if !terminal(j.rec.Phase) {
+		out.Rate = j.rate
+		if eta := j.etaLocked(); eta > 0 {
+			out.Eta = durationpb.New(eta)
+		}
+		for i, sp := range out.Streams {
+			if i < len(j.streams) {
+				sp.Rate = j.streams[i].rate
+			}
+		}
+	}
+	return out
+}
+
+// recordProto is the API view of a job record: what the leader shows
+// without its live rates, and what a follower shows from etcd.
+func recordProto(r *record) *migratorv1.Migration {
 	out := &migratorv1.Migration{
 		Id: r.ID, Ranges: r.Ranges, SourceNodeId: r.Source, DestinationNodeId: r.Destination,
 		Phase: r.Phase, Parallelism: r.Parallelism, RateBytesPerSecond: r.Rate,
@@ -315,20 +332,9 @@ func (j *job) proto() *migratorv1.Migration {
 	if !r.CleanupStarted.IsZero() && !r.CleanupEnded.IsZero() {
 		out.CleanupDuration = durationpb.New(r.CleanupEnded.Sub(r.CleanupStarted))
 	}
-	running := !terminal(r.Phase)
-	if running {
-		out.Rate = j.rate
-		if eta := j.etaLocked(); eta > 0 {
-			out.Eta = durationpb.New(eta)
-		}
-	}
-	for i, s := range r.Streams {
-		sp := &migratorv1.StreamProgress{Index: s.Index, Ranges: s.Ranges, Keys: s.Keys, Bytes: s.Bytes,
-			Batches: s.Batches, Done: s.Done, Error: s.Error}
-		if running && i < len(j.streams) {
-			sp.Rate = j.streams[i].rate
-		}
-		out.Streams = append(out.Streams, sp)
+	for _, s := range r.Streams {
+		out.Streams = append(out.Streams, &migratorv1.StreamProgress{Index: s.Index, Ranges: s.Ranges, Keys: s.Keys, Bytes: s.Bytes,
+			Batches: s.Batches, Done: s.Done, Error: s.Error})
 	}
 	return out
 }

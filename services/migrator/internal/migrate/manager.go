@@ -21,8 +21,10 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
@@ -121,6 +123,17 @@ type Config struct {
 	// hand-off (etcd mode), e.g. to commit a concurrent change first.
 	// Testing aid for in-process tests.
 	CommitHook func(ctx context.Context, jobID string)
+	// PauseAfterCommit holds every job for PauseTimeout right after etcd
+	// committed its hand-off (before the handshake), so end-to-end tests
+	// can kill the leader in HANDOFF after the commit. Testing aid.
+	PauseAfterCommit bool
+
+	// Etcd and Fence, with Topo, keep the job records in etcd under Topo's
+	// prefix (jobs/migrations/<job>) instead of DataDir: every write, the
+	// hand-off commit included, is guarded by Fence (the leader's term,
+	// see Replica), so a deposed leader's writes change nothing.
+	Etcd  *clientv3.Client
+	Fence jobstore.Fence
 
 	Logger         *slog.Logger
 	TracerProvider trace.TracerProvider
@@ -167,6 +180,8 @@ func (c *Config) setDefaults() {
 var (
 	errShutdown = errors.New("migrator shutting down")
 	errCanceled = errors.New("canceled by request")
+	// errTermEnded: this replica's leadership term ended (Abandon).
+	errTermEnded = errors.New("this migrator replica no longer leads")
 )
 
 // Manager owns the jobs.
@@ -176,7 +191,7 @@ type Manager struct {
 	cfg    Config
 	log    *slog.Logger
 	tracer trace.Tracer
-	st     *jobstore.Store[record]
+	st     jobstore.Records[record]
 
 	ctx  context.Context // ends at shutdown (cause errShutdown)
 	stop context.CancelCauseFunc
@@ -190,6 +205,10 @@ type Manager struct {
 	jobs map[string]*job
 
 	unregisterMetrics func() error
+
+	// abandoned: the leadership term ended (Abandon); jobs stop without a
+	// rollback and without writing their records, for the next leader.
+	abandoned atomic.Bool
 
 	// putHook, when set (tests), runs before each save of a job record;
 	// its error is the save's, and the record is not written.
@@ -214,7 +233,7 @@ func Open(cfg Config) (*Manager, error) {
 	if cfg.Router == nil || cfg.Dial == nil {
 		return nil, errors.New("migrate: Config.Router and Config.Dial are required")
 	}
-	st, err := jobstore.Open[record](filepath.Join(cfg.DataDir, "db"), cfg.Logger)
+	st, err := openRecords(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -262,6 +281,36 @@ func Open(cfg Config) (*Manager, error) {
 		}
 	}
 	return m, nil
+}
+
+// openRecords opens the job store: etcd with a fence (Config.Etcd), else
+// Badger in DataDir.
+func openRecords(cfg Config) (jobstore.Records[record], error) {
+	if cfg.Etcd == nil {
+		return jobstore.Open[record](filepath.Join(cfg.DataDir, "db"), cfg.Logger)
+	}
+	if cfg.Topo == nil || cfg.Fence == nil {
+		return nil, errors.New("migrate: job records in etcd need Config.Topo and Config.Fence")
+	}
+	return jobstore.OpenEtcd[record](cfg.Etcd, recordsPrefix(cfg.Topo), cfg.Fence)
+}
+
+// recordsPrefix is where the job records are in etcd.
+func recordsPrefix(st *topostore.Store) string { return st.Key("jobs/migrations/") }
+
+// deposed reports an error of a write refused because this replica no
+// longer leads (its fence failed).
+func deposed(err error) bool {
+	return errors.Is(err, jobstore.ErrNotLeader) || errors.Is(err, topostore.ErrFenced) || errors.Is(err, errTermEnded)
+}
+
+// Abandon stops every job where it is, for the end of a leadership term:
+// no rollback, no record written (the next leader takes the jobs over from
+// their records; its fence makes ours fail anyway), and waits for them.
+func (m *Manager) Abandon() {
+	m.abandoned.Store(true)
+	m.stop(errTermEnded)
+	m.wg.Wait()
 }
 
 // Shutdown stops every job where it is (state kept: the next start rolls

@@ -186,6 +186,10 @@ func (j *job) run() {
 	pw.Wait()
 	switch {
 	case err == nil:
+	case j.m.abandoned.Load():
+		// The term ended: the next leader rolls the job back or forward
+		// from its record; nothing is written or undone here.
+		j.log.WarnContext(ctx, "job stopped: this replica no longer leads; the next leader takes it over", "phase", j.phaseName(), "err", err)
 	case j.m.shuttingDown():
 		j.update(func(*record) {})
 		j.mu.Lock()
@@ -1054,6 +1058,15 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 		version := j.rec.CommittedVersion
 		j.mu.Unlock()
 		step("etcd_commit")
+		if j.m.cfg.PauseAfterCommit {
+			j.log.WarnContext(ctx, "pausing after the commit (testing aid --pause-after-commit)", "version", version, "timeout", j.m.cfg.PauseTimeout)
+			t := time.NewTimer(j.m.cfg.PauseTimeout)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		if err := j.waitHandshake(ctx, src, version); err != nil {
 			return true, err
 		}
@@ -1369,7 +1382,13 @@ func (j *job) fail(cause error) {
 		j.rec.FailedPhase = j.rec.Phase
 	}
 	j.rec.RollbackPending = true
-	j.persistLocked()
+	if err := j.persistLocked(); deposed(err) || j.m.abandoned.Load() {
+		// Deposed: the next leader rolls the job back from its record;
+		// touching the nodes here could race it.
+		j.mu.Unlock()
+		j.log.Warn("job failed after this replica lost its leadership; the next leader rolls it back", "phase", phaseName(phase), "err", msg)
+		return
+	}
 	j.mu.Unlock()
 	if canceled {
 		j.log.Warn("migration canceled; rolling back", "phase", phaseName(phase))

@@ -148,6 +148,13 @@ func (m *Manager) Lead(ctx context.Context, t leader.Term) error {
 	m.bw.set(set.BandwidthBytesPerSecond)
 	m.settingsMu.Unlock()
 
+	// Read before the jobs run: the records are theirs from then on.
+	final := map[string]bool{}
+	for _, r := range recs {
+		if r.State.Final() {
+			final[r.ID] = true
+		}
+	}
 	m.mu.Lock()
 	if m.closed || ctx.Err() != nil {
 		m.mu.Unlock()
@@ -171,7 +178,7 @@ func (m *Manager) Lead(ctx context.Context, t leader.Term) error {
 	m.lead.Store(true)
 	m.mu.Unlock()
 	m.log.Info("leading the downloaders: jobs loaded from etcd", "jobs", len(recs), "running", running, "term", t.Key)
-	m.removeStaleDirs(recs)
+	m.removeStaleDirs(final)
 
 	<-ctx.Done()
 
@@ -202,16 +209,10 @@ func (m *Manager) Lead(ctx context.Context, t leader.Term) error {
 // while another replica led (or are gone): nothing will read them again.
 // Those of unfinished jobs stay, re-verified before use if this replica
 // runs the job again.
-func (m *Manager) removeStaleDirs(recs []*jobRecord) {
+func (m *Manager) removeStaleDirs(final map[string]bool) {
 	ents, err := os.ReadDir(m.jobsDir)
 	if err != nil {
 		return
-	}
-	final := map[string]bool{}
-	for _, r := range recs {
-		if r.State.Final() {
-			final[r.ID] = true
-		}
 	}
 	for _, e := range ents {
 		if !e.IsDir() {

@@ -2,9 +2,11 @@ package downloader
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
@@ -53,6 +55,8 @@ type replica struct {
 	log   *slog.Logger
 
 	fwd    atomic.Pointer[grpc.UnaryServerInterceptor] // set once campaigning
+	el     atomic.Pointer[leader.Elector]              // set once campaigning
+	self   string                                      // the advertised address, set with el
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
@@ -74,7 +78,9 @@ func (r *replica) campaign(ctx context.Context, self string) {
 		return
 	}
 	f := el.ForwardUnary(r.dial, isWrite)
+	r.self = self
 	r.fwd.Store(&f)
+	r.el.Store(el)
 	ectx, cancel := context.WithCancel(ctx)
 	r.cancel = cancel
 	r.wg.Go(func() {
@@ -83,17 +89,52 @@ func (r *replica) campaign(ctx context.Context, self string) {
 	r.log.Info("campaigning for the downloaders' leadership", "value", self, "role", EtcdRole)
 }
 
-// forward is the server's interceptor: the elector's forwarding once it
-// campaigns; before that a write is refused (Unavailable: retry).
+// leaderWait bounds how long a write waits for an elected leader that has
+// taken its jobs over: a replica just started (or the only one, restarted
+// while its old term's lease lives on), or an election under way.
+const leaderWait = 2*leader.DefaultTTL + time.Second
+
+// forward is the server's interceptor: a write waits (at most leaderWait,
+// and the call's deadline) until a leader is elected and, when that is
+// this replica, has taken the jobs over; then the elector's forwarding
+// sends it to the leader or lets it run here. Reads run here.
 func (r *replica) forward(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	f := r.fwd.Load()
-	if f == nil {
-		if isWrite(info.FullMethod) {
-			return nil, status.Error(codes.Unavailable, "this downloader replica is starting and has not joined the election yet: retry")
-		}
+	if !isWrite(info.FullMethod) {
 		return h(ctx, req)
 	}
-	return (*f)(ctx, req, info, h)
+	if err := r.awaitLeader(ctx); err != nil {
+		return nil, err
+	}
+	return (*r.fwd.Load())(ctx, req, info, h)
+}
+
+func (r *replica) awaitLeader(ctx context.Context) error {
+	wctx, cancel := context.WithTimeout(ctx, leaderWait)
+	defer cancel()
+	last := "this replica has not joined the election yet"
+	for {
+		if el := r.el.Load(); el != nil {
+			addr, err := el.Leader(wctx)
+			switch {
+			case err == nil && (addr != r.self || r.m.Leading()):
+				return nil
+			case err == nil:
+				last = "this replica was elected and is taking the jobs over"
+			case errors.Is(err, leader.ErrNoLeader):
+				last = "no replica is leader (an election is under way)"
+			default:
+				last = err.Error()
+			}
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return status.FromContextError(ctx.Err()).Err()
+			}
+			return status.Errorf(codes.Unavailable, "no downloader leader to take the write within %v: %s: retry", leaderWait, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // dial opens (once per address) a connection to the leader, with the TLS

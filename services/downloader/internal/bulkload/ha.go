@@ -114,6 +114,10 @@ func (h *haState) saveSettings(s savedSettings) error {
 	return nil
 }
 
+// Leading reports whether this Manager runs the jobs and takes writes now
+// (always without etcd).
+func (m *Manager) Leading() bool { return m.leading() }
+
 // leading reports whether this Manager runs the jobs: always without
 // etcd; with etcd while a term is led and its jobs are taken over.
 func (m *Manager) leading() bool { return m.ha == nil || m.lead.Load() }

@@ -185,8 +185,8 @@ Try:
   bin/grpcurl $grpcurl_tls$gdauth -d '{"key":"greeting"}' $HOST:$ROUTER_GRPC slotkv.router.v1.KVService/Get
   bin/grpcurl $grpcurl_tls$gaauth $HOST:$((SG + 1)) slotkv.storage.v1.NodeService/GetNodeInfo
   curl$ctls$aauth $scheme://$HOST:$((SH + 1))/v1/node
-  bin/slotkvctl topology --storage $seeds$ctl_opts
-  bin/slotkvctl nodes --storage $seeds$ctl_opts
+  bin/slotkvctl topology --etcd-endpoints $SLOTKV_ETCD_ENDPOINTS$ctl_opts
+  bin/slotkvctl nodes --etcd-endpoints $SLOTKV_ETCD_ENDPOINTS$ctl_opts
 
 Redis clients$rhint:
   $rcli -p $ROUTER_RESP SET hello world

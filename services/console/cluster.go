@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
 // palette colors the nodes, in topology order (by id); it repeats past
@@ -22,9 +24,14 @@ var palette = []string{"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#
 // clusterView is the cluster page's data.
 type clusterView struct {
 	Version uint64 `json:"version"`
-	// From says where the topology came from: "router" or a node id.
-	From    string      `json:"from"`
-	Nodes   []nodeView  `json:"nodes"`
+	// From says where the topology came from: "etcd", "router" or a node
+	// id.
+	From  string     `json:"from"`
+	Nodes []nodeView `json:"nodes"`
+	// Dead are the ids of the nodes the topology names that hold no
+	// registration in etcd (their lease expired or they stopped): their
+	// slots are not served. Empty without etcd.
+	Dead    []string    `json:"dead"`
 	Owners  []ownerSpan `json:"owners"`
 	Marks   []markSpan  `json:"marks"`
 	Errors  []string    `json:"errors"`
@@ -37,9 +44,17 @@ type nodeView struct {
 	GRPC  string `json:"grpc"`
 	HTTP  string `json:"http"`
 	Color string `json:"color"`
-	// Health: "ok", "stale" (answers, with an older topology) or "down".
-	Health          string `json:"health"`
-	Error           string `json:"error,omitempty"`
+	// Health: "ok", "stale" (answers, with an older topology), "down"
+	// (does not answer) or, with etcd, "dead" (named by the topology but
+	// not registered: its lease expired or it stopped).
+	Health string `json:"health"`
+	Error  string `json:"error,omitempty"`
+	// Registered is, with etcd, whether the node holds a live registration
+	// there; absent without etcd or while etcd does not answer.
+	Registered *bool `json:"registered,omitempty"`
+	// InTopology is false for a registered node the topology does not name
+	// yet (a new node, before a migration gives it slots).
+	InTopology      bool   `json:"in_topology"`
 	Keys            uint64 `json:"keys"`
 	DiskBytes       int64  `json:"disk_bytes"`
 	Slots           int    `json:"slots"`
@@ -56,6 +71,8 @@ type ownerSpan struct {
 	End   uint32 `json:"end"`
 	Node  string `json:"node"`
 	Color string `json:"color"`
+	// Dead: the owner is a dead node (see clusterView.Dead).
+	Dead bool `json:"dead,omitempty"`
 }
 
 // markSpan is a run of slots in a transient state on a node.
@@ -96,13 +113,24 @@ type trafficPoint struct {
 }
 
 // clusterPoller samples the topology, the nodes and their traffic.
+//
+// With etcd (Console.store) the topology is the one the etcd watch
+// delivered last, and a new version triggers a sample at once, so the slot
+// map follows a migration's commit without waiting for the next tick; the
+// node list is the topology's nodes and the nodes registered in etcd.
+// Without etcd the topology is the newest the router and the storage nodes
+// answer, polled every SampleInterval.
 type clusterPoller struct {
-	c *Console
+	c     *Console
+	store *topostore.Store // nil without etcd
+	kick  chan struct{}    // a new topology from the watch
 
-	mu     sync.Mutex
-	last   *topology.Topology
-	prev   map[string]counters // the previous sample per node
-	series map[string][]trafficPoint
+	mu      sync.Mutex
+	last    *topology.Topology
+	watched *topology.Topology  // the watch's newest; nil before the first
+	addrs   map[string]string   // node id -> gRPC address, from the last sample
+	prev    map[string]counters // the previous sample per node
+	series  map[string][]trafficPoint
 }
 
 // counters are a node's cumulative figures at one moment.
@@ -113,11 +141,16 @@ type counters struct {
 	latValid bool
 }
 
-func newClusterPoller(c *Console) *clusterPoller {
-	return &clusterPoller{c: c, prev: map[string]counters{}, series: map[string][]trafficPoint{}}
+func newClusterPoller(c *Console, store *topostore.Store) *clusterPoller {
+	return &clusterPoller{c: c, store: store, kick: make(chan struct{}, 1), addrs: map[string]string{}, prev: map[string]counters{}, series: map[string][]trafficPoint{}}
 }
 
 func (p *clusterPoller) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if p.store != nil {
+		wg.Go(func() { p.watch(ctx) })
+	}
 	t := time.NewTicker(p.c.o.SampleInterval)
 	defer t.Stop()
 	for {
@@ -126,8 +159,110 @@ func (p *clusterPoller) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-p.kick:
 		}
 	}
+}
+
+// watch keeps the newest topology of the etcd watch and asks for a sample
+// on each, until ctx ends.
+func (p *clusterPoller) watch(ctx context.Context) {
+	for t := range p.store.Watch(ctx) {
+		p.mu.Lock()
+		p.watched = t
+		p.mu.Unlock()
+		select {
+		case p.kick <- struct{}{}:
+		default: // a sample is already asked for; it reads the newest
+		}
+	}
+}
+
+// etcdTopology is the watch's newest topology. Before the watch has
+// delivered one it reads etcd once, to say why: not bootstrapped, or etcd
+// not answering.
+func (p *clusterPoller) etcdTopology(ctx context.Context) (*topology.Topology, []string) {
+	p.mu.Lock()
+	t := p.watched
+	p.mu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	t, err := p.store.Load(cctx)
+	switch {
+	case errors.Is(err, topostore.ErrNotBootstrapped):
+		return nil, []string{"etcd holds no topology yet: bootstrap the cluster (slotkvctl bootstrap)"}
+	case err != nil:
+		return nil, []string{fmt.Sprintf("topology from etcd %s: %s", p.c.etcdEndpoints(), errMessage(err))}
+	}
+	return t, nil
+}
+
+// registered returns the nodes registered in etcd by id, or nil (unknown)
+// and the error when etcd does not answer. A record that does not decode
+// is reported with the others kept.
+func (p *clusterPoller) registered(ctx context.Context) (map[string]topology.Node, []string) {
+	cctx, cancel := context.WithTimeout(ctx, etcdCallTimeout)
+	defer cancel()
+	nodes, err := p.store.Nodes(cctx)
+	var errs []string
+	if err != nil {
+		errs = append(errs, fmt.Sprintf("node registrations from etcd %s: %s", p.c.etcdEndpoints(), errMessage(err)))
+		if len(nodes) == 0 {
+			// Nothing read: etcd did not answer (or its only record is
+			// bad); live and dead cannot be told apart.
+			return nil, errs
+		}
+	}
+	out := make(map[string]topology.Node, len(nodes))
+	for _, n := range nodes {
+		out[n.GetId()] = topology.Node{ID: n.GetId(), GRPCAddress: n.GetGrpcAddress(), HTTPAddress: n.GetHttpAddress(), RESPAddress: n.GetRespAddress()}
+	}
+	return out, errs
+}
+
+// member is a node of the cluster page: named by the topology, registered
+// in etcd, or both.
+type member struct {
+	node       topology.Node
+	inTopology bool
+	registered *bool
+}
+
+// members are the topology's nodes and, with etcd, the registered ones,
+// ordered by id. A registered node is called at its registered addresses:
+// they are the ones it serves on now.
+func members(topo *topology.Topology, reg map[string]topology.Node, withEtcd bool) []member {
+	byID := map[string]*member{}
+	var out []*member
+	for _, n := range topo.Nodes() {
+		m := &member{node: n, inTopology: true}
+		byID[n.ID] = m
+		out = append(out, m)
+	}
+	if withEtcd && reg != nil {
+		for _, m := range out {
+			r, ok := reg[m.node.ID]
+			m.registered = &ok
+			if ok {
+				m.node = r
+			}
+		}
+		for id, r := range reg {
+			if _, ok := byID[id]; !ok {
+				live := true
+				out = append(out, &member{node: r, registered: &live})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b *member) int { return strings.Compare(a.node.ID, b.node.ID) })
+	res := make([]member, len(out))
+	for i, m := range out {
+		res[i] = *m
+	}
+	return res
 }
 
 // topology returns the newest topology the router and the seeds know,
@@ -221,19 +356,33 @@ func (p *clusterPoller) topology(ctx context.Context) (*topology.Topology, strin
 
 // sample takes one sample and publishes the cluster and traffic views.
 func (p *clusterPoller) sample(ctx context.Context) {
-	topo, from, errs := p.topology(ctx)
-	v := clusterView{Errors: errs, Updated: time.Now().UTC(), Links: p.c.links(topo)}
+	var (
+		topo *topology.Topology
+		from string
+		errs []string
+		reg  map[string]topology.Node // registered nodes; nil without etcd or unknown
+	)
+	if p.store != nil {
+		var wg sync.WaitGroup
+		var regErrs []string
+		wg.Go(func() { reg, regErrs = p.registered(ctx) })
+		topo, errs = p.etcdTopology(ctx)
+		wg.Wait()
+		errs = append(errs, regErrs...)
+		from = "etcd"
+	} else {
+		topo, from, errs = p.topology(ctx)
+	}
+	v := clusterView{Errors: errs, Updated: time.Now().UTC()}
 	if topo == nil {
 		if len(errs) == 0 {
 			v.Errors = append(v.Errors, "no node holds a topology yet: bootstrap the cluster (slotkvctl bootstrap)")
 		}
+		v.Links = p.c.links(nil)
 		p.c.hub.publish(kindCluster, v)
 		return
 	}
-	p.mu.Lock()
-	p.last = topo
-	p.mu.Unlock()
-	if from != "router" {
+	if from != "router" && from != "etcd" {
 		// The node's address reads better as its id.
 		for _, n := range topo.Nodes() {
 			if n.GRPCAddress == from {
@@ -242,23 +391,42 @@ func (p *clusterPoller) sample(ctx context.Context) {
 		}
 	}
 	v.Version, v.From = topo.Version(), from
-	nodes := topo.Nodes()
+	ms := members(topo, reg, p.store != nil)
+	nodes := make([]topology.Node, len(ms))
+	addrs := make(map[string]string, len(ms))
 	colors := map[string]string{}
-	for i, n := range nodes {
-		colors[n.ID] = palette[i%len(palette)]
+	dead := map[string]bool{}
+	for i, m := range ms {
+		nodes[i] = m.node
+		addrs[m.node.ID] = m.node.GRPCAddress
+		colors[m.node.ID] = palette[i%len(palette)]
+		if m.registered != nil && !*m.registered {
+			dead[m.node.ID] = true
+			v.Dead = append(v.Dead, m.node.ID)
+		}
 	}
-	for _, n := range nodes {
+	p.mu.Lock()
+	p.last, p.addrs = topo, addrs
+	p.mu.Unlock()
+	v.Links = p.c.links(nodes)
+	for _, n := range topo.Nodes() {
 		for _, r := range topo.RangesOf(n.ID) {
-			v.Owners = append(v.Owners, ownerSpan{Start: uint32(r.Start), End: uint32(r.End), Node: n.ID, Color: colors[n.ID]})
+			v.Owners = append(v.Owners, ownerSpan{Start: uint32(r.Start), End: uint32(r.End), Node: n.ID, Color: colors[n.ID], Dead: dead[n.ID]})
 		}
 	}
 	slices.SortFunc(v.Owners, func(a, b ownerSpan) int { return int(a.Start) - int(b.Start) })
 
-	infos := make([]nodeView, len(nodes))
-	samples := make([]counters, len(nodes))
+	infos := make([]nodeView, len(ms))
+	samples := make([]counters, len(ms))
 	var wg sync.WaitGroup
-	for i, n := range nodes {
-		wg.Go(func() { infos[i], samples[i] = p.node(ctx, n, topo.Version(), colors[n.ID]) })
+	for i, m := range ms {
+		wg.Go(func() {
+			infos[i], samples[i] = p.node(ctx, m.node, topo.Version(), colors[m.node.ID])
+			infos[i].InTopology, infos[i].Registered = m.inTopology, m.registered
+			if dead[m.node.ID] {
+				markDead(&infos[i])
+			}
+		})
 	}
 	wg.Wait()
 	for _, nv := range infos {
@@ -268,6 +436,21 @@ func (p *clusterPoller) sample(ctx context.Context) {
 	v.Nodes = infos
 	p.c.hub.publish(kindCluster, v)
 	p.c.hub.publish(kindTraffic, p.addTraffic(infos, samples))
+}
+
+// markDead turns a node view into a dead node's: not registered in etcd.
+// A dead node may still answer (its lease expired while it was cut off
+// from etcd); what it says is kept, but it stays dead: the cluster does not
+// count on it.
+func markDead(nv *nodeView) {
+	msg := "not registered in etcd (its lease expired or it stopped)"
+	switch nv.Health {
+	case "down":
+		msg += "; " + nv.Error
+	default:
+		msg += "; it still answers at " + nv.GRPC
+	}
+	nv.Health, nv.Error = "dead", msg
 }
 
 // node reads one node's info and counters.
@@ -363,19 +546,18 @@ func (p *clusterPoller) addTraffic(nodes []nodeView, samples []counters) traffic
 	return v
 }
 
-// nodeAddr is the gRPC address of node id in the newest topology seen.
+// nodeAddr is the gRPC address of node id in the last sample (its
+// registered address with etcd, else the topology's).
 func (p *clusterPoller) nodeAddr(id string) (string, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.last == nil {
-		return "", false
-	}
-	n, ok := p.last.Node(id)
-	return n.GRPCAddress, ok
+	a, ok := p.addrs[id]
+	return a, ok
 }
 
-// links are the OpenAPI documents of the services the console knows.
-func (c *Console) links(topo *topology.Topology) []docLink {
+// links are the OpenAPI documents of the services the console knows and
+// of the storage nodes.
+func (c *Console) links(nodes []topology.Node) []docLink {
 	var out []docLink
 	add := func(name, addr string) {
 		if u := c.baseURL(addr); u != "" {
@@ -385,10 +567,8 @@ func (c *Console) links(topo *topology.Topology) []docLink {
 	add("router", c.o.RouterHTTP)
 	add("migrator", c.o.MigratorHTTP)
 	add("downloader", c.o.DownloaderHTTP)
-	if topo != nil {
-		for _, n := range topo.Nodes() {
-			add("storage "+n.ID, n.HTTPAddress)
-		}
+	for _, n := range nodes {
+		add("storage "+n.ID, n.HTTPAddress)
 	}
 	return out
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -20,6 +21,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
 // ServiceName names the service in logs and traces.
@@ -38,20 +40,28 @@ const (
 	watchInterval = 500 * time.Millisecond
 	// callTimeout bounds one unary call to a service.
 	callTimeout = 10 * time.Second
+	// etcdCallTimeout bounds one read of etcd (the node registrations, the
+	// topology before the watch has one), so that etcd down shows as an
+	// error within a few samples.
+	etcdCallTimeout = 3 * time.Second
 )
 
 // Options configures the console. DefaultOptions gives the defaults.
 type Options struct {
 	// Common: listen addresses (gRPC serves health and reflection only;
 	// HTTPAddr the pages), shutdown bound, tokens (the admin token opens
-	// the pages through the login form and is sent to the services) and
-	// TLS (PeerTLS dials the services and scrapes the nodes' /metrics).
+	// the pages through the login form and is sent to the services), TLS
+	// (PeerTLS dials the services and scrapes the nodes' /metrics) and the
+	// control plane: with Etcd set, the topology is watched in etcd and the
+	// node list is the registrations there (live) and the topology's nodes
+	// without one (dead); Storage and Router are not asked for the
+	// topology.
 	server.Common
 	// Router, Migrator and Downloader are the services' gRPC addresses;
 	// "" leaves that part of the console out.
 	Router, Migrator, Downloader string
 	// Storage are seed storage node gRPC addresses; the topology names the
-	// others.
+	// others. Not used with Etcd.
 	Storage []string
 	// RouterHTTP, MigratorHTTP and DownloaderHTTP are the services' REST
 	// addresses (host:port or a URL), for the links to their OpenAPI
@@ -95,6 +105,7 @@ type Console struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	etcd  *clientv3.Client // nil without Options.Etcd
 
 	cluster    *clusterPoller
 	migrations *tracker[migrationView]
@@ -105,8 +116,8 @@ type Console struct {
 // New checks o and builds a console; Start its loops with Loop.
 func New(o Options) (*Console, error) {
 	o.Storage = flagenv.SplitList(o.Storage...)
-	if len(o.Storage) == 0 && o.Router == "" {
-		return nil, errors.New("console: no storage node nor router address given (--storage host:port,... or --router host:port): the console needs one to find the cluster")
+	if len(o.Storage) == 0 && o.Router == "" && !o.Etcd.Enabled() {
+		return nil, errors.New("console: no etcd, storage node nor router address given (--etcd-endpoints host:port,..., --storage host:port,... or --router host:port): the console needs one to find the cluster")
 	}
 	if o.HTTPAddr == "" {
 		return nil, errors.New("console: --http-addr is empty: the console is served over HTTP")
@@ -139,7 +150,20 @@ func New(o Options) (*Console, error) {
 		Timeout:   callTimeout,
 		Transport: otelhttp.NewTransport(&http.Transport{TLSClientConfig: o.PeerTLS, MaxIdleConnsPerHost: 4}, otelhttp.WithTracerProvider(o.TracerProvider)),
 	}
-	c.cluster = newClusterPoller(c)
+	var store *topostore.Store
+	if o.Etcd.Enabled() {
+		if len(o.Storage) > 0 {
+			c.log.Info("topology and nodes from etcd; --storage is not used", "storage", strings.Join(o.Storage, ","))
+		}
+		// Dial does not wait for etcd: the cluster page says so while it
+		// does not answer.
+		cli, st, err := o.Etcd.Dial(context.Background(), c.log)
+		if err != nil {
+			return nil, fmt.Errorf("console: %w", err)
+		}
+		c.etcd, store = cli, st
+	}
+	c.cluster = newClusterPoller(c, store)
 	if o.Migrator != "" {
 		c.migrations = newMigrationTracker(c)
 	}
@@ -173,7 +197,14 @@ func (c *Console) Close() {
 		delete(c.conns, a)
 	}
 	c.http.CloseIdleConnections()
+	if c.etcd != nil {
+		_ = c.etcd.Close()
+		c.etcd = nil
+	}
 }
+
+// etcdEndpoints names the control plane in messages.
+func (c *Console) etcdEndpoints() string { return strings.Join(c.o.Etcd.Endpoints, ",") }
 
 // Loop runs the background loops (cluster and traffic samples, job lists
 // and watches) until ctx ends.
@@ -241,7 +272,8 @@ func Run(ctx context.Context, o Options) error {
 		}
 	})
 	c.log.Info("listening", "http", httpLis.Addr().String(), "grpc", gs.GRPCAddr().String(),
-		"router", o.Router, "migrator", o.Migrator, "downloader", o.Downloader, "storage", strings.Join(o.Storage, ","), "auth", !o.Tokens.Open())
+		"router", o.Router, "migrator", o.Migrator, "downloader", o.Downloader, "storage", strings.Join(o.Storage, ","),
+		"etcd", c.etcdEndpoints(), "auth", !o.Tokens.Open())
 	if o.OnListen != nil {
 		o.OnListen(gs.GRPCAddr(), httpLis.Addr())
 	}

@@ -12,6 +12,14 @@
 // connection however many jobs run, and the services see one watcher per
 // job however many browsers are open.
 //
+// With --etcd-endpoints the console finds the cluster in the control plane
+// (pkg/topostore), not through --storage seeds: the topology is watched, so
+// the slot map shows a migration's commit as soon as etcd has it; the node
+// list is the nodes registered under a lease (live) and the topology's
+// nodes without a registration (dead: shown as such on the cluster page,
+// and listed in the view's "dead"). Each node's figures still come from its
+// GetNodeInfo at its registered address.
+//
 // The pages are hand-written HTML, CSS and a little JavaScript embedded
 // with go:embed (no toolchain, no CDN); charts and the slot bar are inline
 // SVG drawn by that script. Actions (start, rate, cancel, pause, resume)

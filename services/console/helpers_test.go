@@ -21,7 +21,9 @@ import (
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/proctest"
+	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 )
 
@@ -40,11 +42,17 @@ type stack struct {
 }
 
 // startStack starts the stack; token "" runs an open cluster. tokens are
-// the console's own (the cluster's admin token, maybe a data token).
-func startStack(t *testing.T, token string, tokens auth.Tokens) *stack {
+// the console's own (the cluster's admin token, maybe a data token). With
+// withEtcd the cluster runs on a real etcd control plane: every process is
+// pointed at it and the console finds the cluster there, with no --storage.
+func startStack(t *testing.T, token string, tokens auth.Tokens, withEtcd bool) *stack {
 	t.Helper()
 	s := &stack{t: t, token: token}
-	s.cluster = testcluster.Start(t, 3, testcluster.Options{Token: token})
+	co := testcluster.Options{Token: token}
+	if withEtcd {
+		co.Etcd = etcdtest.Start(t)
+	}
+	s.cluster = testcluster.Start(t, 3, co)
 	s.cluster.Bootstrap(t)
 	seeds := strings.Join(s.cluster.Addrs(), ",")
 	tok := []string{}
@@ -52,7 +60,7 @@ func startStack(t *testing.T, token string, tokens auth.Tokens) *stack {
 		tok = []string{"--token", token}
 	}
 	start := func(name string, args ...string) *proctest.Proc {
-		args = append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--storage", seeds}, append(args, tok...)...)
+		args = append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--storage", seeds}, append(append(args, tok...), s.cluster.EtcdArgs()...)...)
 		return proctest.Start(t, proctest.Bin(t, name), args...)
 	}
 	s.router = start("slotkv-router")
@@ -64,8 +72,20 @@ func startStack(t *testing.T, token string, tokens auth.Tokens) *stack {
 	o.Tokens = tokens
 	o.Router, o.Migrator, o.Downloader = s.router.GRPC, s.migrator.GRPC, s.downloader.GRPC
 	o.RouterHTTP, o.MigratorHTTP, o.DownloaderHTTP = s.router.HTTP, s.migrator.HTTP, s.downloader.HTTP
-	o.Storage = s.cluster.Addrs()[:1] // the topology names the others
+	if withEtcd {
+		o.Etcd = server.Etcd{Endpoints: co.Etcd.Endpoints()}
+	} else {
+		o.Storage = s.cluster.Addrs()[:1] // the topology names the others
+	}
 	o.SampleInterval = 200 * time.Millisecond
+	s.console, s.srv = serveConsole(t, o)
+	return s
+}
+
+// serveConsole builds a console from o, runs its loops and serves it on a
+// real HTTP server until the test ends.
+func serveConsole(t *testing.T, o Options) (*Console, *httptest.Server) {
+	t.Helper()
 	c, err := New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -76,16 +96,15 @@ func startStack(t *testing.T, token string, tokens auth.Tokens) *stack {
 		defer close(done)
 		c.Loop(ctx)
 	}()
-	s.console = c
-	s.srv = httptest.NewServer(c.Handler())
+	srv := httptest.NewServer(c.Handler())
 	t.Cleanup(func() {
 		c.hub.close()
-		s.srv.Close()
+		srv.Close()
 		cancel()
 		<-done
 		c.Close()
 	})
-	return s
+	return c, srv
 }
 
 // client is a browser-like HTTP client with a cookie jar that does not
@@ -135,33 +154,46 @@ type appState struct {
 
 func (s *stack) state(hc *http.Client) appState {
 	s.t.Helper()
-	resp, err := hc.Get(s.srv.URL + "/api/state")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		s.t.Fatalf("/api/state: %s", resp.Status)
-	}
-	var st appState
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		s.t.Fatal(err)
-	}
-	return st
+	return stateAt(s.t, hc, s.srv.URL)
 }
 
 // waitState polls /api/state until ok says so.
 func (s *stack) waitState(hc *http.Client, what string, ok func(appState) bool) appState {
 	s.t.Helper()
+	return waitStateAt(s.t, hc, s.srv.URL, what, ok)
+}
+
+// stateAt is the /api/state of the console at base.
+func stateAt(t testing.TB, hc *http.Client, base string) appState {
+	t.Helper()
+	resp, err := hc.Get(base + "/api/state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/api/state: %s", resp.Status)
+	}
+	var st appState
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitStateAt polls the /api/state of the console at base until ok says
+// so.
+func waitStateAt(t testing.TB, hc *http.Client, base, what string, ok func(appState) bool) appState {
+	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		st := s.state(hc)
+		st := stateAt(t, hc, base)
 		if ok(st) {
 			return st
 		}
 		if time.Now().After(deadline) {
 			b, _ := json.MarshalIndent(st, "", " ")
-			s.t.Fatalf("waiting for %s: not after 2 minutes; last state:\n%s", what, b)
+			t.Fatalf("waiting for %s: not after 2 minutes; last state:\n%s", what, b)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

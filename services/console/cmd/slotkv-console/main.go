@@ -47,10 +47,10 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	var c config
 	c.flags.Register(fs, d.Common)
 	var (
-		router         = flagenv.String(fs, "router", "SLOTKV_ROUTER", "", "router gRPC address (its topology)")
+		router         = flagenv.String(fs, "router", "SLOTKV_ROUTER", "", "router gRPC address (its topology, without --etcd-endpoints)")
 		migrator       = flagenv.String(fs, "migrator", "SLOTKV_MIGRATOR", "", "migrator gRPC address (the migrations page; empty leaves it out)")
 		downloader     = flagenv.String(fs, "downloader", "SLOTKV_DOWNLOADER", "", "downloader gRPC address (the bulk loads page; empty leaves it out)")
-		storage        = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (--storage or --router is required)")
+		storage        = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (without --etcd-endpoints, --storage or --router is required; not used with it)")
 		routerHTTP     = flagenv.String(fs, "router-http", "SLOTKV_CONSOLE_ROUTER_HTTP", "", "router REST address (host:port or URL), for the link to its OpenAPI document")
 		migratorHTTP   = flagenv.String(fs, "migrator-http", "SLOTKV_CONSOLE_MIGRATOR_HTTP", "", "migrator REST address, for the link to its OpenAPI document")
 		downloaderHTTP = flagenv.String(fs, "downloader-http", "SLOTKV_CONSOLE_DOWNLOADER_HTTP", "", "downloader REST address, for the link to its OpenAPI document")

@@ -113,10 +113,20 @@ function renderLinks() {
 function renderCluster() {
   const c = state.cluster;
   $("#topo-version").textContent = c.version ? `topology v${c.version} (from ${c.from})` : "";
+  // Dead nodes: in the topology, not registered in etcd; their slots are
+  // not served.
+  const dead = c.dead || [];
+  const deadBox = $("#dead");
+  deadBox.hidden = dead.length === 0;
+  deadBox.replaceChildren(...dead.map((id) => {
+    const n = (c.nodes || []).find((x) => x.id === id) || {};
+    return el("li", {"data-node": id}, el("b", {}, `${id} is dead`),
+      `: in the topology${n.ranges ? " (slots " + n.ranges + ")" : ""} but not registered in etcd; its slots are not served.`);
+  }));
   const owners = $("#slot-owners");
   owners.replaceChildren(...(c.owners || []).map((o) =>
-    svg("rect", {class: "owner", x: o.start, y: 0, width: o.end - o.start + 1, height: 30, fill: o.color, "data-node": o.node, "data-start": o.start, "data-end": o.end},
-      svg("title", {}, `${o.start}-${o.end}: ${o.node}`))));
+    svg("rect", {class: "owner" + (o.dead ? " dead" : ""), x: o.start, y: 0, width: o.end - o.start + 1, height: 30, fill: o.color, "data-node": o.node, "data-start": o.start, "data-end": o.end},
+      svg("title", {}, `${o.start}-${o.end}: ${o.node}${o.dead ? " (dead)" : ""}`))));
   const marks = $("#slot-marks");
   marks.replaceChildren(...(c.marks || []).map((m) => {
     const fill = m.state === "frozen" ? "#00b7ff" : `url(#hatch-${m.state})`;
@@ -126,22 +136,27 @@ function renderCluster() {
   }));
   const legend = $("#legend");
   legend.replaceChildren(
-    ...(c.nodes || []).map((n) => { const sw = el("span", {class: "sw"}); sw.style.background = n.color; return el("span", {}, sw, n.id); }),
+    ...(c.nodes || []).map((n) => { const sw = el("span", {class: "sw"}); sw.style.background = n.color; return el("span", {}, sw, n.id + (n.health === "dead" ? " (dead)" : "")); }),
     el("span", {}, el("span", {class: "sw migrating"}), "migrating"),
     el("span", {}, el("span", {class: "sw importing"}), "importing"),
     el("span", {}, el("span", {class: "sw frozen"}), "frozen"));
   $("#nodes").replaceChildren(...(c.nodes || []).map((n) => {
     const sw = el("span", {class: "sw"}); sw.style.background = n.color;
     const states = (n.states || []).map((s) => `${s.state} ${s.start}-${s.end}${s.peer ? " ↔ " + s.peer : ""}`).join(", ");
-    return el("tr", {"data-node": n.id, "data-health": n.health},
+    // A dead node that still answers shows its figures; one that does not
+    // has none.
+    const silent = n.health === "down" || (n.health === "dead" && !n.topology_version);
+    const reg = n.registered === undefined ? "" : (n.registered ? " · registered" : "");
+    const where = n.in_topology === false ? " (not in the topology yet)" : "";
+    return el("tr", {"data-node": n.id, "data-health": n.health, class: n.health === "dead" ? "dead" : ""},
       el("td", {}, el("span", {class: "dot " + n.health, title: n.health + (n.error ? ": " + n.error : "")})),
-      el("td", {class: "node-id"}, sw, n.id),
+      el("td", {class: "node-id"}, sw, n.id, n.health === "dead" ? el("span", {class: "badge dead"}, "DEAD") : ""),
       el("td", {}, n.grpc), el("td", {}, n.http || "–"),
-      el("td", {class: "num"}, n.health === "down" ? "–" : fmtNum(n.keys)),
-      el("td", {class: "num"}, n.health === "down" ? "–" : fmtBytes(n.disk_bytes)),
+      el("td", {class: "num"}, silent ? "–" : fmtNum(n.keys)),
+      el("td", {class: "num"}, silent ? "–" : fmtBytes(n.disk_bytes)),
       el("td", {class: "num"}, fmtNum(n.slots)),
       el("td", {}, n.ranges || "–"),
-      el("td", {}, n.health === "down" ? n.error || "down" : "v" + n.topology_version),
+      el("td", {}, n.health === "down" || n.health === "dead" ? n.error || n.health : "v" + n.topology_version + reg + where),
       el("td", {}, states || "–"));
   }));
 }

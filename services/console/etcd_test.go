@@ -72,6 +72,20 @@ func TestEtcdControlPlane(t *testing.T) {
 		}
 	})
 
+	t.Run("the binary, with only the etcd endpoints", func(t *testing.T) {
+		p := proctest.StartWith(t, proctest.Options{Env: []string{server.EnvEtcdEndpoints + "=" + e.Endpoint, "SLOTKV_STORAGE=", "SLOTKV_ROUTER="}},
+			proctest.Bin(t, "slotkv-console"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--sample-interval", "200ms")
+		st := waitStateAt(t, hc, "http://"+p.HTTP, "3 nodes from etcd", func(st appState) bool {
+			return st.Cluster.From == "etcd" && len(st.Cluster.Nodes) == 3
+		})
+		if st.Cluster.Version != 1 || len(st.Cluster.Dead) != 0 {
+			t.Errorf("binary: v%d, dead %v, errors %v", st.Cluster.Version, st.Cluster.Dead, st.Cluster.Errors)
+		}
+		if err := p.Stop(); err != nil {
+			t.Errorf("the console did not exit cleanly on SIGTERM: %v", err)
+		}
+	})
+
 	t.Run("a commit in etcd reaches the page", func(t *testing.T) {
 		from, _ := v1.Owner(0)
 		to := "n2"

@@ -109,7 +109,8 @@
 // # Persistence
 //
 // Jobs (manifest file list, per-file state, bytes, acknowledged records,
-// per-node counts) are stored as JSON in Badger under <data>/db, saved on
+// per-node counts) are stored as JSON in Badger under <data>/db (in etcd
+// with --etcd-endpoints: see Replicas on etcd), saved on
 // every state change and every ProgressInterval while running. On start,
 // jobs that were running continue: a file whose verified download is
 // still on disk with the manifest's size and sha256 (re-hashed) is not
@@ -125,6 +126,37 @@
 // another value at a later start, the configuration wins (the operator's
 // newer decision) and the saved value is dropped. An update that cannot be
 // saved changes nothing and answers Unavailable.
+//
+// # Replicas on etcd
+//
+// With --etcd-endpoints the downloader runs as one of several replicas.
+// Each campaigns in etcd's election <prefix>election/downloader
+// (pkg/leader) with its advertised gRPC address (--advertise-grpc, else
+// the bound one); the leader runs every job. Job records live in etcd
+// under <prefix>jobs/bulkloads/<id> and the runtime settings under
+// <prefix>downloader/settings, not under <data>: every write of them is
+// one transaction fenced by the leader's term, so a deposed leader's
+// write changes nothing. <data> keeps only the downloads of the replica.
+//
+// When a replica becomes leader it loads the records and settings and
+// continues the jobs that were running, as a restart does: a file not yet
+// ingested whose copy is not on its disk is downloaded again and
+// verified, the records already acknowledged are not sent again (those
+// acknowledged after the last save of the old leader are sent again:
+// puts are idempotent), finished files are not touched. When its term
+// ends (its lease lost, or shutdown) it stops its jobs at once without
+// writing their records and follows. No operator action is needed: a
+// killed leader's jobs continue at the next one within the election's
+// TTL (5 s).
+//
+// A follower answers GetJob, ListJobs, WatchJob and GetSettings from the
+// records in etcd (a watch open across a takeover goes on), and forwards
+// StartJob, PauseJob, ResumeJob, CancelJob and UpdateSettings to the
+// leader with the caller's token (pkg/leader's ForwardUnary); a call it
+// cannot forward is refused with FailedPrecondition naming the leader. A
+// write waits (up to twice the TTL and a second) while no leader is
+// elected or the new one is taking the jobs over, then answers
+// Unavailable.
 //
 // # Observability
 //

@@ -40,7 +40,8 @@ type Options struct {
 	// storage) and TLS (PeerTLS dials the storage nodes), set by the
 	// shared flags (server.Flags).
 	server.Common
-	// DataDir holds the job store (db/) and the downloads (jobs/<id>/).
+	// DataDir holds the downloads (jobs/<id>/), and without etcd the job
+	// store (db/) and the runtime settings; with etcd those are in etcd.
 	DataDir string
 	// Storage are seed storage node gRPC addresses; not used when
 	// Common.Etcd is set (the topology is then watched in etcd).

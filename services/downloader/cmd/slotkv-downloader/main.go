@@ -36,7 +36,7 @@ func run(args []string) int {
 	var common server.Flags
 	common.Register(fs, def.Common)
 	var (
-		dataDir      = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", def.DataDir, "directory of the job store and the downloads")
+		dataDir      = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", def.DataDir, "directory of the downloads, and of the job store and runtime settings without --etcd-endpoints (with it they are in etcd, shared by the replicas)")
 		storage      = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required unless --etcd-endpoints, which watches the topology in etcd instead)")
 		prefixes     = flagenv.String(fs, "allowed-prefixes", "SLOTKV_ALLOWED_PREFIXES", "", "comma-separated URL prefixes manifests and data files may be fetched from (e.g. http://127.0.0.1,https://datasets.example.com/); none = every URL is refused")
 		allowFile    = flagenv.Bool(fs, "allow-file-urls", "SLOTKV_ALLOW_FILE_URLS", false, "allow file:// URLs (still limited to --allowed-prefixes, e.g. file:///srv/datasets/)")

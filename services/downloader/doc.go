@@ -152,9 +152,10 @@
 // A follower answers GetJob, ListJobs, WatchJob and GetSettings from the
 // records in etcd (a watch open across a takeover goes on), and forwards
 // StartJob, PauseJob, ResumeJob, CancelJob and UpdateSettings to the
-// leader with the caller's token (pkg/leader's ForwardUnary); a call it
-// cannot forward is refused with FailedPrecondition naming the leader. A
-// write waits (up to twice the TTL and a second) while no leader is
+// leader with the caller's token (pkg/leader's ForwardUnary): a call
+// already forwarded once that reaches a replica which does not lead is
+// refused with FailedPrecondition naming the leader, a leader that cannot
+// be dialed gives Unavailable naming it. A write waits (up to twice the TTL and a second) while no leader is
 // elected or the new one is taking the jobs over, then answers
 // Unavailable.
 //

@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
 	"github.com/slotkv/slotkv/pkg/etcdtest"
@@ -81,6 +86,14 @@ func TestHAReplicas(t *testing.T) {
 		if err != nil || got.GetSettings().GetMaxDownloads() != 3 {
 			t.Fatalf("GetSettings at %s: %v %v, want max_downloads 3", s.grpc, got, err)
 		}
+	}
+
+	// A write that was forwarded once already is not forwarded again: the
+	// follower refuses it naming the leader.
+	fwd := metadata.AppendToOutgoingContext(ctx, "slotkv-forwarded-by", "127.0.0.1:1")
+	_, err = follow.client.StartJob(fwd, &downloaderv1.StartJobRequest{ManifestUrl: "http://127.0.0.1:1/ds/manifest.json", JobId: "bounced"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), lead.grpc) {
+		t.Fatalf("StartJob forwarded twice: %v, want FailedPrecondition naming the leader %s", err, lead.grpc)
 	}
 
 	const n = 20000

@@ -67,6 +67,7 @@
 package migrator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -347,6 +348,8 @@ type replicaRun struct {
 	log  *slog.Logger
 
 	fwd  atomic.Pointer[grpc.UnaryServerInterceptor]
+	el   atomic.Pointer[leader.Elector]
+	self string
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	conn map[string]*grpc.ClientConn // to the other replicas
@@ -361,6 +364,8 @@ func (h *replicaRun) start(ctx context.Context, g net.Addr) error {
 		return err
 	}
 	h.rep.SetLeaderLookup(el.Leader)
+	h.self = self
+	h.el.Store(el)
 	f := el.ForwardUnary(h.dial, func(m string) bool { return writeMethods[m] })
 	h.fwd.Store(&f)
 	h.log.Info("campaigning for the migrator leadership", "advertise_grpc", self)
@@ -372,6 +377,11 @@ func (h *replicaRun) start(ctx context.Context, g net.Addr) error {
 // election runs; before that, a write is refused as Unavailable.
 func (h *replicaRun) forward(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if f := h.fwd.Load(); f != nil {
+		if writeMethods[info.FullMethod] {
+			if err := h.awaitLeader(ctx); err != nil {
+				return nil, err
+			}
+		}
 		return (*f)(ctx, req, info, handler)
 	}
 	if writeMethods[info.FullMethod] {
@@ -379,6 +389,43 @@ func (h *replicaRun) forward(ctx context.Context, req any, info *grpc.UnaryServe
 	}
 	return handler(ctx, req)
 }
+
+// awaitLeader waits, for a write, while no replica leads or this one won
+// the election but is still taking the jobs over (a replica just started,
+// or a leader just died): the write then reaches a leader instead of
+// failing. It gives up after the leader TTL and a bit (the call is then
+// refused naming the situation), and refuses the call at once, naming
+// etcd, when etcd does not answer.
+func (h *replicaRun) awaitLeader(ctx context.Context) error {
+	el := h.el.Load()
+	wait := cmp.Or(h.o.LeaderTTL, leader.DefaultTTL) + 2*time.Second
+	deadline := time.Now().Add(wait)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if h.rep.Leading() {
+			return nil
+		}
+		lctx, cancel := context.WithTimeout(ctx, leaderLookupTimeout)
+		addr, err := el.Leader(lctx)
+		cancel()
+		switch {
+		case err == nil && addr != h.self:
+			return nil // forward to it
+		case err != nil && !errors.Is(err, leader.ErrNoLeader):
+			return status.Errorf(codes.Unavailable, "cannot find the migrator leader: etcd (%s) does not answer: %v",
+				strings.Join(h.o.Etcd.Endpoints, ","), err)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+	return nil
+}
+
+// leaderLookupTimeout bounds one read of the leader, so a write at a
+// follower is refused naming etcd when etcd is down instead of waiting for
+// the caller's deadline.
+const leaderLookupTimeout = 2 * time.Second
 
 // dial opens (once) a connection to another replica; the caller's token
 // travels in the forwarded metadata.

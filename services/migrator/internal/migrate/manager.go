@@ -277,6 +277,11 @@ func Open(cfg Config) (*Manager, error) {
 		default:
 			m.log.Warn("rolling back a job interrupted by a restart", "job", r.ID, "phase", phaseName(r.Phase))
 			cause := fmt.Errorf("migrator restarted during %s", phaseName(r.Phase))
+			if cfg.Fence != nil {
+				// A replica took over from the last leader (dead, cut off
+				// from etcd, or stopped).
+				cause = fmt.Errorf("migrator restarted during %s: another replica took the job over from the last leader", phaseName(r.Phase))
+			}
 			m.wg.Go(func() { j.fail(cause) })
 		}
 	}

@@ -92,6 +92,34 @@ func TestDeposedLeaderWritesRefused(t *testing.T) {
 	if err := m.ha.saveSettings(savedSettings{MaxDownloads: &savedSetting{Value: 1, Configured: 4}}); !errors.Is(err, ErrNotLeading) {
 		t.Fatalf("saving the settings in a deposed term: %v, want ErrNotLeading", err)
 	}
+	// Its requests are refused, not answered as if they had happened.
+	m.mu.Lock()
+	m.jobs["j1"] = newJob(m, &jobRecord{ID: "j1", ManifestURL: "http://x/1", State: StatePaused})
+	m.lead.Store(true)
+	m.mu.Unlock()
+	if _, err := m.Cancel(t.Context(), "j1"); !errors.Is(err, ErrNotLeading) {
+		t.Fatalf("Cancel in a deposed term: %v, want ErrNotLeading", err)
+	}
+	m.mu.Lock()
+	m.jobs["j1"] = newJob(m, &jobRecord{ID: "j1", ManifestURL: "http://x/1", State: StatePaused})
+	m.mu.Unlock()
+	if _, err := m.Resume(t.Context(), "j1"); !errors.Is(err, ErrNotLeading) {
+		t.Fatalf("Resume in a deposed term: %v, want ErrNotLeading", err)
+	}
+	m.mu.Lock()
+	m.jobs = map[string]*job{}
+	m.lead.Store(false)
+	m.mu.Unlock()
+	for name, call := range map[string]func() error{
+		"Pause":  func() error { _, err := m.Pause(t.Context(), "j1"); return err },
+		"Resume": func() error { _, err := m.Resume(t.Context(), "j1"); return err },
+		"Cancel": func() error { _, err := m.Cancel(t.Context(), "j1"); return err },
+	} {
+		if err := call(); !errors.Is(err, ErrNotLeading) {
+			t.Errorf("%s at a follower: %v, want ErrNotLeading", name, err)
+		}
+	}
+
 	// And one whose term's context has ended tries nothing.
 	dead, cancel := context.WithCancel(context.Background())
 	cancel()

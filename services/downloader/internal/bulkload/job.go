@@ -38,6 +38,7 @@ type job struct {
 	done    chan struct{}           // closed when that run has ended
 	changed chan struct{}           // closed (and replaced) on every state change
 	dirty   bool                    // progress not yet saved
+	saveErr error                   // of the last save
 
 	ingestSem *semaphore.Weighted
 }
@@ -73,22 +74,35 @@ func (j *job) touchLocked() {
 	j.changed = make(chan struct{})
 }
 
-func (j *job) saveLocked() {
+func (j *job) saveLocked() error {
 	j.dirty = false
-	if err := j.m.st.Put(j.rec.ID, j.rec); err != nil {
+	err := j.m.st.Put(j.rec.ID, j.rec)
+	j.saveErr = err
+	if err != nil {
 		if errors.Is(err, jobstore.ErrNotLeader) {
 			// The term is over: the next leader owns the record now.
 			j.m.log.Warn("bulk-load job not saved: this replica no longer leads", "job_id", j.rec.ID, "err", err)
-			return
+			return err
 		}
 		j.m.log.Error("saving bulk-load job failed", "job_id", j.rec.ID, "err", err)
 	}
+	return err
 }
+
+func (j *job) deposed() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.deposedLocked()
+}
+
+// deposedLocked reports whether the last save was refused because this
+// replica no longer leads: what the job did since is not in its record.
+func (j *job) deposedLocked() bool { return errors.Is(j.saveErr, jobstore.ErrNotLeader) }
 
 func (j *job) save() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.saveLocked()
+	_ = j.saveLocked()
 }
 
 // setFile changes file i under the lock; a state change is persisted and
@@ -103,7 +117,7 @@ func (j *job) setFile(i int, f func(*fileRecord, *fileRT)) {
 	if fr.State != before {
 		j.deriveLocked()
 		j.touchLocked()
-		j.saveLocked()
+		_ = j.saveLocked()
 	}
 }
 
@@ -300,7 +314,7 @@ func (j *job) fetchManifest(ctx context.Context) error {
 	m.log.InfoContext(ctx, "manifest loaded", "job_id", j.rec.ID, "files", len(files), "records", man.Records)
 	j.deriveLocked()
 	j.touchLocked()
-	j.saveLocked()
+	_ = j.saveLocked()
 	return nil
 }
 
@@ -379,7 +393,7 @@ func (j *job) prepare(ctx context.Context) error {
 	j.ing.reset()
 	j.deriveLocked()
 	j.touchLocked()
-	j.saveLocked()
+	_ = j.saveLocked()
 	dir := j.dir()
 	j.mu.Unlock()
 
@@ -536,6 +550,7 @@ func (j *job) finish(ctx context.Context, err error) {
 		// Not saved: the next leader continues from the record as it
 		// is in etcd (and may be running the job already).
 		save = false
+		j.saveErr = fmt.Errorf("%w: the term ended before the job stopped", jobstore.ErrNotLeader)
 		m.log.InfoContext(ctx, "bulk-load job stopped: this replica no longer leads; the next leader continues it", "job_id", j.rec.ID, "state", j.rec.State.String())
 	case err == nil:
 		j.rec.State, j.rec.Error = StateSucceeded, ""
@@ -571,7 +586,7 @@ func (j *job) finish(ctx context.Context, err error) {
 	}
 	j.touchLocked()
 	if save {
-		j.saveLocked()
+		_ = j.saveLocked()
 	}
 	done := j.done
 	j.mu.Unlock()
@@ -630,7 +645,7 @@ func (j *job) tick(ctx context.Context) {
 			if now.Sub(lastLog) >= m.opts.ProgressInterval {
 				lastLog = now
 				if j.dirty {
-					j.saveLocked()
+					_ = j.saveLocked()
 				}
 				st := j.statusLocked(false)
 				line = []any{"job_id", st.ID, "state", st.State.String(),

@@ -350,6 +350,9 @@ func (m *Manager) Start(ctx context.Context, manifestURL, id string) (*JobStatus
 	}
 	rec := &jobRecord{ID: id, ManifestURL: manifestURL, State: StatePending, Created: now, Updated: now}
 	if err := m.st.Put(rec.ID, rec); err != nil {
+		if errors.Is(err, jobstore.ErrNotLeader) {
+			return nil, ErrNotLeading
+		}
 		return nil, fmt.Errorf("bulkload: persist job %s: %w", id, err)
 	}
 	j := newJob(m, rec)
@@ -531,6 +534,9 @@ func (m *Manager) Pause(ctx context.Context, id string) (*JobStatus, error) {
 	if err := waitDone(ctx, done); err != nil {
 		return nil, err
 	}
+	if j.deposed() {
+		return nil, ErrNotLeading
+	}
 	m.log.InfoContext(ctx, "bulk-load job paused", "job_id", id)
 	return j.status(true), nil
 }
@@ -566,10 +572,23 @@ func (m *Manager) Resume(ctx context.Context, id string) (*JobStatus, error) {
 	if st := j.rec.State; (st != StatePaused && st != StateFailed) || j.cancel != nil {
 		return nil, fmt.Errorf("%w: job %q is %s; only a PAUSED or FAILED job can be resumed", ErrBadState, id, st)
 	}
-	m.log.InfoContext(ctx, "bulk-load job resumed", "job_id", id, "from", j.rec.State.String())
+	prev, prevErr := j.rec.State, j.rec.Error
 	j.rec.State = StatePending
 	j.rec.Error = ""
 	j.touchLocked()
+	if m.ha != nil {
+		// Saved before it runs: a resume the next leader would not see
+		// is refused, not answered.
+		if err := j.saveLocked(); err != nil {
+			j.rec.State, j.rec.Error = prev, prevErr
+			j.touchLocked()
+			if errors.Is(err, jobstore.ErrNotLeader) {
+				return nil, ErrNotLeading
+			}
+			return nil, fmt.Errorf("%w: resuming job %q: saving its record failed: %v", rpcerr.ErrUnavailable, id, err)
+		}
+	}
+	m.log.InfoContext(ctx, "bulk-load job resumed", "job_id", id, "from", prev.String())
 	m.startLocked(j)
 	return j.statusLocked(true), nil
 }
@@ -600,10 +619,16 @@ func (m *Manager) Cancel(ctx context.Context, id string) (*JobStatus, error) {
 		if err := waitDone(ctx, done); err != nil {
 			return nil, err
 		}
+		if j.deposed() {
+			return nil, ErrNotLeading
+		}
 	} else {
 		j.setStoppedLocked(StateCanceled)
-		j.saveLocked()
+		err := j.saveLocked()
 		j.mu.Unlock()
+		if errors.Is(err, jobstore.ErrNotLeader) {
+			return nil, ErrNotLeading
+		}
 		j.removeDir()
 	}
 	m.log.InfoContext(ctx, "bulk-load job canceled", "job_id", id)

@@ -424,7 +424,7 @@ func (p *clusterPoller) sample(ctx context.Context) {
 			infos[i], samples[i] = p.node(ctx, m.node, topo.Version(), colors[m.node.ID])
 			infos[i].InTopology, infos[i].Registered = m.inTopology, m.registered
 			if dead[m.node.ID] {
-				markDead(&infos[i])
+				markDead(&infos[i], topo)
 			}
 		})
 	}
@@ -442,11 +442,16 @@ func (p *clusterPoller) sample(ctx context.Context) {
 // A dead node may still answer (its lease expired while it was cut off
 // from etcd); what it says is kept, but it stays dead: the cluster does not
 // count on it.
-func markDead(nv *nodeView) {
+func markDead(nv *nodeView, topo *topology.Topology) {
 	msg := "not registered in etcd (its lease expired or it stopped)"
 	switch nv.Health {
 	case "down":
 		msg += "; " + nv.Error
+		// It cannot say which slots it owns: the topology does, and those
+		// are the slots nobody serves.
+		if rs, err := slot.NewRangeSet(topo.RangesOf(nv.ID)...); err == nil {
+			nv.Slots, nv.Ranges = rs.Len(), rs.String()
+		}
 	default:
 		msg += "; it still answers at " + nv.GRPC
 	}

@@ -46,6 +46,7 @@ func TestEtcdControlPlane(t *testing.T) {
 	slow.SampleInterval = time.Hour
 	_, slowSrv := serveConsole(t, slow)
 	hc := &http.Client{Timeout: 30 * time.Second}
+	var v2 *topology.Topology // committed by a subtest below
 
 	t.Run("topology from etcd", func(t *testing.T) {
 		st := waitStateAt(t, hc, srv.URL, "3 healthy registered nodes", func(st appState) bool {
@@ -92,7 +93,8 @@ func TestEtcdControlPlane(t *testing.T) {
 		if from.ID == to {
 			to = "n3"
 		}
-		c.SetTopology(t, testcluster.Move(t, v1, 0, to))
+		v2 = testcluster.Move(t, v1, 0, to)
+		c.SetTopology(t, v2)
 		moved := func(st appState) bool { return st.Cluster.Version == 2 && st.owner(0) == to }
 		waitStateAt(t, hc, srv.URL, "v2 with slot 0 on "+to, moved)
 		waitStateAt(t, hc, slowSrv.URL, "v2 with slot 0 on "+to+" on the console that samples hourly", moved)
@@ -133,8 +135,12 @@ func TestEtcdControlPlane(t *testing.T) {
 			return ok && n.Health == "dead"
 		})
 		n, _ := st.node("n3")
-		if n.Registered == nil || *n.Registered || !n.InTopology || !strings.Contains(n.Error, "not registered in etcd") || n.Slots != 0 {
+		want, _ := slot.NewRangeSet(v2.RangesOf("n3")...)
+		if n.Registered == nil || *n.Registered || !n.InTopology || !strings.Contains(n.Error, "not registered in etcd") || n.Keys != 0 || n.TopologyVersion != 0 {
 			t.Errorf("n3 %+v: want in the topology, not registered, the reason shown, no figures", n)
+		}
+		if n.Slots != want.Len() || n.Ranges != want.String() {
+			t.Errorf("n3 shows slots %d %q, want the topology's %d %q (the slots nobody serves)", n.Slots, n.Ranges, want.Len(), want.String())
 		}
 		if !slices.Equal(st.Cluster.Dead, []string{"n3"}) || len(st.Cluster.Errors) != 0 {
 			t.Errorf("dead %v, errors %v: want [n3] and no error", st.Cluster.Dead, st.Cluster.Errors)

@@ -20,6 +20,7 @@ import (
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 )
@@ -37,22 +38,25 @@ type stack struct {
 	url                                   string // the console
 }
 
+// startStack runs the stack on a real etcd control plane, as the services
+// run now: the topology is bootstrapped into etcd, every process is pointed
+// at it, and the console finds the cluster there (no --storage).
 func startStack(t *testing.T) *stack {
 	t.Helper()
-	s := &stack{cluster: testcluster.Start(t, 3, testcluster.Options{Token: token})}
+	s := &stack{cluster: testcluster.Start(t, 3, testcluster.Options{Token: token, Etcd: etcdtest.Start(t)})}
 	seeds := strings.Join(s.cluster.Addrs(), ",")
-	if out, err := exec.Command(proctest.Bin(t, "slotkvctl"), "bootstrap", "--storage", seeds, "--token", token).CombinedOutput(); err != nil {
+	if out, err := exec.Command(proctest.Bin(t, "slotkvctl"), append([]string{"bootstrap", "--storage", seeds, "--token", token}, s.cluster.EtcdArgs()...)...).CombinedOutput(); err != nil {
 		t.Fatalf("slotkvctl bootstrap: %v\n%s", err, out)
 	}
 	start := func(name string, args ...string) *proctest.Proc {
-		args = append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--token", token}, args...)
+		args = append(append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--token", token}, s.cluster.EtcdArgs()...), args...)
 		return proctest.Start(t, proctest.Bin(t, name), args...)
 	}
 	s.router = start("slotkv-router", "--storage", seeds)
 	// Small batches, so a stream's progress bar moves in many steps.
 	s.migrator = start("slotkv-migrator", "--storage", seeds, "--data-dir", filepath.Join(t.TempDir(), "migrator"), "--batch-records", "40")
 	s.downloader = start("slotkv-downloader", "--storage", seeds, "--data-dir", filepath.Join(t.TempDir(), "downloader"), "--allowed-prefixes", "http://127.0.0.1:")
-	s.console = start("slotkv-console", "--storage", s.cluster.Addrs()[0],
+	s.console = start("slotkv-console",
 		"--router", s.router.GRPC, "--migrator", s.migrator.GRPC, "--downloader", s.downloader.GRPC,
 		"--router-http", s.router.HTTP, "--migrator-http", s.migrator.HTTP, "--downloader-http", s.downloader.HTTP,
 		"--sample-interval", "500ms")
@@ -406,6 +410,20 @@ func TestConsoleInChromium(t *testing.T) {
 		return c.length === 3 && c.every((s) => +s.querySelector("svg[data-key=rate]").dataset.points >= 6 && +s.querySelector("svg[data-key=latency_ms]").dataset.points >= 3);
 	})()`)
 	sh.take(t, ctx, "traffic")
+
+	// A stopped node: its lease is gone from etcd, and the cluster page
+	// says it is dead, on its row and above the slot bar.
+	stopTraffic()
+	wg.Wait()
+	if err := s.cluster.Node(t, "n2").Proc.Stop(); err != nil {
+		t.Fatalf("stop n2: %v", err)
+	}
+	run(t, ctx, "open the cluster page", chromedp.Navigate(s.url+"/"), chromedp.WaitVisible(chromedp.ID("slotbar")))
+	poll(t, ctx, "n2 dead", `!!document.querySelector("#nodes tr[data-node=n2][data-health=dead]") && !document.querySelector("#dead").hidden && !!document.querySelector("#dead li[data-node=n2]") && !!document.querySelector("#slot-owners rect.owner.dead[data-node=n2]")`)
+	if n := eval[int](t, ctx, `document.querySelectorAll("#nodes tr[data-health=ok]").length`); n != 2 {
+		t.Errorf("%d healthy nodes with n2 stopped, want 2", n)
+	}
+	sh.take(t, ctx, "cluster-dead-node")
 
 	t.Logf("screenshots:\n%s", strings.Join(sh.saved, "\n"))
 }

@@ -134,7 +134,7 @@ func TestHAMigratorFollowerAndTakeover(t *testing.T) {
 		t.Fatalf("leader after the stop is %s, want the follower %s", next.addr, fol.addr)
 	}
 	final := pollJob(t, fol, "ha-1", func(j *migratorv1.Migration) bool { return ended(j.GetPhase()) && !j.GetRollbackPending() })
-	if final.GetPhase() != migratorv1.Phase_PHASE_FAILED || !strings.Contains(final.GetError(), "took the job over") {
+	if final.GetPhase() != migratorv1.Phase_PHASE_FAILED || !strings.Contains(final.GetError(), "the new leader took the job over") {
 		t.Fatalf("job after the takeover: %s %q; want FAILED by the takeover", final.GetPhase(), final.GetError())
 	}
 	topo, err := c.Store().Load(testCtx(t))

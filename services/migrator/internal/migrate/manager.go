@@ -1,11 +1,14 @@
 // Package migrate runs slot-range migration jobs: planning, the phases
 // (prepare, snapshot, verify, catch-up, hand-off, cleanup), rollback before
-// the commit and roll-forward after it, persistence in Badger, and the
-// MigratorService gRPC API.
+// the commit and roll-forward after it, persistence of the job records,
+// and the MigratorService gRPC API.
 //
 // With Config.Topo the control plane is etcd: the hand-off commits there
 // in one transaction and the nodes follow it (etcd.go); without it the
-// migrator pushes the topology to every node.
+// migrator pushes the topology to every node. The records are in Badger
+// under DataDir, or, with Config.Etcd, in etcd, where the replicas of a
+// highly available migrator share them (replica.go): the leader's Manager
+// writes them fenced by its term, and a new leader takes them over.
 package migrate
 
 import (
@@ -280,7 +283,7 @@ func Open(cfg Config) (*Manager, error) {
 			if cfg.Fence != nil {
 				// A replica took over from the last leader (dead, cut off
 				// from etcd, or stopped).
-				cause = fmt.Errorf("migrator restarted during %s: another replica took the job over from the last leader", phaseName(r.Phase))
+				cause = fmt.Errorf("migrator restarted during %s (the leading replica changed: the new leader took the job over from its record)", phaseName(r.Phase))
 			}
 			m.wg.Go(func() { j.fail(cause) })
 		}

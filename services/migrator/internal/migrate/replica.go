@@ -96,6 +96,9 @@ func (r *Replica) Lead(ctx context.Context, t leader.Term) error {
 	return nil
 }
 
+// Leading reports whether this replica leads and has taken the jobs over.
+func (r *Replica) Leading() bool { return r.leader() != nil }
+
 // leader is the term's manager, nil while this replica follows.
 func (r *Replica) leader() *Manager {
 	r.mu.Lock()

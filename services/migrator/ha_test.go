@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	"github.com/slotkv/slotkv/pkg/jobstore"
 	"github.com/slotkv/slotkv/pkg/leader"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
@@ -251,6 +252,32 @@ func TestHAFence(t *testing.T) {
 	}
 	if err := st.CommitIf(ctx, []clientv3.Cmp{cur.Fence()}, topo.Version(), next); err != nil {
 		t.Fatalf("commit under the current term: %v", err)
+	}
+
+	// A job record: refused under the ended term, saved under the
+	// current one.
+	type rec struct{ Phase string }
+	fenced := func(tm leader.Term) jobstore.Fence {
+		return func() (clientv3.Cmp, bool) { return tm.Fence(), true }
+	}
+	prefix := st.Key("jobs/migrations/")
+	stale, err := jobstore.OpenEtcd[rec](cli, prefix, fenced(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.Put("j1", &rec{Phase: "FAILED"}); !errors.Is(err, jobstore.ErrNotLeader) {
+		t.Fatalf("record under the ended term: %v, want jobstore.ErrNotLeader", err)
+	}
+	live, err := jobstore.OpenEtcd[rec](cli, prefix, fenced(cur))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Put("j1", &rec{Phase: "SNAPSHOT"}); err != nil {
+		t.Fatalf("record under the current term: %v", err)
+	}
+	got, ok, err := live.Get(ctx, "j1")
+	if err != nil || !ok || got.Phase != "SNAPSHOT" {
+		t.Fatalf("record read back: %v %v %v, want the current term's", got, ok, err)
 	}
 }
 

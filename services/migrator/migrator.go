@@ -114,7 +114,8 @@ type Options struct {
 	// storage) and TLS (PeerTLS dials the storage nodes), set by the
 	// shared flags (server.Flags).
 	server.Common
-	// DataDir holds the Badger job store.
+	// DataDir holds the Badger job store (not used with etcd, where the
+	// job records are).
 	DataDir string
 	// Storage are seed storage node gRPC addresses.
 	Storage []string

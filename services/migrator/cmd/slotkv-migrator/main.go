@@ -75,7 +75,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	var c config
 	c.flags.Register(fs, d.Common)
 	var (
-		dataDir     = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", d.DataDir, "directory of the job store")
+		dataDir     = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", d.DataDir, "directory of the job store (without --etcd-endpoints; with it the job records are in etcd)")
 		storage     = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required without --etcd-endpoints)")
 		parallelism = flagenv.Int(fs, "parallelism", "SLOTKV_MIGRATION_PARALLELISM", d.DefaultParallelism, "default snapshot streams per job (0: GOMAXPROCS)")
 		rate        = flagenv.Uint64(fs, "rate", "SLOTKV_MIGRATION_RATE", d.RateBytesPerSecond, "default byte rate of a job's streams, bytes per second (0: unlimited)")

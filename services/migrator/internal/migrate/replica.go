@@ -199,7 +199,11 @@ func (r *Replica) ListMigrations(ctx context.Context, req *migratorv1.ListMigrat
 // ProgressInterval) and ends when the job has.
 func (r *Replica) WatchMigration(req *migratorv1.WatchMigrationRequest, stream grpc.ServerStreamingServer[migratorv1.WatchMigrationResponse]) error {
 	if m := r.leader(); m != nil {
-		return m.WatchMigration(req, stream)
+		err := m.WatchMigration(req, stream)
+		if !m.abandoned.Load() || status.Code(err) != codes.Unavailable || stream.Context().Err() != nil {
+			return err
+		}
+		// The term ended under the watch: go on from the records.
 	}
 	interval := time.Second
 	if d := req.GetInterval(); d != nil {

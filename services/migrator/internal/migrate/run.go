@@ -1042,7 +1042,7 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	if j.m.cfg.Topo != nil {
 		// etcd decides: one transaction, then the nodes follow it.
 		out, cerr := j.etcdCommit(hctx)
-		if out == undecided {
+		if out == undecided && !deposed(cerr) {
 			j.log.WarnContext(ctx, "etcd did not confirm the commit within the hand-off timeout; the job may be committed, waiting for etcd", "err", cerr)
 			out, cerr = j.resolveCommit()
 		}
@@ -1051,7 +1051,8 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 			j.revertCommitting()
 			return false, timedOut(inRange(cerr, j.ranges.String()))
 		case undecided:
-			// Shutdown: Committing stays on disk, the next start asks etcd.
+			// Shutdown, or this replica no longer leads: Committing stays
+			// in the record, and the next start (or leader) asks etcd.
 			return false, cerr
 		}
 		j.mu.Lock()

@@ -150,9 +150,12 @@ func (e *Elector) term(ctx context.Context, lead func(ctx context.Context, t Ter
 	defer e.leader.Store(false)
 	e.log.Info("leader: this replica leads", "value", e.o.Value, "key", t.Key, "revision", t.Rev)
 	err = lead(cctx, t)
-	if sess.Ctx().Err() != nil || isDone(sess) {
+	switch {
+	case ctx.Err() != nil:
+		e.log.Info("leader: term over, the replica is stopping", "key", t.Key)
+	case isDone(sess):
 		e.log.Warn("leader: term lost (session expired)", "key", t.Key)
-	} else {
+	default:
 		e.log.Info("leader: term over", "key", t.Key, "err", err)
 	}
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)

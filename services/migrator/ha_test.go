@@ -286,3 +286,46 @@ func TestHAFence(t *testing.T) {
 func forwardedCtx(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "slotkv-forwarded-by", "another-replica")
 }
+
+// TestHAMigratorDeposed: the leader's etcd session is revoked under it
+// while a job is held in SNAPSHOT (as when the leader is cut off from
+// etcd for longer than its TTL), the process staying up. Its term ends:
+// it stops the job without a rollback, the other replica takes the job
+// over and rolls it back, and the deposed replica, now a follower, answers
+// reads from etcd and forwards writes to the new leader.
+func TestHAMigratorDeposed(t *testing.T) {
+	t.Parallel()
+	c, _ := startEtcdCluster(t, 2)
+	n1, n2 := c.Node(t, "n1"), c.Node(t, "n2")
+	moved := slot.MustParseRangeSet("0-300")
+	load(t, n1, keysIn(moved, 200, "dp"), 100)
+	all, lead := startReplicas(t, c, 2, func(o *migrator.Options) {
+		o.PauseBeforePhase = []migrator.Phase{migratorv1.Phase_PHASE_SNAPSHOT}
+		o.PauseTimeout = time.Minute
+	})
+	fol := other(all, lead)
+	start(t, lead, &migratorv1.StartMigrationRequest{JobId: "dp-1", Ranges: moved.String(), SourceNodeId: "n1", DestinationNodeId: "n2"})
+	waitPhase(t, lead, "dp-1", migratorv1.Phase_PHASE_SNAPSHOT)
+
+	// Revoke the lease of the leader's election key.
+	cli := c.Etcd().Client(t)
+	ctx := testCtx(t)
+	resp, err := cli.Get(ctx, c.Store().Key("election/migrator/"), clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 || string(resp.Kvs[0].Value) != lead.addr {
+		t.Fatalf("leader's election key: %v, %v; want one naming %s", resp.Kvs, err, lead.addr)
+	}
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if next := leaderOf(t, c, all, lead); next != fol {
+		t.Fatalf("leader after the revoke: %s, want %s", next.addr, fol.addr)
+	}
+	final := pollJob(t, lead, "dp-1", func(j *migratorv1.Migration) bool { return ended(j.GetPhase()) && !j.GetRollbackPending() })
+	if final.GetPhase() != migratorv1.Phase_PHASE_FAILED || !strings.Contains(final.GetError(), "the new leader took the job over") {
+		t.Fatalf("job after the takeover, read at the deposed replica: %s %q; want FAILED by the takeover", final.GetPhase(), final.GetError())
+	}
+	assertNoMigrationState(t, n1, n2)
+	// The deposed replica forwards a write to the new leader.
+	mg := start(t, lead, &migratorv1.StartMigrationRequest{JobId: "dp-2", Ranges: moved.String(), SourceNodeId: "n1", DestinationNodeId: "n2"})
+	waitPhase(t, fol, mg.GetId(), migratorv1.Phase_PHASE_SNAPSHOT)
+}

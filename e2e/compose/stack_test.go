@@ -8,7 +8,7 @@
 //
 //	SLOTKV_TEST_ROUTER_HTTP, SLOTKV_TEST_ROUTER_GRPC     router REST and gRPC, host:port
 //	SLOTKV_TEST_ROUTER_RESP   the router's RESP (Redis protocol, proxy mode)
-//	SLOTKV_TEST_MIGRATOR_HTTP, SLOTKV_TEST_DOWNLOADER_HTTP
+//	SLOTKV_TEST_MIGRATOR_HTTP, SLOTKV_TEST_MIGRATOR2_HTTP, SLOTKV_TEST_DOWNLOADER_HTTP
 //	SLOTKV_TEST_CONSOLE_HTTP  the web console
 //	SLOTKV_TEST_STORAGE_RESP  the nodes' RESP (cluster mode) on the host, by the address
 //	                  they advertise: storage1:6379=host:port,... (deployments/compose/test.yml)
@@ -44,6 +44,7 @@ import (
 // stack is the running compose stack under test.
 type stack struct {
 	routerHTTP, routerGRPC, migratorHTTP, downloaderHTTP string
+	migrator2HTTP                                        string // the second migrator replica
 	routerRESP, consoleHTTP                              string
 	tracesHTTP                                           string
 	compose                                              []string
@@ -74,6 +75,7 @@ func newStack(t *testing.T) *stack {
 		routerHTTP:     need("SLOTKV_TEST_ROUTER_HTTP"),
 		routerGRPC:     need("SLOTKV_TEST_ROUTER_GRPC"),
 		migratorHTTP:   need("SLOTKV_TEST_MIGRATOR_HTTP"),
+		migrator2HTTP:  need("SLOTKV_TEST_MIGRATOR2_HTTP"),
 		downloaderHTTP: need("SLOTKV_TEST_DOWNLOADER_HTTP"),
 		routerRESP:     need("SLOTKV_TEST_ROUTER_RESP"),
 		consoleHTTP:    need("SLOTKV_TEST_CONSOLE_HTTP"),

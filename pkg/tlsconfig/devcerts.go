@@ -19,7 +19,7 @@ import (
 // loopback (make run, tests) and the service names of docker-compose.yml.
 var DevHosts = []string{
 	"127.0.0.1", "::1", "localhost",
-	"storage1", "storage2", "storage3", "router", "migrator", "downloader",
+	"storage1", "storage2", "storage3", "router", "migrator", "migrator2", "downloader",
 }
 
 // DevFiles are the paths DevCerts wrote.

@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -25,53 +30,169 @@ const forwardedKey = "slotkv-forwarded-by"
 // address.
 var ErrNotLeader = errors.New("this replica is not the leader")
 
-// Dialer opens (or reuses) a connection to another replica, with the
-// service's TLS and tracing; the token travels in the forwarded metadata.
+// Dialer opens a connection to another replica, with the service's TLS
+// and tracing; the token travels in the forwarded metadata.
 type Dialer func(addr string) (*grpc.ClientConn, error)
 
-// ForwardUnary returns a unary server interceptor for a replicated service:
-// a call whose method write reports true, arriving at a replica that does
-// not lead, is sent on to the leader with the caller's metadata (its token
-// included) and the leader's answer is returned as it is. Calls of other
-// methods (reads, which every replica answers) and calls at the leader run
-// here. With no leader elected the call gets Unavailable (retry later); a
-// call that was already forwarded once is refused with FailedPrecondition
-// naming the leader this replica knows of.
-func (e *Elector) ForwardUnary(dial Dialer, write func(fullMethod string) bool) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if !write(info.FullMethod) || e.IsLeader() {
-			return handler(ctx, req)
-		}
-		leader, err := e.Leader(ctx)
-		switch {
-		case errors.Is(err, ErrNoLeader):
-			return nil, status.Errorf(codes.Unavailable, "no %s replica is leader yet (an election is under way): retry", e.o.Role)
-		case err != nil:
-			return nil, status.Errorf(codes.Unavailable, "finding the %s leader in etcd: %v", e.o.Role, err)
-		case leader == e.o.Value:
-			// Elected a moment ago and not yet told, or the term just
-			// ended: answer here, the fence guards what it writes.
-			return handler(ctx, req)
-		}
-		md, _ := metadata.FromIncomingContext(ctx)
-		if by := md.Get(forwardedKey); len(by) > 0 {
-			return nil, status.Errorf(codes.FailedPrecondition, "%v: %s %s forwarded by %s; the leader is at %s",
-				ErrNotLeader, e.o.Role, e.o.Value, by[0], leader)
-		}
-		reply, err := newReply(info.FullMethod)
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "forwarding %s: %v", info.FullMethod, err)
-		}
-		cc, err := dial(leader)
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "%v: dialing the %s leader at %s: %v", ErrNotLeader, e.o.Role, leader, err)
-		}
-		out := metadata.NewOutgoingContext(ctx, forwardMD(md, e.o.Value))
-		if err := cc.Invoke(out, info.FullMethod, req, reply); err != nil {
-			return nil, err
-		}
-		return reply, nil
+// GateOptions tunes NewGate.
+type GateOptions struct {
+	// Write reports the methods only the leader answers; every other call
+	// is answered by the replica it reaches.
+	Write func(fullMethod string) bool
+	// Dial opens a connection to the leader; the gate keeps one per
+	// address until Close.
+	Dial Dialer
+	// Ready reports whether this replica, when it leads, has taken its
+	// jobs over; until then a write waits. Nil: as soon as it leads.
+	Ready func() bool
+	// Wait bounds how long a write waits for a leader that is elected
+	// and ready (a replica just started, an election under way);
+	// 2*DefaultTTL + 1s when zero.
+	Wait time.Duration
+}
+
+// lookupTimeout bounds one read of the leader, so a write is refused
+// naming etcd when etcd does not answer instead of waiting for the caller's
+// deadline.
+const lookupTimeout = 2 * time.Second
+
+// Gate is what a replicated service (the migrator, the downloader) puts in
+// front of its gRPC handlers: Campaign runs this replica's election, and
+// Unary, the unary interceptor, lets reads through, runs a write here when
+// this replica leads and is ready, and otherwise sends it on to the
+// leader with the caller's metadata (its token included), returning the
+// leader's answer as it is. While no leader is elected, or the elected one
+// is still taking its jobs over, a write waits up to Wait and is then
+// refused with Unavailable saying why; when etcd does not answer it is
+// refused at once, naming etcd. A call that was already forwarded once is
+// never forwarded again: FailedPrecondition naming the leader this replica
+// knows of.
+type Gate struct {
+	o  GateOptions
+	el atomic.Pointer[Elector]
+	wg sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+// NewGate returns a gate; until Campaign, writes wait for it (and reads
+// pass).
+func NewGate(o GateOptions) *Gate {
+	if o.Wait <= 0 {
+		o.Wait = 2*DefaultTTL + time.Second
 	}
+	return &Gate{o: o, conns: map[string]*grpc.ClientConn{}}
+}
+
+// Campaign elects among the replicas with an Elector on cli (see New for
+// o) and calls lead for each term this replica holds, in the background,
+// until ctx ends.
+func (g *Gate) Campaign(ctx context.Context, cli *clientv3.Client, o Options, lead func(context.Context, Term) error) error {
+	el, err := New(cli, o)
+	if err != nil {
+		return err
+	}
+	g.el.Store(el)
+	g.wg.Go(func() { _ = el.Run(ctx, lead) })
+	return nil
+}
+
+// Elector is the gate's elector, nil before Campaign.
+func (g *Gate) Elector() *Elector { return g.el.Load() }
+
+// Close waits for the campaign to end (its context) and closes the
+// connections to other replicas.
+func (g *Gate) Close() {
+	g.wg.Wait()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for addr, cc := range g.conns {
+		_ = cc.Close()
+		delete(g.conns, addr)
+	}
+}
+
+// Unary is the unary server interceptor.
+func (g *Gate) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if !g.o.Write(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	el, leader, err := g.await(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if leader == "" {
+		return handler(ctx, req)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if by := md.Get(forwardedKey); len(by) > 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "%v: %s %s forwarded by %s; the leader is at %s",
+			ErrNotLeader, el.o.Role, el.o.Value, by[0], leader)
+	}
+	reply, err := newReply(info.FullMethod)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "forwarding %s: %v", info.FullMethod, err)
+	}
+	cc, err := g.dial(leader)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v: dialing the %s leader at %s: %v", ErrNotLeader, el.o.Role, leader, err)
+	}
+	out := metadata.NewOutgoingContext(ctx, forwardMD(md, el.o.Value))
+	if err := cc.Invoke(out, info.FullMethod, req, reply); err != nil {
+		return nil, err
+	}
+	return reply, nil
+}
+
+// await waits until a write can go somewhere: here (leader "") when this
+// replica leads and is ready, or to the leader's address.
+func (g *Gate) await(ctx context.Context) (*Elector, string, error) {
+	wctx, cancel := context.WithTimeout(ctx, g.o.Wait)
+	defer cancel()
+	last := "this replica has not joined the election yet"
+	for {
+		if el := g.el.Load(); el != nil {
+			if el.IsLeader() && (g.o.Ready == nil || g.o.Ready()) {
+				return el, "", nil
+			}
+			lctx, lcancel := context.WithTimeout(wctx, lookupTimeout)
+			addr, err := el.Leader(lctx)
+			lcancel()
+			switch {
+			case err == nil && addr != el.o.Value:
+				return el, addr, nil
+			case err == nil:
+				last = "this replica was elected and is taking the jobs over"
+			case errors.Is(err, ErrNoLeader):
+				last = "no replica is leader (an election is under way)"
+			case wctx.Err() == nil:
+				return nil, "", status.Errorf(codes.Unavailable, "cannot find the %s leader: etcd does not answer: %v", el.o.Role, err)
+			}
+		}
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return nil, "", status.FromContextError(ctx.Err()).Err()
+			}
+			return nil, "", status.Errorf(codes.Unavailable, "no leader to take the write within %v: %s: retry", g.o.Wait, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (g *Gate) dial(addr string) (*grpc.ClientConn, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if cc, ok := g.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := g.o.Dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	g.conns[addr] = cc
+	return cc, nil
 }
 
 // forwardMD is the caller's metadata without the transport's own keys,

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -20,15 +21,24 @@ import (
 )
 
 // member is one replica: a gRPC server with a health service whose answer
-// tells the replicas apart, behind the forwarding interceptor.
+// tells the replicas apart, behind its gate.
 type member struct {
 	addr   string
-	el     *Elector
+	gate   *Gate
 	mu     sync.Mutex
 	tokens []string // authorization metadata its handler saw
 }
 
-func TestForwardUnary(t *testing.T) {
+func (m *member) campaign(t *testing.T, cli *clientv3.Client, ctx context.Context) {
+	t.Helper()
+	err := m.gate.Campaign(ctx, cli, Options{Prefix: "/fw/", Role: "migrator", Value: m.addr, TTL: time.Second},
+		func(ctx context.Context, _ Term) error { <-ctx.Done(); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGate(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t)
 	cli := e.Client(t)
@@ -45,11 +55,8 @@ func TestForwardUnary(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := &member{addr: lis.Addr().String()}
-		m.el, err = New(cli, Options{Prefix: "/fw/", Role: "migrator", Value: m.addr, TTL: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := &member{addr: lis.Addr().String(), gate: NewGate(GateOptions{Write: isWrite, Dial: dial, Wait: time.Second})}
+		t.Cleanup(m.gate.Close)
 		record := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			md, _ := metadata.FromIncomingContext(ctx)
 			m.mu.Lock()
@@ -57,7 +64,7 @@ func TestForwardUnary(t *testing.T) {
 			m.mu.Unlock()
 			return h(ctx, req)
 		}
-		srv := grpc.NewServer(grpc.ChainUnaryInterceptor(m.el.ForwardUnary(dial, isWrite), record))
+		srv := grpc.NewServer(grpc.ChainUnaryInterceptor(m.gate.Unary, record))
 		hs := health.NewServer()
 		hs.SetServingStatus("svc", status)
 		healthpb.RegisterHealthServer(srv, hs)
@@ -76,7 +83,8 @@ func TestForwardUnary(t *testing.T) {
 	}
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer tok")
 
-	// No leader yet: a write is Unavailable, a read is answered.
+	// No election yet: a write waits, then is Unavailable; a read is
+	// answered.
 	if _, err := client(b).Check(ctx, &healthpb.HealthCheckRequest{Service: "svc"}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("write with no leader: %v, want Unavailable", err)
 	}
@@ -85,16 +93,14 @@ func TestForwardUnary(t *testing.T) {
 	}
 
 	runCtx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { stop(); wg.Wait() })
-	wg.Go(func() {
-		_ = a.el.Run(runCtx, func(ctx context.Context, _ Term) error { <-ctx.Done(); return nil })
-	})
-	for end := time.Now().Add(60 * time.Second); !a.el.IsLeader(); time.Sleep(10 * time.Millisecond) {
+	t.Cleanup(stop) // before the gates' Close, registered earlier
+	a.campaign(t, cli, runCtx)
+	for end := time.Now().Add(60 * time.Second); !a.gate.Elector().IsLeader(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatal("a did not lead within 60s")
 		}
 	}
+	b.campaign(t, cli, runCtx)
 
 	tests := []struct {
 		name     string

@@ -236,7 +236,7 @@ func Run(ctx context.Context, o Options) error {
 	if replicated != nil {
 		r := newReplica(cli, store, m, o, log)
 		defer r.stop() // before the Manager closes (deferred earlier)
-		serverOpts = append(serverOpts, grpc.ChainUnaryInterceptor(r.forward))
+		serverOpts = append(serverOpts, grpc.ChainUnaryInterceptor(r.gate.Unary))
 		onListen = func(g, h net.Addr) {
 			r.campaign(ctx, o.AdvertisedGRPC(g))
 			if o.OnListen != nil {

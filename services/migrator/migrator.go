@@ -76,7 +76,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -84,8 +83,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/slotkv/slotkv/gen"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
@@ -273,11 +270,11 @@ func Run(ctx context.Context, o Options) error {
 			return fmt.Errorf("migrator: %w", err)
 		}
 		register = rep.Register
-		ha := &replicaRun{o: &o, cli: cli, topo: topo, rep: rep, log: log}
+		ha := newReplicaRun(&o, cli, topo, rep, log)
 		ectx, stopElection := context.WithCancel(ctx)
 		defer ha.close()
 		defer stopElection()
-		serverOpts = append(serverOpts, grpc.ChainUnaryInterceptor(ha.forward))
+		serverOpts = append(serverOpts, grpc.ChainUnaryInterceptor(ha.gate.Unary))
 		// Jobs stop as soon as shutdown begins (the term ends with ctx).
 		onListen = func(g, h net.Addr) {
 			if err := ha.start(ectx, g); err != nil {
@@ -340,121 +337,42 @@ var writeMethods = map[string]bool{
 }
 
 // replicaRun is one replica's part in the election: it campaigns once its
-// gRPC address is known and forwards writes to the leader.
+// gRPC address is known, and its gate (pkg/leader) forwards writes to the
+// leader.
 type replicaRun struct {
 	o    *Options
 	cli  *clientv3.Client
 	topo *topostore.Store
 	rep  *migrate.Replica
 	log  *slog.Logger
+	gate *leader.Gate
+}
 
-	fwd  atomic.Pointer[grpc.UnaryServerInterceptor]
-	el   atomic.Pointer[leader.Elector]
-	self string
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	conn map[string]*grpc.ClientConn // to the other replicas
+func newReplicaRun(o *Options, cli *clientv3.Client, topo *topostore.Store, rep *migrate.Replica, log *slog.Logger) *replicaRun {
+	return &replicaRun{o: o, cli: cli, topo: topo, rep: rep, log: log, gate: leader.NewGate(leader.GateOptions{
+		Write: func(m string) bool { return writeMethods[m] },
+		Dial: func(addr string) (*grpc.ClientConn, error) {
+			return dial.New(addr, dial.Options{TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
+		},
+		Ready: rep.Leading,
+		// A write waits out a dead leader's session and the takeover.
+		Wait: cmp.Or(o.LeaderTTL, leader.DefaultTTL) + 2*time.Second,
+	})}
 }
 
 // start campaigns as the replica at the bound gRPC address g, until ctx
 // ends.
 func (h *replicaRun) start(ctx context.Context, g net.Addr) error {
 	self := h.o.AdvertisedGRPC(g)
-	el, err := leader.New(h.cli, leader.Options{Prefix: h.topo.Key(""), Role: "migrator", Value: self, TTL: h.o.LeaderTTL, Log: h.log})
+	err := h.gate.Campaign(ctx, h.cli, leader.Options{Prefix: h.topo.Key(""), Role: "migrator", Value: self, TTL: h.o.LeaderTTL, Log: h.log}, h.rep.Lead)
 	if err != nil {
 		return err
 	}
-	h.rep.SetLeaderLookup(el.Leader)
-	h.self = self
-	h.el.Store(el)
-	f := el.ForwardUnary(h.dial, func(m string) bool { return writeMethods[m] })
-	h.fwd.Store(&f)
+	h.rep.SetLeaderLookup(h.gate.Elector().Leader)
 	h.log.Info("campaigning for the migrator leadership", "advertise_grpc", self)
-	h.wg.Go(func() { _ = el.Run(ctx, h.rep.Lead) })
 	return nil
-}
-
-// forward is the unary interceptor: pkg/leader's ForwardUnary once the
-// election runs; before that, a write is refused as Unavailable.
-func (h *replicaRun) forward(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if f := h.fwd.Load(); f != nil {
-		if writeMethods[info.FullMethod] {
-			if err := h.awaitLeader(ctx); err != nil {
-				return nil, err
-			}
-		}
-		return (*f)(ctx, req, info, handler)
-	}
-	if writeMethods[info.FullMethod] {
-		return nil, status.Error(codes.Unavailable, "the migrator replica is starting its leader election: retry")
-	}
-	return handler(ctx, req)
-}
-
-// awaitLeader waits, for a write, while no replica leads or this one won
-// the election but is still taking the jobs over (a replica just started,
-// or a leader just died): the write then reaches a leader instead of
-// failing. It gives up after the leader TTL and a bit (the call is then
-// refused naming the situation), and refuses the call at once, naming
-// etcd, when etcd does not answer.
-func (h *replicaRun) awaitLeader(ctx context.Context) error {
-	el := h.el.Load()
-	wait := cmp.Or(h.o.LeaderTTL, leader.DefaultTTL) + 2*time.Second
-	deadline := time.Now().Add(wait)
-	for ctx.Err() == nil && time.Now().Before(deadline) {
-		if h.rep.Leading() {
-			return nil
-		}
-		lctx, cancel := context.WithTimeout(ctx, leaderLookupTimeout)
-		addr, err := el.Leader(lctx)
-		cancel()
-		switch {
-		case err == nil && addr != h.self:
-			return nil // forward to it
-		case err != nil && !errors.Is(err, leader.ErrNoLeader):
-			return status.Errorf(codes.Unavailable, "cannot find the migrator leader: etcd (%s) does not answer: %v",
-				strings.Join(h.o.Etcd.Endpoints, ","), err)
-		}
-		select {
-		case <-time.After(50 * time.Millisecond):
-		case <-ctx.Done():
-		}
-	}
-	return nil
-}
-
-// leaderLookupTimeout bounds one read of the leader, so a write at a
-// follower is refused naming etcd when etcd is down instead of waiting for
-// the caller's deadline.
-const leaderLookupTimeout = 2 * time.Second
-
-// dial opens (once) a connection to another replica; the caller's token
-// travels in the forwarded metadata.
-func (h *replicaRun) dial(addr string) (*grpc.ClientConn, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if cc, ok := h.conn[addr]; ok {
-		return cc, nil
-	}
-	cc, err := dial.New(addr, dial.Options{TLS: h.o.PeerTLS, TracerProvider: h.o.TracerProvider, MeterProvider: h.o.MeterProvider})
-	if err != nil {
-		return nil, err
-	}
-	if h.conn == nil {
-		h.conn = map[string]*grpc.ClientConn{}
-	}
-	h.conn[addr] = cc
-	return cc, nil
 }
 
 // close waits for the election to end (its context is Run's) and closes
 // the connections to the other replicas.
-func (h *replicaRun) close() {
-	h.wg.Wait()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for a, cc := range h.conn {
-		_ = cc.Close()
-		delete(h.conn, a)
-	}
-}
+func (h *replicaRun) close() { h.gate.Close() }

@@ -92,6 +92,9 @@ test: build $(BIN)/etcd
 ## fuzz: run every fuzz target (func Fuzz* in a *_test.go of any module) for
 ## FUZZTIME each, one at a time: -fuzz takes a single target per package.
 ## Their seed corpora (testdata/fuzz/) already run as tests in `make test`.
+## A target that fails with nothing but "context deadline exceeded" and no
+## failing input written is Go's coordinator racing the -fuzztime deadline
+## on a busy machine (golang/go#51484), not a finding: it runs once more.
 FUZZTIME ?= 30s
 .PHONY: fuzz
 fuzz: build
@@ -99,7 +102,11 @@ fuzz: build
 		for d in $$(cd $$m && grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u); do \
 			for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$m/$$d/*_test.go); do \
 				echo "--- fuzz $$m/$${d#./} $$f ($(FUZZTIME))"; \
-				(cd $$m && SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$d) || exit 1; \
+				out=$$(cd $$m && SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$d 2>&1); rc=$$?; echo "$$out"; \
+				if [ $$rc -ne 0 ] && echo "$$out" | grep -q '^    context deadline exceeded$$' && ! echo "$$out" | grep -q 'Failing input written'; then \
+					echo "--- $$f: Go's fuzzing coordinator lost the race with -fuzztime's deadline (golang/go#51484: no input failed); once more"; \
+					(cd $$m && SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$d) || exit 1; \
+				elif [ $$rc -ne 0 ]; then exit 1; fi; \
 			done; \
 		done; \
 	done

@@ -172,11 +172,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 	var err error
 	switch cmd {
 	case "bootstrap":
-		var res *BootstrapResult
-		res, err = Bootstrap(ctx, BootstrapOptions{Storage: addrs, Ranges: *ranges, Conn: conn})
-		if err == nil {
-			err = PrintBootstrap(stdout, res, *asJSON)
-		}
+		// The topology lives in etcd, the only place nodes take it from.
+		err = fmt.Errorf("bootstrap writes the topology in etcd: --etcd-endpoints (or SLOTKV_ETCD_ENDPOINTS) is required")
 	case "topology":
 		var t *topology.Topology
 		t, err = FetchTopology(ctx, addrs, conn)

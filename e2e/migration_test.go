@@ -39,7 +39,7 @@ func startMover(tb testing.TB, c *cluster, extra ...string) *mover {
 func startMoverEnv(tb testing.TB, c *cluster, env []string, extra ...string) *mover {
 	tb.Helper()
 	m := &mover{dataDir: filepath.Join(tb.TempDir(), "migrator"), env: env}
-	m.args = append(append([]string{"--data-dir", m.dataDir, "--storage", c.storageAddrs(), "--token", c.Token}, c.EtcdArgs()...), extra...)
+	m.args = append(append([]string{"--data-dir", m.dataDir, "--token", c.Token}, c.EtcdArgs()...), extra...)
 	m.start(tb, "127.0.0.1:0", "127.0.0.1:0")
 	return m
 }

@@ -20,11 +20,12 @@
 //     the rounds are used up.
 //   - HANDOFF: Freeze the source, drain the changes up to the final seq,
 //     confirm the destination applied them, persist the commit point with
-//     the new topology (version + 1), then SetTopology on the source (it
-//     stops serving the slots, reads included), on the destination (it
-//     starts), then on every other node. The write pause (Freeze to the
-//     destination serving) is recorded as write_pause_ms; nothing slow runs
-//     inside it. EndMigration(COMMITTED) on both nodes.
+//     the new topology (version + 1), commit it in etcd in one transaction,
+//     then wait for the source to stop serving the slots (reads included;
+//     its hand-off record in etcd) and the destination to serve them. The
+//     nodes follow etcd's watch; nothing is pushed to them. The write pause
+//     (Freeze to the destination serving) is recorded as write_pause_ms;
+//     nothing slow runs inside it. EndMigration(COMMITTED) on both nodes.
 //   - CLEANUP: DeleteSlots on the source (small batches; writes to other
 //     slots never stall).
 //
@@ -36,15 +37,17 @@
 // a restart continues it). After the commit point the job only rolls
 // forward, retrying.
 //
-// Restarts: jobs are persisted in Badger under DataDir. A job that had not
-// reached its commit point is not resumed: it is rolled back and ends
+// Restarts: the job records are in etcd. A job that had not reached its
+// commit point is not resumed: it is rolled back and ends
 // FAILED with "migrator restarted during PHASE" (resuming a snapshot would
 // need every stream's position to be durable on both sides, and rolling
 // back is always safe). A committed job rolls forward.
 //
-// High availability (with --etcd-endpoints): the job records live in etcd
-// (jobs/migrations/<job> under the prefix), not in DataDir, and several
-// replicas run at once. They elect a leader (pkg/leader, role "migrator",
+// etcd (--etcd-endpoints) is required: it is the only source of the
+// topology and of the nodes, and the only place a hand-off commits.
+//
+// High availability: the job records live in etcd (jobs/migrations/<job>
+// under the prefix), and several replicas run at once. They elect a leader (pkg/leader, role "migrator",
 // each named by its advertised gRPC address); only the leader runs jobs,
 // and every record it writes, the hand-off commit included, is fenced by
 // its term. A new leader takes the jobs over as a restart does: it rolls

@@ -367,7 +367,8 @@ func TestRestartMidJob(t *testing.T) {
 
 	m2 := startMigrator(t, c, dataDir, nil)
 	f := waitEnd(t, m2, "early")
-	if f.GetPhase() != migratorv1.Phase_PHASE_FAILED || f.GetError() != "migrator restarted during CATCH_UP" {
+	const want = "migrator restarted during CATCH_UP (the leading replica changed: the new leader took the job over from its record)"
+	if f.GetPhase() != migratorv1.Phase_PHASE_FAILED || f.GetError() != want {
 		t.Errorf("early: %s %q", f.GetPhase(), f.GetError())
 	}
 	l := waitEnd(t, m2, "late")
@@ -425,9 +426,11 @@ func TestRollbackRetriesKilledNode(t *testing.T) {
 	}
 }
 
-// TestShutdownRollsBack stops the migrator in the middle of a job: the
-// source and the destination are rolled back at shutdown already, not only
-// at the next start.
+// TestShutdownRollsBack stops the migrator in the middle of a job. A
+// stopping replica leaves its jobs where they are for the next leader (a
+// rollback at shutdown would race a new leader's takeover): the next start
+// rolls the job back on the source and the destination, and the job fails
+// naming the restart.
 func TestShutdownRollsBack(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, 2, "")
@@ -444,6 +447,10 @@ func TestShutdownRollsBack(t *testing.T) {
 	mg := start(t, m, &migratorv1.StartMigrationRequest{JobId: "j", Ranges: "0-200", SourceNodeId: "n1", DestinationNodeId: "n2"})
 	waitPhase(t, m, mg.GetId(), migratorv1.Phase_PHASE_CATCH_UP)
 	m.stop(t)
+	m2 := startMigrator(t, c, t.TempDir(), nil)
+	if f := waitEnd(t, m2, "j"); f.GetPhase() != migratorv1.Phase_PHASE_FAILED || !strings.Contains(f.GetError(), "migrator restarted during CATCH_UP") {
+		t.Errorf("job after the restart: %s %q", f.GetPhase(), f.GetError())
+	}
 	assertNoMigrationState(t, n1, n2)
 	if got := keyCount(t, n2); got != 0 {
 		t.Errorf("destination keeps %d imported keys after the shutdown", got)

@@ -225,7 +225,7 @@ func testOptions(t *testing.T, c *testcluster.Cluster, dataDir string) downloade
 	o := downloader.DefaultOptions()
 	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	o.DataDir = dataDir
-	o.Storage = c.Addrs()
+	o.Etcd.Endpoints = c.Etcd().Endpoints()
 	o.Tokens = auth.OneToken(testToken)
 	o.AllowedPrefixes = []string{"http://127.0.0.1"}
 	o.HTTPRetryWaitMin, o.HTTPRetryWaitMax = 5*time.Millisecond, 50*time.Millisecond

@@ -439,8 +439,8 @@ func TestMigrationFaults(t *testing.T) {
 		if err := n2.Proc.Stop(); err != nil {
 			t.Fatal(err)
 		}
-		n2.Proc = proctest.Start(t, proctest.Bin(t, "slotkv-storage"), "--node-id", n2.ID, "--data-dir", n2.DataDir,
-			"--grpc-addr", g, "--http-addr", h, "--token", "not-the-cluster-token")
+		n2.Proc = proctest.Start(t, proctest.Bin(t, "slotkv-storage"), append([]string{"--node-id", n2.ID, "--data-dir", n2.DataDir,
+			"--grpc-addr", g, "--http-addr", h, "--token", "not-the-cluster-token"}, c.EtcdArgs()...)...)
 		m := startMover(t, c)
 		m.begin(t, start("bad-token"))
 		job := m.wait(t, "bad-token", over)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,11 +22,10 @@ import (
 
 // mover is a migrator process and its client.
 type mover struct {
-	proc    *proctest.Proc
-	dataDir string
-	args    []string
-	env     []string
-	api     migratorv1.MigratorServiceClient
+	proc *proctest.Proc
+	args []string
+	env  []string
+	api  migratorv1.MigratorServiceClient
 }
 
 func startMover(tb testing.TB, c *cluster, extra ...string) *mover {
@@ -38,8 +36,8 @@ func startMover(tb testing.TB, c *cluster, extra ...string) *mover {
 // startMoverEnv is startMover with env added to the process's environment.
 func startMoverEnv(tb testing.TB, c *cluster, env []string, extra ...string) *mover {
 	tb.Helper()
-	m := &mover{dataDir: filepath.Join(tb.TempDir(), "migrator"), env: env}
-	m.args = append(append([]string{"--data-dir", m.dataDir, "--token", c.Token}, c.EtcdArgs()...), extra...)
+	m := &mover{env: env}
+	m.args = append(append([]string{"--token", c.Token}, c.EtcdArgs()...), extra...)
 	m.start(tb, "127.0.0.1:0", "127.0.0.1:0")
 	return m
 }

@@ -66,7 +66,7 @@ func TestTLSStack(t *testing.T) {
 		return p
 	}
 	router := start("slotkv-router")
-	migrator := start("slotkv-migrator", "--data-dir", filepath.Join(dir, "migrator"))
+	migrator := start("slotkv-migrator")
 	downloader := start("slotkv-downloader", "--data-dir", filepath.Join(dir, "downloader"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -54,7 +54,7 @@ func startStack(t *testing.T) *stack {
 	}
 	s.router = start("slotkv-router")
 	// Small batches, so a stream's progress bar moves in many steps.
-	s.migrator = start("slotkv-migrator", "--data-dir", filepath.Join(t.TempDir(), "migrator"), "--batch-records", "40")
+	s.migrator = start("slotkv-migrator", "--batch-records", "40")
 	s.downloader = start("slotkv-downloader", "--data-dir", filepath.Join(t.TempDir(), "downloader"), "--allowed-prefixes", "http://127.0.0.1:")
 	s.console = start("slotkv-console",
 		"--router", s.router.GRPC, "--migrator", s.migrator.GRPC, "--downloader", s.downloader.GRPC,

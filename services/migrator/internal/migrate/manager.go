@@ -65,7 +65,7 @@ const (
 	// always has the next batch at hand.
 	importWindow = 16
 	// rpcTimeout bounds unary calls to storage nodes that are not part of a
-	// long phase (begin, freeze, end, topology pushes).
+	// long phase (begin, freeze, end).
 	rpcTimeout = 30 * time.Second
 	// shutdownRollbackTimeout bounds each abort call made at shutdown.
 	shutdownRollbackTimeout = 5 * time.Second

@@ -12,6 +12,7 @@ import (
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"google.golang.org/grpc"
 )
@@ -22,13 +23,16 @@ import (
 // `make bench` prints the ratios (see cmd/benchratio).
 func BenchmarkSingleKey(b *testing.B) {
 	dir := b.TempDir()
+	// The control plane: the node follows etcd, the router reads the
+	// topology there.
+	e := etcdtest.Start(b)
 	st := proctest.Start(b, proctest.Bin(b, "slotkv-storage"), "--node-id", "b1", "--data-dir", dir,
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", "warn")
-	out, err := runTool(b, "slotkvctl", "bootstrap", "--storage", st.GRPC)
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", "warn", "--etcd-endpoints", e.Endpoint)
+	out, err := runTool(b, "slotkvctl", "bootstrap", "--storage", st.GRPC, "--etcd-endpoints", e.Endpoint)
 	if err != nil {
 		b.Fatalf("bootstrap: %v\n%s", err, out)
 	}
-	rt := proctest.Start(b, proctest.Bin(b, "slotkv-router"), "--storage", st.GRPC,
+	rt := proctest.Start(b, proctest.Bin(b, "slotkv-router"), "--etcd-endpoints", e.Endpoint,
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-level", "warn")
 
 	stConn := benchConn(b, st.GRPC)

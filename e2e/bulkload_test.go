@@ -123,7 +123,7 @@ func startLoader(tb testing.TB, c *cluster, extra ...string) *loader {
 func startLoaderEnv(tb testing.TB, c *cluster, env []string, extra ...string) *loader {
 	tb.Helper()
 	l := &loader{dataDir: filepath.Join(tb.TempDir(), "downloader"), env: env}
-	l.args = append(append([]string{"--data-dir", l.dataDir, "--storage", c.storageAddrs(), "--token", c.Token,
+	l.args = append(append([]string{"--data-dir", l.dataDir, "--token", c.Token,
 		"--allowed-prefixes", "http://127.0.0.1:"}, c.EtcdArgs()...), extra...)
 	l.start(tb, "127.0.0.1:0", "127.0.0.1:0")
 	return l

@@ -48,7 +48,7 @@ func startClusterEnv(t testing.TB, n int, token string, env []string) *cluster {
 	c.ctl("bootstrap", "--storage", c.storageAddrs())
 	c.router = proctest.StartWith(t, proctest.Options{Env: env}, proctest.Bin(t, "slotkv-router"),
 		append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-			"--storage", c.storageAddrs(), "--token", token}, c.EtcdArgs()...)...)
+			"--token", token}, c.EtcdArgs()...)...)
 	c.waitReady(c.router.HTTP)
 	return c
 }

@@ -11,7 +11,6 @@ import (
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/faultproxy"
 	"github.com/slotkv/slotkv/pkg/proctest"
-	"github.com/slotkv/slotkv/pkg/testcluster"
 )
 
 // slowReplicas starts three storage nodes holding the same data (three
@@ -21,10 +20,10 @@ import (
 // extra), the other never does.
 func slowReplicas(tb testing.TB, delay, hedgeDelay time.Duration) (hedged, plain routerv1.KVServiceClient, keys []string) {
 	tb.Helper()
-	c := testcluster.Start(tb, 3, testcluster.Options{})
+	c := startSelfServed(tb, 3)
 	keys = testKeys(200)
 	for _, n := range c.Nodes {
-		serve(tb, n, 0, 1)
+		c.serve(tb, n, 0, 1)
 		seed(tb, n, keys, 0, 1)
 	}
 	proxy, err := faultproxy.New(c.Nodes[2].Proc.GRPC)

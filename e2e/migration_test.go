@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,11 +22,10 @@ import (
 
 // mover is a migrator process and its client.
 type mover struct {
-	proc    *proctest.Proc
-	dataDir string
-	args    []string
-	env     []string
-	api     migratorv1.MigratorServiceClient
+	proc *proctest.Proc
+	args []string
+	env  []string
+	api  migratorv1.MigratorServiceClient
 }
 
 func startMover(tb testing.TB, c *cluster, extra ...string) *mover {
@@ -38,8 +36,8 @@ func startMover(tb testing.TB, c *cluster, extra ...string) *mover {
 // startMoverEnv is startMover with env added to the process's environment.
 func startMoverEnv(tb testing.TB, c *cluster, env []string, extra ...string) *mover {
 	tb.Helper()
-	m := &mover{dataDir: filepath.Join(tb.TempDir(), "migrator"), env: env}
-	m.args = append(append([]string{"--data-dir", m.dataDir, "--storage", c.storageAddrs(), "--token", c.Token}, c.EtcdArgs()...), extra...)
+	m := &mover{env: env}
+	m.args = append(append([]string{"--token", c.Token}, c.EtcdArgs()...), extra...)
 	m.start(tb, "127.0.0.1:0", "127.0.0.1:0")
 	return m
 }
@@ -439,8 +437,8 @@ func TestMigrationFaults(t *testing.T) {
 		if err := n2.Proc.Stop(); err != nil {
 			t.Fatal(err)
 		}
-		n2.Proc = proctest.Start(t, proctest.Bin(t, "slotkv-storage"), "--node-id", n2.ID, "--data-dir", n2.DataDir,
-			"--grpc-addr", g, "--http-addr", h, "--token", "not-the-cluster-token")
+		n2.Proc = proctest.Start(t, proctest.Bin(t, "slotkv-storage"), append([]string{"--node-id", n2.ID, "--data-dir", n2.DataDir,
+			"--grpc-addr", g, "--http-addr", h, "--token", "not-the-cluster-token"}, c.EtcdArgs()...)...)
 		m := startMover(t, c)
 		m.begin(t, start("bad-token"))
 		job := m.wait(t, "bad-token", over)

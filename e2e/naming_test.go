@@ -14,17 +14,62 @@ import (
 
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
+	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/fanout"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
-// serve gives node n, through a topology of its own, the slots of partition
-// part of m: in naming-file mode every instance is a node that owns its
-// partition, and replicas of a partition own the same slots.
-func serve(tb testing.TB, n *testcluster.Node, part, m int) {
+// selfServed are storage nodes that each follow a topology of their own
+// in etcd (one prefix per node, /self/<id>/): in naming-file mode every
+// instance is a node that owns its partition, and replicas of a partition
+// own the same slots, which no single topology can say.
+type selfServed struct {
+	etcd  *etcdtest.Etcd
+	Nodes []*testcluster.Node
+}
+
+func selfPrefix(id string) string { return "/self/" + id + "/" }
+
+// startSelfServed starts n storage nodes n1..nN on one etcd, each
+// following its own prefix; they hold no topology until serve.
+func startSelfServed(tb testing.TB, n int) *selfServed {
+	tb.Helper()
+	s := &selfServed{etcd: etcdtest.Start(tb), Nodes: make([]*testcluster.Node, n)}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprintf("n%d", i+1)
+			dir := filepath.Join(tb.TempDir(), id)
+			p := proctest.Start(tb, proctest.Bin(tb, "slotkv-storage"), "--node-id", id, "--data-dir", dir,
+				"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+				"--etcd-endpoints", s.etcd.Endpoint, "--etcd-prefix", selfPrefix(id))
+			cc, err := dial.New(p.GRPC, dial.Options{})
+			if err != nil {
+				tb.Error(err)
+				return
+			}
+			tb.Cleanup(func() { _ = cc.Close() })
+			s.Nodes[i] = &testcluster.Node{ID: id, Proc: p, DataDir: dir, Conn: cc}
+		})
+	}
+	wg.Wait()
+	for i, nd := range s.Nodes {
+		if nd == nil {
+			tb.Fatalf("storage node n%d did not start", i+1)
+		}
+	}
+	return s
+}
+
+// serve gives node n, through a topology of its own committed in etcd
+// under its prefix, the slots of partition part of m, and waits until the
+// node holds it.
+func (s *selfServed) serve(tb testing.TB, n *testcluster.Node, part, m int) {
 	tb.Helper()
 	start, end := fanout.PartitionRange(part, m, slot.Count)
 	topo, err := topology.New(1, []topology.Node{n.Topology()},
@@ -32,10 +77,24 @@ func serve(tb testing.TB, n *testcluster.Node, part, m int) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	st, err := topostore.New(s.etcd.Client(tb), topostore.Options{Prefix: selfPrefix(n.ID)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := n.NodeClient().SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: topo.Proto()}); err != nil {
-		tb.Fatalf("topology of %s: %v", n.ID, err)
+	if _, created, err := st.Bootstrap(ctx, topo); err != nil || !created {
+		tb.Fatalf("topology of %s in etcd: created %v, err %v", n.ID, created, err)
+	}
+	for {
+		resp, err := n.NodeClient().GetTopology(ctx, &storagev1.GetTopologyRequest{})
+		if err == nil && resp.GetTopology().GetVersion() >= topo.Version() {
+			return
+		}
+		if ctx.Err() != nil {
+			tb.Fatalf("node %s does not hold its topology: %v", n.ID, err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 }
 
@@ -109,7 +168,7 @@ func testKeys(n int) []string {
 // call fails during the changes. Per-node request counters prove it.
 func TestDynamicPartitionMove(t *testing.T) {
 	t.Parallel()
-	c := testcluster.Start(t, 11, testcluster.Options{})
+	c := startSelfServed(t, 11)
 	three, four, extra := c.Nodes[0:3], c.Nodes[3:7], c.Nodes[7:11]
 	keys := testKeys(400)
 	type placed struct {
@@ -127,7 +186,7 @@ func TestDynamicPartitionMove(t *testing.T) {
 		all = append(all, placed{n, i, 4})
 	}
 	for _, p := range all {
-		serve(t, p.n, p.part, p.m)
+		c.serve(t, p.n, p.part, p.m)
 		seed(t, p.n, keys, p.part, p.m)
 	}
 	line := func(p placed) string { return fmt.Sprintf("%s %d/%d", p.n.Proc.GRPC, p.part, p.m) }

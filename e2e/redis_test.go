@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
@@ -41,11 +42,11 @@ type redisStack struct {
 func startRedisStack(t testing.TB) *redisStack {
 	t.Helper()
 	c := &cluster{Cluster: testcluster.Start(t, 3, testcluster.Options{Token: redisAdmin, RESP: true,
-		Args: []string{"--data-token", redisData}}), t: t}
+		Args: []string{"--data-token", redisData}, Etcd: etcdtest.Start(t)}), t: t}
 	c.ctl("bootstrap", "--storage", c.storageAddrs())
-	c.router = proctest.Start(t, proctest.Bin(t, "slotkv-router"),
+	c.router = proctest.Start(t, proctest.Bin(t, "slotkv-router"), append([]string{
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--resp-addr", "127.0.0.1:0",
-		"--storage", c.storageAddrs(), "--data-token", redisData, "--admin-token", redisAdmin)
+		"--data-token", redisData, "--admin-token", redisAdmin}, c.EtcdArgs()...)...)
 	c.waitReady(c.router.HTTP)
 	if c.router.RESP == "" {
 		t.Fatal("the router's listen file has no RESP address")

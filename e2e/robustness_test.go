@@ -294,7 +294,7 @@ func (c *cluster) restartRouter(tb testing.TB) {
 	c.router.Kill()
 	c.router = proctest.Start(tb, proctest.Bin(tb, "slotkv-router"),
 		append([]string{"--grpc-addr", c.router.GRPC, "--http-addr", c.router.HTTP,
-			"--storage", c.storageAddrs(), "--token", c.Token}, c.EtcdArgs()...)...)
+			"--token", c.Token}, c.EtcdArgs()...)...)
 	c.waitReady(c.router.HTTP)
 }
 

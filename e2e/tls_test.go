@@ -19,6 +19,7 @@ import (
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
@@ -52,19 +53,20 @@ func TestTLSStack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := testcluster.Start(t, 3, testcluster.Options{Token: adminToken, Args: serverArgs, TLS: clientTLS})
+	c := testcluster.Start(t, 3, testcluster.Options{Token: adminToken, Args: serverArgs, TLS: clientTLS, Etcd: etcdtest.Start(t)})
 	storage := strings.Join(c.Addrs(), ",")
 	ctlTLS := []string{"--tls-ca", dev.CA, "--tls-client-cert", dev.Client, "--tls-client-key", dev.ClientKey, "--admin-token", adminToken}
-	tlsCtl(t, append([]string{"bootstrap", "--storage", storage}, ctlTLS...)...)
+	tlsCtl(t, append(append([]string{"bootstrap", "--storage", storage}, c.EtcdArgs()...), ctlTLS...)...)
 
 	start := func(bin string, extra ...string) *proctest.Proc {
-		args := append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--storage", storage}, serverArgs...)
+		// The topology and the nodes come from etcd (no --storage).
+		args := append(append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, c.EtcdArgs()...), serverArgs...)
 		p := proctest.Start(t, proctest.Bin(t, bin), append(args, extra...)...)
 		waitReadyTLS(t, p, clientTLS)
 		return p
 	}
 	router := start("slotkv-router")
-	migrator := start("slotkv-migrator", "--data-dir", filepath.Join(dir, "migrator"))
+	migrator := start("slotkv-migrator")
 	downloader := start("slotkv-downloader", "--data-dir", filepath.Join(dir, "downloader"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -122,7 +124,7 @@ func TestTLSStack(t *testing.T) {
 	if !strings.Contains(out, "SUCCEEDED") {
 		t.Fatalf("migration over TLS did not succeed:\n%s", out)
 	}
-	info := tlsCtl(t, append([]string{"topology", "--storage", storage}, ctlTLS...)...)
+	info := tlsCtl(t, append(append([]string{"topology"}, c.EtcdArgs()...), ctlTLS...)...)
 	t.Logf("topology after the migration:\n%s", info)
 	for k, v := range keys {
 		resp, err := kv.Get(ctx, &routerv1.GetRequest{Key: k})

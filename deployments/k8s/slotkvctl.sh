@@ -16,7 +16,7 @@ set -euo pipefail
 
 ns=${SLOTKV_NAMESPACE:-slotkv}
 if [ $# -eq 0 ]; then
-  echo "usage: $0 SLOTKVCTL-ARGS... (e.g. nodes --storage slotkv-storage-0.slotkv-storage:7100)" >&2
+  echo "usage: $0 SLOTKVCTL-ARGS... (e.g. nodes)" >&2
   exit 2
 fi
 router_image=$(kubectl -n "$ns" get deployment slotkv-router -o jsonpath='{.spec.template.spec.containers[0].image}')

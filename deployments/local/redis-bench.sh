@@ -5,7 +5,8 @@
 # test and the ratio of each slotkv mode to redis-server. `make bench` runs
 # it; installs Debian's redis-tools and redis-server when missing.
 #
-#   SLOTKV_BIN (./bin), REDIS_BENCH_N (200000 requests per test),
+#   SLOTKV_BIN (./bin, with etcd: make etcd), REDIS_BENCH_ETCD_PORT
+#   (23790; the peer port is the next one), REDIS_BENCH_N (200000 requests per test),
 #   REDIS_BENCH_TESTS (set,get,incr,mset), REDIS_BENCH_ARGS (-P 16 -c 50)
 set -euo pipefail
 set -m
@@ -50,7 +51,21 @@ listen() {
   exit 1
 }
 
-# Three storage nodes and a router, every port chosen by the kernel.
+# The control plane: an etcd of its own (its ports are fixed: etcd does
+# not report a port the kernel chose).
+EP=${REDIS_BENCH_ETCD_PORT:-23790}
+"$BIN/etcd" --name slotkv-bench --data-dir "$WORK/etcd" \
+  --listen-client-urls "http://127.0.0.1:$EP" --advertise-client-urls "http://127.0.0.1:$EP" \
+  --listen-peer-urls "http://127.0.0.1:$((EP + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((EP + 1))" \
+  --initial-cluster "slotkv-bench=http://127.0.0.1:$((EP + 1))" >"$WORK/etcd.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 200); do
+  if "$BIN/etcd" healthcheck --url "http://127.0.0.1:$EP/health" >/dev/null 2>&1; then break; fi
+  sleep 0.05
+done
+export SLOTKV_ETCD_ENDPOINTS="http://127.0.0.1:$EP"
+
+# Three storage nodes and a router, every other port chosen by the kernel.
 seeds=(); resp=()
 for id in n1 n2 n3; do
   "$BIN/slotkv-storage" --node-id "$id" --data-dir "$WORK/$id" --grpc-addr 127.0.0.1:0 \
@@ -64,7 +79,7 @@ for id in n1 n2 n3; do
 done
 seedlist=$(IFS=,; echo "${seeds[*]}")
 "$BIN/slotkvctl" bootstrap --storage "$seedlist" >/dev/null
-"$BIN/slotkv-router" --storage "$seedlist" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
+"$BIN/slotkv-router" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
   --resp-addr 127.0.0.1:0 --listen-file "$WORK/router.json" --log-level warn >"$WORK/router.log" 2>&1 &
 pids+=($!)
 router=$(listen "$WORK/router.json" resp)

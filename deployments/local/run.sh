@@ -121,30 +121,32 @@ done
 
 seeds=$(IFS=,; echo "${storage[*]}")
 # Safe on every start: once etcd holds a topology, bootstrap says so and
-# changes nothing.
+# changes nothing. --storage only names the nodes to bootstrap; every
+# service below finds the topology and the nodes in etcd
+# (SLOTKV_ETCD_ENDPOINTS).
 "$BIN/slotkvctl" bootstrap --storage "$seeds" "${ctl_tls[@]}"
 
-"$BIN/slotkv-router" --storage "$seeds" --grpc-addr "$HOST:$ROUTER_GRPC" \
+"$BIN/slotkv-router" --grpc-addr "$HOST:$ROUTER_GRPC" \
   --http-addr "$HOST:$ROUTER_HTTP" --resp-addr "$HOST:$ROUTER_RESP" >>"$DATA/logs/router.log" 2>&1 &
 pids+=($!)
 wait_ready router "$HOST:$ROUTER_HTTP" "$DATA/logs/router.log"
 
 # Bulk loads from datasets served on loopback or kept under .data/datasets.
 mkdir -p "$DATA/datasets"
-"$BIN/slotkv-downloader" --storage "$seeds" --data-dir "$DATA/downloader" \
+"$BIN/slotkv-downloader" --data-dir "$DATA/downloader" \
   --grpc-addr "$HOST:$DL_GRPC" --http-addr "$HOST:$DL_HTTP" \
   --allow-file-urls --allowed-prefixes "http://127.0.0.1:,http://localhost:,file://$DATA/datasets/" \
   >>"$DATA/logs/downloader.log" 2>&1 &
 pids+=($!)
 wait_ready downloader "$HOST:$DL_HTTP" "$DATA/logs/downloader.log"
 
-"$BIN/slotkv-migrator" --storage "$seeds" --data-dir "$DATA/migrator" \
+"$BIN/slotkv-migrator" \
   --grpc-addr "$HOST:$MG_GRPC" --http-addr "$HOST:$MG_HTTP" >>"$DATA/logs/migrator.log" 2>&1 &
 pids+=($!)
 wait_ready migrator "$HOST:$MG_HTTP" "$DATA/logs/migrator.log"
 
 # The web console, a client of all of the above.
-"$BIN/slotkv-console" --storage "$seeds" --router "$HOST:$ROUTER_GRPC" \
+"$BIN/slotkv-console" --router "$HOST:$ROUTER_GRPC" \
   --migrator "$HOST:$MG_GRPC" --downloader "$HOST:$DL_GRPC" \
   --router-http "$HOST:$ROUTER_HTTP" --migrator-http "$HOST:$MG_HTTP" --downloader-http "$HOST:$DL_HTTP" \
   --grpc-addr "$HOST:$CN_GRPC" --http-addr "$HOST:$CN_HTTP" >>"$DATA/logs/console.log" 2>&1 &

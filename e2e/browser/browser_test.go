@@ -52,10 +52,10 @@ func startStack(t *testing.T) *stack {
 		args = append(append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--token", token}, s.cluster.EtcdArgs()...), args...)
 		return proctest.Start(t, proctest.Bin(t, name), args...)
 	}
-	s.router = start("slotkv-router", "--storage", seeds)
+	s.router = start("slotkv-router")
 	// Small batches, so a stream's progress bar moves in many steps.
-	s.migrator = start("slotkv-migrator", "--storage", seeds, "--data-dir", filepath.Join(t.TempDir(), "migrator"), "--batch-records", "40")
-	s.downloader = start("slotkv-downloader", "--storage", seeds, "--data-dir", filepath.Join(t.TempDir(), "downloader"), "--allowed-prefixes", "http://127.0.0.1:")
+	s.migrator = start("slotkv-migrator", "--batch-records", "40")
+	s.downloader = start("slotkv-downloader", "--data-dir", filepath.Join(t.TempDir(), "downloader"), "--allowed-prefixes", "http://127.0.0.1:")
 	s.console = start("slotkv-console",
 		"--router", s.router.GRPC, "--migrator", s.migrator.GRPC, "--downloader", s.downloader.GRPC,
 		"--router-http", s.router.HTTP, "--migrator-http", s.migrator.HTTP, "--downloader-http", s.downloader.HTTP,

@@ -153,7 +153,7 @@ func TestDefaultPolicy(t *testing.T) {
 		"/slotkv.router.v1.KVService/Scan":                               Data,
 		"/slotkv.router.v1.KVService/GetTopology":                        Admin,
 		"/slotkv.storage.v1.StorageService/Get":                          Admin,
-		"/slotkv.storage.v1.NodeService/SetTopology":                     Admin,
+		"/slotkv.storage.v1.NodeService/GetTopology":                     Admin,
 		"/slotkv.migrator.v1.MigratorService/StartMigration":             Admin,
 		"/slotkv.downloader.v1.BulkLoadService/StartBulkLoad":            Admin,
 		"/slotkv.router.v1.KVServiceX/Get":                               Admin,

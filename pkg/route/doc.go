@@ -9,27 +9,20 @@
 // The topology lives in an atomic pointer, so routing a key is one load and
 // one array index. It only moves forward: a version is installed when it is
 // newer than the one held, and the connections to nodes that left it are
-// closed. It comes from one of two sources:
+// closed. It comes from etcd only (Options.Store, the control plane's
+// record, pkg/topostore; New refuses a Router without it): Run follows the
+// store's watch and installs every version as it is committed, in order,
+// so a change reaches the Router within milliseconds without any call
+// failing on it first; the watch resumes by itself after an etcd outage,
+// and the Router keeps routing by the last topology meanwhile. Refresh and
+// RefreshTo read the store (a linearizable read: never older than a
+// version already seen). The storage nodes are never asked for the
+// topology; there is no periodic poll and no seed.
 //
-//   - etcd (Options.Store, the control plane's record, pkg/topostore): Run
-//     follows the store's watch and installs every version as it is
-//     committed, in order, so a change reaches the Router within
-//     milliseconds without any call failing on it first; the watch resumes
-//     by itself after an etcd outage, and the Router keeps routing by the
-//     last topology meanwhile. Refresh reads the store (a linearizable
-//     read: never older than a version already seen) instead of asking the
-//     nodes. The storage nodes are never asked for the topology; there is
-//     no periodic poll and no seed.
-//   - the storage nodes (Options.Seeds, deployments without etcd): Run
-//     loads the topology from them, then refreshes it every
-//     RefreshInterval; Refresh asks the seeds, the known nodes and hints
-//     for theirs and keeps the highest version.
-//
-// Either way the Router is Ready once it holds a topology, and it refreshes
-// on demand (Refresh, RefreshTo) and whenever a storage node answers
-// SLOT_MOVED with a version newer than the one held. Refreshes are
-// single-flight: any number of concurrent SLOT_MOVED answers cause one read
-// of the store, or one round of GetTopology calls.
+// The Router is Ready once it holds a topology, and it refreshes on demand
+// (Refresh, RefreshTo) and whenever a storage node answers SLOT_MOVED with
+// a version newer than the one held. Refreshes are single-flight: any
+// number of concurrent SLOT_MOVED answers cause one read of the store.
 //
 // # Retry policy
 //
@@ -54,13 +47,12 @@
 // router's multi-key calls to each round of their fan-out):
 //
 //   - Moved: refresh the topology to at least the version the answer names
-//     (and the held version + 1), asking the owner it names too
-//     (Router.FollowMoved; with etcd, reading the store). If the slot's
-//     owner is then another node, retry there at once. If it is not — the
-//     new owner has not installed the new topology yet (without etcd a
-//     migration's commit tells the source first, then the destination,
-//     then the others; with etcd each node installs it from its own watch,
-//     a moment before or after the router), or the answering node lags
+//     (and the held version + 1) by reading the store (Router.FollowMoved;
+//     the owner the answer names is not asked). If the slot's owner is
+//     then another node, retry there at once. If it is not — the new
+//     owner has not installed the new topology yet (each node installs it
+//     from its own watch, a moment before or after the router), or the
+//     answering node lags
 //     behind the router — back off first, so the router neither spins nor
 //     gives up while the cluster converges. A node whose topology is older
 //     than the router's causes no refresh at all.

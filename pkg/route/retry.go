@@ -27,7 +27,7 @@ const (
 	Fatal
 	// Moved: SLOT_MOVED. The answering node's topology (Class.Version)
 	// gives the slot to Class.OwnerID at Class.OwnerAddress. Refresh to at
-	// least that version, asking the owner too (Router.FollowMoved), and
+	// least that version, reading etcd (Router.FollowMoved), and
 	// retry; back off first when the refresh did not change the owner (the
 	// new owner has not received the new topology yet).
 	Moved
@@ -288,8 +288,9 @@ func jitter(d time.Duration) time.Duration {
 
 // FollowMoved acts on SLOT_MOVED answers (classes of kind Moved; others
 // are ignored) received while routing by t: it refreshes the topology to
-// at least the newest version they name and t's version + 1, asking their
-// owners too (single-flight, as Refresh). An answer from a node whose
+// at least the newest version they name and t's version + 1, reading etcd
+// (single-flight, as Refresh; the owners the answers name are not asked:
+// etcd is the only source of the topology). An answer from a node whose
 // topology is older than t is left out: that node has not heard of t yet
 // (typically a migration's destination, told after the source), and no
 // refresh can help; the caller backs off and asks it again. It returns the
@@ -301,7 +302,6 @@ func jitter(d time.Duration) time.Duration {
 func (r *Router) FollowMoved(ctx context.Context, t *topology.Topology, moved ...Class) *topology.Topology {
 	var (
 		minVersion uint64
-		hints      []string
 		refresh    bool
 	)
 	for _, c := range moved {
@@ -310,9 +310,6 @@ func (r *Router) FollowMoved(ctx context.Context, t *topology.Topology, moved ..
 		}
 		refresh = true
 		minVersion = max(minVersion, c.Version)
-		if c.OwnerAddress != "" {
-			hints = append(hints, c.OwnerAddress)
-		}
 	}
 	if !refresh {
 		if cur := r.topo.Load(); cur != nil {
@@ -323,7 +320,7 @@ func (r *Router) FollowMoved(ctx context.Context, t *topology.Topology, moved ..
 	if t != nil {
 		minVersion = max(minVersion, t.Version()+1)
 	}
-	nt, _ := r.refresh(ctx, max(minVersion, 1), dedup(hints))
+	nt, _ := r.refresh(ctx, max(minVersion, 1))
 	if nt == nil {
 		return t
 	}

@@ -19,11 +19,13 @@ import (
 
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/grpctest"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
 // withRetryInfo is a status error of code c that asks to retry after d.
@@ -297,11 +299,11 @@ func TestRetry(t *testing.T) {
 	})
 }
 
-// fakeNode is a storage node over real gRPC on 127.0.0.1 that answers
-// GetTopology with the topology it holds and Put with what put says.
+// fakeNode is a storage node over real gRPC on 127.0.0.1 that answers Put
+// with what put says; topo is the topology it holds (what owns answers
+// by). The router reads the topology from a real etcd (topoStore).
 type fakeNode struct {
 	storagev1.UnimplementedStorageServiceServer
-	storagev1.UnimplementedNodeServiceServer
 	*grpctest.Server // stop and restart on the same address
 	t                *testing.T
 	id               string
@@ -316,7 +318,6 @@ func startFake(t *testing.T, id string) *fakeNode {
 	n := &fakeNode{t: t, id: id}
 	n.Server = grpctest.Start(t, func(srv *grpc.Server) {
 		storagev1.RegisterStorageServiceServer(srv, n)
-		storagev1.RegisterNodeServiceServer(srv, n)
 	})
 	return n
 }
@@ -324,14 +325,6 @@ func startFake(t *testing.T, id string) *fakeNode {
 func (n *fakeNode) node() topology.Node { return topology.Node{ID: n.id, GRPCAddress: n.Addr()} }
 
 func (n *fakeNode) setPut(f func(key []byte) error) { n.put.Store(&f) }
-
-func (n *fakeNode) GetTopology(context.Context, *storagev1.GetTopologyRequest) (*storagev1.GetTopologyResponse, error) {
-	t := n.topo.Load()
-	if t == nil {
-		return &storagev1.GetTopologyResponse{}, nil
-	}
-	return &storagev1.GetTopologyResponse{Topology: t.Proto()}, nil
-}
 
 func (n *fakeNode) Put(_ context.Context, req *storagev1.PutRequest) (*storagev1.PutResponse, error) {
 	n.puts.Add(1)
@@ -355,17 +348,31 @@ func (n *fakeNode) owns(key []byte) error {
 	return &rpcerr.SlotMovedError{Slot: s, OwnerID: o.ID, OwnerAddress: o.GRPCAddress, Version: t.Version()}
 }
 
-func fastRouter(t *testing.T, seeds []string, dialer route.DialFunc) *route.Router {
+// topoStore returns a topology store on a fresh real etcd holding topo.
+func topoStore(t *testing.T, topo *topology.Topology) *topostore.Store {
+	t.Helper()
+	st, err := topostore.New(etcdtest.Start(t).Client(t), topostore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := st.Bootstrap(t.Context(), topo); err != nil || !created {
+		t.Fatalf("bootstrap v%d in etcd: created %v, %v", topo.Version(), created, err)
+	}
+	return st
+}
+
+// fastRouter returns a Router on st with short backoffs, not running its
+// watch: it reads etcd when it has no topology or a SLOT_MOVED asks.
+func fastRouter(t *testing.T, st *topostore.Store, dialer route.DialFunc) *route.Router {
 	t.Helper()
 	if dialer == nil {
 		dialer = func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) }
 	}
 	r, err := route.New(route.Options{
-		Seeds:           seeds,
-		Dial:            dialer,
-		RefreshInterval: -1,
-		MinBackoff:      time.Millisecond,
-		MaxBackoff:      5 * time.Millisecond,
+		Store:      st,
+		Dial:       dialer,
+		MinBackoff: time.Millisecond,
+		MaxBackoff: 5 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -393,11 +400,17 @@ func migrated(t *testing.T, key string) (src, dst *fakeNode, r *route.Router, v2
 	dst.topo.Store(v1)
 	src.setPut(src.owns)
 	dst.setPut(dst.owns)
-	r = fastRouter(t, []string{src.Addr(), dst.Addr()}, nil)
+	st := topoStore(t, v1)
+	r = fastRouter(t, st, nil)
 	if _, err := r.Refresh(t.Context()); err != nil || r.Topology().Version() != 1 {
 		t.Fatalf("first refresh: %v", err)
 	}
-	src.topo.Store(v2) // the commit: the source is told first
+	// The commit: v2 in etcd, and the source installs it before the
+	// destination does.
+	if err := st.Commit(t.Context(), 1, v2); err != nil {
+		t.Fatalf("commit v2: %v", err)
+	}
+	src.topo.Store(v2)
 	return src, dst, r, v2
 }
 
@@ -491,6 +504,7 @@ func TestRetriedAnswers(t *testing.T) {
 				t.Fatal(err)
 			}
 			n.topo.Store(topo)
+			st := topoStore(t, topo)
 			var calls atomic.Int64
 			n.setPut(func([]byte) error {
 				if i := int(calls.Add(1)); i <= len(tc.answers) {
@@ -498,7 +512,7 @@ func TestRetriedAnswers(t *testing.T) {
 				}
 				return nil
 			})
-			r := fastRouter(t, []string{n.Addr()}, nil)
+			r := fastRouter(t, st, nil)
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			res, err := r.Do(ctx, "k", put("k", "v"))
@@ -543,7 +557,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			n.topo.Store(topo)
-			r := fastRouter(t, []string{n.Addr()}, tc.dialer)
+			r := fastRouter(t, topoStore(t, topo), tc.dialer)
 			do := func(d time.Duration) (route.Result, error) {
 				ctx, cancel := context.WithTimeout(t.Context(), d)
 				defer cancel()

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,12 +23,11 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultRefreshInterval = 10 * time.Second
-	DefaultCallTimeout     = 10 * time.Second
-	DefaultMaxRetries      = 5
-	DefaultFetchTimeout    = 3 * time.Second
-	DefaultMinBackoff      = 20 * time.Millisecond
-	DefaultMaxBackoff      = time.Second
+	DefaultCallTimeout  = 10 * time.Second
+	DefaultMaxRetries   = 5
+	DefaultFetchTimeout = 3 * time.Second
+	DefaultMinBackoff   = 20 * time.Millisecond
+	DefaultMaxBackoff   = time.Second
 )
 
 // DialFunc opens a client connection to a storage node's gRPC address.
@@ -38,21 +35,13 @@ type DialFunc func(addr string) (*grpc.ClientConn, error)
 
 // Options configures a Router.
 type Options struct {
-	// Store, when set, is where the topology comes from: the control
-	// plane's record in etcd. Run follows its watch and Refresh reads it
-	// (linearizably, within FetchTimeout); the storage nodes are never
-	// asked for it, and Seeds and RefreshInterval do not apply. Without it
-	// the topology is polled from the storage nodes (Seeds).
+	// Store is where the topology comes from, and the only place: the
+	// control plane's record in etcd. Run follows its watch and Refresh
+	// reads it (linearizably, within FetchTimeout); the storage nodes are
+	// never asked for it. Required.
 	Store *topostore.Store
-	// Seeds are storage node gRPC addresses asked for the topology. Nodes of
-	// the topology are asked too once it is known. Required without Store,
-	// ignored with it.
-	Seeds []string
 	// Dial opens connections (token, TLS and tracing are its business).
 	Dial DialFunc
-	// RefreshInterval between periodic refreshes (DefaultRefreshInterval
-	// when 0; negative turns periodic refresh off).
-	RefreshInterval time.Duration
 	// CallTimeout is the deadline given to a call whose context has none
 	// (DefaultCallTimeout when 0).
 	CallTimeout time.Duration
@@ -63,8 +52,8 @@ type Options struct {
 	// nodes of calls that need every answer are retried until the call's
 	// deadline (see the package doc).
 	MaxRetries int
-	// FetchTimeout bounds each GetTopology call of a refresh, or each read
-	// of the Store (DefaultFetchTimeout when 0).
+	// FetchTimeout bounds each read of the Store (DefaultFetchTimeout
+	// when 0).
 	FetchTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the delay between retries (of a
 	// frozen slot when the node gives no RetryInfo, of an unavailable
@@ -76,9 +65,6 @@ type Options struct {
 }
 
 func (o *Options) setDefaults() {
-	if o.RefreshInterval == 0 {
-		o.RefreshInterval = DefaultRefreshInterval
-	}
 	if o.CallTimeout <= 0 {
 		o.CallTimeout = DefaultCallTimeout
 	}
@@ -101,8 +87,7 @@ func (o *Options) setDefaults() {
 
 // Router routes keys to storage nodes.
 type Router struct {
-	opts  Options
-	seeds []string
+	opts Options
 
 	topo      atomic.Pointer[topology.Topology]
 	refreshes atomic.Uint64 // refresh rounds started
@@ -118,10 +103,9 @@ type Router struct {
 }
 
 type flight struct {
-	done  chan struct{}
-	hints []string
-	topo  *topology.Topology
-	err   error
+	done chan struct{}
+	topo *topology.Topology
+	err  error
 }
 
 // New returns a Router. It does not contact any node: call Run (or Refresh)
@@ -131,19 +115,13 @@ func New(opts Options) (*Router, error) {
 	if opts.Dial == nil {
 		return nil, errors.New("route: Options.Dial is required")
 	}
-	var seeds []string
 	if opts.Store == nil {
-		for _, s := range opts.Seeds {
-			if s = strings.TrimSpace(s); s != "" && !slices.Contains(seeds, s) {
-				seeds = append(seeds, s)
-			}
-		}
-		if len(seeds) == 0 {
-			return nil, rpcerr.InvalidField("storage", "at least one storage node address is required (or an etcd to watch)")
-		}
+		// The topology lives in etcd only (pkg/topostore): there is no
+		// other source to fall back to.
+		return nil, rpcerr.InvalidField("etcd-endpoints", "the etcd holding the topology is required (route: Options.Store is nil)")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Router{opts: opts, seeds: seeds, ctx: ctx, cancel: cancel, conns: map[string]*grpc.ClientConn{}}, nil
+	return &Router{opts: opts, ctx: ctx, cancel: cancel, conns: map[string]*grpc.ClientConn{}}, nil
 }
 
 // Topology returns the topology in use, nil before the first load.
@@ -152,17 +130,8 @@ func (r *Router) Topology() *topology.Topology { return r.topo.Load() }
 // Ready reports whether a topology has been loaded.
 func (r *Router) Ready() bool { return r.topo.Load() != nil }
 
-// Seeds returns the seed addresses (none when the topology comes from etcd).
-func (r *Router) Seeds() []string { return slices.Clone(r.seeds) }
-
-// Source says where the topology comes from, for messages: "etcd key K"
-// or "the storage nodes a,b,c".
-func (r *Router) Source() string {
-	if st := r.opts.Store; st != nil {
-		return "etcd key " + st.TopologyKey()
-	}
-	return "the storage nodes " + strings.Join(r.seeds, ",")
-}
+// Source says where the topology comes from, for messages: "etcd key K".
+func (r *Router) Source() string { return "etcd key " + r.opts.Store.TopologyKey() }
 
 // Close stops refreshes and closes every connection.
 func (r *Router) Close() error {
@@ -178,63 +147,28 @@ func (r *Router) Close() error {
 	return errors.Join(errs...)
 }
 
-// Run keeps the topology current until ctx ends. With a Store it follows
-// the etcd watch: every version is installed as it is committed, in order,
-// the first one as soon as etcd holds one. Without, it loads the topology
-// from the storage nodes, retrying until it succeeds, then refreshes it
-// every RefreshInterval.
-func (r *Router) Run(ctx context.Context) error {
-	if r.opts.Store != nil {
-		return r.follow(ctx)
-	}
-	retry := r.opts.MinBackoff * 10
-	for r.topo.Load() == nil {
-		if _, err := r.Refresh(ctx); err != nil {
-			r.opts.Logger.WarnContext(ctx, "loading topology failed; retrying", "error", err, "retry_in", retry)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(retry):
-			}
-			retry = min(retry*2, 5*time.Second, max(r.opts.RefreshInterval, time.Second))
-		}
-	}
-	if r.opts.RefreshInterval < 0 {
-		<-ctx.Done()
-		return nil
-	}
-	tick := time.NewTicker(r.opts.RefreshInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-			if _, err := r.Refresh(ctx); err != nil {
-				r.opts.Logger.WarnContext(ctx, "periodic topology refresh failed", "error", err)
-			}
-		}
-	}
-}
+// Run keeps the topology current until ctx ends: it follows the etcd
+// watch, installing every version as it is committed, in order, the first
+// one as soon as etcd holds one.
+func (r *Router) Run(ctx context.Context) error { return r.follow(ctx) }
 
-// Refresh asks the seeds and the known nodes for their topology and keeps
-// the highest version. A refresh already running is joined rather than
-// repeated. hints are extra addresses to ask (the owner named by a
-// SLOT_MOVED answer). It returns the topology in use afterwards.
-func (r *Router) Refresh(ctx context.Context, hints ...string) (*topology.Topology, error) {
-	return r.refresh(ctx, 0, hints)
+// Refresh reads the topology from etcd and installs it if it is newer than
+// the one held. A refresh already running is joined rather than repeated.
+// It returns the topology in use afterwards.
+func (r *Router) Refresh(ctx context.Context) (*topology.Topology, error) {
+	return r.refresh(ctx, 0)
 }
 
 // refresh makes sure the topology is at least minVersion if the cluster
 // knows one: it joins the refresh in flight and starts a new one (once) when
 // the joined one did not reach minVersion. minVersion 0 just joins or starts
 // one refresh.
-func (r *Router) refresh(ctx context.Context, minVersion uint64, hints []string) (*topology.Topology, error) {
+func (r *Router) refresh(ctx context.Context, minVersion uint64) (*topology.Topology, error) {
 	for round := 0; ; round++ {
 		if t := r.topo.Load(); minVersion > 0 && t != nil && t.Version() >= minVersion {
 			return t, nil
 		}
-		f, started := r.startFlight(hints)
+		f, started := r.startFlight()
 		select {
 		case <-f.done:
 		case <-ctx.Done():
@@ -252,17 +186,17 @@ func (r *Router) refresh(ctx context.Context, minVersion uint64, hints []string)
 	}
 }
 
-func (r *Router) startFlight(hints []string) (*flight, bool) {
+func (r *Router) startFlight() (*flight, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.flight != nil {
 		return r.flight, false
 	}
-	f := &flight{done: make(chan struct{}), hints: hints}
+	f := &flight{done: make(chan struct{})}
 	r.flight = f
 	r.refreshes.Add(1)
 	go func() {
-		f.topo, f.err = r.fetch(f.hints)
+		f.topo, f.err = r.fetch()
 		r.mu.Lock()
 		r.flight = nil
 		r.lastErr = f.err
@@ -273,10 +207,10 @@ func (r *Router) startFlight(hints []string) (*flight, bool) {
 }
 
 // triggerRefresh starts a refresh unless one runs, without waiting.
-func (r *Router) triggerRefresh() { r.startFlight(nil) }
+func (r *Router) triggerRefresh() { r.startFlight() }
 
-// Refreshes is the number of refresh rounds started so far (each asks
-// every known node once).
+// Refreshes is the number of refresh rounds started so far (each reads
+// etcd once).
 func (r *Router) Refreshes() uint64 { return r.refreshes.Load() }
 
 // LastRefreshError is the error of the most recent refresh, nil if it
@@ -297,66 +231,20 @@ func (r *Router) follow(ctx context.Context) error {
 	return nil
 }
 
-// fetch gets the newest topology from the source and installs it if it is
-// newer than the one held: a linearizable read of the store, or else the
-// highest version the storage nodes hold.
-func (r *Router) fetch(hints []string) (*topology.Topology, error) {
-	if st := r.opts.Store; st != nil {
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.FetchTimeout)
-		defer cancel()
-		t, err := st.Load(ctx)
-		if err != nil {
-			if errors.Is(err, topostore.ErrNotBootstrapped) {
-				return nil, fmt.Errorf("%w (run slotkvctl bootstrap --etcd-endpoints ...)", err)
-			}
-			return nil, fmt.Errorf("%w: reading the topology from etcd: %w", rpcerr.ErrUnavailable, err)
+// fetch reads the newest topology from the store (a linearizable read:
+// never older than a version already seen) and installs it if it is newer
+// than the one held.
+func (r *Router) fetch() (*topology.Topology, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, r.opts.FetchTimeout)
+	defer cancel()
+	t, err := r.opts.Store.Load(ctx)
+	if err != nil {
+		if errors.Is(err, topostore.ErrNotBootstrapped) {
+			return nil, fmt.Errorf("%w (run slotkvctl bootstrap --etcd-endpoints ...)", err)
 		}
-		return r.install(t), nil
+		return nil, fmt.Errorf("%w: reading the topology from etcd: %w", rpcerr.ErrUnavailable, err)
 	}
-	addrs := slices.Clone(r.seeds)
-	if t := r.topo.Load(); t != nil {
-		for _, n := range t.Nodes() {
-			addrs = append(addrs, n.GRPCAddress)
-		}
-	}
-	addrs = append(addrs, hints...)
-	addrs = dedup(addrs)
-
-	type answer struct {
-		addr string
-		topo *topology.Topology
-		err  error
-	}
-	answers := make(chan answer, len(addrs))
-	for _, addr := range addrs {
-		go func() {
-			t, err := r.fetchOne(addr)
-			answers <- answer{addr, t, err}
-		}()
-	}
-	var best *topology.Topology
-	var errs []string
-	for range addrs {
-		a := <-answers
-		switch {
-		case a.err != nil:
-			errs = append(errs, fmt.Sprintf("%s: %v", a.addr, a.err))
-		case a.topo != nil && (best == nil || a.topo.Version() > best.Version()):
-			best = a.topo
-		}
-	}
-	sort.Strings(errs)
-	if best == nil {
-		if len(errs) == 0 {
-			return nil, fmt.Errorf("%w: no storage node among %s has been given a topology (run slotkvctl bootstrap)",
-				rpcerr.ErrNoTopology, strings.Join(addrs, ","))
-		}
-		return nil, fmt.Errorf("%w: no topology from any storage node: %s", rpcerr.ErrUnavailable, strings.Join(errs, "; "))
-	}
-	if len(errs) > 0 {
-		r.opts.Logger.Debug("some storage nodes did not answer the topology refresh", "errors", errs)
-	}
-	return r.install(best), nil
+	return r.install(t), nil
 }
 
 // install makes best the topology in use if it is newer than the one held,
@@ -381,27 +269,6 @@ func (r *Router) install(best *topology.Topology) *topology.Topology {
 	}
 }
 
-func (r *Router) fetchOne(addr string) (*topology.Topology, error) {
-	cc, err := r.conn(addr)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(r.ctx, r.opts.FetchTimeout)
-	defer cancel()
-	resp, err := storagev1.NewNodeServiceClient(cc).GetTopology(ctx, &storagev1.GetTopologyRequest{})
-	if err != nil {
-		return nil, err
-	}
-	if resp.GetTopology() == nil {
-		return nil, nil
-	}
-	t, err := topology.FromProto(resp.GetTopology())
-	if err != nil {
-		return nil, fmt.Errorf("invalid topology: %w", err)
-	}
-	return t, nil
-}
-
 // conn returns the connection to addr, dialing it the first time.
 func (r *Router) conn(addr string) (*grpc.ClientConn, error) {
 	r.mu.Lock()
@@ -420,8 +287,7 @@ func (r *Router) conn(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// prune closes the connections to addresses that are neither seeds nor
-// nodes of t.
+// prune closes the connections to addresses that are not nodes of t.
 func (r *Router) prune(t *topology.Topology) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -432,9 +298,6 @@ func (r *Router) prune(t *topology.Topology) {
 		t = cur
 	}
 	keep := map[string]bool{}
-	for _, s := range r.seeds {
-		keep[s] = true
-	}
 	for _, n := range t.Nodes() {
 		keep[n.GRPCAddress] = true
 	}
@@ -507,7 +370,7 @@ func (r *Router) Do(ctx context.Context, key string, call Call) (Result, error) 
 		t := r.topo.Load()
 		if t == nil {
 			var err error
-			if t, err = r.refresh(ctx, 1, nil); t == nil {
+			if t, err = r.refresh(ctx, 1); t == nil {
 				if err == nil {
 					err = rpcerr.ErrNoTopology
 				}
@@ -518,7 +381,7 @@ func (r *Router) Do(ctx context.Context, key string, call Call) (Result, error) 
 		if !ok {
 			if !refreshedUnassigned {
 				refreshedUnassigned = true
-				_, _ = r.refresh(ctx, t.Version()+1, nil)
+				_, _ = r.refresh(ctx, t.Version()+1)
 				continue
 			}
 			return res, rpcerr.ToStatus(fmt.Errorf("%w: slot %d of key has no owner in topology version %d",
@@ -610,24 +473,14 @@ func annotatef(err error, node topology.Node, format string, args ...any) error 
 	return status.FromProto(p).Err()
 }
 
-func dedup(in []string) []string {
-	out := in[:0:0]
-	for _, s := range in {
-		if s != "" && !slices.Contains(out, s) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // Conn returns the connection to a storage node's gRPC address, dialing it
 // the first time (the multi-key paths call nodes directly).
 func (r *Router) Conn(addr string) (*grpc.ClientConn, error) { return r.conn(addr) }
 
 // RefreshTo makes sure the topology is at least minVersion when the cluster
-// knows one (see Refresh); hints are extra addresses to ask.
-func (r *Router) RefreshTo(ctx context.Context, minVersion uint64, hints ...string) (*topology.Topology, error) {
-	return r.refresh(ctx, minVersion, hints)
+// knows one (see Refresh).
+func (r *Router) RefreshTo(ctx context.Context, minVersion uint64) (*topology.Topology, error) {
+	return r.refresh(ctx, minVersion)
 }
 
 // TriggerRefresh starts a refresh unless one runs, without waiting.
@@ -666,8 +519,5 @@ func (r *Router) CheckReady(context.Context) error {
 	if err := r.LastRefreshError(); err != nil {
 		return fmt.Errorf("no topology loaded yet: %w", err)
 	}
-	if r.opts.Store != nil {
-		return fmt.Errorf("no topology loaded yet from %s (waiting for etcd, or for slotkvctl bootstrap to write the first)", r.Source())
-	}
-	return errors.New("no topology loaded yet")
+	return fmt.Errorf("no topology loaded yet from %s (waiting for etcd, or for slotkvctl bootstrap to write the first)", r.Source())
 }

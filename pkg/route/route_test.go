@@ -19,14 +19,17 @@ import (
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
-func newRouter(t *testing.T, seeds []string) *route.Router {
+// newRouter returns a Router reading the topology from st, not running
+// its watch: it learns a new topology only by refreshing (a SLOT_MOVED
+// answer, Refresh).
+func newRouter(t *testing.T, st *topostore.Store) *route.Router {
 	t.Helper()
 	r, err := route.New(route.Options{
-		Seeds:           seeds,
-		Dial:            func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) },
-		RefreshInterval: -1,
+		Store: st,
+		Dial:  func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +62,7 @@ func TestMovedSingleFlight(t *testing.T) {
 	t.Parallel()
 	c := testcluster.Start(t, 3, testcluster.Options{})
 	v1 := c.Bootstrap(t)
-	r := newRouter(t, c.Addrs())
+	r := newRouter(t, c.Store())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := r.Refresh(ctx); err != nil {
@@ -119,19 +122,19 @@ func TestMovedSingleFlight(t *testing.T) {
 	}
 }
 
-// A node that leaves the topology has its connection closed; a node named
-// only by a SLOT_MOVED answer is found through it.
-func TestNodeLeavesAndOwnerHint(t *testing.T) {
+// A node that leaves the topology has its connection closed; the node
+// that took its slots is found in etcd after the SLOT_MOVED answer.
+func TestNodeLeaves(t *testing.T) {
 	t.Parallel()
 	c := testcluster.Start(t, 3, testcluster.Options{})
 	nodes := c.TopologyNodes()
-	// v1 knows n1 and n2 only; n3 is not a seed either.
+	// v1 knows n1 and n2 only.
 	v1, err := topology.Even(1, nodes[:2])
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.SetTopology(t, v1)
-	r := newRouter(t, c.Addrs()[:1])
+	r := newRouter(t, c.Store())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := r.Refresh(ctx); err != nil {
@@ -141,7 +144,8 @@ func TestNodeLeavesAndOwnerHint(t *testing.T) {
 	if res, err := r.Do(ctx, key, put(key, "v1")); err != nil || res.Node.ID != "n2" {
 		t.Fatalf("put on n2: %+v, %v", res, err)
 	}
-	if got, want := strings.Join(r.ConnAddrs(), ","), strings.Join(sortedAddrs(nodes[:2]), ","); got != want {
+	// Connections are dialed on first use: only n2 has been called.
+	if got, want := strings.Join(r.ConnAddrs(), ","), nodes[1].GRPCAddress; got != want {
 		t.Fatalf("connections %s, want %s", got, want)
 	}
 	// v2: n2 leaves, n3 takes its slots.
@@ -167,24 +171,9 @@ func TestNodeLeavesAndOwnerHint(t *testing.T) {
 	if res.Node.ID != "n3" || res.Attempts != 2 {
 		t.Fatalf("served by %s after %d attempts, want n3 after 2", res.Node.ID, res.Attempts)
 	}
-	if got, want := strings.Join(r.ConnAddrs(), ","), strings.Join(sortedAddrs([]topology.Node{nodes[0], nodes[2]}), ","); got != want {
+	if got, want := strings.Join(r.ConnAddrs(), ","), nodes[2].GRPCAddress; got != want {
 		t.Fatalf("connections %s after n2 left, want %s", got, want)
 	}
-}
-
-func sortedAddrs(ns []topology.Node) []string {
-	var out []string
-	for _, n := range ns {
-		out = append(out, n.GRPCAddress)
-	}
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if out[j] < out[i] {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
 }
 
 // Non-retryable storage answers keep their code.
@@ -192,7 +181,7 @@ func TestErrorsRelayed(t *testing.T) {
 	t.Parallel()
 	c := testcluster.Start(t, 1, testcluster.Options{})
 	c.Bootstrap(t)
-	r := newRouter(t, c.Addrs())
+	r := newRouter(t, c.Store())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := r.Do(ctx, "absent", func(ctx context.Context, _ route.Attempt, c storagev1.StorageServiceClient) error {
@@ -204,10 +193,10 @@ func TestErrorsRelayed(t *testing.T) {
 	}
 }
 
-func TestNewNeedsSeeds(t *testing.T) {
+func TestNewNeedsStore(t *testing.T) {
 	t.Parallel()
-	_, err := route.New(route.Options{Seeds: []string{" ", ""}, Dial: func(string) (*grpc.ClientConn, error) { return nil, nil }})
-	if err == nil || !strings.Contains(err.Error(), "storage") {
-		t.Fatalf("New without seeds: %v", err)
+	_, err := route.New(route.Options{Dial: func(string) (*grpc.ClientConn, error) { return nil, nil }})
+	if err == nil || !strings.Contains(err.Error(), "etcd") {
+		t.Fatalf("New without a store: %v, want an error naming etcd", err)
 	}
 }

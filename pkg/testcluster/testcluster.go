@@ -1,8 +1,8 @@
 // Package testcluster starts real slotkv storage nodes (as processes, via
-// pkg/proctest) for tests of the services that drive them, and gives them
-// topologies: committed in etcd, which the nodes watch, when the cluster has
-// a control plane (Options.Etcd), else directly through
-// NodeService.SetTopology.
+// pkg/proctest) for tests of the services that drive them, with their
+// control plane: an etcd (Options.Etcd, or one Start starts) whose topology
+// the nodes watch. Topologies are given to them by committing in that etcd,
+// the only way a node takes one.
 package testcluster
 
 import (
@@ -42,8 +42,9 @@ type Options struct {
 	// RESP starts every node with a RESP listener (--resp-addr on
 	// 127.0.0.1:0); its address is Proc.RESP and goes into the topology.
 	RESP bool
-	// Etcd, when set, is the cluster's control plane: every node gets
-	// --etcd-endpoints, and SetTopology commits in etcd.
+	// Etcd is the cluster's control plane: every node gets
+	// --etcd-endpoints, and SetTopology commits in it. When nil, Start
+	// starts one (pkg/etcdtest) for the cluster.
 	Etcd *etcdtest.Etcd
 }
 
@@ -87,14 +88,15 @@ type Cluster struct {
 func Start(t testing.TB, n int, o Options) *Cluster {
 	t.Helper()
 	bin := proctest.Bin(t, "slotkv-storage")
-	c := &Cluster{Nodes: make([]*Node, n), Token: o.Token, env: o.Env, extra: o.Args, resp: o.RESP, etcd: o.Etcd}
-	if o.Etcd != nil {
-		st, err := topostore.New(o.Etcd.Client(t), topostore.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.store = st
+	if o.Etcd == nil {
+		o.Etcd = etcdtest.Start(t)
 	}
+	c := &Cluster{Nodes: make([]*Node, n), Token: o.Token, env: o.Env, extra: o.Args, resp: o.RESP, etcd: o.Etcd}
+	st, err := topostore.New(o.Etcd.Client(t), topostore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.store = st
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
@@ -168,46 +170,31 @@ func (c *Cluster) Bootstrap(t testing.TB) *topology.Topology {
 	return topo
 }
 
-// Etcd is the cluster's control plane, nil without one.
+// Etcd is the cluster's control plane.
 func (c *Cluster) Etcd() *etcdtest.Etcd { return c.etcd }
 
-// Store is the topology store in the cluster's etcd, nil without one.
+// Store is the topology store in the cluster's etcd.
 func (c *Cluster) Store() *topostore.Store { return c.store }
 
 // EtcdArgs are the flags that point another slotkv process at the
-// cluster's control plane (none without one).
+// cluster's control plane.
 func (c *Cluster) EtcdArgs() []string {
-	if c.etcd == nil {
-		return nil
-	}
 	return []string{"--etcd-endpoints", c.etcd.Endpoint}
 }
 
 // EtcdEnv is EtcdArgs as environment variables (for slotkvctl).
 func (c *Cluster) EtcdEnv() []string {
-	if c.etcd == nil {
-		return nil
-	}
 	return []string{"SLOTKV_ETCD_ENDPOINTS=" + c.etcd.Endpoint}
 }
 
-// SetTopology gives topo to every node: with a control plane it is
-// bootstrapped or committed in etcd (over the version stored, which must be
-// older) and the call returns once every node holds it; without one it is
-// pushed to each node.
+// SetTopology gives topo to every node: it is bootstrapped or committed in
+// etcd (over the version stored, which must be older) and the call returns
+// once every node holds it.
 func (c *Cluster) SetTopology(t testing.TB, topo *topology.Topology) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if c.store != nil {
-		c.commit(ctx, t, topo)
-		return
-	}
-	for _, n := range c.Nodes {
-		if _, err := n.NodeClient().SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: topo.Proto()}); err != nil {
-			t.Fatalf("SetTopology v%d on %s: %v", topo.Version(), n.ID, err)
-		}
-	}
+	c.commit(ctx, t, topo)
 }
 
 func (c *Cluster) commit(ctx context.Context, t testing.TB, topo *topology.Topology) {

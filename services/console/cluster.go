@@ -10,7 +10,6 @@ import (
 	"time"
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
-	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
@@ -265,95 +264,6 @@ func members(topo *topology.Topology, reg map[string]topology.Node, withEtcd boo
 	return res
 }
 
-// topology returns the newest topology the router and the seeds know,
-// with its source, and the errors of those that could not answer.
-func (p *clusterPoller) topology(ctx context.Context) (*topology.Topology, string, []string) {
-	type answer struct {
-		from string
-		topo *clusterv1.Topology
-		err  error
-	}
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		answers []answer
-	)
-	ask := func(from string, get func(context.Context) (*clusterv1.Topology, error)) {
-		wg.Go(func() {
-			cctx, cancel := context.WithTimeout(ctx, callTimeout)
-			defer cancel()
-			t, err := get(cctx)
-			mu.Lock()
-			defer mu.Unlock()
-			answers = append(answers, answer{from, t, err})
-		})
-	}
-	if a := p.c.o.Router; a != "" {
-		ask("router", func(ctx context.Context) (*clusterv1.Topology, error) {
-			cc, err := p.c.conn(a)
-			if err != nil {
-				return nil, err
-			}
-			r, err := routerv1.NewKVServiceClient(cc).GetTopology(ctx, &routerv1.GetTopologyRequest{})
-			return r.GetTopology(), err
-		})
-	}
-	seeds := slices.Clone(p.c.o.Storage)
-	p.mu.Lock()
-	if p.last != nil {
-		for _, n := range p.last.Nodes() {
-			if !slices.Contains(seeds, n.GRPCAddress) {
-				seeds = append(seeds, n.GRPCAddress)
-			}
-		}
-	}
-	p.mu.Unlock()
-	for _, a := range seeds {
-		ask(a, func(ctx context.Context) (*clusterv1.Topology, error) {
-			cc, err := p.c.conn(a)
-			if err != nil {
-				return nil, err
-			}
-			r, err := storagev1.NewNodeServiceClient(cc).GetTopology(ctx, &storagev1.GetTopologyRequest{})
-			return r.GetTopology(), err
-		})
-	}
-	wg.Wait()
-	var (
-		best *topology.Topology
-		from string
-		errs []string
-	)
-	slices.SortFunc(answers, func(a, b answer) int { return strings.Compare(a.from, b.from) })
-	var failed []answer
-	for _, a := range answers {
-		if a.err != nil {
-			failed = append(failed, a)
-			continue
-		}
-		if a.topo == nil || a.topo.GetVersion() == 0 {
-			continue
-		}
-		t, err := topology.FromProto(a.topo)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("topology from %s: %v", a.from, err))
-			continue
-		}
-		if best == nil || t.Version() > best.Version() {
-			best, from = t, a.from
-		}
-	}
-	for _, a := range failed {
-		// A node of the topology that fails shows on its own row (a red
-		// dot and its error); the router and other seeds are listed here.
-		if best != nil && slices.ContainsFunc(best.Nodes(), func(n topology.Node) bool { return n.GRPCAddress == a.from }) {
-			continue
-		}
-		errs = append(errs, fmt.Sprintf("topology from %s: %s", a.from, errMessage(a.err)))
-	}
-	return best, from, errs
-}
-
 // sample takes one sample and publishes the cluster and traffic views.
 func (p *clusterPoller) sample(ctx context.Context) {
 	var (
@@ -362,17 +272,13 @@ func (p *clusterPoller) sample(ctx context.Context) {
 		errs []string
 		reg  map[string]topology.Node // registered nodes; nil without etcd or unknown
 	)
-	if p.store != nil {
-		var wg sync.WaitGroup
-		var regErrs []string
-		wg.Go(func() { reg, regErrs = p.registered(ctx) })
-		topo, errs = p.etcdTopology(ctx)
-		wg.Wait()
-		errs = append(errs, regErrs...)
-		from = "etcd"
-	} else {
-		topo, from, errs = p.topology(ctx)
-	}
+	var regWG sync.WaitGroup
+	var regErrs []string
+	regWG.Go(func() { reg, regErrs = p.registered(ctx) })
+	topo, errs = p.etcdTopology(ctx)
+	regWG.Wait()
+	errs = append(errs, regErrs...)
+	from = "etcd"
 	v := clusterView{Errors: errs, Updated: time.Now().UTC()}
 	if topo == nil {
 		if len(errs) == 0 {
@@ -381,14 +287,6 @@ func (p *clusterPoller) sample(ctx context.Context) {
 		v.Links = p.c.links(nil)
 		p.c.hub.publish(kindCluster, v)
 		return
-	}
-	if from != "router" && from != "etcd" {
-		// The node's address reads better as its id.
-		for _, n := range topo.Nodes() {
-			if n.GRPCAddress == from {
-				from = n.ID
-			}
-		}
 	}
 	v.Version, v.From = topo.Version(), from
 	ms := members(topo, reg, p.store != nil)

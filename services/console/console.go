@@ -19,9 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/slotkv/slotkv/pkg/dial"
-	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/server"
-	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
 // ServiceName names the service in logs and traces.
@@ -52,17 +50,13 @@ type Options struct {
 	// HTTPAddr the pages), shutdown bound, tokens (the admin token opens
 	// the pages through the login form and is sent to the services), TLS
 	// (PeerTLS dials the services and scrapes the nodes' /metrics) and the
-	// control plane: with Etcd set, the topology is watched in etcd and the
-	// node list is the registrations there (live) and the topology's nodes
-	// without one (dead); Storage and Router are not asked for the
-	// topology.
+	// control plane (Etcd, required): the topology is watched in etcd and
+	// the node list is the registrations there (live) and the topology's
+	// nodes without one (dead).
 	server.Common
 	// Router, Migrator and Downloader are the services' gRPC addresses;
 	// "" leaves that part of the console out.
 	Router, Migrator, Downloader string
-	// Storage are seed storage node gRPC addresses; the topology names the
-	// others. Not used with Etcd.
-	Storage []string
 	// RouterHTTP, MigratorHTTP and DownloaderHTTP are the services' REST
 	// addresses (host:port or a URL), for the links to their OpenAPI
 	// documents; the storage nodes' come from the topology.
@@ -115,9 +109,8 @@ type Console struct {
 
 // New checks o and builds a console; Start its loops with Loop.
 func New(o Options) (*Console, error) {
-	o.Storage = flagenv.SplitList(o.Storage...)
-	if len(o.Storage) == 0 && o.Router == "" && !o.Etcd.Enabled() {
-		return nil, errors.New("console: no etcd, storage node nor router address given (--etcd-endpoints host:port,..., --storage host:port,... or --router host:port): the console needs one to find the cluster")
+	if !o.Etcd.Enabled() {
+		return nil, errors.New("console: --etcd-endpoints is required: the console finds the cluster (topology, nodes) in etcd")
 	}
 	if o.HTTPAddr == "" {
 		return nil, errors.New("console: --http-addr is empty: the console is served over HTTP")
@@ -150,19 +143,13 @@ func New(o Options) (*Console, error) {
 		Timeout:   callTimeout,
 		Transport: otelhttp.NewTransport(&http.Transport{TLSClientConfig: o.PeerTLS, MaxIdleConnsPerHost: 4}, otelhttp.WithTracerProvider(o.TracerProvider)),
 	}
-	var store *topostore.Store
-	if o.Etcd.Enabled() {
-		if len(o.Storage) > 0 {
-			c.log.Info("topology and nodes from etcd; --storage is not used", "storage", strings.Join(o.Storage, ","))
-		}
-		// Dial does not wait for etcd: the cluster page says so while it
-		// does not answer.
-		cli, st, err := o.Etcd.Dial(context.Background(), c.log)
-		if err != nil {
-			return nil, fmt.Errorf("console: %w", err)
-		}
-		c.etcd, store = cli, st
+	// Dial does not wait for etcd: the cluster page says so while it does
+	// not answer.
+	cli, store, err := o.Etcd.Dial(context.Background(), c.log)
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
 	}
+	c.etcd = cli
 	c.cluster = newClusterPoller(c, store)
 	if o.Migrator != "" {
 		c.migrations = newMigrationTracker(c)
@@ -272,7 +259,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	})
 	c.log.Info("listening", "http", httpLis.Addr().String(), "grpc", gs.GRPCAddr().String(),
-		"router", o.Router, "migrator", o.Migrator, "downloader", o.Downloader, "storage", strings.Join(o.Storage, ","),
+		"router", o.Router, "migrator", o.Migrator, "downloader", o.Downloader,
 		"etcd", c.etcdEndpoints(), "auth", !o.Tokens.Open())
 	if o.OnListen != nil {
 		o.OnListen(gs.GRPCAddr(), httpLis.Addr())

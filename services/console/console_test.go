@@ -25,9 +25,7 @@ const (
 // the expensive part.
 func TestConsole(t *testing.T) {
 	t.Parallel()
-	// On the etcd control plane, as the services run now: the console gets
-	// no --storage; the open cluster below covers the seeds.
-	s := startStack(t, adminToken, auth.Tokens{Admin: adminToken, Data: dataToken}, true)
+	s := startStack(t, adminToken, auth.Tokens{Admin: adminToken, Data: dataToken})
 	hc := s.client()
 
 	t.Run("login", func(t *testing.T) {
@@ -324,7 +322,7 @@ func TestConsole(t *testing.T) {
 // An open cluster needs no login.
 func TestOpenClusterNeedsNoLogin(t *testing.T) {
 	t.Parallel()
-	s := startStack(t, "", auth.Tokens{}, false)
+	s := startStack(t, "", auth.Tokens{})
 	hc := s.client()
 	for _, path := range []string{"/", "/traffic", "/login"} {
 		resp, err := hc.Get(s.srv.URL + path)

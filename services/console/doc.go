@@ -3,8 +3,8 @@
 // served by a small service of its own.
 //
 // The console is a client of the other services, never a part of them: it
-// calls their gRPC APIs (the router's and the storage nodes' topology,
-// GetNodeInfo, the migrator's and the downloader's List/Watch RPCs) with the
+// reads the topology and the node registrations in etcd, calls their gRPC
+// APIs (GetNodeInfo, the migrator's and the downloader's List/Watch RPCs) with the
 // admin token it is given, and scrapes the storage nodes' /metrics for
 // request latencies. Background loops keep the latest view of each part
 // (cluster, traffic, migrations, bulk loads) in a hub; every open page gets
@@ -12,8 +12,8 @@
 // connection however many jobs run, and the services see one watcher per
 // job however many browsers are open.
 //
-// With --etcd-endpoints the console finds the cluster in the control plane
-// (pkg/topostore), not through --storage seeds: the topology is watched, so
+// The console finds the cluster in the control plane (pkg/topostore;
+// --etcd-endpoints is required): the topology is watched, so
 // the slot map shows a migration's commit as soon as etcd has it; the node
 // list is the nodes registered under a lease (live) and the topology's
 // nodes without a registration (dead: shown as such on the cluster page,

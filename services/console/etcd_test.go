@@ -74,7 +74,7 @@ func TestEtcdControlPlane(t *testing.T) {
 	})
 
 	t.Run("the binary, with only the etcd endpoints", func(t *testing.T) {
-		p := proctest.StartWith(t, proctest.Options{Env: []string{server.EnvEtcdEndpoints + "=" + e.Endpoint, "SLOTKV_STORAGE=", "SLOTKV_ROUTER="}},
+		p := proctest.StartWith(t, proctest.Options{Env: []string{server.EnvEtcdEndpoints + "=" + e.Endpoint, "SLOTKV_ROUTER="}},
 			proctest.Bin(t, "slotkv-console"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--sample-interval", "200ms")
 		st := waitStateAt(t, hc, "http://"+p.HTTP, "3 nodes from etcd", func(st appState) bool {
 			return st.Cluster.From == "etcd" && len(st.Cluster.Nodes) == 3

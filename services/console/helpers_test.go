@@ -43,24 +43,20 @@ type stack struct {
 
 // startStack starts the stack; token "" runs an open cluster. tokens are
 // the console's own (the cluster's admin token, maybe a data token). With
-// withEtcd the cluster runs on a real etcd control plane: every process is
-// pointed at it and the console finds the cluster there, with no --storage.
-func startStack(t *testing.T, token string, tokens auth.Tokens, withEtcd bool) *stack {
+// The cluster runs on a real etcd control plane: every process is pointed
+// at it and the console finds the cluster there.
+func startStack(t *testing.T, token string, tokens auth.Tokens) *stack {
 	t.Helper()
 	s := &stack{t: t, token: token}
-	co := testcluster.Options{Token: token}
-	if withEtcd {
-		co.Etcd = etcdtest.Start(t)
-	}
+	co := testcluster.Options{Token: token, Etcd: etcdtest.Start(t)}
 	s.cluster = testcluster.Start(t, 3, co)
 	s.cluster.Bootstrap(t)
-	seeds := strings.Join(s.cluster.Addrs(), ",")
 	tok := []string{}
 	if token != "" {
 		tok = []string{"--token", token}
 	}
 	start := func(name string, args ...string) *proctest.Proc {
-		args = append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--storage", seeds}, append(append(args, tok...), s.cluster.EtcdArgs()...)...)
+		args = append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, append(append(args, tok...), s.cluster.EtcdArgs()...)...)
 		return proctest.Start(t, proctest.Bin(t, name), args...)
 	}
 	s.router = start("slotkv-router")
@@ -72,11 +68,7 @@ func startStack(t *testing.T, token string, tokens auth.Tokens, withEtcd bool) *
 	o.Tokens = tokens
 	o.Router, o.Migrator, o.Downloader = s.router.GRPC, s.migrator.GRPC, s.downloader.GRPC
 	o.RouterHTTP, o.MigratorHTTP, o.DownloaderHTTP = s.router.HTTP, s.migrator.HTTP, s.downloader.HTTP
-	if withEtcd {
-		o.Etcd = server.Etcd{Endpoints: co.Etcd.Endpoints()}
-	} else {
-		o.Storage = s.cluster.Addrs()[:1] // the topology names the others
-	}
+	o.Etcd = server.Etcd{Endpoints: co.Etcd.Endpoints()}
 	o.SampleInterval = 200 * time.Millisecond
 	s.console, s.srv = serveConsole(t, o)
 	return s

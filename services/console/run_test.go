@@ -18,7 +18,7 @@ import (
 // shows a node it cannot reach as an error, and stops cleanly.
 func TestRun(t *testing.T) {
 	t.Parallel()
-	// A port nothing listens on: the seed is down.
+	// A port nothing listens on: etcd is down.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +28,7 @@ func TestRun(t *testing.T) {
 
 	o := DefaultOptions()
 	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-	o.Storage = []string{dead}
+	o.Etcd.Endpoints = []string{dead}
 	o.SampleInterval = 100 * time.Millisecond
 	addrs := make(chan [2]net.Addr, 1)
 	o.OnListen = func(g, h net.Addr) { addrs <- [2]net.Addr{g, h} }
@@ -73,8 +73,8 @@ func TestRun(t *testing.T) {
 		err = json.NewDecoder(resp.Body).Decode(&st)
 		resp.Body.Close()
 		if err == nil && len(st.Cluster.Errors) > 0 {
-			if !strings.Contains(st.Cluster.Errors[0], "topology from "+dead) {
-				t.Errorf("errors %q: want the dead seed named", st.Cluster.Errors)
+			if !strings.Contains(st.Cluster.Errors[0], "topology from etcd "+dead) {
+				t.Errorf("errors %q: want the dead etcd named", st.Cluster.Errors)
 			}
 			break
 		}
@@ -108,8 +108,8 @@ func TestNewRefuses(t *testing.T) {
 		edit func(*Options)
 		want string
 	}{
-		{"no cluster", func(o *Options) {}, "--storage"},
-		{"no http", func(o *Options) { o.Storage = []string{"127.0.0.1:1"}; o.HTTPAddr = "" }, "--http-addr"},
+		{"no etcd", func(o *Options) {}, "--etcd-endpoints"},
+		{"no http", func(o *Options) { o.Etcd.Endpoints = []string{"127.0.0.1:1"}; o.HTTPAddr = "" }, "--http-addr"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := DefaultOptions()

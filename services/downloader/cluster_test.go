@@ -36,7 +36,6 @@ func TestSlotMovedReroutes(t *testing.T) {
 	c := testcluster.Start(t, 2, testcluster.Options{Token: testToken})
 	v1 := c.Bootstrap(t)
 	o := testOptions(t, c, t.TempDir())
-	o.RefreshInterval = time.Hour // only SLOT_MOVED makes it refresh
 	s := startService(t, o)
 	s.waitReady(t)
 

@@ -21,7 +21,6 @@ import (
 	downloaderv1 "github.com/slotkv/slotkv/gen/slotkv/downloader/v1"
 	"github.com/slotkv/slotkv/pkg/dataset"
 	"github.com/slotkv/slotkv/pkg/dial"
-	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/topostore"
@@ -43,9 +42,6 @@ type Options struct {
 	// DataDir holds the downloads (jobs/<id>/), and without etcd the job
 	// store (db/) and the runtime settings; with etcd those are in etcd.
 	DataDir string
-	// Storage are seed storage node gRPC addresses; not used when
-	// Common.Etcd is set (the topology is then watched in etcd).
-	Storage []string
 
 	// AllowedPrefixes: manifest and data file URLs must start with one of
 	// them (at a boundary: "http://127.0.0.1" allows
@@ -82,9 +78,6 @@ type Options struct {
 	// nil means syscall.Statfs.
 	Statfs func(path string) (free uint64, err error)
 
-	// RefreshInterval of the storage topology (polled from the nodes;
-	// none with etcd, whose topology is watched).
-	RefreshInterval time.Duration
 	// ProgressInterval between progress log lines (and saves) of a job.
 	ProgressInterval time.Duration
 	// MaxRunningJobs caps the bulk-load jobs running at once; StartJob and
@@ -123,7 +116,6 @@ func DefaultOptions() Options {
 		HTTPRetryWaitMax:    c.HTTPRetryWaitMax,
 		HTTPTimeout:         c.HTTPTimeout,
 		HTTPStallTimeout:    c.HTTPStallTimeout,
-		RefreshInterval:     route.DefaultRefreshInterval,
 		ProgressInterval:    c.ProgressInterval,
 		MaxRunningJobs:      c.MaxRunningJobs,
 	}
@@ -137,9 +129,8 @@ func Run(ctx context.Context, o Options) error {
 		base = slog.Default()
 	}
 	log := base.With("service", ServiceName)
-	seeds := flagenv.SplitList(o.Storage...)
-	if len(seeds) == 0 && !o.Etcd.Enabled() {
-		return errors.New("downloader: no storage node address given (--storage host:port,... or --etcd-endpoints)")
+	if !o.Etcd.Enabled() {
+		return errors.New("downloader: --etcd-endpoints is required (the topology lives in etcd)")
 	}
 	if o.DataDir == "" {
 		return errors.New("downloader: no data directory given (--data-dir)")
@@ -149,7 +140,7 @@ func Run(ctx context.Context, o Options) error {
 		cli   *clientv3.Client
 	)
 	if o.Etcd.Enabled() {
-		// The control plane's topology, watched: no seeds, no polling.
+		// The control plane's topology, watched.
 		// Dial does not wait for etcd; the service is ready once the watch
 		// has delivered a topology.
 		c, st, err := o.Etcd.Dial(ctx, log)
@@ -158,19 +149,13 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer c.Close()
 		store, cli = st, c
-		if len(seeds) > 0 {
-			log.Info("topology from etcd; --storage is not used", "storage", seeds)
-			seeds = nil
-		}
 	}
 	rt, err := route.New(route.Options{
 		Store: store,
-		Seeds: seeds,
 		Dial: func(addr string) (*grpc.ClientConn, error) {
 			return dial.New(addr, dial.Options{Token: o.Tokens.Admin, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 		},
-		RefreshInterval: o.RefreshInterval,
-		Logger:          log,
+		Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("downloader: %w", err)

@@ -40,6 +40,7 @@ const (
 func TestBulkLoad(t *testing.T) {
 	c := testcluster.Start(t, 3, testcluster.Options{Token: testToken})
 	topo := c.Bootstrap(t)
+	shareCluster(c)
 
 	t.Run("HappyPath", func(t *testing.T) { t.Parallel(); testHappyPath(t, c, topo) })
 	t.Run("Retry500", func(t *testing.T) { t.Parallel(); testRetry500(t, c, topo) })

@@ -38,7 +38,6 @@ func TestEtcdTopology(t *testing.T) {
 	// The nodes do not read etcd here: they are given the same topology.
 	c := testcluster.Start(t, 3, testcluster.Options{Token: testToken})
 	o := testOptions(t, c, t.TempDir())
-	o.Storage = nil
 	o.Etcd.Endpoints = e.Endpoints()
 	s := startService(t, o)
 

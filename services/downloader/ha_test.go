@@ -59,7 +59,6 @@ func TestHAReplicas(t *testing.T) {
 	topo := c.Bootstrap(t)
 	replica := func() *service {
 		o := testOptions(t, c, t.TempDir())
-		o.Storage = nil
 		o.Etcd.Endpoints = e.Endpoints()
 		// Small batches, one at a time: an ingest long enough to stop
 		// the leader in the middle of it.

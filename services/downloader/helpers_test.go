@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 	"github.com/slotkv/slotkv/services/downloader"
 )
 
@@ -221,11 +223,45 @@ type service struct {
 	stopped bool
 }
 
+// sharedClusters are the clusters many tests run a downloader on at once
+// (TestBulkLoad's): each of those downloaders gets an etcd prefix of its
+// own, so their leader elections, job records and settings stay apart.
+var sharedClusters sync.Map // *testcluster.Cluster -> bool
+
+func shareCluster(c *testcluster.Cluster) { sharedClusters.Store(c, true) }
+
+// isolatedPrefix returns the etcd prefix of the downloader whose data
+// directory is dataDir on the shared cluster c (the same for a restart on
+// the same directory), holding a copy of c's topology.
+func isolatedPrefix(t *testing.T, c *testcluster.Cluster, dataDir string) string {
+	t.Helper()
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(dataDir))
+	prefix := fmt.Sprintf("/dl-%x/", h.Sum64())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topo, err := c.Store().Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := topostore.New(c.Etcd().Client(t), topostore.Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Bootstrap(ctx, topo); err != nil {
+		t.Fatal(err)
+	}
+	return prefix
+}
+
 func testOptions(t *testing.T, c *testcluster.Cluster, dataDir string) downloader.Options {
 	o := downloader.DefaultOptions()
 	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	o.DataDir = dataDir
-	o.Storage = c.Addrs()
+	o.Etcd.Endpoints = c.Etcd().Endpoints()
+	if _, ok := sharedClusters.Load(c); ok {
+		o.Etcd.Prefix = isolatedPrefix(t, c, dataDir)
+	}
 	o.Tokens = auth.OneToken(testToken)
 	o.AllowedPrefixes = []string{"http://127.0.0.1"}
 	o.HTTPRetryWaitMin, o.HTTPRetryWaitMax = 5*time.Millisecond, 50*time.Millisecond

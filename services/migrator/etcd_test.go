@@ -15,10 +15,10 @@ import (
 	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
-	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 	"github.com/slotkv/slotkv/services/migrator"
 )
 
@@ -38,8 +38,6 @@ func startEtcdCluster(t *testing.T, n int) (*testcluster.Cluster, *etcdtest.Etcd
 func startEtcdMigrator(t *testing.T, c *testcluster.Cluster, adjust func(*migrator.Options)) *mig {
 	t.Helper()
 	return startMigrator(t, c, t.TempDir(), func(o *migrator.Options) {
-		o.Storage = nil
-		o.Etcd = server.Etcd{Endpoints: c.Etcd().Endpoints(), DialTimeout: 2 * time.Second}
 		if adjust != nil {
 			adjust(o)
 		}
@@ -367,32 +365,55 @@ func pollJob(t *testing.T, m *mig, id string, cond func(*migratorv1.Migration) b
 }
 
 // TestEtcdHandshakeFallback: a source that installs the commit but does
-// not record the hand-off itself (here a node outside etcd, given the
-// topology by hand a moment after the commit, as a source whose own path
-// to etcd is broken): the migrator reads the source's topology and writes
-// the record for it, and the job completes.
+// not record the hand-off itself (here a node that follows another prefix
+// of etcd, given each version by the test a moment after the commit, as a
+// source whose own path to the cluster's records is broken): the migrator
+// reads the source's topology and writes the record for it, and the job
+// completes.
 func TestEtcdHandshakeFallback(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t)
 	c := testcluster.Start(t, 1, testcluster.Options{Etcd: e}) // n1, the destination, follows etcd
 	dst := c.Node(t, "n1")
+	const mirrorPrefix = "/slotkv-mirror/"
 	p := proctest.Start(t, proctest.Bin(t, "slotkv-storage"), "--node-id", "src", "--data-dir", t.TempDir(),
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--etcd-endpoints", e.Endpoint, "--etcd-prefix", mirrorPrefix)
 	cc, err := dial.New(p.GRPC, dial.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
 	src := &testcluster.Node{ID: "src", Proc: p, Conn: cc}
+	mirror, err := topostore.New(e.Client(t), topostore.Options{Prefix: mirrorPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t1, err := topology.New(1, []topology.Node{src.Topology(), dst.Topology()}, map[string][]slot.Range{
 		"src": {{Start: 0, End: 8191}}, "n1": {{Start: 8192, End: 16383}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := testCtx(t)
+	// push gives the source a version through its own prefix, and waits
+	// until it holds it.
 	push := func(tp *topology.Topology) {
-		if _, err := src.NodeClient().SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: tp.Proto()}); err != nil {
-			t.Errorf("SetTopology v%d on the source: %v", tp.Version(), err)
+		var err error
+		if tp.Version() == 1 {
+			_, _, err = mirror.Bootstrap(ctx, tp)
+		} else {
+			err = mirror.Commit(ctx, tp.Version()-1, tp)
+		}
+		if err != nil {
+			t.Errorf("commit v%d under the source's prefix: %v", tp.Version(), err)
+			return
+		}
+		for ctx.Err() == nil {
+			resp, err := src.NodeClient().GetTopology(ctx, &storagev1.GetTopologyRequest{})
+			if err == nil && resp.GetTopology().GetVersion() >= tp.Version() {
+				return
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval
 		}
 	}
 	push(t1)

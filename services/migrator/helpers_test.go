@@ -20,6 +20,8 @@ import (
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
+	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/telemetry"
 	"github.com/slotkv/slotkv/pkg/testcluster"
@@ -59,7 +61,8 @@ func startMigrator(t testing.TB, c *testcluster.Cluster, dataDir string, adjust 
 	o := migrator.DefaultOptions()
 	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	o.DataDir = dataDir
-	o.Storage = c.Addrs()
+	// Everything the migrator knows of the cluster comes from etcd.
+	o.Etcd = server.Etcd{Endpoints: c.Etcd().Endpoints(), DialTimeout: 2 * time.Second}
 	o.Tokens = auth.OneToken(c.Token)
 	o.Logger = testLogger(t)
 	o.RollbackRetryInterval = 200 * time.Millisecond
@@ -111,7 +114,7 @@ func (m *mig) stop(t testing.TB) {
 
 func startCluster(t testing.TB, n int, token string) *testcluster.Cluster {
 	t.Helper()
-	c := testcluster.Start(t, n, testcluster.Options{Token: token})
+	c := testcluster.Start(t, n, testcluster.Options{Token: token, Etcd: etcdtest.Start(t)})
 	c.Bootstrap(t)
 	return c
 }

@@ -20,11 +20,12 @@
 //     the rounds are used up.
 //   - HANDOFF: Freeze the source, drain the changes up to the final seq,
 //     confirm the destination applied them, persist the commit point with
-//     the new topology (version + 1), then SetTopology on the source (it
-//     stops serving the slots, reads included), on the destination (it
-//     starts), then on every other node. The write pause (Freeze to the
-//     destination serving) is recorded as write_pause_ms; nothing slow runs
-//     inside it. EndMigration(COMMITTED) on both nodes.
+//     the new topology (version + 1), commit it in etcd in one transaction,
+//     then wait for the source to stop serving the slots (reads included;
+//     its hand-off record in etcd) and the destination to serve them. The
+//     nodes follow etcd's watch; nothing is pushed to them. The write pause
+//     (Freeze to the destination serving) is recorded as write_pause_ms;
+//     nothing slow runs inside it. EndMigration(COMMITTED) on both nodes.
 //   - CLEANUP: DeleteSlots on the source (small batches; writes to other
 //     slots never stall).
 //
@@ -36,15 +37,17 @@
 // a restart continues it). After the commit point the job only rolls
 // forward, retrying.
 //
-// Restarts: jobs are persisted in Badger under DataDir. A job that had not
-// reached its commit point is not resumed: it is rolled back and ends
+// Restarts: the job records are in etcd. A job that had not reached its
+// commit point is not resumed: it is rolled back and ends
 // FAILED with "migrator restarted during PHASE" (resuming a snapshot would
 // need every stream's position to be durable on both sides, and rolling
 // back is always safe). A committed job rolls forward.
 //
-// High availability (with --etcd-endpoints): the job records live in etcd
-// (jobs/migrations/<job> under the prefix), not in DataDir, and several
-// replicas run at once. They elect a leader (pkg/leader, role "migrator",
+// etcd (--etcd-endpoints) is required: it is the only source of the
+// topology and of the nodes, and the only place a hand-off commits.
+//
+// High availability: the job records live in etcd (jobs/migrations/<job>
+// under the prefix), and several replicas run at once. They elect a leader (pkg/leader, role "migrator",
 // each named by its advertised gRPC address); only the leader runs jobs,
 // and every record it writes, the hand-off commit included, is fenced by
 // its term. A new leader takes the jobs over as a restart does: it rolls
@@ -87,7 +90,6 @@ import (
 	"github.com/slotkv/slotkv/gen"
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
-	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/leader"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
@@ -111,11 +113,9 @@ type Options struct {
 	// storage) and TLS (PeerTLS dials the storage nodes), set by the
 	// shared flags (server.Flags).
 	server.Common
-	// DataDir holds the Badger job store (not used with etcd, where the
-	// job records are).
+	// DataDir is not used: the job records are in etcd (Common.Etcd,
+	// required), as is the topology.
 	DataDir string
-	// Storage are seed storage node gRPC addresses.
-	Storage []string
 
 	// Defaults of a job's knobs (a request's zero values take them).
 	DefaultParallelism int    // snapshot streams; 0 = GOMAXPROCS
@@ -137,8 +137,6 @@ type Options struct {
 	// MaxRunningJobs caps the migrations running at once; StartMigration
 	// beyond it gets ResourceExhausted naming the limit.
 	MaxRunningJobs int
-	// RefreshInterval of the storage topology.
-	RefreshInterval time.Duration
 
 	// PauseBeforePhase and PauseTimeout: testing aid (see the package doc).
 	PauseBeforePhase []Phase
@@ -182,7 +180,6 @@ func DefaultOptions() Options {
 		HandoffTimeout:        migrate.DefaultHandoffTimeout,
 		ProgressInterval:      migrate.DefaultProgressInterval,
 		MaxRunningJobs:        migrate.DefaultMaxRunningJobs,
-		RefreshInterval:       route.DefaultRefreshInterval,
 		PauseTimeout:          migrate.DefaultPauseTimeout,
 	}
 }
@@ -196,31 +193,25 @@ func Run(ctx context.Context, o Options) error {
 		base = slog.Default()
 	}
 	log := base.With("service", ServiceName)
-	seeds := flagenv.SplitList(o.Storage...)
-	if len(seeds) == 0 && !o.Etcd.Enabled() {
-		return errors.New("migrator: no storage node address given (--storage host:port,...) and no etcd (--etcd-endpoints)")
-	}
-	if o.DataDir == "" {
-		return errors.New("migrator: no data directory given (--data-dir)")
+	// The control plane is etcd and nothing else: the topology is read
+	// there (the router follows its watch), the hand-off commits there and
+	// the job records live there. There is no other way to reach the
+	// nodes' topology (no seed nodes, no push).
+	if !o.Etcd.Enabled() {
+		return errors.New("migrator: --etcd-endpoints is required (the topology and the job records are in etcd)")
 	}
 	dialNode := func(addr string) (*grpc.ClientConn, error) {
 		return dial.New(addr, dial.Options{Token: o.Tokens.Admin, TLS: o.PeerTLS, TracerProvider: o.TracerProvider, MeterProvider: o.MeterProvider})
 	}
-	// The control plane in etcd: the topology is read there (the router
-	// follows its watch) and the hand-off commits there. Dial does not
-	// wait: a migrator started while etcd is down serves its API, and a
-	// migration started meanwhile waits for etcd or fails naming it.
-	var topo *topostore.Store
-	var cli *clientv3.Client
-	if o.Etcd.Enabled() {
-		c, st, err := o.Etcd.Dial(ctx, log)
-		if err != nil {
-			return fmt.Errorf("migrator: --etcd-endpoints: %w", err)
-		}
-		defer c.Close()
-		cli, topo = c, st
+	// Dial does not wait: a migrator started while etcd is down serves its
+	// API, and a migration started meanwhile waits for etcd or fails
+	// naming it.
+	cli, topo, err := o.Etcd.Dial(ctx, log)
+	if err != nil {
+		return fmt.Errorf("migrator: --etcd-endpoints: %w", err)
 	}
-	rt, err := route.New(route.Options{Store: topo, Seeds: seeds, Dial: dialNode, RefreshInterval: o.RefreshInterval, Logger: log})
+	defer cli.Close()
+	rt, err := route.New(route.Options{Store: topo, Dial: dialNode, Logger: log})
 	if err != nil {
 		return fmt.Errorf("migrator: %w", err)
 	}
@@ -234,7 +225,6 @@ func Run(ctx context.Context, o Options) error {
 	}()
 
 	cfg := migrate.Config{
-		DataDir:               o.DataDir,
 		Router:                rt,
 		Topo:                  topo,
 		Dial:                  dialNode,
@@ -257,54 +247,34 @@ func Run(ctx context.Context, o Options) error {
 		TracerProvider:        o.TracerProvider,
 		MeterProvider:         o.MeterProvider,
 	}
-	var register func(*grpc.Server)
-	onListen := o.OnListen
-	var serverOpts []grpc.ServerOption
-	if cli != nil {
-		// Highly available: the replicas elect a leader, which runs the
-		// jobs from their records in etcd; the others answer reads and
-		// forward writes to it.
-		cfg.Etcd = cli
-		rep, err := migrate.NewReplica(cfg)
-		if err != nil {
-			return fmt.Errorf("migrator: %w", err)
+	// Highly available: the replicas elect a leader, which runs the jobs
+	// from their records in etcd; the others answer reads and forward
+	// writes to it.
+	cfg.Etcd = cli
+	rep, err := migrate.NewReplica(cfg)
+	if err != nil {
+		return fmt.Errorf("migrator: %w", err)
+	}
+	ha := newReplicaRun(&o, cli, topo, rep, log)
+	ectx, stopElection := context.WithCancel(ctx)
+	defer ha.close()
+	defer stopElection()
+	serverOpts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(ha.gate.Unary)}
+	// Jobs stop as soon as shutdown begins (the term ends with ctx).
+	onListen := func(g, h net.Addr) {
+		if err := ha.start(ectx, g); err != nil {
+			log.Error("the leader election did not start; this replica only follows", "err", err)
 		}
-		register = rep.Register
-		ha := newReplicaRun(&o, cli, topo, rep, log)
-		ectx, stopElection := context.WithCancel(ctx)
-		defer ha.close()
-		defer stopElection()
-		serverOpts = append(serverOpts, grpc.ChainUnaryInterceptor(ha.gate.Unary))
-		// Jobs stop as soon as shutdown begins (the term ends with ctx).
-		onListen = func(g, h net.Addr) {
-			if err := ha.start(ectx, g); err != nil {
-				log.Error("the leader election did not start; this replica only follows", "err", err)
-			}
-			if o.OnListen != nil {
-				o.OnListen(g, h)
-			}
+		if o.OnListen != nil {
+			o.OnListen(g, h)
 		}
-	} else {
-		m, err := migrate.Open(cfg)
-		if err != nil {
-			return fmt.Errorf("migrator: %w", err)
-		}
-		defer func() {
-			if err := m.Close(); err != nil {
-				log.Error("closing the job store failed", "err", err)
-			}
-		}()
-		// Jobs stop as soon as shutdown begins, in parallel with the servers
-		// draining, so watches end and nothing is half-written at exit.
-		defer context.AfterFunc(ctx, m.Shutdown)()
-		register = m.Register
 	}
 
 	var pauses []string
 	for _, p := range o.PauseBeforePhase {
 		pauses = append(pauses, p.String())
 	}
-	log.Info("starting", "storage", strings.Join(seeds, ","), "data_dir", o.DataDir, "pause_before_phase", strings.Join(pauses, ","))
+	log.Info("starting", "etcd", strings.Join(o.Etcd.Endpoints, ","), "pause_before_phase", strings.Join(pauses, ","))
 	return server.Run(ctx, server.Options{
 		Name:            ServiceName,
 		GRPCAddr:        o.GRPCAddr,
@@ -319,7 +289,7 @@ func Run(ctx context.Context, o Options) error {
 		OpenAPI:         gen.MigratorOpenAPI,
 		Logger:          base,
 		ShutdownTimeout: o.ShutdownTimeout,
-		Register:        register,
+		Register:        rep.Register,
 		ServerOptions:   serverOpts,
 		Gateway: func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 			return migratorv1.RegisterMigratorServiceHandler(ctx, mux, conn)

@@ -20,6 +20,7 @@ import (
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/proctest"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
@@ -124,8 +125,8 @@ func TestWritesDuringMigration(t *testing.T) {
 	keys := keysIn(moved, 2000, "w")
 	load(t, c.Node(t, "n1"), keys, 100)
 
-	rt, err := route.New(route.Options{Seeds: c.Addrs(), Dial: func(a string) (*grpc.ClientConn, error) { return dial.New(a, dial.Options{}) },
-		RefreshInterval: -1, CallTimeout: 30 * time.Second, Logger: testLogger(t)})
+	rt, err := route.New(route.Options{Store: c.Store(), Dial: func(a string) (*grpc.ClientConn, error) { return dial.New(a, dial.Options{}) },
+		CallTimeout: 30 * time.Second, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,24 +310,18 @@ func TestUpdateRate(t *testing.T) {
 // it was.
 func TestWrongTokenDestination(t *testing.T) {
 	t.Parallel()
-	c := testcluster.Start(t, 2, testcluster.Options{Token: "right"})
+	c := testcluster.Start(t, 2, testcluster.Options{Token: "right", Etcd: etcdtest.Start(t)})
 	dir := filepath.Join(t.TempDir(), "n3")
-	p := proctest.Start(t, proctest.Bin(t, "slotkv-storage"), "--node-id", "n3", "--data-dir", dir,
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--token", "wrong")
+	// n3 follows the cluster's etcd, but with another token.
+	p := proctest.Start(t, proctest.Bin(t, "slotkv-storage"), append([]string{"--node-id", "n3", "--data-dir", dir,
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--token", "wrong"}, c.EtcdArgs()...)...)
 	nodes := append(c.TopologyNodes(), topology.Node{ID: "n3", GRPCAddress: p.GRPC, HTTPAddress: p.HTTP})
 	topo, err := topology.Even(1, nodes)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.SetTopology(t, topo)
-	cc, err := dial.New(p.GRPC, dial.Options{Token: "wrong"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
-	if _, err := storagev1.NewNodeServiceClient(cc).SetTopology(testCtx(t), &storagev1.SetTopologyRequest{Topology: topo.Proto()}); err != nil {
-		t.Fatal(err)
-	}
+	waitHolds(t, p.GRPC, "wrong", topo.Version())
 	load(t, c.Node(t, "n1"), keysIn(slot.MustParseRangeSet("0-100"), 100, "t"), 10)
 	m := startMigrator(t, c, t.TempDir(), nil)
 	mg := start(t, m, &migratorv1.StartMigrationRequest{Ranges: "0-100", SourceNodeId: "n1", DestinationNodeId: "n3"})
@@ -372,7 +367,8 @@ func TestRestartMidJob(t *testing.T) {
 
 	m2 := startMigrator(t, c, dataDir, nil)
 	f := waitEnd(t, m2, "early")
-	if f.GetPhase() != migratorv1.Phase_PHASE_FAILED || f.GetError() != "migrator restarted during CATCH_UP" {
+	const want = "migrator restarted during CATCH_UP (the leading replica changed: the new leader took the job over from its record)"
+	if f.GetPhase() != migratorv1.Phase_PHASE_FAILED || f.GetError() != want {
 		t.Errorf("early: %s %q", f.GetPhase(), f.GetError())
 	}
 	l := waitEnd(t, m2, "late")
@@ -408,8 +404,8 @@ func TestRollbackRetriesKilledNode(t *testing.T) {
 	}
 	// The source is rolled back already; the destination once it is back.
 	assertNoMigrationState(t, n1)
-	n2.Proc = proctest.Start(t, proctest.Bin(t, "slotkv-storage"), "--node-id", "n2", "--data-dir", n2.DataDir,
-		"--grpc-addr", n2.Proc.GRPC, "--http-addr", n2.Proc.HTTP)
+	n2.Proc = proctest.Start(t, proctest.Bin(t, "slotkv-storage"), append([]string{"--node-id", "n2", "--data-dir", n2.DataDir,
+		"--grpc-addr", n2.Proc.GRPC, "--http-addr", n2.Proc.HTTP}, c.EtcdArgs()...)...)
 	ctx := testCtx(t)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -430,9 +426,11 @@ func TestRollbackRetriesKilledNode(t *testing.T) {
 	}
 }
 
-// TestShutdownRollsBack stops the migrator in the middle of a job: the
-// source and the destination are rolled back at shutdown already, not only
-// at the next start.
+// TestShutdownRollsBack stops the migrator in the middle of a job. A
+// stopping replica leaves its jobs where they are for the next leader (a
+// rollback at shutdown would race a new leader's takeover): the next start
+// rolls the job back on the source and the destination, and the job fails
+// naming the restart.
 func TestShutdownRollsBack(t *testing.T) {
 	t.Parallel()
 	c := startCluster(t, 2, "")
@@ -449,8 +447,34 @@ func TestShutdownRollsBack(t *testing.T) {
 	mg := start(t, m, &migratorv1.StartMigrationRequest{JobId: "j", Ranges: "0-200", SourceNodeId: "n1", DestinationNodeId: "n2"})
 	waitPhase(t, m, mg.GetId(), migratorv1.Phase_PHASE_CATCH_UP)
 	m.stop(t)
+	m2 := startMigrator(t, c, t.TempDir(), nil)
+	if f := waitEnd(t, m2, "j"); f.GetPhase() != migratorv1.Phase_PHASE_FAILED || !strings.Contains(f.GetError(), "migrator restarted during CATCH_UP") {
+		t.Errorf("job after the restart: %s %q", f.GetPhase(), f.GetError())
+	}
 	assertNoMigrationState(t, n1, n2)
 	if got := keyCount(t, n2); got != 0 {
 		t.Errorf("destination keeps %d imported keys after the shutdown", got)
+	}
+}
+
+// waitHolds waits until the node at addr (cluster token token) holds
+// topology version v or newer.
+func waitHolds(t *testing.T, addr, token string, v uint64) {
+	t.Helper()
+	cc, err := dial.New(addr, dial.Options{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := testCtx(t)
+	for {
+		resp, err := storagev1.NewNodeServiceClient(cc).GetTopology(ctx, &storagev1.GetTopologyRequest{})
+		if err == nil && resp.GetTopology().GetVersion() >= v {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("node %s does not hold topology version %d: %v", addr, v, err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
@@ -26,12 +27,12 @@ import (
 // body that does start a migration finishes it in moments.
 func fuzzMigrator(f *testing.F) string {
 	f.Helper()
-	c := testcluster.Start(f, 2, testcluster.Options{})
+	c := testcluster.Start(f, 2, testcluster.Options{Etcd: etcdtest.Start(f)})
 	c.Bootstrap(f)
 	o := migrator.DefaultOptions()
 	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	o.DataDir = f.TempDir()
-	o.Storage = c.Addrs()
+	o.Etcd = server.Etcd{Endpoints: c.Etcd().Endpoints(), DialTimeout: 2 * time.Second}
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	addrs := make(chan string, 1)
 	o.OnListen = func(_, h net.Addr) { addrs <- h.String() }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 )
@@ -14,7 +15,7 @@ import (
 // succeed with every key on the destination.
 func TestImportStreamLimitSharedByJobs(t *testing.T) {
 	t.Parallel()
-	c := testcluster.Start(t, 2, testcluster.Options{Env: []string{"SLOTKV_MAX_IMPORT_STREAMS=2"}})
+	c := testcluster.Start(t, 2, testcluster.Options{Env: []string{"SLOTKV_MAX_IMPORT_STREAMS=2"}, Etcd: etcdtest.Start(t)})
 	c.Bootstrap(t)
 	n1, n2 := c.Node(t, "n1"), c.Node(t, "n2")
 	slow, fast := slot.MustParseRangeSet("0-999"), slot.MustParseRangeSet("2000-2999")

@@ -158,15 +158,14 @@ func testEtcdTopologyWatched(t *testing.T, nodesEtcd bool) {
 	}
 }
 
-// The binary takes --etcd-endpoints (here from the environment) instead of
-// --storage.
+// The binary takes --etcd-endpoints from the environment.
 func TestBinaryEtcd(t *testing.T) {
 	t.Parallel()
 	// The whole control plane: the nodes watch etcd too.
 	e := etcdtest.Start(t)
 	c := testcluster.Start(t, 2, testcluster.Options{Etcd: e})
 	v1 := c.Bootstrap(t) // committed in etcd, held by every node
-	p := proctest.StartWith(t, proctest.Options{Env: []string{server.EnvEtcdEndpoints + "=" + e.Endpoint, "SLOTKV_STORAGE="}},
+	p := proctest.StartWith(t, proctest.Options{Env: []string{server.EnvEtcdEndpoints + "=" + e.Endpoint}},
 		proctest.Bin(t, "slotkv-router"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
 	waitReady(t, &testRouter{GRPC: p.GRPC, HTTP: p.HTTP})
 	for _, k := range []string{keyOn(t, v1, "n1", "bin"), keyOn(t, v1, "n2", "bin")} {

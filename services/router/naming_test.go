@@ -23,21 +23,24 @@ import (
 )
 
 // namingCluster starts m storage instances; instance i holds a
-// single-node topology that gives it the slots of partition i of m.
+// single-node topology that gives it the slots of partition i of m. Each
+// instance is a cluster of its own (its own etcd holding that topology):
+// a naming file routes across clusters that know nothing of each other.
 func namingCluster(t testing.TB, m int) *testcluster.Cluster {
 	t.Helper()
-	c := testcluster.Start(t, m, testcluster.Options{})
-	for i, n := range c.Nodes {
+	all := &testcluster.Cluster{}
+	for i := range m {
+		c := testcluster.Start(t, 1, testcluster.Options{})
+		n := c.Nodes[0]
 		lo, hi := fanout.PartitionRange(i, m, slot.Count)
 		topo, err := topology.New(1, []topology.Node{n.Topology()}, map[string][]slot.Range{n.ID: {{Start: uint16(lo), End: uint16(hi - 1)}}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := n.NodeClient().SetTopology(ctxT(t), &storagev1.SetTopologyRequest{Topology: topo.Proto()}); err != nil {
-			t.Fatal(err)
-		}
+		c.SetTopology(t, topo)
+		all.Nodes = append(all.Nodes, n)
 	}
-	return c
+	return all
 }
 
 // namingLines are the naming lines of c's instances as partitions of m.

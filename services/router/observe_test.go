@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,11 +152,24 @@ func TestTracePartitionsOfAMultiGet(t *testing.T) {
 }
 
 // A write that meets SLOT_MOVED shows both attempts: the first on the old
-// owner with outcome retry, the second on the new owner.
+// owner with outcome retry, the second on the new owner. The router reads
+// etcd through a proxy that delays etcd's answers, so the nodes install
+// the new topology (from their own watches) well before the router's
+// watch delivers it: the router still routes by the old one.
 func TestTraceRetryAfterSlotMoved(t *testing.T) {
 	t.Parallel()
 	o, rec := observed(t, router.Options{})
-	c, v1, r := setup(t, 2, o)
+	c := testcluster.Start(t, 2, testcluster.Options{})
+	v1 := c.Bootstrap(t)
+	px, err := faultproxy.New(strings.TrimPrefix(c.Etcd().Endpoint, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = px.Close() })
+	o.Etcd.Endpoints = []string{px.Addr()}
+	r := startRouter(t, o)
+	waitReady(t, r)
+	px.SetDelay(time.Second)
 	key := keyOn(t, v1, "n1", "moving")
 	c.SetTopology(t, testcluster.Move(t, v1, slot.OfString(key), "n2"))
 	if _, err := r.KV.Put(ctxT(t), &routerv1.PutRequest{Key: key, Data: &routerv1.PutRequest_Text{Text: "v"}}); err != nil {

@@ -24,8 +24,8 @@ func TestRESPRefusals(t *testing.T) {
 		want string
 	}{
 		{"naming file", func(o *router.Options) { o.NamingFile = naming; o.RESPAddr = "127.0.0.1:0" },
-			"the Redis protocol (--resp-addr) needs topology mode (--storage), not a naming file"},
-		{"open beyond loopback", func(o *router.Options) { o.Storage = []string{"127.0.0.1:1"}; o.RESPAddr = "0.0.0.0:0" },
+			"the Redis protocol (--resp-addr) needs topology mode (--etcd-endpoints), not a naming file"},
+		{"open beyond loopback", func(o *router.Options) { o.Etcd.Endpoints = []string{"127.0.0.1:1"}; o.RESPAddr = "0.0.0.0:0" },
 			`--resp-addr "0.0.0.0:0" is not a loopback address and no token is set`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

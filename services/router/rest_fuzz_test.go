@@ -31,9 +31,10 @@ func fuzzRouter(f *testing.F) string {
 	f.Helper()
 	c := testcluster.Start(f, 1, testcluster.Options{})
 	c.Bootstrap(f)
-	o := router.Options{Storage: c.Addrs(), RefreshInterval: time.Hour}
-	// Assigned, not in the literal: these fields may be promoted from an
+	var o router.Options
+	// Assigned, not in a literal: these fields are promoted from an
 	// embedded struct.
+	o.Etcd.Endpoints = c.Etcd().Endpoints()
 	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	addrs := make(chan string, 1)

@@ -23,11 +23,9 @@ import (
 	"github.com/slotkv/slotkv/gen"
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
-	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/limits"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/server"
-	"github.com/slotkv/slotkv/pkg/topostore"
 	"github.com/slotkv/slotkv/services/router/internal/kv"
 )
 
@@ -41,11 +39,7 @@ type Options struct {
 	// to the storage nodes; "" leaves the router open) and TLS (PeerTLS
 	// dials the storage nodes), set by the shared flags (server.Flags).
 	server.Common
-	// Storage lists seed storage node gRPC addresses; the topology they
-	// hold names the others. Exclusive with NamingFile. Not used when
-	// Common.Etcd is set: the topology is then watched in etcd.
-	Storage []string
-	// NamingFile, instead of Storage, routes by the layouts of a naming
+	// NamingFile, instead of the topology in etcd (Common.Etcd), routes by the layouts of a naming
 	// file: one `address N/M [weight]` per line, N/M = partition N of M =
 	// slots [N*16384/M, (N+1)*16384/M). Several layouts (values of M) may
 	// be listed at once; reads go to one complete layout chosen in
@@ -66,9 +60,6 @@ type Options struct {
 	HedgeDelay    time.Duration
 	HedgeMaxRatio float64
 
-	// RefreshInterval between periodic topology refreshes (from the
-	// storage nodes; none with etcd, whose topology is watched).
-	RefreshInterval time.Duration
 	// CallTimeout is the deadline of a call whose caller set none.
 	CallTimeout time.Duration
 	// MaxRetries: in topology mode, the backoff rounds a read with
@@ -109,17 +100,15 @@ func DefaultOptions() Options {
 		Balancer:      kv.BalancerLatency,
 		HedgeMaxRatio: 0.1,
 		// Loopback: beyond it only with a token or --insecure.
-		Common:          server.Common{GRPCAddr: "127.0.0.1:9090", HTTPAddr: "127.0.0.1:8080"},
-		RefreshInterval: route.DefaultRefreshInterval,
-		CallTimeout:     route.DefaultCallTimeout,
-		MaxRetries:      route.DefaultMaxRetries,
+		Common:      server.Common{GRPCAddr: "127.0.0.1:9090", HTTPAddr: "127.0.0.1:8080"},
+		CallTimeout: route.DefaultCallTimeout,
+		MaxRetries:  route.DefaultMaxRetries,
 	}
 }
 
 // Run serves the router until ctx ends, then shuts down gracefully. It is
 // ready (/readyz, gRPC health) once it holds a topology: the first the etcd
-// watch delivers (Common.Etcd), or else the first loaded from the storage
-// nodes (until then it keeps trying); with NamingFile, once the file has at
+// watch delivers (Common.Etcd, required without NamingFile); with NamingFile, once the file has at
 // least one complete layout.
 func Run(ctx context.Context, o Options) error {
 	base := o.Logger
@@ -143,9 +132,6 @@ func Run(ctx context.Context, o Options) error {
 		ready func(context.Context) error
 	)
 	if o.NamingFile != "" {
-		if len(flagenv.SplitList(o.Storage...)) > 0 {
-			return errors.New("router: --storage and --naming-file are exclusive: give one")
-		}
 		bal, err := kv.NewBalancer(o.Balancer)
 		if err != nil {
 			return fmt.Errorf("router: --balancer: %w", err)
@@ -170,33 +156,23 @@ func Run(ctx context.Context, o Options) error {
 		log.Info("routing by naming file", "path", o.NamingFile, "balancer", o.Balancer,
 			"hedge_delay", o.HedgeDelay, "hedge_max_ratio", o.HedgeMaxRatio)
 	} else {
-		seeds := flagenv.SplitList(o.Storage...)
-		var store *topostore.Store
-		if o.Etcd.Enabled() {
-			// The control plane's topology, watched: no seeds, no polling.
-			// Dial does not wait for etcd; the router is ready once the
-			// watch has delivered a topology.
-			cli, st, err := o.Etcd.Dial(ctx, log)
-			if err != nil {
-				return fmt.Errorf("router: %w", err)
-			}
-			defer cli.Close()
-			store = st
-			if len(seeds) > 0 {
-				log.Info("topology from etcd; --storage is not used", "storage", seeds)
-				seeds = nil
-			}
-		} else if len(seeds) == 0 {
-			return errors.New("router: no storage node address given (--storage host:port,..., --etcd-endpoints or --naming-file)")
+		if !o.Etcd.Enabled() {
+			return errors.New("router: --etcd-endpoints is required (the topology lives in etcd), or --naming-file")
 		}
+		// The control plane's topology, watched. Dial does not wait for
+		// etcd; the router is ready once the watch has delivered a
+		// topology.
+		cli, store, err := o.Etcd.Dial(ctx, log)
+		if err != nil {
+			return fmt.Errorf("router: %w", err)
+		}
+		defer cli.Close()
 		rt, err := route.New(route.Options{
-			Store:           store,
-			Seeds:           seeds,
-			Dial:            dialer,
-			RefreshInterval: o.RefreshInterval,
-			CallTimeout:     o.CallTimeout,
-			MaxRetries:      o.MaxRetries,
-			Logger:          log,
+			Store:       store,
+			Dial:        dialer,
+			CallTimeout: o.CallTimeout,
+			MaxRetries:  o.MaxRetries,
+			Logger:      log,
 		})
 		if err != nil {
 			return fmt.Errorf("router: %w", err)

@@ -113,10 +113,7 @@ func setup(t testing.TB, n int, o router.Options) (*testcluster.Cluster, *topolo
 	t.Helper()
 	c := testcluster.Start(t, n, testcluster.Options{Token: o.Tokens.Admin})
 	topo := c.Bootstrap(t)
-	o.Storage = c.Addrs()
-	if o.RefreshInterval == 0 {
-		o.RefreshInterval = time.Hour // only on-demand refreshes in tests
-	}
+	o.Etcd.Endpoints = c.Etcd().Endpoints()
 	r := startRouter(t, o)
 	waitReady(t, r)
 	return c, topo, r
@@ -468,13 +465,15 @@ func TestToken(t *testing.T) {
 	}
 }
 
-// TestNotReadyUntilBootstrapped: a router whose storage nodes hold no
-// topology is alive but not ready, answers Unavailable, and becomes ready
+// TestNotReadyUntilBootstrapped: a router whose etcd holds no topology
+// is alive but not ready, answers Unavailable, and becomes ready
 // once the cluster is bootstrapped.
 func TestNotReadyUntilBootstrapped(t *testing.T) {
 	t.Parallel()
 	c := testcluster.Start(t, 2, testcluster.Options{})
-	r := startRouter(t, router.Options{Storage: c.Addrs(), RefreshInterval: time.Hour})
+	var o router.Options
+	o.Etcd.Endpoints = c.Etcd().Endpoints()
+	r := startRouter(t, o)
 	resp, err := http.Get("http://" + r.HTTP + "/readyz")
 	if err != nil {
 		t.Fatal(err)
@@ -493,25 +492,14 @@ func TestNotReadyUntilBootstrapped(t *testing.T) {
 	}
 }
 
-// TestSomeSeedsDown: the router loads the topology from any seed that
-// answers.
-func TestSomeSeedsDown(t *testing.T) {
+// TestNeedsEtcd: without a naming file the topology can only come from
+// etcd, so a router without --etcd-endpoints refuses to start, naming it.
+func TestNeedsEtcd(t *testing.T) {
 	t.Parallel()
-	c := testcluster.Start(t, 2, testcluster.Options{})
-	c.Bootstrap(t)
-	// A seed nobody listens on.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := l.Addr().String()
-	l.Close()
-	r := startRouter(t, router.Options{Storage: []string{dead, c.Addrs()[1]}, RefreshInterval: time.Hour})
-	waitReady(t, r)
-	for i := range 20 {
-		if _, err := r.KV.Put(ctxT(t), &routerv1.PutRequest{Key: fmt.Sprint(i), Data: &routerv1.PutRequest_Text{Text: "v"}}); err != nil {
-			t.Fatal(err)
-		}
+	o := router.DefaultOptions()
+	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	if err := router.Run(t.Context(), o); err == nil || !strings.Contains(err.Error(), "--etcd-endpoints") {
+		t.Fatalf("Run without etcd = %v, want an error naming --etcd-endpoints", err)
 	}
 }
 
@@ -521,7 +509,7 @@ func TestBinary(t *testing.T) {
 	t.Parallel()
 	c := testcluster.Start(t, 2, testcluster.Options{})
 	c.Bootstrap(t)
-	p := proctest.StartWith(t, proctest.Options{Env: []string{"SLOTKV_STORAGE=" + strings.Join(c.Addrs(), ",")}},
+	p := proctest.StartWith(t, proctest.Options{Env: c.EtcdEnv()},
 		proctest.Bin(t, "slotkv-router"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
 	r := &testRouter{GRPC: p.GRPC, HTTP: p.HTTP}
 	waitReady(t, r)
@@ -607,7 +595,7 @@ func TestRunRefusesBadLimits(t *testing.T) {
 			t.Parallel()
 			o := router.DefaultOptions()
 			o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
-			o.Storage = []string{"127.0.0.1:1"}
+			o.Etcd.Endpoints = []string{"127.0.0.1:1"}
 			o.MaxKeyBytes, o.MaxValueBytes = tt.key, tt.value
 			err := router.Run(t.Context(), o)
 			if err == nil || !strings.Contains(err.Error(), tt.wantInError) {

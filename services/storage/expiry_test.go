@@ -326,7 +326,7 @@ func TestUpdate(t *testing.T) {
 	}
 	// A key served elsewhere is refused as Put is.
 	other := startNode(t, testOptions(t, "b"))
-	other.setTopology(t, topo(1, map[string]string{"a": n.grpcAddr, "b": other.grpcAddr}, map[string][][2]uint32{"a": {{0, 16383}}}))
+	other.setTopology(t, topo(2, map[string]string{"a": n.grpcAddr, "b": other.grpcAddr}, map[string][][2]uint32{"a": {{0, 16383}}}))
 	_, err := other.data.Update(ctx, &storagev1.UpdateRequest{Key: k, Op: incr, Delta: 1})
 	wantStatus(t, err, codes.FailedPrecondition)
 	if r := errorInfo(t, err).GetReason(); r != rpcerr.ReasonSlotMoved {

@@ -10,14 +10,20 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
+	"github.com/slotkv/slotkv/pkg/server"
+	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 	"github.com/slotkv/slotkv/services/storage"
 )
 
@@ -37,10 +43,37 @@ type testNode struct {
 	runErr   chan error
 }
 
+// controlPlanes holds the etcd of each running test (testing.TB ->
+// *etcdCluster): the nodes one test starts share it, as a cluster's nodes
+// share theirs.
+var controlPlanes sync.Map
+
+// controlPlane is t's etcd with a topology store on it, started on first
+// use and stopped when t ends.
+func controlPlane(t testing.TB) *etcdCluster {
+	t.Helper()
+	if c, ok := controlPlanes.Load(t); ok {
+		return c.(*etcdCluster)
+	}
+	e := etcdtest.Start(t)
+	st, err := topostore.New(e.Client(t), topostore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &etcdCluster{etcd: e, st: st}
+	controlPlanes.Store(t, c)
+	t.Cleanup(func() { controlPlanes.Delete(t) })
+	return c
+}
+
 // testOptions returns options for a node with small Badger buffers, so
-// many nodes fit in one parallel test run.
+// many nodes fit in one parallel test run, following the topology in t's
+// etcd (controlPlane), as every node does.
 func testOptions(t testing.TB, id string) storage.Options {
+	c := controlPlane(t)
 	o := storage.DefaultOptions()
+	o.Etcd = server.Etcd{Endpoints: c.etcd.Endpoints(), DialTimeout: 2 * time.Second}
+	o.EtcdLeaseTTL = 2 * time.Second
 	o.NodeID = id
 	o.DataDir = t.TempDir()
 	o.GRPCAddr, o.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
@@ -131,12 +164,44 @@ func topo(version uint64, nodes map[string]string, assign map[string][][2]uint32
 	return p
 }
 
-// setTopology installs p on n and fails the test on error.
+// setTopology stores p in the etcd n follows (bootstrapped, or committed
+// over the older version stored; the version stored already is accepted
+// only if identical, so the nodes of one test can each be given the same
+// topology) and returns once n holds it.
 func (n *testNode) setTopology(t testing.TB, p *clusterv1.Topology) {
 	t.Helper()
-	if _, err := n.admin.SetTopology(ctxT(t), &storagev1.SetTopologyRequest{Topology: p}); err != nil {
-		t.Fatalf("SetTopology: %v", err)
+	ctx := ctxT(t)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: n.opts.Etcd.Endpoints, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer cli.Close()
+	st, err := topostore.New(cli, topostore.Options{Prefix: n.opts.Etcd.Prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := topology.FromProto(p)
+	if err != nil {
+		t.Fatalf("topology v%d: %v", p.GetVersion(), err)
+	}
+	cur, err := st.Load(ctx)
+	switch {
+	case errors.Is(err, topostore.ErrNotBootstrapped):
+		if _, _, err := st.Bootstrap(ctx, want); err != nil {
+			t.Fatalf("bootstrap v%d in etcd: %v", p.GetVersion(), err)
+		}
+	case err != nil:
+		t.Fatalf("load the topology from etcd: %v", err)
+	case cur.Version() == want.Version():
+		if !proto.Equal(cur.Proto(), want.Proto()) {
+			t.Fatalf("etcd holds another topology v%d: %v, want %v", cur.Version(), cur.Proto(), want.Proto())
+		}
+	default:
+		if err := st.Commit(ctx, cur.Version(), want); err != nil {
+			t.Fatalf("commit v%d over v%d in etcd: %v", want.Version(), cur.Version(), err)
+		}
+	}
+	n.waitVersion(t, want.Version())
 }
 
 // ownAll gives n every slot.

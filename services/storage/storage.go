@@ -4,12 +4,13 @@
 // the StorageService, NodeService and MigrationService gRPC APIs with their
 // REST gateway (internal/grpcapi), served through pkg/server.
 //
-// With --etcd-endpoints (Options.Common.Etcd) the topology is etcd's
-// (etcd.go): the node watches it and installs each version, serves an
+// The topology is etcd's (--etcd-endpoints, Options.Common.Etcd, required;
+// etcd.go): the node watches it and installs each version, serves an
 // imported slot only once the source has recorded its hand-off there,
-// records that hand-off itself when it is the source, registers under a
-// lease, and refuses SetTopology. While etcd is unreachable it serves from
-// the topology and slot states on its disk.
+// records that hand-off itself when it is the source, and registers under
+// a lease. There is no other way to give a node a topology (NodeService
+// only reads it). While etcd is unreachable it serves from the topology and
+// slot states on its disk.
 //
 // cmd/slotkv-storage only turns flags into Options and calls Run; tests
 // call Run in process on 127.0.0.1:0 and learn the ports from OnListen.
@@ -23,7 +24,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -149,6 +149,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		return fmt.Errorf("%w: a data directory is required (--data-dir)", ErrConfig)
 	case o.GRPCAddr == "":
 		return fmt.Errorf("%w: a gRPC listen address is required (--grpc-addr)", ErrConfig)
+	case !o.Etcd.Enabled():
+		return fmt.Errorf("%w: the control plane's etcd is required (--etcd-endpoints): the node takes its topology from there", ErrConfig)
 	case o.MaxBatch < 0 || o.MaxIngestBytes < 0 || o.MaxImportStreams < 0:
 		return fmt.Errorf("%w: negative limit (--max-batch=%d, --max-ingest-bytes=%d, --max-import-streams=%d)",
 			ErrConfig, o.MaxBatch, o.MaxIngestBytes, o.MaxImportStreams)
@@ -203,14 +205,13 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 
 	// The control plane in etcd: the topology comes from there (watched),
-	// not from SetTopology. Stopped before the migrations and the store.
-	var cp *controlPlane
-	if o.Etcd.Enabled() {
-		if cp, err = startControlPlane(ctx, o, n, mig, log); err != nil {
-			return fmt.Errorf("%w: --etcd-endpoints: %v", ErrConfig, err)
-		}
-		defer cp.stop()
+	// the only way a node is given one. Stopped before the migrations and
+	// the store.
+	cp, err := startControlPlane(ctx, o, n, mig, log)
+	if err != nil {
+		return fmt.Errorf("%w: --etcd-endpoints: %v", ErrConfig, err)
 	}
+	defer cp.stop()
 
 	unregister, err := registerMetrics(o.MeterProvider, st, n, log)
 	if err != nil {
@@ -232,9 +233,6 @@ func Run(ctx context.Context, o Options) (err error) {
 		Counts:    grpcapi.NewRPCCounts(),
 		Migration: mig,
 		Logger:    log,
-	}
-	if cp != nil {
-		cfg.TopologyManagedBy = strings.Join(o.Etcd.Endpoints, ",")
 	}
 	var respAddr atomic.Pointer[string]
 	cfg.SelfRESP = func() string {

@@ -16,6 +16,7 @@ import (
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/digest"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
+	"github.com/slotkv/slotkv/pkg/server"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/storage"
 	"github.com/slotkv/slotkv/services/storage/internal/node"
@@ -279,7 +280,10 @@ func TestScan(t *testing.T) {
 
 func TestCountAndDigest(t *testing.T) {
 	t.Parallel()
-	a, b := startNode(t, testOptions(t, "a")), startNode(t, testOptions(t, "b"))
+	// Two clusters (two prefixes in the etcd), each node owning every slot.
+	ob := testOptions(t, "b")
+	ob.Etcd.Prefix = "/b/"
+	a, b := startNode(t, testOptions(t, "a")), startNode(t, ob)
 	a.ownAll(t)
 	b.ownAll(t)
 	ctx := ctxT(t)
@@ -434,14 +438,6 @@ func TestValidation(t *testing.T) {
 			_, err := n.data.Digest(ctxT(t), &storagev1.DigestRequest{Ranges: []*clusterv1.SlotRange{{Start: 1, End: 1}, {Start: 70000, End: 70001}}})
 			return err
 		}, "ranges[1]", nil},
-		{"topology missing", func() error {
-			_, err := n.admin.SetTopology(ctxT(t), &storagev1.SetTopologyRequest{})
-			return err
-		}, "topology", nil},
-		{"topology assigns an unknown node", func() error {
-			_, err := n.admin.SetTopology(ctxT(t), &storagev1.SetTopologyRequest{Topology: topo(9, map[string]string{"n1": "x:1"}, map[string][][2]uint32{"ghost": {{0, 1}}})})
-			return err
-		}, "topology.assignments[0].node_id", []string{"ghost"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -534,39 +530,20 @@ func TestOwnershipErrors(t *testing.T) {
 	}
 }
 
-func TestSetTopology(t *testing.T) {
+// TestTopologyFromEtcd: the node holds each topology committed in etcd and
+// reports it (GetTopology, GetNodeInfo); the node's own refusals of stale
+// or differing versions are internal/node's tests.
+func TestTopologyFromEtcd(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, testOptions(t, "a"))
 	ctx := ctxT(t)
 	nodes := map[string]string{"a": "127.0.0.1:1", "b": "127.0.0.1:2"}
-	v5 := topo(5, nodes, map[string][][2]uint32{"a": {{0, 99}}, "b": {{100, 199}}})
-	res, err := n.admin.SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: v5})
-	if err != nil || res.GetVersion() != 5 || !res.GetChanged() {
-		t.Fatalf("first SetTopology = %v, %v", res, err)
-	}
-	same := proto.Clone(v5).(*clusterv1.Topology)
-	same.Nodes[0], same.Nodes[1] = same.Nodes[1], same.Nodes[0] // order does not matter
-	res, err = n.admin.SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: same})
-	if err != nil || res.GetVersion() != 5 || res.GetChanged() {
-		t.Fatalf("identical SetTopology = %v, %v; want version 5 unchanged", res, err)
-	}
-	_, err = n.admin.SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: topo(4, nodes, nil)})
-	wantStatus(t, err, codes.FailedPrecondition, "version 4", "version 5")
-	if r := errorInfo(t, err).GetReason(); r != rpcerr.ReasonStaleTopology {
-		t.Errorf("reason %q", r)
-	}
-	_, err = n.admin.SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: topo(5, nodes, map[string][][2]uint32{"a": {{0, 100}}})})
-	wantStatus(t, err, codes.FailedPrecondition, "differs")
-
+	n.setTopology(t, topo(5, nodes, map[string][][2]uint32{"a": {{0, 99}}, "b": {{100, 199}}}))
 	got, err := n.admin.GetTopology(ctx, &storagev1.GetTopologyRequest{})
 	if err != nil || got.GetTopology().GetVersion() != 5 || len(got.GetTopology().GetAssignments()) != 2 {
 		t.Fatalf("GetTopology = %v, %v", got, err)
 	}
-	v6 := topo(6, nodes, map[string][][2]uint32{"a": {{50, 149}}})
-	res, err = n.admin.SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: v6})
-	if err != nil || res.GetVersion() != 6 || !res.GetChanged() {
-		t.Fatalf("newer SetTopology = %v, %v", res, err)
-	}
+	n.setTopology(t, topo(6, nodes, map[string][][2]uint32{"a": {{50, 149}}}))
 	info, err := n.admin.GetNodeInfo(ctx, &storagev1.GetNodeInfoRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -708,6 +685,7 @@ func TestRunConfigErrors(t *testing.T) {
 		{"no node id", func(o *storage.Options) { o.NodeID = "" }, "--node-id"},
 		{"no data dir", func(o *storage.Options) { o.DataDir = "" }, "--data-dir"},
 		{"no grpc addr", func(o *storage.Options) { o.GRPCAddr = "" }, "--grpc-addr"},
+		{"no etcd", func(o *storage.Options) { o.Etcd = server.Etcd{} }, "--etcd-endpoints"},
 		{"negative limit", func(o *storage.Options) { o.MaxValueBytes = -1 }, "--max-value-bytes=-1"},
 		{"key limit above badger", func(o *storage.Options) { o.MaxKeyBytes = 70000 }, "--max-key-bytes=70000"},
 	}

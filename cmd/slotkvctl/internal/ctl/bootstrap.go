@@ -63,7 +63,7 @@ func ParseNodeRanges(s string) (NodeRanges, error) {
 	return out, nil
 }
 
-// BootstrapOptions configures Bootstrap.
+// BootstrapOptions configures BootstrapEtcd.
 type BootstrapOptions struct {
 	// Storage lists the gRPC addresses of the nodes, in the order slots are
 	// split when Ranges is empty.
@@ -102,107 +102,7 @@ type BootstrapResult struct {
 type probed struct {
 	addr string
 	node topology.Node
-	held *topology.Topology // nil when the node has none
 	nc   storagev1.NodeServiceClient
-}
-
-// Bootstrap gives the nodes at opts.Storage their first topology (version 1).
-// It is safe to run again: nodes holding the identical version 1 are left
-// unchanged, and when every node holds a newer version nothing is done.
-// A node that holds a different version 1, or a newer version while others
-// hold none, is an error naming the node; nothing is changed then.
-func Bootstrap(ctx context.Context, opts BootstrapOptions) (*BootstrapResult, error) {
-	addrs := cleanAddrs(opts.Storage)
-	if len(addrs) == 0 {
-		return nil, fmt.Errorf("--storage: give the gRPC address of every storage node (addr1,addr2,...)")
-	}
-	if opts.Ranges != "" {
-		// Checked before any node is called.
-		if _, err := ParseNodeRanges(opts.Ranges); err != nil {
-			return nil, err
-		}
-	}
-	pool := newPool(opts.Conn)
-	defer pool.Close()
-
-	// 1. Ask every node who it is and what it holds.
-	nodes, err := identify(ctx, pool, addrs)
-	if err != nil {
-		return nil, err
-	}
-	for i := range nodes {
-		p := &nodes[i]
-		tr, err := p.nc.GetTopology(ctx, &storagev1.GetTopologyRequest{})
-		if err != nil {
-			return nil, fmt.Errorf("storage node %s at %s: GetTopology: %w", p.node.ID, p.addr, describe(err))
-		}
-		if tr.GetTopology() != nil {
-			if p.held, err = topology.FromProto(tr.GetTopology()); err != nil {
-				return nil, fmt.Errorf("storage node %s at %s holds an invalid topology: %w", p.node.ID, p.addr, err)
-			}
-		}
-	}
-
-	// 2. Already bootstrapped?
-	var newer, empty []string
-	var maxVersion uint64
-	for _, p := range nodes {
-		switch {
-		case p.held == nil:
-			empty = append(empty, p.node.ID)
-		case p.held.Version() > 1:
-			newer = append(newer, fmt.Sprintf("%s (version %d)", p.node.ID, p.held.Version()))
-			maxVersion = max(maxVersion, p.held.Version())
-		}
-	}
-	if len(newer) == len(nodes) {
-		return &BootstrapResult{AlreadyAt: maxVersion}, nil
-	}
-	if len(newer) > 0 {
-		return nil, fmt.Errorf("the cluster is already bootstrapped: %s hold a newer topology than version 1, but %s do not; "+
-			"bootstrap only gives a new cluster its first topology (add nodes with a migration instead)",
-			strings.Join(newer, ", "), strings.Join(idsNotIn(nodes, newer), ", "))
-	}
-
-	// 3. Build version 1.
-	tnodes := make([]topology.Node, len(nodes))
-	for i, p := range nodes {
-		tnodes[i] = p.node
-	}
-	res := &BootstrapResult{}
-	if res.Topology, res.Unassigned, err = buildVersion1(tnodes, opts.Ranges, "the nodes at --storage"); err != nil {
-		return nil, err
-	}
-
-	// 4. Every node already holds one version 1 with these very nodes and
-	// slots, bootstrapped when their addresses were others (a restart on
-	// new ports, a RESP address added since): the cluster is bootstrapped;
-	// rewriting version 1 in place is impossible (nodes accept a version
-	// again only when identical), so say what differs and change nothing.
-	if stale, ok := sameButAddresses(nodes, res.Topology); ok {
-		return &BootstrapResult{AlreadyAt: 1, StaleAddresses: stale}, nil
-	}
-
-	// 5. Refuse before changing anything if a node holds another version 1.
-	for _, p := range nodes {
-		if p.held != nil && !p.held.Equal(res.Topology) {
-			return nil, fmt.Errorf("storage node %s at %s already holds a different topology version 1 (%s); "+
-				"it was bootstrapped with other nodes or ranges: refusing to overwrite it (wanted %s)",
-				p.node.ID, p.addr, summarize(p.held), summarize(res.Topology))
-		}
-	}
-
-	// 6. Install it everywhere.
-	want := res.Topology.Proto()
-	for _, p := range nodes {
-		out, err := p.nc.SetTopology(ctx, &storagev1.SetTopologyRequest{Topology: want})
-		if err != nil {
-			return res, fmt.Errorf("storage node %s at %s refused topology version 1: %w", p.node.ID, p.addr, describe(err))
-		}
-		rs, _ := slot.NewRangeSet(res.Topology.RangesOf(p.node.ID)...)
-		res.Nodes = append(res.Nodes, NodeOutcome{Node: p.node, Ranges: rs, Changed: out.GetChanged()})
-	}
-	return res, nil
 }
 
 // identify asks every node at addrs who it is (GetNodeInfo): its id and
@@ -237,47 +137,6 @@ func identify(ctx context.Context, pool *pool, addrs []string) ([]probed, error)
 	return nodes, nil
 }
 
-// sameButAddresses reports whether every node holds one and the same
-// topology that assigns the same slots to the same node ids as want, and
-// lists the addresses in it that differ from want's.
-func sameButAddresses(nodes []probed, want *topology.Topology) ([]string, bool) {
-	held := nodes[0].held
-	for _, p := range nodes {
-		if p.held == nil || !p.held.Equal(held) {
-			return nil, false
-		}
-	}
-	wn := want.Nodes()
-	if held.Equal(want) || len(held.Nodes()) != len(wn) {
-		return nil, false
-	}
-	var stale []string
-	for _, w := range wn {
-		h, ok := held.Node(w.ID)
-		if !ok || !slices.Equal(held.RangesOf(h.ID), want.RangesOf(w.ID)) {
-			return nil, false
-		}
-		for _, a := range []struct{ kind, was, now string }{
-			{"grpc", h.GRPCAddress, w.GRPCAddress}, {"http", h.HTTPAddress, w.HTTPAddress}, {"resp", h.RESPAddress, w.RESPAddress},
-		} {
-			if a.was != a.now {
-				stale = append(stale, fmt.Sprintf("%s %s %q -> %q", w.ID, a.kind, a.was, a.now))
-			}
-		}
-	}
-	return stale, len(stale) > 0
-}
-
-func idsNotIn(nodes []probed, newer []string) []string {
-	var out []string
-	for _, p := range nodes {
-		if !slices.ContainsFunc(newer, func(s string) bool { return strings.HasPrefix(s, p.node.ID+" (") }) {
-			out = append(out, p.node.ID)
-		}
-	}
-	return out
-}
-
 // advertised is the address a node reports, unless it is missing or has
 // no usable host (":7001", "0.0.0.0:7001"), in which case the address the
 // operator reached it at is used.
@@ -290,20 +149,6 @@ func advertised(reported, dialed string) string {
 		return dialed
 	}
 	return reported
-}
-
-// summarize writes a topology as "n1=0-5460 n2=5461-16383".
-func summarize(t *topology.Topology) string {
-	var parts []string
-	for _, n := range t.Nodes() {
-		rs, _ := slot.NewRangeSet(t.RangesOf(n.ID)...)
-		s := rs.String()
-		if rs.IsEmpty() {
-			s = "none"
-		}
-		parts = append(parts, fmt.Sprintf("%s@%s=%s", n.ID, n.GRPCAddress, s))
-	}
-	return strings.Join(parts, " ")
 }
 
 // buildVersion1 builds the first topology of nodes: slots split evenly in

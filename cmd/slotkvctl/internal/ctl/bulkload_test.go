@@ -49,7 +49,7 @@ func TestBulkLoadCommands(t *testing.T) {
 	dir := buildDataset(t, 2000, "64KiB")
 	manifest := "file://" + filepath.Join(dir, "manifest.json")
 	dl := proctest.Start(t, proctest.Bin(t, "slotkv-downloader"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--data-dir", t.TempDir(), "--storage", strings.Join(c.Addrs(), ","), "--token", "tok",
+		"--data-dir", t.TempDir(), "--etcd-endpoints", c.Etcd().Endpoint, "--token", "tok",
 		"--allow-file-urls", "--allowed-prefixes", "file://"+dir+"/", "--bandwidth", "100000")
 	lookup := env("SLOTKV_DOWNLOADER", dl.GRPC, "SLOTKV_TOKEN", "tok")
 

@@ -1,6 +1,6 @@
 // Package ctl is slotkvctl, the slotkv admin CLI, as testable functions:
-// Main parses a command line and runs a subcommand; Bootstrap, FetchTopology
-// and FetchInfo do the work and return values the printers format.
+// Main parses a command line and runs a subcommand; BootstrapEtcd,
+// LoadTopology, FetchNodesEtcd and FetchInfo do the work and return values the printers format.
 package ctl
 
 import (
@@ -42,12 +42,10 @@ type ConnOptions struct {
 const usage = `slotkvctl administers a slotkv cluster.
 
 Usage:
-  slotkvctl bootstrap --storage addr1,addr2,addr3 [--ranges n1=0-5460,n2=5461-10922,n3=10923-16383]
-  slotkvctl bootstrap --etcd-endpoints URL[,URL...] [--storage addr,...] [--ranges ...]
-  slotkvctl topology  --storage addr[,addr...] | --etcd-endpoints URL[,URL...]
+  slotkvctl bootstrap --etcd-endpoints URL[,URL...] [--storage addr,...]
+                      [--ranges n1=0-5460,n2=5461-10922,n3=10923-16383]
+  slotkvctl topology  --etcd-endpoints URL[,URL...]
   slotkvctl info      --storage addr[,addr...]
-  slotkvctl nodes     --storage addr[,addr...]   (every node of the topology:
-                      health, topology version, keys, disk, slots, slot states)
   slotkvctl nodes     --etcd-endpoints URL[,URL...]   (live and dead nodes:
                       registered in etcd or not, addresses, health, slots)
   slotkvctl migrate    --migrator ADDR --source n1 --destination n2 --ranges 0-100,200-300
@@ -60,24 +58,25 @@ Usage:
   slotkvctl version
 
 Common flags (environment fallback in parentheses):
-  --storage   storage node gRPC addresses, comma-separated (SLOTKV_STORAGE)
+  --storage   storage node gRPC addresses, comma-separated (SLOTKV_STORAGE):
+              info asks them; bootstrap asks them their ids and addresses
   --token     token sent with every call (SLOTKV_TOKEN); the admin token
               of a cluster with two tokens: --admin-token (SLOTKV_ADMIN_TOKEN)
               or --admin-token-file (SLOTKV_ADMIN_TOKEN_FILE) say it too
   --tls-ca    dial over TLS, trusting these PEM CAs (SLOTKV_TLS_CA); --tls for
               the system's roots; --tls-client-cert/--tls-client-key under mTLS
-  --etcd-endpoints  the control plane's etcd (SLOTKV_ETCD_ENDPOINTS): bootstrap,
-              topology and nodes use the records there; --etcd-prefix
+  --etcd-endpoints  the control plane's etcd (SLOTKV_ETCD_ENDPOINTS), required
+              by bootstrap, topology and nodes: they use the records there; --etcd-prefix
               (SLOTKV_ETCD_PREFIX), --etcd-ca/--etcd-cert/--etcd-key for TLS
   --timeout   deadline of the whole command (SLOTKV_TIMEOUT, default 30s)
   --json      print JSON instead of text
 
 bootstrap gives a new cluster its first topology (version 1): slots are split
 evenly over the nodes in the order given, or as --ranges says (node ids are
-the nodes' --node-id). Running it again is safe. With --etcd-endpoints it
-writes the topology to etcd once (a second run says at which version it is
-and changes nothing); without --storage the nodes are those registered in
-etcd, ordered by id.
+the nodes' --node-id). It writes the topology to etcd once, the only place
+the nodes take it from (a second run says at which version it is and changes
+nothing); without --storage the nodes are those registered in etcd, ordered
+by id.
 `
 
 // Main runs slotkvctl with args (without the program name) and returns the
@@ -116,7 +115,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 	var client server.ClientFlags
 	client.Register(fs)
 	// The control plane: bootstrap, topology and nodes read and write the
-	// records in etcd instead of asking the nodes (info asks nodes only).
+	// records in etcd, the only place the topology lives (info asks nodes
+	// only).
 	var etcd server.Etcd
 	if cmd != "info" {
 		etcd.RegisterFlags(fs)
@@ -147,12 +147,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 		return 2
 	}
 	addrs := cleanAddrs(strings.Split(*storage, ","))
-	if len(addrs) == 0 && !etcd.Enabled() {
-		if cmd == "info" {
-			fmt.Fprintf(stderr, "slotkvctl %s: --storage (or SLOTKV_STORAGE) is required\n", cmd)
-		} else {
-			fmt.Fprintf(stderr, "slotkvctl %s: --storage or --etcd-endpoints (or SLOTKV_STORAGE, SLOTKV_ETCD_ENDPOINTS) is required\n", cmd)
-		}
+	switch {
+	case cmd == "info" && len(addrs) == 0:
+		fmt.Fprintf(stderr, "slotkvctl %s: --storage (or SLOTKV_STORAGE) is required\n", cmd)
+		return 2
+	case cmd != "info" && !etcd.Enabled():
+		// The topology lives in etcd, the only place nodes take it from.
+		fmt.Fprintf(stderr, "slotkvctl %s: --etcd-endpoints (or SLOTKV_ETCD_ENDPOINTS) is required: the topology lives in etcd\n", cmd)
 		return 2
 	}
 	if *timeout > 0 {
@@ -169,39 +170,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 		return 0
 	}
 
-	var err error
-	switch cmd {
-	case "bootstrap":
-		var res *BootstrapResult
-		res, err = Bootstrap(ctx, BootstrapOptions{Storage: addrs, Ranges: *ranges, Conn: conn})
-		if err == nil {
-			err = PrintBootstrap(stdout, res, *asJSON)
-		}
-	case "topology":
-		var t *topology.Topology
-		t, err = FetchTopology(ctx, addrs, conn)
-		if err == nil {
-			err = PrintTopology(stdout, t, *asJSON)
-		}
-	case "info":
-		var infos []*storagev1.GetNodeInfoResponse
-		infos, err = FetchInfo(ctx, addrs, conn)
-		if err == nil {
-			err = PrintInfo(stdout, infos, *asJSON)
-		}
-	case "nodes":
-		var t *topology.Topology
-		var nodes []NodeStatus
-		t, nodes, err = FetchNodes(ctx, addrs, conn)
-		if err == nil {
-			err = PrintNodes(stdout, t, nodes, *asJSON)
-		}
-		// Exit 1 when a node is unwell, so scripts can check the cluster.
-		for _, n := range nodes {
-			if err == nil && !n.Healthy() {
-				err = fmt.Errorf("node %s is %s", n.Node.ID, n.Health)
-			}
-		}
+	infos, err := FetchInfo(ctx, addrs, conn)
+	if err == nil {
+		err = PrintInfo(stdout, infos, *asJSON)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "slotkvctl %s: %v\n", cmd, err)
@@ -308,45 +279,6 @@ func (p *pool) Close() {
 	for _, c := range p.conns {
 		_ = c.Close()
 	}
-}
-
-// FetchTopology asks every address for its topology and returns the highest
-// version. Nodes that do not answer are tolerated as long as one does.
-func FetchTopology(ctx context.Context, addrs []string, o ConnOptions) (*topology.Topology, error) {
-	p := newPool(o)
-	defer p.Close()
-	var best *topology.Topology
-	var errs []error
-	for _, addr := range addrs {
-		nc, err := p.node(addr)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		resp, err := nc.GetTopology(ctx, &storagev1.GetTopologyRequest{})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("storage node at %s: %w", addr, describe(err)))
-			continue
-		}
-		if resp.GetTopology() == nil {
-			continue
-		}
-		t, err := topology.FromProto(resp.GetTopology())
-		if err != nil {
-			errs = append(errs, fmt.Errorf("storage node at %s holds an invalid topology: %w", addr, err))
-			continue
-		}
-		if best == nil || t.Version() > best.Version() {
-			best = t
-		}
-	}
-	if best != nil {
-		return best, nil
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return nil, fmt.Errorf("no topology yet on %s: run slotkvctl bootstrap", strings.Join(addrs, ","))
 }
 
 // FetchInfo asks every address for its node info.

@@ -11,14 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/slotkv/slotkv/cmd/slotkvctl/internal/ctl"
-	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/proctest"
-	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/pkg/testcluster"
 	"github.com/slotkv/slotkv/pkg/topology"
 )
 
@@ -29,16 +27,19 @@ type node struct {
 }
 
 // startNodes runs n real storage nodes n1..nN, stopped by pid at the end.
+// They watch an etcd of their own (a node needs one), not the one a test
+// bootstraps: what slotkvctl writes there never reaches them.
 func startNodes(t *testing.T, n int, token string, extraArgs ...string) []*node {
 	t.Helper()
 	bin := proctest.Bin(t, "slotkv-storage")
+	own := etcdtest.Start(t)
 	nodes := make([]*node, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		id := fmt.Sprintf("n%d", i+1)
 		dir := filepath.Join(t.TempDir(), id)
 		wg.Go(func() {
-			args := []string{"--node-id", id, "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}
+			args := []string{"--node-id", id, "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--etcd-endpoints", own.Endpoint}
 			if token != "" {
 				args = append(args, "--token", token)
 			}
@@ -70,6 +71,24 @@ func addrs(nodes []*node) string {
 	return strings.Join(out, ",")
 }
 
+func heldTopology(t *testing.T, n *node) *topology.Topology {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := n.nc.GetTopology(ctx, &storagev1.GetTopologyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetTopology() == nil {
+		return nil
+	}
+	topo, err := topology.FromProto(resp.GetTopology())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topo
+}
+
 func env(kv ...string) func(string) (string, bool) {
 	m := map[string]string{}
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -91,190 +110,37 @@ func run(t *testing.T, lookup func(string) (string, bool), args ...string) (int,
 	return code, out.String(), errb.String()
 }
 
-func heldTopology(t *testing.T, n *node) *topology.Topology {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := n.nc.GetTopology(ctx, &storagev1.GetTopologyRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.GetTopology() == nil {
-		return nil
-	}
-	topo, err := topology.FromProto(resp.GetTopology())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return topo
-}
-
-func TestBootstrapEvenTwiceAndTopology(t *testing.T) {
+// TestInfo: info asks the nodes given for their own report.
+func TestInfo(t *testing.T) {
 	t.Parallel()
-	nodes := startNodes(t, 3, "")
-	code, out, errOut := run(t, nil, "bootstrap", "--storage", addrs(nodes))
-	if code != 0 {
-		t.Fatalf("bootstrap: exit %d\n%s%s", code, out, errOut)
-	}
-	if !strings.Contains(out, "bootstrapped topology version 1 on 3 nodes") || strings.Count(out, "installed") != 3 {
-		t.Fatalf("bootstrap output:\n%s", out)
-	}
-	var want *topology.Topology
-	for _, n := range nodes {
-		got := heldTopology(t, n)
-		if got == nil || got.Version() != 1 {
-			t.Fatalf("%s holds %v after bootstrap", n.id, got)
-		}
-		if want == nil {
-			want = got
-		} else if !got.Equal(want) {
-			t.Fatalf("%s holds a different topology", n.id)
-		}
-	}
-	for i, wantRanges := range []string{"0-5460", "5461-10922", "10923-16383"} {
-		set, _ := slot.NewRangeSet(want.RangesOf(nodes[i].id)...)
-		if set.String() != wantRanges {
-			t.Errorf("%s owns %s, want %s (even split in --storage order)", nodes[i].id, set, wantRanges)
-		}
-		if n, _ := want.Node(nodes[i].id); n.GRPCAddress != nodes[i].proc.GRPC {
-			t.Errorf("%s has address %s, want %s", nodes[i].id, n.GRPCAddress, nodes[i].proc.GRPC)
-		}
-	}
-
-	// Twice: nothing changes, exit 0.
-	code, out, errOut = run(t, env("SLOTKV_STORAGE", addrs(nodes)), "bootstrap")
-	if code != 0 {
-		t.Fatalf("second bootstrap: exit %d\n%s%s", code, out, errOut)
-	}
-	if !strings.Contains(out, "nothing changed") || strings.Count(out, "already held") != 3 {
-		t.Fatalf("second bootstrap output:\n%s", out)
-	}
-
-	// topology prints ranges in 0-5460 form.
-	code, out, errOut = run(t, nil, "topology", "--storage", nodes[1].proc.GRPC)
-	if code != 0 {
-		t.Fatalf("topology: exit %d\n%s%s", code, out, errOut)
-	}
-	for _, s := range []string{"topology version 1", "n1", "0-5460", "5461-10922", "10923-16383", nodes[2].proc.GRPC} {
-		if !strings.Contains(out, s) {
-			t.Errorf("topology output lacks %q:\n%s", s, out)
-		}
-	}
-	code, out, _ = run(t, nil, "topology", "--json", "--storage", nodes[0].proc.GRPC)
-	if code != 0 || !strings.Contains(out, `"version": "1"`) {
-		t.Errorf("topology --json: exit %d\n%s", code, out)
-	}
-
-	// info describes the node.
-	code, out, errOut = run(t, nil, "info", "--storage", nodes[0].proc.GRPC)
+	c := testcluster.Start(t, 3, testcluster.Options{})
+	c.Bootstrap(t)
+	n1 := c.Node(t, "n1")
+	code, out, errOut := run(t, nil, "info", "--storage", n1.Proc.GRPC)
 	if code != 0 {
 		t.Fatalf("info: exit %d\n%s%s", code, out, errOut)
 	}
-	for _, s := range []string{"n1", nodes[0].proc.GRPC, "0-5460 (5461)", "topology version"} {
+	for _, s := range []string{"n1", n1.Proc.GRPC, "0-5460 (5461)", "topology version"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("info output lacks %q:\n%s", s, out)
 		}
 	}
-
-	// Once every node holds a newer version, bootstrap says so and exits 0.
-	p := want.Proto()
-	p.Version = 5
-	for _, n := range nodes {
-		if _, err := n.nc.SetTopology(context.Background(), &storagev1.SetTopologyRequest{Topology: proto.Clone(p).(*clusterv1.Topology)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	code, out, errOut = run(t, nil, "bootstrap", "--storage", addrs(nodes))
-	if code != 0 || !strings.Contains(out, "already bootstrapped at topology version 5") {
-		t.Fatalf("bootstrap of a bootstrapped cluster: exit %d\n%s%s", code, out, errOut)
-	}
 }
 
-// TestBootstrapStaleAddresses: nodes that already hold one version 1 with
-// these very nodes and slots, but other addresses (bootstrapped before
-// their RESP listener or on other ports), are a bootstrapped cluster:
-// bootstrap exits 0, changes nothing and names the addresses that differ;
-// the same with other slots is still refused.
-func TestBootstrapStaleAddresses(t *testing.T) {
-	t.Parallel()
-	nodes := startNodes(t, 3, "")
-	tnodes := make([]topology.Node, len(nodes))
-	for i, n := range nodes {
-		tnodes[i] = topology.Node{ID: n.id, GRPCAddress: n.proc.GRPC, HTTPAddress: n.proc.HTTP}
-	}
-	tnodes[1].HTTPAddress = "127.0.0.1:1" // n2's address then
-	old, err := topology.Even(1, tnodes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range nodes {
-		if _, err := n.nc.SetTopology(context.Background(), &storagev1.SetTopologyRequest{Topology: old.Proto()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	code, out, errOut := run(t, nil, "bootstrap", "--storage", addrs(nodes))
-	if code != 0 || !strings.Contains(out, "already bootstrapped at topology version 1") ||
-		!strings.Contains(out, fmt.Sprintf("n2 http %q -> %q", "127.0.0.1:1", nodes[1].proc.HTTP)) {
-		t.Fatalf("bootstrap over stale addresses: exit %d\n%s%s", code, out, errOut)
-	}
-	for _, n := range nodes {
-		if got := heldTopology(t, n); !got.Equal(old) {
-			t.Fatalf("%s holds %v after bootstrap, want the old version 1 unchanged", n.id, got)
-		}
-	}
-	// Other slots than an even split: a different cluster, refused.
-	code, out, errOut = run(t, nil, "bootstrap", "--storage", addrs(nodes), "--ranges", "n1=0-8191,n2=8192-16383")
-	if code == 0 || !strings.Contains(errOut, "already holds a different topology version 1") {
-		t.Fatalf("bootstrap with other ranges over an existing version 1: exit 0\n%s%s", out, errOut)
-	}
-}
+// clusterAddrs are the gRPC addresses of c's nodes, comma-separated.
+func clusterAddrs(c *testcluster.Cluster) string { return strings.Join(c.Addrs(), ",") }
 
-func TestBootstrapRangesAndConflict(t *testing.T) {
-	t.Parallel()
-	nodes := startNodes(t, 3, "")
-	ranges := "n2=0-99,200-16383;n1=100-150,n3=151-199"
-	code, out, errOut := run(t, nil, "bootstrap", "--storage", addrs(nodes), "--ranges", ranges)
-	if code != 0 {
-		t.Fatalf("bootstrap --ranges: exit %d\n%s%s", code, out, errOut)
-	}
-	topo := heldTopology(t, nodes[0])
-	for id, want := range map[string]string{"n1": "100-150", "n2": "0-99,200-16383", "n3": "151-199"} {
-		set, _ := slot.NewRangeSet(topo.RangesOf(id)...)
-		if set.String() != want {
-			t.Errorf("%s owns %s, want %s", id, set, want)
-		}
-	}
-	// Same ranges again: fine.
-	if code, out, errOut = run(t, nil, "bootstrap", "--storage", addrs(nodes), "--ranges", ranges); code != 0 {
-		t.Fatalf("bootstrap --ranges twice: exit %d\n%s%s", code, out, errOut)
-	}
-	// Different version 1: refused, naming a node, nothing changed.
-	code, out, errOut = run(t, nil, "bootstrap", "--storage", addrs(nodes))
-	if code != 1 || !strings.Contains(errOut, "storage node n1") || !strings.Contains(errOut, "different topology version 1") {
-		t.Fatalf("conflicting bootstrap: exit %d\nstdout:%s\nstderr:%s", code, out, errOut)
-	}
-	if !heldTopology(t, nodes[0]).Equal(topo) {
-		t.Fatal("a refused bootstrap changed the topology")
-	}
-	// Ranges naming an unknown node or overlapping: clear errors.
-	code, _, errOut = run(t, nil, "bootstrap", "--storage", addrs(nodes), "--ranges", "n1=0-10,n9=11-16383")
-	if code != 1 || !strings.Contains(errOut, `"n9"`) {
-		t.Fatalf("unknown node in --ranges: exit %d %s", code, errOut)
-	}
-	code, _, errOut = run(t, nil, "bootstrap", "--storage", addrs(nodes), "--ranges", "n1=0-10,n2=5-16383")
-	if code != 1 || !strings.Contains(errOut, "5-10") {
-		t.Fatalf("overlapping --ranges: exit %d %s", code, errOut)
-	}
-}
-
+// TestBootstrapToken: bootstrap asks the --storage nodes who they are
+// with the token, then writes the topology in etcd.
 func TestBootstrapToken(t *testing.T) {
 	t.Parallel()
-	nodes := startNodes(t, 2, "tok")
-	code, _, errOut := run(t, nil, "bootstrap", "--storage", addrs(nodes))
+	c := testcluster.Start(t, 2, testcluster.Options{Token: "tok"})
+	etcdEnv := []string{"SLOTKV_ETCD_ENDPOINTS", c.Etcd().Endpoint}
+	code, _, errOut := run(t, env(etcdEnv...), "bootstrap", "--storage", clusterAddrs(c))
 	if code != 1 || !strings.Contains(errOut, "Unauthenticated") {
 		t.Fatalf("bootstrap without the token: exit %d %s", code, errOut)
 	}
-	code, out, errOut := run(t, env("SLOTKV_TOKEN", "tok"), "bootstrap", "--storage", addrs(nodes))
+	code, out, errOut := run(t, env(append(etcdEnv, "SLOTKV_TOKEN", "tok")...), "bootstrap", "--storage", clusterAddrs(c))
 	if code != 0 {
 		t.Fatalf("bootstrap with the token: exit %d\n%s%s", code, out, errOut)
 	}
@@ -284,13 +150,14 @@ func TestBootstrapToken(t *testing.T) {
 // refused, the admin token passes, also read from --admin-token-file.
 func TestBootstrapTwoTokens(t *testing.T) {
 	t.Parallel()
-	nodes := startNodes(t, 2, "admin-tok", "--data-token", "data-tok")
-	code, _, errOut := run(t, nil, "bootstrap", "--storage", addrs(nodes), "--token", "data-tok")
+	c := testcluster.Start(t, 2, testcluster.Options{Token: "admin-tok", Args: []string{"--data-token", "data-tok"}})
+	etcdEnv := []string{"SLOTKV_ETCD_ENDPOINTS", c.Etcd().Endpoint}
+	code, _, errOut := run(t, env(etcdEnv...), "bootstrap", "--storage", clusterAddrs(c), "--token", "data-tok")
 	if code != 1 || !strings.Contains(errOut, "PermissionDenied") {
 		t.Fatalf("bootstrap with the data token: exit %d %s", code, errOut)
 	}
 	missing := filepath.Join(t.TempDir(), "missing")
-	code, _, errOut = run(t, nil, "bootstrap", "--storage", addrs(nodes), "--admin-token-file", missing)
+	code, _, errOut = run(t, env(etcdEnv...), "bootstrap", "--storage", clusterAddrs(c), "--admin-token-file", missing)
 	if code != 2 || !strings.Contains(errOut, "--admin-token-file") || !strings.Contains(errOut, missing) {
 		t.Fatalf("bootstrap with a missing token file: exit %d %s", code, errOut)
 	}
@@ -298,7 +165,7 @@ func TestBootstrapTwoTokens(t *testing.T) {
 	if err := os.WriteFile(file, []byte("admin-tok\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errOut := run(t, env("SLOTKV_ADMIN_TOKEN_FILE", file), "bootstrap", "--storage", addrs(nodes), "--token", "data-tok")
+	code, out, errOut := run(t, env(append(etcdEnv, "SLOTKV_ADMIN_TOKEN_FILE", file)...), "bootstrap", "--storage", clusterAddrs(c), "--token", "data-tok")
 	if code != 0 {
 		t.Fatalf("bootstrap with the admin token file: exit %d\n%s%s", code, out, errOut)
 	}
@@ -312,8 +179,15 @@ func TestUsageErrors(t *testing.T) {
 	if code, _, errOut := run(t, nil, "frobnicate"); code != 2 || !strings.Contains(errOut, "unknown command") {
 		t.Errorf("unknown command: exit %d %s", code, errOut)
 	}
-	if code, _, errOut := run(t, nil, "topology"); code != 2 || !strings.Contains(errOut, "--storage") {
-		t.Errorf("topology without --storage: exit %d %s", code, errOut)
+	// The topology lives in etcd only: no command reads or writes it
+	// anywhere else.
+	for _, cmd := range []string{"topology", "nodes", "bootstrap"} {
+		if code, _, errOut := run(t, env("SLOTKV_STORAGE", "127.0.0.1:1"), cmd); code != 2 || !strings.Contains(errOut, "--etcd-endpoints") {
+			t.Errorf("%s without --etcd-endpoints: exit %d %s", cmd, code, errOut)
+		}
+	}
+	if code, _, errOut := run(t, nil, "info"); code != 2 || !strings.Contains(errOut, "--storage") {
+		t.Errorf("info without --storage: exit %d %s", code, errOut)
 	}
 	if code, out, _ := run(t, nil, "help"); code != 0 || !strings.Contains(out, "bootstrap") {
 		t.Errorf("help: exit %d %s", code, out)

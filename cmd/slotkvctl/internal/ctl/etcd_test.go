@@ -83,8 +83,8 @@ func TestBootstrapEtcd(t *testing.T) {
 		if n, _ := v1.Node(nodes[i].id); n.GRPCAddress != nodes[i].proc.GRPC {
 			t.Errorf("%s has address %s in etcd, want %s", nodes[i].id, n.GRPCAddress, nodes[i].proc.GRPC)
 		}
-		// Written to etcd only: these nodes do not read etcd, and nothing
-		// was pushed to them.
+		// Written to etcd only: these nodes watch another etcd, and
+		// nothing was pushed to them.
 		if held := heldTopology(t, nodes[i]); held != nil {
 			t.Errorf("%s was given topology version %d directly", nodes[i].id, held.Version())
 		}

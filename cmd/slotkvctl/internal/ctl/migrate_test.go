@@ -52,7 +52,7 @@ func TestMigrateCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	mp := proctest.Start(t, proctest.Bin(t, "slotkv-migrator"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--data-dir", t.TempDir(), "--storage", strings.Join(c.Addrs(), ","), "--token", "tok")
+		"--data-dir", t.TempDir(), "--etcd-endpoints", c.Etcd().Endpoint, "--token", "tok")
 
 	var stdout, stderr bytes.Buffer
 	code := ctl.Main(ctx, []string{"migrate", "--migrator", mp.GRPC, "--token", "tok", "--source", "n1", "--destination", "n2",

@@ -1879,104 +1879,6 @@ func (x *GetTopologyResponse) GetTopology() *v1.Topology {
 	return nil
 }
 
-type SetTopologyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Topology      *v1.Topology           `protobuf:"bytes,1,opt,name=topology,proto3" json:"topology,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SetTopologyRequest) Reset() {
-	*x = SetTopologyRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[27]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SetTopologyRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SetTopologyRequest) ProtoMessage() {}
-
-func (x *SetTopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[27]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SetTopologyRequest.ProtoReflect.Descriptor instead.
-func (*SetTopologyRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{27}
-}
-
-func (x *SetTopologyRequest) GetTopology() *v1.Topology {
-	if x != nil {
-		return x.Topology
-	}
-	return nil
-}
-
-type SetTopologyResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The version the node holds after the call.
-	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	// False when the node already held this exact topology.
-	Changed       bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SetTopologyResponse) Reset() {
-	*x = SetTopologyResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[28]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SetTopologyResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SetTopologyResponse) ProtoMessage() {}
-
-func (x *SetTopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[28]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SetTopologyResponse.ProtoReflect.Descriptor instead.
-func (*SetTopologyResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{28}
-}
-
-func (x *SetTopologyResponse) GetVersion() uint64 {
-	if x != nil {
-		return x.Version
-	}
-	return 0
-}
-
-func (x *SetTopologyResponse) GetChanged() bool {
-	if x != nil {
-		return x.Changed
-	}
-	return false
-}
-
 type GetNodeInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1985,7 +1887,7 @@ type GetNodeInfoRequest struct {
 
 func (x *GetNodeInfoRequest) Reset() {
 	*x = GetNodeInfoRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[29]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +1899,7 @@ func (x *GetNodeInfoRequest) String() string {
 func (*GetNodeInfoRequest) ProtoMessage() {}
 
 func (x *GetNodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[29]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +1912,7 @@ func (x *GetNodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{29}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{27}
 }
 
 type GetNodeInfoResponse struct {
@@ -2037,7 +1939,7 @@ type GetNodeInfoResponse struct {
 
 func (x *GetNodeInfoResponse) Reset() {
 	*x = GetNodeInfoResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[30]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +1951,7 @@ func (x *GetNodeInfoResponse) String() string {
 func (*GetNodeInfoResponse) ProtoMessage() {}
 
 func (x *GetNodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[30]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +1964,7 @@ func (x *GetNodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{30}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetNodeInfoResponse) GetNode() *v1.Node {
@@ -2142,7 +2044,7 @@ type IngestRecord struct {
 
 func (x *IngestRecord) Reset() {
 	*x = IngestRecord{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[31]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2056,7 @@ func (x *IngestRecord) String() string {
 func (*IngestRecord) ProtoMessage() {}
 
 func (x *IngestRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[31]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2069,7 @@ func (x *IngestRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRecord.ProtoReflect.Descriptor instead.
 func (*IngestRecord) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{31}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *IngestRecord) GetKey() []byte {
@@ -2205,7 +2107,7 @@ type IngestRequest struct {
 
 func (x *IngestRequest) Reset() {
 	*x = IngestRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[32]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2119,7 @@ func (x *IngestRequest) String() string {
 func (*IngestRequest) ProtoMessage() {}
 
 func (x *IngestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[32]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2132,7 @@ func (x *IngestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRequest.ProtoReflect.Descriptor instead.
 func (*IngestRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{32}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *IngestRequest) GetJobId() string {
@@ -2277,7 +2179,7 @@ type IngestResponse struct {
 
 func (x *IngestResponse) Reset() {
 	*x = IngestResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[33]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2191,7 @@ func (x *IngestResponse) String() string {
 func (*IngestResponse) ProtoMessage() {}
 
 func (x *IngestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[33]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2204,7 @@ func (x *IngestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestResponse.ProtoReflect.Descriptor instead.
 func (*IngestResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{33}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *IngestResponse) GetBatch() uint64 {
@@ -2349,7 +2251,7 @@ type BeginMigrationRequest struct {
 
 func (x *BeginMigrationRequest) Reset() {
 	*x = BeginMigrationRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[34]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2263,7 @@ func (x *BeginMigrationRequest) String() string {
 func (*BeginMigrationRequest) ProtoMessage() {}
 
 func (x *BeginMigrationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[34]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2276,7 @@ func (x *BeginMigrationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginMigrationRequest.ProtoReflect.Descriptor instead.
 func (*BeginMigrationRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{34}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *BeginMigrationRequest) GetJobId() string {
@@ -2422,7 +2324,7 @@ type BeginMigrationResponse struct {
 
 func (x *BeginMigrationResponse) Reset() {
 	*x = BeginMigrationResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[35]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2336,7 @@ func (x *BeginMigrationResponse) String() string {
 func (*BeginMigrationResponse) ProtoMessage() {}
 
 func (x *BeginMigrationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[35]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2349,7 @@ func (x *BeginMigrationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeginMigrationResponse.ProtoReflect.Descriptor instead.
 func (*BeginMigrationResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{35}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BeginMigrationResponse) GetChangeSeq() uint64 {
@@ -2466,7 +2368,7 @@ type OpenSnapshotRequest struct {
 
 func (x *OpenSnapshotRequest) Reset() {
 	*x = OpenSnapshotRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[36]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +2380,7 @@ func (x *OpenSnapshotRequest) String() string {
 func (*OpenSnapshotRequest) ProtoMessage() {}
 
 func (x *OpenSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[36]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +2393,7 @@ func (x *OpenSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*OpenSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{36}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OpenSnapshotRequest) GetJobId() string {
@@ -2511,7 +2413,7 @@ type OpenSnapshotResponse struct {
 
 func (x *OpenSnapshotResponse) Reset() {
 	*x = OpenSnapshotResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[37]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +2425,7 @@ func (x *OpenSnapshotResponse) String() string {
 func (*OpenSnapshotResponse) ProtoMessage() {}
 
 func (x *OpenSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[37]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +2438,7 @@ func (x *OpenSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*OpenSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{37}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *OpenSnapshotResponse) GetSnapshotSeq() uint64 {
@@ -2565,7 +2467,7 @@ type MigrationEntry struct {
 
 func (x *MigrationEntry) Reset() {
 	*x = MigrationEntry{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[38]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2577,7 +2479,7 @@ func (x *MigrationEntry) String() string {
 func (*MigrationEntry) ProtoMessage() {}
 
 func (x *MigrationEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[38]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2590,7 +2492,7 @@ func (x *MigrationEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MigrationEntry.ProtoReflect.Descriptor instead.
 func (*MigrationEntry) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{38}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *MigrationEntry) GetKey() []byte {
@@ -2654,7 +2556,7 @@ type SnapshotScanRequest struct {
 
 func (x *SnapshotScanRequest) Reset() {
 	*x = SnapshotScanRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[39]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2568,7 @@ func (x *SnapshotScanRequest) String() string {
 func (*SnapshotScanRequest) ProtoMessage() {}
 
 func (x *SnapshotScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[39]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2581,7 @@ func (x *SnapshotScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotScanRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotScanRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{39}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SnapshotScanRequest) GetJobId() string {
@@ -2744,7 +2646,7 @@ type SnapshotScanResponse struct {
 
 func (x *SnapshotScanResponse) Reset() {
 	*x = SnapshotScanResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[40]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2756,7 +2658,7 @@ func (x *SnapshotScanResponse) String() string {
 func (*SnapshotScanResponse) ProtoMessage() {}
 
 func (x *SnapshotScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[40]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2769,7 +2671,7 @@ func (x *SnapshotScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotScanResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotScanResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{40}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SnapshotScanResponse) GetEntries() []*MigrationEntry {
@@ -2810,7 +2712,7 @@ type SnapshotDigestRequest struct {
 
 func (x *SnapshotDigestRequest) Reset() {
 	*x = SnapshotDigestRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[41]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2822,7 +2724,7 @@ func (x *SnapshotDigestRequest) String() string {
 func (*SnapshotDigestRequest) ProtoMessage() {}
 
 func (x *SnapshotDigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[41]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2835,7 +2737,7 @@ func (x *SnapshotDigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDigestRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotDigestRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{41}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SnapshotDigestRequest) GetJobId() string {
@@ -2863,7 +2765,7 @@ type SnapshotDigestResponse struct {
 
 func (x *SnapshotDigestResponse) Reset() {
 	*x = SnapshotDigestResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[42]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2875,7 +2777,7 @@ func (x *SnapshotDigestResponse) String() string {
 func (*SnapshotDigestResponse) ProtoMessage() {}
 
 func (x *SnapshotDigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[42]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2888,7 +2790,7 @@ func (x *SnapshotDigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDigestResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotDigestResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{42}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SnapshotDigestResponse) GetCount() uint64 {
@@ -2925,7 +2827,7 @@ type ReadChangesRequest struct {
 
 func (x *ReadChangesRequest) Reset() {
 	*x = ReadChangesRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[43]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +2839,7 @@ func (x *ReadChangesRequest) String() string {
 func (*ReadChangesRequest) ProtoMessage() {}
 
 func (x *ReadChangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[43]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +2852,7 @@ func (x *ReadChangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangesRequest.ProtoReflect.Descriptor instead.
 func (*ReadChangesRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{43}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReadChangesRequest) GetJobId() string {
@@ -2994,7 +2896,7 @@ type ReadChangesResponse struct {
 
 func (x *ReadChangesResponse) Reset() {
 	*x = ReadChangesResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[44]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3006,7 +2908,7 @@ func (x *ReadChangesResponse) String() string {
 func (*ReadChangesResponse) ProtoMessage() {}
 
 func (x *ReadChangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[44]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3019,7 +2921,7 @@ func (x *ReadChangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChangesResponse.ProtoReflect.Descriptor instead.
 func (*ReadChangesResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{44}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReadChangesResponse) GetChanges() []*MigrationEntry {
@@ -3052,7 +2954,7 @@ type FreezeRequest struct {
 
 func (x *FreezeRequest) Reset() {
 	*x = FreezeRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[45]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3064,7 +2966,7 @@ func (x *FreezeRequest) String() string {
 func (*FreezeRequest) ProtoMessage() {}
 
 func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[45]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3077,7 +2979,7 @@ func (x *FreezeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeRequest.ProtoReflect.Descriptor instead.
 func (*FreezeRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{45}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *FreezeRequest) GetJobId() string {
@@ -3097,7 +2999,7 @@ type FreezeResponse struct {
 
 func (x *FreezeResponse) Reset() {
 	*x = FreezeResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[46]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3109,7 +3011,7 @@ func (x *FreezeResponse) String() string {
 func (*FreezeResponse) ProtoMessage() {}
 
 func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[46]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3122,7 +3024,7 @@ func (x *FreezeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreezeResponse.ProtoReflect.Descriptor instead.
 func (*FreezeResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{46}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *FreezeResponse) GetFinalSeq() uint64 {
@@ -3148,7 +3050,7 @@ type ImportRequest struct {
 
 func (x *ImportRequest) Reset() {
 	*x = ImportRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[47]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3160,7 +3062,7 @@ func (x *ImportRequest) String() string {
 func (*ImportRequest) ProtoMessage() {}
 
 func (x *ImportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[47]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3173,7 +3075,7 @@ func (x *ImportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
 func (*ImportRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{47}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ImportRequest) GetJobId() string {
@@ -3223,7 +3125,7 @@ type ImportResponse struct {
 
 func (x *ImportResponse) Reset() {
 	*x = ImportResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[48]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3235,7 +3137,7 @@ func (x *ImportResponse) String() string {
 func (*ImportResponse) ProtoMessage() {}
 
 func (x *ImportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[48]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3248,7 +3150,7 @@ func (x *ImportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
 func (*ImportResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{48}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ImportResponse) GetStreamId() string {
@@ -3287,7 +3189,7 @@ type GetImportStateRequest struct {
 
 func (x *GetImportStateRequest) Reset() {
 	*x = GetImportStateRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[49]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +3201,7 @@ func (x *GetImportStateRequest) String() string {
 func (*GetImportStateRequest) ProtoMessage() {}
 
 func (x *GetImportStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[49]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +3214,7 @@ func (x *GetImportStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImportStateRequest.ProtoReflect.Descriptor instead.
 func (*GetImportStateRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{49}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetImportStateRequest) GetJobId() string {
@@ -3351,7 +3253,7 @@ type ImportStream struct {
 
 func (x *ImportStream) Reset() {
 	*x = ImportStream{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[50]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +3265,7 @@ func (x *ImportStream) String() string {
 func (*ImportStream) ProtoMessage() {}
 
 func (x *ImportStream) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[50]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +3278,7 @@ func (x *ImportStream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportStream.ProtoReflect.Descriptor instead.
 func (*ImportStream) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{50}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ImportStream) GetStreamId() string {
@@ -3419,7 +3321,7 @@ type GetImportStateResponse struct {
 
 func (x *GetImportStateResponse) Reset() {
 	*x = GetImportStateResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[51]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3431,7 +3333,7 @@ func (x *GetImportStateResponse) String() string {
 func (*GetImportStateResponse) ProtoMessage() {}
 
 func (x *GetImportStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[51]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3444,7 +3346,7 @@ func (x *GetImportStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImportStateResponse.ProtoReflect.Descriptor instead.
 func (*GetImportStateResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{51}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetImportStateResponse) GetStreams() []*ImportStream {
@@ -3485,7 +3387,7 @@ type EndMigrationRequest struct {
 
 func (x *EndMigrationRequest) Reset() {
 	*x = EndMigrationRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[52]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3497,7 +3399,7 @@ func (x *EndMigrationRequest) String() string {
 func (*EndMigrationRequest) ProtoMessage() {}
 
 func (x *EndMigrationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[52]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3510,7 +3412,7 @@ func (x *EndMigrationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndMigrationRequest.ProtoReflect.Descriptor instead.
 func (*EndMigrationRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{52}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *EndMigrationRequest) GetJobId() string {
@@ -3537,7 +3439,7 @@ type EndMigrationResponse struct {
 
 func (x *EndMigrationResponse) Reset() {
 	*x = EndMigrationResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[53]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3549,7 +3451,7 @@ func (x *EndMigrationResponse) String() string {
 func (*EndMigrationResponse) ProtoMessage() {}
 
 func (x *EndMigrationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[53]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3562,7 +3464,7 @@ func (x *EndMigrationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndMigrationResponse.ProtoReflect.Descriptor instead.
 func (*EndMigrationResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{53}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *EndMigrationResponse) GetDeletedKeys() uint64 {
@@ -3583,7 +3485,7 @@ type DeleteSlotsRequest struct {
 
 func (x *DeleteSlotsRequest) Reset() {
 	*x = DeleteSlotsRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[54]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3595,7 +3497,7 @@ func (x *DeleteSlotsRequest) String() string {
 func (*DeleteSlotsRequest) ProtoMessage() {}
 
 func (x *DeleteSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[54]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3608,7 +3510,7 @@ func (x *DeleteSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSlotsRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{54}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DeleteSlotsRequest) GetRanges() []*v1.SlotRange {
@@ -3634,7 +3536,7 @@ type DeleteSlotsResponse struct {
 
 func (x *DeleteSlotsResponse) Reset() {
 	*x = DeleteSlotsResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[55]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3646,7 +3548,7 @@ func (x *DeleteSlotsResponse) String() string {
 func (*DeleteSlotsResponse) ProtoMessage() {}
 
 func (x *DeleteSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[55]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3659,7 +3561,7 @@ func (x *DeleteSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSlotsResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{55}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeleteSlotsResponse) GetDeletedKeys() uint64 {
@@ -3677,7 +3579,7 @@ type ListMigrationsRequest struct {
 
 func (x *ListMigrationsRequest) Reset() {
 	*x = ListMigrationsRequest{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[56]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3689,7 +3591,7 @@ func (x *ListMigrationsRequest) String() string {
 func (*ListMigrationsRequest) ProtoMessage() {}
 
 func (x *ListMigrationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[56]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3702,7 +3604,7 @@ func (x *ListMigrationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationsRequest.ProtoReflect.Descriptor instead.
 func (*ListMigrationsRequest) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{56}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{54}
 }
 
 // NodeMigration is a migration as one node sees it.
@@ -3721,7 +3623,7 @@ type NodeMigration struct {
 
 func (x *NodeMigration) Reset() {
 	*x = NodeMigration{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[57]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3733,7 +3635,7 @@ func (x *NodeMigration) String() string {
 func (*NodeMigration) ProtoMessage() {}
 
 func (x *NodeMigration) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[57]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3746,7 +3648,7 @@ func (x *NodeMigration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMigration.ProtoReflect.Descriptor instead.
 func (*NodeMigration) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{57}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *NodeMigration) GetJobId() string {
@@ -3811,7 +3713,7 @@ type ListMigrationsResponse struct {
 
 func (x *ListMigrationsResponse) Reset() {
 	*x = ListMigrationsResponse{}
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[58]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3823,7 +3725,7 @@ func (x *ListMigrationsResponse) String() string {
 func (*ListMigrationsResponse) ProtoMessage() {}
 
 func (x *ListMigrationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[58]
+	mi := &file_slotkv_storage_v1_storage_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3836,7 +3738,7 @@ func (x *ListMigrationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMigrationsResponse.ProtoReflect.Descriptor instead.
 func (*ListMigrationsResponse) Descriptor() ([]byte, []int) {
-	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{58}
+	return file_slotkv_storage_v1_storage_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListMigrationsResponse) GetMigrations() []*NodeMigration {
@@ -3966,12 +3868,7 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\fdeleted_keys\x18\x01 \x01(\x04R\vdeletedKeys\"\x14\n" +
 	"\x12GetTopologyRequest\"N\n" +
 	"\x13GetTopologyResponse\x127\n" +
-	"\btopology\x18\x01 \x01(\v2\x1b.slotkv.cluster.v1.TopologyR\btopology\"M\n" +
-	"\x12SetTopologyRequest\x127\n" +
-	"\btopology\x18\x01 \x01(\v2\x1b.slotkv.cluster.v1.TopologyR\btopology\"I\n" +
-	"\x13SetTopologyResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x18\n" +
-	"\achanged\x18\x02 \x01(\bR\achanged\"\x14\n" +
+	"\btopology\x18\x01 \x01(\v2\x1b.slotkv.cluster.v1.TopologyR\btopology\"\x14\n" +
 	"\x12GetNodeInfoRequest\"\xec\x03\n" +
 	"\x13GetNodeInfoResponse\x12+\n" +
 	"\x04node\x18\x01 \x01(\v2\x17.slotkv.cluster.v1.NodeR\x04node\x12)\n" +
@@ -4147,10 +4044,9 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x06Digest\x12 .slotkv.storage.v1.DigestRequest\x1a!.slotkv.storage.v1.DigestResponse\x12M\n" +
 	"\x06Update\x12 .slotkv.storage.v1.UpdateRequest\x1a!.slotkv.storage.v1.UpdateResponse\x12Y\n" +
 	"\n" +
-	"FlushSlots\x12$.slotkv.storage.v1.FlushSlotsRequest\x1a%.slotkv.storage.v1.FlushSlotsResponse2\xfa\x02\n" +
+	"FlushSlots\x12$.slotkv.storage.v1.FlushSlotsRequest\x1a%.slotkv.storage.v1.FlushSlotsResponse2\x9c\x02\n" +
 	"\vNodeService\x12\\\n" +
 	"\vGetTopology\x12%.slotkv.storage.v1.GetTopologyRequest\x1a&.slotkv.storage.v1.GetTopologyResponse\x12\\\n" +
-	"\vSetTopology\x12%.slotkv.storage.v1.SetTopologyRequest\x1a&.slotkv.storage.v1.SetTopologyResponse\x12\\\n" +
 	"\vGetNodeInfo\x12%.slotkv.storage.v1.GetNodeInfoRequest\x1a&.slotkv.storage.v1.GetNodeInfoResponse\x12Q\n" +
 	"\x06Ingest\x12 .slotkv.storage.v1.IngestRequest\x1a!.slotkv.storage.v1.IngestResponse(\x010\x012\xb1\b\n" +
 	"\x10MigrationService\x12e\n" +
@@ -4180,7 +4076,7 @@ func file_slotkv_storage_v1_storage_proto_rawDescGZIP() []byte {
 }
 
 var file_slotkv_storage_v1_storage_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_slotkv_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_slotkv_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_slotkv_storage_v1_storage_proto_goTypes = []any{
 	(UpdateOp)(0),                  // 0: slotkv.storage.v1.UpdateOp
 	(WriteCondition)(0),            // 1: slotkv.storage.v1.WriteCondition
@@ -4214,138 +4110,133 @@ var file_slotkv_storage_v1_storage_proto_goTypes = []any{
 	(*FlushSlotsResponse)(nil),     // 29: slotkv.storage.v1.FlushSlotsResponse
 	(*GetTopologyRequest)(nil),     // 30: slotkv.storage.v1.GetTopologyRequest
 	(*GetTopologyResponse)(nil),    // 31: slotkv.storage.v1.GetTopologyResponse
-	(*SetTopologyRequest)(nil),     // 32: slotkv.storage.v1.SetTopologyRequest
-	(*SetTopologyResponse)(nil),    // 33: slotkv.storage.v1.SetTopologyResponse
-	(*GetNodeInfoRequest)(nil),     // 34: slotkv.storage.v1.GetNodeInfoRequest
-	(*GetNodeInfoResponse)(nil),    // 35: slotkv.storage.v1.GetNodeInfoResponse
-	(*IngestRecord)(nil),           // 36: slotkv.storage.v1.IngestRecord
-	(*IngestRequest)(nil),          // 37: slotkv.storage.v1.IngestRequest
-	(*IngestResponse)(nil),         // 38: slotkv.storage.v1.IngestResponse
-	(*BeginMigrationRequest)(nil),  // 39: slotkv.storage.v1.BeginMigrationRequest
-	(*BeginMigrationResponse)(nil), // 40: slotkv.storage.v1.BeginMigrationResponse
-	(*OpenSnapshotRequest)(nil),    // 41: slotkv.storage.v1.OpenSnapshotRequest
-	(*OpenSnapshotResponse)(nil),   // 42: slotkv.storage.v1.OpenSnapshotResponse
-	(*MigrationEntry)(nil),         // 43: slotkv.storage.v1.MigrationEntry
-	(*SnapshotScanRequest)(nil),    // 44: slotkv.storage.v1.SnapshotScanRequest
-	(*SnapshotScanResponse)(nil),   // 45: slotkv.storage.v1.SnapshotScanResponse
-	(*SnapshotDigestRequest)(nil),  // 46: slotkv.storage.v1.SnapshotDigestRequest
-	(*SnapshotDigestResponse)(nil), // 47: slotkv.storage.v1.SnapshotDigestResponse
-	(*ReadChangesRequest)(nil),     // 48: slotkv.storage.v1.ReadChangesRequest
-	(*ReadChangesResponse)(nil),    // 49: slotkv.storage.v1.ReadChangesResponse
-	(*FreezeRequest)(nil),          // 50: slotkv.storage.v1.FreezeRequest
-	(*FreezeResponse)(nil),         // 51: slotkv.storage.v1.FreezeResponse
-	(*ImportRequest)(nil),          // 52: slotkv.storage.v1.ImportRequest
-	(*ImportResponse)(nil),         // 53: slotkv.storage.v1.ImportResponse
-	(*GetImportStateRequest)(nil),  // 54: slotkv.storage.v1.GetImportStateRequest
-	(*ImportStream)(nil),           // 55: slotkv.storage.v1.ImportStream
-	(*GetImportStateResponse)(nil), // 56: slotkv.storage.v1.GetImportStateResponse
-	(*EndMigrationRequest)(nil),    // 57: slotkv.storage.v1.EndMigrationRequest
-	(*EndMigrationResponse)(nil),   // 58: slotkv.storage.v1.EndMigrationResponse
-	(*DeleteSlotsRequest)(nil),     // 59: slotkv.storage.v1.DeleteSlotsRequest
-	(*DeleteSlotsResponse)(nil),    // 60: slotkv.storage.v1.DeleteSlotsResponse
-	(*ListMigrationsRequest)(nil),  // 61: slotkv.storage.v1.ListMigrationsRequest
-	(*NodeMigration)(nil),          // 62: slotkv.storage.v1.NodeMigration
-	(*ListMigrationsResponse)(nil), // 63: slotkv.storage.v1.ListMigrationsResponse
-	nil,                            // 64: slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
-	(*v1.SlotRange)(nil),           // 65: slotkv.cluster.v1.SlotRange
-	(*v1.Topology)(nil),            // 66: slotkv.cluster.v1.Topology
-	(*v1.Node)(nil),                // 67: slotkv.cluster.v1.Node
-	(*v1.SlotStateRange)(nil),      // 68: slotkv.cluster.v1.SlotStateRange
+	(*GetNodeInfoRequest)(nil),     // 32: slotkv.storage.v1.GetNodeInfoRequest
+	(*GetNodeInfoResponse)(nil),    // 33: slotkv.storage.v1.GetNodeInfoResponse
+	(*IngestRecord)(nil),           // 34: slotkv.storage.v1.IngestRecord
+	(*IngestRequest)(nil),          // 35: slotkv.storage.v1.IngestRequest
+	(*IngestResponse)(nil),         // 36: slotkv.storage.v1.IngestResponse
+	(*BeginMigrationRequest)(nil),  // 37: slotkv.storage.v1.BeginMigrationRequest
+	(*BeginMigrationResponse)(nil), // 38: slotkv.storage.v1.BeginMigrationResponse
+	(*OpenSnapshotRequest)(nil),    // 39: slotkv.storage.v1.OpenSnapshotRequest
+	(*OpenSnapshotResponse)(nil),   // 40: slotkv.storage.v1.OpenSnapshotResponse
+	(*MigrationEntry)(nil),         // 41: slotkv.storage.v1.MigrationEntry
+	(*SnapshotScanRequest)(nil),    // 42: slotkv.storage.v1.SnapshotScanRequest
+	(*SnapshotScanResponse)(nil),   // 43: slotkv.storage.v1.SnapshotScanResponse
+	(*SnapshotDigestRequest)(nil),  // 44: slotkv.storage.v1.SnapshotDigestRequest
+	(*SnapshotDigestResponse)(nil), // 45: slotkv.storage.v1.SnapshotDigestResponse
+	(*ReadChangesRequest)(nil),     // 46: slotkv.storage.v1.ReadChangesRequest
+	(*ReadChangesResponse)(nil),    // 47: slotkv.storage.v1.ReadChangesResponse
+	(*FreezeRequest)(nil),          // 48: slotkv.storage.v1.FreezeRequest
+	(*FreezeResponse)(nil),         // 49: slotkv.storage.v1.FreezeResponse
+	(*ImportRequest)(nil),          // 50: slotkv.storage.v1.ImportRequest
+	(*ImportResponse)(nil),         // 51: slotkv.storage.v1.ImportResponse
+	(*GetImportStateRequest)(nil),  // 52: slotkv.storage.v1.GetImportStateRequest
+	(*ImportStream)(nil),           // 53: slotkv.storage.v1.ImportStream
+	(*GetImportStateResponse)(nil), // 54: slotkv.storage.v1.GetImportStateResponse
+	(*EndMigrationRequest)(nil),    // 55: slotkv.storage.v1.EndMigrationRequest
+	(*EndMigrationResponse)(nil),   // 56: slotkv.storage.v1.EndMigrationResponse
+	(*DeleteSlotsRequest)(nil),     // 57: slotkv.storage.v1.DeleteSlotsRequest
+	(*DeleteSlotsResponse)(nil),    // 58: slotkv.storage.v1.DeleteSlotsResponse
+	(*ListMigrationsRequest)(nil),  // 59: slotkv.storage.v1.ListMigrationsRequest
+	(*NodeMigration)(nil),          // 60: slotkv.storage.v1.NodeMigration
+	(*ListMigrationsResponse)(nil), // 61: slotkv.storage.v1.ListMigrationsResponse
+	nil,                            // 62: slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
+	(*v1.SlotRange)(nil),           // 63: slotkv.cluster.v1.SlotRange
+	(*v1.Topology)(nil),            // 64: slotkv.cluster.v1.Topology
+	(*v1.Node)(nil),                // 65: slotkv.cluster.v1.Node
+	(*v1.SlotStateRange)(nil),      // 66: slotkv.cluster.v1.SlotStateRange
 }
 var file_slotkv_storage_v1_storage_proto_depIdxs = []int32{
 	12, // 0: slotkv.storage.v1.BatchGetResponse.items:type_name -> slotkv.storage.v1.Item
 	14, // 1: slotkv.storage.v1.BatchWriteRequest.mutations:type_name -> slotkv.storage.v1.Mutation
-	65, // 2: slotkv.storage.v1.ScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	63, // 2: slotkv.storage.v1.ScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
 	17, // 3: slotkv.storage.v1.ScanRequest.start:type_name -> slotkv.storage.v1.ScanPosition
 	19, // 4: slotkv.storage.v1.ScanResponse.items:type_name -> slotkv.storage.v1.KeyValue
 	17, // 5: slotkv.storage.v1.ScanResponse.next:type_name -> slotkv.storage.v1.ScanPosition
-	65, // 6: slotkv.storage.v1.CountRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	65, // 7: slotkv.storage.v1.DigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	63, // 6: slotkv.storage.v1.CountRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	63, // 7: slotkv.storage.v1.DigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
 	24, // 8: slotkv.storage.v1.DigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
 	0,  // 9: slotkv.storage.v1.UpdateRequest.op:type_name -> slotkv.storage.v1.UpdateOp
 	1,  // 10: slotkv.storage.v1.UpdateRequest.condition:type_name -> slotkv.storage.v1.WriteCondition
 	2,  // 11: slotkv.storage.v1.UpdateRequest.expire_condition:type_name -> slotkv.storage.v1.ExpireCondition
-	65, // 12: slotkv.storage.v1.FlushSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	66, // 13: slotkv.storage.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
-	66, // 14: slotkv.storage.v1.SetTopologyRequest.topology:type_name -> slotkv.cluster.v1.Topology
-	67, // 15: slotkv.storage.v1.GetNodeInfoResponse.node:type_name -> slotkv.cluster.v1.Node
-	65, // 16: slotkv.storage.v1.GetNodeInfoResponse.owned:type_name -> slotkv.cluster.v1.SlotRange
-	68, // 17: slotkv.storage.v1.GetNodeInfoResponse.slot_states:type_name -> slotkv.cluster.v1.SlotStateRange
-	64, // 18: slotkv.storage.v1.GetNodeInfoResponse.rpc_counts:type_name -> slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
-	36, // 19: slotkv.storage.v1.IngestRequest.records:type_name -> slotkv.storage.v1.IngestRecord
-	3,  // 20: slotkv.storage.v1.BeginMigrationRequest.role:type_name -> slotkv.storage.v1.MigrationRole
-	65, // 21: slotkv.storage.v1.BeginMigrationRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	65, // 22: slotkv.storage.v1.SnapshotScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	43, // 23: slotkv.storage.v1.SnapshotScanResponse.entries:type_name -> slotkv.storage.v1.MigrationEntry
-	24, // 24: slotkv.storage.v1.SnapshotScanResponse.digests:type_name -> slotkv.storage.v1.SlotDigest
-	65, // 25: slotkv.storage.v1.SnapshotDigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	24, // 26: slotkv.storage.v1.SnapshotDigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	43, // 27: slotkv.storage.v1.ReadChangesResponse.changes:type_name -> slotkv.storage.v1.MigrationEntry
-	43, // 28: slotkv.storage.v1.ImportRequest.entries:type_name -> slotkv.storage.v1.MigrationEntry
-	65, // 29: slotkv.storage.v1.GetImportStateRequest.digest_ranges:type_name -> slotkv.cluster.v1.SlotRange
-	24, // 30: slotkv.storage.v1.ImportStream.applied:type_name -> slotkv.storage.v1.SlotDigest
-	55, // 31: slotkv.storage.v1.GetImportStateResponse.streams:type_name -> slotkv.storage.v1.ImportStream
-	24, // 32: slotkv.storage.v1.GetImportStateResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	4,  // 33: slotkv.storage.v1.EndMigrationRequest.outcome:type_name -> slotkv.storage.v1.MigrationOutcome
-	65, // 34: slotkv.storage.v1.DeleteSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	3,  // 35: slotkv.storage.v1.NodeMigration.role:type_name -> slotkv.storage.v1.MigrationRole
-	65, // 36: slotkv.storage.v1.NodeMigration.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	62, // 37: slotkv.storage.v1.ListMigrationsResponse.migrations:type_name -> slotkv.storage.v1.NodeMigration
-	5,  // 38: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
-	7,  // 39: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
-	9,  // 40: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
-	11, // 41: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
-	15, // 42: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
-	18, // 43: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
-	21, // 44: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
-	23, // 45: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
-	26, // 46: slotkv.storage.v1.StorageService.Update:input_type -> slotkv.storage.v1.UpdateRequest
-	28, // 47: slotkv.storage.v1.StorageService.FlushSlots:input_type -> slotkv.storage.v1.FlushSlotsRequest
-	30, // 48: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
-	32, // 49: slotkv.storage.v1.NodeService.SetTopology:input_type -> slotkv.storage.v1.SetTopologyRequest
-	34, // 50: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
-	37, // 51: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
-	39, // 52: slotkv.storage.v1.MigrationService.BeginMigration:input_type -> slotkv.storage.v1.BeginMigrationRequest
-	41, // 53: slotkv.storage.v1.MigrationService.OpenSnapshot:input_type -> slotkv.storage.v1.OpenSnapshotRequest
-	44, // 54: slotkv.storage.v1.MigrationService.SnapshotScan:input_type -> slotkv.storage.v1.SnapshotScanRequest
-	46, // 55: slotkv.storage.v1.MigrationService.SnapshotDigest:input_type -> slotkv.storage.v1.SnapshotDigestRequest
-	48, // 56: slotkv.storage.v1.MigrationService.ReadChanges:input_type -> slotkv.storage.v1.ReadChangesRequest
-	50, // 57: slotkv.storage.v1.MigrationService.Freeze:input_type -> slotkv.storage.v1.FreezeRequest
-	52, // 58: slotkv.storage.v1.MigrationService.Import:input_type -> slotkv.storage.v1.ImportRequest
-	54, // 59: slotkv.storage.v1.MigrationService.GetImportState:input_type -> slotkv.storage.v1.GetImportStateRequest
-	57, // 60: slotkv.storage.v1.MigrationService.EndMigration:input_type -> slotkv.storage.v1.EndMigrationRequest
-	59, // 61: slotkv.storage.v1.MigrationService.DeleteSlots:input_type -> slotkv.storage.v1.DeleteSlotsRequest
-	61, // 62: slotkv.storage.v1.MigrationService.ListMigrations:input_type -> slotkv.storage.v1.ListMigrationsRequest
-	6,  // 63: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
-	8,  // 64: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
-	10, // 65: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
-	13, // 66: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
-	16, // 67: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
-	20, // 68: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
-	22, // 69: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
-	25, // 70: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
-	27, // 71: slotkv.storage.v1.StorageService.Update:output_type -> slotkv.storage.v1.UpdateResponse
-	29, // 72: slotkv.storage.v1.StorageService.FlushSlots:output_type -> slotkv.storage.v1.FlushSlotsResponse
-	31, // 73: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
-	33, // 74: slotkv.storage.v1.NodeService.SetTopology:output_type -> slotkv.storage.v1.SetTopologyResponse
-	35, // 75: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
-	38, // 76: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
-	40, // 77: slotkv.storage.v1.MigrationService.BeginMigration:output_type -> slotkv.storage.v1.BeginMigrationResponse
-	42, // 78: slotkv.storage.v1.MigrationService.OpenSnapshot:output_type -> slotkv.storage.v1.OpenSnapshotResponse
-	45, // 79: slotkv.storage.v1.MigrationService.SnapshotScan:output_type -> slotkv.storage.v1.SnapshotScanResponse
-	47, // 80: slotkv.storage.v1.MigrationService.SnapshotDigest:output_type -> slotkv.storage.v1.SnapshotDigestResponse
-	49, // 81: slotkv.storage.v1.MigrationService.ReadChanges:output_type -> slotkv.storage.v1.ReadChangesResponse
-	51, // 82: slotkv.storage.v1.MigrationService.Freeze:output_type -> slotkv.storage.v1.FreezeResponse
-	53, // 83: slotkv.storage.v1.MigrationService.Import:output_type -> slotkv.storage.v1.ImportResponse
-	56, // 84: slotkv.storage.v1.MigrationService.GetImportState:output_type -> slotkv.storage.v1.GetImportStateResponse
-	58, // 85: slotkv.storage.v1.MigrationService.EndMigration:output_type -> slotkv.storage.v1.EndMigrationResponse
-	60, // 86: slotkv.storage.v1.MigrationService.DeleteSlots:output_type -> slotkv.storage.v1.DeleteSlotsResponse
-	63, // 87: slotkv.storage.v1.MigrationService.ListMigrations:output_type -> slotkv.storage.v1.ListMigrationsResponse
-	63, // [63:88] is the sub-list for method output_type
-	38, // [38:63] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	63, // 12: slotkv.storage.v1.FlushSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	64, // 13: slotkv.storage.v1.GetTopologyResponse.topology:type_name -> slotkv.cluster.v1.Topology
+	65, // 14: slotkv.storage.v1.GetNodeInfoResponse.node:type_name -> slotkv.cluster.v1.Node
+	63, // 15: slotkv.storage.v1.GetNodeInfoResponse.owned:type_name -> slotkv.cluster.v1.SlotRange
+	66, // 16: slotkv.storage.v1.GetNodeInfoResponse.slot_states:type_name -> slotkv.cluster.v1.SlotStateRange
+	62, // 17: slotkv.storage.v1.GetNodeInfoResponse.rpc_counts:type_name -> slotkv.storage.v1.GetNodeInfoResponse.RpcCountsEntry
+	34, // 18: slotkv.storage.v1.IngestRequest.records:type_name -> slotkv.storage.v1.IngestRecord
+	3,  // 19: slotkv.storage.v1.BeginMigrationRequest.role:type_name -> slotkv.storage.v1.MigrationRole
+	63, // 20: slotkv.storage.v1.BeginMigrationRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	63, // 21: slotkv.storage.v1.SnapshotScanRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	41, // 22: slotkv.storage.v1.SnapshotScanResponse.entries:type_name -> slotkv.storage.v1.MigrationEntry
+	24, // 23: slotkv.storage.v1.SnapshotScanResponse.digests:type_name -> slotkv.storage.v1.SlotDigest
+	63, // 24: slotkv.storage.v1.SnapshotDigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	24, // 25: slotkv.storage.v1.SnapshotDigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	41, // 26: slotkv.storage.v1.ReadChangesResponse.changes:type_name -> slotkv.storage.v1.MigrationEntry
+	41, // 27: slotkv.storage.v1.ImportRequest.entries:type_name -> slotkv.storage.v1.MigrationEntry
+	63, // 28: slotkv.storage.v1.GetImportStateRequest.digest_ranges:type_name -> slotkv.cluster.v1.SlotRange
+	24, // 29: slotkv.storage.v1.ImportStream.applied:type_name -> slotkv.storage.v1.SlotDigest
+	53, // 30: slotkv.storage.v1.GetImportStateResponse.streams:type_name -> slotkv.storage.v1.ImportStream
+	24, // 31: slotkv.storage.v1.GetImportStateResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	4,  // 32: slotkv.storage.v1.EndMigrationRequest.outcome:type_name -> slotkv.storage.v1.MigrationOutcome
+	63, // 33: slotkv.storage.v1.DeleteSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	3,  // 34: slotkv.storage.v1.NodeMigration.role:type_name -> slotkv.storage.v1.MigrationRole
+	63, // 35: slotkv.storage.v1.NodeMigration.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	60, // 36: slotkv.storage.v1.ListMigrationsResponse.migrations:type_name -> slotkv.storage.v1.NodeMigration
+	5,  // 37: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
+	7,  // 38: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
+	9,  // 39: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
+	11, // 40: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
+	15, // 41: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
+	18, // 42: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
+	21, // 43: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
+	23, // 44: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
+	26, // 45: slotkv.storage.v1.StorageService.Update:input_type -> slotkv.storage.v1.UpdateRequest
+	28, // 46: slotkv.storage.v1.StorageService.FlushSlots:input_type -> slotkv.storage.v1.FlushSlotsRequest
+	30, // 47: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
+	32, // 48: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
+	35, // 49: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
+	37, // 50: slotkv.storage.v1.MigrationService.BeginMigration:input_type -> slotkv.storage.v1.BeginMigrationRequest
+	39, // 51: slotkv.storage.v1.MigrationService.OpenSnapshot:input_type -> slotkv.storage.v1.OpenSnapshotRequest
+	42, // 52: slotkv.storage.v1.MigrationService.SnapshotScan:input_type -> slotkv.storage.v1.SnapshotScanRequest
+	44, // 53: slotkv.storage.v1.MigrationService.SnapshotDigest:input_type -> slotkv.storage.v1.SnapshotDigestRequest
+	46, // 54: slotkv.storage.v1.MigrationService.ReadChanges:input_type -> slotkv.storage.v1.ReadChangesRequest
+	48, // 55: slotkv.storage.v1.MigrationService.Freeze:input_type -> slotkv.storage.v1.FreezeRequest
+	50, // 56: slotkv.storage.v1.MigrationService.Import:input_type -> slotkv.storage.v1.ImportRequest
+	52, // 57: slotkv.storage.v1.MigrationService.GetImportState:input_type -> slotkv.storage.v1.GetImportStateRequest
+	55, // 58: slotkv.storage.v1.MigrationService.EndMigration:input_type -> slotkv.storage.v1.EndMigrationRequest
+	57, // 59: slotkv.storage.v1.MigrationService.DeleteSlots:input_type -> slotkv.storage.v1.DeleteSlotsRequest
+	59, // 60: slotkv.storage.v1.MigrationService.ListMigrations:input_type -> slotkv.storage.v1.ListMigrationsRequest
+	6,  // 61: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
+	8,  // 62: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
+	10, // 63: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
+	13, // 64: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
+	16, // 65: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
+	20, // 66: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
+	22, // 67: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
+	25, // 68: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
+	27, // 69: slotkv.storage.v1.StorageService.Update:output_type -> slotkv.storage.v1.UpdateResponse
+	29, // 70: slotkv.storage.v1.StorageService.FlushSlots:output_type -> slotkv.storage.v1.FlushSlotsResponse
+	31, // 71: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
+	33, // 72: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
+	36, // 73: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
+	38, // 74: slotkv.storage.v1.MigrationService.BeginMigration:output_type -> slotkv.storage.v1.BeginMigrationResponse
+	40, // 75: slotkv.storage.v1.MigrationService.OpenSnapshot:output_type -> slotkv.storage.v1.OpenSnapshotResponse
+	43, // 76: slotkv.storage.v1.MigrationService.SnapshotScan:output_type -> slotkv.storage.v1.SnapshotScanResponse
+	45, // 77: slotkv.storage.v1.MigrationService.SnapshotDigest:output_type -> slotkv.storage.v1.SnapshotDigestResponse
+	47, // 78: slotkv.storage.v1.MigrationService.ReadChanges:output_type -> slotkv.storage.v1.ReadChangesResponse
+	49, // 79: slotkv.storage.v1.MigrationService.Freeze:output_type -> slotkv.storage.v1.FreezeResponse
+	51, // 80: slotkv.storage.v1.MigrationService.Import:output_type -> slotkv.storage.v1.ImportResponse
+	54, // 81: slotkv.storage.v1.MigrationService.GetImportState:output_type -> slotkv.storage.v1.GetImportStateResponse
+	56, // 82: slotkv.storage.v1.MigrationService.EndMigration:output_type -> slotkv.storage.v1.EndMigrationResponse
+	58, // 83: slotkv.storage.v1.MigrationService.DeleteSlots:output_type -> slotkv.storage.v1.DeleteSlotsResponse
+	61, // 84: slotkv.storage.v1.MigrationService.ListMigrations:output_type -> slotkv.storage.v1.ListMigrationsResponse
+	61, // [61:85] is the sub-list for method output_type
+	37, // [37:61] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_slotkv_storage_v1_storage_proto_init() }
@@ -4359,7 +4250,7 @@ func file_slotkv_storage_v1_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_slotkv_storage_v1_storage_proto_rawDesc), len(file_slotkv_storage_v1_storage_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   60,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

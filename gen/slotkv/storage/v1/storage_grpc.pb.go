@@ -503,7 +503,6 @@ var StorageService_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	NodeService_GetTopology_FullMethodName = "/slotkv.storage.v1.NodeService/GetTopology"
-	NodeService_SetTopology_FullMethodName = "/slotkv.storage.v1.NodeService/SetTopology"
 	NodeService_GetNodeInfo_FullMethodName = "/slotkv.storage.v1.NodeService/GetNodeInfo"
 	NodeService_Ingest_FullMethodName      = "/slotkv.storage.v1.NodeService/Ingest"
 )
@@ -514,11 +513,10 @@ const (
 //
 // NodeService is the administrative side of a storage node.
 type NodeServiceClient interface {
-	// GetTopology returns the topology this node holds.
+	// GetTopology returns the topology this node holds. It is read-only: the
+	// node takes its topology from etcd (it watches the control plane's
+	// record), and there is no other way to give it one.
 	GetTopology(ctx context.Context, in *GetTopologyRequest, opts ...grpc.CallOption) (*GetTopologyResponse, error)
-	// SetTopology installs a newer topology. A stale version is refused; the
-	// same version is accepted only if identical (so bootstrap can run twice).
-	SetTopology(ctx context.Context, in *SetTopologyRequest, opts ...grpc.CallOption) (*SetTopologyResponse, error)
 	// GetNodeInfo describes the node: id, addresses, slots, keys, disk use.
 	GetNodeInfo(ctx context.Context, in *GetNodeInfoRequest, opts ...grpc.CallOption) (*GetNodeInfoResponse, error)
 	// Ingest writes bulk-load records: the client sends batches, the node
@@ -541,16 +539,6 @@ func (c *nodeServiceClient) GetTopology(ctx context.Context, in *GetTopologyRequ
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetTopologyResponse)
 	err := c.cc.Invoke(ctx, NodeService_GetTopology_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *nodeServiceClient) SetTopology(ctx context.Context, in *SetTopologyRequest, opts ...grpc.CallOption) (*SetTopologyResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(SetTopologyResponse)
-	err := c.cc.Invoke(ctx, NodeService_SetTopology_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -586,11 +574,10 @@ type NodeService_IngestClient = grpc.BidiStreamingClient[IngestRequest, IngestRe
 //
 // NodeService is the administrative side of a storage node.
 type NodeServiceServer interface {
-	// GetTopology returns the topology this node holds.
+	// GetTopology returns the topology this node holds. It is read-only: the
+	// node takes its topology from etcd (it watches the control plane's
+	// record), and there is no other way to give it one.
 	GetTopology(context.Context, *GetTopologyRequest) (*GetTopologyResponse, error)
-	// SetTopology installs a newer topology. A stale version is refused; the
-	// same version is accepted only if identical (so bootstrap can run twice).
-	SetTopology(context.Context, *SetTopologyRequest) (*SetTopologyResponse, error)
 	// GetNodeInfo describes the node: id, addresses, slots, keys, disk use.
 	GetNodeInfo(context.Context, *GetNodeInfoRequest) (*GetNodeInfoResponse, error)
 	// Ingest writes bulk-load records: the client sends batches, the node
@@ -611,9 +598,6 @@ type UnimplementedNodeServiceServer struct{}
 
 func (UnimplementedNodeServiceServer) GetTopology(context.Context, *GetTopologyRequest) (*GetTopologyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTopology not implemented")
-}
-func (UnimplementedNodeServiceServer) SetTopology(context.Context, *SetTopologyRequest) (*SetTopologyResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method SetTopology not implemented")
 }
 func (UnimplementedNodeServiceServer) GetNodeInfo(context.Context, *GetNodeInfoRequest) (*GetNodeInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetNodeInfo not implemented")
@@ -660,24 +644,6 @@ func _NodeService_GetTopology_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
-func _NodeService_SetTopology_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(SetTopologyRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NodeServiceServer).SetTopology(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NodeService_SetTopology_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServiceServer).SetTopology(ctx, req.(*SetTopologyRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 func _NodeService_GetNodeInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetNodeInfoRequest)
 	if err := dec(in); err != nil {
@@ -713,10 +679,6 @@ var NodeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTopology",
 			Handler:    _NodeService_GetTopology_Handler,
-		},
-		{
-			MethodName: "SetTopology",
-			Handler:    _NodeService_SetTopology_Handler,
 		},
 		{
 			MethodName: "GetNodeInfo",

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/slotkv/slotkv/pkg/flagenv"
 	"github.com/slotkv/slotkv/pkg/server"
@@ -50,7 +49,6 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		router         = flagenv.String(fs, "router", "SLOTKV_ROUTER", "", "router gRPC address (its topology, without --etcd-endpoints)")
 		migrator       = flagenv.String(fs, "migrator", "SLOTKV_MIGRATOR", "", "migrator gRPC address (the migrations page; empty leaves it out)")
 		downloader     = flagenv.String(fs, "downloader", "SLOTKV_DOWNLOADER", "", "downloader gRPC address (the bulk loads page; empty leaves it out)")
-		storage        = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (without --etcd-endpoints, --storage or --router is required; not used with it)")
 		routerHTTP     = flagenv.String(fs, "router-http", "SLOTKV_CONSOLE_ROUTER_HTTP", "", "router REST address (host:port or URL), for the link to its OpenAPI document")
 		migratorHTTP   = flagenv.String(fs, "migrator-http", "SLOTKV_CONSOLE_MIGRATOR_HTTP", "", "migrator REST address, for the link to its OpenAPI document")
 		downloaderHTTP = flagenv.String(fs, "downloader-http", "SLOTKV_CONSOLE_DOWNLOADER_HTTP", "", "downloader REST address, for the link to its OpenAPI document")
@@ -78,7 +76,6 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	o := d
 	o.Common = c.flags.Common
 	o.Router, o.Migrator, o.Downloader = *router, *migrator, *downloader
-	o.Storage = flagenv.SplitList(strings.Split(*storage, ",")...)
 	o.RouterHTTP, o.MigratorHTTP, o.DownloaderHTTP = *routerHTTP, *migratorHTTP, *downloaderHTTP
 	o.SampleInterval, o.History, o.SessionTTL = *interval, *history, *ttl
 	c.opts = o

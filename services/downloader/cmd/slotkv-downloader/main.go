@@ -37,7 +37,6 @@ func run(args []string) int {
 	common.Register(fs, def.Common)
 	var (
 		dataDir      = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", def.DataDir, "directory of the downloads, and of the job store and runtime settings without --etcd-endpoints (with it they are in etcd, shared by the replicas)")
-		storage      = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required unless --etcd-endpoints, which watches the topology in etcd instead)")
 		prefixes     = flagenv.String(fs, "allowed-prefixes", "SLOTKV_ALLOWED_PREFIXES", "", "comma-separated URL prefixes manifests and data files may be fetched from (e.g. http://127.0.0.1,https://datasets.example.com/); none = every URL is refused")
 		allowFile    = flagenv.Bool(fs, "allow-file-urls", "SLOTKV_ALLOW_FILE_URLS", false, "allow file:// URLs (still limited to --allowed-prefixes, e.g. file:///srv/datasets/)")
 		maxManifest  = flagenv.Int64(fs, "max-manifest-bytes", "SLOTKV_MAX_MANIFEST_BYTES", def.MaxManifestBytes, "largest manifest accepted")
@@ -56,7 +55,6 @@ func run(args []string) int {
 		httpWaitMax  = flagenv.Duration(fs, "http-retry-wait-max", "SLOTKV_HTTP_RETRY_WAIT_MAX", def.HTTPRetryWaitMax, "longest backoff between download retries")
 		httpTimeout  = flagenv.Duration(fs, "http-timeout", "SLOTKV_HTTP_TIMEOUT", def.HTTPTimeout, "time to wait for a download's response headers")
 		httpStall    = flagenv.Duration(fs, "http-stall-timeout", "SLOTKV_HTTP_STALL_TIMEOUT", def.HTTPStallTimeout, "a download receiving no byte for this long is cut and resumed")
-		refresh      = flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", def.RefreshInterval, "period of topology refreshes from the storage nodes (none with --etcd-endpoints: the topology is watched)")
 		maxRunning   = flagenv.Int(fs, "max-running-jobs", "SLOTKV_MAX_RUNNING_JOBS", def.MaxRunningJobs, "most bulk-load jobs running at once; more are refused (ResourceExhausted) until one ends, is paused or canceled")
 		progress     = flagenv.Duration(fs, "progress-interval", "SLOTKV_PROGRESS_INTERVAL", def.ProgressInterval, "period of progress log lines and progress saves of a running job")
 	)
@@ -89,7 +87,6 @@ func run(args []string) int {
 		o := def
 		o.Common = common.Common
 		o.DataDir = *dataDir
-		o.Storage = strings.Split(*storage, ",")
 		o.AllowedPrefixes = flagenv.SplitList(*prefixes)
 		o.AllowFileURLs = *allowFile
 		o.MaxManifestBytes, o.MaxFileBytes, o.MaxFiles = *maxManifest, *maxFile, *maxFiles
@@ -98,11 +95,11 @@ func run(args []string) int {
 		o.NodeRetryTimeout = *nodeRetry
 		o.HTTPRetryMax, o.HTTPRetryWaitMin, o.HTTPRetryWaitMax = *httpRetryMax, *httpWaitMin, *httpWaitMax
 		o.HTTPTimeout, o.HTTPStallTimeout = *httpTimeout, *httpStall
-		o.RefreshInterval, o.ProgressInterval = *refresh, *progress
+		o.ProgressInterval = *progress
 		o.MaxRunningJobs = *maxRunning
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
-		env.Logger.Info("loading into", "storage", *storage, "etcd", strings.Join(common.Etcd.Endpoints, ","), "data_dir", *dataDir)
+		env.Logger.Info("loading into", "etcd", strings.Join(common.Etcd.Endpoints, ","), "data_dir", *dataDir)
 		return downloader.Run(env.Ctx, o)
 	})
 }

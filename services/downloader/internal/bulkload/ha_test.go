@@ -14,6 +14,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/jobstore"
 	"github.com/slotkv/slotkv/pkg/leader"
 	"github.com/slotkv/slotkv/pkg/route"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
 // TestDeposedLeaderWritesRefused: the records and settings of a replica
@@ -25,9 +26,13 @@ func TestDeposedLeaderWritesRefused(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t)
 	cli := e.Client(t)
-	r, err := route.New(route.Options{Seeds: []string{"127.0.0.1:1"}, Dial: func(addr string) (*grpc.ClientConn, error) {
+	ts, err := topostore.New(cli, topostore.Options{Prefix: "/ha/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := route.New(route.Options{Store: ts, Dial: func(addr string) (*grpc.ClientConn, error) {
 		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	}, RefreshInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+	}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

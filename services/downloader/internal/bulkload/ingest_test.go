@@ -24,17 +24,19 @@ import (
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dataset"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/grpctest"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
 // fakeNode is a storage node over real gRPC on 127.0.0.1 that can be
-// stopped and started again on the same address. It answers GetTopology
-// with the topology it holds and takes Ingest batches as a node holding it
-// would: a batch with a key of a slot it does not own ends the stream with
+// stopped and started again on the same address. It takes Ingest batches
+// as a node holding topo would (the router reads the topology from a real
+// etcd, see topoStore; GetTopology only tells that the node answers): a batch with a key of a slot it does not own ends the stream with
 // SLOT_MOVED, others are stored and acknowledged.
 type fakeNode struct {
 	storagev1.UnimplementedNodeServiceServer
@@ -164,9 +166,24 @@ func testManager(t *testing.T, r *route.Router, nodeRetryTimeout time.Duration) 
 	return m
 }
 
-func testRouter(t *testing.T, seeds []string, dialer route.DialFunc) *route.Router {
+// topoStore returns a topology store on a fresh real etcd holding topo.
+func topoStore(t *testing.T, topo *topology.Topology) *topostore.Store {
 	t.Helper()
-	r, err := route.New(route.Options{Seeds: seeds, Dial: dialer, RefreshInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+	st, err := topostore.New(etcdtest.Start(t).Client(t), topostore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := st.Bootstrap(t.Context(), topo); err != nil || !created {
+		t.Fatalf("bootstrap v%d in etcd: created %v, %v", topo.Version(), created, err)
+	}
+	return st
+}
+
+// testRouter returns a Router on st holding its topology, not watching:
+// it reads etcd again on SLOT_MOVED.
+func testRouter(t *testing.T, st *topostore.Store, dialer route.DialFunc) *route.Router {
+	t.Helper()
+	r, err := route.New(route.Options{Store: st, Dial: dialer, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +246,7 @@ func TestResumeAfterNodeRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			n.topo.Store(topo)
-			r := testRouter(t, []string{n.Addr()}, tc.dialer)
+			r := testRouter(t, topoStore(t, topo), tc.dialer)
 			m := testManager(t, r, time.Second)
 			u := writeDataset(t, 300)
 
@@ -275,7 +292,8 @@ func TestIngestMovedUntilTheOwnerLearns(t *testing.T) {
 	}
 	n1.topo.Store(v1)
 	n2.topo.Store(v1)
-	r := testRouter(t, []string{n1.Addr(), n2.Addr()}, func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) })
+	st := topoStore(t, v1)
+	r := testRouter(t, st, func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) })
 	m := testManager(t, r, 10*time.Second)
 	const behind = 30 // batches n2 receives on v1; it is told at the last
 	var onV1 atomic.Int64
@@ -285,7 +303,11 @@ func TestIngestMovedUntilTheOwnerLearns(t *testing.T) {
 		}
 	}
 	n2.before.Store(&learn)
-	n1.topo.Store(v2) // the commit: the source is told first
+	// The commit: v2 in etcd, and the source installs it before n2 does.
+	if err := st.Commit(t.Context(), 1, v2); err != nil {
+		t.Fatalf("commit v2: %v", err)
+	}
+	n1.topo.Store(v2)
 
 	if _, err := m.Start(t.Context(), writeDataset(t, 300), "moved"); err != nil {
 		t.Fatal(err)
@@ -313,7 +335,7 @@ func TestResumeTakesAWholeUnrecordedDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.topo.Store(topo)
-	r := testRouter(t, []string{n.Addr()}, func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) })
+	r := testRouter(t, topoStore(t, topo), func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) })
 	m := testManager(t, r, time.Second)
 	n.Stop() // the ingest fails; the download is kept
 	if _, err := m.Start(t.Context(), writeDataset(t, 300), "unrecorded"); err != nil {

@@ -75,8 +75,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	var c config
 	c.flags.Register(fs, d.Common)
 	var (
-		dataDir     = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", d.DataDir, "directory of the job store (without --etcd-endpoints; with it the job records are in etcd)")
-		storage     = flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required without --etcd-endpoints)")
+		dataDir     = flagenv.String(fs, "data-dir", "SLOTKV_DATA_DIR", d.DataDir, "not used: the job records are in etcd (--etcd-endpoints, required)")
 		parallelism = flagenv.Int(fs, "parallelism", "SLOTKV_MIGRATION_PARALLELISM", d.DefaultParallelism, "default snapshot streams per job (0: GOMAXPROCS)")
 		rate        = flagenv.Uint64(fs, "rate", "SLOTKV_MIGRATION_RATE", d.RateBytesPerSecond, "default byte rate of a job's streams, bytes per second (0: unlimited)")
 		batch       = flagenv.Uint(fs, "batch-records", "SLOTKV_MIGRATION_BATCH_RECORDS", uint(d.BatchRecords), "default records per batch")
@@ -86,11 +85,10 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		handoff     = flagenv.Duration(fs, "handoff-timeout", "SLOTKV_HANDOFF_TIMEOUT", d.HandoffTimeout, "longest hand-off from freeze to commit; past it the job rolls back and writes resume on the source")
 		progress    = flagenv.Duration(fs, "progress-interval", "SLOTKV_PROGRESS_INTERVAL", d.ProgressInterval, "period of progress log lines and saves of a running job")
 		cleanup     = flagenv.Uint64(fs, "cleanup-keys-per-second", "SLOTKV_CLEANUP_KEYS_PER_SECOND", 0, "pace of the source's cleanup after a commit (0: node default)")
-		refresh     = flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", d.RefreshInterval, "period of topology refreshes")
 		maxRunning  = flagenv.Int(fs, "max-running-jobs", "SLOTKV_MAX_RUNNING_JOBS", d.MaxRunningJobs, "most migrations running at once; more are refused (ResourceExhausted) until one ends")
 		pauseTO     = flagenv.Duration(fs, "pause-before-phase-timeout", "SLOTKV_PAUSE_BEFORE_PHASE_TIMEOUT", d.PauseTimeout, "testing aid: how long --pause-before-phase holds a job")
 		pauseCommit = flagenv.Bool(fs, "pause-after-commit", "SLOTKV_PAUSE_AFTER_COMMIT", false, "testing aid: hold every job after etcd committed its hand-off, for --pause-before-phase-timeout")
-		leaderTTL   = flagenv.Duration(fs, "leader-ttl", "SLOTKV_LEADER_TTL", leader.DefaultTTL, "with --etcd-endpoints: how long a dead leader keeps its term before another replica takes the jobs over")
+		leaderTTL   = flagenv.Duration(fs, "leader-ttl", "SLOTKV_LEADER_TTL", leader.DefaultTTL, "how long a dead leader keeps its term before another replica takes the jobs over")
 	)
 	var pauses phaseList
 	// Testing aid, hidden from -h: jobs wait at the start of these phases
@@ -117,13 +115,11 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	o := d
 	o.Common = c.flags.Common
 	o.DataDir = *dataDir
-	o.Storage = strings.Split(*storage, ",")
 	o.DefaultParallelism, o.RateBytesPerSecond = *parallelism, *rate
 	o.BatchRecords, o.LagThreshold, o.MaxCatchUpRounds = uint32(*batch), *lag, uint32(*rounds)
 	o.RollbackRetryInterval, o.ProgressInterval, o.CleanupKeysPerSecond = *rollback, *progress, *cleanup
 	o.HandoffTimeout = *handoff
 	o.MaxRunningJobs = *maxRunning
-	o.RefreshInterval = *refresh
 	o.PauseBeforePhase, o.PauseTimeout = pauses, *pauseTO
 	o.PauseAfterCommit = *pauseCommit
 	if *leaderTTL < time.Second {

@@ -17,14 +17,14 @@ import (
 	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
-// The hand-off on the etcd control plane (Config.Topo set). The commit
+// The hand-off on the etcd control plane (Config.Topo). The commit
 // point is one etcd transaction: the topology that gives the job's slots
 // to the destination and the job's committed state (migrations/<job>),
 // compared against the version the job read. The nodes watch the
 // topology; the source records the hand-off handshake (handoff/<job>)
 // once it stopped serving the slots, and only then does the destination
-// serve them. The local record's Committing is written first, as in push
-// mode, but etcd decides: a job whose Committing is on disk is committed
+// serve them. The job record's Committing is written first, but etcd's
+// topology decides: a job whose Committing is on disk is committed
 // iff etcd's topology assigns its slots to the destination at or past
 // CommittedVersion.
 

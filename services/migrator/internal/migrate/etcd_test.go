@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
@@ -27,6 +28,12 @@ type crashSim struct{ dead atomic.Bool }
 
 func (c *crashSim) crash() { c.dead.Store(true) }
 
+// noFence guards the records of a Manager that is alone on its etcd (no
+// election): its writes always apply.
+func noFence() (clientv3.Cmp, bool) {
+	return clientv3.Compare(clientv3.CreateRevision("slotkv-test/no-such-key"), "=", 0), true
+}
+
 // openEtcdManager opens a Manager on the cluster's etcd control plane, as
 // the migrator service does with --etcd-endpoints.
 func openEtcdManager(t *testing.T, c *testcluster.Cluster, dir string, sim *crashSim, hook func(ctx context.Context, id string)) *Manager {
@@ -43,7 +50,7 @@ func openEtcdManager(t *testing.T, c *testcluster.Cluster, dir string, sim *cras
 	}
 	t.Cleanup(func() { _ = rt.Close() })
 	m, err := Open(Config{
-		DataDir: dir, Router: rt, Dial: dialer, Topo: c.Store(),
+		Router: rt, Dial: dialer, Topo: c.Store(), Etcd: c.Etcd().Client(t), Fence: noFence,
 		RollbackRetryInterval: 100 * time.Millisecond,
 		ProgressInterval:      time.Second,
 		HandoffTimeout:        30 * time.Second,

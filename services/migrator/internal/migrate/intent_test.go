@@ -18,6 +18,7 @@ import (
 	migratorv1 "github.com/slotkv/slotkv/gen/slotkv/migrator/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/testcluster"
 )
@@ -65,15 +66,15 @@ func openManager(t *testing.T, c *testcluster.Cluster, dir string, calls *callLo
 		}
 		return dial.New(addr, dial.Options{Token: c.Token, DialOptions: opts})
 	}
-	rt, err := route.New(route.Options{Seeds: c.Addrs(), Dial: func(addr string) (*grpc.ClientConn, error) {
+	rt, err := route.New(route.Options{Store: c.Store(), Dial: func(addr string) (*grpc.ClientConn, error) {
 		return dial.New(addr, dial.Options{Token: c.Token})
-	}, RefreshInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+	}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rt.Close() })
 	cfg := Config{
-		DataDir: dir, Router: rt, Dial: dialer,
+		Router: rt, Dial: dialer, Topo: c.Store(), Etcd: c.Etcd().Client(t), Fence: noFence,
 		RollbackRetryInterval: 100 * time.Millisecond,
 		ProgressInterval:      time.Second,
 		Logger:                slog.New(slog.DiscardHandler),
@@ -149,7 +150,7 @@ func checkNodesUntouched(t *testing.T, c *testcluster.Cluster) {
 // source gets no call. No slot is left MIGRATING or IMPORTING, and the
 // record on disk, read by a restarted manager, agrees.
 func TestIntentWriteFailureStopsTheJob(t *testing.T) {
-	c := testcluster.Start(t, 2, testcluster.Options{Token: testToken})
+	c := testcluster.Start(t, 2, testcluster.Options{Token: testToken, Etcd: etcdtest.Start(t)})
 	c.Bootstrap(t)
 	src, dst := c.Node(t, "n1"), c.Node(t, "n2")
 	injected := errors.New("injected: job store write refused")
@@ -229,7 +230,7 @@ func TestIntentWriteFailureStopsTheJob(t *testing.T) {
 // (same data directory) reports them. A save that fails changes nothing
 // and says so.
 func TestUpdateMigrationSurvivesRestart(t *testing.T) {
-	c := testcluster.Start(t, 2, testcluster.Options{Token: testToken})
+	c := testcluster.Start(t, 2, testcluster.Options{Token: testToken, Etcd: etcdtest.Start(t)})
 	c.Bootstrap(t)
 	dir := t.TempDir()
 	hold := func(cfg *Config) {
@@ -278,7 +279,7 @@ func TestUpdateMigrationSurvivesRestart(t *testing.T) {
 // refused with ResourceExhausted naming the limit, and is not recorded;
 // once a job ends there is room again.
 func TestMaxRunningJobs(t *testing.T) {
-	c := testcluster.Start(t, 2, testcluster.Options{Token: testToken})
+	c := testcluster.Start(t, 2, testcluster.Options{Token: testToken, Etcd: etcdtest.Start(t)})
 	c.Bootstrap(t)
 	m := openManager(t, c, t.TempDir(), nil, func(cfg *Config) {
 		cfg.MaxRunningJobs = 1

@@ -3,12 +3,12 @@
 // the commit and roll-forward after it, persistence of the job records,
 // and the MigratorService gRPC API.
 //
-// With Config.Topo the control plane is etcd: the hand-off commits there
-// in one transaction and the nodes follow it (etcd.go); without it the
-// migrator pushes the topology to every node. The records are in Badger
-// under DataDir, or, with Config.Etcd, in etcd, where the replicas of a
-// highly available migrator share them (replica.go): the leader's Manager
-// writes them fenced by its term, and a new leader takes them over.
+// The control plane is etcd (Config.Topo, Config.Etcd), and nothing else:
+// the hand-off commits there in one transaction and the nodes follow it
+// (etcd.go); nothing is pushed to the nodes. The records are in etcd too,
+// where the replicas of a highly available migrator share them
+// (replica.go): the leader's Manager writes them fenced by its term, and a
+// new leader takes them over.
 package migrate
 
 import (
@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -66,7 +65,7 @@ const (
 	// always has the next batch at hand.
 	importWindow = 16
 	// rpcTimeout bounds unary calls to storage nodes that are not part of a
-	// long phase (begin, freeze, end, topology pushes).
+	// long phase (begin, freeze, end).
 	rpcTimeout = 30 * time.Second
 	// shutdownRollbackTimeout bounds each abort call made at shutdown.
 	shutdownRollbackTimeout = 5 * time.Second
@@ -77,11 +76,9 @@ const (
 
 // Config configures a Manager.
 type Config struct {
-	// DataDir holds the Badger job store.
-	DataDir string
 	// Router gives the topology (Refresh) of the cluster.
 	Router *route.Router
-	// Topo, when set, is the control plane in etcd: the hand-off commits
+	// Topo is the control plane in etcd (required): the hand-off commits
 	// there in one transaction and the nodes follow it (see etcd.go);
 	// nothing is pushed to the nodes. The Router should read the same.
 	Topo *topostore.Store
@@ -131,8 +128,8 @@ type Config struct {
 	// can kill the leader in HANDOFF after the commit. Testing aid.
 	PauseAfterCommit bool
 
-	// Etcd and Fence, with Topo, keep the job records in etcd under Topo's
-	// prefix (jobs/migrations/<job>) instead of DataDir: every write, the
+	// Etcd and Fence (required) keep the job records in etcd under Topo's
+	// prefix (jobs/migrations/<job>): every write, the
 	// hand-off commit included, is guarded by Fence (the leader's term,
 	// see Replica), so a deposed leader's writes change nothing.
 	Etcd  *clientv3.Client
@@ -271,7 +268,7 @@ func Open(cfg Config) (*Manager, error) {
 		case terminal(r.Phase):
 			m.log.Info("continuing the rollback of a job", "job", r.ID, "phase", phaseName(r.Phase))
 			m.wg.Go(func() { j.retryRollback() })
-		case r.Committing && cfg.Topo != nil && !r.EtcdCommitted:
+		case r.Committing && !r.EtcdCommitted:
 			m.log.Info("a job reached its commit point before a restart; etcd decides whether it committed", "job", r.ID, "phase", phaseName(r.Phase))
 			m.wg.Go(func() { j.resumeEtcdCommit() })
 		case r.Committing:
@@ -291,14 +288,10 @@ func Open(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// openRecords opens the job store: etcd with a fence (Config.Etcd), else
-// Badger in DataDir.
+// openRecords opens the job store in etcd, every write behind the fence.
 func openRecords(cfg Config) (jobstore.Records[record], error) {
-	if cfg.Etcd == nil {
-		return jobstore.Open[record](filepath.Join(cfg.DataDir, "db"), cfg.Logger)
-	}
-	if cfg.Topo == nil || cfg.Fence == nil {
-		return nil, errors.New("migrate: job records in etcd need Config.Topo and Config.Fence")
+	if cfg.Etcd == nil || cfg.Topo == nil || cfg.Fence == nil {
+		return nil, errors.New("migrate: the job records in etcd need Config.Etcd, Config.Topo and Config.Fence")
 	}
 	return jobstore.OpenEtcd[record](cfg.Etcd, recordsPrefix(cfg.Topo), cfg.Fence)
 }
@@ -392,9 +385,9 @@ func (m *Manager) plan(ctx context.Context, req *migratorv1.StartMigrationReques
 		return nil, rpcerr.InvalidField("job_id", "%q: use 1-64 letters, digits, '.', '_' or '-'", id)
 	}
 	topo, err := m.cfg.Router.Refresh(ctx)
-	if err != nil && m.cfg.Topo != nil {
-		// Never plan on a cached topology when etcd decides: the job
-		// could not commit anyway.
+	if err != nil {
+		// Never plan on a cached topology: etcd decides, and the job could
+		// not commit anyway.
 		return nil, fmt.Errorf("%w: cannot read the topology from %s (is etcd up?): %v", rpcerr.ErrUnavailable, m.cfg.Router.Source(), err)
 	}
 	if topo == nil {
@@ -546,32 +539,6 @@ func (m *Manager) sortedJobsLocked() []*job {
 		return cmp.Or(b.rec.Created.Compare(a.rec.Created), cmp.Compare(b.id, a.id))
 	})
 	return out
-}
-
-// committingOther names a job other than self that is past its commit
-// point but has not pushed its topology to both of its nodes, or "".
-func (m *Manager) committingOther(self *job) string {
-	if m.cfg.Topo != nil {
-		// etcd orders the commits: each compares the version it read.
-		return ""
-	}
-	m.mu.Lock()
-	jobs := make([]*job, 0, len(m.jobs))
-	for _, o := range m.jobs {
-		if o != self {
-			jobs = append(jobs, o)
-		}
-	}
-	m.mu.Unlock()
-	for _, o := range jobs {
-		o.mu.Lock()
-		busy := o.rec.Committing && !(o.rec.PushedSource && o.rec.PushedDestination)
-		o.mu.Unlock()
-		if busy {
-			return o.id
-		}
-	}
-	return ""
 }
 
 func (m *Manager) get(id string) (*job, error) {

@@ -27,7 +27,6 @@ import (
 	"github.com/slotkv/slotkv/pkg/digest"
 	"github.com/slotkv/slotkv/pkg/kvpack"
 	"github.com/slotkv/slotkv/pkg/route"
-	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
 )
@@ -918,8 +917,8 @@ func (j *job) catchUp(ctx context.Context, src, dst *peer, applied uint64) (ap *
 }
 
 // HANDOFF: freeze, drain the last changes, confirm them applied, persist
-// the commit point, then push the new topology to the source (it stops
-// serving the slots) and the destination (it starts). It reports whether
+// the commit point, commit the new topology in etcd, then wait for the
+// source to stop serving the slots and the destination to start. It reports whether
 // the commit point was reached: after it, errors roll forward.
 func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committed bool, err error) {
 	ctx, span, err := j.enter(ctx, migratorv1.Phase_PHASE_HANDOFF)
@@ -934,9 +933,6 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 		// Never commit on a cached topology: it may be older than what the
 		// nodes hold.
 		return false, fmt.Errorf("no fresh topology to commit on: %v", err)
-	}
-	if other := j.m.committingOther(j); other != "" {
-		return false, fmt.Errorf("job %s is committed but its topology is not on both of its nodes yet; not committing on top of it", other)
 	}
 	for s := range j.ranges.All() {
 		if n, ok := topo.Owner(s); !ok || n.ID != src.id {
@@ -1039,52 +1035,42 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	j.mu.Unlock()
 
 	step("commit_point")
-	if j.m.cfg.Topo != nil {
-		// etcd decides: one transaction, then the nodes follow it.
-		out, cerr := j.etcdCommit(hctx)
-		if out == undecided && !deposed(cerr) {
-			j.log.WarnContext(ctx, "etcd did not confirm the commit within the hand-off timeout; the job may be committed, waiting for etcd", "err", cerr)
-			out, cerr = j.resolveCommit()
+	// etcd decides: one transaction, then the nodes follow it (they watch
+	// it; nothing is pushed to them).
+	out, cerr := j.etcdCommit(hctx)
+	if out == undecided && !deposed(cerr) {
+		j.log.WarnContext(ctx, "etcd did not confirm the commit within the hand-off timeout; the job may be committed, waiting for etcd", "err", cerr)
+		out, cerr = j.resolveCommit()
+	}
+	switch out {
+	case notCommitted:
+		j.revertCommitting()
+		return false, timedOut(inRange(cerr, j.ranges.String()))
+	case undecided:
+		// Shutdown, or this replica no longer leads: Committing stays
+		// in the record, and the next start (or leader) asks etcd.
+		return false, cerr
+	}
+	j.mu.Lock()
+	version := j.rec.CommittedVersion
+	j.mu.Unlock()
+	step("etcd_commit")
+	if j.m.cfg.PauseAfterCommit {
+		j.log.WarnContext(ctx, "pausing after the commit (testing aid --pause-after-commit)", "version", version, "timeout", j.m.cfg.PauseTimeout)
+		t := time.NewTimer(j.m.cfg.PauseTimeout)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
 		}
-		switch out {
-		case notCommitted:
-			j.revertCommitting()
-			return false, timedOut(inRange(cerr, j.ranges.String()))
-		case undecided:
-			// Shutdown, or this replica no longer leads: Committing stays
-			// in the record, and the next start (or leader) asks etcd.
-			return false, cerr
-		}
-		j.mu.Lock()
-		version := j.rec.CommittedVersion
-		j.mu.Unlock()
-		step("etcd_commit")
-		if j.m.cfg.PauseAfterCommit {
-			j.log.WarnContext(ctx, "pausing after the commit (testing aid --pause-after-commit)", "version", version, "timeout", j.m.cfg.PauseTimeout)
-			t := time.NewTimer(j.m.cfg.PauseTimeout)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-		}
-		if err := j.waitHandshake(ctx, src, version); err != nil {
-			return true, err
-		}
-		j.update(func(r *record) { r.PushedSource = true })
-		step("source_stops")
-		if err := j.waitServing(ctx, dst); err != nil {
-			return true, err
-		}
-	} else {
-		if err := j.push(ctx, src, next); err != nil {
-			return true, err
-		}
-		j.update(func(r *record) { r.PushedSource = true })
-		step("source_stops")
-		if err := j.push(ctx, dst, next); err != nil {
-			return true, err
-		}
+		t.Stop()
+	}
+	if err := j.waitHandshake(ctx, src, version); err != nil {
+		return true, err
+	}
+	j.update(func(r *record) { r.PushedSource = true })
+	step("source_stops")
+	if err := j.waitServing(ctx, dst); err != nil {
+		return true, err
 	}
 	step("destination_serves")
 	pause := time.Since(t0)
@@ -1094,59 +1080,10 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 		r.HandedOff = time.Now().UTC()
 	})
 	j.mu.Lock()
-	version := j.rec.CommittedVersion
+	version = j.rec.CommittedVersion
 	j.mu.Unlock()
 	j.log.InfoContext(ctx, "committed", append([]any{"version", version, "write_pause", pause.String(), "drained_changes", drained}, steps...)...)
 	return true, nil
-}
-
-// push installs topo on a node. A stale answer is fine only when the node
-// already holds a strictly newer version that assigns the job's slots to
-// its destination; anything else (the same version with other content, a
-// newer one that does not give the destination the slots) is an error.
-func (j *job) push(ctx context.Context, p *peer, topo *topology.Topology) error {
-	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-	defer cancel()
-	_, err := p.node.SetTopology(cctx, &storagev1.SetTopologyRequest{Topology: topo.Proto()})
-	if err != nil && errors.Is(rpcerr.FromStatus(err), rpcerr.ErrStaleTopology) {
-		if cerr := j.checkNewer(cctx, p, topo.Version()); cerr != nil {
-			return p.err("SetTopology", fmt.Errorf("%w (%v)", cerr, err))
-		}
-		j.log.WarnContext(ctx, "node holds a newer topology already", "node", p.id, "version", topo.Version(), "err", err)
-		return nil
-	}
-	return p.err("SetTopology", err)
-}
-
-// checkNewer reads the topology p holds and reports whether it is newer
-// than pushed and assigns every slot of the job to its destination.
-func (j *job) checkNewer(ctx context.Context, p *peer, pushed uint64) error {
-	resp, err := p.node.GetTopology(ctx, &storagev1.GetTopologyRequest{})
-	if err != nil {
-		return fmt.Errorf("reading back the topology after a stale answer: %w", err)
-	}
-	held, err := topology.FromProto(resp.GetTopology())
-	if err != nil {
-		return fmt.Errorf("reading back the topology after a stale answer: %w", err)
-	}
-	j.mu.Lock()
-	dst := j.rec.Destination
-	j.mu.Unlock()
-	return newerAssigns(held, pushed, j.ranges, dst)
-}
-
-// newerAssigns checks that held is strictly newer than pushed and assigns
-// every slot of ranges to dst.
-func newerAssigns(held *topology.Topology, pushed uint64, ranges slot.RangeSet, dst string) error {
-	if held.Version() <= pushed {
-		return fmt.Errorf("node holds topology version %d with other content than the pushed version %d", held.Version(), pushed)
-	}
-	for s := range ranges.All() {
-		if n, ok := held.Owner(s); !ok || n.ID != dst {
-			return fmt.Errorf("node holds newer topology version %d that does not assign slot %d to destination %s", held.Version(), s, dst)
-		}
-	}
-	return nil
 }
 
 // rollForward finishes a committed job: topology on every node, the job
@@ -1156,7 +1093,6 @@ func (j *job) rollForward(ctx context.Context, c *conns) error {
 	for {
 		err := j.commitSteps(ctx, c)
 		if err == nil {
-			j.finishOthers(ctx, c)
 			return nil
 		}
 		if j.m.shuttingDown() {
@@ -1165,56 +1101,6 @@ func (j *job) rollForward(ctx context.Context, c *conns) error {
 		j.log.WarnContext(ctx, "finishing the committed migration failed; retrying", "err", err, "retry_in", j.m.cfg.RollbackRetryInterval)
 		if !j.m.sleep(j.m.cfg.RollbackRetryInterval) {
 			return errShutdown
-		}
-	}
-}
-
-// pushOthers installs the new topology on every node but the two of the
-// job.
-func (j *job) pushOthers(ctx context.Context, c *conns, next *topology.Topology, srcID, dstID string) error {
-	var errs []error
-	for _, n := range next.Nodes() {
-		if n.ID == srcID || n.ID == dstID {
-			continue
-		}
-		cc, err := c.get(n.GRPCAddress)
-		if err == nil {
-			p := &peer{role: "node", id: n.ID, addr: n.GRPCAddress, node: storagev1.NewNodeServiceClient(cc)}
-			err = j.push(ctx, p, next)
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
-	err := errors.Join(errs...)
-	if err == nil {
-		j.update(func(r *record) { r.PushedAll = true })
-	}
-	return err
-}
-
-// finishOthers retries pushOthers until it succeeds or shutdown (the job
-// has SUCCEEDED already).
-func (j *job) finishOthers(ctx context.Context, c *conns) {
-	for {
-		j.mu.Lock()
-		done := j.rec.PushedAll
-		var tp clusterv1.Topology
-		err := proto.Unmarshal(j.rec.NewTopology, &tp)
-		j.mu.Unlock()
-		if done || err != nil {
-			return
-		}
-		next, err := topology.FromProto(&tp)
-		if err != nil {
-			return
-		}
-		if j.pushOthers(ctx, c, next, j.rec.Source, j.rec.Destination) == nil {
-			j.log.InfoContext(ctx, "every node holds the new topology", "version", next.Version())
-			return
-		}
-		if !j.m.sleep(j.m.cfg.RollbackRetryInterval) {
-			return
 		}
 	}
 }
@@ -1238,25 +1124,15 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 	if err != nil {
 		return err
 	}
-	etcd := j.m.cfg.Topo != nil
 	if !r.PushedSource {
-		if etcd {
-			err = j.waitHandshake(ctx, src, next.Version())
-		} else {
-			err = j.push(ctx, src, next)
-		}
-		if err != nil {
+		if err := j.waitHandshake(ctx, src, next.Version()); err != nil {
 			return err
 		}
 		j.update(func(r *record) { r.PushedSource = true })
 	}
 	if !r.PushedDestination {
-		if etcd {
-			err = j.waitServing(ctx, dst)
-			r.EndedDestination = err == nil
-		} else {
-			err = j.push(ctx, dst, next)
-		}
+		err := j.waitServing(ctx, dst)
+		r.EndedDestination = err == nil
 		if err != nil {
 			return err
 		}
@@ -1267,14 +1143,9 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 			}
 		})
 	}
-	var othersErr error
-	switch {
-	case r.PushedAll:
-	case etcd:
+	if !r.PushedAll {
 		// Every other node watches etcd: nothing to push.
 		j.update(func(r *record) { r.PushedAll = true })
-	default:
-		othersErr = j.pushOthers(ctx, c, next, src.id, dst.id)
 	}
 	_, _ = j.m.cfg.Router.RefreshTo(ctx, next.Version())
 	end := func(p *peer, done bool, mark func(*record)) error {
@@ -1318,21 +1189,13 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 			r.Cleaned, r.CleanedKeys, r.CleanupEnded = true, resp.GetDeletedKeys(), time.Now().UTC()
 		})
 	}
-	if etcd {
-		// The handshake has served its purpose once both nodes ended the
-		// job: the destination serves, the source forgot the job.
-		cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-		err := j.m.cfg.Topo.DeleteHandoff(cctx, j.id)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("removing the hand-off record: %w", err)
-		}
-	}
-	if othersErr != nil {
-		// The slots have moved: the other nodes own none of them, and
-		// clients find the new version on the source or the destination.
-		// They get it in the background.
-		j.log.WarnContext(ctx, "some other nodes did not take the new topology; retrying in the background", "err", othersErr)
+	// The handshake has served its purpose once both nodes ended the job:
+	// the destination serves, the source forgot the job.
+	cctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	err = j.m.cfg.Topo.DeleteHandoff(cctx, j.id)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("removing the hand-off record: %w", err)
 	}
 	j.mu.Lock()
 	j.rec.Phase = migratorv1.Phase_PHASE_SUCCEEDED

@@ -67,7 +67,8 @@ type record struct {
 	RollbackPending bool `json:"rollback_pending,omitempty"`
 
 	// Committing is the commit point: from here on the job only rolls
-	// forward. NewTopology is the topology (proto, binary) it pushes.
+	// forward. NewTopology is the topology (proto, binary) it commits in
+	// etcd.
 	Committing       bool   `json:"committing,omitempty"`
 	NewTopology      []byte `json:"new_topology,omitempty"`
 	CommittedVersion uint64 `json:"committed_version,omitempty"`
@@ -75,7 +76,11 @@ type record struct {
 	// (etcd mode), EtcdCommitted that etcd confirmed the commit.
 	EtcdExpect    uint64 `json:"etcd_expect,omitempty"`
 	EtcdCommitted bool   `json:"etcd_committed,omitempty"`
-	// Roll-forward steps done.
+	// Roll-forward steps done (the names are kept from the time the
+	// migrator pushed the topology, for the records already in etcd):
+	// PushedSource, the source stopped serving the slots (its hand-off
+	// handshake); PushedDestination, the destination serves them;
+	// PushedAll, every other node follows etcd (always, set once).
 	PushedSource      bool   `json:"pushed_source,omitempty"`
 	PushedDestination bool   `json:"pushed_destination,omitempty"`
 	PushedAll         bool   `json:"pushed_all,omitempty"`

@@ -37,13 +37,11 @@ func run(args []string) int {
 	fs := flag.NewFlagSet(serviceName, flag.ContinueOnError)
 	var common server.Flags
 	common.Register(fs, def.Common)
-	storage := flagenv.String(fs, "storage", "SLOTKV_STORAGE", "", "seed storage node gRPC addresses, comma-separated (required unless --naming-file or --etcd-endpoints, which watches the topology in etcd instead)")
-	namingFile := flagenv.String(fs, "naming-file", "SLOTKV_NAMING_FILE", "", "path: route by a naming file instead of the topology (exclusive with --storage): one line \"address N/M [weight]\" per instance, N/M = partition N of M = slots [N*16384/M, (N+1)*16384/M); several layouts at once; reloaded when it changes")
+	namingFile := flagenv.String(fs, "naming-file", "SLOTKV_NAMING_FILE", "", "path: route by a naming file instead of the topology (then --etcd-endpoints is not needed): one line \"address N/M [weight]\" per instance, N/M = partition N of M = slots [N*16384/M, (N+1)*16384/M); several layouts at once; reloaded when it changes")
 	namingPoll := flagenv.Duration(fs, "naming-poll", "SLOTKV_NAMING_POLL", 250*time.Millisecond, "how often the naming file is checked for changes")
 	balancer := flagenv.String(fs, "balancer", "SLOTKV_BALANCER", def.Balancer, "naming-file mode: how reads pick an instance of a partition: rr, random, hash (consistent hash of the first key) or latency")
-	hedgeDelay := flagenv.Duration(fs, "hedge-delay", "SLOTKV_HEDGE_DELAY", 0, "naming-file mode: send a backup (hedged) read to another instance of the partition when the first has not answered within this delay; 0 = off. In topology mode (--storage) each slot has one owner, so there is nothing to hedge to and this is ignored")
+	hedgeDelay := flagenv.Duration(fs, "hedge-delay", "SLOTKV_HEDGE_DELAY", 0, "naming-file mode: send a backup (hedged) read to another instance of the partition when the first has not answered within this delay; 0 = off. In topology mode each slot has one owner, so there is nothing to hedge to and this is ignored")
 	hedgeMaxRatio := flagenv.Float64(fs, "hedge-max-ratio", "SLOTKV_HEDGE_MAX_RATIO", def.HedgeMaxRatio, "naming-file mode: cap on hedged reads as a fraction of reads (ignored in topology mode)")
-	refresh := flagenv.Duration(fs, "refresh-interval", "SLOTKV_REFRESH_INTERVAL", def.RefreshInterval, "period of topology refreshes from the storage nodes (none with --etcd-endpoints: the topology is watched)")
 	callTimeout := flagenv.Duration(fs, "call-timeout", "SLOTKV_CALL_TIMEOUT", def.CallTimeout, "deadline of a call whose caller set none (retries included)")
 	maxKey := flagenv.Int(fs, "max-key-bytes", "SLOTKV_MAX_KEY_BYTES", limits.DefaultMaxKeyBytes, "largest key forwarded, in bytes; set it to the storage nodes' --max-key-bytes when that is changed")
 	maxValue := flagenv.Int(fs, "max-value-bytes", "SLOTKV_MAX_VALUE_BYTES", limits.DefaultMaxValueBytes, "largest value forwarded, in bytes (also sizes the REST body and gRPC message caps); set it to the storage nodes' --max-value-bytes when that is changed")
@@ -76,15 +74,14 @@ func run(args []string) int {
 	return server.Main(ctx, common.MainConfig(serviceName, nil), func(env server.Env) error {
 		o := def
 		o.Common = common.Common
-		o.Storage = strings.Split(*storage, ",")
 		o.NamingFile, o.NamingPoll = *namingFile, *namingPoll
 		o.Balancer, o.HedgeDelay, o.HedgeMaxRatio = *balancer, *hedgeDelay, *hedgeMaxRatio
-		o.RefreshInterval, o.CallTimeout, o.MaxRetries = *refresh, *callTimeout, *maxRetries
+		o.CallTimeout, o.MaxRetries = *callTimeout, *maxRetries
 		o.MaxKeyBytes, o.MaxValueBytes = *maxKey, *maxValue
 		o.RESPAddr, o.OnListenRESP = *respAddr, env.OnListenRESP
 		o.Logger, o.TracerProvider, o.OnListen = env.Logger, env.TracerProvider, env.OnListen
 		o.MeterProvider, o.MetricsHandler = env.MeterProvider, env.MetricsHandler
-		env.Logger.Info("routing", "storage", *storage, "etcd", strings.Join(common.Etcd.Endpoints, ","), "naming_file", *namingFile)
+		env.Logger.Info("routing", "etcd", strings.Join(common.Etcd.Endpoints, ","), "naming_file", *namingFile)
 		return router.Run(env.Ctx, o)
 	})
 }

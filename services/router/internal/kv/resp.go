@@ -25,7 +25,7 @@ import (
 // send Update to.
 func (s *Service) RESPBackend() (resp.Backend, error) {
 	if s.r == nil {
-		return nil, errors.New("the Redis protocol (--resp-addr) needs topology mode (--storage), not a naming file")
+		return nil, errors.New("the Redis protocol (--resp-addr) needs topology mode (--etcd-endpoints), not a naming file")
 	}
 	return &respProxy{s: s}, nil
 }

@@ -14,20 +14,21 @@ import (
 	routerv1 "github.com/slotkv/slotkv/gen/slotkv/router/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/grpctest"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/pkg/topology"
+	"github.com/slotkv/slotkv/pkg/topostore"
 )
 
 // fakeNode is a storage node over real gRPC on 127.0.0.1: it answers
-// GetTopology with the topology it holds and BatchGet as a node holding
-// that topology would (every key found, valued by the node's id), unless
-// before answers instead.
+// BatchGet as a node holding topo would (every key found, valued by the
+// node's id), unless before answers instead. The router reads the
+// topology from a real etcd.
 type fakeNode struct {
 	storagev1.UnimplementedStorageServiceServer
-	storagev1.UnimplementedNodeServiceServer
 	id    string
 	srv   *grpctest.Server
 	topo  atomic.Pointer[topology.Topology]
@@ -43,16 +44,11 @@ func startFake(t *testing.T, id string) *fakeNode {
 	n := &fakeNode{id: id}
 	n.srv = grpctest.Start(t, func(srv *grpc.Server) {
 		storagev1.RegisterStorageServiceServer(srv, n)
-		storagev1.RegisterNodeServiceServer(srv, n)
 	})
 	return n
 }
 
 func (n *fakeNode) node() topology.Node { return topology.Node{ID: n.id, GRPCAddress: n.srv.Addr()} }
-
-func (n *fakeNode) GetTopology(context.Context, *storagev1.GetTopologyRequest) (*storagev1.GetTopologyResponse, error) {
-	return &storagev1.GetTopologyResponse{Topology: n.topo.Load().Proto()}, nil
-}
 
 func (n *fakeNode) BatchGet(_ context.Context, req *storagev1.BatchGetRequest) (*storagev1.BatchGetResponse, error) {
 	call := n.calls.Add(1)
@@ -73,9 +69,10 @@ func (n *fakeNode) BatchGet(_ context.Context, req *storagev1.BatchGetRequest) (
 	return resp, nil
 }
 
-// twoNodes: n1 and n2 holding v1 (slots split evenly), a router on v1 with
-// millisecond backoffs, and keys of each node.
-func twoNodes(t *testing.T) (n1, n2 *fakeNode, v1 *topology.Topology, svc *Service, keys map[string][]string) {
+// twoNodes: n1 and n2 holding v1 (slots split evenly), v1 in a real etcd
+// (st), a router on it with millisecond backoffs (not watching: it reads
+// etcd on SLOT_MOVED), and keys of each node.
+func twoNodes(t *testing.T) (n1, n2 *fakeNode, v1 *topology.Topology, st *topostore.Store, svc *Service, keys map[string][]string) {
 	t.Helper()
 	n1, n2 = startFake(t, "n1"), startFake(t, "n2")
 	v1, err := topology.Even(1, []topology.Node{n1.node(), n2.node()})
@@ -84,12 +81,18 @@ func twoNodes(t *testing.T) (n1, n2 *fakeNode, v1 *topology.Topology, svc *Servi
 	}
 	n1.topo.Store(v1)
 	n2.topo.Store(v1)
+	st, err = topostore.New(etcdtest.Start(t).Client(t), topostore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := st.Bootstrap(t.Context(), v1); err != nil || !created {
+		t.Fatalf("bootstrap v1 in etcd: created %v, %v", created, err)
+	}
 	r, err := route.New(route.Options{
-		Seeds:           []string{n1.srv.Addr(), n2.srv.Addr()},
-		Dial:            func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) },
-		RefreshInterval: -1,
-		MinBackoff:      time.Millisecond,
-		MaxBackoff:      5 * time.Millisecond,
+		Store:      st,
+		Dial:       func(addr string) (*grpc.ClientConn, error) { return dial.New(addr, dial.Options{}) },
+		MinBackoff: time.Millisecond,
+		MaxBackoff: 5 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +111,7 @@ func twoNodes(t *testing.T) (n1, n2 *fakeNode, v1 *topology.Topology, svc *Servi
 		o, _ := v1.Owner(slot.OfString(k))
 		keys[o.ID] = append(keys[o.ID], k)
 	}
-	return n1, n2, v1, New(r, obs), keys
+	return n1, n2, v1, st, New(r, obs), keys
 }
 
 // TestMultiGetMovedUntilTheDestinationLearns: a multi-get round whose
@@ -117,7 +120,7 @@ func twoNodes(t *testing.T) (n1, n2 *fakeNode, v1 *topology.Topology, svc *Servi
 // the destination learns the topology.
 func TestMultiGetMovedUntilTheDestinationLearns(t *testing.T) {
 	t.Parallel()
-	n1, n2, v1, svc, keys := twoNodes(t)
+	n1, n2, v1, st, svc, keys := twoNodes(t)
 	moving := keys["n1"][0]
 	s := slot.OfString(moving)
 	set, _ := slot.NewRangeSet(slot.Range{Start: s, End: s})
@@ -133,7 +136,12 @@ func TestMultiGetMovedUntilTheDestinationLearns(t *testing.T) {
 		}
 		return nil
 	})
-	n1.topo.Store(v2) // the commit: the source is told first
+	// The commit: v2 in etcd, and the source installs it before the
+	// destination does.
+	if err := st.Commit(t.Context(), 1, v2); err != nil {
+		t.Fatalf("commit v2: %v", err)
+	}
+	n1.topo.Store(v2)
 	req := []string{moving, keys["n1"][1], keys["n2"][0]}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -170,7 +178,7 @@ func TestPartialGivesUpOnADownNode(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, n2, _, svc, keys := twoNodes(t)
+			_, n2, _, _, svc, keys := twoNodes(t)
 			n2.setBefore(func(int64) error { return status.Error(codes.Unavailable, "node n2 is down") })
 			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 			defer cancel()

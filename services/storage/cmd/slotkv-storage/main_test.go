@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
 	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/etcdtest"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -104,16 +106,24 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 // TestRun runs the command in process: it starts on port 0, writes the
 // listen file, serves, stops cleanly on cancel, and refuses to reuse the
-// data directory under another node id.
+// data directory under another node id or without its control plane
+// (--etcd-endpoints).
 func TestRun(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	listen := filepath.Join(dir, "listen.json")
-	args := []string{"--node-id", "cmd-node", "--data-dir", filepath.Join(dir, "data"),
+	base := []string{"--node-id", "cmd-node", "--data-dir", filepath.Join(dir, "data"),
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--listen-file", listen,
 		"--memtable-bytes", "4194304", "--block-cache-bytes", "4194304"}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+
+	var noEtcd syncBuffer
+	if code := run(ctx, base, env(nil), &noEtcd); code != 1 || !strings.Contains(noEtcd.String(), "--etcd-endpoints") {
+		t.Errorf("start without --etcd-endpoints: exit %d, log:\n%s", code, noEtcd.String())
+	}
+
+	args := append(slices.Clone(base), "--etcd-endpoints", etcdtest.Start(t).Endpoint)
 	var logs syncBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, env(nil), &logs) }()

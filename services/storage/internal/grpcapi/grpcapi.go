@@ -11,7 +11,7 @@
 //
 // A write's ownership check and its store operation run under the node's
 // write gate (node.Write), so no slot state change
-// (SetTopology, a migration's begin, freeze or end) lands between them: a
+// (a topology installed from etcd, a migration's begin, freeze or end) lands between them: a
 // write is checked and captured against one view. Reads check without the
 // gate: a read that races a hand-off reads a frozen slot whose value the
 // destination holds too.
@@ -106,10 +106,6 @@ type Config struct {
 	// Migration runs the MigrationService; required by NewMigrationService.
 	Migration *migration.Manager
 	Logger    *slog.Logger
-	// TopologyManagedBy, when set, names the etcd that holds the topology
-	// (its endpoints): the node follows it there and SetTopology is
-	// refused, so there is no second way to distribute a topology.
-	TopologyManagedBy string
 }
 
 func (c Config) withDefaults() Config {
@@ -201,15 +197,4 @@ func protoRanges(rs []slot.Range) []*clusterv1.SlotRange {
 		out[i] = &clusterv1.SlotRange{Start: uint32(r.Start), End: uint32(r.End)}
 	}
 	return out
-}
-
-func rangeString(rs []slot.Range) string {
-	set, err := slot.NewRangeSet(rs...)
-	if err != nil {
-		return fmt.Sprint(rs)
-	}
-	if set.IsEmpty() {
-		return "none"
-	}
-	return set.String()
 }

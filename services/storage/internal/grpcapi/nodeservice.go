@@ -2,7 +2,6 @@ package grpcapi
 
 import (
 	"context"
-	"fmt"
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	storagev1 "github.com/slotkv/slotkv/gen/slotkv/storage/v1"
@@ -28,36 +27,6 @@ func (s *NodeService) GetTopology(context.Context, *storagev1.GetTopologyRequest
 		return &storagev1.GetTopologyResponse{}, nil
 	}
 	return &storagev1.GetTopologyResponse{Topology: t.Proto()}, nil
-}
-
-// SetTopology installs a newer topology.
-func (s *NodeService) SetTopology(ctx context.Context, req *storagev1.SetTopologyRequest) (*storagev1.SetTopologyResponse, error) {
-	if s.c.TopologyManagedBy != "" {
-		return nil, rpcerr.ToStatus(fmt.Errorf("%w: topology is managed in etcd (%s): node %s follows it there; change it through etcd (slotkvctl, the migrator), not SetTopology",
-			rpcerr.ErrConflict, s.c.TopologyManagedBy, s.c.Node.ID()))
-	}
-	prev := s.c.Node.Topology()
-	v, changed, err := s.c.Node.SetTopology(req.GetTopology())
-	if err != nil {
-		s.c.Logger.WarnContext(ctx, "topology refused", "version", req.GetTopology().GetVersion(), "err", err)
-		return nil, rpcerr.ToStatus(err)
-	}
-	if changed {
-		var from uint64
-		if prev != nil {
-			from = prev.Version()
-		}
-		t := s.c.Node.Topology()
-		s.c.Logger.InfoContext(ctx, "topology installed", "from_version", from, "version", v, "owned", rangeString(t.RangesOf(s.c.Node.ID())))
-		// A topology that lists this node at other addresses sends clients
-		// elsewhere; say so loudly instead of letting routing fail quietly.
-		grpcAddr, _ := s.c.Self()
-		if me, ok := t.Node(s.c.Node.ID()); ok && grpcAddr != "" && me.GRPCAddress != grpcAddr {
-			s.c.Logger.WarnContext(ctx, "topology lists this node at another gRPC address",
-				"topology_address", me.GRPCAddress, "advertised_address", grpcAddr)
-		}
-	}
-	return &storagev1.SetTopologyResponse{Version: v, Changed: changed}, nil
 }
 
 // respAddr is the advertised RESP address, "" without one.

@@ -75,16 +75,7 @@ func TestMigration(t *testing.T) {
 	ranges := fmt.Sprintf("%d-%d", move.Start, move.End)
 
 	// Keys in those slots, written before the migration.
-	var entries []map[string]string
-	var keys []string
-	for i := 0; len(keys) < 300; i++ {
-		k := fmt.Sprintf("compose/mig/%d", i)
-		if sl := uint32(slot.OfString(k)); sl >= move.Start && sl <= move.End {
-			keys = append(keys, k)
-			entries = append(entries, map[string]string{"key": k, "text": "v-" + k})
-		}
-	}
-	s.mustCall(t, http.MethodPost, s.routerHTTP, "/v1/kv:multiPut", map[string]any{"entries": entries}, nil)
+	keys := s.putKeysIn(t, "compose/mig", move, 300)
 
 	type migration struct {
 		ID    string `json:"id"`
@@ -131,6 +122,23 @@ func TestMigration(t *testing.T) {
 	if one.NodeID != destination {
 		t.Errorf("key %s is served by %s after the migration, want %s", keys[0], one.NodeID, destination)
 	}
+}
+
+// putKeysIn writes n keys named prefix/i whose slots are in r through the
+// router's REST API, each with the value "v-" + key, and returns them.
+func (s *stack) putKeysIn(t *testing.T, prefix string, r slotRange, n int) []string {
+	t.Helper()
+	var entries []map[string]string
+	var keys []string
+	for i := 0; len(keys) < n; i++ {
+		k := fmt.Sprintf("%s/%d", prefix, i)
+		if sl := uint32(slot.OfString(k)); sl >= r.Start && sl <= r.End {
+			keys = append(keys, k)
+			entries = append(entries, map[string]string{"key": k, "text": "v-" + k})
+		}
+	}
+	s.mustCall(t, http.MethodPost, s.routerHTTP, "/v1/kv:multiPut", map[string]any{"entries": entries}, nil)
+	return keys
 }
 
 func covers(rs []slotRange, r slotRange) bool {

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/slotkv/slotkv/pkg/slot"
 )
 
 // migrators are the stack's migrator replicas (docker-compose.yml), by
@@ -69,16 +67,7 @@ func TestMigratorFailover(t *testing.T) {
 	last := src[len(src)-1]
 	move := slotRange{Start: max(last.Start, last.End-49), End: last.End}
 	ranges := fmt.Sprintf("%d-%d", move.Start, move.End)
-	var entries []map[string]string
-	var keys []string
-	for i := 0; len(keys) < 200; i++ {
-		k := fmt.Sprintf("compose/failover/%d", i)
-		if sl := uint32(slot.OfString(k)); sl >= move.Start && sl <= move.End {
-			keys = append(keys, k)
-			entries = append(entries, map[string]string{"key": k, "text": "v-" + k})
-		}
-	}
-	s.mustCall(t, http.MethodPost, s.routerHTTP, "/v1/kv:multiPut", map[string]any{"entries": entries}, nil)
+	keys := s.putKeysIn(t, "compose/failover", move, 200)
 
 	// Asked of the survivor: it answers once it leads (the dead leader's
 	// session lapses after its TTL) or an election is under way (503).

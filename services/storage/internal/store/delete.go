@@ -2,7 +2,9 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"sync"
 	"time"
 
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -12,6 +14,11 @@ import (
 // transaction: small enough that one commit never holds up the writes to
 // other slots noticeably (see BenchmarkCleanupWriteStall).
 const DefaultDeleteBatch = 512
+
+// deleteReadBatches is how many batches one read transaction of
+// DeleteSlots collects before it is replaced by a fresh one: a long
+// cleanup must not pin old versions that compactions could drop.
+const deleteReadBatches = 64
 
 // DeleteOptions tunes DeleteSlots.
 type DeleteOptions struct {
@@ -31,11 +38,19 @@ type DeleteOptions struct {
 }
 
 // DeleteSlots deletes every key of ranges, in transactions of BatchKeys
-// keys, each read from a fresh view and deleted with ordinary tombstones:
-// unlike Badger's DropPrefix, which blocks every write to the database
-// while it flushes and compacts, other slots' writes only share the write
-// channel with one small batch at a time. It returns the keys deleted, also
-// when it stops early (ctx, Guard, an error).
+// keys deleted with ordinary tombstones: unlike Badger's DropPrefix, which
+// blocks every write to the database while it flushes and compacts, other
+// slots' writes only share the write channel with one small batch at a
+// time. It returns the keys deleted (committed), also when it stops early
+// (ctx, Guard, an error).
+//
+// The work is a pipeline, so a cleanup takes about as long as its commits
+// do: one goroutine reads the keys ahead, batch by batch, from a read
+// transaction renewed every deleteReadBatches batches, while this one
+// writes them. A direct (not Captured) batch is queued without waiting for
+// its commit; its Guard's release runs when the commit is done. Badger
+// starts a read-write transaction only once every earlier commit is
+// applied, so queued batches commit in order and never pile up.
 func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOptions) (uint64, error) {
 	ranges, err := normalize(ranges)
 	if err != nil {
@@ -45,59 +60,209 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 	if batch <= 0 {
 		batch = DefaultDeleteBatch
 	}
-	var deleted uint64
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan [][]byte, 2)
+	collected := make(chan error, 1)
+	go func() { collected <- s.collectRanges(ctx, ranges, batch, batches) }()
+
+	var c commits
+	var queued uint64
 	start := time.Now()
+	err = func() error {
+		for keys := range batches {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := c.err(); err != nil {
+				return err
+			}
+			if o.Captured {
+				if err := s.deleteCaptured(keys, o.Guard); err != nil {
+					return err
+				}
+				c.add(len(keys))
+			} else if err := s.queueDelete(keys, o.Guard, &c); err != nil {
+				return err
+			}
+			queued += uint64(len(keys))
+			if err := pace(ctx, start, queued, o.KeysPerSecond); err != nil {
+				return err
+			}
+		}
+		return nil
+	}()
+	cancel()
+	for range batches { // let the reader see the cancel and stop
+	}
+	collectErr := <-collected
+	c.wg.Wait()
+	// The reader's error is its own: it had returned before the loop saw
+	// batches closed, and the cancel above only ends a reader that the
+	// loop left early, with an error of its own.
+	return c.total(), cmp.Or(err, c.err(), collectErr)
+}
+
+// commits tracks the queued delete transactions of one DeleteSlots.
+type commits struct {
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	deleted uint64
+	first   error
+}
+
+func (c *commits) add(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deleted += uint64(n)
+}
+
+func (c *commits) done(n int, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if c.first == nil {
+			c.first = err
+		}
+		return
+	}
+	c.deleted += uint64(n)
+}
+
+func (c *commits) total() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deleted
+}
+
+func (c *commits) err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.first
+}
+
+// pace sleeps until deleting n keys since start keeps to kps keys a
+// second (0: no pace).
+func pace(ctx context.Context, start time.Time, n, kps uint64) error {
+	if kps == 0 {
+		return nil
+	}
+	want := time.Duration(float64(n) / float64(kps) * float64(time.Second))
+	d := want - time.Since(start)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// collectRanges sends the keys of ranges to out in batches of n and closes
+// it. Each read transaction collects deleteReadBatches batches at most.
+func (s *Store) collectRanges(ctx context.Context, ranges []slot.Range, n int, out chan<- [][]byte) error {
+	defer close(out)
 	for _, r := range ranges {
 		lo, hi := r.KeyBounds()
-		from := bytes.Clone(lo[:])
-		for {
-			if err := ctx.Err(); err != nil {
-				return deleted, err
-			}
-			keys, err := s.collectKeys(nil, from, hi[:], batch)
-			if err != nil {
-				return deleted, err
-			}
-			if len(keys) == 0 {
-				break
-			}
-			if err := s.deleteGuarded(keys, o.Guard, o.Captured); err != nil {
-				return deleted, err
-			}
-			deleted += uint64(len(keys))
-			from = append(keys[len(keys)-1], 0)
-			if o.KeysPerSecond > 0 {
-				want := time.Duration(float64(deleted) / float64(o.KeysPerSecond) * float64(time.Second))
-				if d := want - time.Since(start); d > 0 {
-					t := time.NewTimer(d)
-					select {
-					case <-ctx.Done():
-						t.Stop()
-						return deleted, ctx.Err()
-					case <-t.C:
-					}
-				}
-			}
-			if len(keys) < batch {
-				break
+		for from := bytes.Clone(lo[:]); from != nil; {
+			var err error
+			if from, err = s.collectRun(ctx, from, hi[:], n, out); err != nil {
+				return err
 			}
 		}
 	}
-	return deleted, nil
+	return nil
 }
 
-// deleteGuarded deletes keys in one transaction under guard (when set),
-// released when the deletion returns or panics.
-func (s *Store) deleteGuarded(keys [][]byte, guard func() (func(), error), captured bool) error {
+// collectRun sends the keys in [from, to) from one read transaction, up
+// to deleteReadBatches batches of n, and returns where the next run
+// starts: nil once it reached to.
+func (s *Store) collectRun(ctx context.Context, from, to []byte, n int, out chan<- [][]byte) ([]byte, error) {
+	txn := s.db.NewTransaction(false)
+	defer txn.Discard()
+	it := txn.NewIterator(iteratorOptions())
+	defer it.Close()
+	it.Seek(from)
+	for range deleteReadBatches {
+		keys := make([][]byte, 0, n)
+		var arena []byte // the batch's keys, one allocation for most batches
+		for ; it.Valid() && len(keys) < n; it.Next() {
+			k := it.Item().Key()
+			if bytes.Compare(k, to) >= 0 {
+				break
+			}
+			if len(arena)+len(k) > cap(arena) {
+				arena = make([]byte, 0, max(64<<10, len(k)))
+			}
+			at := len(arena)
+			arena = append(arena, k...)
+			keys = append(keys, arena[at:len(arena):len(arena)])
+		}
+		if len(keys) > 0 {
+			select {
+			case out <- keys:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if len(keys) < n {
+			return nil, nil
+		}
+	}
+	if !it.Valid() || bytes.Compare(it.Item().Key(), to) >= 0 {
+		return nil, nil
+	}
+	return it.Item().KeyCopy(nil), nil
+}
+
+// queueDelete deletes keys in one transaction under guard (when set) and
+// returns once the commit is queued; the guard is released, and c told,
+// when the commit is done, or here when the transaction is not queued.
+func (s *Store) queueDelete(keys [][]byte, guard func() (func(), error), c *commits) error {
+	release := func() {}
+	if guard != nil {
+		var err error
+		if release, err = guard(); err != nil {
+			return err
+		}
+	}
+	queued := false
+	txn := s.db.NewTransaction(true)
+	defer func() {
+		if !queued {
+			txn.Discard()
+			release()
+		}
+	}()
+	for _, k := range keys {
+		if err := txn.Delete(k); err != nil {
+			return mapErr("delete", err)
+		}
+	}
+	c.wg.Add(1)
+	queued = true // CommitWith discards the transaction itself
+	txn.CommitWith(func(err error) {
+		defer c.wg.Done()
+		defer release()
+		c.done(len(keys), mapErr("delete commit", err))
+	})
+	return nil
+}
+
+// deleteCaptured deletes keys in one transaction through the write path
+// of data writes (so a migrating slot's deletes are captured), under guard
+// (when set), released when the deletion returns or panics.
+func (s *Store) deleteCaptured(keys [][]byte, guard func() (func(), error)) error {
 	if guard != nil {
 		release, err := guard()
 		if err != nil {
 			return err
 		}
 		defer release()
-	}
-	if !captured {
-		return s.deleteKeys(keys)
 	}
 	_, err := s.write(writeOp{op: "flush", n: len(keys), entry: func(i int) entry { return entry{key: keys[i], del: true} }})
 	return err

@@ -422,7 +422,13 @@ type pauseFigures struct {
 	firstErr           string
 	putLat             []time.Duration
 	elapsed            time.Duration
+	// alone is the same load for loadAlone with no migration: the
+	// ceiling, what this machine carries through the router at all.
+	alone *pauseFigures
 }
+
+// loadAlone is how long the write load runs alone before the hand-offs.
+const loadAlone = 3 * time.Second
 
 // benchPauses runs cfg.handoffs migrations of pauseRanges, alternately
 // n3 -> n2 and back, under a steady write load through the router.
@@ -435,6 +441,19 @@ func (s *scaleBench) benchPauses(b *testing.B) {
 	b.StopTimer()
 	for range b.N {
 		waitQuiet(b, 2*time.Minute, s.allPids()...)
+		if fig.alone == nil {
+			// The baseline: the load alone, after a second's warm-up.
+			w := startPacedWriters(kv, s.data.pauseKeys, s.cfg.writesPerSec, s.cfg.valueSize)
+			time.Sleep(time.Second)
+			w.stop()
+			w = startPacedWriters(kv, s.data.pauseKeys, s.cfg.writesPerSec, s.cfg.valueSize)
+			time.Sleep(loadAlone)
+			w.stop()
+			alone := &pauseFigures{}
+			w.addTo(alone)
+			slices.Sort(alone.putLat)
+			fig.alone = alone
+		}
 		w := startPacedWriters(kv, s.data.pauseKeys, s.cfg.writesPerSec, s.cfg.valueSize)
 		time.Sleep(time.Second) // the load is steady before the first job
 		from, to := "n3", "n2"
@@ -626,6 +645,10 @@ func (s *scaleBench) logSummary(b *testing.B) {
 			len(f.pausesMs), pauseRanges, s.cfg.writesPerSec, float64(f.puts)/f.elapsed.Seconds(),
 			percentile(f.pausesMs, 0.5), percentile(f.pausesMs, 0.99), slices.Max(f.pausesMs), f.failed, f.late,
 			ms(percentileDur(f.putLat, 0.5)), ms(percentileDur(f.putLat, 0.99)))
+		if a := f.alone; a != nil && a.elapsed > 0 {
+			fmt.Fprintf(&t, "the same load alone (%v, no migration): achieved %.0f/s, failed %d, late %d, latency p50 %.1f ms p99 %.1f ms\n",
+				loadAlone, float64(a.puts)/a.elapsed.Seconds(), a.failed, a.late, ms(percentileDur(a.putLat, 0.5)), ms(percentileDur(a.putLat, 0.99)))
+		}
 	}
 	s.warnForeign(&t)
 	t.WriteString("targets (2 cores): job >= 0.8x raw at P=1 and P=2, CPU/GB <= 1.3x raw, P=2 >= 0.95x P=1, pause p99 <= 50 ms")

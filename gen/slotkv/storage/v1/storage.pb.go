@@ -3432,7 +3432,14 @@ func (x *EndMigrationRequest) GetOutcome() MigrationOutcome {
 type EndMigrationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Keys dropped (an aborted destination's imported data).
-	DeletedKeys   uint64 `protobuf:"varint,1,opt,name=deleted_keys,json=deletedKeys,proto3" json:"deleted_keys,omitempty"`
+	DeletedKeys uint64 `protobuf:"varint,1,opt,name=deleted_keys,json=deletedKeys,proto3" json:"deleted_keys,omitempty"`
+	// A destination that this call made serve the job's slots (COMMITTED):
+	// how long it had been serving them when it answered, in milliseconds:
+	// the time it spent making the hand-off durable (a disk sync) and
+	// dropping the job's import records after it began to serve. The
+	// migrator takes it off the write pause, which ends when the node
+	// serves, not when it answers.
+	ServingMs     float64 `protobuf:"fixed64,2,opt,name=serving_ms,json=servingMs,proto3" json:"serving_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3470,6 +3477,13 @@ func (*EndMigrationResponse) Descriptor() ([]byte, []int) {
 func (x *EndMigrationResponse) GetDeletedKeys() uint64 {
 	if x != nil {
 		return x.DeletedKeys
+	}
+	return 0
+}
+
+func (x *EndMigrationResponse) GetServingMs() float64 {
+	if x != nil {
+		return x.ServingMs
 	}
 	return 0
 }
@@ -3981,9 +3995,11 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x05slots\x18\x04 \x03(\v2\x1d.slotkv.storage.v1.SlotDigestR\x05slots\"k\n" +
 	"\x13EndMigrationRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12=\n" +
-	"\aoutcome\x18\x02 \x01(\x0e2#.slotkv.storage.v1.MigrationOutcomeR\aoutcome\"9\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2#.slotkv.storage.v1.MigrationOutcomeR\aoutcome\"X\n" +
 	"\x14EndMigrationResponse\x12!\n" +
-	"\fdeleted_keys\x18\x01 \x01(\x04R\vdeletedKeys\"r\n" +
+	"\fdeleted_keys\x18\x01 \x01(\x04R\vdeletedKeys\x12\x1d\n" +
+	"\n" +
+	"serving_ms\x18\x02 \x01(\x01R\tservingMs\"r\n" +
 	"\x12DeleteSlotsRequest\x124\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x1c.slotkv.cluster.v1.SlotRangeR\x06ranges\x12&\n" +
 	"\x0fkeys_per_second\x18\x02 \x01(\x04R\rkeysPerSecond\"8\n" +

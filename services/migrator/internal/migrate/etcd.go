@@ -328,22 +328,24 @@ func (j *job) waitHandshake(ctx context.Context, src *peer, version uint64) erro
 // destination holds the committed topology and the source's hand-off
 // record (it turns the slots OWNED then, if its watch has not yet), and it
 // costs one state check, where GetNodeInfo would count every key of the
-// node at each poll. It marks the destination ended.
-func (j *job) waitServing(ctx context.Context, dst *peer) error {
+// node at each poll. It marks the destination ended, and returns how long
+// the destination had served the slots when it answered (it syncs after it
+// begins to serve): the write pause ends that much before the answer.
+func (j *job) waitServing(ctx context.Context, dst *peer) (time.Duration, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, rpcTimeout,
 		fmt.Errorf("destination %s did not serve slots %s within %s", dst.id, j.ranges, rpcTimeout))
 	defer cancel()
 	for {
-		_, err := dst.mig.EndMigration(ctx, &storagev1.EndMigrationRequest{JobId: j.id,
+		resp, err := dst.mig.EndMigration(ctx, &storagev1.EndMigrationRequest{JobId: j.id,
 			Outcome: storagev1.MigrationOutcome_MIGRATION_OUTCOME_COMMITTED})
 		if err == nil {
 			j.update(func(r *record) { r.EndedDestination = true })
-			return nil
+			return time.Duration(resp.GetServingMs() * float64(time.Millisecond)), nil
 		}
 		select {
 		case <-time.After(handshakePoll):
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last answer: %v)", context.Cause(ctx), dst.err("EndMigration(COMMITTED)", err))
+			return 0, fmt.Errorf("%w (last answer: %v)", context.Cause(ctx), dst.err("EndMigration(COMMITTED)", err))
 		}
 	}
 }

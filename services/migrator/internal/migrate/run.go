@@ -1069,11 +1069,14 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	}
 	j.update(func(r *record) { r.PushedSource = true })
 	step("source_stops")
-	if err := j.waitServing(ctx, dst); err != nil {
+	serving, err := j.waitServing(ctx, dst)
+	if err != nil {
 		return true, err
 	}
 	step("destination_serves")
-	pause := time.Since(t0)
+	// The pause ends when the destination serves; its answer comes after
+	// the disk sync that follows.
+	pause := time.Since(t0) - serving
 	j.update(func(r *record) {
 		r.PushedDestination = true
 		r.WritePauseMS = float64(pause.Microseconds()) / 1000
@@ -1082,7 +1085,7 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	j.mu.Lock()
 	version = j.rec.CommittedVersion
 	j.mu.Unlock()
-	j.log.InfoContext(ctx, "committed", append([]any{"version", version, "write_pause", pause.String(), "drained_changes", drained}, steps...)...)
+	j.log.InfoContext(ctx, "committed", append([]any{"version", version, "write_pause", pause.String(), "drained_changes", drained, "destination_served_before_reply", serving.String()}, steps...)...)
 	return true, nil
 }
 
@@ -1131,7 +1134,7 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 		j.update(func(r *record) { r.PushedSource = true })
 	}
 	if !r.PushedDestination {
-		err := j.waitServing(ctx, dst)
+		_, err := j.waitServing(ctx, dst)
 		r.EndedDestination = err == nil
 		if err != nil {
 			return err

@@ -352,12 +352,12 @@ func (s *MigrationService) EndMigration(ctx context.Context, req *storagev1.EndM
 	default:
 		return nil, rpcerr.ToStatus(rpcerr.InvalidField("outcome", "must be COMMITTED or ABORTED, got %v", req.GetOutcome()))
 	}
-	n, err := s.c.Migration.End(ctx, req.GetJobId(), outcome)
+	e, err := s.c.Migration.End(ctx, req.GetJobId(), outcome)
 	if err != nil {
-		s.c.Logger.WarnContext(ctx, "end migration failed", "job_id", req.GetJobId(), "outcome", req.GetOutcome().String(), "deleted_keys", n, "err", err)
+		s.c.Logger.WarnContext(ctx, "end migration failed", "job_id", req.GetJobId(), "outcome", req.GetOutcome().String(), "deleted_keys", e.Deleted, "err", err)
 		return nil, migStatus(err)
 	}
-	return &storagev1.EndMigrationResponse{DeletedKeys: n}, nil
+	return &storagev1.EndMigrationResponse{DeletedKeys: e.Deleted, ServingMs: float64(e.Serving.Microseconds()) / 1000}, nil
 }
 
 // DeleteSlots deletes the data of slots this node neither owns nor migrates.

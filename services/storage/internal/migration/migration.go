@@ -900,31 +900,45 @@ func (m *Manager) ImportState(ctx context.Context, id string, digestRanges []slo
 	return out, nil
 }
 
-// End ends job on this node; see the package doc. It returns the keys
-// deleted (an aborted destination's data).
-func (m *Manager) End(ctx context.Context, id string, outcome Outcome) (uint64, error) {
+// Ended is what End did.
+type Ended struct {
+	// Deleted counts the keys deleted (an aborted destination's data).
+	Deleted uint64
+	// Serving is, for a destination End made serve the job's slots, how
+	// long it had served them when End returned: End makes the hand-off
+	// durable after the node begins to serve, outside the write gate, so
+	// that no disk sync lengthens the write pause.
+	Serving time.Duration
+}
+
+// End ends job on this node; see the package doc.
+func (m *Manager) End(ctx context.Context, id string, outcome Outcome) (Ended, error) {
 	defer m.lockJob(id)()
 	j, rec, err := m.get(id)
 	if errors.Is(err, ErrJobNotFound) {
-		return 0, nil
+		return Ended{}, nil
 	}
 	if err != nil {
-		return 0, err
+		return Ended{}, err
 	}
-	var deleted uint64
+	var out Ended
 	switch {
 	case rec.Role == Source:
 		err = m.endSource(j, outcome)
 	case outcome == Aborted:
-		deleted, err = m.abortDestination(ctx, j)
+		out.Deleted, err = m.abortDestination(ctx, j)
 	default:
-		err = m.commitDestination(j)
+		var serving time.Time
+		if serving, err = m.commitDestination(j); err == nil {
+			out.Serving = time.Since(serving)
+		}
 	}
 	if err != nil {
-		return deleted, err
+		return out, err
 	}
-	m.log.InfoContext(ctx, "migration ended", "job_id", id, "role", rec.Role.String(), "committed", outcome == Committed, "deleted_keys", deleted)
-	return deleted, nil
+	m.log.InfoContext(ctx, "migration ended", "job_id", id, "role", rec.Role.String(), "committed", outcome == Committed,
+		"deleted_keys", out.Deleted, "serving_before_reply", out.Serving)
+	return out, nil
 }
 
 // forget removes the job from memory and releases its snapshot; called
@@ -988,8 +1002,12 @@ func (m *Manager) endSource(j *job, outcome Outcome) error {
 	return m.st.DropChangeLog(id)
 }
 
-func (m *Manager) commitDestination(j *job) error {
+// commitDestination makes the node serve j's slots and returns when it
+// began to (the install, under the write gate); the sync and the import
+// records' removal come after.
+func (m *Manager) commitDestination(j *job) (time.Time, error) {
 	id, me := j.id, m.node.ID()
+	var serving time.Time
 	// In etcd mode the destination serves only after the source recorded
 	// that it stopped (the hand-off handshake), EndMigration included.
 	released := m.node.ImportReleased(id)
@@ -1022,11 +1040,14 @@ func (m *Manager) commitDestination(j *job) error {
 				rpcerr.ErrConflict, id, me, slotList(unreleased))
 		}
 		return tx.Delete(recordName(id))
-	}, m.forget(j))
+	}, func() {
+		serving = time.Now()
+		m.forget(j)()
+	})
 	if err != nil {
-		return err
+		return serving, err
 	}
-	return m.st.DropImport(id)
+	return serving, m.st.DropImport(id)
 }
 
 func (m *Manager) abortDestination(ctx context.Context, j *job) (uint64, error) {

@@ -3433,12 +3433,12 @@ type EndMigrationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Keys dropped (an aborted destination's imported data).
 	DeletedKeys uint64 `protobuf:"varint,1,opt,name=deleted_keys,json=deletedKeys,proto3" json:"deleted_keys,omitempty"`
-	// A destination that this call made serve the job's slots (COMMITTED):
-	// how long it had been serving them when it answered, in milliseconds:
-	// the time it spent making the hand-off durable (a disk sync) and
-	// dropping the job's import records after it began to serve. The
-	// migrator takes it off the write pause, which ends when the node
-	// serves, not when it answers.
+	// A committed destination: how long it had served the job's slots when
+	// it answered, in milliseconds. It begins to serve them when it installs
+	// the state (its watch of etcd sees the hand-off, or this call), then
+	// syncs its disk; the migrator takes this off the write pause, which
+	// ends when the node serves, not when it answers. 0 when the node does
+	// not know (it restarted since).
 	ServingMs     float64 `protobuf:"fixed64,2,opt,name=serving_ms,json=servingMs,proto3" json:"serving_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -904,10 +904,12 @@ func (m *Manager) ImportState(ctx context.Context, id string, digestRanges []slo
 type Ended struct {
 	// Deleted counts the keys deleted (an aborted destination's data).
 	Deleted uint64
-	// Serving is, for a destination End made serve the job's slots, how
-	// long it had served them when End returned: End makes the hand-off
-	// durable after the node begins to serve, outside the write gate, so
-	// that no disk sync lengthens the write pause.
+	// Serving is, for a committed destination, how long the node had
+	// served the job's slots when End returned (see node.ServedSince): it
+	// begins to serve when it installs the state (End's transition, or the
+	// topology or hand-off watch before it), and makes it durable after
+	// that, outside the write gate, so the write pause ended this long
+	// before End's answer.
 	Serving time.Duration
 }
 
@@ -928,9 +930,11 @@ func (m *Manager) End(ctx context.Context, id string, outcome Outcome) (Ended, e
 	case outcome == Aborted:
 		out.Deleted, err = m.abortDestination(ctx, j)
 	default:
-		var serving time.Time
-		if serving, err = m.commitDestination(j); err == nil {
-			out.Serving = time.Since(serving)
+		if err = m.commitDestination(j); err == nil {
+			if since, ok := m.node.ServedSince(id); ok {
+				out.Serving = time.Since(since)
+			}
+			m.node.ForgetServed(id)
 		}
 	}
 	if err != nil {
@@ -1002,12 +1006,8 @@ func (m *Manager) endSource(j *job, outcome Outcome) error {
 	return m.st.DropChangeLog(id)
 }
 
-// commitDestination makes the node serve j's slots and returns when it
-// began to (the install, under the write gate); the sync and the import
-// records' removal come after.
-func (m *Manager) commitDestination(j *job) (time.Time, error) {
+func (m *Manager) commitDestination(j *job) error {
 	id, me := j.id, m.node.ID()
-	var serving time.Time
 	// In etcd mode the destination serves only after the source recorded
 	// that it stopped (the hand-off handshake), EndMigration included.
 	released := m.node.ImportReleased(id)
@@ -1040,14 +1040,11 @@ func (m *Manager) commitDestination(j *job) (time.Time, error) {
 				rpcerr.ErrConflict, id, me, slotList(unreleased))
 		}
 		return tx.Delete(recordName(id))
-	}, func() {
-		serving = time.Now()
-		m.forget(j)()
-	})
+	}, m.forget(j))
 	if err != nil {
-		return serving, err
+		return err
 	}
-	return serving, m.st.DropImport(id)
+	return m.st.DropImport(id)
 }
 
 func (m *Manager) abortDestination(ctx context.Context, j *job) (uint64, error) {

@@ -203,6 +203,51 @@ type Node struct {
 	// recorded (etcd mode): an IMPORTING slot becomes OWNED only then,
 	// however early this node learns the topology that assigns it here.
 	released atomic.Pointer[func(job string) bool]
+
+	// served holds, per job, when this node began to serve the job's
+	// imported slots (an install that turned them from IMPORTING to
+	// OWNED, whichever path did it): the end of the hand-off's write
+	// pause, which the job's EndMigration reports. In memory only: after
+	// a restart the pause is reported from the later install.
+	servedMu sync.Mutex
+	served   map[string]time.Time
+}
+
+// ServedSince returns when this node began to serve slots imported by job,
+// and false when it has not (or has forgotten, see ForgetServed).
+func (n *Node) ServedSince(job string) (time.Time, bool) {
+	n.servedMu.Lock()
+	defer n.servedMu.Unlock()
+	t, ok := n.served[job]
+	return t, ok
+}
+
+// ForgetServed drops job's ServedSince, once the job has ended here.
+func (n *Node) ForgetServed(job string) {
+	n.servedMu.Lock()
+	defer n.servedMu.Unlock()
+	delete(n.served, job)
+}
+
+// noteServed records, for each job with a slot that went from IMPORTING in
+// prev to OWNED in next, that it is served from now on.
+func (n *Node) noteServed(prev, next *view) {
+	now := time.Now()
+	n.servedMu.Lock()
+	defer n.servedMu.Unlock()
+	for s := range slot.Count {
+		if prev.kind[s] != Importing || next.kind[s] != Owned {
+			continue
+		}
+		job := prev.jobs[prev.job[s]]
+		if _, ok := n.served[job]; ok {
+			continue
+		}
+		if n.served == nil {
+			n.served = map[string]time.Time{}
+		}
+		n.served[job] = now
+	}
 }
 
 // SetImportRelease makes an IMPORTING slot of job J turn OWNED only when
@@ -651,6 +696,7 @@ func (n *Node) applyLocked(fn func(cur *view, sl *Slots, tx *store.SystemTxn) (*
 		return err
 	}
 	n.install(next, tbl)
+	n.noteServed(cur, next)
 	if committed != nil {
 		committed()
 	}

@@ -103,6 +103,9 @@ func TestImportRelease(t *testing.T) {
 				t.Fatal(err)
 			}
 			mark(t, n, node.Importing, "j1")
+			if _, ok := n.ServedSince("j1"); ok {
+				t.Fatal("ServedSince(j1) set while its slots are IMPORTING")
+			}
 			// Released while the topology does not assign the slots yet:
 			// nothing to turn.
 			if tt.releaseAt == "before" {
@@ -124,6 +127,10 @@ func TestImportRelease(t *testing.T) {
 			if got := states(n, 100, 149); got != tt.wantInstall {
 				t.Errorf("after Install: %s, want %s", got, tt.wantInstall)
 			}
+			installed, servedAtInstall := n.ServedSince("j1")
+			if want := tt.wantInstall == "[0-149:OWNED]"; servedAtInstall != want {
+				t.Errorf("after Install: ServedSince(j1) set = %v, want %v", servedAtInstall, want)
+			}
 			if tt.releaseAt == "after" {
 				rel.add("j1")
 			}
@@ -140,6 +147,16 @@ func TestImportRelease(t *testing.T) {
 			served := n.CheckRead(120) == nil
 			if want := tt.wantRelease == "[0-149:OWNED]"; served != want {
 				t.Errorf("slot 120 served = %v, want %v", served, want)
+			}
+			// The pause ends at the first install that serves the slots;
+			// a later one does not move it.
+			since, ok := n.ServedSince("j1")
+			if ok != served || (servedAtInstall && !since.Equal(installed)) {
+				t.Errorf("ServedSince(j1) = %v, %v; want set = %v, at the Install (%v) when it served", since, ok, served, installed)
+			}
+			n.ForgetServed("j1")
+			if _, ok := n.ServedSince("j1"); ok {
+				t.Error("ServedSince(j1) still set after ForgetServed")
 			}
 		})
 	}

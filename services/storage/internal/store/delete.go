@@ -81,7 +81,7 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 				if err := s.deleteCaptured(keys, o.Guard); err != nil {
 					return err
 				}
-				c.add(len(keys))
+				c.done(len(keys), nil)
 			} else if err := s.queueDelete(keys, o.Guard, &c); err != nil {
 				return err
 			}
@@ -111,12 +111,7 @@ type commits struct {
 	first   error
 }
 
-func (c *commits) add(n int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.deleted += uint64(n)
-}
-
+// done counts n keys deleted, or keeps the first error.
 func (c *commits) done(n int, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

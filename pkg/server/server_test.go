@@ -442,7 +442,6 @@ func TestAuth(t *testing.T) {
 		return auth.DefaultPolicy(m)
 	}
 	hd := start(t, Options{Tokens: tokens, Policy: dataPolicy})
-	ctx := testCtx(t)
 
 	grpcTests := []struct {
 		name  string
@@ -461,6 +460,7 @@ func TestAuth(t *testing.T) {
 	for _, tt := range grpcTests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			ctx := testCtx(t) // its own: a parallel subtest may start long after the parent
 			_, err := testgrpc.NewTestServiceClient(tt.h.conn(t, dial.Options{Token: tt.token})).EmptyCall(ctx, &testgrpc.Empty{})
 			if got := status.Code(err); got != tt.want {
 				t.Errorf("code = %v (%v), want %v", got, err, tt.want)

@@ -52,7 +52,6 @@ func TestTLSFlags(t *testing.T) {
 		t.Fatalf("TLS %v, loopback %v, peer %v: want all three, the peer with the node certificate", f.TLS, f.ClientTLS, f.PeerTLS)
 	}
 	h := start(t, Options{TLS: f.TLS, ClientTLS: f.ClientTLS})
-	ctx := testCtx(t)
 
 	client := func(t *testing.T, args ...string) *ClientFlags {
 		fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
@@ -80,6 +79,7 @@ func TestTLSFlags(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			ctx := testCtx(t) // its own: a parallel subtest may start long after the parent
 			c := client(t, tt.args...)
 			_, err := testgrpc.NewTestServiceClient(h.conn(t, dial.Options{TLS: c.TLS})).EmptyCall(ctx, &testgrpc.Empty{})
 			if (err == nil) != tt.ok {

@@ -141,6 +141,9 @@ func TestToken(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			// Its own deadline: a parallel subtest may wait long for a
+			// slot under -parallel, past a deadline taken in the parent.
+			ctx := ctxT(t)
 			conn, err := dial.New(n.grpcAddr, dial.Options{Token: tc.token})
 			if err != nil {
 				t.Fatal(err)

@@ -323,3 +323,95 @@ func TestAbortSourceBeforeCommit(t *testing.T) {
 		t.Fatalf("slot 15 is %s after the abort, want OWNED", k)
 	}
 }
+
+// TestEmptySlotsSkipLeftovers: a finished cleanup marks the slots empty,
+// and a later import of them skips the search for leftovers, but only
+// while nothing could have written to them: slots that were OWNED in
+// between are searched, and what they hold is deleted before the import.
+func TestEmptySlotsSkipLeftovers(t *testing.T) {
+	t.Parallel()
+	ranges := slot.MustParseRangeSet("10-19")
+	topoV := func(v uint64, aHas bool) *clusterv1.Topology {
+		a := []*clusterv1.SlotRange{{Start: 0, End: 9}, {Start: 20, End: 8191}}
+		b := []*clusterv1.SlotRange{{Start: 10, End: 19}, {Start: 8192, End: 16383}}
+		if aHas {
+			a, b = []*clusterv1.SlotRange{{Start: 0, End: 8191}}, []*clusterv1.SlotRange{{Start: 8192, End: 16383}}
+		}
+		return &clusterv1.Topology{Version: v,
+			Nodes:       []*clusterv1.Node{{Id: "a", GrpcAddress: "a:1"}, {Id: "b", GrpcAddress: "b:1"}},
+			Assignments: []*clusterv1.Assignment{{NodeId: "a", Ranges: a}, {NodeId: "b", Ranges: b}}}
+	}
+	key := storetest.KeyInSlot(12, "k")
+	// moveAway gives 10-19 to b through a migration and cleans them up.
+	moveAway := func(t *testing.T, st *store.Store, n *node.Node, m *migration.Manager) {
+		t.Helper()
+		ctx := context.Background()
+		if err := write(n, st, []store.Mutation{{Key: key, Value: []byte("v")}}, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Begin(ctx, migration.BeginRequest{Job: "out", Role: migration.Source, Ranges: ranges, Peer: "b", TopologyVersion: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Freeze(ctx, "out"); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := n.SetTopology(topoV(2, false)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.End(ctx, "out", migration.Committed); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.DeleteSlots(ctx, ranges.Ranges(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := n.Empty().String(); got != "10-19" {
+			t.Fatalf("after the cleanup Empty() = %q, want 10-19", got)
+		}
+	}
+	tests := []struct {
+		name string
+		// then runs after moveAway; it leaves key in slot 12 (a None slot)
+		// and returns the topology version the import is planned on.
+		then    func(t *testing.T, st *store.Store, n *node.Node) uint64
+		skipped bool
+	}{
+		{"untouched since the cleanup", func(t *testing.T, st *store.Store, _ *node.Node) uint64 {
+			// A key no gated write could have put there: found only by a
+			// search, so it shows whether one ran.
+			if err := writeUngated(st, []store.Mutation{{Key: key, Value: []byte("stray")}}, false); err != nil {
+				t.Fatal(err)
+			}
+			return 2
+		}, true},
+		{"owned and given away again", func(t *testing.T, st *store.Store, n *node.Node) uint64 {
+			if _, _, err := n.SetTopology(topoV(3, true)); err != nil {
+				t.Fatal(err)
+			}
+			if err := write(n, st, []store.Mutation{{Key: key, Value: []byte("later")}}, false); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := n.SetTopology(topoV(4, false)); err != nil {
+				t.Fatal(err)
+			}
+			return 4
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			st, n, m := setup(t)
+			moveAway(t, st, n, m)
+			version := tt.then(t, st, n)
+			if _, err := m.Begin(context.Background(), migration.BeginRequest{Job: "in", Role: migration.Destination, Ranges: ranges, Peer: "b", TopologyVersion: version}); err != nil {
+				t.Fatal(err)
+			}
+			if got := n.Empty().String(); got != "" {
+				t.Errorf("IMPORTING slots still empty: %q", got)
+			}
+			_, _, err := st.Get(key)
+			if found := err == nil; found != tt.skipped {
+				t.Errorf("key in slot 12 after Begin: found %v (err %v), want found %v (leftover search skipped %v)", found, err, tt.skipped, tt.skipped)
+			}
+		})
+	}
+}

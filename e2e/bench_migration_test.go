@@ -85,7 +85,12 @@ func scaleConfigFromEnv(tb testing.TB) scaleConfig {
 // checks) at the same P. Each side runs SLOTKV_BENCH_ROUNDS (2) times per
 // P and reports the mean: slotkv moves the range there and back, so every
 // P starts from the same place; the raw pipeline copies into a fresh
-// destination each time. Metrics:
+// destination each time. The rounds run in a balanced order (P ascending,
+// then descending: 1,2,4,4,2,1 for two rounds), since every move leaves
+// work behind on the nodes (the tombstones of the source's cleanup, the
+// older versions under the imported ones, until compactions drop them),
+// which slows the moves after it: in a plain P order each P would pay for
+// the history of the ones before it. Metrics:
 //
 //	s-to-handoff, MB/s-handoff  start of the job to the commit (the
 //	                            destination serves the slots)
@@ -142,9 +147,14 @@ func BenchmarkMigrationScaling(b *testing.B) {
 	s.rawSource = startRawpipe(b, "source", data.rawDir)
 	s.warmRawSource(b)
 
+	for i, p := range roundOrder(cfg.ps, cfg.rounds) {
+		s.rawRound(b, p)
+		s.slotkvRound(b, p, i)
+	}
+	// Each P's means, as sub-benchmarks that benchratio compares.
 	for _, p := range cfg.ps {
-		b.Run(fmt.Sprintf("p%d-raw", p), func(b *testing.B) { s.benchRaw(b, p) })
-		b.Run(fmt.Sprintf("p%d-slotkv", p), func(b *testing.B) { s.benchSlotkv(b, p) })
+		b.Run(fmt.Sprintf("p%d-raw", p), func(b *testing.B) { s.report(b, s.raw[p], false) })
+		b.Run(fmt.Sprintf("p%d-slotkv", p), func(b *testing.B) { s.report(b, s.slotkv[p], true) })
 	}
 	b.Run("handoff-pause", s.benchPauses)
 	s.logSummary(b)
@@ -160,11 +170,12 @@ type scaleBench struct {
 	rawSource *proctest.Proc
 	from, to  string // where scaleRanges are now, and where they go next
 
-	mu      sync.Mutex
-	raw     map[int]runFigures
-	slotkv  map[int]runFigures
-	pause   pauseFigures
-	lastJob time.Duration // of the previous slotkv run: sizes the profiles
+	mu       sync.Mutex
+	raw      map[int]runFigures // summed over the rounds of each P
+	slotkv   map[int]runFigures
+	pause    pauseFigures
+	lastJob  time.Duration // of the previous slotkv run: sizes the profiles
+	profiled bool          // the profiles are taken (once)
 }
 
 // runFigures are one run's measurements, summed over n rounds.
@@ -262,97 +273,106 @@ func (s *scaleBench) warmRawSource(b *testing.B) {
 	}
 }
 
-// benchRaw copies scaleRanges with the raw pipeline, each round into a
-// fresh destination process.
-func (s *scaleBench) benchRaw(b *testing.B, p int) {
-	var f runFigures
-	b.StopTimer()
-	for range b.N * s.cfg.rounds {
-		dst := startRawpipe(b, "dest", b.TempDir())
-		waitQuiet(b, 2*time.Minute, append(s.allPids(), dst.Pid())...)
-		var r relayRun
-		during, settled, foreign := cpuAround(b, []int{s.rawSource.Pid(), dst.Pid()}, s.allPids(), func() {
-			b.StartTimer()
-			r = runRelay(b, s.rawSource.GRPC, dst.GRPC, p, scaleRanges)
-			b.StopTimer()
-		})
-		if err := dst.Stop(); err != nil {
-			b.Fatalf("rawpipe dest: %v", err)
+// roundOrder is the order of the measured rounds: the Ps ascending, then
+// descending, and so on, rounds passes in all, so that over an even number
+// of rounds every P has as many moves before it as after it.
+func roundOrder(ps []int, rounds int) []int {
+	var out []int
+	for r := range rounds {
+		pass := slices.Clone(ps)
+		if r%2 == 1 {
+			slices.Reverse(pass)
 		}
-		if int(r.Keys) != s.data.movedKeys {
-			b.Fatalf("raw pipeline moved %d keys, want %d", r.Keys, s.data.movedKeys)
-		}
-		job := time.Duration(r.Seconds * float64(time.Second))
-		f.n++
-		f.handoff += job
-		f.job += job
-		f.add([]time.Duration{during[0], r.CPU, during[1]}, []time.Duration{settled[0], r.CPU, settled[1]})
-		f.foreign += foreign - r.CPU // the relay, a child that has exited, is ours
+		out = append(out, pass...)
 	}
-	s.report(b, f, false)
+	return out
+}
+
+// rawRound copies scaleRanges once with the raw pipeline, into a fresh
+// destination process, and adds the run to s.raw[p].
+func (s *scaleBench) rawRound(b *testing.B, p int) {
+	dst := startRawpipe(b, "dest", b.TempDir())
+	waitQuiet(b, 2*time.Minute, append(s.allPids(), dst.Pid())...)
+	var r relayRun
+	during, settled, foreign := cpuAround(b, []int{s.rawSource.Pid(), dst.Pid()}, s.allPids(), func() {
+		r = runRelay(b, s.rawSource.GRPC, dst.GRPC, p, scaleRanges)
+	})
+	if err := dst.Stop(); err != nil {
+		b.Fatalf("rawpipe dest: %v", err)
+	}
+	if int(r.Keys) != s.data.movedKeys {
+		b.Fatalf("raw pipeline moved %d keys, want %d", r.Keys, s.data.movedKeys)
+	}
+	job := time.Duration(r.Seconds * float64(time.Second))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	f := s.raw[p]
+	f.n++
+	f.handoff += job
+	f.job += job
+	f.add([]time.Duration{during[0], r.CPU, during[1]}, []time.Duration{settled[0], r.CPU, settled[1]})
+	f.foreign += foreign - r.CPU // the relay, a child that has exited, is ours
 	s.raw[p] = f
 }
 
-// benchSlotkv moves scaleRanges with the migrator, from wherever they are
-// to the other of n1 and n2: with an even number of rounds each P starts
-// from the same place.
-func (s *scaleBench) benchSlotkv(b *testing.B, p int) {
-	var f runFigures
-	b.StopTimer()
-	for i := range b.N * s.cfg.rounds {
-		src, dst := s.c.Node(b, s.from), s.c.Node(b, s.to)
-		waitQuiet(b, 2*time.Minute, s.allPids()...)
-		prof := s.maybeProfile(b, p, i, map[string]string{"source": src.Proc.HTTP, "migrator": s.mover.proc.HTTP, "destination": dst.Proc.HTTP})
-		var r migrationRun
-		during, settled, foreign := cpuAround(b, []int{src.Proc.Pid(), s.mover.proc.Pid(), dst.Proc.Pid()}, s.allPids(), func() {
-			b.StartTimer()
-			r = runMigration(b, s.mover, &migratorv1.StartMigrationRequest{JobId: fmt.Sprintf("scale-p%d-%d", p, i),
-				Ranges: scaleRanges, SourceNodeId: s.from, DestinationNodeId: s.to, Parallelism: uint32(p)})
-			b.StopTimer()
-		})
-		if prof != nil {
-			if err := prof.wait(); err != nil {
-				b.Errorf("profiles: %v", err)
-			}
+// slotkvRound moves scaleRanges once with the migrator, from wherever they
+// are to the other of n1 and n2, and adds the run to s.slotkv[p]. i
+// numbers the job.
+func (s *scaleBench) slotkvRound(b *testing.B, p, i int) {
+	src, dst := s.c.Node(b, s.from), s.c.Node(b, s.to)
+	waitQuiet(b, 2*time.Minute, s.allPids()...)
+	prof := s.maybeProfile(b, p, map[string]string{"source": src.Proc.HTTP, "migrator": s.mover.proc.HTTP, "destination": dst.Proc.HTTP})
+	var r migrationRun
+	during, settled, foreign := cpuAround(b, []int{src.Proc.Pid(), s.mover.proc.Pid(), dst.Proc.Pid()}, s.allPids(), func() {
+		r = runMigration(b, s.mover, &migratorv1.StartMigrationRequest{JobId: fmt.Sprintf("scale-p%d-%d", p, i),
+			Ranges: scaleRanges, SourceNodeId: s.from, DestinationNodeId: s.to, Parallelism: uint32(p)})
+	})
+	if prof != nil {
+		if err := prof.wait(); err != nil {
+			b.Errorf("profiles: %v", err)
 		}
-		if r.job.GetPhase() != migratorv1.Phase_PHASE_SUCCEEDED {
-			b.Fatalf("migration P=%d %s -> %s ended %v: %s (%s)", p, s.from, s.to, r.job.GetPhase(), r.job.GetError(), r.job.GetErrorRange())
-		}
-		if int(r.job.GetKeys()) != s.data.movedKeys {
-			b.Logf("job copied %d keys in its snapshot, the range holds %d", r.job.GetKeys(), s.data.movedKeys)
-		}
-		s.from, s.to = s.to, s.from
-		f.n++
-		f.handoff += r.handoff
-		f.job += r.end
-		f.writePauseMs += r.job.GetWritePauseMs()
-		f.add(during, settled)
-		f.foreign += foreign
-		s.lastJob = r.end
 	}
-	s.report(b, f, true)
+	if r.job.GetPhase() != migratorv1.Phase_PHASE_SUCCEEDED {
+		b.Fatalf("migration P=%d %s -> %s ended %v: %s (%s)", p, s.from, s.to, r.job.GetPhase(), r.job.GetError(), r.job.GetErrorRange())
+	}
+	if int(r.job.GetKeys()) != s.data.movedKeys {
+		b.Logf("job copied %d keys in its snapshot, the range holds %d", r.job.GetKeys(), s.data.movedKeys)
+	}
+	s.from, s.to = s.to, s.from
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	f := s.slotkv[p]
+	f.n++
+	f.handoff += r.handoff
+	f.job += r.end
+	f.writePauseMs += r.job.GetWritePauseMs()
+	f.add(during, settled)
+	f.foreign += foreign
 	s.slotkv[p] = f
+	s.lastJob = r.end
 }
 
 // maybeProfile starts the profiles of the largest P's first round when a
 // profile directory is set; they last about as long as the previous run
 // took.
-func (s *scaleBench) maybeProfile(b *testing.B, p, round int, addrs map[string]string) *profiles {
-	if s.cfg.profileDir == "" || p != slices.Max(s.cfg.ps) || round != 0 {
+func (s *scaleBench) maybeProfile(b *testing.B, p int, addrs map[string]string) *profiles {
+	if s.cfg.profileDir == "" || p != slices.Max(s.cfg.ps) || s.profiled {
 		return nil
 	}
+	s.profiled = true
 	secs := max(2, int(math.Ceil(s.lastJob.Seconds())))
 	b.Logf("profiling source, migrator and destination for %ds into %s", secs, s.cfg.profileDir)
 	return startProfiles(s.cfg.profileDir, fmt.Sprintf("p%d", p), scaleToken, secs, addrs)
 }
 
-// report turns a run's sums into benchmark metrics (means per round).
+// report turns a P's sums into benchmark metrics (means per round); ns/op
+// is the mean whole job.
 func (s *scaleBench) report(b *testing.B, f runFigures, slotkv bool) {
+	if f.n == 0 {
+		b.Fatal("no measured round")
+	}
 	bytes := s.data.movedBytes
+	b.ReportMetric(float64(f.job.Nanoseconds())/float64(f.n), "ns/op")
 	if slotkv {
 		b.ReportMetric(f.handoff.Seconds()/float64(f.n), "s-to-handoff")
 		b.ReportMetric(f.mbps(f.handoff, bytes), "MB/s-handoff")

@@ -255,9 +255,27 @@ func TestConsole(t *testing.T) {
 				t.Errorf("file %+v", f)
 			}
 		}
+		// A job started elsewhere shows its files too once it ended, and
+		// keeps them: the downloader lists jobs without their files, and
+		// a later list must not replace the watched, complete view.
+		dl := s.downloaderAPI()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := dl.StartJob(sctx, &downloaderv1.StartJobRequest{ManifestUrl: url, JobId: "direct"}); err != nil {
+			t.Fatal(err)
+		}
+		s.waitState(hc, "the direct bulk load done, with its files", func(st appState) bool {
+			j, ok := st.bulkload("direct")
+			return ok && j.Ended && len(j.Files) >= 2
+		})
+		time.Sleep(jobListInterval + time.Second) // at least one list since
+		for _, id := range []string{"load", "direct"} {
+			if j, ok := stateAt(t, hc, s.srv.URL).bulkload(id); !ok || len(j.Files) < 2 {
+				t.Errorf("bulk load %s after a list: %d files, want the files its watch brought", id, len(j.Files))
+			}
+		}
 		// Pause and resume from the console, on a job held back by the
 		// downloader's bandwidth cap.
-		dl := s.downloaderAPI()
 		setBandwidth := func(bps uint64) {
 			t.Helper()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

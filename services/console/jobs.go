@@ -47,9 +47,14 @@ type tracker[V jobView] struct {
 	mu       sync.Mutex
 	jobs     map[string]V
 	watching map[string]bool
-	err      string
-	ctx      context.Context // run's, for watches started by handlers
-	wg       sync.WaitGroup
+	// final: jobs whose view is a watch's last one of the ended job,
+	// complete and final. A list's view may be a summary (a bulk load's
+	// list view has no files), so it never replaces that one, and every
+	// job, an ended one included, is watched until its view is final.
+	final map[string]bool
+	err   string
+	ctx   context.Context // run's, for watches started by handlers
+	wg    sync.WaitGroup
 }
 
 func (t *tracker[V]) run(ctx context.Context) {
@@ -88,14 +93,18 @@ func (t *tracker[V]) refresh(ctx context.Context) {
 		for id := range t.jobs {
 			if !listed[id] && !t.watching[id] {
 				delete(t.jobs, id)
+				delete(t.final, id)
 			}
 		}
 		for _, j := range jobs {
-			// A watch may have brought a newer view meanwhile; an ended
-			// job's view is final either way.
-			if old, ok := t.jobs[j.jobID()]; !ok || !t.watching[j.jobID()] || j.ended() || old.ended() {
-				t.jobs[j.jobID()] = j
+			// A running watch may have brought a newer view meanwhile
+			// (unless the list saw the end first: the watch's last view
+			// comes after it).
+			id := j.jobID()
+			if t.final[id] || (t.watching[id] && !j.ended()) {
+				continue
 			}
+			t.jobs[id] = j
 		}
 	}
 	t.startWatchesLocked()
@@ -108,6 +117,7 @@ func (t *tracker[V]) refresh(ctx context.Context) {
 func (t *tracker[V]) put(v V) {
 	t.mu.Lock()
 	t.jobs[v.jobID()] = v
+	delete(t.final, v.jobID())
 	t.startWatchesLocked()
 	t.mu.Unlock()
 	t.publish()
@@ -117,8 +127,8 @@ func (t *tracker[V]) startWatchesLocked() {
 	if t.ctx == nil || t.ctx.Err() != nil {
 		return
 	}
-	for id, j := range t.jobs {
-		if j.ended() || t.watching[id] {
+	for id := range t.jobs {
+		if t.final[id] || t.watching[id] {
 			continue
 		}
 		t.watching[id] = true
@@ -127,6 +137,9 @@ func (t *tracker[V]) startWatchesLocked() {
 			err := t.watch(ctx, id, func(v V) {
 				t.mu.Lock()
 				t.jobs[id] = v
+				if v.ended() {
+					t.final[id] = true
+				}
 				t.mu.Unlock()
 				t.publish()
 			})
@@ -134,6 +147,7 @@ func (t *tracker[V]) startWatchesLocked() {
 			delete(t.watching, id)
 			if status.Code(err) == codes.NotFound {
 				delete(t.jobs, id)
+				delete(t.final, id)
 			}
 			t.mu.Unlock()
 			if err != nil && ctx.Err() == nil {
@@ -244,7 +258,7 @@ func newMigrationTracker(c *Console) *tracker[migrationView] {
 		return migratorv1.NewMigratorServiceClient(cc), nil
 	}
 	return &tracker[migrationView]{
-		c: c, kind: kindMigrations, jobs: map[string]migrationView{}, watching: map[string]bool{},
+		c: c, kind: kindMigrations, jobs: map[string]migrationView{}, watching: map[string]bool{}, final: map[string]bool{},
 		list: func(ctx context.Context) ([]migrationView, error) {
 			m, err := api()
 			if err != nil {
@@ -496,7 +510,7 @@ func newBulkTracker(c *Console) *tracker[bulkView] {
 		return downloaderv1.NewBulkLoadServiceClient(cc), nil
 	}
 	return &tracker[bulkView]{
-		c: c, kind: kindBulkloads, jobs: map[string]bulkView{}, watching: map[string]bool{},
+		c: c, kind: kindBulkloads, jobs: map[string]bulkView{}, watching: map[string]bool{}, final: map[string]bool{},
 		list: func(ctx context.Context) ([]bulkView, error) {
 			d, err := api()
 			if err != nil {

@@ -282,6 +282,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		ServerOptions: []grpc.ServerOption{
 			grpc.ChainUnaryInterceptor(cfg.Counts.UnaryInterceptor()),
 			grpc.ChainStreamInterceptor(cfg.Counts.StreamInterceptor()),
+			// Imports keep their packed entries in the received buffer.
+			grpc.ForceServerCodecV2(grpcapi.ImportCodec()),
 		},
 		Register: func(s *grpc.Server) {
 			storagev1.RegisterStorageServiceServer(s, storageSvc)

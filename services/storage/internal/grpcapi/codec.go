@@ -16,12 +16,12 @@ import (
 // once per byte moved. Install it on the storage node's server with
 // grpc.ForceServerCodecV2.
 //
-// gRPC lets a codec keep the received buffer by taking a reference to it
-// (mem.BufferSlice.Ref). The codec never releases that reference, so the
-// buffer never goes back to gRPC's pool to be reused under the aliasing
-// slice; the garbage collector frees it with the request. Every other
-// message, and an ImportRequest that arrived in more than one buffer,
-// goes through the proto codec unchanged.
+// The message is made one buffer as the proto codec makes it (a message
+// that arrived in several buffers is copied into one from gRPC's pool; one
+// that arrived in one is referenced), and packed aliases that buffer. The
+// codec never frees it, so it never goes back to the pool to be reused
+// under the aliasing slice; the garbage collector frees it with the
+// request. Every other message goes through the proto codec unchanged.
 func ImportCodec() encoding.CodecV2 {
 	return importCodec{encoding.GetCodecV2("proto")}
 }
@@ -30,20 +30,22 @@ type importCodec struct{ encoding.CodecV2 }
 
 func (c importCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	req, ok := v.(*storagev1.ImportRequest)
-	if !ok || len(data) != 1 {
+	if !ok {
 		return c.CodecV2.Unmarshal(data, v)
 	}
-	b := data[0].ReadOnlyData()
-	rest, packed, ok := splitPacked(b)
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	rest, packed, ok := splitPacked(buf.ReadOnlyData())
 	if !ok {
 		// Malformed: the proto codec says how.
+		buf.Free()
 		return c.CodecV2.Unmarshal(data, v)
 	}
-	if err := proto.Unmarshal(rest, req); err != nil {
+	err := proto.Unmarshal(rest, req)
+	if err != nil || packed == nil {
+		buf.Free() // nothing aliases it
 		return err
 	}
-	req.Packed = packed
-	data.Ref() // kept for good: packed aliases it (see ImportCodec)
+	req.Packed = packed // buf is kept for good (see ImportCodec)
 	return nil
 }
 

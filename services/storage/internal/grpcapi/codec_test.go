@@ -22,8 +22,8 @@ func within(sub, buf []byte) bool {
 
 // TestImportCodec: ImportCodec decodes an ImportRequest exactly as
 // proto.Unmarshal does, whatever the order and repetition of its fields,
-// with packed aliasing the received buffer; other messages, split buffers
-// and malformed data go through the proto codec.
+// with packed aliasing the received buffer; other messages and malformed
+// data go through the proto codec.
 func TestImportCodec(t *testing.T) {
 	t.Parallel()
 	full := &storagev1.ImportRequest{JobId: "job", StreamId: "s1", Seq: 42,
@@ -91,15 +91,17 @@ func TestImportCodec(t *testing.T) {
 			t.Error("a cut message decoded without an error")
 		}
 	})
-	t.Run("split buffer and other messages: the proto codec", func(t *testing.T) {
+	t.Run("split buffer, and other messages", func(t *testing.T) {
 		t.Parallel()
+		// A message in several buffers (as HTTP/2 frames bring a large
+		// one) is made one first, and packed aliases that copy.
 		half := len(goOrder) / 2
 		got := new(storagev1.ImportRequest)
 		if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(goOrder[:half]), mem.SliceBuffer(goOrder[half:])}, got); err != nil {
 			t.Fatal(err)
 		}
 		if !proto.Equal(got, full) || within(got.GetPacked(), goOrder) {
-			t.Errorf("split buffer decoded %v (aliasing %v), want %v copied", got, within(got.GetPacked(), goOrder), full)
+			t.Errorf("split buffer decoded %v (aliasing the parts %v), want %v", got, within(got.GetPacked(), goOrder), full)
 		}
 		resp := &storagev1.ImportResponse{StreamId: "s1", Seq: 3, Applied: true}
 		out, err := codec.Marshal(resp)

@@ -268,7 +268,15 @@ func TestConsole(t *testing.T) {
 			j, ok := st.bulkload("direct")
 			return ok && j.Ended && len(j.Files) >= 2
 		})
-		time.Sleep(jobListInterval + time.Second) // at least one list since
+		// A job the console learns of from a list only: once it shows,
+		// a list has come after the others ended.
+		if _, err := dl.StartJob(sctx, &downloaderv1.StartJobRequest{ManifestUrl: url, JobId: "later"}); err != nil {
+			t.Fatal(err)
+		}
+		s.waitState(hc, "the later bulk load done", func(st appState) bool {
+			j, ok := st.bulkload("later")
+			return ok && j.Ended
+		})
 		for _, id := range []string{"load", "direct"} {
 			if j, ok := stateAt(t, hc, s.srv.URL).bulkload(id); !ok || len(j.Files) < 2 {
 				t.Errorf("bulk load %s after a list: %d files, want the files its watch brought", id, len(j.Files))

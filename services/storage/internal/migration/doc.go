@@ -53,11 +53,7 @@
 // peer=source): not served (SLOT_MOVED to the topology's owner, the
 // source). Leftover data in them is deleted in small batches before the job
 // accepts imports; the job record remembers when that is done, so a repeated
-// BeginMigration never deletes imported data. Slots a finished DeleteSlots
-// left empty are marked so (node.MarkEmpty, persisted with the slot states,
-// cleared by any state that takes writes), and an import of slots that are
-// all marked skips that search: after a range moved away and back, it would
-// walk the deletion's tombstones and find nothing. Import applies batches of
+// BeginMigration never deletes imported data. Import applies batches of
 // entries per (job, stream id) with the stream's last applied batch
 // sequence persisted in the same transaction as the batch
 //

@@ -413,18 +413,13 @@ func (m *Manager) Begin(ctx context.Context, req BeginRequest) (uint64, error) {
 			if len(owned) > 0 {
 				return fmt.Errorf("%w: slots %s are owned by node %s, which cannot import them", rpcerr.ErrConflict, slotList(owned), me)
 			}
-			// Slots known to be empty have no leftovers to delete; the
-			// mark goes with the IMPORTING state below, in this commit.
-			rec.Cleaned = true
 			for s := range req.Ranges.All() {
-				rec.Cleaned = rec.Cleaned && sl.Empty(s)
 				sl.Set(s, node.Importing, req.Job, req.Peer)
 			}
 		}
 		return putRecord(tx, rec)
 	}, func() {
 		m.mu.Lock()
-		j.rec = rec
 		m.jobs[req.Job] = j
 		m.mu.Unlock()
 	})
@@ -433,10 +428,6 @@ func (m *Manager) Begin(ctx context.Context, req BeginRequest) (uint64, error) {
 	}
 	m.log.InfoContext(ctx, "migration begun", "job_id", req.Job, "role", req.Role.String(), "ranges", rec.Ranges, "peer", req.Peer)
 	if req.Role == Destination {
-		if rec.Cleaned {
-			m.log.InfoContext(ctx, "no leftover data to delete before import: the slots are known to be empty", "job_id", req.Job)
-			return 0, nil
-		}
 		return 0, m.clearLeftovers(ctx, j)
 	}
 	return 0, nil
@@ -1141,33 +1132,15 @@ func (m *Manager) DeleteSlots(ctx context.Context, ranges []slot.Range, kps uint
 		}
 		return nil
 	}
-	// The openings are counted with the check, under the gate: a slot
-	// opened after it may take writes this deletion does not see, and is
-	// then not marked empty.
-	var openings uint64
-	if err := m.node.Guard(func() error {
-		openings = m.node.Openings(set)
-		return check()
-	}); err != nil {
+	if err := check(); err != nil {
 		return 0, err
 	}
-	m.node.EndWrite()
 	n, err := m.st.DeleteSlots(ctx, set.Ranges(), store.DeleteOptions{
 		KeysPerSecond: kps,
 		Guard: func() (func(), error) {
 			return m.node.EndWrite, m.node.Guard(check)
 		},
 	})
-	if err == nil {
-		// Every key is gone and no slot took writes since: a later import
-		// of these slots need not search them for leftovers.
-		var marked slot.RangeSet
-		if marked, err = m.node.MarkEmpty(set, openings); err != nil {
-			err = fmt.Errorf("recording slots %s as empty: %w", set, err)
-		} else if !marked.Equal(set) {
-			m.log.InfoContext(ctx, "some deleted slots were not recorded as empty: they changed state meanwhile", "ranges", set.String(), "empty", marked.String())
-		}
-	}
 	m.log.InfoContext(ctx, "slots deleted", "ranges", set.String(), "keys", n, "err", err)
 	return n, err
 }

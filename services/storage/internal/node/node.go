@@ -34,9 +34,6 @@ const (
 	recordNodeID     = "node_id"
 	recordTopology   = "topology"
 	recordSlotStates = "slot_states"
-	// recordEmptySlots: the slots known to hold no data (see MarkEmpty),
-	// as a slot range set; absent means none.
-	recordEmptySlots = "empty_slots"
 )
 
 // FrozenRetryAfter is the retry delay suggested to writers of a frozen slot.
@@ -126,13 +123,12 @@ type view struct {
 	topo   *topology.Topology // nil before the first SetTopology
 	states []StateRange       // sorted, merged, Kind != None
 	kind   [slot.Count]Kind   // per-slot lookup derived from states
-	empty  slot.RangeSet      // slots known to hold no data, all None
 	job    [slot.Count]uint16 // per-slot index into jobs (0: none)
 	jobs   []string           // jobs[0] == ""
 }
 
-func newView(topo *topology.Topology, states []StateRange, empty slot.RangeSet) *view {
-	v := &view{topo: topo, states: states, empty: empty, jobs: []string{""}}
+func newView(topo *topology.Topology, states []StateRange) *view {
+	v := &view{topo: topo, states: states, jobs: []string{""}}
 	for _, r := range states {
 		var j uint16
 		if r.JobID != "" {
@@ -155,10 +151,6 @@ type Slots struct {
 	Kind [slot.Count]Kind
 	Job  [slot.Count]string
 	Peer [slot.Count]string
-	// empty: the slot is known to hold no data. Only MarkEmpty sets it,
-	// and Set clears it for any state but None, so it holds only while
-	// the slot takes no writes, however a transition changes it.
-	empty [slot.Count]bool
 }
 
 func (v *view) slots() *Slots {
@@ -168,35 +160,12 @@ func (v *view) slots() *Slots {
 			s.Kind[i], s.Job[i], s.Peer[i] = r.Kind, r.JobID, r.PeerNodeID
 		}
 	}
-	for i := range v.empty.All() {
-		s.empty[i] = true
-	}
 	return s
 }
 
-// Set sets the state of slot i. Any state but None may take data, so it
-// forgets that the slot is empty.
+// Set sets the state of slot i.
 func (s *Slots) Set(i uint16, k Kind, job, peer string) {
 	s.Kind[i], s.Job[i], s.Peer[i] = k, job, peer
-	if k != None {
-		s.empty[i] = false
-	}
-}
-
-// Empty reports whether slot i is known to hold no data: a deletion of all
-// of it finished (MarkEmpty) and it has taken no writes since.
-func (s *Slots) Empty(i uint16) bool { return s.empty[i] }
-
-// emptySet returns the empty slots that are None (the only ones that can
-// be), as a range set.
-func (s *Slots) emptySet() slot.RangeSet {
-	var out []uint16
-	for i := range slot.Count {
-		if s.empty[i] && s.Kind[i] == None {
-			out = append(out, uint16(i))
-		}
-	}
-	return slot.FromSlots(out)
 }
 
 // ranges returns the states as merged ranges in slot order.
@@ -242,11 +211,6 @@ type Node struct {
 	// a restart the pause is reported from the later install.
 	servedMu sync.Mutex
 	served   map[string]time.Time
-
-	// opened counts, per slot, the transitions that took it out of None
-	// (from then on it may take data): MarkEmpty marks only slots that no
-	// transition opened since the deletion began (see Openings).
-	opened [slot.Count]atomic.Uint32
 }
 
 // ServedSince returns when this node began to serve slots imported by job,
@@ -388,7 +352,7 @@ func Open(st *store.Store, id string) (*Node, error) {
 func (n *Node) load() (*view, error) {
 	raw, err := n.st.GetSystem(recordTopology)
 	if errors.Is(err, store.ErrNotFound) {
-		return newView(nil, nil, slot.RangeSet{}), nil
+		return newView(nil, nil), nil
 	}
 	if err != nil {
 		return nil, err
@@ -409,23 +373,7 @@ func (n *Node) load() (*view, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: persisted slot states are corrupt: %w", err)
 	}
-	raw, err = n.st.GetSystem(recordEmptySlots)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
-	var empty slot.RangeSet
-	if len(raw) > 0 {
-		if empty, err = slot.ParseRangeSet(string(raw)); err != nil {
-			return nil, fmt.Errorf("node: persisted empty slots are corrupt: %w", err)
-		}
-	}
-	// Only a slot that takes no writes can stay empty.
-	v := newView(topo, states, slot.RangeSet{})
-	sl := v.slots()
-	for s := range empty.All() {
-		sl.empty[s] = true
-	}
-	return newView(topo, states, sl.emptySet()), nil
+	return newView(topo, states), nil
 }
 
 // ID is the node id.
@@ -681,48 +629,6 @@ func (n *Node) Install(p *clusterv1.Topology) (in Installed, err error) {
 
 var errUnchanged = errors.New("unchanged")
 
-// Openings returns a count that grows whenever a transition takes a slot
-// of set out of None. A deletion takes it, under the gate, with its check
-// that the slots are None, and hands it to MarkEmpty when it finishes: a
-// slot opened in between may have taken data the deletion did not see.
-func (n *Node) Openings(set slot.RangeSet) uint64 {
-	var sum uint64
-	for s := range set.All() {
-		sum += uint64(n.opened[s].Load())
-	}
-	return sum
-}
-
-// MarkEmpty records, durably, that the slots of set hold no data, once a
-// deletion of every key in them has committed. openings is what Openings
-// returned when the deletion began; if any slot of set was opened since,
-// nothing is marked. Only None slots are marked, and any transition that
-// lets a slot take writes unmarks it (Slots.Set). It returns the slots
-// marked. A destination skips the search for leftovers in empty slots.
-func (n *Node) MarkEmpty(set slot.RangeSet, openings uint64) (slot.RangeSet, error) {
-	var marked []uint16
-	err := n.Transition(func(_ *topology.Topology, sl *Slots, _ *store.SystemTxn) error {
-		marked = marked[:0]
-		if n.Openings(set) != openings {
-			return nil
-		}
-		for s := range set.All() {
-			if sl.Kind[s] == None {
-				sl.empty[s] = true
-				marked = append(marked, s)
-			}
-		}
-		return nil
-	}, nil)
-	if err != nil {
-		return slot.RangeSet{}, err
-	}
-	return slot.FromSlots(marked), nil
-}
-
-// Empty returns the slots known to hold no data (see MarkEmpty).
-func (n *Node) Empty() slot.RangeSet { return n.view.Load().empty }
-
 // Transition changes slot states with the write gate held exclusively: no
 // write is between its check and its commit while fn runs. fn gets the
 // topology held (nil before the first) and every slot's state to edit, and
@@ -782,23 +688,12 @@ func (n *Node) applyLocked(fn func(cur *view, sl *Slots, tx *store.SystemTxn) (*
 		if err := tx.Set(recordSlotStates, b); err != nil {
 			return err
 		}
-		empty := sl.emptySet()
-		if !empty.Equal(cur.empty) {
-			if err := tx.Set(recordEmptySlots, []byte(empty.String())); err != nil {
-				return err
-			}
-		}
-		next = newView(t, states, empty)
+		next = newView(t, states)
 		tbl, err = n.captureTable(next)
 		return err
 	})
 	if err != nil {
 		return err
-	}
-	for s := range slot.Count {
-		if cur.kind[s] == None && next.kind[s] != None {
-			n.opened[s].Add(1)
-		}
 	}
 	n.install(next, tbl)
 	n.noteServed(cur, next)

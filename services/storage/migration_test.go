@@ -726,6 +726,15 @@ func TestFullMigration(t *testing.T) {
 		t.Errorf("source after commit: %v", md)
 	}
 	p.b.setTopology(t, t2)
+	// The destination serves once it has also seen the source's hand-off
+	// record, which the source writes to etcd after it installs v2.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		_, err := p.b.data.Get(ctx, &storagev1.GetRequest{Key: key(150, 50)})
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
 	for k, v := range final {
 		got, err := p.b.data.Get(ctx, &storagev1.GetRequest{Key: []byte(k)})
 		if err != nil || string(got.GetValue()) != v {

@@ -259,20 +259,22 @@ func TestConsole(t *testing.T) {
 		// keeps them: the downloader lists jobs without their files, and
 		// a later list must not replace the watched, complete view.
 		dl := s.downloaderAPI()
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := dl.StartJob(sctx, &downloaderv1.StartJobRequest{ManifestUrl: url, JobId: "direct"}); err != nil {
-			t.Fatal(err)
+		startDirect := func(id string) {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := dl.StartJob(ctx, &downloaderv1.StartJobRequest{ManifestUrl: url, JobId: id}); err != nil {
+				t.Fatalf("StartJob %s at the downloader: %v", id, err)
+			}
 		}
+		startDirect("direct")
 		s.waitState(hc, "the direct bulk load done, with its files", func(st appState) bool {
 			j, ok := st.bulkload("direct")
 			return ok && j.Ended && len(j.Files) >= 2
 		})
 		// A job the console learns of from a list only: once it shows,
 		// a list has come after the others ended.
-		if _, err := dl.StartJob(sctx, &downloaderv1.StartJobRequest{ManifestUrl: url, JobId: "later"}); err != nil {
-			t.Fatal(err)
-		}
+		startDirect("later")
 		s.waitState(hc, "the later bulk load done", func(st appState) bool {
 			j, ok := st.bulkload("later")
 			return ok && j.Ended

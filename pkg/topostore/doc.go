@@ -12,9 +12,9 @@
 //	<prefix>topology         the current topology
 //	<prefix>nodes/<id>       a storage node's registration (clusterv1.Node),
 //	                         under a lease it keeps alive (Register, Nodes)
-//	<prefix>handoff/<job>    the hand-off handshake: the topology version at
-//	                         which the job's source stopped serving its slots
-//	                         (RecordHandoff, Handoffs)
+//	<prefix>handoff/<job>    the hand-off record: the topology version from
+//	                         which the job's source no longer serves its
+//	                         slots (RecordHandoff, Handoffs)
 //
 // The value is the topology's canonical protobuf form
 // (slotkv.cluster.v1.Topology from topology.Topology.Proto, marshalled

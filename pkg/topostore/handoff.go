@@ -10,9 +10,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// The hand-off handshake of a migration job: the source node records
-// <prefix>handoff/<job> = the topology version it installed once it no
-// longer serves the job's slots (installed and synced to its disk). The
+// The hand-off record of a migration job: <prefix>handoff/<job> = the
+// topology version from which the job's source no longer serves its slots.
+// The migrator writes it in the etcd transaction that commits that
+// version, after the source froze the slots (a FROZEN slot serves neither
+// reads nor writes, and the freeze is on the source's disk). The
 // destination serves the slots only when it holds a topology that assigns
 // them to it and the record exists, so at no moment do two nodes serve a
 // slot. The migrator removes the record when the job has ended.

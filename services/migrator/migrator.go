@@ -21,11 +21,11 @@
 //   - HANDOFF: Freeze the source, drain the changes up to the final seq,
 //     confirm the destination applied them, persist the commit point with
 //     the new topology (version + 1), commit it in etcd in one transaction,
-//     then wait for the source to stop serving the slots (reads included;
-//     its hand-off record in etcd) and the destination to serve them. The
-//     nodes follow etcd's watch; nothing is pushed to them. The write pause
-//     (Freeze to the destination serving) is recorded as write_pause_ms;
-//     nothing slow runs inside it. EndMigration(COMMITTED) on both nodes.
+//     with the job's hand-off record (the frozen source serves nothing of
+//     the slots, reads included), then wait for the destination to serve
+//     them. The nodes follow etcd's watch; nothing is pushed to them. The
+//     write pause (Freeze to the destination serving) is recorded as
+//     write_pause_ms; nothing slow runs inside it. EndMigration(COMMITTED) on both nodes.
 //   - CLEANUP: DeleteSlots on the source (small batches; writes to other
 //     slots never stall).
 //

@@ -13,21 +13,19 @@ import (
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	"github.com/slotkv/slotkv/pkg/topology"
 	"github.com/slotkv/slotkv/pkg/topostore"
-	"github.com/slotkv/slotkv/services/storage/internal/migration"
 	"github.com/slotkv/slotkv/services/storage/internal/node"
 )
 
 // controlPlane is a node's side of the etcd control plane (--etcd-endpoints):
 // it installs every topology version etcd holds, releases an import only
-// when the source has recorded its hand-off there, records the hand-off
-// when this node stops serving a job's slots as the source, and keeps the
-// node registered under a lease. Nothing here blocks serving: while etcd is
+// when the job's hand-off record is there (the migrator commits it with
+// the topology, once the source froze the slots), and keeps the node
+// registered under a lease. Nothing here blocks serving: while etcd is
 // unreachable the node serves from the topology and slot states on its disk.
 type controlPlane struct {
 	cli *clientv3.Client
 	st  *topostore.Store
 	n   *node.Node
-	mig *migration.Manager
 	log *slog.Logger
 	ttl time.Duration
 
@@ -39,8 +37,6 @@ type controlPlane struct {
 	// released: jobs whose hand-off record this node has seen; an
 	// IMPORTING slot of another job never turns OWNED (node.SetImportRelease).
 	released map[string]bool
-	// recording: source jobs whose hand-off this node records (or did).
-	recording map[string]bool
 	// self is the registration, once the listeners are bound.
 	self atomic.Pointer[clusterv1.Node]
 }
@@ -52,22 +48,19 @@ const (
 	etcdCallTime = 5 * time.Second
 )
 
-func startControlPlane(ctx context.Context, o Options, n *node.Node, mig *migration.Manager, log *slog.Logger) (*controlPlane, error) {
+func startControlPlane(ctx context.Context, o Options, n *node.Node, log *slog.Logger) (*controlPlane, error) {
 	// Dial does not wait for etcd: the node starts on what it holds.
 	cli, st, err := o.Etcd.Dial(ctx, log)
 	if err != nil {
 		return nil, err
 	}
-	c := &controlPlane{cli: cli, st: st, n: n, mig: mig, log: log.With("etcd", o.Etcd.Endpoints), ttl: o.EtcdLeaseTTL,
-		released: map[string]bool{}, recording: map[string]bool{}}
+	c := &controlPlane{cli: cli, st: st, n: n, log: log.With("etcd", o.Etcd.Endpoints), ttl: o.EtcdLeaseTTL,
+		released: map[string]bool{}}
 	c.ctx, c.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	n.SetImportRelease(c.isReleased)
 	c.wg.Add(2)
 	go c.watchTopology()
 	go c.watchHandoffs()
-	// A restarted source whose slots were already given away: its record
-	// may not have been written before it stopped.
-	c.recordGivenAway(n.Topology())
 	return c, nil
 }
 
@@ -110,10 +103,6 @@ func (c *controlPlane) install(t *topology.Topology) {
 	}
 	c.log.Info("topology installed from etcd", "from_version", from, "version", in.Version,
 		"owned", fmt.Sprint(t.RangesOf(c.n.ID())), "handed_off", in.HandedOff, "held_imports", in.Held)
-	for _, job := range in.HandedOff {
-		c.recordHandoff(job, in.Version)
-	}
-	c.recordGivenAway(t)
 	// A topology that lists this node at other addresses sends clients
 	// elsewhere; say so loudly instead of letting routing fail quietly.
 	if self := c.self.Load(); self != nil {
@@ -122,55 +111,6 @@ func (c *controlPlane) install(t *topology.Topology) {
 				"topology_address", me.GRPCAddress, "advertised_address", self.GetGrpcAddress())
 		}
 	}
-}
-
-// recordGivenAway records the hand-off of every source job whose slots the
-// held topology assigns elsewhere (this node serves none of them).
-func (c *controlPlane) recordGivenAway(t *topology.Topology) {
-	if t == nil {
-		return
-	}
-	for _, j := range c.mig.List() {
-		if j.Role != migration.Source {
-			continue
-		}
-		mine := false
-		for _, r := range j.Ranges {
-			for s := int(r.Start); s <= int(r.End) && !mine; s++ {
-				if o, ok := t.Owner(uint16(s)); ok && o.ID == c.n.ID() {
-					mine = true
-				}
-			}
-		}
-		if !mine {
-			c.recordHandoff(j.Job, t.Version())
-		}
-	}
-}
-
-// recordHandoff writes job's hand-off record in the background, retrying
-// with backoff until it is written or the node stops. The node's install
-// is durable by then (Install syncs before it returns).
-func (c *controlPlane) recordHandoff(job string, version uint64) {
-	c.mu.Lock()
-	if c.recording[job] {
-		c.mu.Unlock()
-		return
-	}
-	c.recording[job] = true
-	c.mu.Unlock()
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		retry(c.ctx, func(ctx context.Context) error {
-			return c.st.RecordHandoff(ctx, job, version)
-		}, func(err error, next time.Duration) {
-			c.log.Warn("recording the hand-off in etcd, retrying", "job_id", job, "version", version, "err", err, "retry_in", next)
-		})
-		if c.ctx.Err() == nil {
-			c.log.Info("hand-off recorded in etcd", "job_id", job, "version", version)
-		}
-	}()
 }
 
 func (c *controlPlane) watchHandoffs() {
@@ -188,7 +128,7 @@ func (c *controlPlane) watchHandoffs() {
 			// releases the slots again (the job stays in the set).
 			c.log.Error("releasing imported slots", "job_id", job, "err", err)
 		case len(turned) > 0:
-			c.log.Info("imported slots served: the source recorded its hand-off", "job_id", job, "slots", fmt.Sprint(turned))
+			c.log.Info("imported slots served: the hand-off is recorded", "job_id", job, "slots", fmt.Sprint(turned))
 		}
 	}
 }

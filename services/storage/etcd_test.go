@@ -159,9 +159,9 @@ func TestEtcdRegistration(t *testing.T) {
 func TestEtcdHandshake(t *testing.T) {
 	t.Parallel()
 	c := startEtcd(t)
-	// The source records nothing here: it follows its own cluster (another
-	// prefix in the etcd) that the test drives, so that only the test
-	// writes the record the destination waits for.
+	// The source follows its own cluster (another prefix in the etcd) that
+	// the test drives; the test writes the record that the migrator would
+	// commit with the topology.
 	so := testOptions(t, "a")
 	so.Etcd.Prefix = "/source-only/"
 	src := startNode(t, so)
@@ -187,7 +187,7 @@ func TestEtcdHandshake(t *testing.T) {
 		wantStatus(t, err, codes.Unavailable, "IMPORTING", "not served yet")
 	}
 	_, err := dst.mig.EndMigration(ctxT(t), &storagev1.EndMigrationRequest{JobId: job, Outcome: commit})
-	wantStatus(t, err, codes.FailedPrecondition, "has not recorded its hand-off")
+	wantStatus(t, err, codes.FailedPrecondition, "is not recorded in etcd yet")
 
 	if err := c.st.RecordHandoff(ctxT(t), job, 2); err != nil {
 		t.Fatal(err)
@@ -205,12 +205,15 @@ func TestEtcdHandshake(t *testing.T) {
 	dst.put(t, key, []byte("v"))
 }
 
-// TestEtcdSourceRecordsHandoff: the source records the hand-off once it
-// installed a topology that takes its migrating slots away.
-func TestEtcdSourceRecordsHandoff(t *testing.T) {
+// TestEtcdFrozenSource: a FROZEN source serves nothing of the job's slots,
+// reads included, across a restart too, since the migrator commits the
+// hand-off record with the topology; once it installs the commit it sends
+// callers to the destination, and the job ends COMMITTED there.
+func TestEtcdFrozenSource(t *testing.T) {
 	t.Parallel()
 	c := startEtcd(t)
-	src := startNode(t, c.options(t, "a"))
+	o := c.options(t, "a")
+	src := startNode(t, o)
 	nodes := map[string]string{"a": src.grpcAddr, "b": "127.0.0.1:1"}
 	if _, _, err := c.st.Bootstrap(ctxT(t), mustTopo(t, topo(1, nodes, map[string][][2]uint32{"a": {{0, 16383}}}))); err != nil {
 		t.Fatal(err)
@@ -222,29 +225,25 @@ func TestEtcdSourceRecordsHandoff(t *testing.T) {
 	if err := src.begin(t, job, srcRole, "b", 1, sr(100, 199)); err != nil {
 		t.Fatal(err)
 	}
+	if v, err := src.getErr(t, key); err != nil || string(v) != "v" {
+		t.Fatalf("MIGRATING read = %q, %v", v, err)
+	}
 	if _, err := src.mig.Freeze(ctxT(t), &storagev1.FreezeRequest{JobId: job}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, err := c.st.Handoff(ctxT(t), job); err != nil || ok {
-		t.Fatalf("hand-off recorded before the commit: %v, %v", ok, err)
-	}
-	c.commit(t, 1, topo(2, nodes, map[string][][2]uint32{"a": {{0, 99}, {200, 16383}}, "b": {{100, 199}}}))
-	eventually(t, "the source's hand-off record", func() error {
-		v, ok, err := c.st.Handoff(ctxT(t), job)
-		switch {
-		case err != nil:
-			return err
-		case !ok:
-			return fmt.Errorf("no record")
-		case v != 2:
-			return fmt.Errorf("recorded version %d, want 2", v)
-		}
-		return nil
-	})
-	// Recorded only once the source stopped serving.
 	_, err := src.getErr(t, key)
+	wantStatus(t, err, codes.Unavailable, "frozen")
+	if err := src.stop(); err != nil {
+		t.Fatal(err)
+	}
+	src2 := startNode(t, o)
+	_, err = src2.getErr(t, key)
+	wantStatus(t, err, codes.Unavailable, "frozen")
+	c.commit(t, 1, topo(2, nodes, map[string][][2]uint32{"a": {{0, 99}, {200, 16383}}, "b": {{100, 199}}}))
+	src2.waitVersion(t, 2)
+	_, err = src2.getErr(t, key)
 	wantStatus(t, err, codes.FailedPrecondition, "moved")
-	if _, err := src.mig.EndMigration(ctxT(t), &storagev1.EndMigrationRequest{JobId: job, Outcome: commit}); err != nil {
+	if _, err := src2.mig.EndMigration(ctxT(t), &storagev1.EndMigrationRequest{JobId: job, Outcome: commit}); err != nil {
 		t.Fatalf("EndMigration COMMITTED on the source: %v", err)
 	}
 }
@@ -292,45 +291,4 @@ func TestEtcdDown(t *testing.T) {
 	// And follows etcd again.
 	c.commit(t, 1, topo(2, map[string]string{"a": n2.grpcAddr}, map[string][][2]uint32{"a": {{0, 16383}}}))
 	n2.waitVersion(t, 2)
-}
-
-// TestEtcdSourceRestartedAtHandoff: the source stops while FROZEN, the
-// commit lands in etcd while it is down; restarted, it installs the commit
-// from etcd, stops serving the slots and records the hand-off.
-func TestEtcdSourceRestartedAtHandoff(t *testing.T) {
-	t.Parallel()
-	c := startEtcd(t)
-	o := c.options(t, "a")
-	src := startNode(t, o)
-	nodes := map[string]string{"a": src.grpcAddr, "b": "127.0.0.1:1"}
-	if _, _, err := c.st.Bootstrap(ctxT(t), mustTopo(t, topo(1, nodes, map[string][][2]uint32{"a": {{0, 16383}}}))); err != nil {
-		t.Fatal(err)
-	}
-	src.waitVersion(t, 1)
-	const job = "j1"
-	key := keyIn(100, 199)
-	src.put(t, key, []byte("v"))
-	if err := src.begin(t, job, srcRole, "b", 1, sr(100, 199)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := src.mig.Freeze(ctxT(t), &storagev1.FreezeRequest{JobId: job}); err != nil {
-		t.Fatal(err)
-	}
-	if err := src.stop(); err != nil {
-		t.Fatal(err)
-	}
-	c.commit(t, 1, topo(2, nodes, map[string][][2]uint32{"a": {{0, 99}, {200, 16383}}, "b": {{100, 199}}}))
-	if _, ok, err := c.st.Handoff(ctxT(t), job); err != nil || ok {
-		t.Fatalf("hand-off recorded while the source is down: %v, %v", ok, err)
-	}
-	src2 := startNode(t, o)
-	src2.waitVersion(t, 2)
-	eventually(t, "the restarted source's hand-off record", func() error {
-		if _, ok, err := c.st.Handoff(ctxT(t), job); err != nil || !ok {
-			return fmt.Errorf("present %v, err %v", ok, err)
-		}
-		return nil
-	})
-	_, err := src2.getErr(t, key)
-	wantStatus(t, err, codes.FailedPrecondition, "moved")
 }

@@ -3,8 +3,10 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -167,8 +169,9 @@ func topo(version uint64, nodes map[string]string, assign map[string][][2]uint32
 // setTopology stores p in the etcd n follows (bootstrapped, or committed
 // over the older version stored; the version stored already is accepted
 // only if identical, so the nodes of one test can each be given the same
-// topology) and returns once n holds it.
-func (n *testNode) setTopology(t testing.TB, p *clusterv1.Topology) {
+// topology) and returns once n holds it. A commit carries the hand-off
+// record of each job of handoffs, as the migrator's does.
+func (n *testNode) setTopology(t testing.TB, p *clusterv1.Topology, handoffs ...string) {
 	t.Helper()
 	ctx := ctxT(t)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: n.opts.Etcd.Endpoints, DialTimeout: 5 * time.Second})
@@ -197,11 +200,29 @@ func (n *testNode) setTopology(t testing.TB, p *clusterv1.Topology) {
 			t.Fatalf("etcd holds another topology v%d: %v, want %v", cur.Version(), cur.Proto(), want.Proto())
 		}
 	default:
-		if err := st.Commit(ctx, cur.Version(), want); err != nil {
+		var ops []clientv3.Op
+		for _, job := range handoffs {
+			ops = append(ops, clientv3.OpPut(st.HandoffKey(job), strconv.FormatUint(want.Version(), 10)))
+		}
+		if err := st.CommitIf(ctx, nil, cur.Version(), want, ops...); err != nil {
 			t.Fatalf("commit v%d over v%d in etcd: %v", want.Version(), cur.Version(), err)
 		}
 	}
 	n.waitVersion(t, want.Version())
+}
+
+// waitServes waits until n answers a read of key with anything but
+// Unavailable: a destination serves imported slots once it holds both the
+// topology and the hand-off record committed with it, which it watches
+// apart.
+func (n *testNode) waitServes(t testing.TB, key []byte) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("node %s serves %q", n.opts.NodeID, key), func() error {
+		if _, err := n.data.Get(ctxT(t), &storagev1.GetRequest{Key: key}); status.Code(err) == codes.Unavailable {
+			return err
+		}
+		return nil
+	})
 }
 
 // ownAll gives n every slot.

@@ -671,7 +671,12 @@ func TestFullMigration(t *testing.T) {
 		write(i, "r3")
 	}
 
-	// Hand-off.
+	// Hand-off. The source's digest is taken first: nothing writes
+	// between it and the freeze, and a FROZEN slot serves no reads.
+	ad, err := p.a.data.Digest(ctx, &storagev1.DigestRequest{Ranges: []*clusterv1.SlotRange{sr(100, 199)}, PerSlot: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	fr, err := p.a.mig.Freeze(ctx, &storagev1.FreezeRequest{JobId: "job1"})
 	if err != nil {
 		t.Fatal(err)
@@ -690,9 +695,11 @@ func TestFullMigration(t *testing.T) {
 	if retry == nil || retry.GetRetryDelay().AsDuration() <= 0 {
 		t.Errorf("no RetryInfo in %v", st.Proto())
 	}
-	if _, err := p.a.data.Get(ctx, &storagev1.GetRequest{Key: key(150, 50)}); err != nil {
-		t.Errorf("read of a frozen slot: %v", err)
-	}
+	// Reads too: the destination may serve from the commit on.
+	_, err = p.a.data.Get(ctx, &storagev1.GetRequest{Key: key(150, 50)})
+	wantStatus(t, err, codes.Unavailable, "frozen")
+	_, err = p.a.data.Scan(ctx, &storagev1.ScanRequest{Ranges: []*clusterv1.SlotRange{{Start: 140, End: 160}}})
+	wantStatus(t, err, codes.Unavailable, "frozen")
 	if _, err := p.a.data.Put(ctx, &storagev1.PutRequest{Key: kept[0], Value: []byte("keep")}); err != nil {
 		t.Errorf("write to a slot a keeps: %v", err)
 	}
@@ -702,10 +709,6 @@ func TestFullMigration(t *testing.T) {
 	}
 	changes.apply(cs)
 	changes.close()
-	ad, err := p.a.data.Digest(ctx, &storagev1.DigestRequest{Ranges: []*clusterv1.SlotRange{sr(100, 199)}, PerSlot: true})
-	if err != nil {
-		t.Fatal(err)
-	}
 	is, err = p.b.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: "job1", DigestRanges: []*clusterv1.SlotRange{sr(100, 199)}})
 	if err != nil {
 		t.Fatal(err)
@@ -719,22 +722,14 @@ func TestFullMigration(t *testing.T) {
 	t2 := topo(2, p.nodes, map[string][][2]uint32{"a": {{0, 99}, {200, 8191}}, "b": {{100, 199}, {8192, 16383}}})
 	_, err = p.a.mig.EndMigration(ctx, &storagev1.EndMigrationRequest{JobId: "job1", Outcome: commit})
 	wantStatus(t, err, codes.FailedPrecondition, "install the new topology")
-	p.a.setTopology(t, t2)
+	p.a.setTopology(t, t2, "job1")
 	_, err = p.a.data.Get(ctx, &storagev1.GetRequest{Key: key(150, 50)})
 	wantStatus(t, err, codes.FailedPrecondition)
 	if md := errorInfo(t, err).GetMetadata(); md["owner_id"] != "b" || md["topology_version"] != "2" {
 		t.Errorf("source after commit: %v", md)
 	}
 	p.b.setTopology(t, t2)
-	// The destination serves once it has also seen the source's hand-off
-	// record, which the source writes to etcd after it installs v2.
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		_, err := p.b.data.Get(ctx, &storagev1.GetRequest{Key: key(150, 50)})
-		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	p.b.waitServes(t, key(150, 50))
 	for k, v := range final {
 		got, err := p.b.data.Get(ctx, &storagev1.GetRequest{Key: []byte(k)})
 		if err != nil || string(got.GetValue()) != v {
@@ -983,6 +978,8 @@ func TestRestartMidMigration(t *testing.T) {
 	a3 := startNode(t, oa)
 	_, err = a3.data.Put(ctxT(t), &storagev1.PutRequest{Key: storetest.KeyInSlot(12, "z"), Value: []byte("z")})
 	wantStatus(t, err, codes.Unavailable, "frozen")
+	_, err = a3.data.Get(ctxT(t), &storagev1.GetRequest{Key: storetest.KeyInSlot(12, "z")})
+	wantStatus(t, err, codes.Unavailable, "frozen")
 	if fr2, err := a3.mig.Freeze(ctxT(t), &storagev1.FreezeRequest{JobId: "rs"}); err != nil || fr2.GetFinalSeq() != 11 {
 		t.Errorf("Freeze after restart = %v, %v", fr2, err)
 	}
@@ -1126,6 +1123,11 @@ func TestMigrationWithExpiry(t *testing.T) {
 		}
 	}
 	changes.apply(cs)
+	// Before the freeze: a FROZEN slot serves no reads.
+	ad, err := p.a.data.Digest(ctx, &storagev1.DigestRequest{Ranges: []*clusterv1.SlotRange{sr(100, 199)}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	fr, err := p.a.mig.Freeze(ctx, &storagev1.FreezeRequest{JobId: "jx"})
 	if err != nil {
 		t.Fatal(err)
@@ -1135,10 +1137,6 @@ func TestMigrationWithExpiry(t *testing.T) {
 		changes.apply(cs)
 	}
 	changes.close()
-	ad, err := p.a.data.Digest(ctx, &storagev1.DigestRequest{Ranges: []*clusterv1.SlotRange{sr(100, 199)}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	is, err = p.b.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: "jx", DigestRanges: []*clusterv1.SlotRange{sr(100, 199)}})
 	if err != nil {
 		t.Fatal(err)
@@ -1149,8 +1147,9 @@ func TestMigrationWithExpiry(t *testing.T) {
 	}
 
 	t2 := topo(2, p.nodes, map[string][][2]uint32{"a": {{0, 99}, {200, 8191}}, "b": {{100, 199}, {8192, 16383}}})
-	p.a.setTopology(t, t2)
+	p.a.setTopology(t, t2, "jx")
 	p.b.setTopology(t, t2)
+	p.b.waitServes(t, key(0))
 	for i := range 300 {
 		k := key(i)
 		g, err := p.b.data.Get(ctx, &storagev1.GetRequest{Key: k})

@@ -6,9 +6,8 @@
 //
 // The topology is etcd's (--etcd-endpoints, Options.Common.Etcd, required;
 // etcd.go): the node watches it and installs each version, serves an
-// imported slot only once the source has recorded its hand-off there,
-// records that hand-off itself when it is the source, and registers under
-// a lease. There is no other way to give a node a topology (NodeService
+// imported slot only once the job's hand-off record is there too (the
+// migrator commits it with the topology), and registers under a lease. There is no other way to give a node a topology (NodeService
 // only reads it). While etcd is unreachable it serves from the topology and
 // slot states on its disk.
 //
@@ -207,7 +206,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	// The control plane in etcd: the topology comes from there (watched),
 	// the only way a node is given one. Stopped before the migrations and
 	// the store.
-	cp, err := startControlPlane(ctx, o, n, mig, log)
+	cp, err := startControlPlane(ctx, o, n, log)
 	if err != nil {
 		return fmt.Errorf("%w: --etcd-endpoints: %v", ErrConfig, err)
 	}

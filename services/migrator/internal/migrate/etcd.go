@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,10 +21,11 @@ import (
 // The hand-off on the etcd control plane (Config.Topo). The commit
 // point is one etcd transaction: the topology that gives the job's slots
 // to the destination and the job's committed state (migrations/<job>),
-// compared against the version the job read. The nodes watch the
-// topology; the source records the hand-off handshake (handoff/<job>)
-// once it stopped serving the slots, and only then does the destination
-// serve them. The job record's Committing is written first, but etcd's
+// compared against the version the job read, and the hand-off record
+// (handoff/<job>): the source froze the slots before, and a FROZEN slot
+// serves neither reads nor writes, so the destination may serve them as
+// soon as it holds the topology and the record, which come in one
+// revision. The nodes watch both. The job record's Committing is written first, but etcd's
 // topology decides: a job whose Committing is on disk is committed
 // iff etcd's topology assigns its slots to the destination at or past
 // CommittedVersion.
@@ -112,7 +114,13 @@ func (j *job) etcdCommit(ctx context.Context) (commitOutcome, error) {
 			}
 			fence = append(fence, cmp)
 		}
-		err = st.CommitIf(ctx, fence, r.EtcdExpect, next, clientv3.OpPut(st.Key("migrations/"+j.id), string(state)))
+		// The hand-off record goes with the commit: the source stopped
+		// serving the slots, reads included, when it froze them, and its
+		// freeze was durable on its disk before the drain began. So the
+		// destination may serve from the commit's revision on, with no
+		// second round trip through the source and etcd in the pause.
+		err = st.CommitIf(ctx, fence, r.EtcdExpect, next, clientv3.OpPut(st.Key("migrations/"+j.id), string(state)),
+			clientv3.OpPut(st.HandoffKey(j.id), strconv.FormatUint(next.Version(), 10)))
 		switch {
 		case err == nil:
 			j.update(func(r *record) { r.EtcdCommitted = true })
@@ -289,10 +297,11 @@ func (j *job) heldFrozen() (bool, error) {
 	return has(dst, false)
 }
 
-// waitHandshake waits for the source's hand-off record. When it is slow
-// to come (the source restarted, or is slow), the source's own topology
-// tells: a source that holds the committed version or a later one does not
-// serve the slots, and the record is written for it.
+// waitHandshake waits for the job's hand-off record. A commit of this
+// migrator carries it; one made by an earlier version relied on the source
+// to write it. When it is slow to come, the source's own topology tells: a
+// source that holds the committed version or a later one does not serve
+// the slots, and the record is written for it.
 func (j *job) waitHandshake(ctx context.Context, src *peer, version uint64) error {
 	st := j.m.cfg.Topo
 	ctx, cancel := context.WithTimeoutCause(ctx, rpcTimeout,

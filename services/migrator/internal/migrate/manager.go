@@ -124,7 +124,7 @@ type Config struct {
 	// Testing aid for in-process tests.
 	CommitHook func(ctx context.Context, jobID string)
 	// PauseAfterCommit holds every job for PauseTimeout right after etcd
-	// committed its hand-off (before the handshake), so end-to-end tests
+	// committed its hand-off (before the destination serves), so end-to-end tests
 	// can kill the leader in HANDOFF after the commit. Testing aid.
 	PauseAfterCommit bool
 

@@ -1064,11 +1064,9 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 		}
 		t.Stop()
 	}
-	if err := j.waitHandshake(ctx, src, version); err != nil {
-		return true, err
-	}
+	// The commit carried the hand-off record (see etcdCommit): the
+	// source, frozen, serves nothing of the slots.
 	j.update(func(r *record) { r.PushedSource = true })
-	step("source_stops")
 	serving, err := j.waitServing(ctx, dst)
 	if err != nil {
 		return true, err

@@ -78,8 +78,8 @@ type record struct {
 	EtcdCommitted bool   `json:"etcd_committed,omitempty"`
 	// Roll-forward steps done (the names are kept from the time the
 	// migrator pushed the topology, for the records already in etcd):
-	// PushedSource, the source stopped serving the slots (its hand-off
-	// handshake); PushedDestination, the destination serves them;
+	// PushedSource, the hand-off record is in etcd (the commit carries
+	// it); PushedDestination, the destination serves them;
 	// PushedAll, every other node follows etcd (always, set once).
 	PushedSource      bool   `json:"pushed_source,omitempty"`
 	PushedDestination bool   `json:"pushed_destination,omitempty"`

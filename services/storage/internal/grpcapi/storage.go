@@ -178,7 +178,7 @@ func (s *StorageService) Scan(_ context.Context, req *storagev1.ScanRequest) (*s
 		}
 		start = &store.Position{Slot: uint16(p.GetSlot()), Key: p.GetKey()}
 	}
-	if err := s.c.Node.CheckRanges(rs, false); err != nil {
+	if err := s.c.Node.CheckRanges(rs); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
 	if len(rs) == 0 { // serves nothing
@@ -194,7 +194,7 @@ func (s *StorageService) Scan(_ context.Context, req *storagev1.ScanRequest) (*s
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Node.CheckRanges(rs, false); err != nil { // again after reading, as in Get
+	if err := s.c.Node.CheckRanges(rs); err != nil { // again after reading, as in Get
 		return nil, rpcerr.ToStatus(err)
 	}
 	out := &storagev1.ScanResponse{Items: make([]*storagev1.KeyValue, len(res.Items))}
@@ -216,7 +216,7 @@ func (s *StorageService) Count(ctx context.Context, req *storagev1.CountRequest)
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Node.CheckRanges(rs, false); err != nil {
+	if err := s.c.Node.CheckRanges(rs); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
 	if len(rs) == 0 {
@@ -226,7 +226,7 @@ func (s *StorageService) Count(ctx context.Context, req *storagev1.CountRequest)
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Node.CheckRanges(rs, false); err != nil { // again after reading, as in Get
+	if err := s.c.Node.CheckRanges(rs); err != nil { // again after reading, as in Get
 		return nil, rpcerr.ToStatus(err)
 	}
 	return &storagev1.CountResponse{Count: n}, nil
@@ -238,7 +238,7 @@ func (s *StorageService) Digest(ctx context.Context, req *storagev1.DigestReques
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Node.CheckRanges(rs, false); err != nil {
+	if err := s.c.Node.CheckRanges(rs); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
 	if len(rs) == 0 {
@@ -248,7 +248,7 @@ func (s *StorageService) Digest(ctx context.Context, req *storagev1.DigestReques
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Node.CheckRanges(rs, false); err != nil { // again after reading, as in Get
+	if err := s.c.Node.CheckRanges(rs); err != nil { // again after reading, as in Get
 		return nil, rpcerr.ToStatus(err)
 	}
 	out := &storagev1.DigestResponse{Count: res.Count, Digest: res.Digest.Bytes()}
@@ -398,7 +398,7 @@ func (s *StorageService) FlushSlots(ctx context.Context, req *storagev1.FlushSlo
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	if err := s.c.Node.CheckRanges(rs, true); err != nil {
+	if err := s.c.Node.CheckRanges(rs); err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
 	if len(rs) == 0 { // serves nothing
@@ -407,7 +407,7 @@ func (s *StorageService) FlushSlots(ctx context.Context, req *storagev1.FlushSlo
 	n, err := s.c.Store.DeleteSlots(ctx, rs, store.DeleteOptions{
 		Captured: true,
 		Guard: func() (func(), error) {
-			return s.c.Node.EndWrite, s.c.Node.Guard(func() error { return s.c.Node.CheckRanges(rs, true) })
+			return s.c.Node.EndWrite, s.c.Node.Guard(func() error { return s.c.Node.CheckRanges(rs) })
 		},
 	})
 	if err != nil {

@@ -82,10 +82,11 @@
 //
 // On the etcd control plane the topology is committed in etcd and each
 // node installs it from its watch, so the destination may hold the new
-// topology before the source does. The destination's IMPORTING slots then
-// stay IMPORTING (node.SetImportRelease) until the source has recorded in
-// etcd that it installed it (the hand-off handshake), and EndMigration
-// COMMITTED refuses until then too.
+// topology before the source does. A FROZEN source serves nothing of the
+// job's slots, reads included, so the migrator commits the job's hand-off
+// record in the same etcd transaction as the topology. The destination's
+// IMPORTING slots stay IMPORTING (node.SetImportRelease) until it has seen
+// that record, and EndMigration COMMITTED refuses until then too.
 //
 // # Expiry
 //

@@ -1008,8 +1008,8 @@ func (m *Manager) endSource(j *job, outcome Outcome) error {
 
 func (m *Manager) commitDestination(j *job) error {
 	id, me := j.id, m.node.ID()
-	// In etcd mode the destination serves only after the source recorded
-	// that it stopped (the hand-off handshake), EndMigration included.
+	// In etcd mode the destination serves only once the job's hand-off
+	// record says the source stopped, EndMigration included.
 	released := m.node.ImportReleased(id)
 	err := m.node.Transition(func(t *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
 		var notYet, unreleased []uint16
@@ -1036,7 +1036,7 @@ func (m *Manager) commitDestination(j *job) error {
 				rpcerr.ErrConflict, v, slotList(notYet), id, me)
 		}
 		if len(unreleased) > 0 {
-			return fmt.Errorf("%w: the source of job %q has not recorded its hand-off yet: node %s does not serve slots %s before it does",
+			return fmt.Errorf("%w: the hand-off of job %q is not recorded in etcd yet (the source may still serve): node %s does not serve slots %s before it is",
 				rpcerr.ErrConflict, id, me, slotList(unreleased))
 		}
 		return tx.Delete(recordName(id))

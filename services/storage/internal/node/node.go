@@ -53,7 +53,7 @@ const (
 	Owned                 // served
 	Migrating             // served while being copied to a peer
 	Importing             // being received from a peer; not served yet
-	Frozen                // reads served, writes paused for the hand-off
+	Frozen                // nothing served: reads and writes paused for the hand-off
 )
 
 var kindNames = [...]string{"NONE", "OWNED", "MIGRATING", "IMPORTING", "FROZEN"}
@@ -96,7 +96,8 @@ func kindFromProto(s clusterv1.SlotState) (Kind, error) {
 	return None, fmt.Errorf("unknown slot state %d", s)
 }
 
-// serves reports whether a slot in this state answers reads.
+// serves reports whether a slot in this state is this node's to answer
+// for: a FROZEN slot is, though every call of it is told to retry.
 func (k Kind) serves() bool { return k == Owned || k == Migrating || k == Frozen }
 
 // StateRange is the state of a range of slots. JobID and PeerNodeID name the
@@ -252,11 +253,12 @@ func (n *Node) noteServed(prev, next *view) {
 
 // SetImportRelease makes an IMPORTING slot of job J turn OWNED only when
 // released(J) is true, on top of the topology assigning it here. It is the
-// destination's side of the hand-off handshake recorded in etcd: the new
-// topology may reach this node before the source has stopped serving, and
-// serving then would let a client read a value older than one it has seen.
-// Without it (nil) the topology alone decides, as when the migrator pushes
-// it. Call ReleaseImports when released(J) turns true.
+// destination's side of the hand-off record in etcd, which says that the
+// source stopped serving the slots: a topology that assigns them here is
+// not enough (it could come from another change than the job's commit),
+// and serving before the source stopped would let a client read a value
+// older than one it has seen. Without it (nil) the topology alone decides,
+// as when the migrator pushes it. Call ReleaseImports when released(J) turns true.
 func (n *Node) SetImportRelease(released func(job string) bool) {
 	if released == nil {
 		n.released.Store(nil)
@@ -387,8 +389,8 @@ func (n *Node) States() []StateRange {
 	return append([]StateRange(nil), n.view.Load().states...)
 }
 
-// Served returns the slot ranges this node answers reads for now (OWNED,
-// MIGRATING and FROZEN), merged, in slot order.
+// Served returns the slot ranges this node answers for now (OWNED,
+// MIGRATING and FROZEN, which answers "retry"), merged, in slot order.
 func (n *Node) Served() []slot.Range {
 	var out []slot.Range
 	for _, r := range n.view.Load().states {
@@ -454,21 +456,25 @@ func (n *Node) Guard(fn func() error) error {
 }
 
 // CheckRead returns nil when this node serves reads of slot s, and otherwise
-// the reason: rpcerr.ErrNoTopology, rpcerr.ErrSlotUnassigned, or a
-// *rpcerr.SlotMovedError naming the owner.
-func (n *Node) CheckRead(s uint16) error { return n.check(n.view.Load(), s, false) }
+// the reason: rpcerr.ErrNoTopology, rpcerr.ErrSlotUnassigned, a
+// *rpcerr.SlotMovedError naming the owner, or a *rpcerr.SlotFrozenError.
+// A FROZEN slot refuses reads too: the migrator commits the hand-off
+// record with the topology, so the destination may serve from the commit
+// on, and a source that still answered reads then could answer with a
+// value older than one a client already read there.
+func (n *Node) CheckRead(s uint16) error { return n.check(n.view.Load(), s) }
 
-// CheckWrite is CheckRead for writes; a FROZEN slot also refuses with a
-// *rpcerr.SlotFrozenError.
-func (n *Node) CheckWrite(s uint16) error { return n.check(n.view.Load(), s, true) }
+// CheckWrite is CheckRead for writes: a node takes writes of exactly the
+// slots it serves reads of.
+func (n *Node) CheckWrite(s uint16) error { return n.check(n.view.Load(), s) }
 
 // CheckRanges checks every slot of ranges from one view and returns the
 // error of the first slot not served.
-func (n *Node) CheckRanges(ranges []slot.Range, write bool) error {
+func (n *Node) CheckRanges(ranges []slot.Range) error {
 	v := n.view.Load()
 	for _, r := range ranges {
 		for s := int(r.Start); s <= int(r.End) && s < slot.Count; s++ {
-			if err := n.check(v, uint16(s), write); err != nil {
+			if err := n.check(v, uint16(s)); err != nil {
 				return err
 			}
 		}
@@ -488,19 +494,19 @@ func (n *Node) checkWrites(v *view, slots []uint16) (int, error) {
 		if i > 0 && s == slots[i-1] {
 			continue
 		}
-		if err := n.check(v, s, true); err != nil {
+		if err := n.check(v, s); err != nil {
 			return i, err
 		}
 	}
 	return -1, nil
 }
 
-func (n *Node) check(v *view, s uint16, write bool) error {
+func (n *Node) check(v *view, s uint16) error {
 	if int(s) >= slot.Count {
 		return rpcerr.InvalidField("slot", "slot %d is out of 0-%d", s, slot.MaxSlot)
 	}
 	switch k := v.kind[s]; {
-	case k == Frozen && write:
+	case k == Frozen:
 		return &rpcerr.SlotFrozenError{Slot: s, RetryAfter: FrozenRetryAfter}
 	case k.serves():
 		return nil

@@ -45,7 +45,7 @@ func TestNoTopology(t *testing.T) {
 	if n.Topology() != nil || len(n.States()) != 0 {
 		t.Fatal("fresh node has a topology or slot states")
 	}
-	for _, err := range []error{n.CheckRead(0), n.CheckWrite(5), n.CheckRanges([]slot.Range{{Start: 0, End: 10}}, false)} {
+	for _, err := range []error{n.CheckRead(0), n.CheckWrite(5), n.CheckRanges([]slot.Range{{Start: 0, End: 10}})} {
 		if !errors.Is(err, rpcerr.ErrNoTopology) {
 			t.Errorf("err = %v, want ErrNoTopology", err)
 		}
@@ -88,12 +88,12 @@ func TestChecks(t *testing.T) {
 			}
 		}
 	}
-	err = n.CheckRanges([]slot.Range{{Start: 0, End: 99}, {Start: 10, End: 150}}, false)
+	err = n.CheckRanges([]slot.Range{{Start: 0, End: 99}, {Start: 10, End: 150}})
 	var sm *rpcerr.SlotMovedError
 	if !errors.As(err, &sm) || sm.Slot != 100 {
 		t.Errorf("CheckRanges: err = %v, want slot 100 moved", err)
 	}
-	if err := n.CheckRanges([]slot.Range{{Start: 0, End: 99}}, true); err != nil {
+	if err := n.CheckRanges([]slot.Range{{Start: 0, End: 99}}); err != nil {
 		t.Errorf("CheckRanges of owned slots: %v", err)
 	}
 	if got := n.Served(); len(got) != 1 || got[0] != (slot.Range{Start: 0, End: 99}) {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -445,6 +446,42 @@ type pauseFigures struct {
 	// alone is the same load for loadAlone with no migration: the
 	// ceiling, what this machine carries through the router at all.
 	alone *pauseFigures
+	// steps are the parts of each pause in ms, by step name, from the
+	// migrator's log (pauseSteps).
+	steps map[string][]float64
+}
+
+// pauseStepNames are the steps of a hand-off that the migrator's
+// "committed" log line times, in order: from the freeze to the
+// destination's answer, which came destination_served_before_reply after
+// it began to serve.
+var pauseStepNames = []string{"freeze", "drain", "commit_point", "etcd_commit", "destination_serves", "destination_served_before_reply"}
+
+// pauseSteps reads the step times of the hand-offs of the jobs whose id
+// starts with prefix from a migrator's JSON log.
+func pauseSteps(log, prefix string) (map[string][]float64, error) {
+	out := map[string][]float64{}
+	for line := range strings.Lines(log) {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "committed" {
+			continue
+		}
+		if job, _ := rec["job"].(string); !strings.HasPrefix(job, prefix) {
+			continue
+		}
+		for _, name := range pauseStepNames {
+			v, ok := rec[name].(string)
+			if !ok {
+				return nil, fmt.Errorf("committed line without %s: %s", name, line)
+			}
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return nil, fmt.Errorf("step %s: %w", name, err)
+			}
+			out[name] = append(out[name], ms(d))
+		}
+	}
+	return out, nil
 }
 
 // loadAlone is how long the write load runs alone before the hand-offs.
@@ -509,6 +546,14 @@ func (s *scaleBench) benchPauses(b *testing.B) {
 	if fig.failed > 0 {
 		b.Logf("%d of %d puts failed; first: %s", fig.failed, fig.puts+fig.failed, fig.firstErr)
 	}
+	steps, err := pauseSteps(s.mover.proc.Log(), "pause-")
+	if err != nil {
+		b.Fatalf("the migrator's log: %v", err)
+	}
+	for _, v := range steps {
+		slices.Sort(v)
+	}
+	fig.steps = steps
 	s.mu.Lock()
 	s.pause = fig
 	s.mu.Unlock()
@@ -665,6 +710,13 @@ func (s *scaleBench) logSummary(b *testing.B) {
 			len(f.pausesMs), pauseRanges, s.cfg.writesPerSec, float64(f.puts)/f.elapsed.Seconds(),
 			percentile(f.pausesMs, 0.5), percentile(f.pausesMs, 0.99), slices.Max(f.pausesMs), f.failed, f.late,
 			ms(percentileDur(f.putLat, 0.5)), ms(percentileDur(f.putLat, 0.99)))
+		if len(f.steps) > 0 {
+			t.WriteString("where the pause goes, ms p50/p99 (the migrator's log line \"committed\"):")
+			for _, name := range pauseStepNames {
+				fmt.Fprintf(&t, " %s %.1f/%.1f", name, percentile(f.steps[name], 0.5), percentile(f.steps[name], 0.99))
+			}
+			t.WriteString("\n")
+		}
 		if a := f.alone; a != nil && a.elapsed > 0 {
 			fmt.Fprintf(&t, "the same load alone (%v, no migration): achieved %.0f/s, failed %d, late %d, latency p50 %.1f ms p99 %.1f ms\n",
 				loadAlone, float64(a.puts)/a.elapsed.Seconds(), a.failed, a.late, ms(percentileDur(a.putLat, 0.5)), ms(percentileDur(a.putLat, 0.99)))
@@ -694,5 +746,59 @@ func (s *scaleBench) warnForeign(t *strings.Builder) {
 	if len(disturbed) > 0 {
 		slices.Sort(disturbed)
 		fmt.Fprintf(t, "DISTURBED: other processes of this machine used CPU during: %s; run again on a quiet machine\n", strings.Join(disturbed, "; "))
+	}
+}
+
+func TestPauseSteps(t *testing.T) {
+	t.Parallel()
+	line := func(job string, steps ...string) string {
+		rec := map[string]any{"level": "INFO", "msg": "committed", "job": job}
+		for i, name := range pauseStepNames {
+			if i < len(steps) {
+				rec[name] = steps[i]
+			}
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b) + "\n"
+	}
+	all := []string{"8.5ms", "4.2ms", "1.1ms", "7ms", "6.5ms", "850µs"}
+	tests := []struct {
+		name    string
+		log     string
+		want    map[string][]float64
+		wantErr string
+	}{
+		{name: "one hand-off", log: line("pause-0-0", all...),
+			want: map[string][]float64{"freeze": {8.5}, "drain": {4.2}, "commit_point": {1.1}, "etcd_commit": {7},
+				"destination_serves": {6.5}, "destination_served_before_reply": {0.85}}},
+		{name: "other jobs and lines skipped", log: `not json` + "\n" + `{"msg":"migration succeeded","job":"pause-0-0"}` + "\n" + line("p1-slotkv-0", all...),
+			want: map[string][]float64{}},
+		{name: "a step missing", log: line("pause-0-1", all[:3]...), wantErr: "without etcd_commit"},
+		{name: "not a duration", log: line("pause-0-1", "8.5", "1ms", "1ms", "1ms", "1ms", "1ms"), wantErr: "step freeze"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := pauseSteps(tc.log, "pause-")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for name, v := range tc.want {
+				if !slices.Equal(got[name], v) {
+					t.Errorf("%s = %v, want %v", name, got[name], v)
+				}
+			}
+		})
 	}
 }

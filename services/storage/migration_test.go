@@ -707,6 +707,31 @@ func TestFullMigration(t *testing.T) {
 	if !frozen || head != fr.GetFinalSeq() || cs[len(cs)-1].GetSeq() != fr.GetFinalSeq() {
 		t.Fatalf("final changes: head %d frozen %v last %d, want final %d", head, frozen, cs[len(cs)-1].GetSeq(), fr.GetFinalSeq())
 	}
+	// A freeze can bring the changes to drain, as ReadChanges would, in
+	// pages of the caps asked for.
+	withChanges := func(rc *storagev1.ReadChangesRequest) (*storagev1.FreezeResponse, error) {
+		return p.a.mig.Freeze(ctx, &storagev1.FreezeRequest{JobId: "job1", Changes: rc})
+	}
+	seqs := func(es []*storagev1.MigrationEntry) []uint64 {
+		var out []uint64
+		for _, e := range es {
+			out = append(out, e.GetSeq())
+		}
+		return out
+	}
+	if fc, err := withChanges(&storagev1.ReadChangesRequest{AfterSeq: applied, Limit: 1000}); err != nil || !slices.Equal(seqs(fc.GetChanges()), seqs(cs)) {
+		t.Errorf("Freeze with changes after %d = %v, %v; want the changes %v", applied, seqs(fc.GetChanges()), err, seqs(cs))
+	}
+	if fc, err := withChanges(&storagev1.ReadChangesRequest{JobId: "job1", AfterSeq: applied, Limit: 2}); err != nil || !slices.Equal(seqs(fc.GetChanges()), seqs(cs[:2])) {
+		t.Errorf("Freeze with 2 changes = %v, %v; want %v", seqs(fc.GetChanges()), err, seqs(cs[:2]))
+	}
+	if fc, err := withChanges(&storagev1.ReadChangesRequest{AfterSeq: fr.GetFinalSeq()}); err != nil || len(fc.GetChanges()) != 0 {
+		t.Errorf("Freeze with changes after the final one = %v, %v; want none", fc, err)
+	}
+	_, err = withChanges(&storagev1.ReadChangesRequest{JobId: "job2"})
+	wantField(t, err, "changes.job_id", "job2")
+	_, err = withChanges(&storagev1.ReadChangesRequest{Limit: 1 << 30})
+	wantField(t, err, "changes.limit")
 	changes.apply(cs)
 	changes.close()
 	is, err = p.b.mig.GetImportState(ctx, &storagev1.GetImportStateRequest{JobId: "job1", DigestRanges: []*clusterv1.SlotRange{sr(100, 199)}})

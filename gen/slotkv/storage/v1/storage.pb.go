@@ -2946,8 +2946,13 @@ func (x *ReadChangesResponse) GetFrozen() bool {
 }
 
 type FreezeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// When set, the answer also carries what this ReadChanges returns once
+	// the slots are frozen (its job_id may be left empty): the hand-off's
+	// drain then needs no call of its own when the changes fit, one round
+	// trip less in the write pause.
+	Changes       *ReadChangesRequest `protobuf:"bytes,2,opt,name=changes,proto3" json:"changes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2989,10 +2994,20 @@ func (x *FreezeRequest) GetJobId() string {
 	return ""
 }
 
+func (x *FreezeRequest) GetChanges() *ReadChangesRequest {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
 type FreezeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// No change will follow this one.
-	FinalSeq      uint64 `protobuf:"varint,1,opt,name=final_seq,json=finalSeq,proto3" json:"final_seq,omitempty"`
+	FinalSeq uint64 `protobuf:"varint,1,opt,name=final_seq,json=finalSeq,proto3" json:"final_seq,omitempty"`
+	// With FreezeRequest.changes: the changes after its after_seq, in order,
+	// up to final_seq or its caps; ReadChanges returns the rest.
+	Changes       []*MigrationEntry `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3032,6 +3047,13 @@ func (x *FreezeResponse) GetFinalSeq() uint64 {
 		return x.FinalSeq
 	}
 	return 0
+}
+
+func (x *FreezeResponse) GetChanges() []*MigrationEntry {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
 }
 
 type ImportRequest struct {
@@ -3964,11 +3986,13 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x13ReadChangesResponse\x12;\n" +
 	"\achanges\x18\x01 \x03(\v2!.slotkv.storage.v1.MigrationEntryR\achanges\x12\x19\n" +
 	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\x12\x16\n" +
-	"\x06frozen\x18\x03 \x01(\bR\x06frozen\"&\n" +
+	"\x06frozen\x18\x03 \x01(\bR\x06frozen\"g\n" +
 	"\rFreezeRequest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"-\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12?\n" +
+	"\achanges\x18\x02 \x01(\v2%.slotkv.storage.v1.ReadChangesRequestR\achanges\"j\n" +
 	"\x0eFreezeResponse\x12\x1b\n" +
-	"\tfinal_seq\x18\x01 \x01(\x04R\bfinalSeq\"\xaa\x01\n" +
+	"\tfinal_seq\x18\x01 \x01(\x04R\bfinalSeq\x12;\n" +
+	"\achanges\x18\x02 \x03(\v2!.slotkv.storage.v1.MigrationEntryR\achanges\"\xaa\x01\n" +
 	"\rImportRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
 	"\tstream_id\x18\x02 \x01(\tR\bstreamId\x12\x10\n" +
@@ -4190,69 +4214,71 @@ var file_slotkv_storage_v1_storage_proto_depIdxs = []int32{
 	63, // 24: slotkv.storage.v1.SnapshotDigestRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
 	24, // 25: slotkv.storage.v1.SnapshotDigestResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
 	41, // 26: slotkv.storage.v1.ReadChangesResponse.changes:type_name -> slotkv.storage.v1.MigrationEntry
-	41, // 27: slotkv.storage.v1.ImportRequest.entries:type_name -> slotkv.storage.v1.MigrationEntry
-	63, // 28: slotkv.storage.v1.GetImportStateRequest.digest_ranges:type_name -> slotkv.cluster.v1.SlotRange
-	24, // 29: slotkv.storage.v1.ImportStream.applied:type_name -> slotkv.storage.v1.SlotDigest
-	53, // 30: slotkv.storage.v1.GetImportStateResponse.streams:type_name -> slotkv.storage.v1.ImportStream
-	24, // 31: slotkv.storage.v1.GetImportStateResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
-	4,  // 32: slotkv.storage.v1.EndMigrationRequest.outcome:type_name -> slotkv.storage.v1.MigrationOutcome
-	63, // 33: slotkv.storage.v1.DeleteSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	3,  // 34: slotkv.storage.v1.NodeMigration.role:type_name -> slotkv.storage.v1.MigrationRole
-	63, // 35: slotkv.storage.v1.NodeMigration.ranges:type_name -> slotkv.cluster.v1.SlotRange
-	60, // 36: slotkv.storage.v1.ListMigrationsResponse.migrations:type_name -> slotkv.storage.v1.NodeMigration
-	5,  // 37: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
-	7,  // 38: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
-	9,  // 39: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
-	11, // 40: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
-	15, // 41: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
-	18, // 42: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
-	21, // 43: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
-	23, // 44: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
-	26, // 45: slotkv.storage.v1.StorageService.Update:input_type -> slotkv.storage.v1.UpdateRequest
-	28, // 46: slotkv.storage.v1.StorageService.FlushSlots:input_type -> slotkv.storage.v1.FlushSlotsRequest
-	30, // 47: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
-	32, // 48: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
-	35, // 49: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
-	37, // 50: slotkv.storage.v1.MigrationService.BeginMigration:input_type -> slotkv.storage.v1.BeginMigrationRequest
-	39, // 51: slotkv.storage.v1.MigrationService.OpenSnapshot:input_type -> slotkv.storage.v1.OpenSnapshotRequest
-	42, // 52: slotkv.storage.v1.MigrationService.SnapshotScan:input_type -> slotkv.storage.v1.SnapshotScanRequest
-	44, // 53: slotkv.storage.v1.MigrationService.SnapshotDigest:input_type -> slotkv.storage.v1.SnapshotDigestRequest
-	46, // 54: slotkv.storage.v1.MigrationService.ReadChanges:input_type -> slotkv.storage.v1.ReadChangesRequest
-	48, // 55: slotkv.storage.v1.MigrationService.Freeze:input_type -> slotkv.storage.v1.FreezeRequest
-	50, // 56: slotkv.storage.v1.MigrationService.Import:input_type -> slotkv.storage.v1.ImportRequest
-	52, // 57: slotkv.storage.v1.MigrationService.GetImportState:input_type -> slotkv.storage.v1.GetImportStateRequest
-	55, // 58: slotkv.storage.v1.MigrationService.EndMigration:input_type -> slotkv.storage.v1.EndMigrationRequest
-	57, // 59: slotkv.storage.v1.MigrationService.DeleteSlots:input_type -> slotkv.storage.v1.DeleteSlotsRequest
-	59, // 60: slotkv.storage.v1.MigrationService.ListMigrations:input_type -> slotkv.storage.v1.ListMigrationsRequest
-	6,  // 61: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
-	8,  // 62: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
-	10, // 63: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
-	13, // 64: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
-	16, // 65: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
-	20, // 66: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
-	22, // 67: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
-	25, // 68: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
-	27, // 69: slotkv.storage.v1.StorageService.Update:output_type -> slotkv.storage.v1.UpdateResponse
-	29, // 70: slotkv.storage.v1.StorageService.FlushSlots:output_type -> slotkv.storage.v1.FlushSlotsResponse
-	31, // 71: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
-	33, // 72: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
-	36, // 73: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
-	38, // 74: slotkv.storage.v1.MigrationService.BeginMigration:output_type -> slotkv.storage.v1.BeginMigrationResponse
-	40, // 75: slotkv.storage.v1.MigrationService.OpenSnapshot:output_type -> slotkv.storage.v1.OpenSnapshotResponse
-	43, // 76: slotkv.storage.v1.MigrationService.SnapshotScan:output_type -> slotkv.storage.v1.SnapshotScanResponse
-	45, // 77: slotkv.storage.v1.MigrationService.SnapshotDigest:output_type -> slotkv.storage.v1.SnapshotDigestResponse
-	47, // 78: slotkv.storage.v1.MigrationService.ReadChanges:output_type -> slotkv.storage.v1.ReadChangesResponse
-	49, // 79: slotkv.storage.v1.MigrationService.Freeze:output_type -> slotkv.storage.v1.FreezeResponse
-	51, // 80: slotkv.storage.v1.MigrationService.Import:output_type -> slotkv.storage.v1.ImportResponse
-	54, // 81: slotkv.storage.v1.MigrationService.GetImportState:output_type -> slotkv.storage.v1.GetImportStateResponse
-	56, // 82: slotkv.storage.v1.MigrationService.EndMigration:output_type -> slotkv.storage.v1.EndMigrationResponse
-	58, // 83: slotkv.storage.v1.MigrationService.DeleteSlots:output_type -> slotkv.storage.v1.DeleteSlotsResponse
-	61, // 84: slotkv.storage.v1.MigrationService.ListMigrations:output_type -> slotkv.storage.v1.ListMigrationsResponse
-	61, // [61:85] is the sub-list for method output_type
-	37, // [37:61] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	46, // 27: slotkv.storage.v1.FreezeRequest.changes:type_name -> slotkv.storage.v1.ReadChangesRequest
+	41, // 28: slotkv.storage.v1.FreezeResponse.changes:type_name -> slotkv.storage.v1.MigrationEntry
+	41, // 29: slotkv.storage.v1.ImportRequest.entries:type_name -> slotkv.storage.v1.MigrationEntry
+	63, // 30: slotkv.storage.v1.GetImportStateRequest.digest_ranges:type_name -> slotkv.cluster.v1.SlotRange
+	24, // 31: slotkv.storage.v1.ImportStream.applied:type_name -> slotkv.storage.v1.SlotDigest
+	53, // 32: slotkv.storage.v1.GetImportStateResponse.streams:type_name -> slotkv.storage.v1.ImportStream
+	24, // 33: slotkv.storage.v1.GetImportStateResponse.slots:type_name -> slotkv.storage.v1.SlotDigest
+	4,  // 34: slotkv.storage.v1.EndMigrationRequest.outcome:type_name -> slotkv.storage.v1.MigrationOutcome
+	63, // 35: slotkv.storage.v1.DeleteSlotsRequest.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	3,  // 36: slotkv.storage.v1.NodeMigration.role:type_name -> slotkv.storage.v1.MigrationRole
+	63, // 37: slotkv.storage.v1.NodeMigration.ranges:type_name -> slotkv.cluster.v1.SlotRange
+	60, // 38: slotkv.storage.v1.ListMigrationsResponse.migrations:type_name -> slotkv.storage.v1.NodeMigration
+	5,  // 39: slotkv.storage.v1.StorageService.Get:input_type -> slotkv.storage.v1.GetRequest
+	7,  // 40: slotkv.storage.v1.StorageService.Put:input_type -> slotkv.storage.v1.PutRequest
+	9,  // 41: slotkv.storage.v1.StorageService.Delete:input_type -> slotkv.storage.v1.DeleteRequest
+	11, // 42: slotkv.storage.v1.StorageService.BatchGet:input_type -> slotkv.storage.v1.BatchGetRequest
+	15, // 43: slotkv.storage.v1.StorageService.BatchWrite:input_type -> slotkv.storage.v1.BatchWriteRequest
+	18, // 44: slotkv.storage.v1.StorageService.Scan:input_type -> slotkv.storage.v1.ScanRequest
+	21, // 45: slotkv.storage.v1.StorageService.Count:input_type -> slotkv.storage.v1.CountRequest
+	23, // 46: slotkv.storage.v1.StorageService.Digest:input_type -> slotkv.storage.v1.DigestRequest
+	26, // 47: slotkv.storage.v1.StorageService.Update:input_type -> slotkv.storage.v1.UpdateRequest
+	28, // 48: slotkv.storage.v1.StorageService.FlushSlots:input_type -> slotkv.storage.v1.FlushSlotsRequest
+	30, // 49: slotkv.storage.v1.NodeService.GetTopology:input_type -> slotkv.storage.v1.GetTopologyRequest
+	32, // 50: slotkv.storage.v1.NodeService.GetNodeInfo:input_type -> slotkv.storage.v1.GetNodeInfoRequest
+	35, // 51: slotkv.storage.v1.NodeService.Ingest:input_type -> slotkv.storage.v1.IngestRequest
+	37, // 52: slotkv.storage.v1.MigrationService.BeginMigration:input_type -> slotkv.storage.v1.BeginMigrationRequest
+	39, // 53: slotkv.storage.v1.MigrationService.OpenSnapshot:input_type -> slotkv.storage.v1.OpenSnapshotRequest
+	42, // 54: slotkv.storage.v1.MigrationService.SnapshotScan:input_type -> slotkv.storage.v1.SnapshotScanRequest
+	44, // 55: slotkv.storage.v1.MigrationService.SnapshotDigest:input_type -> slotkv.storage.v1.SnapshotDigestRequest
+	46, // 56: slotkv.storage.v1.MigrationService.ReadChanges:input_type -> slotkv.storage.v1.ReadChangesRequest
+	48, // 57: slotkv.storage.v1.MigrationService.Freeze:input_type -> slotkv.storage.v1.FreezeRequest
+	50, // 58: slotkv.storage.v1.MigrationService.Import:input_type -> slotkv.storage.v1.ImportRequest
+	52, // 59: slotkv.storage.v1.MigrationService.GetImportState:input_type -> slotkv.storage.v1.GetImportStateRequest
+	55, // 60: slotkv.storage.v1.MigrationService.EndMigration:input_type -> slotkv.storage.v1.EndMigrationRequest
+	57, // 61: slotkv.storage.v1.MigrationService.DeleteSlots:input_type -> slotkv.storage.v1.DeleteSlotsRequest
+	59, // 62: slotkv.storage.v1.MigrationService.ListMigrations:input_type -> slotkv.storage.v1.ListMigrationsRequest
+	6,  // 63: slotkv.storage.v1.StorageService.Get:output_type -> slotkv.storage.v1.GetResponse
+	8,  // 64: slotkv.storage.v1.StorageService.Put:output_type -> slotkv.storage.v1.PutResponse
+	10, // 65: slotkv.storage.v1.StorageService.Delete:output_type -> slotkv.storage.v1.DeleteResponse
+	13, // 66: slotkv.storage.v1.StorageService.BatchGet:output_type -> slotkv.storage.v1.BatchGetResponse
+	16, // 67: slotkv.storage.v1.StorageService.BatchWrite:output_type -> slotkv.storage.v1.BatchWriteResponse
+	20, // 68: slotkv.storage.v1.StorageService.Scan:output_type -> slotkv.storage.v1.ScanResponse
+	22, // 69: slotkv.storage.v1.StorageService.Count:output_type -> slotkv.storage.v1.CountResponse
+	25, // 70: slotkv.storage.v1.StorageService.Digest:output_type -> slotkv.storage.v1.DigestResponse
+	27, // 71: slotkv.storage.v1.StorageService.Update:output_type -> slotkv.storage.v1.UpdateResponse
+	29, // 72: slotkv.storage.v1.StorageService.FlushSlots:output_type -> slotkv.storage.v1.FlushSlotsResponse
+	31, // 73: slotkv.storage.v1.NodeService.GetTopology:output_type -> slotkv.storage.v1.GetTopologyResponse
+	33, // 74: slotkv.storage.v1.NodeService.GetNodeInfo:output_type -> slotkv.storage.v1.GetNodeInfoResponse
+	36, // 75: slotkv.storage.v1.NodeService.Ingest:output_type -> slotkv.storage.v1.IngestResponse
+	38, // 76: slotkv.storage.v1.MigrationService.BeginMigration:output_type -> slotkv.storage.v1.BeginMigrationResponse
+	40, // 77: slotkv.storage.v1.MigrationService.OpenSnapshot:output_type -> slotkv.storage.v1.OpenSnapshotResponse
+	43, // 78: slotkv.storage.v1.MigrationService.SnapshotScan:output_type -> slotkv.storage.v1.SnapshotScanResponse
+	45, // 79: slotkv.storage.v1.MigrationService.SnapshotDigest:output_type -> slotkv.storage.v1.SnapshotDigestResponse
+	47, // 80: slotkv.storage.v1.MigrationService.ReadChanges:output_type -> slotkv.storage.v1.ReadChangesResponse
+	49, // 81: slotkv.storage.v1.MigrationService.Freeze:output_type -> slotkv.storage.v1.FreezeResponse
+	51, // 82: slotkv.storage.v1.MigrationService.Import:output_type -> slotkv.storage.v1.ImportResponse
+	54, // 83: slotkv.storage.v1.MigrationService.GetImportState:output_type -> slotkv.storage.v1.GetImportStateResponse
+	56, // 84: slotkv.storage.v1.MigrationService.EndMigration:output_type -> slotkv.storage.v1.EndMigrationResponse
+	58, // 85: slotkv.storage.v1.MigrationService.DeleteSlots:output_type -> slotkv.storage.v1.DeleteSlotsResponse
+	61, // 86: slotkv.storage.v1.MigrationService.ListMigrations:output_type -> slotkv.storage.v1.ListMigrationsResponse
+	63, // [63:87] is the sub-list for method output_type
+	39, // [39:63] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_slotkv_storage_v1_storage_proto_init() }

@@ -738,8 +738,9 @@ type MigrationServiceClient interface {
 	// ReadChanges (source) returns captured writes (puts and deletes) to the
 	// job's slots after a sequence number, in order.
 	ReadChanges(ctx context.Context, in *ReadChangesRequest, opts ...grpc.CallOption) (*ReadChangesResponse, error)
-	// Freeze (source) pauses writes to the job's slots (they get Unavailable
-	// with RetryInfo) and returns the last change sequence. Idempotent.
+	// Freeze (source) stops serving the job's slots, reads and writes (they
+	// get Unavailable with RetryInfo), and returns the last change sequence
+	// and, when asked, the changes up to it. Idempotent.
 	Freeze(ctx context.Context, in *FreezeRequest, opts ...grpc.CallOption) (*FreezeResponse, error)
 	// Import (destination) applies batches of entries to the job's IMPORTING
 	// slots. Each stream_id has its own increasing batch sequence, persisted
@@ -921,8 +922,9 @@ type MigrationServiceServer interface {
 	// ReadChanges (source) returns captured writes (puts and deletes) to the
 	// job's slots after a sequence number, in order.
 	ReadChanges(context.Context, *ReadChangesRequest) (*ReadChangesResponse, error)
-	// Freeze (source) pauses writes to the job's slots (they get Unavailable
-	// with RetryInfo) and returns the last change sequence. Idempotent.
+	// Freeze (source) stops serving the job's slots, reads and writes (they
+	// get Unavailable with RetryInfo), and returns the last change sequence
+	// and, when asked, the changes up to it. Idempotent.
 	Freeze(context.Context, *FreezeRequest) (*FreezeResponse, error)
 	// Import (destination) applies batches of entries to the job's IMPORTING
 	// slots. Each stream_id has its own increasing batch sequence, persisted

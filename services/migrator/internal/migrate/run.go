@@ -838,12 +838,16 @@ func (a *applier) close() {
 }
 
 func (j *job) readChanges(ctx context.Context, src *peer, after uint64) (*storagev1.ReadChangesResponse, error) {
-	resp, err := src.mig.ReadChanges(ctx, &storagev1.ReadChangesRequest{
-		JobId: j.id, AfterSeq: after, Limit: j.batch.Load(), MaxBytes: batchBytes})
+	resp, err := src.mig.ReadChanges(ctx, j.changesRequest(after))
 	if err != nil {
 		return nil, inRange(src.err("ReadChanges", err), j.ranges.String())
 	}
 	return resp, nil
+}
+
+// changesRequest asks for the job's changes after seq, one batch.
+func (j *job) changesRequest(after uint64) *storagev1.ReadChangesRequest {
+	return &storagev1.ReadChangesRequest{JobId: j.id, AfterSeq: after, Limit: j.batch.Load(), MaxBytes: batchBytes}
 }
 
 // CATCH_UP: replay captured changes until the lag is under the threshold
@@ -973,7 +977,8 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 		steps = append(steps, name, now.Sub(lap).String())
 		lap = now
 	}
-	fr, err := src.mig.Freeze(hctx, &storagev1.FreezeRequest{JobId: j.id})
+	// The freeze brings the first changes to drain with it.
+	fr, err := src.mig.Freeze(hctx, &storagev1.FreezeRequest{JobId: j.id, Changes: j.changesRequest(ap.lastSent)})
 	if err != nil {
 		return false, timedOut(inRange(src.err("Freeze", err), j.ranges.String()))
 	}
@@ -981,13 +986,17 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	final := fr.GetFinalSeq()
 	applied := ap.lastSent
 	var drained uint64
+	got := fr.GetChanges()
 	for applied < final {
-		resp, err := j.readChanges(hctx, src, applied)
-		if err != nil {
-			return false, timedOut(err)
+		if len(got) == 0 {
+			resp, err := j.readChanges(hctx, src, applied)
+			if err != nil {
+				return false, timedOut(err)
+			}
+			got = resp.GetChanges()
 		}
 		var ch []*storagev1.MigrationEntry
-		for _, e := range resp.GetChanges() {
+		for _, e := range got {
 			if e.GetSeq() <= final {
 				ch = append(ch, e)
 			}
@@ -1000,6 +1009,7 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 		}
 		applied = ap.lastSent
 		drained += uint64(len(ch))
+		got = nil
 	}
 	// Every change up to final is on the destination: the loop above ends
 	// only once the destination has acknowledged a batch ending at or past

@@ -224,30 +224,58 @@ func (s *MigrationService) ReadChanges(_ context.Context, req *storagev1.ReadCha
 	if err != nil {
 		return nil, rpcerr.ToStatus(err)
 	}
-	ch, err := s.c.Migration.ReadChanges(req.GetJobId(), req.GetAfterSeq(), limit, maxBytes)
+	return s.readChanges(req.GetJobId(), req.GetAfterSeq(), limit, maxBytes)
+}
+
+func (s *MigrationService) readChanges(job string, after uint64, limit, maxBytes int) (*storagev1.ReadChangesResponse, error) {
+	ch, err := s.c.Migration.ReadChanges(job, after, limit, maxBytes)
 	if err != nil {
 		return nil, migStatus(err)
 	}
-	out := &storagev1.ReadChangesResponse{HeadSeq: ch.Head, Frozen: ch.Frozen, Changes: make([]*storagev1.MigrationEntry, len(ch.Changes))}
-	slab := make([]storagev1.MigrationEntry, len(ch.Changes))
-	for i, c := range ch.Changes {
-		e := &slab[i]
-		e.Key, e.Value, e.Slot, e.Delete, e.Seq, e.ExpiresAtMs = c.Key, c.Value, uint32(c.Slot), c.Delete, c.Seq, c.ExpiresAt
-		out.Changes[i] = e
-	}
-	return out, nil
+	return &storagev1.ReadChangesResponse{HeadSeq: ch.Head, Frozen: ch.Frozen, Changes: wireChanges(ch.Changes)}, nil
 }
 
-// Freeze pauses writes to the job's slots.
+func wireChanges(cs []store.Change) []*storagev1.MigrationEntry {
+	out := make([]*storagev1.MigrationEntry, len(cs))
+	slab := make([]storagev1.MigrationEntry, len(cs))
+	for i, c := range cs {
+		e := &slab[i]
+		e.Key, e.Value, e.Slot, e.Delete, e.Seq, e.ExpiresAtMs = c.Key, c.Value, uint32(c.Slot), c.Delete, c.Seq, c.ExpiresAt
+		out[i] = e
+	}
+	return out
+}
+
+// Freeze stops serving the job's slots and, when asked, returns the
+// changes up to the final sequence with it.
 func (s *MigrationService) Freeze(ctx context.Context, req *storagev1.FreezeRequest) (*storagev1.FreezeResponse, error) {
 	if err := checkJobID(req.GetJobId()); err != nil {
 		return nil, rpcerr.ToStatus(err)
+	}
+	cr := req.GetChanges()
+	var limit, maxBytes int
+	if cr != nil {
+		if id := cr.GetJobId(); id != "" && id != req.GetJobId() {
+			return nil, rpcerr.ToStatus(rpcerr.InvalidField("changes.job_id", "%q is not the job frozen (%q)", id, req.GetJobId()))
+		}
+		var err error
+		if limit, maxBytes, err = batchCaps(cr.GetLimit(), cr.GetMaxBytes(), "changes.limit", "changes.max_bytes"); err != nil {
+			return nil, rpcerr.ToStatus(err)
+		}
 	}
 	seq, err := s.c.Migration.Freeze(ctx, req.GetJobId())
 	if err != nil {
 		return nil, migStatus(err)
 	}
-	return &storagev1.FreezeResponse{FinalSeq: seq}, nil
+	out := &storagev1.FreezeResponse{FinalSeq: seq}
+	if cr != nil && cr.GetAfterSeq() < seq {
+		ch, err := s.readChanges(req.GetJobId(), cr.GetAfterSeq(), limit, maxBytes)
+		if err != nil {
+			return nil, err
+		}
+		out.Changes = ch.GetChanges()
+	}
+	return out, nil
 }
 
 // importEntries validates one import request and converts its entries.

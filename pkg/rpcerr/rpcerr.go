@@ -105,7 +105,7 @@ func (e *SlotMovedError) Error() string {
 // Is makes errors.Is(err, ErrSlotMoved) true.
 func (e *SlotMovedError) Is(target error) bool { return target == ErrSlotMoved }
 
-// SlotFrozenError says a slot's writes are paused and when to retry. It
+// SlotFrozenError says a slot's calls are paused and when to retry. It
 // matches ErrSlotFrozen.
 type SlotFrozenError struct {
 	Slot       uint16

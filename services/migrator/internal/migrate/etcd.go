@@ -25,10 +25,10 @@ import (
 // (handoff/<job>): the source froze the slots before, and a FROZEN slot
 // serves neither reads nor writes, so the destination may serve them as
 // soon as it holds the topology and the record, which come in one
-// revision. The nodes watch both. The job record's Committing is written first, but etcd's
-// topology decides: a job whose Committing is on disk is committed
-// iff etcd's topology assigns its slots to the destination at or past
-// CommittedVersion.
+// revision. The nodes watch both. The job record's Committing is written
+// first, but etcd's topology decides: a job whose Committing is on disk
+// is committed iff etcd's topology assigns its slots to the destination
+// at or past CommittedVersion.
 
 // committedState is the job's record written with the topology.
 type committedState struct {

@@ -36,7 +36,7 @@ const (
 	recordSlotStates = "slot_states"
 )
 
-// FrozenRetryAfter is the retry delay suggested to writers of a frozen slot.
+// FrozenRetryAfter is the retry delay suggested to callers of a frozen slot.
 // A hand-off freezes a slot only while the last changes drain, so a short
 // delay keeps the write pause seen by clients close to the real one.
 const FrozenRetryAfter = 20 * time.Millisecond
@@ -258,7 +258,8 @@ func (n *Node) noteServed(prev, next *view) {
 // not enough (it could come from another change than the job's commit),
 // and serving before the source stopped would let a client read a value
 // older than one it has seen. Without it (nil) the topology alone decides,
-// as when the migrator pushes it. Call ReleaseImports when released(J) turns true.
+// as when the migrator pushes it. Call ReleaseImports when released(J)
+// turns true.
 func (n *Node) SetImportRelease(released func(job string) bool) {
 	if released == nil {
 		n.released.Store(nil)

@@ -101,7 +101,13 @@ func TestRegisterSurvivesEtcdRestart(t *testing.T) {
 	if err := e.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second) // past the TTL: the lease expires when etcd is back
+	// Away long enough that the client has given the lease up before etcd
+	// is back: etcd grants at least 2 s (its minimum TTL), the client
+	// closes a keep-alive whose last answer is older than that on a 1 s
+	// tick, and a restarted etcd extends every lease by its TTL. Back any
+	// sooner, the keep-alive could reconnect in time and renew the old
+	// lease, which is correct but is not the path under test.
+	time.Sleep(5 * time.Second)
 	e.Restart()
 	select {
 	case l := <-leases:

@@ -454,8 +454,9 @@ type pauseFigures struct {
 // pauseStepNames are the steps of a hand-off that the migrator's
 // "committed" log line times, in order: from the freeze to the
 // destination's answer, which came destination_served_before_reply after
-// it began to serve.
-var pauseStepNames = []string{"freeze", "drain", "commit_point", "etcd_commit", "destination_serves", "destination_served_before_reply"}
+// it began to serve; then the source's sync before the freeze, which the
+// freeze step includes but the pause does not (writes were admitted).
+var pauseStepNames = []string{"freeze", "drain", "commit_point", "etcd_commit", "destination_serves", "destination_served_before_reply", "source_synced_before_freeze"}
 
 // pauseSteps reads the step times of the hand-offs of the jobs whose id
 // starts with prefix from a migrator's JSON log.
@@ -764,7 +765,7 @@ func TestPauseSteps(t *testing.T) {
 		}
 		return string(b) + "\n"
 	}
-	all := []string{"8.5ms", "4.2ms", "1.1ms", "7ms", "6.5ms", "850µs"}
+	all := []string{"8.5ms", "4.2ms", "1.1ms", "7ms", "6.5ms", "850µs", "3ms"}
 	tests := []struct {
 		name    string
 		log     string
@@ -773,11 +774,11 @@ func TestPauseSteps(t *testing.T) {
 	}{
 		{name: "one hand-off", log: line("pause-0-0", all...),
 			want: map[string][]float64{"freeze": {8.5}, "drain": {4.2}, "commit_point": {1.1}, "etcd_commit": {7},
-				"destination_serves": {6.5}, "destination_served_before_reply": {0.85}}},
+				"destination_serves": {6.5}, "destination_served_before_reply": {0.85}, "source_synced_before_freeze": {3}}},
 		{name: "other jobs and lines skipped", log: `not json` + "\n" + `{"msg":"migration succeeded","job":"pause-0-0"}` + "\n" + line("p1-slotkv-0", all...),
 			want: map[string][]float64{}},
 		{name: "a step missing", log: line("pause-0-1", all[:3]...), wantErr: "without etcd_commit"},
-		{name: "not a duration", log: line("pause-0-1", "8.5", "1ms", "1ms", "1ms", "1ms", "1ms"), wantErr: "step freeze"},
+		{name: "not a duration", log: line("pause-0-1", "8.5", "1ms", "1ms", "1ms", "1ms", "1ms", "1ms"), wantErr: "step freeze"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -681,8 +683,9 @@ func TestFullMigration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, err := p.a.mig.Freeze(ctx, &storagev1.FreezeRequest{JobId: "job1"}); err != nil || again.GetFinalSeq() != fr.GetFinalSeq() {
-		t.Fatalf("Freeze again = %v, %v; want %d", again, err, fr.GetFinalSeq())
+	// Frozen already: the same final sequence, and no sync before it.
+	if again, err := p.a.mig.Freeze(ctx, &storagev1.FreezeRequest{JobId: "job1"}); err != nil || again.GetFinalSeq() != fr.GetFinalSeq() || again.GetSyncedBeforeMs() != 0 {
+		t.Fatalf("Freeze again = %v, %v; want %d and no sync", again, err, fr.GetFinalSeq())
 	}
 	_, err = p.a.data.Put(ctx, &storagev1.PutRequest{Key: key(150, 1), Value: []byte("no")})
 	st := wantStatus(t, err, codes.Unavailable, "frozen")
@@ -1171,9 +1174,35 @@ func TestMigrationWithExpiry(t *testing.T) {
 			fr.GetFinalSeq(), ad.GetCount(), is.GetCount(), len(final), bytes.Equal(ad.GetDigest(), is.GetDigest()))
 	}
 
+	// The destination serves only once it holds the new topology:
+	// EndMigration COMMITTED fails at once without wait, and with wait
+	// holds until the install, or the call's deadline.
+	end := &storagev1.EndMigrationRequest{JobId: "jx", Outcome: commit}
+	_, err = p.b.mig.EndMigration(ctx, end)
+	wantStatus(t, err, codes.FailedPrecondition, "does not assign slots")
+	endWait := &storagev1.EndMigrationRequest{JobId: "jx", Outcome: commit, Wait: true}
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = p.b.mig.EndMigration(sctx, endWait)
+	cancel()
+	wantStatus(t, err, codes.DeadlineExceeded)
+	var installing atomic.Bool
+	waited := make(chan error, 1)
+	go func() {
+		_, err := p.b.mig.EndMigration(ctx, endWait)
+		if err == nil && !installing.Load() {
+			err = errors.New("answered before the new topology was committed")
+		}
+		waited <- err
+	}()
+
 	t2 := topo(2, p.nodes, map[string][][2]uint32{"a": {{0, 99}, {200, 8191}}, "b": {{100, 199}, {8192, 16383}}})
+	// Both nodes watch the etcd that this commits to.
+	installing.Store(true)
 	p.a.setTopology(t, t2, "jx")
 	p.b.setTopology(t, t2)
+	if err := <-waited; err != nil {
+		t.Fatalf("EndMigration with wait on the destination: %v", err)
+	}
 	p.b.waitServes(t, key(0))
 	for i := range 300 {
 		k := key(i)

@@ -3007,9 +3007,14 @@ type FreezeResponse struct {
 	FinalSeq uint64 `protobuf:"varint,1,opt,name=final_seq,json=finalSeq,proto3" json:"final_seq,omitempty"`
 	// With FreezeRequest.changes: the changes after its after_seq, in order,
 	// up to final_seq or its caps; ReadChanges returns the rest.
-	Changes       []*MigrationEntry `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Changes []*MigrationEntry `protobuf:"bytes,2,rep,name=changes,proto3" json:"changes,omitempty"`
+	// How long the source synced its disk before it stopped serving the
+	// slots, in milliseconds: writes were still admitted then, so the
+	// migrator leaves it out of the write pause. The sync under the freeze
+	// then flushes only what was written since. 0 when already frozen.
+	SyncedBeforeMs float64 `protobuf:"fixed64,3,opt,name=synced_before_ms,json=syncedBeforeMs,proto3" json:"synced_before_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *FreezeResponse) Reset() {
@@ -3054,6 +3059,13 @@ func (x *FreezeResponse) GetChanges() []*MigrationEntry {
 		return x.Changes
 	}
 	return nil
+}
+
+func (x *FreezeResponse) GetSyncedBeforeMs() float64 {
+	if x != nil {
+		return x.SyncedBeforeMs
+	}
+	return 0
 }
 
 type ImportRequest struct {
@@ -3400,9 +3412,15 @@ func (x *GetImportStateResponse) GetSlots() []*SlotDigest {
 }
 
 type EndMigrationRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Outcome       MigrationOutcome       `protobuf:"varint,2,opt,name=outcome,proto3,enum=slotkv.storage.v1.MigrationOutcome" json:"outcome,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Outcome MigrationOutcome       `protobuf:"varint,2,opt,name=outcome,proto3,enum=slotkv.storage.v1.MigrationOutcome" json:"outcome,omitempty"`
+	// COMMITTED on a destination that does not serve the slots yet (it has
+	// not seen the new topology or the hand-off record): wait until it does,
+	// up to the call's deadline (at most 30 s), instead of failing with
+	// FailedPrecondition. The wait ends when the node installs the state
+	// that lets it serve, not on a poll.
+	Wait          bool `protobuf:"varint,3,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3449,6 +3467,13 @@ func (x *EndMigrationRequest) GetOutcome() MigrationOutcome {
 		return x.Outcome
 	}
 	return MigrationOutcome_MIGRATION_OUTCOME_UNSPECIFIED
+}
+
+func (x *EndMigrationRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
 }
 
 type EndMigrationResponse struct {
@@ -3989,10 +4014,11 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\x06frozen\x18\x03 \x01(\bR\x06frozen\"g\n" +
 	"\rFreezeRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12?\n" +
-	"\achanges\x18\x02 \x01(\v2%.slotkv.storage.v1.ReadChangesRequestR\achanges\"j\n" +
+	"\achanges\x18\x02 \x01(\v2%.slotkv.storage.v1.ReadChangesRequestR\achanges\"\x94\x01\n" +
 	"\x0eFreezeResponse\x12\x1b\n" +
 	"\tfinal_seq\x18\x01 \x01(\x04R\bfinalSeq\x12;\n" +
-	"\achanges\x18\x02 \x03(\v2!.slotkv.storage.v1.MigrationEntryR\achanges\"\xaa\x01\n" +
+	"\achanges\x18\x02 \x03(\v2!.slotkv.storage.v1.MigrationEntryR\achanges\x12(\n" +
+	"\x10synced_before_ms\x18\x03 \x01(\x01R\x0esyncedBeforeMs\"\xaa\x01\n" +
 	"\rImportRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n" +
 	"\tstream_id\x18\x02 \x01(\tR\bstreamId\x12\x10\n" +
@@ -4016,10 +4042,11 @@ const file_slotkv_storage_v1_storage_proto_rawDesc = "" +
 	"\astreams\x18\x01 \x03(\v2\x1f.slotkv.storage.v1.ImportStreamR\astreams\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\fR\x06digest\x123\n" +
-	"\x05slots\x18\x04 \x03(\v2\x1d.slotkv.storage.v1.SlotDigestR\x05slots\"k\n" +
+	"\x05slots\x18\x04 \x03(\v2\x1d.slotkv.storage.v1.SlotDigestR\x05slots\"\x7f\n" +
 	"\x13EndMigrationRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12=\n" +
-	"\aoutcome\x18\x02 \x01(\x0e2#.slotkv.storage.v1.MigrationOutcomeR\aoutcome\"X\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2#.slotkv.storage.v1.MigrationOutcomeR\aoutcome\x12\x12\n" +
+	"\x04wait\x18\x03 \x01(\bR\x04wait\"X\n" +
 	"\x14EndMigrationResponse\x12!\n" +
 	"\fdeleted_keys\x18\x01 \x01(\x04R\vdeletedKeys\x12\x1d\n" +
 	"\n" +

@@ -335,21 +335,23 @@ func (j *job) waitHandshake(ctx context.Context, src *peer, version uint64) erro
 // waitServing waits until the destination serves every slot of the job,
 // by ending the job there: EndMigration COMMITTED succeeds only once the
 // destination holds the committed topology and the source's hand-off
-// record (it turns the slots OWNED then, if its watch has not yet), and it
-// costs one state check, where GetNodeInfo would count every key of the
-// node at each poll. It marks the destination ended, and returns how long
-// the destination had served the slots when it answered (it syncs after it
-// begins to serve): the write pause ends that much before the answer.
+// record (it turns the slots OWNED then, if its watch has not yet). With
+// wait set the destination answers as soon as it installs that state, no
+// poll (each try takes its write gate). It marks the destination ended,
+// and returns how long the destination had served the slots when it
+// answered (it syncs after it begins to serve): the write pause ends that
+// much before the answer. Other errors (a restarting destination) are
+// retried until rpcTimeout.
 func (j *job) waitServing(ctx context.Context, dst *peer) (time.Duration, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, rpcTimeout,
 		fmt.Errorf("destination %s did not serve slots %s within %s", dst.id, j.ranges, rpcTimeout))
 	defer cancel()
 	for {
 		resp, err := dst.mig.EndMigration(ctx, &storagev1.EndMigrationRequest{JobId: j.id,
-			Outcome: storagev1.MigrationOutcome_MIGRATION_OUTCOME_COMMITTED})
+			Outcome: storagev1.MigrationOutcome_MIGRATION_OUTCOME_COMMITTED, Wait: true})
 		if err == nil {
 			j.update(func(r *record) { r.EndedDestination = true })
-			return time.Duration(resp.GetServingMs() * float64(time.Millisecond)), nil
+			return msDuration(resp.GetServingMs()), nil
 		}
 		select {
 		case <-time.After(handshakePoll):

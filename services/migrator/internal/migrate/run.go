@@ -983,6 +983,9 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 		return false, timedOut(inRange(src.err("Freeze", err), j.ranges.String()))
 	}
 	step("freeze")
+	// The source synced its disk before it froze the slots, with writes
+	// still admitted: not part of the pause.
+	synced := msDuration(fr.GetSyncedBeforeMs())
 	final := fr.GetFinalSeq()
 	applied := ap.lastSent
 	var drained uint64
@@ -1084,16 +1087,16 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 	step("destination_serves")
 	// The pause ends when the destination serves; its answer comes after
 	// the disk sync that follows.
-	pause := time.Since(t0) - serving
+	pause := time.Since(t0) - synced - serving
 	j.update(func(r *record) {
 		r.PushedDestination = true
-		r.WritePauseMS = float64(pause.Microseconds()) / 1000
+		r.WritePauseMS = millis(pause)
 		r.HandedOff = time.Now().UTC()
 	})
 	j.mu.Lock()
 	version = j.rec.CommittedVersion
 	j.mu.Unlock()
-	j.log.InfoContext(ctx, "committed", append([]any{"version", version, "write_pause", pause.String(), "drained_changes", drained, "destination_served_before_reply", serving.String()}, steps...)...)
+	j.log.InfoContext(ctx, "committed", append([]any{"version", version, "write_pause", pause.String(), "drained_changes", drained, "destination_served_before_reply", serving.String()}, append(steps, "source_synced_before_freeze", synced.String())...)...)
 	return true, nil
 }
 
@@ -1355,3 +1358,9 @@ func (j *job) abortNodes(callCtx func() (context.Context, context.CancelFunc)) e
 	e2 := abort(dst, r.BegunDestination, func(r *record) { r.BegunDestination = false })
 	return errors.Join(e1, e2)
 }
+
+// millis is d in milliseconds, to the microsecond (the wire's unit).
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// msDuration is the wire's milliseconds as a duration.
+func msDuration(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }

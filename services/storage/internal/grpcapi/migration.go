@@ -263,11 +263,12 @@ func (s *MigrationService) Freeze(ctx context.Context, req *storagev1.FreezeRequ
 			return nil, rpcerr.ToStatus(err)
 		}
 	}
-	seq, err := s.c.Migration.Freeze(ctx, req.GetJobId())
+	fr, err := s.c.Migration.Freeze(ctx, req.GetJobId())
 	if err != nil {
 		return nil, migStatus(err)
 	}
-	out := &storagev1.FreezeResponse{FinalSeq: seq}
+	seq := fr.FinalSeq
+	out := &storagev1.FreezeResponse{FinalSeq: seq, SyncedBeforeMs: millis(fr.SyncedBefore)}
 	if cr != nil && cr.GetAfterSeq() < seq {
 		ch, err := s.readChanges(req.GetJobId(), cr.GetAfterSeq(), limit, maxBytes)
 		if err != nil {
@@ -380,12 +381,20 @@ func (s *MigrationService) EndMigration(ctx context.Context, req *storagev1.EndM
 	default:
 		return nil, rpcerr.ToStatus(rpcerr.InvalidField("outcome", "must be COMMITTED or ABORTED, got %v", req.GetOutcome()))
 	}
-	e, err := s.c.Migration.End(ctx, req.GetJobId(), outcome)
+	var (
+		e   migration.Ended
+		err error
+	)
+	if req.GetWait() && outcome == migration.Committed {
+		e, err = s.c.Migration.EndWhenServed(ctx, req.GetJobId())
+	} else {
+		e, err = s.c.Migration.End(ctx, req.GetJobId(), outcome)
+	}
 	if err != nil {
 		s.c.Logger.WarnContext(ctx, "end migration failed", "job_id", req.GetJobId(), "outcome", req.GetOutcome().String(), "deleted_keys", e.Deleted, "err", err)
 		return nil, migStatus(err)
 	}
-	return &storagev1.EndMigrationResponse{DeletedKeys: e.Deleted, ServingMs: float64(e.Serving.Microseconds()) / 1000}, nil
+	return &storagev1.EndMigrationResponse{DeletedKeys: e.Deleted, ServingMs: millis(e.Serving)}, nil
 }
 
 // DeleteSlots deletes the data of slots this node neither owns nor migrates.
@@ -417,3 +426,6 @@ func (s *MigrationService) ListMigrations(context.Context, *storagev1.ListMigrat
 	}
 	return out, nil
 }
+
+// millis is d in milliseconds, to the microsecond.
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

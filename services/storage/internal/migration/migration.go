@@ -602,16 +602,34 @@ func (m *Manager) ReadChanges(id string, after uint64, limit, maxBytes int) (Cha
 	return Changes{Changes: cs, Head: head, Frozen: rec.Frozen}, nil
 }
 
+// Frozen is what Freeze reports.
+type Frozen struct {
+	// FinalSeq is the last change of the job: none follows.
+	FinalSeq uint64
+	// SyncedBefore is how long the disk sync before the freeze took,
+	// while writes were still admitted (zero when already frozen).
+	SyncedBefore time.Duration
+}
+
 // Freeze pauses writes to the job's slots and returns the final sequence.
-func (m *Manager) Freeze(ctx context.Context, id string) (uint64, error) {
+func (m *Manager) Freeze(ctx context.Context, id string) (Frozen, error) {
 	defer m.lockJob(id)()
 	j, rec, err := m.getRole(id, Source)
 	if err != nil {
-		return 0, err
+		return Frozen{}, err
 	}
 	if rec.Frozen {
-		return rec.FinalSeq, nil
+		return Frozen{FinalSeq: rec.FinalSeq}, nil
 	}
+	// The freeze is acknowledged after a sync of everything written since
+	// the last one, and the slots' write pause lasts until the migrator
+	// hears it. Sync first, with writes still admitted, so that the sync
+	// after the freeze flushes only the writes of the last few milliseconds.
+	t0 := time.Now()
+	if err := m.st.SyncSystem(); err != nil {
+		return Frozen{}, err
+	}
+	out := Frozen{SyncedBefore: time.Since(t0)}
 	me := m.node.ID()
 	err = m.node.Transition(func(_ *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
 		var gone []uint16
@@ -636,10 +654,11 @@ func (m *Manager) Freeze(ctx context.Context, id string) (uint64, error) {
 		m.mu.Unlock()
 	})
 	if err != nil {
-		return 0, err
+		return Frozen{}, err
 	}
-	m.log.InfoContext(ctx, "migration frozen", "job_id", id, "final_seq", rec.FinalSeq)
-	return rec.FinalSeq, nil
+	out.FinalSeq = rec.FinalSeq
+	m.log.InfoContext(ctx, "migration frozen", "job_id", id, "final_seq", rec.FinalSeq, "synced_before", out.SyncedBefore)
+	return out, nil
 }
 
 // AcquireImportStream takes one of the node's import stream slots; release
@@ -945,6 +964,39 @@ func (m *Manager) End(ctx context.Context, id string, outcome Outcome) (Ended, e
 	return out, nil
 }
 
+// MaxServedWait bounds how long EndWhenServed waits.
+const MaxServedWait = 30 * time.Second
+
+// notServedYet marks why a destination cannot end a job COMMITTED yet: the
+// state that lets it serve the slots (the new topology, the hand-off
+// record) has not reached it. It goes away by itself.
+type notServedYet struct{ error }
+
+func (e notServedYet) Unwrap() error { return e.error }
+
+// EndWhenServed ends the job COMMITTED on a destination, waiting until the
+// node serves its slots when it does not yet, up to ctx's deadline or
+// MaxServedWait. The wait wakes at each state the node installs rather
+// than polling: every End takes the exclusive write gate.
+func (m *Manager) EndWhenServed(ctx context.Context, id string) (Ended, error) {
+	ctx, cancel := context.WithTimeout(ctx, MaxServedWait)
+	defer cancel()
+	t0 := time.Now()
+	for {
+		changed := m.node.Changed()
+		out, err := m.End(ctx, id, Committed)
+		if !errors.As(err, new(notServedYet)) {
+			return out, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return out, fmt.Errorf("%w: waited %s for node %s to serve job %q: %v",
+				ctx.Err(), time.Since(t0).Round(time.Millisecond), m.node.ID(), id, err)
+		}
+	}
+}
+
 // forget removes the job from memory and releases its snapshot; called
 // under the exclusive gate once its record is deleted.
 func (m *Manager) forget(j *job) func() {
@@ -1032,12 +1084,12 @@ func (m *Manager) commitDestination(j *job) error {
 			if t != nil {
 				v = t.Version()
 			}
-			return fmt.Errorf("%w: topology version %d does not assign slots %s of job %q to node %s yet: install the new topology before ending the job COMMITTED",
-				rpcerr.ErrConflict, v, slotList(notYet), id, me)
+			return notServedYet{fmt.Errorf("%w: topology version %d does not assign slots %s of job %q to node %s yet: install the new topology before ending the job COMMITTED",
+				rpcerr.ErrConflict, v, slotList(notYet), id, me)}
 		}
 		if len(unreleased) > 0 {
-			return fmt.Errorf("%w: the hand-off of job %q is not recorded in etcd yet (the source may still serve): node %s does not serve slots %s before it is",
-				rpcerr.ErrConflict, id, me, slotList(unreleased))
+			return notServedYet{fmt.Errorf("%w: the hand-off of job %q is not recorded in etcd yet (the source may still serve): node %s does not serve slots %s before it is",
+				rpcerr.ErrConflict, id, me, slotList(unreleased))}
 		}
 		return tx.Delete(recordName(id))
 	}, m.forget(j))

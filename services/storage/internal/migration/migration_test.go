@@ -181,10 +181,11 @@ func TestCaptureRace(t *testing.T) {
 			apply()
 		}
 	}
-	final, err := m.Freeze(context.Background(), "race")
+	fr, err := m.Freeze(context.Background(), "race")
 	if err != nil {
 		t.Fatal(err)
 	}
+	final := fr.FinalSeq
 	for {
 		frozen, head := apply()
 		if frozen && after == final && head == final {

@@ -212,6 +212,22 @@ type Node struct {
 	// a restart the pause is reported from the later install.
 	servedMu sync.Mutex
 	served   map[string]time.Time
+
+	// changed is closed, and dropped, at each install: Changed's waiters.
+	changedMu sync.Mutex
+	changed   chan struct{}
+}
+
+// Changed returns a channel closed when the node next installs a state (a
+// topology or slot states). Take it before looking at the state a caller
+// waits to change, so an install in between is not missed.
+func (n *Node) Changed() <-chan struct{} {
+	n.changedMu.Lock()
+	defer n.changedMu.Unlock()
+	if n.changed == nil {
+		n.changed = make(chan struct{})
+	}
+	return n.changed
 }
 
 // ServedSince returns when this node began to serve slots imported by job,
@@ -737,6 +753,12 @@ func (n *Node) captureTable(v *view) (*store.CaptureTable, error) {
 func (n *Node) install(v *view, tbl *store.CaptureTable) {
 	n.st.SetCapture(tbl)
 	n.view.Store(v)
+	n.changedMu.Lock()
+	defer n.changedMu.Unlock()
+	if n.changed != nil {
+		close(n.changed)
+		n.changed = nil
+	}
 }
 
 // encodeStates writes states as length-delimited SlotStateRange messages.

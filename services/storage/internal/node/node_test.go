@@ -301,3 +301,38 @@ func TestWrite(t *testing.T) {
 		t.Errorf("Write after the state change: %d, %v", ran, err)
 	}
 }
+
+// TestChanged: the channel Changed returns closes at the next install, and
+// not before; an install refused leaves it open.
+func TestChanged(t *testing.T) {
+	t.Parallel()
+	n := open(t, storetest.Open(t), "a")
+	closed := func(c <-chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
+	}
+	c := n.Changed()
+	if closed(c) || n.Changed() != c {
+		t.Fatal("Changed closed, or a second channel, before any install")
+	}
+	if _, _, err := n.SetTopology(topo(3)); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(c) {
+		t.Fatal("Changed not closed by the install of topology 3")
+	}
+	c = n.Changed()
+	if closed(c) {
+		t.Fatal("the channel taken after the install is closed")
+	}
+	if _, _, err := n.SetTopology(topo(2)); !errors.Is(err, rpcerr.ErrStaleTopology) {
+		t.Fatalf("older topology: err = %v", err)
+	}
+	if closed(c) {
+		t.Fatal("Changed closed by a refused install")
+	}
+}

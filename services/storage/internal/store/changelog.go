@@ -141,6 +141,19 @@ type ChangeLog struct {
 	prefix []byte // 0xFF 'c' <job> 0x00
 	mu     sync.Mutex
 	head   atomic.Uint64
+	// synced: every change up to this sequence is on disk (a sync began
+	// after it was committed), so ReadChanges need not sync for it.
+	synced atomic.Uint64
+}
+
+// noteSynced records that every change up to seq is on disk.
+func (l *ChangeLog) noteSynced(seq uint64) {
+	for {
+		cur := l.synced.Load()
+		if cur >= seq || l.synced.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
 }
 
 // Job is the job id.
@@ -207,13 +220,14 @@ func (s *Store) ChangeLog(job string) (*ChangeLog, error) {
 // values, and the head it read. A put whose expiry has passed is returned
 // as a delete of its key: the value is gone on this node, and an older
 // value of the key (in the snapshot) must not survive on the destination. Every change it returns, and the head, are
-// on disk: the database is synced after the head is read and nothing past
-// the head is returned, so a sequence number handed to a migrator is never
-// reused after an OS crash (writes are not synced one by one by default).
+// on disk: the database is synced after the head is read (unless a sync
+// since covered it: the freeze's, in a hand-off) and nothing past the head
+// is returned, so a sequence number handed to a migrator is never reused
+// after an OS crash (writes are not synced one by one by default).
 func (s *Store) ReadChanges(l *ChangeLog, after uint64, limit, maxBytes int) ([]Change, uint64, error) {
 	head := l.Head()
-	if head > after {
-		if err := s.db.Sync(); err != nil {
+	if head > after && l.synced.Load() < head {
+		if err := s.sync(); err != nil {
 			return nil, 0, mapErr("sync change log", err)
 		}
 	}

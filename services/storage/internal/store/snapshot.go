@@ -44,7 +44,7 @@ func (s *Store) OpenSnapshot(l *ChangeLog) (*Snapshot, error) {
 	l.mu.Unlock()
 	// What the snapshot holds must survive an OS crash: the migrator treats
 	// every change up to Seq as copied by the snapshot.
-	if err := s.db.Sync(); err != nil {
+	if err := s.sync(); err != nil {
 		sn.txn.Discard()
 		return nil, mapErr("sync before snapshot", err)
 	}

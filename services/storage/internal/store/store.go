@@ -52,6 +52,8 @@ type Store struct {
 	capture atomic.Pointer[CaptureTable]
 	logsMu  sync.Mutex
 	logs    map[string]*ChangeLog
+	// syncs counts the store's disk syncs (for tests).
+	syncs atomic.Uint64
 }
 
 // iteratorOptions are Badger's iterator defaults without value prefetching:

@@ -120,5 +120,25 @@ func (s *Store) SyncSystem() error {
 	if s.opts.SyncWrites || s.opts.InMemory {
 		return nil
 	}
-	return mapErr("sync system records", s.db.Sync())
+	return mapErr("sync system records", s.sync())
+}
+
+// sync makes every commit so far durable and records, for each change log,
+// that its changes up to the head it had before are on disk. Every sync of
+// the store goes through it.
+func (s *Store) sync() error {
+	s.logsMu.Lock()
+	heads := make(map[*ChangeLog]uint64, len(s.logs))
+	for _, l := range s.logs {
+		heads[l] = l.Head()
+	}
+	s.logsMu.Unlock()
+	s.syncs.Add(1)
+	if err := s.db.Sync(); err != nil {
+		return err
+	}
+	for l, h := range heads {
+		l.noteSynced(h)
+	}
+	return nil
 }

@@ -2,6 +2,8 @@ package topostore
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,7 +92,11 @@ func TestRegister(t *testing.T) {
 func TestRegisterSurvivesEtcdRestart(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t)
-	s := newStore(t, e.Client(t), "")
+	var logs syncBuffer
+	s, err := New(e.Client(t), Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	leases, err := s.Register(ctx, &clusterv1.Node{Id: "n1", GrpcAddress: "127.0.0.1:7001"}, time.Second)
@@ -101,13 +107,13 @@ func TestRegisterSurvivesEtcdRestart(t *testing.T) {
 	if err := e.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	// Away long enough that the client has given the lease up before etcd
-	// is back: etcd grants at least 2 s (its minimum TTL), the client
-	// closes a keep-alive whose last answer is older than that on a 1 s
-	// tick, and a restarted etcd extends every lease by its TTL. Back any
-	// sooner, the keep-alive could reconnect in time and renew the old
-	// lease, which is correct but is not the path under test.
-	time.Sleep(5 * time.Second)
+	// etcd stays away until the client has given the lease up. A restarted
+	// etcd extends every lease by its TTL, so a keep-alive that reconnects
+	// before the client's deadline renews the old lease: correct, but not
+	// the path under test.
+	waitFor(t, "the client gives the lease up", func() bool {
+		return strings.Contains(logs.String(), "registration lease lost")
+	})
 	e.Restart()
 	select {
 	case l := <-leases:

@@ -331,6 +331,8 @@ func TestBeginMigration(t *testing.T) {
 	if _, err := p.a.mig.EndMigration(ctxT(t), &storagev1.EndMigrationRequest{JobId: "nope", Outcome: abort}); err != nil {
 		t.Errorf("EndMigration of an unknown job: %v", err)
 	}
+	_, err = p.a.mig.EndMigration(ctxT(t), &storagev1.EndMigrationRequest{JobId: "j7", Outcome: abort, Wait: true})
+	wantField(t, err, "wait", "COMMITTED")
 	// Role mismatch: a is j7's source.
 	_, err = p.a.mig.GetImportState(ctxT(t), &storagev1.GetImportStateRequest{JobId: "j7"})
 	wantStatus(t, err, codes.FailedPrecondition, "source")

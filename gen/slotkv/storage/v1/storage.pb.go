@@ -3419,7 +3419,7 @@ type EndMigrationRequest struct {
 	// not seen the new topology or the hand-off record): wait until it does,
 	// up to the call's deadline (at most 30 s), instead of failing with
 	// FailedPrecondition. The wait ends when the node installs the state
-	// that lets it serve, not on a poll.
+	// that lets it serve, not on a poll. Refused with ABORTED.
 	Wait          bool `protobuf:"varint,3,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

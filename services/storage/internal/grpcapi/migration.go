@@ -381,11 +381,14 @@ func (s *MigrationService) EndMigration(ctx context.Context, req *storagev1.EndM
 	default:
 		return nil, rpcerr.ToStatus(rpcerr.InvalidField("outcome", "must be COMMITTED or ABORTED, got %v", req.GetOutcome()))
 	}
+	if req.GetWait() && outcome != migration.Committed {
+		return nil, rpcerr.ToStatus(rpcerr.InvalidField("wait", "only an end COMMITTED waits for the node to serve the slots, not %v", req.GetOutcome()))
+	}
 	var (
 		e   migration.Ended
 		err error
 	)
-	if req.GetWait() && outcome == migration.Committed {
+	if req.GetWait() {
 		e, err = s.c.Migration.EndWhenServed(ctx, req.GetJobId())
 	} else {
 		e, err = s.c.Migration.End(ctx, req.GetJobId(), outcome)

@@ -18,11 +18,7 @@ import (
 // existed.
 func TestExpiryEncoding(t *testing.T) {
 	t.Parallel()
-	st, err := Open(DefaultOptions(t.TempDir()).WithMemTableSize(4 << 20).WithBlockCacheSize(4 << 20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := openInternal(t)
 	far := NowMs() + 3_600_000
 	tests := []struct {
 		name     string

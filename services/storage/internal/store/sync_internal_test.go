@@ -13,11 +13,7 @@ import (
 // synced.
 func TestReadChangesSyncsOnce(t *testing.T) {
 	t.Parallel()
-	st, err := Open(DefaultOptions(t.TempDir()).WithMemTableSize(4 << 20).WithBlockCacheSize(4 << 20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openInternal(t)
 	l, err := st.ChangeLog("j")
 	if err != nil {
 		t.Fatal(err)

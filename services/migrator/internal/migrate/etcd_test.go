@@ -61,12 +61,12 @@ func openEtcdManager(t *testing.T, c *testcluster.Cluster, dir string, sim *cras
 		t.Fatal(err)
 	}
 	if sim != nil {
-		m.putHook = func(*record) error {
+		m.setPutHook(func(*record) error {
 			if sim.dead.Load() {
 				return errors.New("crashed")
 			}
 			return nil
-		}
+		})
 	}
 	var once sync.Once
 	t.Cleanup(func() { once.Do(func() { _ = m.Close() }) })

@@ -169,13 +169,13 @@ func TestIntentWriteFailureStopsTheJob(t *testing.T) {
 			m := openManager(t, c, dir, calls, func(cfg *Config) {})
 			var refused sync.Once
 			hit := false
-			m.putHook = func(r *record) error {
+			m.setPutHook(func(r *record) error {
 				if tc.fails(r) {
 					refused.Do(func() { hit = true })
 					return injected
 				}
 				return nil
-			}
+			})
 			id := "intent-" + strings.ReplaceAll(tc.name, " ", "-")
 			if _, err := m.StartMigration(t.Context(), &migratorv1.StartMigrationRequest{
 				JobId: id, SourceNodeId: "n1", DestinationNodeId: "n2", Ranges: "0-99"}); err != nil {
@@ -208,7 +208,7 @@ func TestIntentWriteFailureStopsTheJob(t *testing.T) {
 			checkNodesUntouched(t, c)
 
 			// The record on disk says the same to a restarted manager.
-			m.putHook = nil
+			m.setPutHook(nil)
 			_ = m.Close()
 			m2 := openManager(t, c, dir, nil, nil)
 			j2 := getJob(t, m2, id)
@@ -252,12 +252,12 @@ func TestUpdateMigrationSurvivesRestart(t *testing.T) {
 	}
 
 	// A save that fails: refused, nothing changes (in memory either).
-	m.putHook = func(*record) error { return errors.New("injected: disk full") }
+	m.setPutHook(func(*record) error { return errors.New("injected: disk full") })
 	_, err = m.UpdateMigration(t.Context(), &migratorv1.UpdateMigrationRequest{JobId: "rate", RateBytesPerSecond: proto.Uint64(999)})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "rate_bytes_per_second") || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("UpdateMigration with the store failing: %v, want Unavailable naming the field and the cause", err)
 	}
-	m.putHook = nil
+	m.setPutHook(nil)
 	m.mu.Lock()
 	j := m.jobs["rate"]
 	m.mu.Unlock()

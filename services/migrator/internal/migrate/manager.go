@@ -210,15 +210,25 @@ type Manager struct {
 	// rollback and without writing their records, for the next leader.
 	abandoned atomic.Bool
 
-	// putHook, when set (tests), runs before each save of a job record;
-	// its error is the save's, and the record is not written.
-	putHook func(r *record) error
+	// putHook, when set (tests, with setPutHook), runs before each save of
+	// a job record; its error is the save's, and the record is not
+	// written. Atomic: a test swaps it while jobs save their progress.
+	putHook atomic.Pointer[func(r *record) error]
+}
+
+// setPutHook installs (or, with nil, removes) the test hook of put.
+func (m *Manager) setPutHook(h func(r *record) error) {
+	if h == nil {
+		m.putHook.Store(nil)
+		return
+	}
+	m.putHook.Store(&h)
 }
 
 // put saves a job record in the job store.
 func (m *Manager) put(r *record) error {
-	if h := m.putHook; h != nil {
-		if err := h(r); err != nil {
+	if h := m.putHook.Load(); h != nil {
+		if err := (*h)(r); err != nil {
 			return err
 		}
 	}

@@ -46,12 +46,13 @@ type scaleConfig struct {
 	handoffs        int    // hand-offs measured under write load
 	writesPerSec    int    // the write load's rate
 	profileDir      string // where CPU/mutex/block profiles go; "" none
+	pauseOnly       bool   // SLOTKV_BENCH_PAUSE_ONLY: skip the scaling runs
 }
 
 func scaleConfigFromEnv(tb testing.TB) scaleConfig {
 	tb.Helper()
 	c := scaleConfig{keys: 1_000_000, valueSize: 1024, ps: []int{1, 2, 4}, rounds: 2, handoffs: 20, writesPerSec: 5000,
-		profileDir: os.Getenv("SLOTKV_BENCH_PROFILE_DIR")}
+		profileDir: os.Getenv("SLOTKV_BENCH_PROFILE_DIR"), pauseOnly: os.Getenv("SLOTKV_BENCH_PAUSE_ONLY") != ""}
 	for env, dst := range map[string]*int{
 		"SLOTKV_BENCH_KEYS": &c.keys, "SLOTKV_BENCH_VALUE_BYTES": &c.valueSize,
 		"SLOTKV_BENCH_ROUNDS": &c.rounds, "SLOTKV_BENCH_HANDOFFS": &c.handoffs, "SLOTKV_BENCH_WRITES_PER_SEC": &c.writesPerSec,
@@ -148,6 +149,9 @@ func BenchmarkMigrationScaling(b *testing.B) {
 	s.rawSource = startRawpipe(b, "source", data.rawDir)
 	s.warmRawSource(b)
 
+	if cfg.pauseOnly {
+		cfg.ps, s.cfg.ps = nil, nil
+	}
 	for i, p := range roundOrder(cfg.ps, cfg.rounds) {
 		s.rawRound(b, p)
 		s.slotkvRound(b, p, i)
@@ -505,8 +509,10 @@ func (s *scaleBench) benchPauses(b *testing.B) {
 			time.Sleep(time.Second)
 			w.stop()
 			w = startPacedWriters(kv, s.data.pauseKeys, s.cfg.writesPerSec, s.cfg.valueSize)
+			prof := s.pauseProfiles(b, "pause-alone", int(loadAlone.Seconds()))
 			time.Sleep(loadAlone)
 			w.stop()
+			prof.wait(b)
 			alone := &pauseFigures{}
 			w.addTo(alone)
 			slices.Sort(alone.putLat)
@@ -515,6 +521,7 @@ func (s *scaleBench) benchPauses(b *testing.B) {
 		w := startPacedWriters(kv, s.data.pauseKeys, s.cfg.writesPerSec, s.cfg.valueSize)
 		time.Sleep(time.Second) // the load is steady before the first job
 		from, to := "n3", "n2"
+		prof := s.pauseProfiles(b, "pause-handoffs", 10)
 		b.StartTimer()
 		for i := range s.cfg.handoffs {
 			r := runMigration(b, s.mover, &migratorv1.StartMigrationRequest{JobId: fmt.Sprintf("pause-%d-%d", fig.n(), i),
@@ -529,6 +536,7 @@ func (s *scaleBench) benchPauses(b *testing.B) {
 		b.StopTimer()
 		w.stop()
 		w.addTo(&fig)
+		prof.wait(b)
 	}
 	slices.Sort(fig.pausesMs)
 	slices.Sort(fig.putLat)
@@ -561,6 +569,29 @@ func (s *scaleBench) benchPauses(b *testing.B) {
 }
 
 func (f *pauseFigures) n() int { return len(f.pausesMs) }
+
+// pauseProfiles starts secs-long profiles of every process the write load
+// and the hand-offs go through, when a profile directory is set.
+func (s *scaleBench) pauseProfiles(b *testing.B, prefix string, secs int) pauseProfiling {
+	if s.cfg.profileDir == "" {
+		return pauseProfiling{}
+	}
+	b.Logf("profiling router, storage nodes and migrator for %ds into %s (%s-*)", secs, s.cfg.profileDir, prefix)
+	return pauseProfiling{startProfiles(s.cfg.profileDir, prefix, scaleToken, secs, map[string]string{
+		"router": s.c.router.HTTP, "n3": s.c.Node(b, "n3").Proc.HTTP, "n2": s.c.Node(b, "n2").Proc.HTTP, "migrator": s.mover.proc.HTTP})}
+}
+
+// pauseProfiling is a pauseProfiles run (nil profiles: none).
+type pauseProfiling struct{ p *profiles }
+
+func (p pauseProfiling) wait(b *testing.B) {
+	if p.p == nil {
+		return
+	}
+	if err := p.p.wait(); err != nil {
+		b.Errorf("profiles: %v", err)
+	}
+}
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
@@ -685,6 +716,9 @@ func (s *scaleBench) logSummary(b *testing.B) {
 	fmt.Fprintf(&t, "%3s | %6s %20s | %8s %6s %6s %6s %9s | %7s %8s %6s %8s\n",
 		"P", "MB/s", "CPU s/GB (settled)", "handoff", "MB/s", "job", "MB/s", "CPU s/GB", "handoff", "job MB/s", "CPU", "settled")
 	first := -1.0
+	if len(s.cfg.ps) == 0 {
+		t.WriteString("(SLOTKV_BENCH_PAUSE_ONLY: no scaling runs)\n")
+	}
 	for _, p := range s.cfg.ps {
 		raw, ok1 := s.raw[p]
 		sk, ok2 := s.slotkv[p]
@@ -701,7 +735,7 @@ func (s *scaleBench) logSummary(b *testing.B) {
 			sk.handoff.Seconds()/float64(sk.n), hoMB, sk.job.Seconds()/float64(sk.n), jobMB, sk.cpuPerGB(bytes), sk.settledPerGB(bytes),
 			hoMB/rawMB, jobMB/rawMB, sk.cpuPerGB(bytes)/raw.cpuPerGB(bytes), sk.settledPerGB(bytes)/raw.settledPerGB(bytes))
 	}
-	for _, p := range s.cfg.ps[1:] {
+	for _, p := range s.cfg.ps[min(1, len(s.cfg.ps)):] {
 		if sk, ok := s.slotkv[p]; ok && first > 0 {
 			fmt.Fprintf(&t, "P=%d / P=%d whole job: %.2fx\n", p, s.cfg.ps[0], sk.mbps(sk.job, bytes)/first)
 		}

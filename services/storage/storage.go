@@ -92,6 +92,11 @@ type Options struct {
 	// MemTableBytes and BlockCacheBytes tune Badger; zero means the store
 	// defaults (64 MiB memtables, 256 MiB block cache).
 	MemTableBytes, BlockCacheBytes int64
+	// HeldKeysBytes caps the memory a migration snapshot spends recording
+	// the keys it sends, for the cleanup after the hand-off
+	// (store.Options.HeldKeysBytes): 0 is the store's default (64 MiB),
+	// negative records nothing.
+	HeldKeysBytes int
 
 	// EtcdLeaseTTL is the lease of the node's registration in etcd (with
 	// Common.Etcd): a node that stops renewing it is listed dead this long
@@ -169,7 +174,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		return fmt.Errorf("storage: data directory: %w", err)
 	}
-	so := store.DefaultOptions(o.DataDir).WithSyncWrites(o.SyncWrites).WithLogger(log)
+	so := store.DefaultOptions(o.DataDir).WithSyncWrites(o.SyncWrites).WithLogger(log).WithHeldKeysBytes(o.HeldKeysBytes)
 	if o.MemTableBytes > 0 {
 		so = so.WithMemTableSize(o.MemTableBytes)
 	}

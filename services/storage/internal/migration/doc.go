@@ -116,4 +116,17 @@
 // Badger's DropPrefix: DropPrefix blocks every write to the database while
 // it flushes memtables and rewrites tables (BenchmarkCleanupWriteStall in
 // package store measures both).
+//
+// Finding the keys to delete would read every block of the slots again,
+// values included. A source job that ends COMMITTED instead keeps the keys
+// its snapshot's scans recorded, with the changes after the snapshot
+// applied (store.HeldKeys), and DeleteSlots of exactly its slots deletes
+// those without a read. The list is kept only when the scans covered
+// every key interval of the slots, and used only while no install gave
+// the node any of the slots again since the job ended (node.HeldSince,
+// checked with each batch under the gate): otherwise keys may have arrived
+// that it does not name, and DeleteSlots reads the slots. It lives in
+// memory (a restart drops it) and goes once the cleanup succeeds; the
+// "slots deleted" log line says which way the keys were found
+// (keys_known).
 package migration

@@ -159,7 +159,22 @@ type Manager struct {
 	mu   sync.Mutex
 	jobs map[string]*job
 	ops  map[string]*sync.Mutex // per-job operation locks (Begin, Freeze, End, OpenSnapshot)
+	// held are the keys of slots this node handed off, by range set, for
+	// their cleanup (DeleteSlots); oldest first.
+	held []heldKeys
 }
+
+// heldKeys is what a source job that ended COMMITTED knew of the keys its
+// slots still hold here (store.HeldKeys): valid while no install after
+// generation gen gave this node any of the slots again.
+type heldKeys struct {
+	ranges slot.RangeSet
+	keys   *store.KeyList
+	gen    uint64
+}
+
+// maxHeldLists bounds the key lists kept for cleanups not run yet.
+const maxHeldLists = 4
 
 // Options configures a Manager.
 type Options struct {
@@ -945,7 +960,7 @@ func (m *Manager) End(ctx context.Context, id string, outcome Outcome) (Ended, e
 	var out Ended
 	switch {
 	case rec.Role == Source:
-		err = m.endSource(j, outcome)
+		err = m.endSource(ctx, j, outcome)
 	case outcome == Aborted:
 		out.Deleted, err = m.abortDestination(ctx, j)
 	default:
@@ -1013,8 +1028,12 @@ func (m *Manager) forget(j *job) func() {
 	}
 }
 
-func (m *Manager) endSource(j *job, outcome Outcome) error {
+func (m *Manager) endSource(ctx context.Context, j *job, outcome Outcome) error {
 	id, me := j.id, m.node.ID()
+	m.mu.Lock()
+	sn, rec := j.snap, j.rec
+	m.mu.Unlock()
+	var gen uint64
 	err := m.node.Transition(func(t *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
 		var stillMine, moved []uint16
 		for s := range j.ranges.All() {
@@ -1051,11 +1070,68 @@ func (m *Manager) endSource(j *job, outcome Outcome) error {
 				rpcerr.ErrConflict, t.Version(), slotList(stillMine), id, me)
 		}
 		return tx.Delete(recordName(id))
-	}, m.forget(j))
+	}, func() {
+		m.forget(j)()
+		gen = m.node.Generation()
+	})
 	if err != nil {
 		return err
 	}
+	if outcome == Committed {
+		m.keepHeldKeys(ctx, j, sn, rec, gen)
+	}
 	return m.st.DropChangeLog(id)
+}
+
+// keepHeldKeys keeps the keys the slots of a source job that just ended
+// COMMITTED hold here, for their cleanup, when the job's snapshot knows
+// them (store.HeldKeys); otherwise the cleanup reads them. gen is the
+// generation of the install that ended the job.
+func (m *Manager) keepHeldKeys(ctx context.Context, j *job, sn *store.Snapshot, rec record, gen uint64) {
+	if sn == nil || !rec.Frozen {
+		return // a restart lost the snapshot: the cleanup reads the keys
+	}
+	keys, ok, err := m.st.HeldKeys(sn, j.log, j.ranges.Ranges(), rec.FinalSeq)
+	if err != nil || !ok {
+		reason := "the snapshot's scans did not record every key"
+		if err != nil {
+			reason = err.Error()
+		}
+		m.log.InfoContext(ctx, "the cleanup of the handed-off slots will read their keys", "job_id", j.id, "ranges", j.ranges.String(), "reason", reason)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.held = slices.DeleteFunc(m.held, func(h heldKeys) bool { return h.ranges.Overlaps(j.ranges) })
+	if len(m.held) >= maxHeldLists {
+		m.held = m.held[1:]
+	}
+	m.held = append(m.held, heldKeys{ranges: j.ranges, keys: keys, gen: gen})
+}
+
+// heldKeysOf returns the kept keys of exactly the slots of set, while
+// they are valid; invalid ones are dropped.
+func (m *Manager) heldKeysOf(set slot.RangeSet) (heldKeys, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, h := range m.held {
+		if !h.ranges.Equal(set) {
+			continue
+		}
+		if m.node.HeldSince(set.Ranges(), h.gen) {
+			m.held = slices.Delete(m.held, i, i+1)
+			return heldKeys{}, false
+		}
+		return h, true
+	}
+	return heldKeys{}, false
+}
+
+// dropHeldKeys forgets the kept keys of set.
+func (m *Manager) dropHeldKeys(set slot.RangeSet) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.held = slices.DeleteFunc(m.held, func(h heldKeys) bool { return h.ranges.Equal(set) })
 }
 
 func (m *Manager) commitDestination(j *job) error {
@@ -1187,13 +1263,33 @@ func (m *Manager) DeleteSlots(ctx context.Context, ranges []slot.Range, kps uint
 	if err := check(); err != nil {
 		return 0, err
 	}
-	n, err := m.st.DeleteSlots(ctx, set.Ranges(), store.DeleteOptions{
-		KeysPerSecond: kps,
-		Guard: func() (func(), error) {
+	o := store.DeleteOptions{KeysPerSecond: kps}
+	held, ok := m.heldKeysOf(set)
+	if ok {
+		// The keys the slots hold, from the job that handed them off:
+		// valid while no install gave this node any of them again, which
+		// every batch checks under the gate.
+		o.Keys = held.keys
+		o.Guard = func() (func(), error) {
+			return m.node.EndWrite, m.node.Guard(func() error {
+				if m.node.HeldSince(set.Ranges(), held.gen) {
+					m.dropHeldKeys(set)
+					return fmt.Errorf("%w: slots %s came back to node %s after the migration that handed them off ended; retry: the cleanup will read their keys",
+						rpcerr.ErrConflict, set, me)
+				}
+				return check()
+			})
+		}
+	} else {
+		o.Guard = func() (func(), error) {
 			return m.node.EndWrite, m.node.Guard(check)
-		},
-	})
-	m.log.InfoContext(ctx, "slots deleted", "ranges", set.String(), "keys", n, "err", err)
+		}
+	}
+	n, err := m.st.DeleteSlots(ctx, set.Ranges(), o)
+	if err == nil && ok {
+		m.dropHeldKeys(set)
+	}
+	m.log.InfoContext(ctx, "slots deleted", "ranges", set.String(), "keys", n, "keys_known", ok, "err", err)
 	return n, err
 }
 

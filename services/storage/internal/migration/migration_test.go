@@ -21,6 +21,12 @@ import (
 
 func setup(t *testing.T) (*store.Store, *node.Node, *migration.Manager) {
 	t.Helper()
+	return setupWith(t, migration.Options{})
+}
+
+// setupWith is setup with the manager's options.
+func setupWith(t *testing.T, o migration.Options) (*store.Store, *node.Node, *migration.Manager) {
+	t.Helper()
 	st := storetest.Open(t)
 	n, err := node.Open(st, "a")
 	if err != nil {
@@ -37,7 +43,7 @@ func setup(t *testing.T) (*store.Store, *node.Node, *migration.Manager) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := migration.Open(st, n, migration.Options{})
+	m, err := migration.Open(st, n, o)
 	if err != nil {
 		t.Fatal(err)
 	}

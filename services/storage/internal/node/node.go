@@ -216,6 +216,31 @@ type Node struct {
 	// changed is closed, and dropped, at each install: Changed's waiters.
 	changedMu sync.Mutex
 	changed   chan struct{}
+
+	// gen numbers the installs; heldAt[s] is the gen of the last install
+	// whose view had slot s in a state other than NONE or assigned it
+	// here: the last time this node could take writes or imports to it
+	// (see HeldSince).
+	gen    atomic.Uint64
+	heldAt [slot.Count]atomic.Uint64
+}
+
+// Generation numbers the state installs of this node: it grows at each.
+// Read in a Transition's committed func, it is that transition's.
+func (n *Node) Generation() uint64 { return n.gen.Load() }
+
+// HeldSince reports whether an install after generation gen gave this
+// node any slot of ranges in a state other than NONE, or assigned one
+// here: whether data can have reached those slots since gen.
+func (n *Node) HeldSince(ranges []slot.Range, gen uint64) bool {
+	for _, r := range ranges {
+		for s := int(r.Start); s <= int(r.End); s++ {
+			if n.heldAt[s].Load() > gen {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Changed returns a channel closed when the node next installs a state (a
@@ -751,6 +776,21 @@ func (n *Node) captureTable(v *view) (*store.CaptureTable, error) {
 // install publishes v and its capture table (under the exclusive gate, or
 // before the node is shared).
 func (n *Node) install(v *view, tbl *store.CaptureTable) {
+	g := n.gen.Add(1)
+	var mine []slot.Range
+	if v.topo != nil {
+		mine = v.topo.RangesOf(n.id)
+	}
+	for _, r := range mine {
+		for s := int(r.Start); s <= int(r.End); s++ {
+			n.heldAt[s].Store(g)
+		}
+	}
+	for _, r := range v.states {
+		for s := int(r.Range.Start); s <= int(r.Range.End); s++ {
+			n.heldAt[s].Store(g)
+		}
+	}
 	n.st.SetCapture(tbl)
 	n.view.Store(v)
 	n.changedMu.Lock()

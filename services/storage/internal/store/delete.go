@@ -35,6 +35,10 @@ type DeleteOptions struct {
 	// (FlushSlots on served slots); cleanup of slots no longer served
 	// deletes directly.
 	Captured bool
+	// Keys, when set, are the keys the ranges hold (HeldKeys, taken when
+	// the slots stopped taking writes): they are deleted without reading
+	// the ranges. A key outside the ranges is skipped.
+	Keys *KeyList
 }
 
 // DeleteSlots deletes every key of ranges, in transactions of BatchKeys
@@ -64,7 +68,11 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 	defer cancel()
 	batches := make(chan [][]byte, 2)
 	collected := make(chan error, 1)
-	go func() { collected <- s.collectRanges(ctx, ranges, batch, batches) }()
+	if o.Keys != nil {
+		go func() { collected <- sendKeys(ctx, o.Keys, ranges, batch, batches) }()
+	} else {
+		go func() { collected <- s.collectRanges(ctx, ranges, batch, batches) }()
+	}
 
 	var c commits
 	var queued uint64
@@ -155,6 +163,42 @@ func pace(ctx context.Context, start time.Time, n, kps uint64) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// sendKeys sends the keys of l that lie in ranges to out in batches of n,
+// and closes it.
+func sendKeys(ctx context.Context, l *KeyList, ranges []slot.Range, n int, out chan<- [][]byte) error {
+	defer close(out)
+	var in [slot.Count]bool
+	for _, r := range ranges {
+		for s := int(r.Start); s <= int(r.End); s++ {
+			in[s] = true
+		}
+	}
+	send := func(keys [][]byte) error {
+		select {
+		case out <- keys:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	keys := make([][]byte, 0, n)
+	for _, k := range l.keys {
+		if !in[slotOfStorageKey(k)] {
+			continue
+		}
+		if keys = append(keys, k); len(keys) == n {
+			if err := send(keys); err != nil {
+				return err
+			}
+			keys = make([][]byte, 0, n)
+		}
+	}
+	if len(keys) > 0 {
+		return send(keys)
+	}
+	return nil
 }
 
 // collectRanges sends the keys of ranges to out in batches of n and closes

@@ -22,6 +22,11 @@ type Options struct {
 	BlockCacheSize int64
 	// ValueLogFileSize is the maximum size of one value-log file in bytes.
 	ValueLogFileSize int64
+	// HeldKeysBytes caps the memory a migration snapshot spends recording
+	// the keys its scans read, so that the source's cleanup need not read
+	// them again (see HeldKeys); 0 means DefaultHeldKeysBytes, negative
+	// records nothing.
+	HeldKeysBytes int
 	// Logger receives Badger's own log lines (info lines at debug level,
 	// since Badger is chatty on open and compaction). Nil discards them.
 	Logger *slog.Logger
@@ -35,6 +40,16 @@ func DefaultOptions(dir string) Options {
 		BlockCacheSize:   256 << 20,
 		ValueLogFileSize: 256 << 20,
 	}
+}
+
+// WithHeldKeysBytes returns o with HeldKeysBytes set.
+func (o Options) WithHeldKeysBytes(n int) Options { o.HeldKeysBytes = n; return o }
+
+func (o Options) heldKeysLimit() int {
+	if o.HeldKeysBytes == 0 {
+		return DefaultHeldKeysBytes
+	}
+	return o.HeldKeysBytes
 }
 
 // WithDir returns o with Dir set.

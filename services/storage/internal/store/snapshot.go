@@ -29,6 +29,9 @@ type Snapshot struct {
 	mu     sync.Mutex
 	refs   int
 	closed bool
+
+	// record is what the scans read, for HeldKeys.
+	record scanRecord
 }
 
 // OpenSnapshot opens a snapshot of the store at the head of l. It holds
@@ -42,6 +45,7 @@ func (s *Store) OpenSnapshot(l *ChangeLog) (*Snapshot, error) {
 	l.mu.Lock()
 	sn := &Snapshot{txn: s.db.NewTransaction(false), seq: l.head.Load()}
 	l.mu.Unlock()
+	sn.record.limit = s.opts.heldKeysLimit()
 	// What the snapshot holds must survive an OS crash: the migrator treats
 	// every change up to Seq as copied by the snapshot.
 	if err := s.sync(); err != nil {
@@ -113,6 +117,8 @@ type SnapshotBatch struct {
 // maxBytes of keys and values, each with its per-slot digests. The batch is
 // only valid during emit. An emit
 // error stops the scan and is returned; so does Close of the snapshot.
+// The keys of every batch, and the interval the scan covered, are recorded
+// before they are handed out (see HeldKeys).
 func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, maxBytes int, emit func(SnapshotBatch) error) error {
 	ranges, err := normalize(ranges)
 	if err != nil {
@@ -137,14 +143,28 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		last  []byte
 		ferr  error
 		h     = NewHasher()
+		// dead are the keys of the expired entries walked since the last
+		// batch: not handed out, but recorded, since they are on disk
+		// until deleted. seen and recorded count the entries walked and
+		// recorded; walkedTo and recordedTo are the last of each.
+		dead                 [][]byte
+		seen, recorded       int
+		walkedTo, recordedTo []byte
 	)
 	flush := func() bool {
-		if len(items) == 0 {
+		if len(items) == 0 && len(dead) == 0 {
 			return true
 		}
 		if sn.Closed() {
 			ferr = ErrSnapshotClosed
 			return false
+		}
+		sn.record.add(items, dead)
+		recorded += len(items) + len(dead)
+		recordedTo = append(recordedTo[:0], walkedTo...)
+		dead = dead[:0]
+		if len(items) == 0 {
+			return true
 		}
 		if ferr = emit(SnapshotBatch{Items: items, Packed: arena, Last: last, Digests: digs}); ferr != nil {
 			return false
@@ -152,8 +172,17 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		items, digs, arena, size = items[:0], digs[:0], arena[:0], 0
 		return true
 	}
-	walk(it, ranges, nil, start, NowMs(), func(item *badger.Item) bool {
+	now := NowMs()
+	// Every entry is walked (now 0): an expired one is recorded, not
+	// handed out.
+	walk(it, ranges, nil, start, 0, func(item *badger.Item) bool {
 		k := item.Key()
+		if expired, err := itemExpired(item, now); expired && err == nil {
+			dead = append(dead, bytes.Clone(k))
+			walkedTo = append(walkedTo[:0], k...)
+			seen++
+			return len(dead) < maxRecords || flush()
+		}
 		n := len(k) + int(item.ValueSize())
 		if len(items) >= maxRecords || (len(items) > 0 && size+n > maxBytes) {
 			if !flush() {
@@ -196,6 +225,8 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 			ExpiresAt: exp,
 		}
 		items = append(items, kv)
+		seen++
+		walkedTo = append(walkedTo[:0], k...)
 		if len(digs) == 0 || digs[len(digs)-1].Slot != kv.Slot {
 			digs = append(digs, SlotDigest{Slot: kv.Slot})
 		}
@@ -206,10 +237,20 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		size += n
 		return true
 	})
-	if ferr != nil {
-		return ferr
+	walked := ferr == nil
+	if walked {
+		flush()
 	}
-	flush()
+	// The scan covered the ranges (from start) up to the last key it
+	// recorded, or to their end when it walked them all and recorded
+	// every entry it walked (the last batch's emit may still have failed:
+	// its keys are recorded).
+	switch {
+	case walked && recorded == seen:
+		sn.record.cover(ranges, start, nil)
+	case recordedTo != nil:
+		sn.record.cover(ranges, start, append(recordedTo, 0))
+	}
 	return ferr
 }
 

@@ -1,0 +1,149 @@
+package migration_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
+	"github.com/slotkv/slotkv/pkg/slot"
+	"github.com/slotkv/slotkv/services/storage/internal/migration"
+	"github.com/slotkv/slotkv/services/storage/internal/node"
+	"github.com/slotkv/slotkv/services/storage/internal/store"
+	"github.com/slotkv/slotkv/services/storage/internal/store/storetest"
+)
+
+// lockedBuffer is a log destination the test reads while the manager writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestDeleteSlotsWithHeldKeys: after a source job ends COMMITTED, the
+// cleanup of its slots deletes the keys its snapshot's scans read and the
+// changes after it wrote, without reading the slots, and deletes every
+// key. When the slots came back to the node in between (a topology, with
+// writes), the list is not used: the cleanup reads the slots, and deletes
+// what was written meanwhile too.
+func TestDeleteSlotsWithHeldKeys(t *testing.T) {
+	t.Parallel()
+	topo := func(v uint64, aHas bool) *clusterv1.Topology {
+		a := []*clusterv1.SlotRange{{Start: 0, End: 9}, {Start: 20, End: 8191}}
+		b := []*clusterv1.SlotRange{{Start: 10, End: 19}, {Start: 8192, End: 16383}}
+		if aHas {
+			a, b = []*clusterv1.SlotRange{{Start: 0, End: 8191}}, []*clusterv1.SlotRange{{Start: 8192, End: 16383}}
+		}
+		return &clusterv1.Topology{
+			Version:     v,
+			Nodes:       []*clusterv1.Node{{Id: "a", GrpcAddress: "a:1"}, {Id: "b", GrpcAddress: "b:1"}},
+			Assignments: []*clusterv1.Assignment{{NodeId: "a", Ranges: a}, {NodeId: "b", Ranges: b}},
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		cameBack  bool // the slots come back to a, take a write, and leave again before the cleanup
+		wantKnown bool
+	}{
+		{"keys known", false, true},
+		{"slots came back in between", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			logs := &lockedBuffer{}
+			st, n, m := setupWith(t, migration.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+			ctx := context.Background()
+			rs := slot.MustParseRangeSet("10-19")
+			put := func(k string) {
+				t.Helper()
+				if err := write(n, st, []store.Mutation{{Key: []byte(k), Value: []byte("v")}}, false); err != nil {
+					t.Fatalf("put %s: %v", k, err)
+				}
+			}
+			del := func(k string) {
+				t.Helper()
+				if err := write(n, st, []store.Mutation{{Key: []byte(k), Delete: true}}, false); err != nil {
+					t.Fatalf("delete %s: %v", k, err)
+				}
+			}
+			key := func(i int) string { return string(storetest.KeyInSlot(uint16(10+i%10), fmt.Sprint("k", i))) }
+			for i := range 300 {
+				put(key(i))
+			}
+			put(string(storetest.KeyInSlot(30, "kept"))) // another slot's
+
+			if _, err := m.Begin(ctx, migration.BeginRequest{Job: "out", Role: migration.Source, Ranges: rs, Peer: "b", TopologyVersion: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.OpenSnapshot("out"); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.SnapshotScan(migration.ScanRequest{Job: "out", BatchRecords: 64, BatchBytes: 1 << 20}, func(store.SnapshotBatch) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 20 { // writes after the snapshot
+				put(key(1000 + i))
+				del(key(i))
+			}
+			if _, err := m.Freeze(ctx, "out"); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := n.SetTopology(topo(2, false)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.End(ctx, "out", migration.Committed); err != nil {
+				t.Fatal(err)
+			}
+			if tc.cameBack {
+				if _, _, err := n.SetTopology(topo(3, true)); err != nil {
+					t.Fatal(err)
+				}
+				put(key(2000))
+				if _, _, err := n.SetTopology(topo(4, false)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			held, err := st.Count(ctx, rs.Ranges())
+			if err != nil || held == 0 {
+				t.Fatalf("Count before the cleanup: %d, %v", held, err)
+			}
+			deleted, err := m.DeleteSlots(ctx, rs.Ranges(), 0)
+			if err != nil || deleted != held {
+				t.Fatalf("DeleteSlots = %d, %v; want the %d keys the slots held", deleted, err, held)
+			}
+			if left, err := st.Count(ctx, rs.Ranges()); err != nil || left != 0 {
+				t.Fatalf("after the cleanup: %d keys left, %v", left, err)
+			}
+			if k := n.State(30); k != node.Owned {
+				t.Fatalf("slot 30 is %s", k)
+			}
+			if v, _, err := st.Get(storetest.KeyInSlot(30, "kept")); err != nil || string(v) != "v" {
+				t.Fatalf("another slot's key: %q, %v", v, err)
+			}
+			var line string
+			for l := range strings.SplitSeq(logs.String(), "\n") {
+				if strings.Contains(l, `"msg":"slots deleted"`) {
+					line = l
+				}
+			}
+			if want := fmt.Sprintf(`"keys_known":%v`, tc.wantKnown); !strings.Contains(line, want) {
+				t.Fatalf("the cleanup's log line %q does not say %s", line, want)
+			}
+		})
+	}
+}

@@ -129,4 +129,14 @@
 // memory (a restart drops it) and goes once the cleanup succeeds; the
 // "slots deleted" log line says which way the keys were found
 // (keys_known).
+//
+// A destination deletes whatever it holds in a job's slots before the
+// first import (leftovers of an interrupted earlier job). When the slots
+// come back to a node whose cleanup emptied them, that read finds only
+// the cleanup's tombstones; so a successful DeleteSlots marks its slots
+// empty as of the generation it checked them at, and Begin skips the read
+// when every slot is marked and no install since gave it to the node
+// (node.HeldAt, under the gate: nothing can have arrived without one).
+// The "migration begun" log line says so (known_empty). Marks live in
+// memory: after a restart the destination reads.
 package migration

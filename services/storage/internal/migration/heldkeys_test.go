@@ -35,6 +35,32 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// topoAB is a topology of nodes a and b at version v in which a holds
+// 0-8191 (aHas) or 0-8191 less 10-19, which b holds then.
+func topoAB(v uint64, aHas bool) *clusterv1.Topology {
+	a := []*clusterv1.SlotRange{{Start: 0, End: 9}, {Start: 20, End: 8191}}
+	b := []*clusterv1.SlotRange{{Start: 10, End: 19}, {Start: 8192, End: 16383}}
+	if aHas {
+		a, b = []*clusterv1.SlotRange{{Start: 0, End: 8191}}, []*clusterv1.SlotRange{{Start: 8192, End: 16383}}
+	}
+	return &clusterv1.Topology{
+		Version:     v,
+		Nodes:       []*clusterv1.Node{{Id: "a", GrpcAddress: "a:1"}, {Id: "b", GrpcAddress: "b:1"}},
+		Assignments: []*clusterv1.Assignment{{NodeId: "a", Ranges: a}, {NodeId: "b", Ranges: b}},
+	}
+}
+
+// logLine returns the last log line with message msg.
+func logLine(logs *lockedBuffer, msg string) string {
+	var line string
+	for l := range strings.SplitSeq(logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"`+msg+`"`) {
+			line = l
+		}
+	}
+	return line
+}
+
 // TestDeleteSlotsWithHeldKeys: after a source job ends COMMITTED, the
 // cleanup of its slots deletes the keys its snapshot's scans read and the
 // changes after it wrote, without reading the slots, and deletes every
@@ -43,18 +69,6 @@ func (l *lockedBuffer) String() string {
 // what was written meanwhile too.
 func TestDeleteSlotsWithHeldKeys(t *testing.T) {
 	t.Parallel()
-	topo := func(v uint64, aHas bool) *clusterv1.Topology {
-		a := []*clusterv1.SlotRange{{Start: 0, End: 9}, {Start: 20, End: 8191}}
-		b := []*clusterv1.SlotRange{{Start: 10, End: 19}, {Start: 8192, End: 16383}}
-		if aHas {
-			a, b = []*clusterv1.SlotRange{{Start: 0, End: 8191}}, []*clusterv1.SlotRange{{Start: 8192, End: 16383}}
-		}
-		return &clusterv1.Topology{
-			Version:     v,
-			Nodes:       []*clusterv1.Node{{Id: "a", GrpcAddress: "a:1"}, {Id: "b", GrpcAddress: "b:1"}},
-			Assignments: []*clusterv1.Assignment{{NodeId: "a", Ranges: a}, {NodeId: "b", Ranges: b}},
-		}
-	}
 	for _, tc := range []struct {
 		name      string
 		cameBack  bool // the slots come back to a, take a write, and leave again before the cleanup
@@ -103,18 +117,18 @@ func TestDeleteSlotsWithHeldKeys(t *testing.T) {
 			if _, err := m.Freeze(ctx, "out"); err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := n.SetTopology(topo(2, false)); err != nil {
+			if _, _, err := n.SetTopology(topoAB(2, false)); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := m.End(ctx, "out", migration.Committed); err != nil {
 				t.Fatal(err)
 			}
 			if tc.cameBack {
-				if _, _, err := n.SetTopology(topo(3, true)); err != nil {
+				if _, _, err := n.SetTopology(topoAB(3, true)); err != nil {
 					t.Fatal(err)
 				}
 				put(key(2000))
-				if _, _, err := n.SetTopology(topo(4, false)); err != nil {
+				if _, _, err := n.SetTopology(topoAB(4, false)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -135,14 +149,80 @@ func TestDeleteSlotsWithHeldKeys(t *testing.T) {
 			if v, _, err := st.Get(storetest.KeyInSlot(30, "kept")); err != nil || string(v) != "v" {
 				t.Fatalf("another slot's key: %q, %v", v, err)
 			}
-			var line string
-			for l := range strings.SplitSeq(logs.String(), "\n") {
-				if strings.Contains(l, `"msg":"slots deleted"`) {
-					line = l
-				}
-			}
+			line := logLine(logs, "slots deleted")
 			if want := fmt.Sprintf(`"keys_known":%v`, tc.wantKnown); !strings.Contains(line, want) {
 				t.Fatalf("the cleanup's log line %q does not say %s", line, want)
+			}
+		})
+	}
+}
+
+// TestBeginKnowsEmptySlots: a destination whose cleanup emptied the slots
+// of a job begins importing them without reading them for leftovers; when
+// the slots came back to it in between (a topology, with a write), it
+// reads them, and deletes what was written meanwhile.
+func TestBeginKnowsEmptySlots(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		cameBack  bool
+		wantEmpty bool
+	}{
+		{"emptied by the cleanup", false, true},
+		{"slots came back in between", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			logs := &lockedBuffer{}
+			st, n, m := setupWith(t, migration.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+			ctx := context.Background()
+			rs := slot.MustParseRangeSet("10-19")
+			put := func(k []byte) {
+				t.Helper()
+				if err := write(n, st, []store.Mutation{{Key: k, Value: []byte("v")}}, false); err != nil {
+					t.Fatalf("put %s: %v", k, err)
+				}
+			}
+			for i := range 100 {
+				put(storetest.KeyInSlot(uint16(10+i%10), fmt.Sprint("k", i)))
+			}
+			// Out to b, and the cleanup.
+			if _, err := m.Begin(ctx, migration.BeginRequest{Job: "out", Role: migration.Source, Ranges: rs, Peer: "b", TopologyVersion: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.Freeze(ctx, "out"); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := n.SetTopology(topoAB(2, false)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.End(ctx, "out", migration.Committed); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.DeleteSlots(ctx, rs.Ranges(), 0); err != nil {
+				t.Fatal(err)
+			}
+			version := uint64(2)
+			if tc.cameBack {
+				if _, _, err := n.SetTopology(topoAB(3, true)); err != nil {
+					t.Fatal(err)
+				}
+				put(storetest.KeyInSlot(15, "meanwhile"))
+				if _, _, err := n.SetTopology(topoAB(4, false)); err != nil {
+					t.Fatal(err)
+				}
+				version = 4
+			}
+			// Back from b.
+			if _, err := m.Begin(ctx, migration.BeginRequest{Job: "in", Role: migration.Destination, Ranges: rs, Peer: "b", TopologyVersion: version}); err != nil {
+				t.Fatal(err)
+			}
+			if left, err := st.Count(ctx, rs.Ranges()); err != nil || left != 0 {
+				t.Fatalf("the destination holds %d keys of the job's slots before the first import, %v", left, err)
+			}
+			line := logLine(logs, "migration begun")
+			if want := fmt.Sprintf(`"known_empty":%v`, tc.wantEmpty); !strings.Contains(line, want) {
+				t.Fatalf("the destination's log line %q does not say %s", line, want)
 			}
 		})
 	}

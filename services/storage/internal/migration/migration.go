@@ -162,6 +162,10 @@ type Manager struct {
 	// held are the keys of slots this node handed off, by range set, for
 	// their cleanup (DeleteSlots); oldest first.
 	held []heldKeys
+	// emptyAt[s] > 0: slot s held no key here at that node generation (a
+	// cleanup had just deleted them all), and holds none as long as no
+	// install since gave it to this node (node.HeldAt). In memory only.
+	emptyAt [slot.Count]uint64
 }
 
 // heldKeys is what a source job that ended COMMITTED knew of the keys its
@@ -374,7 +378,7 @@ func (m *Manager) Begin(ctx context.Context, req BeginRequest) (uint64, error) {
 			return 0, fmt.Errorf("%w: job %q is being aborted on node %s; end it (ABORTED) before starting it again", rpcerr.ErrConflict, req.Job, m.node.ID())
 		}
 		if rec.Role == Destination && !rec.Cleaned {
-			return 0, m.clearLeftovers(ctx, j)
+			return 0, m.clearLeftovers(ctx, j, false)
 		}
 		return 0, nil
 	}
@@ -392,6 +396,7 @@ func (m *Manager) Begin(ctx context.Context, req BeginRequest) (uint64, error) {
 		return 0, err
 	}
 	me := m.node.ID()
+	empty := false // a destination's slots are known to hold nothing
 	err = m.node.Transition(func(t *topology.Topology, sl *node.Slots, tx *store.SystemTxn) error {
 		switch {
 		case t == nil:
@@ -428,6 +433,7 @@ func (m *Manager) Begin(ctx context.Context, req BeginRequest) (uint64, error) {
 			if len(owned) > 0 {
 				return fmt.Errorf("%w: slots %s are owned by node %s, which cannot import them", rpcerr.ErrConflict, slotList(owned), me)
 			}
+			empty = m.emptySlots(req.Ranges)
 			for s := range req.Ranges.All() {
 				sl.Set(s, node.Importing, req.Job, req.Peer)
 			}
@@ -441,19 +447,24 @@ func (m *Manager) Begin(ctx context.Context, req BeginRequest) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	m.log.InfoContext(ctx, "migration begun", "job_id", req.Job, "role", req.Role.String(), "ranges", rec.Ranges, "peer", req.Peer)
+	m.log.InfoContext(ctx, "migration begun", "job_id", req.Job, "role", req.Role.String(), "ranges", rec.Ranges, "peer", req.Peer,
+		"known_empty", empty)
 	if req.Role == Destination {
-		return 0, m.clearLeftovers(ctx, j)
+		return 0, m.clearLeftovers(ctx, j, empty)
 	}
 	return 0, nil
 }
 
 // clearLeftovers deletes whatever a destination holds in the job's slots
-// before the first import, and records that it did.
-func (m *Manager) clearLeftovers(ctx context.Context, j *job) error {
-	n, err := m.deleteJobData(ctx, j, 0)
-	if err != nil {
-		return fmt.Errorf("job %q: delete leftover data: %w", j.id, err)
+// before the first import, and records that it did. Slots known to hold
+// nothing (emptySlots) are not read.
+func (m *Manager) clearLeftovers(ctx context.Context, j *job, empty bool) error {
+	var n uint64
+	if !empty {
+		var err error
+		if n, err = m.deleteJobData(ctx, j, 0); err != nil {
+			return fmt.Errorf("job %q: delete leftover data: %w", j.id, err)
+		}
 	}
 	m.mu.Lock()
 	rec := j.rec
@@ -1127,6 +1138,31 @@ func (m *Manager) heldKeysOf(set slot.RangeSet) (heldKeys, bool) {
 	return heldKeys{}, false
 }
 
+// markEmpty records that the slots of set held no key at generation gen.
+// A mark is only ever read against node.HeldAt, so an install that gave a
+// slot back to this node, before or after the mark, voids it.
+func (m *Manager) markEmpty(set slot.RangeSet, gen uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for s := range set.All() {
+		m.emptyAt[s] = gen
+	}
+}
+
+// emptySlots reports whether every slot of set is known to hold no key:
+// marked empty, and not given to this node by an install since. Call it
+// under the write gate, before the install that gives them to the node.
+func (m *Manager) emptySlots(set slot.RangeSet) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for s := range set.All() {
+		if at := m.emptyAt[s]; at == 0 || m.node.HeldAt(s) > at {
+			return false
+		}
+	}
+	return true
+}
+
 // dropHeldKeys forgets the kept keys of set.
 func (m *Manager) dropHeldKeys(set slot.RangeSet) {
 	m.mu.Lock()
@@ -1260,9 +1296,13 @@ func (m *Manager) DeleteSlots(ctx context.Context, ranges []slot.Range, kps uint
 		}
 		return nil
 	}
-	if err := check(); err != nil {
+	// The generation the slots are checked at: every key they hold then is
+	// deleted below, and none can arrive without an install after it.
+	var from uint64
+	if err := m.node.Guard(func() error { from = m.node.Generation(); return check() }); err != nil {
 		return 0, err
 	}
+	m.node.EndWrite()
 	o := store.DeleteOptions{KeysPerSecond: kps}
 	held, ok := m.heldKeysOf(set)
 	if ok {
@@ -1286,8 +1326,11 @@ func (m *Manager) DeleteSlots(ctx context.Context, ranges []slot.Range, kps uint
 		}
 	}
 	n, err := m.st.DeleteSlots(ctx, set.Ranges(), o)
-	if err == nil && ok {
-		m.dropHeldKeys(set)
+	if err == nil {
+		if ok {
+			m.dropHeldKeys(set)
+		}
+		m.markEmpty(set, from)
 	}
 	m.log.InfoContext(ctx, "slots deleted", "ranges", set.String(), "keys", n, "keys_known", ok, "err", err)
 	return n, err

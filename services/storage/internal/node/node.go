@@ -229,6 +229,15 @@ type Node struct {
 // Read in a Transition's committed func, it is that transition's.
 func (n *Node) Generation() uint64 { return n.gen.Load() }
 
+// HeldAt is the generation of the last install that gave this node slot s
+// in a state other than NONE, or assigned it here (0: none since start).
+func (n *Node) HeldAt(s uint16) uint64 {
+	if int(s) >= slot.Count {
+		return 0
+	}
+	return n.heldAt[s].Load()
+}
+
 // HeldSince reports whether an install after generation gen gave this
 // node any slot of ranges in a state other than NONE, or assigned one
 // here: whether data can have reached those slots since gen.

@@ -27,9 +27,10 @@ import (
 // interval of the slots. It is not kept when a scan stopped early and its
 // interval was never scanned again, when the record went over its memory
 // cap (Options.HeldKeysBytes), or across a restart (a snapshot does not
-// survive one); DeleteSlots then reads the keys as before. A key the list
-// missed could not come back anyway: a destination deletes whatever it
-// holds in a job's slots before its first import (clearLeftovers).
+// survive one); DeleteSlots then reads the keys as before. Exactness
+// matters beyond disk space: a cleanup that succeeds marks its slots
+// empty, and a destination of those slots later skips its read for
+// leftovers (package migration), so a key missed here would come back.
 
 // DefaultHeldKeysBytes caps the memory one snapshot spends recording the
 // keys its scans read: about 2 million keys of 8 bytes.
@@ -44,8 +45,8 @@ type keySpan struct{ lo, hi []byte }
 
 // scanRecord is what the scans of one snapshot read: their keys (storage
 // keys, expired ones included: they are on disk until deleted) and the
-// intervals they covered. It is shared
-// by concurrent scans, and taken once per batch.
+// intervals they covered. Concurrent scans share it, taking it once per
+// batch.
 type scanRecord struct {
 	mu      sync.Mutex
 	limit   int // bytes; <= 0: record nothing

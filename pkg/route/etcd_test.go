@@ -1,7 +1,6 @@
 package route_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/etcdtest"
+	"github.com/slotkv/slotkv/pkg/logtest"
 	"github.com/slotkv/slotkv/pkg/route"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -26,24 +25,6 @@ import (
 	"github.com/slotkv/slotkv/pkg/topology"
 	"github.com/slotkv/slotkv/pkg/topostore"
 )
-
-// syncBuffer collects a router's log lines from its goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // newStore returns a topology store on a fresh real etcd.
 func newStore(t *testing.T) (*etcdtest.Etcd, *topostore.Store) {
@@ -59,7 +40,7 @@ func newStore(t *testing.T) (*etcdtest.Etcd, *topostore.Store) {
 // newEtcdRouter returns a Router whose topology comes from st, logging to
 // log when it is not nil. It has no seeds: the storage nodes are never
 // asked for a topology.
-func newEtcdRouter(t *testing.T, st *topostore.Store, log *syncBuffer) *route.Router {
+func newEtcdRouter(t *testing.T, st *topostore.Store, log *logtest.Buffer) *route.Router {
 	t.Helper()
 	o := route.Options{
 		Store: st,
@@ -136,7 +117,7 @@ func TestEtcdWatchDeliversCommits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	var log syncBuffer
+	var log logtest.Buffer
 	r := newEtcdRouter(t, st, &log)
 	if r.Ready() {
 		t.Fatal("ready before any topology")

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,6 +35,7 @@ import (
 
 	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
+	"github.com/slotkv/slotkv/pkg/logtest"
 )
 
 // Special UnaryCall response sizes that make the test service misbehave.
@@ -121,28 +120,10 @@ func gatewayRoutes(_ context.Context, mux *runtime.ServeMux, conn *grpc.ClientCo
 	return nil
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	srv    *Server
 	svc    *testService
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	cancel context.CancelFunc
 }
 
@@ -150,7 +131,7 @@ type harness struct {
 // o's zero fields get test defaults. The server is stopped at cleanup.
 func start(t *testing.T, o Options) *harness {
 	t.Helper()
-	h := &harness{svc: newTestService(), logs: &syncBuffer{}}
+	h := &harness{svc: newTestService(), logs: &logtest.Buffer{}}
 	if o.Name == "" {
 		o.Name = "test"
 	}

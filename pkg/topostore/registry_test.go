@@ -11,6 +11,7 @@ import (
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	"github.com/slotkv/slotkv/pkg/etcdtest"
+	"github.com/slotkv/slotkv/pkg/logtest"
 )
 
 // waitFor polls cond until it holds, failing after a long wait (a hang, not
@@ -92,7 +93,7 @@ func TestRegister(t *testing.T) {
 func TestRegisterSurvivesEtcdRestart(t *testing.T) {
 	t.Parallel()
 	e := etcdtest.Start(t)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	s, err := New(e.Client(t), Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

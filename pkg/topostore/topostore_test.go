@@ -17,6 +17,7 @@ import (
 
 	"github.com/slotkv/slotkv/pkg/etcdtest"
 	"github.com/slotkv/slotkv/pkg/faultproxy"
+	"github.com/slotkv/slotkv/pkg/logtest"
 	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/topology"
 )
@@ -393,24 +394,6 @@ func TestWatchSurvivesEtcdRestart(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination the watcher writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestWatchResumesAfterCompaction: the watcher's connection is cut and held
 // while versions are committed and etcd compacts past them; its watch then
 // resumes at a compacted revision, so it reads the topology afresh and
@@ -429,7 +412,7 @@ func TestWatchResumesAfterCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { wcli.Close() })
-	var logs syncBuffer
+	var logs logtest.Buffer
 	watched, err := New(wcli, Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/slotkv/slotkv/pkg/logtest"
 )
 
 // serveFixture is a directory with a dataset in ds/ and, next to the
@@ -109,25 +110,6 @@ func TestFileServer(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer the server's goroutines can log into
-// while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestServeCommand runs `serve` as the binary would, probes it with
 // `healthcheck`, downloads a file, and stops it by cancelling its context
 // (what SIGTERM does in main).
@@ -137,7 +119,7 @@ func TestServeCommand(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pr, pw := io.Pipe()
-	var stderr lockedBuffer
+	var stderr logtest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"serve", "--dir", dir, "--listen", "127.0.0.1:0"}, pw, &stderr)

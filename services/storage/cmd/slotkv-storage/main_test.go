@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/slotkv/slotkv/pkg/auth"
 	"github.com/slotkv/slotkv/pkg/dial"
 	"github.com/slotkv/slotkv/pkg/etcdtest"
+	"github.com/slotkv/slotkv/pkg/logtest"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -93,19 +93,6 @@ func TestParseEtcd(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestRun runs the command in process: it starts on port 0, writes the
 // listen file, serves, stops cleanly on cancel, and refuses to reuse the
 // data directory under another node id or without its control plane
@@ -120,13 +107,13 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	var noEtcd syncBuffer
+	var noEtcd logtest.Buffer
 	if code := run(ctx, base, env(nil), &noEtcd); code != 1 || !strings.Contains(noEtcd.String(), "--etcd-endpoints") {
 		t.Errorf("start without --etcd-endpoints: exit %d, log:\n%s", code, noEtcd.String())
 	}
 
 	args := append(slices.Clone(base), "--etcd-endpoints", etcdtest.Start(t).Endpoint)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, env(nil), &logs) }()
 
@@ -173,7 +160,7 @@ func TestRun(t *testing.T) {
 		}
 	}
 
-	var logs2 syncBuffer
+	var logs2 logtest.Buffer
 	args[1] = "someone-else"
 	if code := run(context.Background(), args, env(nil), &logs2); code != 1 || !strings.Contains(logs2.String(), "cmd-node") {
 		t.Errorf("restart with another id: exit %d, log:\n%s", code, logs2.String())

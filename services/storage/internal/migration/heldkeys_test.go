@@ -1,39 +1,20 @@
 package migration_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
+	"github.com/slotkv/slotkv/pkg/logtest"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/storage/internal/migration"
 	"github.com/slotkv/slotkv/services/storage/internal/node"
 	"github.com/slotkv/slotkv/services/storage/internal/store"
 	"github.com/slotkv/slotkv/services/storage/internal/store/storetest"
 )
-
-// lockedBuffer is a log destination the test reads while the manager writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // topoAB is a topology of nodes a and b at version v in which a holds
 // 0-8191 (aHas) or 0-8191 less 10-19, which b holds then.
@@ -50,8 +31,16 @@ func topoAB(v uint64, aHas bool) *clusterv1.Topology {
 	}
 }
 
+// mutate writes one mutation through the node's gate, as a client would.
+func mutate(t *testing.T, n *node.Node, st *store.Store, m store.Mutation) {
+	t.Helper()
+	if err := write(n, st, []store.Mutation{m}, false); err != nil {
+		t.Fatalf("write %q (delete %v): %v", m.Key, m.Delete, err)
+	}
+}
+
 // logLine returns the last log line with message msg.
-func logLine(logs *lockedBuffer, msg string) string {
+func logLine(logs *logtest.Buffer, msg string) string {
 	var line string
 	for l := range strings.SplitSeq(logs.String(), "\n") {
 		if strings.Contains(l, `"msg":"`+msg+`"`) {
@@ -79,22 +68,12 @@ func TestDeleteSlotsWithHeldKeys(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &lockedBuffer{}
+			logs := &logtest.Buffer{}
 			st, n, m := setupWith(t, migration.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 			ctx := context.Background()
 			rs := slot.MustParseRangeSet("10-19")
-			put := func(k string) {
-				t.Helper()
-				if err := write(n, st, []store.Mutation{{Key: []byte(k), Value: []byte("v")}}, false); err != nil {
-					t.Fatalf("put %s: %v", k, err)
-				}
-			}
-			del := func(k string) {
-				t.Helper()
-				if err := write(n, st, []store.Mutation{{Key: []byte(k), Delete: true}}, false); err != nil {
-					t.Fatalf("delete %s: %v", k, err)
-				}
-			}
+			put := func(k string) { t.Helper(); mutate(t, n, st, store.Mutation{Key: []byte(k), Value: []byte("v")}) }
+			del := func(k string) { t.Helper(); mutate(t, n, st, store.Mutation{Key: []byte(k), Delete: true}) }
 			key := func(i int) string { return string(storetest.KeyInSlot(uint16(10+i%10), fmt.Sprint("k", i))) }
 			for i := range 300 {
 				put(key(i))
@@ -173,16 +152,11 @@ func TestBeginKnowsEmptySlots(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &lockedBuffer{}
+			logs := &logtest.Buffer{}
 			st, n, m := setupWith(t, migration.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 			ctx := context.Background()
 			rs := slot.MustParseRangeSet("10-19")
-			put := func(k []byte) {
-				t.Helper()
-				if err := write(n, st, []store.Mutation{{Key: k, Value: []byte("v")}}, false); err != nil {
-					t.Fatalf("put %s: %v", k, err)
-				}
-			}
+			put := func(k []byte) { t.Helper(); mutate(t, n, st, store.Mutation{Key: k, Value: []byte("v")}) }
 			for i := range 100 {
 				put(storetest.KeyInSlot(uint16(10+i%10), fmt.Sprint("k", i)))
 			}

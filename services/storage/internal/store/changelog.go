@@ -235,44 +235,58 @@ func (s *Store) ReadChanges(l *ChangeLog, after uint64, limit, maxBytes int) ([]
 	size := 0
 	now := NowMs()
 	err := s.db.View(func(txn *badger.Txn) error {
-		io := iteratorOptions()
-		io.Prefix = l.prefix
-		io.PrefetchSize = max(1, min(limit, 100))
-		it := txn.NewIterator(io)
-		defer it.Close()
-		for it.Seek(l.seqKey(nil, after+1)); it.ValidForPrefix(l.prefix); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			if len(k) != len(l.prefix)+8 {
-				continue
-			}
-			if binary.BigEndian.Uint64(k[len(l.prefix):]) > head {
-				break // committed after the sync: the next read returns it
+		return eachChange(txn, l, after, max(1, min(limit, 100)), func(seq uint64, item *badger.Item) (bool, error) {
+			if seq > head {
+				return false, nil // committed after the sync: the next read returns it
 			}
 			n := int(item.ValueSize())
 			if len(out) >= limit || (len(out) > 0 && size+n > maxBytes) {
-				break
+				return false, nil
 			}
 			v, err := item.ValueCopy(nil)
 			if err != nil {
-				return err
+				return false, err
 			}
-			c, err := decodeChange(binary.BigEndian.Uint64(k[len(l.prefix):]), v)
+			c, err := decodeChange(seq, v)
 			if err != nil {
-				return err
+				return false, err
 			}
 			if !c.Delete && Expired(c.ExpiresAt, now) {
 				c.Delete, c.Value, c.ExpiresAt = true, nil, 0
 			}
 			out = append(out, c)
 			size += n
-		}
-		return nil
+			return true, nil
+		})
 	})
 	if err != nil {
 		return nil, 0, mapErr("read changes", err)
 	}
 	return out, head, nil
+}
+
+// eachChange calls fn with the sequence and item of every change record of
+// l after seq `after`, in order, until fn returns false or an error.
+// prefetch is the iterator's prefetch size (0: Badger's default).
+func eachChange(txn *badger.Txn, l *ChangeLog, after uint64, prefetch int, fn func(seq uint64, item *badger.Item) (bool, error)) error {
+	io := iteratorOptions()
+	io.Prefix = l.prefix
+	if prefetch > 0 {
+		io.PrefetchSize = prefetch
+	}
+	it := txn.NewIterator(io)
+	defer it.Close()
+	for it.Seek(l.seqKey(nil, after+1)); it.ValidForPrefix(l.prefix); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		if len(k) != len(l.prefix)+8 {
+			continue
+		}
+		if more, err := fn(binary.BigEndian.Uint64(k[len(l.prefix):]), item); err != nil || !more {
+			return err
+		}
+	}
+	return nil
 }
 
 // DropChangeLog deletes every change record of job (in batches) and forgets

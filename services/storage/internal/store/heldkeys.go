@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -232,32 +231,19 @@ func (s *Store) changedKeys(l *ChangeLog, after, to uint64, fn func(key []byte, 
 		return nil
 	}
 	err := s.db.View(func(txn *badger.Txn) error {
-		io := iteratorOptions()
-		io.Prefix = l.prefix
-		it := txn.NewIterator(io)
-		defer it.Close()
-		for it.Seek(l.seqKey(nil, after+1)); it.ValidForPrefix(l.prefix); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			if len(k) != len(l.prefix)+8 {
-				continue
-			}
-			seq := binary.BigEndian.Uint64(k[len(l.prefix):])
+		return eachChange(txn, l, after, 0, func(seq uint64, item *badger.Item) (bool, error) {
 			if seq > to {
-				return nil
+				return false, nil
 			}
-			if err := item.Value(func(v []byte) error {
+			return true, item.Value(func(v []byte) error {
 				c, err := decodeChange(seq, v)
 				if err != nil {
 					return err
 				}
 				fn(slot.AppendKey(nil, c.Slot, c.Key), c.Delete)
 				return nil
-			}); err != nil {
-				return err
-			}
-		}
-		return nil
+			})
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("store: change log of job %s: %w", l.job, mapErr("read changes", err))

@@ -90,15 +90,7 @@ func TestHeldKeys(t *testing.T) {
 			put("expires-later", NowMs()+time.Hour.Milliseconds())
 
 			// The job: every slot captured into its log, then the snapshot.
-			l, err := st.ChangeLog("job")
-			if err != nil {
-				t.Fatal(err)
-			}
-			var tbl CaptureTable
-			for s := range slot.Count {
-				tbl[s] = l
-			}
-			st.SetCapture(&tbl)
+			l := captureAll(t, st, "job")
 			sn, err := st.OpenSnapshot(l)
 			if err != nil {
 				t.Fatal(err)

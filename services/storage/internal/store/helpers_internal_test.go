@@ -1,6 +1,10 @@
 package store
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/slotkv/slotkv/pkg/slot"
+)
 
 // openInternal opens a small store in t.TempDir() for this package's own
 // tests (storetest cannot serve them: it imports this package) and closes
@@ -13,4 +17,20 @@ func openInternal(t *testing.T) *Store {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	return st
+}
+
+// captureAll opens the change log of job and captures every slot's writes
+// into it, as if the job migrated every slot.
+func captureAll(t *testing.T, st *Store, job string) *ChangeLog {
+	t.Helper()
+	l, err := st.ChangeLog(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tbl CaptureTable
+	for s := range slot.Count {
+		tbl[s] = l
+	}
+	st.SetCapture(&tbl)
+	return l
 }

@@ -3,8 +3,6 @@ package store
 import (
 	"fmt"
 	"testing"
-
-	"github.com/slotkv/slotkv/pkg/slot"
 )
 
 // TestReadChangesSyncsOnce: ReadChanges syncs the disk before it hands out
@@ -14,15 +12,7 @@ import (
 func TestReadChangesSyncsOnce(t *testing.T) {
 	t.Parallel()
 	st := openInternal(t)
-	l, err := st.ChangeLog("j")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tbl CaptureTable
-	for s := range slot.Count {
-		tbl[s] = l
-	}
-	st.SetCapture(&tbl)
+	l := captureAll(t, st, "j")
 	put := func(i int) {
 		t.Helper()
 		if _, err := st.Put(fmt.Appendf(nil, "k%d", i), []byte("v")); err != nil {

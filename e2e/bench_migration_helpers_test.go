@@ -452,8 +452,14 @@ func fetchProfile(url, token, file string) error {
 	return nil
 }
 
-// wait waits for every profile and returns the files' errors.
-func (p *profiles) wait() error {
+// wait waits for every profile and fails tb with the files' errors. A nil
+// p (no profiles asked for) has nothing to wait for.
+func (p *profiles) wait(tb testing.TB) {
+	if p == nil {
+		return
+	}
 	p.wg.Wait()
-	return errors.Join(p.errs...)
+	if err := errors.Join(p.errs...); err != nil {
+		tb.Errorf("profiles: %v", err)
+	}
 }

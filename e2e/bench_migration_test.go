@@ -46,13 +46,12 @@ type scaleConfig struct {
 	handoffs        int    // hand-offs measured under write load
 	writesPerSec    int    // the write load's rate
 	profileDir      string // where CPU/mutex/block profiles go; "" none
-	pauseOnly       bool   // SLOTKV_BENCH_PAUSE_ONLY: skip the scaling runs
 }
 
 func scaleConfigFromEnv(tb testing.TB) scaleConfig {
 	tb.Helper()
 	c := scaleConfig{keys: 1_000_000, valueSize: 1024, ps: []int{1, 2, 4}, rounds: 2, handoffs: 20, writesPerSec: 5000,
-		profileDir: os.Getenv("SLOTKV_BENCH_PROFILE_DIR"), pauseOnly: os.Getenv("SLOTKV_BENCH_PAUSE_ONLY") != ""}
+		profileDir: os.Getenv("SLOTKV_BENCH_PROFILE_DIR")}
 	for env, dst := range map[string]*int{
 		"SLOTKV_BENCH_KEYS": &c.keys, "SLOTKV_BENCH_VALUE_BYTES": &c.valueSize,
 		"SLOTKV_BENCH_ROUNDS": &c.rounds, "SLOTKV_BENCH_HANDOFFS": &c.handoffs, "SLOTKV_BENCH_WRITES_PER_SEC": &c.writesPerSec,
@@ -74,6 +73,9 @@ func scaleConfigFromEnv(tb testing.TB) scaleConfig {
 			}
 			c.ps = append(c.ps, p)
 		}
+	}
+	if os.Getenv("SLOTKV_BENCH_PAUSE_ONLY") != "" {
+		c.ps = nil // the hand-off pause part alone
 	}
 	return c
 }
@@ -119,7 +121,10 @@ func scaleConfigFromEnv(tb testing.TB) scaleConfig {
 // With SLOTKV_BENCH_PROFILE_DIR set, every process runs with mutex and
 // block profiling on, and CPU, mutex and block profiles of the source, the
 // migrator and the destination during the largest P's first migration are
-// saved there (pP-ROLE-KIND.pb.gz; go tool pprof -top FILE).
+// saved there (pP-ROLE-KIND.pb.gz; go tool pprof -top FILE), and those of
+// the router, n3, n2 and the migrator under the pause part's load alone
+// (pause-alone-*) and during its first 10 s of hand-offs
+// (pause-handoffs-*). SLOTKV_BENCH_PAUSE_ONLY=1 runs the pause part alone.
 //
 // Run it once: -bench MigrationScaling -benchtime 1x (`make
 // bench-migration`, which prints the ratios). Timings are printed, never
@@ -146,11 +151,9 @@ func BenchmarkMigrationScaling(b *testing.B) {
 	s := &scaleBench{cfg: cfg, c: c, data: data, from: "n1", to: "n2", raw: map[int]runFigures{}, slotkv: map[int]runFigures{}}
 	s.checkCount(b)
 	s.mover = startMoverEnv(b, c, moverEnv)
-	s.rawSource = startRawpipe(b, "source", data.rawDir)
-	s.warmRawSource(b)
-
-	if cfg.pauseOnly {
-		cfg.ps, s.cfg.ps = nil, nil
+	if len(cfg.ps) > 0 {
+		s.rawSource = startRawpipe(b, "source", data.rawDir)
+		s.warmRawSource(b)
 	}
 	for i, p := range roundOrder(cfg.ps, cfg.rounds) {
 		s.rawRound(b, p)
@@ -238,7 +241,10 @@ func (s *scaleBench) checkCount(b *testing.B) {
 // allPids are every long-running process of the benchmark: before a
 // measurement all of them must be quiet, not only the job's.
 func (s *scaleBench) allPids() []int {
-	out := []int{s.mover.proc.Pid(), s.rawSource.Pid(), s.c.router.Pid()}
+	out := []int{s.mover.proc.Pid(), s.c.router.Pid()}
+	if s.rawSource != nil { // none when the scaling runs are skipped
+		out = append(out, s.rawSource.Pid())
+	}
 	for _, n := range s.c.Nodes {
 		out = append(out, n.Proc.Pid())
 	}
@@ -332,11 +338,7 @@ func (s *scaleBench) slotkvRound(b *testing.B, p, i int) {
 		r = runMigration(b, s.mover, &migratorv1.StartMigrationRequest{JobId: fmt.Sprintf("scale-p%d-%d", p, i),
 			Ranges: scaleRanges, SourceNodeId: s.from, DestinationNodeId: s.to, Parallelism: uint32(p)})
 	})
-	if prof != nil {
-		if err := prof.wait(); err != nil {
-			b.Errorf("profiles: %v", err)
-		}
-	}
+	prof.wait(b)
 	if r.job.GetPhase() != migratorv1.Phase_PHASE_SUCCEEDED {
 		b.Fatalf("migration P=%d %s -> %s ended %v: %s (%s)", p, s.from, s.to, r.job.GetPhase(), r.job.GetError(), r.job.GetErrorRange())
 	}
@@ -571,26 +573,15 @@ func (s *scaleBench) benchPauses(b *testing.B) {
 func (f *pauseFigures) n() int { return len(f.pausesMs) }
 
 // pauseProfiles starts secs-long profiles of every process the write load
-// and the hand-offs go through, when a profile directory is set.
-func (s *scaleBench) pauseProfiles(b *testing.B, prefix string, secs int) pauseProfiling {
+// and the hand-offs go through, when a profile directory is set (nil
+// otherwise).
+func (s *scaleBench) pauseProfiles(b *testing.B, prefix string, secs int) *profiles {
 	if s.cfg.profileDir == "" {
-		return pauseProfiling{}
+		return nil
 	}
 	b.Logf("profiling router, storage nodes and migrator for %ds into %s (%s-*)", secs, s.cfg.profileDir, prefix)
-	return pauseProfiling{startProfiles(s.cfg.profileDir, prefix, scaleToken, secs, map[string]string{
-		"router": s.c.router.HTTP, "n3": s.c.Node(b, "n3").Proc.HTTP, "n2": s.c.Node(b, "n2").Proc.HTTP, "migrator": s.mover.proc.HTTP})}
-}
-
-// pauseProfiling is a pauseProfiles run (nil profiles: none).
-type pauseProfiling struct{ p *profiles }
-
-func (p pauseProfiling) wait(b *testing.B) {
-	if p.p == nil {
-		return
-	}
-	if err := p.p.wait(); err != nil {
-		b.Errorf("profiles: %v", err)
-	}
+	return startProfiles(s.cfg.profileDir, prefix, scaleToken, secs, map[string]string{
+		"router": s.c.router.HTTP, "n3": s.c.Node(b, "n3").Proc.HTTP, "n2": s.c.Node(b, "n2").Proc.HTTP, "migrator": s.mover.proc.HTTP})
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -145,11 +145,13 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		h     = NewHasher()
 		// dead are the keys of the expired entries walked since the last
 		// batch: not handed out, but recorded, since they are on disk
-		// until deleted. seen and recorded count the entries walked and
-		// recorded; walkedTo and recordedTo are the last of each.
-		dead                 [][]byte
-		seen, recorded       int
-		walkedTo, recordedTo []byte
+		// until deleted; lastDead is the last of them. seen and recorded
+		// count the entries walked and recorded; recordedTo is the last
+		// key recorded.
+		dead           [][]byte
+		seen, recorded int
+		lastDead       []byte
+		recordedTo     []byte
 	)
 	flush := func() bool {
 		if len(items) == 0 && len(dead) == 0 {
@@ -161,7 +163,13 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		}
 		sn.record.add(items, dead)
 		recorded += len(items) + len(dead)
-		recordedTo = append(recordedTo[:0], walkedTo...)
+		// The last entry walked: the last item or the last expired
+		// entry, whichever came later (the walk is in key order).
+		to := last
+		if bytes.Compare(lastDead, to) > 0 {
+			to = lastDead
+		}
+		recordedTo = append(recordedTo[:0], to...)
 		dead = dead[:0]
 		if len(items) == 0 {
 			return true
@@ -179,7 +187,7 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		k := item.Key()
 		if expired, err := itemExpired(item, now); expired && err == nil {
 			dead = append(dead, bytes.Clone(k))
-			walkedTo = append(walkedTo[:0], k...)
+			lastDead = append(lastDead[:0], k...)
 			seen++
 			return len(dead) < maxRecords || flush()
 		}
@@ -226,7 +234,6 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 		}
 		items = append(items, kv)
 		seen++
-		walkedTo = append(walkedTo[:0], k...)
 		if len(digs) == 0 || digs[len(digs)-1].Slot != kv.Slot {
 			digs = append(digs, SlotDigest{Slot: kv.Slot})
 		}

@@ -31,6 +31,43 @@ func topoAB(v uint64, aHas bool) *clusterv1.Topology {
 	}
 }
 
+// loggedSetup is setup with the manager's log in a buffer the test reads.
+func loggedSetup(t *testing.T) (*store.Store, *node.Node, *migration.Manager, *logtest.Buffer) {
+	t.Helper()
+	logs := &logtest.Buffer{}
+	st, n, m := setupWith(t, migration.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	return st, n, m, logs
+}
+
+// commitOut commits source job "out" of slots 10-19 to b: the freeze,
+// topology version 2 (the commit), and its end COMMITTED.
+func commitOut(t *testing.T, n *node.Node, m *migration.Manager) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := m.Freeze(ctx, "out"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n.SetTopology(topoAB(2, false)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.End(ctx, "out", migration.Committed); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// comeBackWith gives slots 10-19 back to a (topology version 3), writes
+// key there, and gives them to b again (version 4), with no migration.
+func comeBackWith(t *testing.T, n *node.Node, st *store.Store, key []byte) {
+	t.Helper()
+	if _, _, err := n.SetTopology(topoAB(3, true)); err != nil {
+		t.Fatal(err)
+	}
+	mutate(t, n, st, store.Mutation{Key: key, Value: []byte("v")})
+	if _, _, err := n.SetTopology(topoAB(4, false)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // mutate writes one mutation through the node's gate, as a client would.
 func mutate(t *testing.T, n *node.Node, st *store.Store, m store.Mutation) {
 	t.Helper()
@@ -68,8 +105,7 @@ func TestDeleteSlotsWithHeldKeys(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &logtest.Buffer{}
-			st, n, m := setupWith(t, migration.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+			st, n, m, logs := loggedSetup(t)
 			ctx := context.Background()
 			rs := slot.MustParseRangeSet("10-19")
 			put := func(k string) { t.Helper(); mutate(t, n, st, store.Mutation{Key: []byte(k), Value: []byte("v")}) }
@@ -93,23 +129,9 @@ func TestDeleteSlotsWithHeldKeys(t *testing.T) {
 				put(key(1000 + i))
 				del(key(i))
 			}
-			if _, err := m.Freeze(ctx, "out"); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := n.SetTopology(topoAB(2, false)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := m.End(ctx, "out", migration.Committed); err != nil {
-				t.Fatal(err)
-			}
+			commitOut(t, n, m)
 			if tc.cameBack {
-				if _, _, err := n.SetTopology(topoAB(3, true)); err != nil {
-					t.Fatal(err)
-				}
-				put(key(2000))
-				if _, _, err := n.SetTopology(topoAB(4, false)); err != nil {
-					t.Fatal(err)
-				}
+				comeBackWith(t, n, st, []byte(key(2000)))
 			}
 			held, err := st.Count(ctx, rs.Ranges())
 			if err != nil || held == 0 {
@@ -152,8 +174,7 @@ func TestBeginKnowsEmptySlots(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &logtest.Buffer{}
-			st, n, m := setupWith(t, migration.Options{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+			st, n, m, logs := loggedSetup(t)
 			ctx := context.Background()
 			rs := slot.MustParseRangeSet("10-19")
 			put := func(k []byte) { t.Helper(); mutate(t, n, st, store.Mutation{Key: k, Value: []byte("v")}) }
@@ -164,27 +185,13 @@ func TestBeginKnowsEmptySlots(t *testing.T) {
 			if _, err := m.Begin(ctx, migration.BeginRequest{Job: "out", Role: migration.Source, Ranges: rs, Peer: "b", TopologyVersion: 1}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := m.Freeze(ctx, "out"); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := n.SetTopology(topoAB(2, false)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := m.End(ctx, "out", migration.Committed); err != nil {
-				t.Fatal(err)
-			}
+			commitOut(t, n, m)
 			if _, err := m.DeleteSlots(ctx, rs.Ranges(), 0); err != nil {
 				t.Fatal(err)
 			}
 			version := uint64(2)
 			if tc.cameBack {
-				if _, _, err := n.SetTopology(topoAB(3, true)); err != nil {
-					t.Fatal(err)
-				}
-				put(storetest.KeyInSlot(15, "meanwhile"))
-				if _, _, err := n.SetTopology(topoAB(4, false)); err != nil {
-					t.Fatal(err)
-				}
+				comeBackWith(t, n, st, storetest.KeyInSlot(15, "meanwhile"))
 				version = 4
 			}
 			// Back from b.

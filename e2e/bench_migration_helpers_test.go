@@ -311,14 +311,31 @@ func loadBenchData(tb testing.TB, c *cluster, n, valueSize int, moved, pause slo
 }
 
 // slotOwners maps every slot to the index in c.Nodes of its owner, from
-// the topology the first node holds.
+// the topology the first node holds. The node follows etcd, so right after
+// the bootstrap it may not hold the first topology yet: it is asked again
+// until every slot has an owner, for up to 30 s.
 func slotOwners(tb testing.TB, c *cluster) []int {
 	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		owners, err := ownersNow(c)
+		if err == nil {
+			return owners
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ownersNow is slotOwners' one try.
+func ownersNow(c *cluster) ([]int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp, err := c.Nodes[0].NodeClient().GetTopology(ctx, &storagev1.GetTopologyRequest{})
 	if err != nil {
-		tb.Fatalf("topology of %s: %v", c.Nodes[0].ID, err)
+		return nil, fmt.Errorf("topology of %s: %w", c.Nodes[0].ID, err)
 	}
 	owners := make([]int, slot.Count)
 	for i := range owners {
@@ -333,9 +350,9 @@ func slotOwners(tb testing.TB, c *cluster) []int {
 		}
 	}
 	if i := slices.Index(owners, -1); i >= 0 {
-		tb.Fatalf("slot %d has no owner in the topology", i)
+		return nil, fmt.Errorf("slot %d has no owner in the topology %s holds", i, c.Nodes[0].ID)
 	}
-	return owners
+	return owners, nil
 }
 
 // ingester is one Ingest stream to a node: batches go out from a sender

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,12 @@ func BenchmarkSingleKey(b *testing.B) {
 		})
 	})
 	b.Run("router-put", func(b *testing.B) {
+		// With SLOTKV_BENCH_PROFILE_DIR, the router and the node are
+		// profiled for the first 5 s of the run (use -benchtime >= 5s).
+		if dir := os.Getenv("SLOTKV_BENCH_PROFILE_DIR"); dir != "" && b.N > 1 {
+			prof := startProfiles(dir, "router-put", "", 5, map[string]string{"router": rt.HTTP, "storage": st.HTTP})
+			defer prof.wait(b)
+		}
 		measure(b, func(i int) error {
 			_, err := router.Put(ctx, &routerv1.PutRequest{Key: string(benchKey(i % keys)), Data: &routerv1.PutRequest_Value{Value: value}})
 			return err

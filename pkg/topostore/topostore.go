@@ -2,10 +2,12 @@ package topostore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -50,6 +52,41 @@ type Store struct {
 	prefix string
 	key    string // <prefix>topology
 	log    *slog.Logger
+	// seen is the latest topology this store read, watched or wrote: its
+	// version and etcd mod revision. CommitIf compares that revision
+	// instead of reading the key first when the caller expects that
+	// version (see CommitIf).
+	seen atomic.Pointer[seenTopology]
+}
+
+// seenTopology is a topology version and the mod revision it was stored
+// at.
+type seenTopology struct {
+	version uint64
+	rev     int64
+}
+
+// saw records that the topology of version v was stored at mod revision
+// rev, unless a later revision is already known.
+func (s *Store) saw(v uint64, rev int64) {
+	for {
+		cur := s.seen.Load()
+		if cur != nil && cur.rev >= rev {
+			return
+		}
+		if s.seen.CompareAndSwap(cur, &seenTopology{version: v, rev: rev}) {
+			return
+		}
+	}
+}
+
+// revisionOf returns the mod revision of topology version v if it is the
+// latest this store has seen.
+func (s *Store) revisionOf(v uint64) (int64, bool) {
+	if cur := s.seen.Load(); cur != nil && cur.version == v {
+		return cur.rev, true
+	}
+	return 0, false
 }
 
 // New returns a store on cli.
@@ -111,6 +148,7 @@ func (s *Store) Bootstrap(ctx context.Context, t *topology.Topology) (stored *to
 		return nil, false, fmt.Errorf("topostore: etcd bootstrap txn on %s: %w", s.key, err)
 	}
 	if resp.Succeeded {
+		s.saw(t.Version(), resp.Header.Revision)
 		return t, true, nil
 	}
 	kvs := resp.Responses[0].GetResponseRange().GetKvs()
@@ -160,6 +198,20 @@ func (s *Store) CommitIf(ctx context.Context, fence []clientv3.Cmp, expect uint6
 	if err != nil {
 		return err
 	}
+	// The topology this store last saw is very often the expected one (a
+	// migrator reads it to plan the commit): then its revision is compared
+	// without a read first, one etcd round trip fewer inside a hand-off's
+	// write pause. If it is stale the comparison fails, and etcd's answer
+	// says what is stored.
+	if rev, ok := s.revisionOf(expect); ok {
+		err := s.commitAt(ctx, fence, expect, rev, next, b, extra)
+		var same sameVersion
+		if !errors.As(err, &same) {
+			return err
+		}
+		// Stored again at the same version since: read it and compare
+		// what is there now.
+	}
 	cur, err := s.cli.Get(ctx, s.key)
 	if err != nil {
 		return fmt.Errorf("topostore: etcd get %s: %w", s.key, err)
@@ -174,10 +226,31 @@ func (s *Store) CommitIf(ctx context.Context, fence []clientv3.Cmp, expect uint6
 	if stored.Version() != expect {
 		return fmt.Errorf("%w: stored version %d, expected %d", ErrStaleVersion, stored.Version(), expect)
 	}
-	// The mod revision identifies exactly the value just read: comparing it
-	// is comparing the version without a second key that could disagree.
+	err = s.commitAt(ctx, fence, expect, cur.Kvs[0].ModRevision, next, b, extra)
+	var same sameVersion
+	if errors.As(err, &same) {
+		return fmt.Errorf("%w: %s was stored again at version %d", ErrStaleVersion, s.key, expect)
+	}
+	return err
+}
+
+// sameVersion is commitAt's answer when the compared revision is gone but
+// the stored topology is still the expected version: rewritten, or a
+// revision that was not the latest.
+type sameVersion struct{ rev int64 }
+
+func (e sameVersion) Error() string {
+	return fmt.Sprintf("topostore: the topology is no longer at mod revision %d", e.rev)
+}
+
+// commitAt is CommitIf's transaction: next (encoded b) and extra replace
+// the topology if it is still at mod revision rev, where it was version
+// expect.
+func (s *Store) commitAt(ctx context.Context, fence []clientv3.Cmp, expect uint64, rev int64, next *topology.Topology, b []byte, extra []clientv3.Op) error {
+	// The mod revision identifies exactly the value read: comparing it is
+	// comparing the version without a second key that could disagree.
 	ops := append([]clientv3.Op{clientv3.OpPut(s.key, string(b))}, extra...)
-	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.key), "=", cur.Kvs[0].ModRevision)}, fence...)
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.key), "=", rev)}, fence...)
 	resp, err := s.cli.Txn(ctx).
 		If(cmps...).
 		Then(ops...).
@@ -187,19 +260,23 @@ func (s *Store) CommitIf(ctx context.Context, fence []clientv3.Cmp, expect uint6
 		return fmt.Errorf("topostore: etcd commit txn on %s (outcome unknown: Load tells): %w", s.key, err)
 	}
 	if resp.Succeeded {
+		s.saw(next.Version(), resp.Header.Revision)
 		return nil
 	}
 	kvs := resp.Responses[0].GetResponseRange().GetKvs()
 	if len(kvs) == 0 {
 		return fmt.Errorf("%w: %s was deleted, expected version %d", ErrStaleVersion, s.key, expect)
 	}
-	if len(fence) > 0 && kvs[0].ModRevision == cur.Kvs[0].ModRevision {
+	if len(fence) > 0 && kvs[0].ModRevision == rev {
 		// The topology is the one compared: the fence failed.
 		return fmt.Errorf("%w (topology version %d unchanged)", ErrFenced, expect)
 	}
 	now, err := s.decode(kvs[0].Value, kvs[0].ModRevision)
 	if err != nil {
 		return fmt.Errorf("%w: expected version %d, and the stored one: %w", ErrStaleVersion, expect, err)
+	}
+	if now.Version() == expect {
+		return sameVersion{rev: rev}
 	}
 	return fmt.Errorf("%w: stored version %d, expected %d", ErrStaleVersion, now.Version(), expect)
 }
@@ -336,5 +413,6 @@ func (s *Store) decode(b []byte, rev int64) (*topology.Topology, error) {
 	if err != nil {
 		return nil, fmt.Errorf("topostore: %s at revision %d: %w", s.key, rev, err)
 	}
+	s.saw(t.Version(), rev)
 	return t, nil
 }

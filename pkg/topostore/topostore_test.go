@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,6 +238,110 @@ func TestCommit(t *testing.T) {
 				if written != (err == nil) {
 					t.Fatalf("extra record %s written=%v with commit error %v", op.KeyBytes(), written, err)
 				}
+			}
+		})
+	}
+}
+
+// countingKV counts the requests a store makes to etcd.
+type countingKV struct {
+	clientv3.KV
+	gets, txns atomic.Int64
+}
+
+func (k *countingKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	k.gets.Add(1)
+	return k.KV.Get(ctx, key, opts...)
+}
+
+func (k *countingKV) Txn(ctx context.Context) clientv3.Txn {
+	k.txns.Add(1)
+	return k.KV.Txn(ctx)
+}
+
+// TestCommitOnSeenRevision: a commit on the version the store last saw
+// compares that version's revision without reading the key first (one
+// request to etcd), and still refuses what changed since, through another
+// store: a newer version, or the same version stored again (which a read
+// then compares, and commits on).
+func TestCommitOnSeenRevision(t *testing.T) {
+	t.Parallel()
+	e := etcdtest.Start(t)
+	other := e.Client(t)
+	for _, tc := range []struct {
+		name string
+		// meanwhile changes the stored topology through another store.
+		meanwhile func(t *testing.T, s *Store)
+		fence     func(s *Store) []clientv3.Cmp
+		wantErr   error
+		errNames  string
+		gets      int64 // reads of the topology key the commit makes
+	}{
+		{name: "unchanged", gets: 0},
+		{name: "another commit came first", wantErr: ErrStaleVersion, errNames: "stored version 2",
+			meanwhile: func(t *testing.T, s *Store) {
+				if err := s.Commit(context.Background(), 1, topo(t, 2, 5)); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "stored again at the same version", gets: 1,
+			meanwhile: func(t *testing.T, s *Store) {
+				b, err := encode(topo(t, 1, 4))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := other.Put(context.Background(), s.TopologyKey(), string(b)); err != nil {
+					t.Fatal(err)
+				}
+			}},
+		{name: "fence fails", wantErr: ErrFenced, errNames: "version 1 unchanged",
+			fence: func(s *Store) []clientv3.Cmp {
+				return []clientv3.Cmp{clientv3.Compare(clientv3.Value(s.Key("leader")), "=", "me")}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cli := e.Client(t)
+			kv := &countingKV{KV: cli.KV}
+			cli.KV = kv
+			prefix := "/" + strings.ReplaceAll(tc.name, " ", "-") + "/"
+			s := newStore(t, cli, prefix)
+			ctx := context.Background()
+			if _, _, err := s.Bootstrap(ctx, topo(t, 1, 3)); err != nil {
+				t.Fatal(err)
+			}
+			if tc.meanwhile != nil {
+				tc.meanwhile(t, newStore(t, other, prefix))
+			}
+			var fence []clientv3.Cmp
+			if tc.fence != nil {
+				fence = tc.fence(s)
+			}
+			gets := kv.gets.Load()
+			want := topo(t, 2, 2)
+			err := s.CommitIf(ctx, fence, 1, want, clientv3.OpPut(s.Key("jobs/m1"), "committed"))
+			if tc.wantErr == nil && err != nil {
+				t.Fatalf("CommitIf: %v", err)
+			}
+			if tc.wantErr != nil && (!errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.errNames)) {
+				t.Fatalf("CommitIf: %v, want %v naming %q", err, tc.wantErr, tc.errNames)
+			}
+			if n := kv.gets.Load() - gets; tc.wantErr == nil && n != tc.gets {
+				t.Errorf("the commit read the topology %d times, want %d", n, tc.gets)
+			}
+			got, err := s.Load(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if committed := got.Equal(want); committed != (tc.wantErr == nil) {
+				t.Fatalf("stored version %d (the commit's: %v) after CommitIf returned %v", got.Version(), committed, err)
+			}
+			resp, err := other.Get(ctx, s.Key("jobs/m1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if written := len(resp.Kvs) == 1; written != (tc.wantErr == nil) {
+				t.Fatalf("job record written=%v after CommitIf returned %v", written, err)
 			}
 		})
 	}

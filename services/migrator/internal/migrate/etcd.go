@@ -80,7 +80,10 @@ func (j *job) committedIn(t *topology.Topology, committedVersion uint64, dst str
 // ctx ends. A stale version (a disjoint job committed first) re-plans the
 // commit on the stored topology when the source still owns every slot of
 // the job; an unknown outcome is read back from etcd, or the commit tried
-// again (a second try of the same compare cannot commit twice).
+// again (a second try of the same compare cannot commit twice). A commit
+// is noted in the record (EtcdCommitted), not saved: the caller's next
+// update saves it, and until then a restart asks etcd, as it must anyway
+// when the process dies between the commit and the save.
 func (j *job) etcdCommit(ctx context.Context) (commitOutcome, error) {
 	st := j.m.cfg.Topo
 	sent := false
@@ -123,7 +126,7 @@ func (j *job) etcdCommit(ctx context.Context) (commitOutcome, error) {
 			clientv3.OpPut(st.HandoffKey(j.id), strconv.FormatUint(next.Version(), 10)))
 		switch {
 		case err == nil:
-			j.update(func(r *record) { r.EtcdCommitted = true })
+			j.note(func(r *record) { r.EtcdCommitted = true })
 			return committed, nil
 		case errors.Is(err, topostore.ErrFenced):
 			// Deposed: the next leader decides the commit from etcd (and
@@ -137,7 +140,7 @@ func (j *job) etcdCommit(ctx context.Context) (commitOutcome, error) {
 			}
 			if j.committedIn(cur, r.CommittedVersion, r.Destination) {
 				// An earlier try of ours went through.
-				j.update(func(r *record) { r.EtcdCommitted = true })
+				j.note(func(r *record) { r.EtcdCommitted = true })
 				return committed, nil
 			}
 			re, rerr := j.replanCommit(cur, r.Source, r.Destination)
@@ -337,12 +340,12 @@ func (j *job) waitHandshake(ctx context.Context, src *peer, version uint64) erro
 // destination holds the committed topology and the source's hand-off
 // record (it turns the slots OWNED then, if its watch has not yet). With
 // wait set the destination answers as soon as it installs that state, no
-// poll (each try takes its write gate). It marks the destination ended,
-// and returns how long the destination had served the slots when it
-// answered (it syncs after it begins to serve): the write pause ends that
-// much before the answer. Other errors (a restarting destination) are
-// retried until rpcTimeout.
-func (j *job) waitServing(ctx context.Context, dst *peer) (time.Duration, error) {
+// poll (each try takes its write gate). It notes the destination ended
+// (the caller's next update saves it), and returns when, by this clock,
+// the destination began to serve (it syncs after, before it answers) and
+// how long before its answer that was. Other errors (a restarting
+// destination) are retried until rpcTimeout.
+func (j *job) waitServing(ctx context.Context, dst *peer) (servedAt time.Time, before time.Duration, err error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, rpcTimeout,
 		fmt.Errorf("destination %s did not serve slots %s within %s", dst.id, j.ranges, rpcTimeout))
 	defer cancel()
@@ -350,13 +353,14 @@ func (j *job) waitServing(ctx context.Context, dst *peer) (time.Duration, error)
 		resp, err := dst.mig.EndMigration(ctx, &storagev1.EndMigrationRequest{JobId: j.id,
 			Outcome: storagev1.MigrationOutcome_MIGRATION_OUTCOME_COMMITTED, Wait: true})
 		if err == nil {
-			j.update(func(r *record) { r.EndedDestination = true })
-			return msDuration(resp.GetServingMs()), nil
+			j.note(func(r *record) { r.EndedDestination = true })
+			before := msDuration(resp.GetServingMs())
+			return time.Now().Add(-before), before, nil
 		}
 		select {
 		case <-time.After(handshakePoll):
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%w (last answer: %v)", context.Cause(ctx), dst.err("EndMigration(COMMITTED)", err))
+			return time.Time{}, 0, fmt.Errorf("%w (last answer: %v)", context.Cause(ctx), dst.err("EndMigration(COMMITTED)", err))
 		}
 	}
 }

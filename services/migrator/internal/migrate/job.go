@@ -156,6 +156,16 @@ func (j *job) update(f func(r *record)) {
 	j.persistLocked()
 }
 
+// note changes the record under the lock without saving it: for a step
+// done inside the write pause, whose mark the update that ends the pause
+// saves (an etcd round trip fewer in the pause each). A restart before
+// that save redoes the step, as it would after a failed save.
+func (j *job) note(f func(r *record)) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	f(j.rec)
+}
+
 // persist is update for a record that must be on disk before what follows
 // (an intent): it returns the error of the save, and when the save fails
 // the record in memory goes back to what it was, so that nothing acts on

@@ -1078,16 +1078,17 @@ func (j *job) handoff(ctx context.Context, src, dst *peer, ap *applier) (committ
 		t.Stop()
 	}
 	// The commit carried the hand-off record (see etcdCommit): the
-	// source, frozen, serves nothing of the slots.
-	j.update(func(r *record) { r.PushedSource = true })
-	serving, err := j.waitServing(ctx, dst)
+	// source, frozen, serves nothing of the slots. The marks of the steps
+	// done in the pause are saved once it has ended, by the update below.
+	j.note(func(r *record) { r.PushedSource = true })
+	servedAt, serving, err := j.waitServing(ctx, dst)
 	if err != nil {
-		return true, err
+		return true, err // rolled forward; its first update saves the marks
 	}
 	step("destination_serves")
 	// The pause ends when the destination serves; its answer comes after
 	// the disk sync that follows.
-	pause := time.Since(t0) - synced - serving
+	pause := servedAt.Sub(t0) - synced
 	j.update(func(r *record) {
 		r.PushedDestination = true
 		r.WritePauseMS = millis(pause)
@@ -1145,7 +1146,7 @@ func (j *job) commitSteps(ctx context.Context, c *conns) error {
 		j.update(func(r *record) { r.PushedSource = true })
 	}
 	if !r.PushedDestination {
-		_, err := j.waitServing(ctx, dst)
+		_, _, err := j.waitServing(ctx, dst)
 		r.EndedDestination = err == nil
 		if err != nil {
 			return err

@@ -197,7 +197,7 @@ bench-redis: build
 ## bench-migration: slot-range migration at scale, real processes: 1,000,000
 ## keys x 1 KiB on 3 storage nodes, slots 0-5460 moved at each P of
 ## SLOTKV_BENCH_P (default 1,2,4), each next to the raw pipeline
-## (e2e/cmd/rawpipe) at the same P, then the hand-off write pause over 20
+## (e2e/cmd/rawpipe) at the same P, then the hand-off write pause over 100
 ## hand-offs under 5,000 puts/s. SLOTKV_BENCH_KEYS, SLOTKV_BENCH_ROUNDS, SLOTKV_BENCH_HANDOFFS,
 ## SLOTKV_BENCH_WRITES_PER_SEC and SLOTKV_BENCH_PROFILE_DIR (CPU, mutex and
 ## block profiles of the largest P) are in e2e/bench_migration_test.go.

@@ -50,7 +50,7 @@ type scaleConfig struct {
 
 func scaleConfigFromEnv(tb testing.TB) scaleConfig {
 	tb.Helper()
-	c := scaleConfig{keys: 1_000_000, valueSize: 1024, ps: []int{1, 2, 4}, rounds: 2, handoffs: 20, writesPerSec: 5000,
+	c := scaleConfig{keys: 1_000_000, valueSize: 1024, ps: []int{1, 2, 4}, rounds: 2, handoffs: 100, writesPerSec: 5000,
 		profileDir: os.Getenv("SLOTKV_BENCH_PROFILE_DIR")}
 	for env, dst := range map[string]*int{
 		"SLOTKV_BENCH_KEYS": &c.keys, "SLOTKV_BENCH_VALUE_BYTES": &c.valueSize,
@@ -111,12 +111,13 @@ func scaleConfigFromEnv(tb testing.TB) scaleConfig {
 // Before each measured run every process of the benchmark is left to
 // finish its background work (see waitQuiet).
 //
-// Then handoff-pause runs SLOTKV_BENCH_HANDOFFS (20) small migrations (100
-// slots, back and forth between n3 and n2) while an open-loop load of
+// Then handoff-pause runs SLOTKV_BENCH_HANDOFFS (100) small migrations
+// (100 slots, back and forth between n3 and n2) while an open-loop load of
 // SLOTKV_BENCH_WRITES_PER_SEC (5000) puts/s goes through the router to keys
 // of those slots (the writes a hand-off pauses), and reports the write
 // pause each job measured (p50/p99/max) and what the clients saw: failed
-// and late puts, latency from each put's scheduled time.
+// and late puts, latency from each put's scheduled time. The p99 is the
+// nearest rank: below 100 hand-offs it is the worst one.
 //
 // With SLOTKV_BENCH_PROFILE_DIR set, every process runs with mutex and
 // block profiling on, and CPU, mutex and block profiles of the source, the

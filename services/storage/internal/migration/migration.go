@@ -1303,27 +1303,20 @@ func (m *Manager) DeleteSlots(ctx context.Context, ranges []slot.Range, kps uint
 		return 0, err
 	}
 	m.node.EndWrite()
-	o := store.DeleteOptions{KeysPerSecond: kps}
+	// The keys the slots hold, when the job that handed them off knows
+	// them: valid while no install gave this node any of them again, which
+	// every batch checks under the gate.
 	held, ok := m.heldKeysOf(set)
-	if ok {
-		// The keys the slots hold, from the job that handed them off:
-		// valid while no install gave this node any of them again, which
-		// every batch checks under the gate.
-		o.Keys = held.keys
-		o.Guard = func() (func(), error) {
-			return m.node.EndWrite, m.node.Guard(func() error {
-				if m.node.HeldSince(set.Ranges(), held.gen) {
-					m.dropHeldKeys(set)
-					return fmt.Errorf("%w: slots %s came back to node %s after the migration that handed them off ended; retry: the cleanup will read their keys",
-						rpcerr.ErrConflict, set, me)
-				}
-				return check()
-			})
-		}
-	} else {
-		o.Guard = func() (func(), error) {
-			return m.node.EndWrite, m.node.Guard(check)
-		}
+	o := store.DeleteOptions{KeysPerSecond: kps, Keys: held.keys}
+	o.Guard = func() (func(), error) {
+		return m.node.EndWrite, m.node.Guard(func() error {
+			if ok && m.node.HeldSince(set.Ranges(), held.gen) {
+				m.dropHeldKeys(set)
+				return fmt.Errorf("%w: slots %s came back to node %s after the migration that handed them off ended; retry: the cleanup will read their keys",
+					rpcerr.ErrConflict, set, me)
+			}
+			return check()
+		})
 	}
 	n, err := m.st.DeleteSlots(ctx, set.Ranges(), o)
 	if err == nil {

@@ -2,7 +2,6 @@ package topostore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -204,9 +203,8 @@ func (s *Store) CommitIf(ctx context.Context, fence []clientv3.Cmp, expect uint6
 	// write pause. If it is stale the comparison fails, and etcd's answer
 	// says what is stored.
 	if rev, ok := s.revisionOf(expect); ok {
-		err := s.commitAt(ctx, fence, expect, rev, next, b, extra)
-		var same sameVersion
-		if !errors.As(err, &same) {
+		again, err := s.commitAt(ctx, fence, expect, rev, next, b, extra)
+		if !again {
 			return err
 		}
 		// Stored again at the same version since: read it and compare
@@ -226,27 +224,19 @@ func (s *Store) CommitIf(ctx context.Context, fence []clientv3.Cmp, expect uint6
 	if stored.Version() != expect {
 		return fmt.Errorf("%w: stored version %d, expected %d", ErrStaleVersion, stored.Version(), expect)
 	}
-	err = s.commitAt(ctx, fence, expect, cur.Kvs[0].ModRevision, next, b, extra)
-	var same sameVersion
-	if errors.As(err, &same) {
+	again, err := s.commitAt(ctx, fence, expect, cur.Kvs[0].ModRevision, next, b, extra)
+	if again {
 		return fmt.Errorf("%w: %s was stored again at version %d", ErrStaleVersion, s.key, expect)
 	}
 	return err
 }
 
-// sameVersion is commitAt's answer when the compared revision is gone but
-// the stored topology is still the expected version: rewritten, or a
-// revision that was not the latest.
-type sameVersion struct{ rev int64 }
-
-func (e sameVersion) Error() string {
-	return fmt.Sprintf("topostore: the topology is no longer at mod revision %d", e.rev)
-}
-
 // commitAt is CommitIf's transaction: next (encoded b) and extra replace
 // the topology if it is still at mod revision rev, where it was version
-// expect.
-func (s *Store) commitAt(ctx context.Context, fence []clientv3.Cmp, expect uint64, rev int64, next *topology.Topology, b []byte, extra []clientv3.Op) error {
+// expect. again reports a topology no longer at rev but still version
+// expect (stored again, or rev was not its latest revision): nothing was
+// written, and a fresh read decides.
+func (s *Store) commitAt(ctx context.Context, fence []clientv3.Cmp, expect uint64, rev int64, next *topology.Topology, b []byte, extra []clientv3.Op) (again bool, err error) {
 	// The mod revision identifies exactly the value read: comparing it is
 	// comparing the version without a second key that could disagree.
 	ops := append([]clientv3.Op{clientv3.OpPut(s.key, string(b))}, extra...)
@@ -257,28 +247,28 @@ func (s *Store) commitAt(ctx context.Context, fence []clientv3.Cmp, expect uint6
 		Else(clientv3.OpGet(s.key)).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("topostore: etcd commit txn on %s (outcome unknown: Load tells): %w", s.key, err)
+		return false, fmt.Errorf("topostore: etcd commit txn on %s (outcome unknown: Load tells): %w", s.key, err)
 	}
 	if resp.Succeeded {
 		s.saw(next.Version(), resp.Header.Revision)
-		return nil
+		return false, nil
 	}
 	kvs := resp.Responses[0].GetResponseRange().GetKvs()
 	if len(kvs) == 0 {
-		return fmt.Errorf("%w: %s was deleted, expected version %d", ErrStaleVersion, s.key, expect)
+		return false, fmt.Errorf("%w: %s was deleted, expected version %d", ErrStaleVersion, s.key, expect)
 	}
 	if len(fence) > 0 && kvs[0].ModRevision == rev {
 		// The topology is the one compared: the fence failed.
-		return fmt.Errorf("%w (topology version %d unchanged)", ErrFenced, expect)
+		return false, fmt.Errorf("%w (topology version %d unchanged)", ErrFenced, expect)
 	}
 	now, err := s.decode(kvs[0].Value, kvs[0].ModRevision)
 	if err != nil {
-		return fmt.Errorf("%w: expected version %d, and the stored one: %w", ErrStaleVersion, expect, err)
+		return false, fmt.Errorf("%w: expected version %d, and the stored one: %w", ErrStaleVersion, expect, err)
 	}
 	if now.Version() == expect {
-		return sameVersion{rev: rev}
+		return true, nil
 	}
-	return fmt.Errorf("%w: stored version %d, expected %d", ErrStaleVersion, now.Version(), expect)
+	return false, fmt.Errorf("%w: stored version %d, expected %d", ErrStaleVersion, now.Version(), expect)
 }
 
 // Watch delivers the current topology, waiting for a bootstrap when there is
@@ -403,7 +393,8 @@ func encode(t *topology.Topology) ([]byte, error) {
 }
 
 // decode parses and validates a stored value; errors name the key and the
-// revision, so an operator can find the bad write.
+// revision, so an operator can find the bad write. Every topology read or
+// watched goes through it, so it records the revision (saw).
 func (s *Store) decode(b []byte, rev int64) (*topology.Topology, error) {
 	var p clusterv1.Topology
 	if err := proto.Unmarshal(b, &p); err != nil {

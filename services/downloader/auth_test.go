@@ -25,6 +25,9 @@ func TestTokens(t *testing.T) {
 	o := testOptions(t, c, t.TempDir())
 	o.Tokens = auth.Tokens{Data: "data-tok", Admin: admin}
 	m := startService(t, o)
+	// Ready first (topology loaded, leading): the probes below check
+	// that they need no token, not how soon the replica is ready.
+	m.waitReady(t)
 	tests := []struct {
 		name  string
 		token string

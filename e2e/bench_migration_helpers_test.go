@@ -428,6 +428,10 @@ type profiles struct {
 // with SLOTKV_MUTEX_PROFILE_FRACTION / SLOTKV_BLOCK_PROFILE_RATE).
 func startProfiles(dir, prefix, token string, secs int, addrs map[string]string) *profiles {
 	p := &profiles{}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		p.errs = append(p.errs, err)
+		return p
+	}
 	kinds := map[string]string{"cpu": "profile", "mutex": "mutex", "block": "block"}
 	for role, addr := range addrs {
 		for kind, path := range kinds {

@@ -34,6 +34,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	goruntime "runtime"
 	"sync"
 	"time"
 
@@ -369,8 +370,23 @@ func newGRPCServer(o Options, log *slog.Logger, prop propagation.TextMapPropagat
 	}
 	// Message sizes, streams per connection, keepalive (limits.go).
 	opts = append(opts, grpcLimitOptions(o)...)
+	// Stream workers: by default grpc-go starts a goroutine per RPC,
+	// whose stack then grows through the handler chain (otelgrpc, auth,
+	// the handler, the client call below it): runtime.newstack was 7% of
+	// the router's CPU and 15% of a node's under 5,000 puts/s. Workers keep
+	// their grown stacks from one RPC to the next; an RPC that finds them
+	// all busy (long streams hold one each) gets its own goroutine, as
+	// without them.
+	opts = append(opts, grpc.NumStreamWorkers(streamWorkers()))
 	if o.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))
 	}
 	return grpc.NewServer(append(opts, o.ServerOptions...)...)
+}
+
+// streamWorkers is how many stream workers a server keeps: enough for the
+// RPCs in flight at once under a busy unary load (each worker holds its
+// RPC until the answer, including the calls it makes), a few per CPU.
+func streamWorkers() uint32 {
+	return uint32(max(16, 4*goruntime.GOMAXPROCS(0)))
 }

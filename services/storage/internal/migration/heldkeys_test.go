@@ -2,13 +2,16 @@ package migration_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	"github.com/slotkv/slotkv/pkg/logtest"
+	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/storage/internal/migration"
 	"github.com/slotkv/slotkv/services/storage/internal/node"
@@ -149,6 +152,105 @@ func TestDeleteSlotsWithHeldKeys(t *testing.T) {
 			}
 			if v, _, err := st.Get(storetest.KeyInSlot(30, "kept")); err != nil || string(v) != "v" {
 				t.Fatalf("another slot's key: %q, %v", v, err)
+			}
+			line := logLine(logs, "slots deleted")
+			if want := fmt.Sprintf(`"keys_known":%v`, tc.wantKnown); !strings.Contains(line, want) {
+				t.Fatalf("the cleanup's log line %q does not say %s", line, want)
+			}
+		})
+	}
+}
+
+// TestDeleteSlotsWhenSlotsComeBack: the slots of a cleanup come back to
+// the node while it runs (a topology that gives them back, and writes of
+// keys the cleanup has still to delete, as an install of a migration back
+// would write them). The cleanup is paced so that it commits one batch and
+// waits before the next: the next batch's check sees the slots owned again
+// and stops the cleanup with a conflict, and every key written after the
+// slots came back stays. Whether the cleanup deletes by the list of keys
+// the hand-off kept or reads the slots (the list is dropped when the
+// slots came back before the cleanup, too).
+func TestDeleteSlotsWhenSlotsComeBack(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		cameBack  bool // also came back (and left) before the cleanup: the list is not used
+		wantKnown bool
+	}{
+		{"keys known", false, true},
+		{"keys read", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st, n, m, logs := loggedSetup(t)
+			ctx := context.Background()
+			rs := slot.MustParseRangeSet("10-19")
+			const keys = store.DefaultDeleteBatch + 100 // two batches
+			key := func(i int) []byte { return storetest.KeyInSlot(uint16(10+i%10), fmt.Sprint("k", i)) }
+			for i := range keys {
+				mutate(t, n, st, store.Mutation{Key: key(i), Value: []byte("old")})
+			}
+			if _, err := m.Begin(ctx, migration.BeginRequest{Job: "out", Role: migration.Source, Ranges: rs, Peer: "b", TopologyVersion: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.OpenSnapshot("out"); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.SnapshotScan(migration.ScanRequest{Job: "out", BatchRecords: 64, BatchBytes: 1 << 20}, func(store.SnapshotBatch) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			commitOut(t, n, m)
+			version := uint64(3)
+			if tc.cameBack {
+				comeBackWith(t, n, st, key(keys))
+				version = 5
+			}
+			held, err := st.Count(ctx, rs.Ranges())
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			// One batch at once, the next one 4 s later: the window in
+			// which the slots come back.
+			kps := uint64(store.DefaultDeleteBatch / 4)
+			type result struct {
+				n   uint64
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				n, err := m.DeleteSlots(ctx, rs.Ranges(), kps)
+				done <- result{n, err}
+			}()
+			for {
+				left, err := st.Count(ctx, rs.Ranges())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if left <= held-store.DefaultDeleteBatch {
+					break
+				}
+				select {
+				case r := <-done:
+					t.Fatalf("DeleteSlots ended before its first batch was seen: %d, %v", r.n, r.err)
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+			if _, _, err := n.SetTopology(topoAB(version, true)); err != nil {
+				t.Fatal(err)
+			}
+			for i := range keys {
+				mutate(t, n, st, store.Mutation{Key: key(i), Value: []byte("new")})
+			}
+
+			r := <-done
+			if !errors.Is(r.err, rpcerr.ErrConflict) || r.n != store.DefaultDeleteBatch {
+				t.Fatalf("DeleteSlots = %d, %v; want its first batch (%d keys) deleted, then a conflict", r.n, r.err, store.DefaultDeleteBatch)
+			}
+			for i := range keys {
+				if v, _, err := st.Get(key(i)); err != nil || string(v) != "new" {
+					t.Fatalf("key %q written after the slots came back: %q, %v; want \"new\"", key(i), v, err)
+				}
 			}
 			line := logLine(logs, "slots deleted")
 			if want := fmt.Sprintf(`"keys_known":%v`, tc.wantKnown); !strings.Contains(line, want) {

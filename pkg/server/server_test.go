@@ -856,3 +856,40 @@ func TestLoopback(t *testing.T) {
 		})
 	}
 }
+
+// TestRPCsBeyondStreamWorkers: a server keeps streamWorkers() goroutines
+// for its RPCs; with every one of them held by an RPC that does not end
+// (as a long stream holds one), more such RPCs still start, and a short
+// one is still answered, each on a goroutine of its own. Then all end.
+func TestRPCsBeyondStreamWorkers(t *testing.T) {
+	t.Parallel()
+	h := start(t, Options{})
+	cc := h.conn(t, dial.Options{})
+	client := testgrpc.NewTestServiceClient(cc)
+	ctx := testCtx(t)
+
+	held := int(streamWorkers()) + 8
+	errs := make(chan error, held)
+	for range held {
+		go func() {
+			_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: sizeBlock})
+			errs <- err
+		}()
+	}
+	for i := range held {
+		select {
+		case <-h.svc.entered:
+		case <-ctx.Done():
+			t.Fatalf("%d of %d blocking RPCs started (stream workers: %d): %v", i, held, streamWorkers(), ctx.Err())
+		}
+	}
+	if _, err := client.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
+		t.Fatalf("an RPC while %d RPCs hold the %d workers: %v", held, streamWorkers(), err)
+	}
+	close(h.svc.release)
+	for range held {
+		if err := <-errs; err != nil {
+			t.Fatalf("a released RPC: %v", err)
+		}
+	}
+}

@@ -79,6 +79,32 @@ func mutate(t *testing.T, n *node.Node, st *store.Store, m store.Mutation) {
 	}
 }
 
+// snapshotOut begins source job "out" of rs (topology version 1), opens
+// its snapshot and scans all of it, as a migration's snapshot phase does:
+// the node then knows the keys the slots hold.
+func snapshotOut(t *testing.T, m *migration.Manager, rs slot.RangeSet) {
+	t.Helper()
+	if _, err := m.Begin(context.Background(), migration.BeginRequest{Job: "out", Role: migration.Source, Ranges: rs, Peer: "b", TopologyVersion: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.OpenSnapshot("out"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SnapshotScan(migration.ScanRequest{Job: "out", BatchRecords: 64, BatchBytes: 1 << 20}, func(store.SnapshotBatch) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantKeysKnown checks that the last cleanup logged whether it knew the
+// slots' keys (deleted by the list) as known.
+func wantKeysKnown(t *testing.T, logs *logtest.Buffer, known bool) {
+	t.Helper()
+	line := logLine(logs, "slots deleted")
+	if want := fmt.Sprintf(`"keys_known":%v`, known); !strings.Contains(line, want) {
+		t.Fatalf("the cleanup's log line %q does not say %s", line, want)
+	}
+}
+
 // logLine returns the last log line with message msg.
 func logLine(logs *logtest.Buffer, msg string) string {
 	var line string
@@ -119,15 +145,7 @@ func TestDeleteSlotsWithHeldKeys(t *testing.T) {
 			}
 			put(string(storetest.KeyInSlot(30, "kept"))) // another slot's
 
-			if _, err := m.Begin(ctx, migration.BeginRequest{Job: "out", Role: migration.Source, Ranges: rs, Peer: "b", TopologyVersion: 1}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := m.OpenSnapshot("out"); err != nil {
-				t.Fatal(err)
-			}
-			if err := m.SnapshotScan(migration.ScanRequest{Job: "out", BatchRecords: 64, BatchBytes: 1 << 20}, func(store.SnapshotBatch) error { return nil }); err != nil {
-				t.Fatal(err)
-			}
+			snapshotOut(t, m, rs)
 			for i := range 20 { // writes after the snapshot
 				put(key(1000 + i))
 				del(key(i))
@@ -153,10 +171,7 @@ func TestDeleteSlotsWithHeldKeys(t *testing.T) {
 			if v, _, err := st.Get(storetest.KeyInSlot(30, "kept")); err != nil || string(v) != "v" {
 				t.Fatalf("another slot's key: %q, %v", v, err)
 			}
-			line := logLine(logs, "slots deleted")
-			if want := fmt.Sprintf(`"keys_known":%v`, tc.wantKnown); !strings.Contains(line, want) {
-				t.Fatalf("the cleanup's log line %q does not say %s", line, want)
-			}
+			wantKeysKnown(t, logs, tc.wantKnown)
 		})
 	}
 }
@@ -190,15 +205,7 @@ func TestDeleteSlotsWhenSlotsComeBack(t *testing.T) {
 			for i := range keys {
 				mutate(t, n, st, store.Mutation{Key: key(i), Value: []byte("old")})
 			}
-			if _, err := m.Begin(ctx, migration.BeginRequest{Job: "out", Role: migration.Source, Ranges: rs, Peer: "b", TopologyVersion: 1}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := m.OpenSnapshot("out"); err != nil {
-				t.Fatal(err)
-			}
-			if err := m.SnapshotScan(migration.ScanRequest{Job: "out", BatchRecords: 64, BatchBytes: 1 << 20}, func(store.SnapshotBatch) error { return nil }); err != nil {
-				t.Fatal(err)
-			}
+			snapshotOut(t, m, rs)
 			commitOut(t, n, m)
 			version := uint64(3)
 			if tc.cameBack {
@@ -252,10 +259,7 @@ func TestDeleteSlotsWhenSlotsComeBack(t *testing.T) {
 					t.Fatalf("key %q written after the slots came back: %q, %v; want \"new\"", key(i), v, err)
 				}
 			}
-			line := logLine(logs, "slots deleted")
-			if want := fmt.Sprintf(`"keys_known":%v`, tc.wantKnown); !strings.Contains(line, want) {
-				t.Fatalf("the cleanup's log line %q does not say %s", line, want)
-			}
+			wantKeysKnown(t, logs, tc.wantKnown)
 		})
 	}
 }

@@ -127,8 +127,8 @@ func scaleConfigFromEnv(tb testing.TB) scaleConfig {
 // and late puts, latency from each put's scheduled time. The jobs run back
 // to back unless SLOTKV_BENCH_HANDOFF_GAP_MS spaces them: on a box that
 // the load alone nearly fills, back-to-back jobs take the CPU the load
-// needs, and the achieved rate printed falls below the asked one. The p99 is the
-// nearest rank: below 100 hand-offs it is the worst one.
+// needs, and the achieved rate printed falls below the asked one. The p99
+// is the nearest rank: below 100 hand-offs it is the worst one.
 //
 // With SLOTKV_BENCH_PROFILE_DIR set, every process runs with mutex and
 // block profiling on, and CPU, mutex and block profiles of the source, the

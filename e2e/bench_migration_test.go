@@ -351,6 +351,11 @@ func (s *scaleBench) slotkvRound(b *testing.B, p, i int) {
 	if r.job.GetPhase() != migratorv1.Phase_PHASE_SUCCEEDED {
 		b.Fatalf("migration P=%d %s -> %s ended %v: %s (%s)", p, s.from, s.to, r.job.GetPhase(), r.job.GetError(), r.job.GetErrorRange())
 	}
+	// The job's own times next to the watch's: what the whole job spends
+	// besides the hand-off and the cleanup shows as the difference.
+	b.Logf("%s %s -> %s: to hand-off %v (the job's %v), cleanup %v, whole job %v", r.job.GetId(), s.from, s.to,
+		r.handoff.Round(time.Millisecond), r.job.GetTimeToHandoff().AsDuration().Round(time.Millisecond),
+		r.job.GetCleanupDuration().AsDuration().Round(time.Millisecond), r.end.Round(time.Millisecond))
 	if int(r.job.GetKeys()) != s.data.movedKeys {
 		b.Logf("job copied %d keys in its snapshot, the range holds %d", r.job.GetKeys(), s.data.movedKeys)
 	}

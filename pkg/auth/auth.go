@@ -151,8 +151,10 @@ func Check(ctx context.Context, tokens Tokens, class Class) error {
 	if tokens.Open() || class == Exempt {
 		return nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get(MetadataKey)
+	// ValueFromIncomingContext reads the one key; FromIncomingContext
+	// would copy every key of the call's metadata first (2% of a storage
+	// node's CPU under a put load).
+	vals := metadata.ValueFromIncomingContext(ctx, MetadataKey)
 	if len(vals) == 0 {
 		return status.Error(codes.Unauthenticated, "missing token: send metadata \"authorization: Bearer <token>\"")
 	}

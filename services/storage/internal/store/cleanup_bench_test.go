@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -143,6 +145,107 @@ func BenchmarkCleanupWriteStall(b *testing.B) {
 			b.ReportMetric(float64(p99sum.Microseconds())/float64(b.N), "p99-write-µs")
 			b.ReportMetric(float64(blocked)/float64(b.N), "blocked-writes")
 			b.ReportMetric(float64(deleteTime.Milliseconds())/float64(b.N), "delete-ms")
+		})
+	}
+}
+
+// BenchmarkDeleteSlots measures a cleanup on an idle store: keys of 1 KiB
+// in 100 slots are deleted by DeleteSlots, from the held-key list
+// ("keys-known") and by reading the slots ("keys-read"), and by the
+// ceiling: one raw Badger WriteBatch deleting the same keys, with no
+// guard, batches or pacing ("raw-writebatch"). Each reports keys/s and
+// its ratio to the raw WriteBatch of the same run (ratio-to-raw, higher
+// is faster):
+//
+//	SLOTKV_BENCH_KEYS=333000 go test -run '^$' -bench 'DeleteSlots' -benchtime 3x -cpuprofile /tmp/del.pprof ./services/storage/internal/store/
+func BenchmarkDeleteSlots(b *testing.B) {
+	keys := 200_000
+	if v := os.Getenv("SLOTKV_BENCH_KEYS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			b.Fatalf("SLOTKV_BENCH_KEYS=%q: want a positive integer", v)
+		}
+		keys = n
+	}
+	rs := []slot.Range{{Start: 0, End: 99}}
+	val := make([]byte, 1024)
+	load := func(b *testing.B) (*Store, *KeyList) {
+		b.Helper()
+		s, err := Open(DefaultOptions(b.TempDir()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		list := &KeyList{}
+		var batch IngestBatch
+		for i := 0; i < keys; {
+			batch.Reset(5000, 5000*16)
+			for ; batch.Len() < 5000 && i < keys; i++ {
+				k := slot.AppendKey(nil, uint16(i%100), fmt.Appendf(nil, "key-%08d", i))
+				batch.keys = append(batch.keys, k)
+				batch.vals = append(batch.vals, val)
+				list.keys = append(list.keys, k)
+			}
+			if _, err := s.Ingest(&batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		list.dedupe()
+		// The cleanup runs after the keys reached the tables, as it does
+		// after a migration's snapshot: flush the memtables first.
+		if err := s.db.Flatten(1); err != nil {
+			b.Fatal(err)
+		}
+		return s, list
+	}
+	modes := []struct {
+		name string
+		del  func(s *Store, l *KeyList) (uint64, error)
+	}{
+		{"raw-writebatch", func(s *Store, l *KeyList) (uint64, error) {
+			wb := s.db.NewWriteBatch()
+			defer wb.Cancel()
+			for _, k := range l.keys {
+				if err := wb.Delete(k); err != nil {
+					return 0, err
+				}
+			}
+			return uint64(len(l.keys)), wb.Flush()
+		}},
+		{"keys-known", func(s *Store, l *KeyList) (uint64, error) {
+			return s.DeleteSlots(context.Background(), rs, DeleteOptions{Keys: l})
+		}},
+		{"keys-read", func(s *Store, _ *KeyList) (uint64, error) {
+			return s.DeleteSlots(context.Background(), rs, DeleteOptions{})
+		}},
+	}
+	var rawRate float64
+	for _, mode := range modes {
+		b.Run(mode.name, func(b *testing.B) {
+			var took time.Duration
+			for range b.N {
+				b.StopTimer()
+				s, l := load(b)
+				b.StartTimer()
+				t0 := time.Now()
+				n, err := mode.del(s, l)
+				took += time.Since(t0)
+				b.StopTimer()
+				if err != nil || n != uint64(keys) {
+					b.Fatalf("deleted %d of %d keys: %v", n, keys, err)
+				}
+				if left, _ := s.Count(context.Background(), rs); left != 0 {
+					b.Fatalf("%d keys left", left)
+				}
+				_ = s.Close()
+			}
+			rate := float64(keys) * float64(b.N) / took.Seconds()
+			b.ReportMetric(rate, "keys/s")
+			if mode.name == "raw-writebatch" {
+				rawRate = rate
+			} else if rawRate > 0 {
+				b.ReportMetric(rate/rawRate, "ratio-to-raw")
+			}
 		})
 	}
 }

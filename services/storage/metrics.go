@@ -27,7 +27,9 @@ func registerMetrics(mp metric.MeterProvider, st *store.Store, n *node.Node, log
 		metric.WithDescription("Bytes Badger takes on disk, by part: lsm (tables and memtable logs) or vlog (value log)."))
 	slots, err2 := m.Int64ObservableGauge("slotkv.storage.slots",
 		metric.WithDescription("Slots this node serves (owned, or migrating away and not yet handed off)."))
-	if err := errors.Join(err1, err2); err != nil {
+	gc, err3 := m.Int64ObservableCounter("slotkv.storage.badger.vlog_files_rewritten",
+		metric.WithDescription("Value-log files the value log's garbage collection rewrote (their live values copied, the file deleted)."))
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return nil, fmt.Errorf("storage metrics: %w", err)
 	}
 	lsmAttr := metric.WithAttributes(attribute.String("part", "lsm"))
@@ -47,8 +49,9 @@ func registerMetrics(mp metric.MeterProvider, st *store.Store, n *node.Node, log
 			served += int64(r.Len())
 		}
 		o.ObserveInt64(slots, served)
+		o.ObserveInt64(gc, int64(st.ValueLogFilesRewritten()))
 		return nil
-	}, size, slots)
+	}, size, slots, gc)
 	if err != nil {
 		return nil, fmt.Errorf("storage metrics: %w", err)
 	}

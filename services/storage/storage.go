@@ -92,6 +92,13 @@ type Options struct {
 	// MemTableBytes and BlockCacheBytes tune Badger; zero means the store
 	// defaults (64 MiB memtables, 256 MiB block cache).
 	MemTableBytes, BlockCacheBytes int64
+	// ValueThreshold is the value size from which Badger keeps a value in
+	// its value log instead of the LSM tree (store.Options.ValueThreshold):
+	// 0 is the store's default (256 bytes), 1 MiB keeps every value in the
+	// tree. ValueLogGCInterval is how often the value log's garbage is
+	// collected: 0 is the store's default (5 minutes), negative never.
+	ValueThreshold     int64
+	ValueLogGCInterval time.Duration
 	// HeldKeysBytes caps the memory a migration snapshot spends recording
 	// the keys it sends, for the cleanup after the hand-off
 	// (store.Options.HeldKeysBytes): 0 is the store's default (64 MiB),
@@ -138,6 +145,9 @@ func DefaultOptions() Options {
 
 const serviceName = "slotkv-storage"
 
+// maxValueThreshold is the largest value threshold Badger accepts.
+const maxValueThreshold = 1 << 20
+
 // ErrConfig marks invalid Options.
 var ErrConfig = errors.New("storage: invalid options")
 
@@ -155,6 +165,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		return fmt.Errorf("%w: a gRPC listen address is required (--grpc-addr)", ErrConfig)
 	case !o.Etcd.Enabled():
 		return fmt.Errorf("%w: the control plane's etcd is required (--etcd-endpoints): the node takes its topology from there", ErrConfig)
+	case o.ValueThreshold < 0 || o.ValueThreshold > maxValueThreshold:
+		return fmt.Errorf("%w: --value-threshold=%d must be within 0-%d bytes (0: the default, %d)",
+			ErrConfig, o.ValueThreshold, maxValueThreshold, store.DefaultValueThreshold)
 	case o.MaxBatch < 0 || o.MaxIngestBytes < 0 || o.MaxImportStreams < 0:
 		return fmt.Errorf("%w: negative limit (--max-batch=%d, --max-ingest-bytes=%d, --max-import-streams=%d)",
 			ErrConfig, o.MaxBatch, o.MaxIngestBytes, o.MaxImportStreams)
@@ -181,6 +194,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.BlockCacheBytes > 0 {
 		so = so.WithBlockCacheSize(o.BlockCacheBytes)
 	}
+	so = so.WithValueThreshold(o.ValueThreshold).WithValueLogGCInterval(o.ValueLogGCInterval)
 	st, err := store.Open(so)
 	if err != nil {
 		return err

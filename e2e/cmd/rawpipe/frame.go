@@ -137,7 +137,9 @@ func openDB(dir string) (*badger.DB, error) {
 		WithMetricsEnabled(false).
 		WithMemTableSize(64 << 20).
 		WithBlockCacheSize(256 << 20).
-		WithValueLogFileSize(256 << 20)
+		WithValueLogFileSize(256 << 20).
+		// store.DefaultValueThreshold: values from 256 bytes in the value log.
+		WithValueThreshold(256)
 	db, err := badger.Open(o)
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", dir, err)

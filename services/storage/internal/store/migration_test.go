@@ -32,7 +32,9 @@ func captureSlots(t *testing.T, st *store.Store, job string, r slot.Range) *stor
 // the transactions it is split into; the head survives a reopen.
 func TestCaptureSplitIngest(t *testing.T) {
 	t.Parallel()
-	opts := storetest.Options(t.TempDir()).WithMemTableSize(1 << 20)
+	// Values in the LSM tree (the threshold is capped below a batch), so
+	// that 1,000 of 1 KiB fill more than one transaction.
+	opts := storetest.Options(t.TempDir()).WithMemTableSize(1 << 20).WithValueThreshold(1 << 20)
 	st, err := store.Open(opts)
 	if err != nil {
 		t.Fatal(err)

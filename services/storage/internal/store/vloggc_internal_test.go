@@ -1,0 +1,119 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// Values of DefaultValueThreshold bytes and more live in the value log;
+// once they are overwritten or deleted, and compactions have seen it, a
+// collection rewrites the files that are mostly garbage: the value log
+// shrinks, and every live value still reads back.
+func TestGCValueLog(t *testing.T) {
+	t.Parallel()
+	const keys = 1500 // of 4 KiB: 6 MiB per generation, in 1 MiB files
+	cases := []struct {
+		name string
+		// garbage makes the first generation garbage; live tells whether
+		// key i is expected afterwards.
+		garbage func(t *testing.T, s *Store, key func(int) []byte)
+		live    func(i int) bool
+		// shrink is the most the value log may keep of its size: the
+		// live share of it, and a file's worth of slack.
+		shrink float64
+	}{
+		{"overwritten", func(t *testing.T, s *Store, key func(int) []byte) {
+			for i := range keys {
+				if _, err := s.Put(key(i), value(t, i, 2)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, func(int) bool { return true }, 0.6},
+		{"deleted", func(t *testing.T, s *Store, key func(int) []byte) {
+			for i := range keys {
+				if i%4 == 0 {
+					continue
+				}
+				if _, _, err := s.Delete(key(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, func(i int) bool { return i%4 == 0 }, 0.4},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			// The interval is negative: this test runs the collection.
+			// Small memtables fill level 0 with enough tables that
+			// Flatten below compacts them (it leaves a level 0 of a
+			// table or two alone).
+			opts := DefaultOptions(dir).WithValueLogFileSize(1 << 20).WithMemTableSize(32 << 10).WithValueLogGCInterval(-1)
+			s, err := Open(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := func(i int) []byte { return fmt.Appendf(nil, "key-%05d", i) }
+			for i := range keys {
+				if _, err := s.Put(key(i), value(t, i, 1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tc.garbage(t, s, key)
+			// Compactions tell the value log which values they dropped:
+			// reopen (the memtables go to level 0) and flatten the tree.
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = Open(opts); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			if err := s.db.Flatten(1); err != nil {
+				t.Fatal(err)
+			}
+			g, err := s.GCValueLog(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.Rewritten == 0 || float64(g.After) > tc.shrink*float64(g.Before) || s.ValueLogFilesRewritten() != uint64(g.Rewritten) {
+				t.Fatalf("collection rewrote %d files (counted %d), value log %d -> %d bytes: want files rewritten and at most %.0f%% left",
+					g.Rewritten, s.ValueLogFilesRewritten(), g.Before, g.After, 100*tc.shrink)
+			}
+			gen := 2
+			if tc.name == "deleted" {
+				gen = 1
+			}
+			for i := range keys {
+				v, _, err := s.Get(key(i))
+				switch {
+				case !tc.live(i):
+					if !errors.Is(err, ErrNotFound) {
+						t.Fatalf("deleted key %d: Get = %d bytes, %v; want ErrNotFound", i, len(v), err)
+					}
+				case err != nil:
+					t.Fatalf("key %d: %v", i, err)
+				case !bytes.Equal(v, value(t, i, gen)):
+					t.Fatalf("key %d reads another value after the collection", i)
+				}
+			}
+		})
+	}
+}
+
+// value is key i's 4 KiB value of generation gen: pseudo-random bytes
+// (compression cannot shrink the log), the same at every call.
+func value(t *testing.T, i, gen int) []byte {
+	t.Helper()
+	r := rand.New(rand.NewPCG(uint64(i), uint64(gen)))
+	v := make([]byte, 4<<10)
+	for j := 0; j < len(v); j += 8 {
+		binary.LittleEndian.PutUint64(v[j:], r.Uint64())
+	}
+	return v
+}

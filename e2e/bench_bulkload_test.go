@@ -85,7 +85,8 @@ func BenchmarkBulkLoad(b *testing.B) {
 // database in this process, as the storage nodes do, with the same key
 // layout: the fastest the records can reach disk.
 func rawBadgerWrite(b *testing.B, dir string, m *dataset.Manifest) time.Duration {
-	db, err := badger.Open(badger.DefaultOptions(filepath.Join(b.TempDir(), "raw")).WithLogger(nil))
+	// Values from 256 bytes in the value log, as on the storage nodes.
+	db, err := badger.Open(badger.DefaultOptions(filepath.Join(b.TempDir(), "raw")).WithLogger(nil).WithValueThreshold(256))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -220,10 +220,12 @@ func runRelay(tb testing.TB, src, dst string, p int, ranges string) relayRun {
 }
 
 // rawBadgerOptions are the options cmd/rawpipe and slotkv's storage node
-// open Badger with.
+// open Badger with (values from 256 bytes in the value log: the storage
+// node's --value-threshold default).
 func rawBadgerOptions(dir string) badger.Options {
 	return badger.DefaultOptions(dir).WithLogger(nil).WithMetricsEnabled(false).
-		WithMemTableSize(64 << 20).WithBlockCacheSize(256 << 20).WithValueLogFileSize(256 << 20)
+		WithMemTableSize(64 << 20).WithBlockCacheSize(256 << 20).WithValueLogFileSize(256 << 20).
+		WithValueThreshold(256)
 }
 
 // Loading.

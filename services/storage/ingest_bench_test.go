@@ -99,9 +99,11 @@ func BenchmarkIngest(b *testing.B) {
 
 func BenchmarkRawBadgerWrite(b *testing.B) {
 	// The options store.Open derives from the node's (16 MiB memtables and
-	// block cache, 256 MiB value-log files, no metrics, no sync).
+	// block cache, 256 MiB value-log files, values from 256 bytes in the
+	// value log, no metrics, no sync).
 	db, err := badger.Open(badger.DefaultOptions(b.TempDir()).
 		WithMemTableSize(16 << 20).WithBlockCacheSize(16 << 20).WithValueLogFileSize(256 << 20).
+		WithValueThreshold(256).
 		WithMetricsEnabled(false).WithLogger(nil))
 	if err != nil {
 		b.Fatal(err)

@@ -34,6 +34,9 @@ func TestMetrics(t *testing.T) {
 	if v, ok := metricstest.Sample(m, "slotkv_storage_slots"); !ok || v != 0 {
 		t.Fatalf("slots before any topology = %v (found %v), want 0", v, ok)
 	}
+	if v, ok := metricstest.Sample(m, "slotkv_storage_badger_vlog_files_rewritten_total"); !ok || v != 0 {
+		t.Fatalf("value-log files rewritten on a new node = %v (found %v), want 0", v, ok)
+	}
 	size := func(m string) float64 {
 		lsm, ok1 := metricstest.Sample(m, "slotkv_storage_badger_size_bytes", `part="lsm"`)
 		vlog, ok2 := metricstest.Sample(m, "slotkv_storage_badger_size_bytes", `part="vlog"`)

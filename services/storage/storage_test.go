@@ -688,6 +688,8 @@ func TestRunConfigErrors(t *testing.T) {
 		{"no etcd", func(o *storage.Options) { o.Etcd = server.Etcd{} }, "--etcd-endpoints"},
 		{"negative limit", func(o *storage.Options) { o.MaxValueBytes = -1 }, "--max-value-bytes=-1"},
 		{"key limit above badger", func(o *storage.Options) { o.MaxKeyBytes = 70000 }, "--max-key-bytes=70000"},
+		{"value threshold above badger", func(o *storage.Options) { o.ValueThreshold = 2 << 20 }, "--value-threshold=2097152"},
+		{"negative value threshold", func(o *storage.Options) { o.ValueThreshold = -1 }, "--value-threshold=-1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

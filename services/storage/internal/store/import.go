@@ -38,7 +38,7 @@ func (s *Store) StreamProgress(job, stream string) (ImportProgress, error) {
 		return ImportProgress{}, err
 	}
 	p := ImportProgress{Stream: stream}
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		it, err := txn.Get(importKey(job, stream))
 		if err != nil {
 			return err

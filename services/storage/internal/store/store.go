@@ -56,10 +56,12 @@ type Store struct {
 	syncs atomic.Uint64
 
 	// The value log's collection (vloggc.go): closing gcStop ends it,
-	// gcDone closes when it has.
+	// gcDone closes when it has. gcEpoch is odd while a file is collected
+	// and counts the files.
 	gcStop, gcDone chan struct{}
 	stopGC         sync.Once
 	vlogRewritten  atomic.Uint64
+	gcEpoch        atomic.Uint64
 }
 
 // iteratorOptions are Badger's iterator defaults without value prefetching:
@@ -199,7 +201,7 @@ func (s *Store) GetWithExpiry(key []byte) (val []byte, exp int64, sl uint16, err
 		return nil, 0, sl, err
 	}
 	var found bool
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = s.view(func(txn *badger.Txn) error {
 		var err error
 		val, exp, found, err = getLive(txn, k, NowMs())
 		return err
@@ -288,7 +290,7 @@ func (s *Store) BatchGet(keys [][]byte) ([]Item, error) {
 	items := make([]Item, len(keys))
 	var buf []byte
 	now := NowMs()
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		for i, key := range keys {
 			k, sl, err := storageKey(buf[:0], key)
 			if err != nil {

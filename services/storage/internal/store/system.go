@@ -78,7 +78,7 @@ func (t *SystemTxn) Delete(name string) error {
 // GetSystem returns the system record name; ErrNotFound when absent.
 func (s *Store) GetSystem(name string) ([]byte, error) {
 	var v []byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		var err error
 		v, err = (&SystemTxn{txn: txn}).Get(name)
 		return err

@@ -26,6 +26,12 @@ type ValueLogGC struct {
 // none is or ctx ends. Writes and reads go on meanwhile. Badger runs one
 // collection at a time: a call while another runs returns with nothing
 // rewritten. The store runs it every ValueLogGCInterval by itself.
+//
+// A rewrite keeps every version the LSM tree still holds, and the tree
+// keeps every version an open read transaction can see, so a snapshot (a
+// migration's read view, held across many scans) reads on. Badger deletes
+// a rewritten file once no iterator is open; a point read that looked up a
+// value's place just before its file went is read again (view).
 func (s *Store) GCValueLog(ctx context.Context) (ValueLogGC, error) {
 	if s.opts.InMemory {
 		return ValueLogGC{}, nil // no value log: every value is in the tree
@@ -35,7 +41,7 @@ func (s *Store) GCValueLog(ctx context.Context) (ValueLogGC, error) {
 	_, g.Before, _ = s.Size()
 	var err error
 	for ctx.Err() == nil {
-		if err = s.db.RunValueLogGC(valueLogGCRatio); err != nil {
+		if err = s.collectOne(); err != nil {
 			break
 		}
 		g.Rewritten++
@@ -50,6 +56,42 @@ func (s *Store) GCValueLog(ctx context.Context) (ValueLogGC, error) {
 		return g, nil
 	default:
 		return g, mapErr("value log gc", err)
+	}
+}
+
+// collectOne rewrites one value-log file; gcEpoch is odd while it runs.
+func (s *Store) collectOne() error {
+	s.gcEpoch.Add(1)
+	defer s.gcEpoch.Add(1)
+	return s.db.RunValueLogGC(valueLogGCRatio)
+}
+
+// maxReadAttempts bounds the reads of view and write that find a value's
+// file gone: each one means another collection ran during the read.
+const maxReadAttempts = 3
+
+// lostToCollection reports whether a read that began at collection epoch
+// e0 and failed with err may have lost its value-log file to a collection
+// (Badger then fails the read with a plain "file not found"): a
+// collection was running when it began, or one ran since.
+func (s *Store) lostToCollection(e0 uint64, err error) bool {
+	if err == nil || errors.Is(err, badger.ErrKeyNotFound) || errors.Is(err, badger.ErrConflict) ||
+		errors.Is(err, badger.ErrDBClosed) {
+		return false
+	}
+	return e0%2 == 1 || s.gcEpoch.Load() != e0
+}
+
+// view runs fn, a point read, in a read-only transaction, and runs it again
+// in a fresh one when it failed because a collection moved a value it was
+// reading (lostToCollection). fn must only read and set its results.
+func (s *Store) view(fn func(txn *badger.Txn) error) error {
+	for attempt := 1; ; attempt++ {
+		e0 := s.gcEpoch.Load()
+		err := s.db.View(fn)
+		if attempt == maxReadAttempts || !s.lostToCollection(e0, err) {
+			return err
+		}
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	badger "github.com/dgraph-io/badger/v4"
 )
 
 // Values of DefaultValueThreshold bytes and more live in the value log;
@@ -116,4 +118,122 @@ func value(t *testing.T, i, gen int) []byte {
 		binary.LittleEndian.PutUint64(v[j:], r.Uint64())
 	}
 	return v
+}
+
+// A snapshot reads on across a collection: two thirds of the keys are
+// overwritten before it opens (their first values are garbage to everyone,
+// so the files of the first values are mostly garbage), a third after (the
+// snapshot still reads their first values). The collection rewrites those
+// files with the snapshot open, and the snapshot reads every key as it was
+// when it opened.
+func TestGCValueLogKeepsSnapshots(t *testing.T) {
+	t.Parallel()
+	const keys = 1500
+	opts := DefaultOptions(t.TempDir()).WithValueLogFileSize(1 << 20).WithMemTableSize(32 << 10).WithValueLogGCInterval(-1)
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	key := func(i int) []byte { return fmt.Appendf(nil, "key-%05d", i) }
+	before := func(i int) bool { return i%3 != 0 } // overwritten before the snapshot
+	put := func(i, gen int) {
+		t.Helper()
+		if _, err := s.Put(key(i), value(t, i, gen)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range keys {
+		put(i, 1)
+	}
+	for i := range keys {
+		if before(i) {
+			put(i, 2)
+		}
+	}
+	l, err := s.ChangeLog("j")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := s.OpenSnapshot(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range keys {
+		if !before(i) {
+			put(i, 2)
+		}
+	}
+	if err := s.db.Flatten(1); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := s.GCValueLog(context.Background()); err != nil || g.Rewritten == 0 {
+		t.Fatalf("collection with a snapshot open = %+v, %v; want files rewritten", g, err)
+	}
+	// The snapshot reads every key as it was when it opened.
+	for i := range keys {
+		k, _, err := storageKey(nil, key(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _, found, err := getLive(sn.txn, k, NowMs())
+		want := 1
+		if before(i) {
+			want = 2
+		}
+		if err != nil || !found || !bytes.Equal(v, value(t, i, want)) {
+			t.Fatalf("snapshot read of key %d: found %v, %v; want its value of generation %d", i, found, err, want)
+		}
+	}
+	sn.Close()
+	for i := range keys {
+		if v, _, err := s.Get(key(i)); err != nil || !bytes.Equal(v, value(t, i, 2)) {
+			t.Fatalf("key %d after the collection: %v", i, err)
+		}
+	}
+}
+
+// A point read that fails while a collection runs, or after one ran since
+// it began, is read again; any other failure is not.
+func TestViewRetriesReadsLostToCollection(t *testing.T) {
+	t.Parallel()
+	s, err := Open(DefaultOptions(t.TempDir()).WithValueLogGCInterval(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	gone := errors.New("file with ID: 1 not found")
+	cases := []struct {
+		name      string
+		collect   func() // what happens during the first read
+		err       error
+		wantCalls int
+	}{
+		{"collection ran during the read", func() { s.gcEpoch.Add(2) }, gone, 2},
+		{"collection running", func() { s.gcEpoch.Add(1) }, gone, 2},
+		{"no collection", func() {}, gone, 1},
+		{"not found is an answer", func() { s.gcEpoch.Add(2) }, badger.ErrKeyNotFound, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if s.gcEpoch.Load()%2 == 1 {
+				s.gcEpoch.Add(1) // the last case left a collection running
+			}
+			calls := 0
+			err := s.view(func(*badger.Txn) error {
+				calls++
+				if calls == 1 {
+					tc.collect()
+					return tc.err
+				}
+				return nil
+			})
+			if calls != tc.wantCalls {
+				t.Fatalf("view ran fn %d times (err %v), want %d", calls, err, tc.wantCalls)
+			}
+			if calls == 1 && !errors.Is(err, tc.err) {
+				t.Fatalf("view = %v, want %v", err, tc.err)
+			}
+		})
+	}
 }

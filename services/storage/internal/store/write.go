@@ -82,8 +82,17 @@ func (s *Store) write(w writeOp) (txns int, err error) {
 			defer cw.unlock()
 		}
 	}
+	lost := 0
 	for attempt := 1; ; attempt++ {
+		e0 := s.gcEpoch.Load()
 		txns, err = s.writeOnce(w, cw)
+		if w.read != nil && txns == 0 && s.lostToCollection(e0, err) {
+			// A value the read looked at moved under a value-log
+			// collection (vloggc.go): nothing was committed, read again.
+			if lost++; lost < maxReadAttempts {
+				continue
+			}
+		}
 		if w.read == nil || !errors.Is(err, badger.ErrConflict) {
 			return txns, err
 		}

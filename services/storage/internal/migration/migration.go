@@ -1308,14 +1308,30 @@ func (m *Manager) DeleteSlots(ctx context.Context, ranges []slot.Range, kps uint
 	// every batch checks under the gate.
 	held, ok := m.heldKeysOf(set)
 	o := store.DeleteOptions{KeysPerSecond: kps, Keys: held.keys}
+	// checked is the generation the slots were last checked at. Every
+	// install grows the generation under the exclusive gate, and the view
+	// and the slots' HeldAt change only then: a batch that finds the same
+	// generation under the gate would find what the last check found, and
+	// skips the walk over every slot of the ranges (in a profile of a
+	// 333,350-key cleanup of 5,461 slots, 512 keys a batch, the walks took
+	// 20 ms of the 140 ms the deleting goroutine ran).
+	checked := from
 	o.Guard = func() (func(), error) {
 		return m.node.EndWrite, m.node.Guard(func() error {
+			g := m.node.Generation()
+			if g == checked {
+				return nil
+			}
 			if ok && m.node.HeldSince(set.Ranges(), held.gen) {
 				m.dropHeldKeys(set)
 				return fmt.Errorf("%w: slots %s came back to node %s after the migration that handed them off ended; retry: the cleanup will read their keys",
 					rpcerr.ErrConflict, set, me)
 			}
-			return check()
+			if err := check(); err != nil {
+				return err
+			}
+			checked = g
+			return nil
 		})
 	}
 	n, err := m.st.DeleteSlots(ctx, set.Ranges(), o)

@@ -58,8 +58,8 @@ func DefaultOptions(dir string) Options {
 // DefaultValueThreshold: values of 256 bytes and more live in the value
 // log. A moved, overwritten or deleted value then costs the LSM tree's
 // compactions a key and a pointer instead of the value, at every level:
-// in `make bench-migration` (1 KiB values) the whole migration used about
-// a quarter of the CPU, counted until compactions settled, that it did
+// in `make bench-migration` (1 KiB values) the whole migration used less
+// than a third of the CPU, counted until compactions settled, that it did
 // with values in the tree, and back-to-back migrations no longer slowed
 // each other down. Below 256 bytes the pointer and the second read cost
 // more than the compactions save.

@@ -56,8 +56,8 @@ type Store struct {
 	syncs atomic.Uint64
 
 	// The value log's collection (vloggc.go): closing gcStop ends it,
-	// gcDone closes when it has. gcEpoch is odd while a file is collected
-	// and counts the files.
+	// gcDone closes when it has. gcEpoch is odd while a file is being
+	// collected, and grows by two with each file.
 	gcStop, gcDone chan struct{}
 	stopGC         sync.Once
 	vlogRewritten  atomic.Uint64

@@ -25,15 +25,17 @@ func env(m map[string]string) func(string) (string, bool) {
 func TestParse(t *testing.T) {
 	t.Parallel()
 	c, err := parse([]string{"--node-id", "flag-id", "--max-value-bytes", "1000"}, env(map[string]string{
-		"SLOTKV_NODE_ID":         "env-id", // the flag wins
-		"SLOTKV_DATA_DIR":        "/srv/data",
-		"SLOTKV_GRPC_ADDR":       "127.0.0.1:7",
-		"SLOTKV_HTTP_ADDR":       "",
-		"SLOTKV_TOKEN":           "tok",
-		"SLOTKV_MAX_KEY_BYTES":   "99",
-		"SLOTKV_LOG_LEVEL":       "debug",
-		"SLOTKV_LISTEN_FILE":     "/tmp/l.json",
-		"SLOTKV_HELD_KEYS_BYTES": "-1",
+		"SLOTKV_NODE_ID":               "env-id", // the flag wins
+		"SLOTKV_DATA_DIR":              "/srv/data",
+		"SLOTKV_GRPC_ADDR":             "127.0.0.1:7",
+		"SLOTKV_HTTP_ADDR":             "",
+		"SLOTKV_TOKEN":                 "tok",
+		"SLOTKV_MAX_KEY_BYTES":         "99",
+		"SLOTKV_LOG_LEVEL":             "debug",
+		"SLOTKV_LISTEN_FILE":           "/tmp/l.json",
+		"SLOTKV_HELD_KEYS_BYTES":       "-1",
+		"SLOTKV_VALUE_THRESHOLD":       "1048576",
+		"SLOTKV_VALUE_LOG_GC_INTERVAL": "-1s",
 	}), &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +43,7 @@ func TestParse(t *testing.T) {
 	o := c.opts
 	if o.NodeID != "flag-id" || o.DataDir != "/srv/data" || o.GRPCAddr != "127.0.0.1:7" || o.HTTPAddr != "127.0.0.1:8100" ||
 		o.Tokens != auth.OneToken("tok") || o.MaxKeyBytes != 99 || o.MaxValueBytes != 1000 || c.flags.ListenFile != "/tmp/l.json" || c.flags.LogLevel.String() != "DEBUG" ||
-		o.HeldKeysBytes != -1 {
+		o.HeldKeysBytes != -1 || o.ValueThreshold != 1<<20 || o.ValueLogGCInterval != -time.Second {
 		t.Errorf("parsed %+v (listen %q, level %v)", o, c.flags.ListenFile, c.flags.LogLevel)
 	}
 

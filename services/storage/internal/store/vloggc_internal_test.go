@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -235,5 +236,44 @@ func TestViewRetriesReadsLostToCollection(t *testing.T) {
 				t.Fatalf("view = %v, want %v", err, tc.err)
 			}
 		})
+	}
+}
+
+// The store collects the value log by itself every ValueLogGCInterval, and
+// Close stops the collection before it closes the database.
+func TestValueLogCollectedInBackground(t *testing.T) {
+	t.Parallel()
+	const keys = 1500
+	opts := DefaultOptions(t.TempDir()).WithValueLogFileSize(1 << 20).WithMemTableSize(32 << 10).
+		WithValueLogGCInterval(20 * time.Millisecond)
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	for gen := 1; gen <= 2; gen++ {
+		for i := range keys {
+			if _, err := s.Put(fmt.Appendf(nil, "key-%05d", i), value(t, i, gen)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.db.Flatten(1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for s.ValueLogFilesRewritten() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no value-log file collected in a minute of 20 ms intervals")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.gcDone:
+	default:
+		t.Fatal("the collection still runs after Close")
 	}
 }

@@ -96,7 +96,9 @@ test: build $(BIN)/etcd
 ## busy machine Go's coordinator races the -fuzztime deadline
 ## (golang/go#51484, "context deadline exceeded") or the go command dies
 ## with nothing printed. It runs once more, and a second failure fails;
-## a finding writes its input to testdata/fuzz/ and fails at once.
+## a finding writes its input to testdata/fuzz/ and fails at once. (The
+## recipe's shell runs with -e: the exit status is taken with `&& ... ||`,
+## or a failing run would end the recipe before the retry.)
 FUZZTIME ?= 30s
 .PHONY: fuzz
 fuzz: build
@@ -104,7 +106,7 @@ fuzz: build
 		for d in $$(cd $$m && grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u); do \
 			for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$m/$$d/*_test.go); do \
 				echo "--- fuzz $$m/$${d#./} $$f ($(FUZZTIME))"; \
-				out=$$(cd $$m && SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$d 2>&1); rc=$$?; echo "$$out"; \
+				out=$$(cd $$m && SLOTKV_BIN=$(BIN) $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$d 2>&1) && rc=0 || rc=$$?; echo "$$out"; \
 				if [ $$rc -ne 0 ]; then \
 					echo "--- $$f: exit status $$rc"; \
 					if echo "$$out" | grep -q 'Failing input written'; then exit 1; fi; \

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -55,13 +56,13 @@ type Store struct {
 	// syncs counts the store's disk syncs (for tests).
 	syncs atomic.Uint64
 
-	// The value log's collection (vloggc.go): closing gcStop ends it,
-	// gcDone closes when it has. gcEpoch is odd while a file is being
-	// collected, and grows by two with each file.
-	gcStop, gcDone chan struct{}
-	stopGC         sync.Once
-	vlogRewritten  atomic.Uint64
-	gcEpoch        atomic.Uint64
+	// The value log's collection (vloggc.go): stopGC ends it (nil when
+	// none runs), gcDone closes when it has. gcEpoch is odd while a file
+	// is being collected, and grows by two with each file.
+	stopGC        context.CancelFunc
+	gcDone        chan struct{}
+	vlogRewritten atomic.Uint64
+	gcEpoch       atomic.Uint64
 }
 
 // iteratorOptions are Badger's iterator defaults without value prefetching:
@@ -117,8 +118,10 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	if every := opts.valueLogGCInterval(); every > 0 && !opts.InMemory {
-		s.gcStop, s.gcDone = make(chan struct{}), make(chan struct{})
-		go s.collectValueLog(every, s.gcStop, s.gcDone)
+		var ctx context.Context
+		ctx, s.stopGC = context.WithCancel(context.Background())
+		s.gcDone = make(chan struct{})
+		go s.collectValueLog(ctx, every, s.gcDone)
 	}
 	return s, nil
 }
@@ -128,9 +131,10 @@ func (s *Store) Close() error {
 	if s.db.IsClosed() {
 		return nil
 	}
-	if s.gcStop != nil {
+	if s.stopGC != nil {
 		// A collection must not run into a closed database.
-		s.stopGC.Do(func() { close(s.gcStop); <-s.gcDone })
+		s.stopGC()
+		<-s.gcDone
 	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)

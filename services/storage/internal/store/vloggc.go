@@ -99,19 +99,16 @@ func (s *Store) view(fn func(txn *badger.Txn) error) error {
 // since the store was opened (a metric).
 func (s *Store) ValueLogFilesRewritten() uint64 { return s.vlogRewritten.Load() }
 
-// collectValueLog runs GCValueLog every interval until stop is closed, then
-// closes done. A pass under way when stop closes ends after its current
+// collectValueLog runs GCValueLog every interval until ctx ends, then
+// closes done. A pass under way when ctx ends stops after its current
 // file.
-func (s *Store) collectValueLog(every time.Duration, stop <-chan struct{}, done chan<- struct{}) {
+func (s *Store) collectValueLog(ctx context.Context, every time.Duration, done chan<- struct{}) {
 	defer close(done)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { <-stop; cancel() }()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}

@@ -24,50 +24,47 @@ func TestGCValueLog(t *testing.T) {
 		name string
 		// garbage makes the first generation garbage; live tells whether
 		// key i is expected afterwards.
-		garbage func(t *testing.T, s *Store, key func(int) []byte)
+		garbage func(t *testing.T, s *Store)
 		live    func(i int) bool
+		// liveGen is the generation of the values that stay.
+		liveGen int
 		// shrink is the most the value log may keep of its size: the
 		// live share of it, and a file's worth of slack.
 		shrink float64
 	}{
-		{"overwritten", func(t *testing.T, s *Store, key func(int) []byte) {
+		{"overwritten", func(t *testing.T, s *Store) {
 			for i := range keys {
-				if _, err := s.Put(key(i), value(t, i, 2)); err != nil {
+				if _, err := s.Put(gcKey(i), value(t, i, 2)); err != nil {
 					t.Fatal(err)
 				}
 			}
-		}, func(int) bool { return true }, 0.6},
-		{"deleted", func(t *testing.T, s *Store, key func(int) []byte) {
+		}, func(int) bool { return true }, 2, 0.6},
+		{"deleted", func(t *testing.T, s *Store) {
 			for i := range keys {
 				if i%4 == 0 {
 					continue
 				}
-				if _, _, err := s.Delete(key(i)); err != nil {
+				if _, _, err := s.Delete(gcKey(i)); err != nil {
 					t.Fatal(err)
 				}
 			}
-		}, func(i int) bool { return i%4 == 0 }, 0.4},
+		}, func(i int) bool { return i%4 == 0 }, 1, 0.4},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
 			// The interval is negative: this test runs the collection.
-			// Small memtables fill level 0 with enough tables that
-			// Flatten below compacts them (it leaves a level 0 of a
-			// table or two alone).
-			opts := DefaultOptions(dir).WithValueLogFileSize(1 << 20).WithMemTableSize(32 << 10).WithValueLogGCInterval(-1)
+			opts := gcTestOptions(t.TempDir()).WithValueLogGCInterval(-1)
 			s, err := Open(opts)
 			if err != nil {
 				t.Fatal(err)
 			}
-			key := func(i int) []byte { return fmt.Appendf(nil, "key-%05d", i) }
 			for i := range keys {
-				if _, err := s.Put(key(i), value(t, i, 1)); err != nil {
+				if _, err := s.Put(gcKey(i), value(t, i, 1)); err != nil {
 					t.Fatal(err)
 				}
 			}
-			tc.garbage(t, s, key)
+			tc.garbage(t, s)
 			// Compactions tell the value log which values they dropped:
 			// reopen (the memtables go to level 0) and flatten the tree.
 			if err := s.Close(); err != nil {
@@ -88,12 +85,8 @@ func TestGCValueLog(t *testing.T) {
 				t.Fatalf("collection rewrote %d files (counted %d), value log %d -> %d bytes: want files rewritten and at most %.0f%% left",
 					g.Rewritten, s.ValueLogFilesRewritten(), g.Before, g.After, 100*tc.shrink)
 			}
-			gen := 2
-			if tc.name == "deleted" {
-				gen = 1
-			}
 			for i := range keys {
-				v, _, err := s.Get(key(i))
+				v, _, err := s.Get(gcKey(i))
 				switch {
 				case !tc.live(i):
 					if !errors.Is(err, ErrNotFound) {
@@ -101,13 +94,24 @@ func TestGCValueLog(t *testing.T) {
 					}
 				case err != nil:
 					t.Fatalf("key %d: %v", i, err)
-				case !bytes.Equal(v, value(t, i, gen)):
+				case !bytes.Equal(v, value(t, i, tc.liveGen)):
 					t.Fatalf("key %d reads another value after the collection", i)
 				}
 			}
 		})
 	}
 }
+
+// gcTestOptions are the options of a store whose value log a test
+// collects: 1 MiB value-log files, and memtables so small that level 0
+// fills with enough tables for Flatten to compact them (it leaves a level
+// 0 of a table or two alone), which is how Badger learns what is garbage.
+func gcTestOptions(dir string) Options {
+	return DefaultOptions(dir).WithValueLogFileSize(1 << 20).WithMemTableSize(32 << 10)
+}
+
+// gcKey is the i-th key of the value-log tests.
+func gcKey(i int) []byte { return fmt.Appendf(nil, "key-%05d", i) }
 
 // value is key i's 4 KiB value of generation gen: pseudo-random bytes
 // (compression cannot shrink the log), the same at every call.
@@ -130,17 +134,15 @@ func value(t *testing.T, i, gen int) []byte {
 func TestGCValueLogKeepsSnapshots(t *testing.T) {
 	t.Parallel()
 	const keys = 1500
-	opts := DefaultOptions(t.TempDir()).WithValueLogFileSize(1 << 20).WithMemTableSize(32 << 10).WithValueLogGCInterval(-1)
-	s, err := Open(opts)
+	s, err := Open(gcTestOptions(t.TempDir()).WithValueLogGCInterval(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	key := func(i int) []byte { return fmt.Appendf(nil, "key-%05d", i) }
 	before := func(i int) bool { return i%3 != 0 } // overwritten before the snapshot
 	put := func(i, gen int) {
 		t.Helper()
-		if _, err := s.Put(key(i), value(t, i, gen)); err != nil {
+		if _, err := s.Put(gcKey(i), value(t, i, gen)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -173,7 +175,7 @@ func TestGCValueLogKeepsSnapshots(t *testing.T) {
 	}
 	// The snapshot reads every key as it was when it opened.
 	for i := range keys {
-		k, _, err := storageKey(nil, key(i))
+		k, _, err := storageKey(nil, gcKey(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +190,7 @@ func TestGCValueLogKeepsSnapshots(t *testing.T) {
 	}
 	sn.Close()
 	for i := range keys {
-		if v, _, err := s.Get(key(i)); err != nil || !bytes.Equal(v, value(t, i, 2)) {
+		if v, _, err := s.Get(gcKey(i)); err != nil || !bytes.Equal(v, value(t, i, 2)) {
 			t.Fatalf("key %d after the collection: %v", i, err)
 		}
 	}
@@ -244,16 +246,14 @@ func TestViewRetriesReadsLostToCollection(t *testing.T) {
 func TestValueLogCollectedInBackground(t *testing.T) {
 	t.Parallel()
 	const keys = 1500
-	opts := DefaultOptions(t.TempDir()).WithValueLogFileSize(1 << 20).WithMemTableSize(32 << 10).
-		WithValueLogGCInterval(20 * time.Millisecond)
-	s, err := Open(opts)
+	s, err := Open(gcTestOptions(t.TempDir()).WithValueLogGCInterval(20 * time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	for gen := 1; gen <= 2; gen++ {
 		for i := range keys {
-			if _, err := s.Put(fmt.Appendf(nil, "key-%05d", i), value(t, i, gen)); err != nil {
+			if _, err := s.Put(gcKey(i), value(t, i, gen)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -18,41 +18,43 @@ import (
 //	go test -run '^$' -bench GetByValueThreshold -benchtime 300000x ./services/storage/internal/store/
 func BenchmarkGetByValueThreshold(b *testing.B) {
 	const n = 200_000
+	key := func(i int) []byte { return fmt.Appendf(nil, "key-%08d", i) }
+	rawKeys := make([][]byte, n)
+	for i := range n {
+		var err error
+		if rawKeys[i], _, err = storageKey(nil, key(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		name      string
 		threshold int64
 	}{{"value-log", DefaultValueThreshold}, {"lsm-tree", 1 << 20}} {
+		// Loaded once per layout (b.Run calls its function more than
+		// once), and closed before the next layout loads.
+		s, err := Open(DefaultOptions(b.TempDir()).WithValueThreshold(tc.threshold).WithValueLogGCInterval(-1))
+		if err != nil {
+			b.Fatal(err)
+		}
+		val := make([]byte, 1024)
+		var batch IngestBatch
+		for i := 0; i < n; {
+			batch.Reset(5000, 5000*16)
+			for ; batch.Len() < 5000 && i < n; i++ {
+				if _, err := batch.Add(key(i), val); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := s.Ingest(&batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		// Read from the tables, as a node does once its memtables have
+		// been flushed.
+		if err := s.db.Flatten(1); err != nil {
+			b.Fatal(err)
+		}
 		b.Run(tc.name, func(b *testing.B) {
-			s, err := Open(DefaultOptions(b.TempDir()).WithValueThreshold(tc.threshold).WithValueLogGCInterval(-1))
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = s.Close() })
-			key := func(i int) []byte { return fmt.Appendf(nil, "key-%08d", i) }
-			val := make([]byte, 1024)
-			var batch IngestBatch
-			for i := 0; i < n; {
-				batch.Reset(5000, 5000*16)
-				for ; batch.Len() < 5000 && i < n; i++ {
-					if _, err := batch.Add(key(i), val); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if _, err := s.Ingest(&batch); err != nil {
-					b.Fatal(err)
-				}
-			}
-			// Read from the tables, as a node does once its memtables
-			// have been flushed.
-			if err := s.db.Flatten(1); err != nil {
-				b.Fatal(err)
-			}
-			rawKeys := make([][]byte, n)
-			for i := range n {
-				if rawKeys[i], _, err = storageKey(nil, key(i)); err != nil {
-					b.Fatal(err)
-				}
-			}
 			r := rand.New(rand.NewPCG(1, 2))
 			b.ResetTimer()
 			for range b.N {
@@ -81,5 +83,8 @@ func BenchmarkGetByValueThreshold(b *testing.B) {
 			b.ReportMetric(raw.Seconds()/got.Seconds(), "ratio-to-raw")
 			b.ReportMetric(float64(raw.Nanoseconds())/float64(b.N), "raw-ns/op")
 		})
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -60,6 +60,14 @@ func (s *Store) GCValueLog(ctx context.Context) (ValueLogGC, error) {
 }
 
 // collectOne rewrites one value-log file; gcEpoch is odd while it runs.
+//
+// Badger v4.9.6's rewrite starts by reading the newest version of the
+// memtables (DB.MaxVersion, to pin compactions' discard point, badger PR
+// #2310) under a lock its write goroutine does not take when it raises
+// that version: the race detector reports the pair when a collection runs
+// during writes. It is one aligned 64-bit word, read whole on the 64-bit
+// platforms slotkv builds for; a stale read pins the discard point lower,
+// so compactions keep more versions, never fewer.
 func (s *Store) collectOne() error {
 	s.gcEpoch.Add(1)
 	defer s.gcEpoch.Add(1)

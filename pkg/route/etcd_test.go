@@ -184,7 +184,15 @@ func TestEtcdWatchDeliversCommits(t *testing.T) {
 	if n := r.Refreshes() - before; n != 0 {
 		t.Errorf("%d refreshes while following the watch, want 0", n)
 	}
-	if got, want := installed(log.String()), []string{"0->1", "1->2", "2->3", "3->4", "4->5"}; !slices.Equal(got, want) {
+	// The router logs an install just after it makes it visible: wait for
+	// the last line rather than read the log as the version turns.
+	want := []string{"0->1", "1->2", "2->3", "3->4", "4->5"}
+	got := installed(log.String())
+	for deadline := time.Now().Add(10 * time.Second); !slices.Equal(got, want) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+		got = installed(log.String())
+	}
+	if !slices.Equal(got, want) {
 		t.Errorf("installed %v, want %v", got, want)
 	}
 }

@@ -57,6 +57,9 @@
 //     gives up while the cluster converges. A node whose topology is older
 //     than the router's causes no refresh at all.
 //   - Frozen: wait the RetryInfo delay (a backoff when none) and retry.
+//   - NoTopology (a node that has not installed its first topology yet,
+//     which it takes from its own etcd watch a moment after the router):
+//     back off and retry.
 //   - NodeUnavailable: back off, start a topology refresh in the
 //     background (the node may have been replaced) and retry.
 //   - Anything else ends the call with that answer.

@@ -46,7 +46,9 @@ const (
 	// that opt in (the downloader's ingest, Retry with RetryBusy).
 	Busy
 	// NoTopology: the node has not been given a topology yet
-	// (FailedPrecondition NO_TOPOLOGY). Retried by callers that opt in.
+	// (FailedPrecondition NO_TOPOLOGY): a node that has just started takes
+	// its first topology from its own etcd watch, a moment after the
+	// router may have. Retried within the caller's deadline, as Frozen.
 	NoTopology
 	// StaleTopology: the request named a topology version the node does
 	// not hold (FailedPrecondition STALE_TOPOLOGY). Retried by callers that
@@ -81,10 +83,10 @@ type Class struct {
 }
 
 // Retryable reports whether the router retries the answer within the
-// caller's deadline: Moved, Frozen and NodeUnavailable.
+// caller's deadline: Moved, Frozen, NodeUnavailable and NoTopology.
 func (c Class) Retryable() bool {
 	switch c.Kind {
-	case Moved, Frozen, NodeUnavailable:
+	case Moved, Frozen, NodeUnavailable, NoTopology:
 		return true
 	}
 	return false

@@ -68,7 +68,7 @@ func TestClassify(t *testing.T) {
 		{"import cap, retry later", withRetryInfo(codes.ResourceExhausted, "too many import streams", 200*time.Millisecond),
 			route.Class{Kind: route.Busy, RetryAfter: 200 * time.Millisecond}, false},
 		{"aborted", status.Error(codes.Aborted, "aborted"), route.Class{Kind: route.Busy}, false},
-		{"no topology", rpcerr.ToStatus(fmt.Errorf("%w: node n1", rpcerr.ErrNoTopology)), route.Class{Kind: route.NoTopology}, false},
+		{"no topology", rpcerr.ToStatus(fmt.Errorf("%w: node n1", rpcerr.ErrNoTopology)), route.Class{Kind: route.NoTopology}, true},
 		{"stale topology", rpcerr.ToStatus(fmt.Errorf("%w: have 5", rpcerr.ErrStaleTopology)), route.Class{Kind: route.StaleTopology}, false},
 		{"unassigned", rpcerr.ToStatus(fmt.Errorf("%w: slot 9", rpcerr.ErrSlotUnassigned)), route.Class{Kind: route.Fatal}, false},
 		{"not found", rpcerr.ToStatus(rpcerr.ErrNotFound), route.Class{Kind: route.Fatal}, false},
@@ -479,7 +479,8 @@ func TestMovedGivesUpAtTheDeadline(t *testing.T) {
 }
 
 // TestRetriedAnswers: frozen slots wait and are retried on the same node,
-// unavailable answers too; answers about the request are relayed at once.
+// unavailable answers and a node still to install its first topology too;
+// answers about the request are relayed at once.
 func TestRetriedAnswers(t *testing.T) {
 	t.Parallel()
 	frozen := &rpcerr.SlotFrozenError{Slot: 1, RetryAfter: 2 * time.Millisecond}
@@ -492,6 +493,7 @@ func TestRetriedAnswers(t *testing.T) {
 		{"frozen", []error{frozen, frozen, frozen}, codes.OK, 4},
 		{"frozen without RetryInfo", []error{fmt.Errorf("%w: slot 1", rpcerr.ErrSlotFrozen)}, codes.OK, 2},
 		{"not served yet", []error{fmt.Errorf("%w: importing", rpcerr.ErrUnavailable), frozen}, codes.OK, 3},
+		{"no topology on the node yet", []error{fmt.Errorf("%w: node n1", rpcerr.ErrNoTopology), fmt.Errorf("%w: node n1", rpcerr.ErrNoTopology)}, codes.OK, 3},
 		{"not found", []error{rpcerr.ErrNotFound}, codes.NotFound, 1},
 		{"stale topology", []error{rpcerr.ErrStaleTopology}, codes.FailedPrecondition, 1},
 	}

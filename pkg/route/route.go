@@ -423,7 +423,7 @@ func (r *Router) Do(ctx context.Context, key string, call Call) (Result, error) 
 			// topology that assigns it the slot yet (the migrator tells
 			// the source first), or the answering node lags behind the
 			// router. Give it a moment rather than spinning.
-		case Frozen, NodeUnavailable:
+		case Frozen, NodeUnavailable, NoTopology:
 			if c.Kind == NodeUnavailable {
 				r.triggerRefresh() // the node may have been replaced
 			}

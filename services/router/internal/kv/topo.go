@@ -191,7 +191,9 @@ func (rt *retrier) again(ctx context.Context, t *topology.Topology, errs []error
 		switch c := route.Classify(e); c.Kind {
 		case route.Moved:
 			moved = append(moved, c)
-		case route.Frozen:
+		case route.Frozen, route.NoTopology:
+			// A frozen slot, or a node still to install its first
+			// topology: wait, nothing to refresh.
 			retryAfter = max(retryAfter, c.RetryAfter)
 		default:
 			unavailable = true

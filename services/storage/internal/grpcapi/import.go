@@ -131,11 +131,18 @@ func (s *MigrationService) readImports(ctx context.Context, fail context.CancelC
 func (s *MigrationService) commitImports(ctx context.Context, fail context.CancelCauseFunc, prepared <-chan *importItem, acks chan<- *importItem) {
 	defer close(acks)
 	maxBytes, maxEntries := s.c.Migration.ImportGroupLimits()
+	cm := s.c.Migration.NewImportCommitter()
+	defer cm.Idle()
 	var next *importItem // taken from prepared, for the next group
 	for {
 		first := next
 		next = nil
 		if first == nil {
+			if len(prepared) == 0 {
+				// Nothing queued: no transaction stays open while the
+				// stream waits (store.Committer).
+				cm.Idle()
+			}
 			select {
 			case it, ok := <-prepared:
 				if !ok {
@@ -171,7 +178,7 @@ func (s *MigrationService) commitImports(ctx context.Context, fail context.Cance
 			batches[i] = it.batch
 		}
 		g := &commitGroup{done: make(chan struct{})}
-		applied, err := s.c.Migration.CommitImport(first.req.GetJobId(), first.req.GetStreamId(), batches, func(err error) {
+		applied, err := s.c.Migration.CommitImport(first.req.GetJobId(), first.req.GetStreamId(), batches, cm, func(err error) {
 			g.err = err
 			close(g.done)
 		})

@@ -707,6 +707,10 @@ func (m *Manager) ImportStreams() (limit, open int) { return cap(m.importSem), l
 // and value bytes, and entries.
 func (m *Manager) ImportGroupLimits() (bytes, entries int) { return m.st.GroupLimits() }
 
+// NewImportCommitter returns the Committer of one import stream's
+// CommitImport calls, made from one goroutine.
+func (m *Manager) NewImportCommitter() *store.Committer { return m.st.NewCommitter() }
+
 // ImportEntry is one entry of an import batch; the caller has validated the
 // key and that Slot is its slot.
 type ImportEntry struct {
@@ -779,8 +783,9 @@ func (m *Manager) PrepareImport(id string, seq uint64, entries []ImportEntry) (*
 // resumed stream resends batches), which is skipped. Calls for one stream
 // must come one at a time, in order (the stream is sequential); their
 // transactions commit in that order. Each committed batch adds its digests
-// to the stream's applied digests (ImportState).
-func (m *Manager) CommitImport(id, stream string, batches []*ImportBatch, done func(error)) (applied []bool, err error) {
+// to the stream's applied digests (ImportState). cm, when not nil, is the
+// calling goroutine's (NewImportCommitter).
+func (m *Manager) CommitImport(id, stream string, batches []*ImportBatch, cm *store.Committer, done func(error)) (applied []bool, err error) {
 	j, _, err := m.getRole(id, Destination)
 	if err != nil {
 		return nil, err
@@ -864,7 +869,7 @@ func (m *Manager) CommitImport(id, stream string, batches []*ImportBatch, done f
 			release()
 		}
 	}()
-	err = m.st.CommitImport(id, next, muts, func(err error) {
+	err = m.st.CommitImport(id, next, muts, cm, func(err error) {
 		release()
 		st.commitDone(digests, err)
 		done(err)

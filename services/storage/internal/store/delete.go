@@ -52,9 +52,10 @@ type DeleteOptions struct {
 // do: one goroutine reads the keys ahead, batch by batch, from a read
 // transaction renewed every deleteReadBatches batches, while this one
 // writes them. A direct (not Captured) batch is queued without waiting for
-// its commit; its Guard's release runs when the commit is done. Badger
-// starts a read-write transaction only once every earlier commit is
-// applied, so queued batches commit in order and never pile up.
+// its commit; its Guard's release runs when the commit is done. Unpaced,
+// the batches go through a Committer: the next batch is built while
+// Badger writes the previous one, and no more than one is in Badger at a
+// time, so they commit in order and never pile up.
 func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOptions) (uint64, error) {
 	ranges, err := normalize(ranges)
 	if err != nil {
@@ -76,6 +77,13 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 
 	var c commits
 	var queued uint64
+	// Unpaced direct batches open each transaction ahead (committer.go);
+	// a paced one waits between batches, with no transaction open.
+	var cm *Committer
+	if !o.Captured && o.KeysPerSecond == 0 {
+		cm = s.NewCommitter()
+		defer cm.Idle()
+	}
 	start := time.Now()
 	err = func() error {
 		for keys := range batches {
@@ -90,7 +98,7 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 					return err
 				}
 				c.done(len(keys), nil)
-			} else if err := s.queueDelete(keys, o.Guard, &c); err != nil {
+			} else if err := s.queueDelete(keys, o.Guard, cm, &c); err != nil {
 				return err
 			}
 			queued += uint64(len(keys))
@@ -261,7 +269,7 @@ func (s *Store) collectRun(ctx context.Context, from, to []byte, n int, out chan
 // queueDelete deletes keys in one transaction under guard (when set) and
 // returns once the commit is queued; the guard is released, and c told,
 // when the commit is done, or here when the transaction is not queued.
-func (s *Store) queueDelete(keys [][]byte, guard func() (func(), error), c *commits) error {
+func (s *Store) queueDelete(keys [][]byte, guard func() (func(), error), cm *Committer, c *commits) error {
 	release := func() {}
 	if guard != nil {
 		var err error
@@ -270,7 +278,7 @@ func (s *Store) queueDelete(keys [][]byte, guard func() (func(), error), c *comm
 		}
 	}
 	queued := false
-	txn := s.db.NewTransaction(true)
+	txn := cm.begin(s.db)
 	defer func() {
 		if !queued {
 			txn.Discard()
@@ -284,7 +292,7 @@ func (s *Store) queueDelete(keys [][]byte, guard func() (func(), error), c *comm
 	}
 	c.wg.Add(1)
 	queued = true // CommitWith discards the transaction itself
-	txn.CommitWith(func(err error) {
+	cm.commit(txn, func(err error) {
 		defer c.wg.Done()
 		defer release()
 		c.done(len(keys), mapErr("delete commit", err))

@@ -71,12 +71,13 @@ func (s *Store) StreamProgress(job, stream string) (ImportProgress, error) {
 // ErrBatchTooLarge (it cannot be split: the progress record must commit
 // with all of it); done is then not called. Imports are plain writes,
 // never captured. Each put keeps the expiry it carries; one already past
-// is written as a delete.
-func (s *Store) CommitImport(job string, p ImportProgress, batches [][]Mutation, done func(error)) error {
+// is written as a delete. cm, when not nil, is the stream's Committer: the
+// transaction is the one it opened ahead, and it opens the next.
+func (s *Store) CommitImport(job string, p ImportProgress, batches [][]Mutation, cm *Committer, done func(error)) error {
 	if err := CheckJobID(job); err != nil {
 		return err
 	}
-	txn := s.db.NewTransaction(true)
+	txn := cm.begin(s.db)
 	queued := false
 	defer func() {
 		if !queued {
@@ -124,7 +125,7 @@ func (s *Store) CommitImport(job string, p ImportProgress, batches [][]Mutation,
 		return mapErr("import", err)
 	}
 	queued = true // CommitWith discards the transaction itself
-	txn.CommitWith(func(err error) {
+	cm.commit(txn, func(err error) {
 		if errors.Is(err, badger.ErrTxnTooBig) {
 			done(tooBig(""))
 			return
@@ -151,7 +152,7 @@ func (s *Store) ApplyImport(job, stream string, seq uint64, muts []Mutation) (ap
 	}
 	next := ImportProgress{Stream: stream, LastSeq: seq, Entries: p.Entries + uint64(len(muts))}
 	res := make(chan error, 1)
-	if err := s.CommitImport(job, next, [][]Mutation{muts}, func(err error) { res <- err }); err != nil {
+	if err := s.CommitImport(job, next, [][]Mutation{muts}, nil, func(err error) { res <- err }); err != nil {
 		return false, p, err
 	}
 	if err := <-res; err != nil {

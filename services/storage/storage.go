@@ -97,8 +97,12 @@ type Options struct {
 	// 0 is the store's default (256 bytes), 1 MiB keeps every value in the
 	// tree. ValueLogGCInterval is how often the value log's garbage is
 	// collected: 0 is the store's default (5 minutes), negative never.
+	// WritebackInterval is how often the dirty pages of Badger's logs are
+	// handed to the disk, so a sync has little left to write: 0 is the
+	// store's default (100 ms), negative never.
 	ValueThreshold     int64
 	ValueLogGCInterval time.Duration
+	WritebackInterval  time.Duration
 	// HeldKeysBytes caps the memory a migration snapshot spends recording
 	// the keys it sends, for the cleanup after the hand-off
 	// (store.Options.HeldKeysBytes): 0 is the store's default (64 MiB),
@@ -194,7 +198,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if o.BlockCacheBytes > 0 {
 		so = so.WithBlockCacheSize(o.BlockCacheBytes)
 	}
-	so = so.WithValueThreshold(o.ValueThreshold).WithValueLogGCInterval(o.ValueLogGCInterval)
+	so = so.WithValueThreshold(o.ValueThreshold).WithValueLogGCInterval(o.ValueLogGCInterval).WithWritebackInterval(o.WritebackInterval)
 	st, err := store.Open(so)
 	if err != nil {
 		return err

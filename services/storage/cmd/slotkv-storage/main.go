@@ -66,6 +66,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		blockCache = flagenv.Int64(fs, "block-cache-bytes", "SLOTKV_BLOCK_CACHE_BYTES", 0, "Badger block cache size (0: 256 MiB)")
 		valueThres = flagenv.Int64(fs, "value-threshold", "SLOTKV_VALUE_THRESHOLD", 0, "values of this many bytes and more live in Badger's value log, with a pointer in the LSM tree (0: 256; 1048576 keeps every value in the tree)")
 		vlogGC     = flagenv.Duration(fs, "value-log-gc-interval", "SLOTKV_VALUE_LOG_GC_INTERVAL", 0, "how often the value log's garbage (overwritten, deleted, migrated-away values) is collected (0: 5m; negative: never)")
+		writeback  = flagenv.Duration(fs, "writeback-interval", "SLOTKV_WRITEBACK_INTERVAL", 0, "how often the dirty pages of Badger's logs are handed to the disk in the background, so that a sync (a migration's hand-off, --sync-writes) has little left to write (0: 100ms; negative: never)")
 		heldKeys   = flagenv.Int(fs, "held-keys-bytes", "SLOTKV_HELD_KEYS_BYTES", 0, "memory one migration's snapshot may spend recording the keys it sends, so that the cleanup after the hand-off need not read them again (0: 64 MiB; negative: never, the cleanup reads them)")
 		leaseTTL   = flagenv.Duration(fs, "etcd-lease-ttl", "SLOTKV_ETCD_LEASE_TTL", d.EtcdLeaseTTL, "lease of this node's registration in etcd: a node that stops renewing it is listed dead this long after (with --etcd-endpoints)")
 	)
@@ -87,7 +88,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 	c.opts.SyncWrites = *syncWrites
 	c.opts.MemTableBytes, c.opts.BlockCacheBytes = *memtable, *blockCache
 	c.opts.HeldKeysBytes = *heldKeys
-	c.opts.ValueThreshold, c.opts.ValueLogGCInterval = *valueThres, *vlogGC
+	c.opts.ValueThreshold, c.opts.ValueLogGCInterval, c.opts.WritebackInterval = *valueThres, *vlogGC, *writeback
 	if *leaseTTL < time.Second {
 		return c, fmt.Errorf("--etcd-lease-ttl %v must be at least 1s", *leaseTTL)
 	}

@@ -36,6 +36,7 @@ func TestParse(t *testing.T) {
 		"SLOTKV_HELD_KEYS_BYTES":       "-1",
 		"SLOTKV_VALUE_THRESHOLD":       "1048576",
 		"SLOTKV_VALUE_LOG_GC_INTERVAL": "-1s",
+		"SLOTKV_WRITEBACK_INTERVAL":    "250ms",
 	}), &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +44,7 @@ func TestParse(t *testing.T) {
 	o := c.opts
 	if o.NodeID != "flag-id" || o.DataDir != "/srv/data" || o.GRPCAddr != "127.0.0.1:7" || o.HTTPAddr != "127.0.0.1:8100" ||
 		o.Tokens != auth.OneToken("tok") || o.MaxKeyBytes != 99 || o.MaxValueBytes != 1000 || c.flags.ListenFile != "/tmp/l.json" || c.flags.LogLevel.String() != "DEBUG" ||
-		o.HeldKeysBytes != -1 || o.ValueThreshold != 1<<20 || o.ValueLogGCInterval != -time.Second {
+		o.HeldKeysBytes != -1 || o.ValueThreshold != 1<<20 || o.ValueLogGCInterval != -time.Second || o.WritebackInterval != 250*time.Millisecond {
 		t.Errorf("parsed %+v (listen %q, level %v)", o, c.flags.ListenFile, c.flags.LogLevel)
 	}
 

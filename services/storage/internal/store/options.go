@@ -35,6 +35,11 @@ type Options struct {
 	// overwritten or deleted) is collected; 0 means
 	// DefaultValueLogGCInterval, negative never (GCValueLog still runs it).
 	ValueLogGCInterval time.Duration
+	// WritebackInterval is how often the dirty pages of Badger's logs are
+	// handed to the disk in the background, so that a sync has little
+	// left to write (writeback.go); 0 means DefaultWritebackInterval,
+	// negative never.
+	WritebackInterval time.Duration
 	// HeldKeysBytes caps the memory a migration snapshot spends recording
 	// the keys its scans read, so that the source's cleanup need not read
 	// them again (see HeldKeys); 0 means DefaultHeldKeysBytes, negative

@@ -56,11 +56,13 @@ type Store struct {
 	// syncs counts the store's disk syncs (for tests).
 	syncs atomic.Uint64
 
-	// The value log's collection (vloggc.go): stopGC ends it (nil when
-	// none runs), gcDone closes when it has. gcEpoch is odd while a file
-	// is being collected, and grows by two with each file.
-	stopGC        context.CancelFunc
-	gcDone        chan struct{}
+	// The background loops (the value log's collection, vloggc.go; the
+	// write-back of the logs, writeback.go): stopBG ends them (nil when
+	// none runs), bgDone closes once all have returned.
+	stopBG context.CancelFunc
+	bgDone chan struct{}
+	// vlogRewritten counts the value-log files collected; gcEpoch is odd
+	// while one is being collected, and grows by two with each file.
 	vlogRewritten atomic.Uint64
 	gcEpoch       atomic.Uint64
 }
@@ -117,13 +119,33 @@ func Open(opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	var loops []func(context.Context)
 	if every := opts.valueLogGCInterval(); every > 0 && !opts.InMemory {
-		var ctx context.Context
-		ctx, s.stopGC = context.WithCancel(context.Background())
-		s.gcDone = make(chan struct{})
-		go s.collectValueLog(ctx, every, s.gcDone)
+		loops = append(loops, func(ctx context.Context) { s.collectValueLog(ctx, every) })
 	}
+	if every := opts.writebackInterval(); every > 0 && !opts.InMemory {
+		loops = append(loops, func(ctx context.Context) { s.writeBack(ctx, every) })
+	}
+	s.startBackground(loops)
 	return s, nil
+}
+
+// startBackground runs each loop on its own goroutine until Close.
+func (s *Store) startBackground(loops []func(context.Context)) {
+	if len(loops) == 0 {
+		return
+	}
+	var ctx context.Context
+	ctx, s.stopBG = context.WithCancel(context.Background())
+	s.bgDone = make(chan struct{})
+	var wg sync.WaitGroup
+	for _, loop := range loops {
+		wg.Go(func() { loop(ctx) })
+	}
+	go func() {
+		wg.Wait()
+		close(s.bgDone)
+	}()
 }
 
 // Close flushes and closes the database. Calls after the first return nil.
@@ -131,10 +153,10 @@ func (s *Store) Close() error {
 	if s.db.IsClosed() {
 		return nil
 	}
-	if s.stopGC != nil {
+	if s.stopBG != nil {
 		// A collection must not run into a closed database.
-		s.stopGC()
-		<-s.gcDone
+		s.stopBG()
+		<-s.bgDone
 	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close: %w", err)

@@ -107,11 +107,9 @@ func (s *Store) view(fn func(txn *badger.Txn) error) error {
 // since the store was opened (a metric).
 func (s *Store) ValueLogFilesRewritten() uint64 { return s.vlogRewritten.Load() }
 
-// collectValueLog runs GCValueLog every interval until ctx ends, then
-// closes done. A pass under way when ctx ends stops after its current
-// file.
-func (s *Store) collectValueLog(ctx context.Context, every time.Duration, done chan<- struct{}) {
-	defer close(done)
+// collectValueLog runs GCValueLog every interval until ctx ends. A pass
+// under way when ctx ends stops after its current file.
+func (s *Store) collectValueLog(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -285,7 +285,7 @@ func TestValueLogCollectedInBackground(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-s.gcDone:
+	case <-s.bgDone:
 	default:
 		t.Fatal("the collection still runs after Close")
 	}

@@ -154,7 +154,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	if s.stopBG != nil {
-		// A collection must not run into a closed database.
+		// No background loop may run into a closed database.
 		s.stopBG()
 		<-s.bgDone
 	}

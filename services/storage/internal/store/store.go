@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 
@@ -121,10 +122,16 @@ func Open(opts Options) (*Store, error) {
 	}
 	var loops []func(context.Context)
 	if every := opts.valueLogGCInterval(); every > 0 && !opts.InMemory {
-		loops = append(loops, func(ctx context.Context) { s.collectValueLog(ctx, every) })
+		loops = append(loops, func(ctx context.Context) {
+			tick(ctx, every, func() { s.collectValueLog(ctx) })
+		})
 	}
 	if every := opts.writebackInterval(); every > 0 && !opts.InMemory {
-		loops = append(loops, func(ctx context.Context) { s.writeBack(ctx, every) })
+		loops = append(loops, func(ctx context.Context) {
+			w := newWriteback(opts.Dir)
+			defer w.close()
+			tick(ctx, every, w.pass)
+		})
 	}
 	s.startBackground(loops)
 	return s, nil
@@ -146,6 +153,20 @@ func (s *Store) startBackground(loops []func(context.Context)) {
 		wg.Wait()
 		close(s.bgDone)
 	}()
+}
+
+// tick runs pass every interval until ctx ends.
+func tick(ctx context.Context, every time.Duration, pass func()) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pass()
+	}
 }
 
 // Close flushes and closes the database. Calls after the first return nil.

@@ -107,25 +107,17 @@ func (s *Store) view(fn func(txn *badger.Txn) error) error {
 // since the store was opened (a metric).
 func (s *Store) ValueLogFilesRewritten() uint64 { return s.vlogRewritten.Load() }
 
-// collectValueLog runs GCValueLog every interval until ctx ends. A pass
-// under way when ctx ends stops after its current file.
-func (s *Store) collectValueLog(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		g, err := s.GCValueLog(ctx)
-		switch log := s.opts.Logger; {
-		case log == nil:
-		case err != nil:
-			log.Warn("value log collection failed; the next one retries", "err", err, "files_rewritten", g.Rewritten)
-		case g.Rewritten > 0:
-			log.Info("value log collected", "files_rewritten", g.Rewritten, "vlog_bytes_before", g.Before,
-				"vlog_bytes_after", g.After, "took", g.Took.Round(time.Millisecond))
-		}
+// collectValueLog runs GCValueLog once and logs what it did: the store's
+// background pass, every ValueLogGCInterval (store.go). A pass under way
+// when ctx ends stops after its current file.
+func (s *Store) collectValueLog(ctx context.Context) {
+	g, err := s.GCValueLog(ctx)
+	switch log := s.opts.Logger; {
+	case log == nil:
+	case err != nil:
+		log.Warn("value log collection failed; the next one retries", "err", err, "files_rewritten", g.Rewritten)
+	case g.Rewritten > 0:
+		log.Info("value log collected", "files_rewritten", g.Rewritten, "vlog_bytes_before", g.Before,
+			"vlog_bytes_after", g.After, "took", g.Took.Round(time.Millisecond))
 	}
 }

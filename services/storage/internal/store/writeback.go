@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,7 +9,7 @@ import (
 )
 
 // DefaultWritebackInterval is how often the store hands the dirty pages of
-// its logs to the disk (see writeBack).
+// its logs to the disk (see writeback).
 const DefaultWritebackInterval = 100 * time.Millisecond
 
 func (o Options) writebackInterval() time.Duration {
@@ -23,38 +22,27 @@ func (o Options) writebackInterval() time.Duration {
 // WithWritebackInterval returns o with WritebackInterval set.
 func (o Options) WithWritebackInterval(d time.Duration) Options { o.WritebackInterval = d; return o }
 
-// writeBack starts, every interval until ctx ends, the write-out of the
-// pages of Badger's logs (the value log and the memtables' write-ahead
-// logs) dirtied since the last pass, without waiting for it, as RocksDB's
-// bytes_per_sync does. Badger writes its logs through memory maps and
-// leaves the pages to the kernel, which writes them back only after 30 s
-// or past a share of memory, so a sync had to write everything since the
-// last one at once: 76-120 ms for the 345 MB a migration imports, on this
-// project's 2-core box. With write-back the syncs slotkv waits for (an
-// import's durable point before the hand-off, the hand-off's own,
-// SyncWrites commits) find only the last interval's pages dirty. It
-// changes nothing the files hold, only when the disk gets them.
-func (s *Store) writeBack(ctx context.Context, every time.Duration) {
-	w := &writeback{dir: s.opts.Dir, files: map[string]*os.File{}}
-	defer w.close()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		w.pass()
-	}
-}
-
-// writeback is the state of writeBack: the log files it holds open, by
-// name, and what it last saw of the directory.
+// writeback starts, at each pass (every WritebackInterval, store.go), the
+// write-out of the pages of Badger's logs (the value log and the
+// memtables' write-ahead logs) dirtied since the last pass, without
+// waiting for it, as RocksDB's bytes_per_sync does. Badger writes its logs
+// through memory maps and leaves the pages to the kernel, which writes
+// them back only after 30 s or past a share of memory, so a sync had to
+// write everything since the last one at once: 76-120 ms for the 345 MB a
+// migration imports, on this project's 2-core box. With write-back the
+// syncs slotkv waits for (an import's durable point before the hand-off,
+// the hand-off's own, SyncWrites commits) find only the last interval's
+// pages dirty. It changes nothing the files hold, only when the disk gets
+// them. It holds the log files open, by name, and remembers what it last
+// saw of the directory.
 type writeback struct {
 	dir   string
 	files map[string]*os.File
 	mtime time.Time
+}
+
+func newWriteback(dir string) *writeback {
+	return &writeback{dir: dir, files: map[string]*os.File{}}
 }
 
 // pass starts the write-out of every log file that writes may have

@@ -31,7 +31,7 @@ func TestWriteBack(t *testing.T) {
 		t.Fatalf("sync_file_range on a real file: %v", err)
 	}
 
-	w := &writeback{dir: dir, files: map[string]*os.File{}}
+	w := newWriteback(dir)
 	defer w.close()
 	names := func() []string {
 		var n []string

@@ -356,6 +356,15 @@ func (s *scaleBench) slotkvRound(b *testing.B, p, i int) {
 	b.Logf("%s %s -> %s: to hand-off %v (the job's %v), cleanup %v, whole job %v", r.job.GetId(), s.from, s.to,
 		r.handoff.Round(time.Millisecond), r.job.GetTimeToHandoff().AsDuration().Round(time.Millisecond),
 		r.job.GetCleanupDuration().AsDuration().Round(time.Millisecond), r.end.Round(time.Millisecond))
+	if phases, err := jobPhases(s.mover.proc.Log(), r.job.GetId()); err != nil {
+		b.Logf("%s: phases unknown: %v", r.job.GetId(), err)
+	} else {
+		parts := make([]string, len(phases))
+		for i, p := range phases {
+			parts[i] = fmt.Sprintf("%s %v", p.phase, p.took.Round(time.Millisecond))
+		}
+		b.Logf("%s phases (the migrator's log): %s", r.job.GetId(), strings.Join(parts, ", "))
+	}
 	if int(r.job.GetKeys()) != s.data.movedKeys {
 		b.Logf("job copied %d keys in its snapshot, the range holds %d", r.job.GetKeys(), s.data.movedKeys)
 	}
@@ -503,6 +512,43 @@ func pauseSteps(log, prefix string) (map[string][]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// phaseTime is how long a migration job spent in one of its phases.
+type phaseTime struct {
+	phase string
+	took  time.Duration
+}
+
+// jobPhases reads from a migrator's JSON log how long job spent in each
+// phase, in order: from its "migration phase" line to the next one, the
+// last to its "migration succeeded" line.
+func jobPhases(log, job string) ([]phaseTime, error) {
+	var (
+		out  []phaseTime
+		last time.Time
+	)
+	for line := range strings.Lines(log) {
+		var rec struct {
+			Time  time.Time `json:"time"`
+			Msg   string    `json:"msg"`
+			Job   string    `json:"job"`
+			Phase string    `json:"phase"`
+		}
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Job != job ||
+			(rec.Msg != "migration phase" && rec.Msg != "migration succeeded") {
+			continue
+		}
+		if len(out) > 0 {
+			out[len(out)-1].took = rec.Time.Sub(last)
+		}
+		if rec.Msg == "migration succeeded" {
+			return out, nil
+		}
+		out = append(out, phaseTime{phase: rec.Phase})
+		last = rec.Time
+	}
+	return nil, fmt.Errorf("no \"migration succeeded\" line for job %s in the migrator's log", job)
 }
 
 // loadAlone is how long the write load runs alone before the hand-offs.
@@ -787,6 +833,61 @@ func (s *scaleBench) warnForeign(t *strings.Builder) {
 	if len(disturbed) > 0 {
 		slices.Sort(disturbed)
 		fmt.Fprintf(t, "DISTURBED: other processes of this machine used CPU during: %s; run again on a quiet machine\n", strings.Join(disturbed, "; "))
+	}
+}
+
+func TestJobPhases(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 12, 7, 6, 10, 0, 0, time.UTC)
+	line := func(ms int, msg, job, phase string) string {
+		rec := map[string]any{"time": t0.Add(time.Duration(ms) * time.Millisecond), "level": "INFO", "msg": msg, "job": job}
+		if phase != "" {
+			rec["phase"] = phase
+		}
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b) + "\n"
+	}
+	interleaved := line(0, "migration planned", "a", "") +
+		line(1, "migration phase", "a", "PREPARE") +
+		line(2, "migration phase", "b", "PREPARE") +
+		line(8, "migration phase", "a", "SNAPSHOT") +
+		"not json\n" +
+		line(900, "migration progress", "a", "") +
+		line(2008, "migration phase", "a", "CLEANUP") +
+		line(2100, "migration phase", "b", "SNAPSHOT") +
+		line(2458, "migration succeeded", "a", "")
+	tests := []struct {
+		name    string
+		log     string
+		job     string
+		want    []phaseTime
+		wantErr string
+	}{
+		{name: "one job among another's lines", log: interleaved, job: "a",
+			want: []phaseTime{{"PREPARE", 7 * time.Millisecond}, {"SNAPSHOT", 2 * time.Second}, {"CLEANUP", 450 * time.Millisecond}}},
+		{name: "a job that has not succeeded", log: interleaved, job: "b", wantErr: "no \"migration succeeded\" line for job b"},
+		{name: "a job not in the log", log: interleaved, job: "c", wantErr: "for job c"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := jobPhases(tt.log, tt.job)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("phases = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 

@@ -132,7 +132,8 @@ type Options struct {
 	RollbackRetryInterval time.Duration
 	// ProgressInterval between progress log lines (and saves) of a job.
 	ProgressInterval time.Duration
-	// CleanupKeysPerSecond paces the source's cleanup; 0 = node default.
+	// CleanupKeysPerSecond paces the source's purge of the slots its cleanup
+	// dropped; 0: as fast as small batches go.
 	CleanupKeysPerSecond uint64
 	// MaxRunningJobs caps the migrations running at once; StartMigration
 	// beyond it gets ResourceExhausted naming the limit.

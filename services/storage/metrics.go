@@ -15,7 +15,8 @@ import (
 
 // registerMetrics adds the node's own gauges to mp: Badger's size on disk
 // (LSM tree and value log, read from the files at each scrape, the same
-// figure GetNodeInfo answers) and the slots this node serves. RPC counts
+// figure GetNodeInfo answers), the slots this node serves, and the purge
+// of dropped slots. RPC counts
 // and latencies come from otelgrpc. Call unregister before the store
 // closes: the provider may outlive this node (tests run several).
 func registerMetrics(mp metric.MeterProvider, st *store.Store, n *node.Node, log *slog.Logger) (unregister func(), err error) {
@@ -29,7 +30,11 @@ func registerMetrics(mp metric.MeterProvider, st *store.Store, n *node.Node, log
 		metric.WithDescription("Slots this node serves (owned, or migrating away and not yet handed off)."))
 	gc, err3 := m.Int64ObservableCounter("slotkv.storage.badger.vlog_files_rewritten",
 		metric.WithDescription("Value-log files the value log's garbage collection rewrote (their live values copied, the file deleted)."))
-	if err := errors.Join(err1, err2, err3); err != nil {
+	pending, err4 := m.Int64ObservableGauge("slotkv.storage.purge.pending_slots",
+		metric.WithDescription("Dropped slots whose entries the background purge has still to delete (a migration's cleanup drops the slots it moved away)."))
+	purged, err5 := m.Int64ObservableCounter("slotkv.storage.purge.keys",
+		metric.WithDescription("Dropped entries the background purge deleted since the node started."))
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return nil, fmt.Errorf("storage metrics: %w", err)
 	}
 	lsmAttr := metric.WithAttributes(attribute.String("part", "lsm"))
@@ -50,8 +55,14 @@ func registerMetrics(mp metric.MeterProvider, st *store.Store, n *node.Node, log
 		}
 		o.ObserveInt64(slots, served)
 		o.ObserveInt64(gc, int64(st.ValueLogFilesRewritten()))
+		if p, err := st.Purge(); err != nil {
+			log.Warn("purge state for metrics", "err", err)
+		} else {
+			o.ObserveInt64(pending, p.PendingSlots)
+			o.ObserveInt64(purged, int64(p.PurgedKeys))
+		}
 		return nil
-	}, size, slots, gc)
+	}, size, slots, gc, pending, purged)
 	if err != nil {
 		return nil, fmt.Errorf("storage metrics: %w", err)
 	}

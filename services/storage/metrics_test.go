@@ -17,8 +17,9 @@ import (
 	"github.com/slotkv/slotkv/pkg/telemetry/metricstest"
 )
 
-// /metrics has the node's Badger size by part and the slots it serves,
-// next to otelgrpc's RPC metrics; the value log grows with the data.
+// /metrics has the node's Badger size by part, the slots it serves and
+// the purge of dropped slots, next to otelgrpc's RPC metrics; the value
+// log grows with the data.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	tel, err := telemetry.Setup(context.Background(), telemetry.Config{ServiceName: "storage"})
@@ -34,8 +35,10 @@ func TestMetrics(t *testing.T) {
 	if v, ok := metricstest.Sample(m, "slotkv_storage_slots"); !ok || v != 0 {
 		t.Fatalf("slots before any topology = %v (found %v), want 0", v, ok)
 	}
-	if v, ok := metricstest.Sample(m, "slotkv_storage_badger_vlog_files_rewritten_total"); !ok || v != 0 {
-		t.Fatalf("value-log files rewritten on a new node = %v (found %v), want 0", v, ok)
+	for _, name := range []string{"slotkv_storage_badger_vlog_files_rewritten_total", "slotkv_storage_purge_pending_slots", "slotkv_storage_purge_keys_total"} {
+		if v, ok := metricstest.Sample(m, name); !ok || v != 0 {
+			t.Fatalf("%s on a new node = %v (found %v), want 0", name, v, ok)
+		}
 	}
 	size := func(m string) float64 {
 		lsm, ok1 := metricstest.Sample(m, "slotkv_storage_badger_size_bytes", `part="lsm"`)

@@ -3538,7 +3538,7 @@ func (x *EndMigrationResponse) GetServingMs() float64 {
 type DeleteSlotsRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Ranges []*v1.SlotRange        `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
-	// Deletion pace; 0 means as fast as small batches go.
+	// Pace of the purge after the drop; 0 means as fast as small batches go.
 	KeysPerSecond uint64 `protobuf:"varint,2,opt,name=keys_per_second,json=keysPerSecond,proto3" json:"keys_per_second,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -757,8 +757,10 @@ type MigrationServiceClient interface {
 	// jobs succeed, so a restarted migrator can call it safely.
 	EndMigration(ctx context.Context, in *EndMigrationRequest, opts ...grpc.CallOption) (*EndMigrationResponse, error)
 	// DeleteSlots deletes the data of slots this node neither owns nor
-	// migrates, in small batches so writes to other slots never stall
-	// (unlike Badger's DropPrefix): the source's cleanup after a commit.
+	// migrates: the source's cleanup after a commit. It drops the slots in
+	// one small transaction, after which no read sees what they held, and
+	// a background purge deletes the entries in small batches, so writes
+	// to other slots never stall (unlike Badger's DropPrefix).
 	DeleteSlots(ctx context.Context, in *DeleteSlotsRequest, opts ...grpc.CallOption) (*DeleteSlotsResponse, error)
 	// ListMigrations lists the migrations this node takes part in.
 	ListMigrations(ctx context.Context, in *ListMigrationsRequest, opts ...grpc.CallOption) (*ListMigrationsResponse, error)
@@ -941,8 +943,10 @@ type MigrationServiceServer interface {
 	// jobs succeed, so a restarted migrator can call it safely.
 	EndMigration(context.Context, *EndMigrationRequest) (*EndMigrationResponse, error)
 	// DeleteSlots deletes the data of slots this node neither owns nor
-	// migrates, in small batches so writes to other slots never stall
-	// (unlike Badger's DropPrefix): the source's cleanup after a commit.
+	// migrates: the source's cleanup after a commit. It drops the slots in
+	// one small transaction, after which no read sees what they held, and
+	// a background purge deletes the entries in small batches, so writes
+	// to other slots never stall (unlike Badger's DropPrefix).
 	DeleteSlots(context.Context, *DeleteSlotsRequest) (*DeleteSlotsResponse, error)
 	// ListMigrations lists the migrations this node takes part in.
 	ListMigrations(context.Context, *ListMigrationsRequest) (*ListMigrationsResponse, error)

@@ -84,7 +84,7 @@ func parse(args []string, lookup func(string) (string, bool), out io.Writer) (co
 		rollback    = flagenv.Duration(fs, "rollback-retry-interval", "SLOTKV_ROLLBACK_RETRY_INTERVAL", d.RollbackRetryInterval, "period of retries of an unfinished rollback or roll-forward")
 		handoff     = flagenv.Duration(fs, "handoff-timeout", "SLOTKV_HANDOFF_TIMEOUT", d.HandoffTimeout, "longest hand-off from freeze to commit; past it the job rolls back and writes resume on the source")
 		progress    = flagenv.Duration(fs, "progress-interval", "SLOTKV_PROGRESS_INTERVAL", d.ProgressInterval, "period of progress log lines and saves of a running job")
-		cleanup     = flagenv.Uint64(fs, "cleanup-keys-per-second", "SLOTKV_CLEANUP_KEYS_PER_SECOND", 0, "pace of the source's cleanup after a commit (0: node default)")
+		cleanup     = flagenv.Uint64(fs, "cleanup-keys-per-second", "SLOTKV_CLEANUP_KEYS_PER_SECOND", 0, "pace of the source's purge of the dropped slots after a commit (0: as fast as small batches go)")
 		maxRunning  = flagenv.Int(fs, "max-running-jobs", "SLOTKV_MAX_RUNNING_JOBS", d.MaxRunningJobs, "most migrations running at once; more are refused (ResourceExhausted) until one ends")
 		pauseTO     = flagenv.Duration(fs, "pause-before-phase-timeout", "SLOTKV_PAUSE_BEFORE_PHASE_TIMEOUT", d.PauseTimeout, "testing aid: how long --pause-before-phase holds a job")
 		pauseCommit = flagenv.Bool(fs, "pause-after-commit", "SLOTKV_PAUSE_AFTER_COMMIT", false, "testing aid: hold every job after etcd committed its hand-off, for --pause-before-phase-timeout")

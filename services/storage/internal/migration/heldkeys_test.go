@@ -2,7 +2,6 @@ package migration_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	clusterv1 "github.com/slotkv/slotkv/gen/slotkv/cluster/v1"
 	"github.com/slotkv/slotkv/pkg/logtest"
-	"github.com/slotkv/slotkv/pkg/rpcerr"
 	"github.com/slotkv/slotkv/pkg/slot"
 	"github.com/slotkv/slotkv/services/storage/internal/migration"
 	"github.com/slotkv/slotkv/services/storage/internal/node"
@@ -177,14 +175,15 @@ func TestDeleteSlotsWithHeldKeys(t *testing.T) {
 }
 
 // TestDeleteSlotsWhenSlotsComeBack: the slots of a cleanup come back to
-// the node while it runs (a topology that gives them back, and writes of
-// keys the cleanup has still to delete, as an install of a migration back
-// would write them). The cleanup is paced so that it commits one batch and
-// waits before the next: the next batch's check sees the slots owned again
-// and stops the cleanup with a conflict, and every key written after the
-// slots came back stays. Whether the cleanup deletes by the list of keys
-// the hand-off kept or reads the slots (the list is dropped when the
-// slots came back before the cleanup, too).
+// the node while the purge of their drop runs (a topology that gives them
+// back, and writes of keys the purge has still to delete, as an install
+// of a migration back would write them). The cleanup itself has ended
+// once the slots are dropped; the purge is paced so that it deletes one
+// batch and waits before the next, and the slots come back in between:
+// every key written after they came back stays, through the purge and
+// after it. Whether the cleanup counts by the list of keys the hand-off
+// kept or reads the slots (the list is dropped when the slots came back
+// before the cleanup, too).
 func TestDeleteSlotsWhenSlotsComeBack(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -200,7 +199,7 @@ func TestDeleteSlotsWhenSlotsComeBack(t *testing.T) {
 			st, n, m, logs := loggedSetup(t)
 			ctx := context.Background()
 			rs := slot.MustParseRangeSet("10-19")
-			const keys = store.DefaultDeleteBatch + 100 // two batches
+			const keys = store.DefaultDeleteBatch + 100 // two purge batches
 			key := func(i int) []byte { return storetest.KeyInSlot(uint16(10+i%10), fmt.Sprint("k", i)) }
 			for i := range keys {
 				mutate(t, n, st, store.Mutation{Key: key(i), Value: []byte("old")})
@@ -216,32 +215,23 @@ func TestDeleteSlotsWhenSlotsComeBack(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			purged0 := purgeState(t, st).PurgedKeys
 
-			// One batch at once, the next one 4 s later: the window in
-			// which the slots come back.
-			kps := uint64(store.DefaultDeleteBatch / 4)
-			type result struct {
-				n   uint64
-				err error
+			// The purge deletes one batch at once, the next one 2 s
+			// later: the window in which the slots come back.
+			kps := uint64(store.DefaultDeleteBatch / 2)
+			deleted, err := m.DeleteSlots(ctx, rs.Ranges(), kps)
+			if err != nil || deleted != held {
+				t.Fatalf("DeleteSlots = %d, %v; want the %d keys the slots held", deleted, err, held)
 			}
-			done := make(chan result, 1)
-			go func() {
-				n, err := m.DeleteSlots(ctx, rs.Ranges(), kps)
-				done <- result{n, err}
-			}()
-			for {
-				left, err := st.Count(ctx, rs.Ranges())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if left <= held-store.DefaultDeleteBatch {
-					break
-				}
-				select {
-				case r := <-done:
-					t.Fatalf("DeleteSlots ended before its first batch was seen: %d, %v", r.n, r.err)
-				case <-time.After(5 * time.Millisecond):
-				}
+			if left, err := st.Count(ctx, rs.Ranges()); err != nil || left != 0 {
+				t.Fatalf("after the cleanup the slots hold %d keys, %v", left, err)
+			}
+			for purgeState(t, st).PurgedKeys-purged0 < store.DefaultDeleteBatch {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if p := purgeState(t, st); p.PendingSlots == 0 {
+				t.Fatalf("the purge ended before the slots came back: %+v", p)
 			}
 			if _, _, err := n.SetTopology(topoAB(version, true)); err != nil {
 				t.Fatal(err)
@@ -249,19 +239,32 @@ func TestDeleteSlotsWhenSlotsComeBack(t *testing.T) {
 			for i := range keys {
 				mutate(t, n, st, store.Mutation{Key: key(i), Value: []byte("new")})
 			}
-
-			r := <-done
-			if !errors.Is(r.err, rpcerr.ErrConflict) || r.n != store.DefaultDeleteBatch {
-				t.Fatalf("DeleteSlots = %d, %v; want its first batch (%d keys) deleted, then a conflict", r.n, r.err, store.DefaultDeleteBatch)
-			}
-			for i := range keys {
-				if v, _, err := st.Get(key(i)); err != nil || string(v) != "new" {
-					t.Fatalf("key %q written after the slots came back: %q, %v; want \"new\"", key(i), v, err)
+			checkNew := func(when string) {
+				t.Helper()
+				for i := range keys {
+					if v, _, err := st.Get(key(i)); err != nil || string(v) != "new" {
+						t.Fatalf("%s: key %q written after the slots came back: %q, %v; want \"new\"", when, key(i), v, err)
+					}
 				}
 			}
+			checkNew("during the purge")
+			for purgeState(t, st).PendingSlots > 0 {
+				time.Sleep(20 * time.Millisecond)
+			}
+			checkNew("after the purge")
 			wantKeysKnown(t, logs, tc.wantKnown)
 		})
 	}
+}
+
+// purgeState is the store's purge state.
+func purgeState(t *testing.T, st *store.Store) store.PurgeStats {
+	t.Helper()
+	p, err := st.Purge()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // TestBeginKnowsEmptySlots: a destination whose cleanup emptied the slots

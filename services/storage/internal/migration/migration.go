@@ -480,8 +480,8 @@ func (m *Manager) clearLeftovers(ctx context.Context, j *job, empty bool) error 
 }
 
 // deleteJobData deletes the data of the job's slots that are IMPORTING for
-// it, batch by batch, each batch under the gate and only while every one of
-// them still is (an aborting job's states stay until the data is gone).
+// it, dropped under the gate and only while every one of them still is (an
+// aborting job's states stay until the data is gone); kps paces the purge.
 func (m *Manager) deleteJobData(ctx context.Context, j *job, kps uint64) (uint64, error) {
 	id := j.id
 	return m.st.DeleteSlots(ctx, j.ranges.Ranges(), store.DeleteOptions{
@@ -1264,7 +1264,8 @@ func (m *Manager) abortDestination(ctx context.Context, j *job) (uint64, error) 
 }
 
 // DeleteSlots deletes the data of ranges, which this node must neither own
-// nor have in a migration; each batch re-checks that under the gate.
+// nor have in a migration, checked under the gate the drop commits under.
+// kps paces the purge that deletes the dropped entries after it.
 func (m *Manager) DeleteSlots(ctx context.Context, ranges []slot.Range, kps uint64) (uint64, error) {
 	set, err := slot.NewRangeSet(ranges...)
 	if err != nil {
@@ -1301,44 +1302,17 @@ func (m *Manager) DeleteSlots(ctx context.Context, ranges []slot.Range, kps uint
 		}
 		return nil
 	}
-	// The generation the slots are checked at: every key they hold then is
-	// deleted below, and none can arrive without an install after it.
-	var from uint64
-	if err := m.node.Guard(func() error { from = m.node.Generation(); return check() }); err != nil {
-		return 0, err
-	}
-	m.node.EndWrite()
 	// The keys the slots hold, when the job that handed them off knows
-	// them: valid while no install gave this node any of them again, which
-	// every batch checks under the gate.
+	// them and no install gave this node any of them since: the drop
+	// counts them instead of reading the slots.
 	held, ok := m.heldKeysOf(set)
-	o := store.DeleteOptions{KeysPerSecond: kps, Keys: held.keys}
-	// checked is the generation the slots were last checked at. Every
-	// install grows the generation under the exclusive gate, and the view
-	// and the slots' HeldAt change only then: a batch that finds the same
-	// generation under the gate would find what the last check found, and
-	// skips the walk over every slot of the ranges (in a profile of a
-	// 333,350-key cleanup of 5,461 slots, 512 keys a batch, the walks took
-	// 20 ms of the 140 ms the deleting goroutine ran).
-	checked := from
-	o.Guard = func() (func(), error) {
-		return m.node.EndWrite, m.node.Guard(func() error {
-			g := m.node.Generation()
-			if g == checked {
-				return nil
-			}
-			if ok && m.node.HeldSince(set.Ranges(), held.gen) {
-				m.dropHeldKeys(set)
-				return fmt.Errorf("%w: slots %s came back to node %s after the migration that handed them off ended; retry: the cleanup will read their keys",
-					rpcerr.ErrConflict, set, me)
-			}
-			if err := check(); err != nil {
-				return err
-			}
-			checked = g
-			return nil
-		})
-	}
+	// The slots are dropped under the gate, checked there: every key they
+	// hold at that generation is gone with the drop, and none can arrive
+	// without an install after it (store.DeleteSlots).
+	var from uint64
+	o := store.DeleteOptions{KeysPerSecond: kps, Keys: held.keys, Guard: func() (func(), error) {
+		return m.node.EndWrite, m.node.Guard(func() error { from = m.node.Generation(); return check() })
+	}}
 	n, err := m.st.DeleteSlots(ctx, set.Ranges(), o)
 	if err == nil {
 		if ok {

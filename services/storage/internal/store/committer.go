@@ -3,7 +3,7 @@ package store
 import badger "github.com/dgraph-io/badger/v4"
 
 // Committer queues the write-only transactions of one goroutine (an import
-// stream's committer, a cleanup), opening each before the previous one is
+// stream's committer), opening each before the previous one is
 // queued, so that building the next transaction overlaps Badger's writing
 // of the previous one.
 //

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"sync"
 	"time"
 
 	"github.com/slotkv/slotkv/pkg/slot"
@@ -22,44 +21,54 @@ const deleteReadBatches = 64
 
 // DeleteOptions tunes DeleteSlots.
 type DeleteOptions struct {
-	// BatchKeys is the keys per transaction; 0 means DefaultDeleteBatch.
+	// BatchKeys is the keys per transaction of a Captured deletion; 0
+	// means DefaultDeleteBatch.
 	BatchKeys int
-	// KeysPerSecond paces the deletion; 0 means as fast as batches go.
+	// KeysPerSecond paces a Captured deletion, or the purge of a drop; 0
+	// means as fast as batches go.
 	KeysPerSecond uint64
-	// Guard, when set, runs before each batch is written; an error stops
-	// the deletion before the batch. release (never nil on success) runs
-	// once the batch is committed, so a caller can hold a lock across it.
+	// Guard, when set, runs before each batch is written (before the drop
+	// is); an error stops the deletion before the batch. release (never
+	// nil on success) runs once the batch is committed, so a caller can
+	// hold a lock across it.
 	Guard func() (release func(), err error)
 	// Captured deletes through the write path of every data write, so
 	// the deletes of a MIGRATING slot are captured for its migration
-	// (FlushSlots on served slots); cleanup of slots no longer served
-	// deletes directly.
+	// (FlushSlots on served slots). Otherwise the slots are dropped
+	// (drop.go): the cleanup of slots no longer served.
 	Captured bool
 	// Keys, when set, are the keys the ranges hold (HeldKeys, taken when
-	// the slots stopped taking writes): they are deleted without reading
-	// the ranges. A key outside the ranges is skipped.
+	// the slots stopped taking writes): a drop counts them instead of
+	// reading the ranges. A key outside the ranges is not counted.
 	Keys *KeyList
 }
 
-// DeleteSlots deletes every key of ranges, in transactions of BatchKeys
-// keys deleted with ordinary tombstones: unlike Badger's DropPrefix, which
-// blocks every write to the database while it flushes and compacts, other
-// slots' writes only share the write channel with one small batch at a
-// time. It returns the keys deleted (committed), also when it stops early
-// (ctx, Guard, an error).
+// DeleteSlots deletes every key of ranges and returns the keys deleted.
 //
-// The work is a pipeline, so a cleanup takes about as long as its commits
-// do: one goroutine reads the keys ahead, batch by batch, from a read
+// Slots no longer served are dropped (drop.go): one transaction of one
+// record per slot, after which no read sees what they held, whatever
+// their size; a background purge deletes the entries after it, paced
+// by KeysPerSecond. Badger's DropPrefix would remove them in one call,
+// but it blocks every write to the database while it runs
+// (BenchmarkCleanupWriteStall), and a tombstone per key through Badger's
+// one write goroutine made the cleanup the longest step of a migration
+// after the copy.
+//
+// A Captured deletion (FlushSlots of served slots, whose deletes a
+// migration must see key by key) deletes with ordinary tombstones in
+// transactions of BatchKeys keys: other slots' writes only share the
+// write channel with one small batch at a time. It returns the keys
+// deleted (committed), also when it stops early (ctx, Guard, an error).
+// One goroutine reads the keys ahead, batch by batch, from a read
 // transaction renewed every deleteReadBatches batches, while this one
-// writes them. A direct (not Captured) batch is queued without waiting for
-// its commit; its Guard's release runs when the commit is done. Unpaced,
-// the batches go through a Committer: the next batch is built while
-// Badger writes the previous one, and no more than one is in Badger at a
-// time, so they commit in order and never pile up.
+// writes them.
 func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOptions) (uint64, error) {
 	ranges, err := normalize(ranges)
-	if err != nil {
+	if err != nil || len(ranges) == 0 {
 		return 0, err
+	}
+	if !o.Captured {
+		return s.dropSlots(ctx, ranges, o)
 	}
 	batch := o.BatchKeys
 	if batch <= 0 {
@@ -69,40 +78,20 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 	defer cancel()
 	batches := make(chan [][]byte, 2)
 	collected := make(chan error, 1)
-	if o.Keys != nil {
-		go func() { collected <- sendKeys(ctx, o.Keys, ranges, batch, batches) }()
-	} else {
-		go func() { collected <- s.collectRanges(ctx, ranges, batch, batches) }()
-	}
+	go func() { collected <- s.collectRanges(ctx, ranges, batch, batches) }()
 
-	var c commits
-	var queued uint64
-	// Unpaced direct batches open each transaction ahead (committer.go);
-	// a paced one waits between batches, with no transaction open.
-	var cm *Committer
-	if !o.Captured && o.KeysPerSecond == 0 {
-		cm = s.NewCommitter()
-		defer cm.Idle()
-	}
+	var deleted uint64
 	start := time.Now()
 	err = func() error {
 		for keys := range batches {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if err := c.err(); err != nil {
+			if err := s.deleteCaptured(keys, o.Guard); err != nil {
 				return err
 			}
-			if o.Captured {
-				if err := s.deleteCaptured(keys, o.Guard); err != nil {
-					return err
-				}
-				c.done(len(keys), nil)
-			} else if err := s.queueDelete(keys, o.Guard, cm, &c); err != nil {
-				return err
-			}
-			queued += uint64(len(keys))
-			if err := pace(ctx, start, queued, o.KeysPerSecond); err != nil {
+			deleted += uint64(len(keys))
+			if err := pace(ctx, start, deleted, o.KeysPerSecond); err != nil {
 				return err
 			}
 		}
@@ -112,44 +101,10 @@ func (s *Store) DeleteSlots(ctx context.Context, ranges []slot.Range, o DeleteOp
 	for range batches { // let the reader see the cancel and stop
 	}
 	collectErr := <-collected
-	c.wg.Wait()
 	// The reader's error is its own: it had returned before the loop saw
 	// batches closed, and the cancel above only ends a reader that the
 	// loop left early, with an error of its own.
-	return c.total(), cmp.Or(err, c.err(), collectErr)
-}
-
-// commits tracks the queued delete transactions of one DeleteSlots.
-type commits struct {
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	deleted uint64
-	first   error
-}
-
-// done counts n keys deleted, or keeps the first error.
-func (c *commits) done(n int, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err != nil {
-		if c.first == nil {
-			c.first = err
-		}
-		return
-	}
-	c.deleted += uint64(n)
-}
-
-func (c *commits) total() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.deleted
-}
-
-func (c *commits) err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.first
+	return deleted, cmp.Or(err, collectErr)
 }
 
 // pace sleeps until deleting n keys since start keeps to kps keys a
@@ -171,42 +126,6 @@ func pace(ctx context.Context, start time.Time, n, kps uint64) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// sendKeys sends the keys of l that lie in ranges to out in batches of n,
-// and closes it.
-func sendKeys(ctx context.Context, l *KeyList, ranges []slot.Range, n int, out chan<- [][]byte) error {
-	defer close(out)
-	var in [slot.Count]bool
-	for _, r := range ranges {
-		for s := int(r.Start); s <= int(r.End); s++ {
-			in[s] = true
-		}
-	}
-	send := func(keys [][]byte) error {
-		select {
-		case out <- keys:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	keys := make([][]byte, 0, n)
-	for _, k := range l.keys {
-		if !in[slotOfStorageKey(k)] {
-			continue
-		}
-		if keys = append(keys, k); len(keys) == n {
-			if err := send(keys); err != nil {
-				return err
-			}
-			keys = make([][]byte, 0, n)
-		}
-	}
-	if len(keys) > 0 {
-		return send(keys)
-	}
-	return nil
 }
 
 // collectRanges sends the keys of ranges to out in batches of n and closes
@@ -233,6 +152,7 @@ func (s *Store) collectRun(ctx context.Context, from, to []byte, n int, out chan
 	defer txn.Discard()
 	it := txn.NewIterator(iteratorOptions())
 	defer it.Close()
+	f := s.dropFilter(txn)
 	it.Seek(from)
 	for range deleteReadBatches {
 		keys := make([][]byte, 0, n)
@@ -241,6 +161,9 @@ func (s *Store) collectRun(ctx context.Context, from, to []byte, n int, out chan
 			k := it.Item().Key()
 			if bytes.Compare(k, to) >= 0 {
 				break
+			}
+			if f.hides(it.Item()) {
+				continue // dropped: gone already
 			}
 			if len(arena)+len(k) > cap(arena) {
 				arena = make([]byte, 0, max(64<<10, len(k)))
@@ -264,40 +187,6 @@ func (s *Store) collectRun(ctx context.Context, from, to []byte, n int, out chan
 		return nil, nil
 	}
 	return it.Item().KeyCopy(nil), nil
-}
-
-// queueDelete deletes keys in one transaction under guard (when set) and
-// returns once the commit is queued; the guard is released, and c told,
-// when the commit is done, or here when the transaction is not queued.
-func (s *Store) queueDelete(keys [][]byte, guard func() (func(), error), cm *Committer, c *commits) error {
-	release := func() {}
-	if guard != nil {
-		var err error
-		if release, err = guard(); err != nil {
-			return err
-		}
-	}
-	queued := false
-	txn := cm.begin(s.db)
-	defer func() {
-		if !queued {
-			txn.Discard()
-			release()
-		}
-	}()
-	for _, k := range keys {
-		if err := txn.Delete(k); err != nil {
-			return mapErr("delete", err)
-		}
-	}
-	c.wg.Add(1)
-	queued = true // CommitWith discards the transaction itself
-	cm.commit(txn, func(err error) {
-		defer c.wg.Done()
-		defer release()
-		c.done(len(keys), mapErr("delete commit", err))
-	})
-	return nil
 }
 
 // deleteCaptured deletes keys in one transaction through the write path

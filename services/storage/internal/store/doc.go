@@ -24,18 +24,30 @@
 // system records never show up in a scan of any slot range and user data can
 // never overwrite them. See SystemTxn. Migrations add three key spaces
 // there (changelog.go, import.go): change records 0xFF 'c' <job> 0x00 <seq>,
-// import progress 0xFF 'i' <job> 0x00 <stream> and job records 0xFF 'm' <job>.
+// import progress 0xFF 'i' <job> 0x00 <stream> and job records 0xFF 'm' <job>;
+// drops add 0xFF "drop/" <first slot> <last slot> (drop.go).
 //
 // # Change capture and snapshots
 //
 // Every write of user data goes through one function (write.go), which
 // appends a change record per key of a migrating slot to the job's
 // ChangeLog in the same transaction, numbered in commit order. OpenSnapshot
-// pins a read-only transaction at a change sequence; DeleteSlots removes
-// moved slots in small batches. Badger's DropPrefix would remove a slot in
-// one call, but it blocks every write to the database while it runs (about
-// 150 ms for 200k keys on a small machine, BenchmarkCleanupWriteStall), so
-// the live node never uses it.
+// pins a read-only transaction at a change sequence.
+//
+// # Drops
+//
+// DeleteSlots removes the slots a node no longer serves by dropping them
+// (drop.go): one record per slot range, under 0xFF "drop/", whose Badger
+// version D is the drop's commit timestamp. Every read skips an entry of
+// a dropped slot whose version is below D, so the slots read as empty at
+// once, whatever they held, and writes after the drop read as usual. A
+// background purge then writes the tombstones in small batches, in
+// transactions whose reads Badger's conflict detection checks, so a key
+// written meanwhile (the slots came back) is never deleted, and deletes
+// the record. Badger's DropPrefix would remove a slot in one call, but it
+// blocks every write to the database while it runs (about 150 ms for
+// 200k keys on a small machine, BenchmarkCleanupWriteStall), so the live
+// node never uses it.
 //
 // Badger reserves keys starting with "!badger!" for itself. The two bytes
 // "!b" are the slot prefix of slot 0x2162 (8546), so a user key of that slot

@@ -129,14 +129,18 @@ func userValue(item *badger.Item, fn func(v []byte, exp int64) error) error {
 }
 
 // getLive reads the storage key k in txn: its user value (a copy, never
-// nil), expiry and whether it is present and not expired at now.
-func getLive(txn *badger.Txn, k []byte, now int64) (val []byte, exp int64, found bool, err error) {
+// nil), expiry and whether it is present (not dropped) and not expired at
+// now.
+func (s *Store) getLive(txn *badger.Txn, k []byte, now int64) (val []byte, exp int64, found bool, err error) {
 	item, err := txn.Get(k)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, 0, false, nil
 	}
 	if err != nil {
 		return nil, 0, false, err
+	}
+	if s.dropFilter(txn).hides(item) {
+		return nil, 0, false, nil
 	}
 	err = userValue(item, func(v []byte, e int64) error {
 		if Expired(e, now) {

@@ -211,37 +211,70 @@ func TestApplyImport(t *testing.T) {
 	}
 }
 
+// TestDeleteSlots: a Captured deletion deletes batch by batch, each under
+// the guard, and a guard that fails stops it after the batches before; a
+// drop runs the guard once, and a guard that fails drops nothing.
 func TestDeleteSlots(t *testing.T) {
 	t.Parallel()
-	st := storetest.Open(t)
-	for i := range 3000 {
-		if _, err := st.Put(storetest.KeyInSlot(uint16(i%30), fmt.Sprint(i)), []byte("v")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	batches := 0
-	n, err := st.DeleteSlots(context.Background(), []slot.Range{{Start: 0, End: 9}, {Start: 20, End: 24}}, store.DeleteOptions{
-		BatchKeys: 100,
-		Guard:     func() (func(), error) { batches++; return func() {}, nil },
-	})
-	if err != nil || n != 1500 || batches != 15 {
-		t.Fatalf("DeleteSlots = %d keys in %d batches, %v; want 1500 in 15", n, batches, err)
-	}
-	if c, _ := st.KeyCount(t.Context()); c != 1500 {
-		t.Errorf("%d keys left, want 1500", c)
-	}
-	stop := errors.New("stop")
-	n, err = st.DeleteSlots(context.Background(), []slot.Range{{Start: 10, End: 19}}, store.DeleteOptions{
-		BatchKeys: 100,
-		Guard: func() (func(), error) {
-			if batches++; batches > 17 {
-				return nil, stop
+	for _, tc := range []struct {
+		name        string
+		captured    bool
+		wantBatches int // guard calls for 1500 keys, 100 a batch
+		wantStopped uint64
+	}{
+		{"captured", true, 15, 200},
+		{"dropped", false, 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := storetest.Open(t)
+			for i := range 3000 {
+				if _, err := st.Put(storetest.KeyInSlot(uint16(i%30), fmt.Sprint(i)), []byte("v")); err != nil {
+					t.Fatal(err)
+				}
 			}
-			return func() {}, nil
-		},
-	})
-	if !errors.Is(err, stop) || n != 200 {
-		t.Errorf("guarded DeleteSlots = %d, %v; want 200, stop", n, err)
+			batches := 0
+			n, err := st.DeleteSlots(context.Background(), []slot.Range{{Start: 0, End: 9}, {Start: 20, End: 24}}, store.DeleteOptions{
+				BatchKeys: 100,
+				Captured:  tc.captured,
+				Guard:     func() (func(), error) { batches++; return func() {}, nil },
+			})
+			if err != nil || n != 1500 || batches != tc.wantBatches {
+				t.Fatalf("DeleteSlots = %d keys in %d batches, %v; want 1500 in %d", n, batches, err, tc.wantBatches)
+			}
+			if c, _ := st.KeyCount(t.Context()); c != 1500 {
+				t.Errorf("%d keys left, want 1500", c)
+			}
+			stop := errors.New("stop")
+			batches = 0
+			n, err = st.DeleteSlots(context.Background(), []slot.Range{{Start: 10, End: 19}}, store.DeleteOptions{
+				BatchKeys: 100,
+				Captured:  tc.captured,
+				Guard: func() (func(), error) {
+					if batches++; batches > 2 {
+						return nil, stop
+					}
+					return func() {}, nil
+				},
+			})
+			if tc.captured {
+				if !errors.Is(err, stop) || n != tc.wantStopped {
+					t.Errorf("guarded DeleteSlots = %d, %v; want %d, stop", n, err, tc.wantStopped)
+				}
+			} else if err != nil || n != 1000 {
+				t.Errorf("guarded drop = %d, %v; want 1000 (one guard call)", n, err)
+			}
+			n, err = st.DeleteSlots(context.Background(), []slot.Range{{Start: 25, End: 29}}, store.DeleteOptions{
+				Captured: tc.captured,
+				Guard:    func() (func(), error) { return nil, stop },
+			})
+			if !errors.Is(err, stop) || n != 0 {
+				t.Errorf("DeleteSlots under a failing guard = %d, %v; want 0, stop", n, err)
+			}
+			if c, _ := st.Count(t.Context(), []slot.Range{{Start: 25, End: 29}}); c != 500 {
+				t.Errorf("slots 25-29 hold %d keys after a refused deletion; want 500", c)
+			}
+		})
 	}
 }
 

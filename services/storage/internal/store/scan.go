@@ -76,12 +76,16 @@ func normalize(ranges []slot.Range) ([]slot.Range, error) {
 
 // walk calls visit for every entry of ranges (sorted, disjoint) in storage
 // order that is at or after start (a storage key, or nil), whose user key
-// has prefix and that has not expired at now, until visit returns false. With
+// has prefix, that f does not hide (dropped) and that has not expired at
+// now, until visit returns false. With
 // a prefix it seeks to the prefix in each slot, jumping straight over slots
 // that hold nothing. Expiry costs nothing for entries without one, and a
 // metadata check for the rest but those in their last second (expiry.go).
-func walk(it *badger.Iterator, ranges []slot.Range, prefix, start []byte, now int64, visit func(*badger.Item) bool) {
+func walk(it *badger.Iterator, f *dropFilter, ranges []slot.Range, prefix, start []byte, now int64, visit func(*badger.Item) bool) {
 	fn := func(item *badger.Item) bool {
+		if f.hides(item) {
+			return true
+		}
 		// A header that does not read is the caller's error to meet
 		// when it reads the value; the entry is passed on.
 		if dead, err := itemExpired(item, now); dead && err == nil {
@@ -205,7 +209,7 @@ func (s *Store) Scan(o ScanOptions) (ScanResult, error) {
 		io.PrefetchSize = min(limit, io.PrefetchSize)
 		it := txn.NewIterator(io)
 		defer it.Close()
-		walk(it, ranges, o.Prefix, start, NowMs(), func(item *badger.Item) bool {
+		walk(it, s.dropFilter(txn), ranges, o.Prefix, start, NowMs(), func(item *badger.Item) bool {
 			n := len(item.Key()) + itemOverhead
 			if !o.KeysOnly {
 				n += int(item.ValueSize())
@@ -268,7 +272,7 @@ func (s *Store) Count(ctx context.Context, ranges []slot.Range) (uint64, error) 
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(iteratorOptions())
 		defer it.Close()
-		walk(it, ranges, nil, nil, NowMs(), func(*badger.Item) bool {
+		walk(it, s.dropFilter(txn), ranges, nil, nil, NowMs(), func(*badger.Item) bool {
 			n++
 			return n%ctxCheckEvery != 0 || ctx.Err() == nil
 		})
@@ -310,7 +314,7 @@ func (s *Store) Digest(ctx context.Context, ranges []slot.Range, perSlot bool) (
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(iteratorOptions())
 		defer it.Close()
-		res, err = digestWalk(ctx, it, ranges, perSlot, NowMs())
+		res, err = digestWalk(ctx, it, s.dropFilter(txn), ranges, perSlot, NowMs())
 		return err
 	})
 	if err != nil {
@@ -325,14 +329,14 @@ func (s *Store) Digest(ctx context.Context, ranges []slot.Range, perSlot bool) (
 // paying for the check per entry.
 const ctxCheckEvery = 1024
 
-func digestWalk(ctx context.Context, it *badger.Iterator, ranges []slot.Range, perSlot bool, now int64) (DigestResult, error) {
+func digestWalk(ctx context.Context, it *badger.Iterator, f *dropFilter, ranges []slot.Range, perSlot bool, now int64) (DigestResult, error) {
 	var (
 		res  DigestResult
 		cur  *SlotDigest
 		verr error
 	)
 	h := NewHasher()
-	walk(it, ranges, nil, nil, now, func(item *badger.Item) bool {
+	walk(it, f, ranges, nil, nil, now, func(item *badger.Item) bool {
 		k := item.Key()
 		sl := uint16(k[0])<<8 | uint16(k[1])
 		d := &res.Digest

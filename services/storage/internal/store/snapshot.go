@@ -25,6 +25,8 @@ var ErrSnapshotClosed = fmt.Errorf("%w: snapshot released", rpcerr.ErrConflict)
 type Snapshot struct {
 	txn *badger.Txn
 	seq uint64
+	// drops hides what was dropped before the snapshot (drop.go).
+	drops *dropFilter
 
 	mu     sync.Mutex
 	refs   int
@@ -45,6 +47,7 @@ func (s *Store) OpenSnapshot(l *ChangeLog) (*Snapshot, error) {
 	l.mu.Lock()
 	sn := &Snapshot{txn: s.db.NewTransaction(false), seq: l.head.Load()}
 	l.mu.Unlock()
+	sn.drops = s.dropFilter(sn.txn)
 	sn.record.limit = s.opts.heldKeysLimit()
 	// What the snapshot holds must survive an OS crash: the migrator treats
 	// every change up to Seq as copied by the snapshot.
@@ -183,7 +186,7 @@ func (sn *Snapshot) Scan(ranges []slot.Range, startAfter []byte, maxRecords, max
 	now := NowMs()
 	// Every entry is walked (now 0): an expired one is recorded, not
 	// handed out.
-	walk(it, ranges, nil, start, 0, func(item *badger.Item) bool {
+	walk(it, sn.drops, ranges, nil, start, 0, func(item *badger.Item) bool {
 		k := item.Key()
 		if expired, err := itemExpired(item, now); expired && err == nil {
 			dead = append(dead, bytes.Clone(k))
@@ -273,5 +276,5 @@ func (sn *Snapshot) Digest(ctx context.Context, ranges []slot.Range) (DigestResu
 	defer sn.release()
 	it := sn.txn.NewIterator(iteratorOptions())
 	defer it.Close()
-	return digestWalk(ctx, it, ranges, true, NowMs())
+	return digestWalk(ctx, it, sn.drops, ranges, true, NowMs())
 }

@@ -49,6 +49,9 @@ type Store struct {
 	db   *badger.DB
 	opts Options
 
+	// drops are the slots dropped and their purge (drop.go).
+	drops drops
+
 	// capture maps migrating slots to their change logs (nil: none); see
 	// changelog.go and write.
 	capture atomic.Pointer[CaptureTable]
@@ -57,8 +60,9 @@ type Store struct {
 	// syncs counts the store's disk syncs (for tests).
 	syncs atomic.Uint64
 
-	// The background loops (the value log's collection, vloggc.go; the
-	// write-back of the logs, writeback.go): stopBG ends them (nil when
+	// The background loops (the purge of dropped slots, drop.go; the
+	// value log's collection, vloggc.go; the write-back of the logs,
+	// writeback.go): stopBG ends them (nil when
 	// none runs), bgDone closes once all have returned.
 	stopBG context.CancelFunc
 	bgDone chan struct{}
@@ -120,7 +124,11 @@ func Open(opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	var loops []func(context.Context)
+	if err := s.loadDrops(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	loops := []func(context.Context){s.purgeLoop}
 	if every := opts.valueLogGCInterval(); every > 0 && !opts.InMemory {
 		loops = append(loops, func(ctx context.Context) {
 			tick(ctx, every, func() { s.collectValueLog(ctx) })
@@ -250,7 +258,7 @@ func (s *Store) GetWithExpiry(key []byte) (val []byte, exp int64, sl uint16, err
 	var found bool
 	err = s.view(func(txn *badger.Txn) error {
 		var err error
-		val, exp, found, err = getLive(txn, k, NowMs())
+		val, exp, found, err = s.getLive(txn, k, NowMs())
 		return err
 	})
 	if err != nil {
@@ -291,22 +299,25 @@ func (s *Store) Delete(key []byte) (sl uint16, existed bool, err error) {
 		entry: func(int) entry { return entry{key: k, del: true} },
 		read: func(txn *badger.Txn, now int64) (bool, error) {
 			var err error
-			existed, err = liveKey(txn, k, now)
+			existed, err = s.liveKey(txn, k, now)
 			return true, err
 		},
 	})
 	return sl, existed, s.singleErr(err)
 }
 
-// liveKey reports whether the storage key k is present and not expired at
-// now in txn (a read: it takes part in conflict detection).
-func liveKey(txn *badger.Txn, k []byte, now int64) (bool, error) {
+// liveKey reports whether the storage key k is present (not dropped) and
+// not expired at now in txn (a read: it takes part in conflict detection).
+func (s *Store) liveKey(txn *badger.Txn, k []byte, now int64) (bool, error) {
 	item, err := txn.Get(k)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
+	}
+	if s.dropFilter(txn).hides(item) {
+		return false, nil
 	}
 	dead, err := itemExpired(item, now)
 	return !dead, err
@@ -345,7 +356,7 @@ func (s *Store) BatchGet(keys [][]byte) ([]Item, error) {
 			}
 			buf = k
 			items[i] = Item{Key: key, Slot: sl}
-			v, exp, found, err := getLive(txn, k, now)
+			v, exp, found, err := s.getLive(txn, k, now)
 			if err != nil {
 				return err
 			}
@@ -438,7 +449,7 @@ func (s *Store) WriteBatch(muts []Mutation, ifAllAbsent bool) (BatchResult, erro
 				}
 				if !seen || !m.Delete {
 					var err error
-					if live, err = liveKey(txn, keys[i], now); err != nil {
+					if live, err = s.liveKey(txn, keys[i], now); err != nil {
 						return false, err
 					}
 				}

@@ -536,24 +536,54 @@ func TestSystemRecords(t *testing.T) {
 	}
 }
 
+// TestFormatMismatch: a directory of an unknown format is refused; one
+// of format 1 (before drop records) opens, with its data, and is stamped 2.
 func TestFormatMismatch(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	st, err := store.Open(storetest.Options(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.UpdateSystem(func(tx *store.SystemTxn) error { return tx.Set("format", []byte("99")) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if st, err := store.Open(storetest.Options(dir)); !errors.Is(err, store.ErrFormat) {
-		if err == nil {
-			st.Close()
-		}
-		t.Fatalf("open of format 99: err = %v, want ErrFormat", err)
+	for _, tc := range []struct {
+		format, want string // want "": refused
+	}{
+		{"99", ""},
+		{"1", "2"},
+		{"2", "2"},
+	} {
+		t.Run("format "+tc.format, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			st, err := store.Open(storetest.Options(dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Put([]byte("k"), []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.UpdateSystem(func(tx *store.SystemTxn) error { return tx.Set("format", []byte(tc.format)) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			st, err = store.Open(storetest.Options(dir))
+			if tc.want == "" {
+				if !errors.Is(err, store.ErrFormat) {
+					if err == nil {
+						st.Close()
+					}
+					t.Fatalf("open of format %s: err = %v, want ErrFormat", tc.format, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("open of format %s: %v", tc.format, err)
+			}
+			defer st.Close()
+			if v, err := st.GetSystem("format"); err != nil || string(v) != tc.want {
+				t.Errorf("format after open = %q, %v; want %q", v, err, tc.want)
+			}
+			if v, _, err := st.Get([]byte("k")); err != nil || string(v) != "v" {
+				t.Errorf("data after open = %q, %v", v, err)
+			}
+		})
 	}
 }
 

@@ -12,10 +12,15 @@ import (
 // no user key can reach this space and no slot-range scan can see it.
 const SystemPrefix byte = 0xFF
 
-// formatRecord holds the data format version of the directory.
+// formatRecord holds the data format version of the directory. Format 2
+// added the drop records (drop.go): a binary of format 1 would read the
+// entries of dropped slots as live, so a directory this binary opens is
+// stamped 2 and an older binary refuses it. A format-1 directory has no
+// drop record and reads the same: it is upgraded in place.
 const (
 	formatRecord  = "format"
-	formatVersion = "1"
+	formatVersion = "2"
+	formatBefore  = "1"
 )
 
 func systemKey(name string) []byte {
@@ -34,6 +39,9 @@ func (s *Store) checkFormat() error {
 		}
 		if err != nil {
 			return err
+		}
+		if string(v) == formatBefore {
+			return tx.Set(formatRecord, []byte(formatVersion))
 		}
 		if string(v) != formatVersion {
 			return fmt.Errorf("%w: %s holds format %q, this binary reads format %q", ErrFormat, s.opts.Dir, v, formatVersion)

@@ -145,7 +145,7 @@ func (s *Store) Update(key []byte, u Update) (UpdateResult, error) {
 			return out
 		},
 		read: func(txn *badger.Txn, now int64) (bool, error) {
-			cur, exp, found, err := getLive(txn, k, now)
+			cur, exp, found, err := s.getLive(txn, k, now)
 			if err != nil {
 				return false, err
 			}

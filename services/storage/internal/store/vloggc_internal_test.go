@@ -179,7 +179,7 @@ func TestGCValueLogKeepsSnapshots(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, _, found, err := getLive(sn.txn, k, NowMs())
+		v, _, found, err := s.getLive(sn.txn, k, NowMs())
 		want := 1
 		if before(i) {
 			want = 2

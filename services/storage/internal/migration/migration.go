@@ -1302,6 +1302,11 @@ func (m *Manager) DeleteSlots(ctx context.Context, ranges []slot.Range, kps uint
 		}
 		return nil
 	}
+	// Refused at once, before the drop counts the keys.
+	if err := m.node.Guard(check); err != nil {
+		return 0, err
+	}
+	m.node.EndWrite()
 	// The keys the slots hold, when the job that handed them off knows
 	// them and no install gave this node any of them since: the drop
 	// counts them instead of reading the slots.

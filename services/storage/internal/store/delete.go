@@ -46,7 +46,7 @@ type DeleteOptions struct {
 // DeleteSlots deletes every key of ranges and returns the keys deleted.
 //
 // Slots no longer served are dropped (drop.go): one transaction of one
-// record per slot, after which no read sees what they held, whatever
+// record per range, after which no read sees what they held, whatever
 // their size; a background purge deletes the entries after it, paced
 // by KeysPerSecond. Badger's DropPrefix would remove them in one call,
 // but it blocks every write to the database while it runs

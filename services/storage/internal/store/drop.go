@@ -105,25 +105,26 @@ func (s *Store) eachDropRecord(fn func(dropRecord) bool) error {
 const purgeBatch = DefaultDeleteBatch
 
 // dropFilter is the drops one read sees: those committed at or below its
-// read timestamp. A nil filter hides nothing.
+// read timestamp. The zero filter hides nothing. A value, not a pointer:
+// a read takes one without allocating.
 type dropFilter struct {
 	t      *dropTable
 	readTs uint64
 }
 
-// dropFilter returns the filter of a read in txn (nil when no slot has a
-// drop).
-func (s *Store) dropFilter(txn *badger.Txn) *dropFilter {
+// dropFilter returns the filter of a read in txn (the zero filter when no
+// slot has a drop).
+func (s *Store) dropFilter(txn *badger.Txn) dropFilter {
 	t := s.drops.table.Load()
 	if t == nil {
-		return nil
+		return dropFilter{}
 	}
-	return &dropFilter{t: t, readTs: txn.ReadTs()}
+	return dropFilter{t: t, readTs: txn.ReadTs()}
 }
 
 // hides reports whether item, an entry of user data, was dropped.
-func (f *dropFilter) hides(item *badger.Item) bool {
-	if f == nil {
+func (f dropFilter) hides(item *badger.Item) bool {
+	if f.t == nil {
 		return false
 	}
 	k := item.Key()

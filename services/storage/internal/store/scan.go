@@ -81,7 +81,7 @@ func normalize(ranges []slot.Range) ([]slot.Range, error) {
 // a prefix it seeks to the prefix in each slot, jumping straight over slots
 // that hold nothing. Expiry costs nothing for entries without one, and a
 // metadata check for the rest but those in their last second (expiry.go).
-func walk(it *badger.Iterator, f *dropFilter, ranges []slot.Range, prefix, start []byte, now int64, visit func(*badger.Item) bool) {
+func walk(it *badger.Iterator, f dropFilter, ranges []slot.Range, prefix, start []byte, now int64, visit func(*badger.Item) bool) {
 	fn := func(item *badger.Item) bool {
 		if f.hides(item) {
 			return true
@@ -329,7 +329,7 @@ func (s *Store) Digest(ctx context.Context, ranges []slot.Range, perSlot bool) (
 // paying for the check per entry.
 const ctxCheckEvery = 1024
 
-func digestWalk(ctx context.Context, it *badger.Iterator, f *dropFilter, ranges []slot.Range, perSlot bool, now int64) (DigestResult, error) {
+func digestWalk(ctx context.Context, it *badger.Iterator, f dropFilter, ranges []slot.Range, perSlot bool, now int64) (DigestResult, error) {
 	var (
 		res  DigestResult
 		cur  *SlotDigest

@@ -26,7 +26,7 @@ type Snapshot struct {
 	txn *badger.Txn
 	seq uint64
 	// drops hides what was dropped before the snapshot (drop.go).
-	drops *dropFilter
+	drops dropFilter
 
 	mu     sync.Mutex
 	refs   int

@@ -217,9 +217,9 @@ func TestDeleteSlotsWhenSlotsComeBack(t *testing.T) {
 			}
 			purged0 := purgeState(t, st).PurgedKeys
 
-			// The purge deletes one batch at once, the next one 2 s
+			// The purge deletes one batch at once, the next one 4 s
 			// later: the window in which the slots come back.
-			kps := uint64(store.DefaultDeleteBatch / 2)
+			kps := uint64(store.DefaultDeleteBatch / 4)
 			deleted, err := m.DeleteSlots(ctx, rs.Ranges(), kps)
 			if err != nil || deleted != held {
 				t.Fatalf("DeleteSlots = %d, %v; want the %d keys the slots held", deleted, err, held)
@@ -227,9 +227,9 @@ func TestDeleteSlotsWhenSlotsComeBack(t *testing.T) {
 			if left, err := st.Count(ctx, rs.Ranges()); err != nil || left != 0 {
 				t.Fatalf("after the cleanup the slots hold %d keys, %v", left, err)
 			}
-			for purgeState(t, st).PurgedKeys-purged0 < store.DefaultDeleteBatch {
-				time.Sleep(5 * time.Millisecond)
-			}
+			waitPurge(t, st, "the purge's first batch", func(p store.PurgeStats) bool {
+				return p.PurgedKeys-purged0 >= store.DefaultDeleteBatch
+			})
 			if p := purgeState(t, st); p.PendingSlots == 0 {
 				t.Fatalf("the purge ended before the slots came back: %+v", p)
 			}
@@ -248,19 +248,30 @@ func TestDeleteSlotsWhenSlotsComeBack(t *testing.T) {
 				}
 			}
 			checkNew("during the purge")
-			for purgeState(t, st).PendingSlots > 0 {
-				time.Sleep(20 * time.Millisecond)
-			}
+			waitPurge(t, st, "the purge's end", func(p store.PurgeStats) bool { return p.PendingSlots == 0 })
 			checkNew("after the purge")
 			wantKeysKnown(t, logs, tc.wantKnown)
 		})
 	}
 }
 
+// waitPurge polls the store's purge state until done returns true, and
+// fails after 30 s.
+func waitPurge(t *testing.T, st *store.Store, what string, done func(store.PurgeStats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for p := purgeState(t, st); !done(p); p = purgeState(t, st) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 30 s: %+v", what, p)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // purgeState is the store's purge state.
 func purgeState(t *testing.T, st *store.Store) store.PurgeStats {
 	t.Helper()
-	p, err := st.Purge()
+	p, err := st.PurgeState()
 	if err != nil {
 		t.Fatal(err)
 	}

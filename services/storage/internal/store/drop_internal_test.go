@@ -46,7 +46,7 @@ func putSlots(t *testing.T, st *Store, r slot.Range, n int) [][]byte {
 func purgeDone(st *Store, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
-		p, err := st.Purge()
+		p, err := st.PurgeState()
 		if err != nil || p.PendingSlots == 0 {
 			return err
 		}
@@ -104,23 +104,15 @@ func TestDrop(t *testing.T) {
 	kept := slot.Range{Start: 110, End: 111}
 	old := putSlots(t, st, dropped, 20)
 	keptKeys := putSlots(t, st, kept, 20)
-	l, err := st.ChangeLog("before")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn, err := st.OpenSnapshot(l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sn.Close()
+	sn := snapshotOf(t, st, "before")
 
 	st.drops.held.Store(true)
 	n, err := st.DeleteSlots(ctx, []slot.Range{dropped}, DeleteOptions{})
 	if err != nil || n != uint64(len(old)) {
 		t.Fatalf("DeleteSlots = %d, %v; want %d", n, err, len(old))
 	}
-	if p, err := st.Purge(); err != nil || p.PendingSlots != int64(dropped.Len()) {
-		t.Fatalf("Purge() = %+v, %v; want %d slots pending", p, err, dropped.Len())
+	if p, err := st.PurgeState(); err != nil || p.PendingSlots != int64(dropped.Len()) {
+		t.Fatalf("PurgeState() = %+v, %v; want %d slots pending", p, err, dropped.Len())
 	}
 
 	for _, tc := range []struct {
@@ -203,7 +195,7 @@ func TestDrop(t *testing.T) {
 		t.Errorf("after the purge the dropped slots hold %d keys, %v; want the 2 written after", c, err)
 	}
 	// Not old[1]: its delete after the drop is newer than the drop.
-	if p, _ := st.Purge(); p.PurgedKeys != uint64(len(old)-3) {
+	if p, _ := st.PurgeState(); p.PurgedKeys != uint64(len(old)-3) {
 		t.Errorf("purged %d keys; want %d", p.PurgedKeys, len(old)-3)
 	}
 }
@@ -232,7 +224,7 @@ func TestDropSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	if p, err := st.Purge(); err != nil || p.PendingSlots == 0 && p.PurgedKeys == 0 {
+	if p, err := st.PurgeState(); err != nil || p.PendingSlots == 0 && p.PurgedKeys == 0 {
 		t.Fatalf("after reopening: %+v, %v; want the drop's records", p, err)
 	}
 	if c, err := st.Count(t.Context(), []slot.Range{r}); err != nil || c != 0 {

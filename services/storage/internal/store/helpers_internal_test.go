@@ -19,6 +19,22 @@ func openInternal(t *testing.T) *Store {
 	return st
 }
 
+// snapshotOf opens the change log of job and a snapshot at its head,
+// closed in t.Cleanup (Close is idempotent: a test may close it sooner).
+func snapshotOf(t *testing.T, st *Store, job string) *Snapshot {
+	t.Helper()
+	l, err := st.ChangeLog(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := st.OpenSnapshot(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sn.Close)
+	return sn
+}
+
 // captureAll opens the change log of job and captures every slot's writes
 // into it, as if the job migrated every slot.
 func captureAll(t *testing.T, st *Store, job string) *ChangeLog {

@@ -154,14 +154,7 @@ func TestGCValueLogKeepsSnapshots(t *testing.T) {
 			put(i, 2)
 		}
 	}
-	l, err := s.ChangeLog("j")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sn, err := s.OpenSnapshot(l)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sn := snapshotOf(t, s, "j")
 	for i := range keys {
 		if !before(i) {
 			put(i, 2)

@@ -55,7 +55,7 @@ func registerMetrics(mp metric.MeterProvider, st *store.Store, n *node.Node, log
 		}
 		o.ObserveInt64(slots, served)
 		o.ObserveInt64(gc, int64(st.ValueLogFilesRewritten()))
-		if p, err := st.Purge(); err != nil {
+		if p, err := st.PurgeState(); err != nil {
 			log.Warn("purge state for metrics", "err", err)
 		} else {
 			o.ObserveInt64(pending, p.PendingSlots)

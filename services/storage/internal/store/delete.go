@@ -156,7 +156,7 @@ func (s *Store) collectRun(ctx context.Context, from, to []byte, n int, out chan
 	it.Seek(from)
 	for range deleteReadBatches {
 		keys := make([][]byte, 0, n)
-		var arena []byte // the batch's keys, one allocation for most batches
+		var arena keyArena // the batch's keys
 		for ; it.Valid() && len(keys) < n; it.Next() {
 			k := it.Item().Key()
 			if bytes.Compare(k, to) >= 0 {
@@ -165,12 +165,7 @@ func (s *Store) collectRun(ctx context.Context, from, to []byte, n int, out chan
 			if f.hides(it.Item()) {
 				continue // dropped: gone already
 			}
-			if len(arena)+len(k) > cap(arena) {
-				arena = make([]byte, 0, max(64<<10, len(k)))
-			}
-			at := len(arena)
-			arena = append(arena, k...)
-			keys = append(keys, arena[at:len(arena):len(arena)])
+			keys = append(keys, arena.copy(k))
 		}
 		if len(keys) > 0 {
 			select {
@@ -187,6 +182,22 @@ func (s *Store) collectRun(ctx context.Context, from, to []byte, n int, out chan
 		return nil, nil
 	}
 	return it.Item().KeyCopy(nil), nil
+}
+
+// keyArena copies keys into shared 64 KiB blocks: one allocation for
+// most batches of keys instead of one per key. A copy stays valid while
+// it is referenced; a full block is left to its copies, not reused.
+type keyArena struct{ buf []byte }
+
+// copy returns a copy of k, capped so an append to it cannot reach the
+// next key.
+func (a *keyArena) copy(k []byte) []byte {
+	if len(a.buf)+len(k) > cap(a.buf) {
+		a.buf = make([]byte, 0, max(64<<10, len(k)))
+	}
+	at := len(a.buf)
+	a.buf = append(a.buf, k...)
+	return a.buf[at:len(a.buf):len(a.buf)]
 }
 
 // deleteCaptured deletes keys in one transaction through the write path

@@ -233,20 +233,22 @@ func (s *Store) commitDrop(ranges []slot.Range, guard func() (func(), error)) er
 	return nil
 }
 
-// purgeLoop purges dropped entries whenever a drop asks, and retries
-// every second after a pass that failed, until ctx ends.
+// purgeLoop purges dropped entries at open and whenever a drop asks, and
+// a second after a pass that failed, until ctx ends.
 func (s *Store) purgeLoop(ctx context.Context) {
-	retry := time.NewTicker(time.Second)
-	defer retry.Stop()
 	for {
-		if err := s.purge(ctx); err != nil && ctx.Err() == nil && s.opts.Logger != nil {
-			s.opts.Logger.Warn("purge of dropped slots failed; it retries in a second", "err", err)
+		var retry <-chan time.Time // nil: no retry, the next drop wakes it
+		if err := s.purge(ctx); err != nil && ctx.Err() == nil {
+			if s.opts.Logger != nil {
+				s.opts.Logger.Warn("purge of dropped slots failed; it retries in a second", "err", err)
+			}
+			retry = time.After(time.Second)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.drops.kick:
-		case <-retry.C:
+		case <-retry:
 		}
 	}
 }
@@ -280,7 +282,7 @@ func (s *Store) purge(ctx context.Context) error {
 				continue // a write of a key read committed meanwhile: read again
 			}
 			if err != nil {
-				return err
+				return fmt.Errorf("purge of dropped slots %s: %w", rec.r, err)
 			}
 			s.drops.purged.Add(uint64(deleted))
 			n += uint64(deleted)
@@ -289,7 +291,7 @@ func (s *Store) purge(ctx context.Context) error {
 			}
 		}
 		if err := s.clearDrop(rec); err != nil {
-			return err
+			return fmt.Errorf("purge of dropped slots %s: %w", rec.r, err)
 		}
 		if log := s.opts.Logger; log != nil {
 			log.Info("dropped slots purged", "slots", rec.r.String(), "keys", n,
@@ -306,14 +308,18 @@ func (s *Store) purge(ctx context.Context) error {
 func (s *Store) purgeBatch(from, to []byte, d uint64) (next []byte, deleted int, err error) {
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
-	var dead [][]byte
+	var (
+		dead  [][]byte
+		arena keyArena
+	)
 	func() {
 		it := txn.NewIterator(iteratorOptions())
 		defer it.Close()
 		read := 0
 		for it.Seek(from); it.Valid(); it.Next() {
 			item := it.Item() // a read of the key, for conflict detection
-			if bytes.Compare(item.Key(), to) >= 0 {
+			k := item.Key()
+			if bytes.Compare(k, to) >= 0 {
 				return
 			}
 			if read == purgeBatch {
@@ -322,7 +328,7 @@ func (s *Store) purgeBatch(from, to []byte, d uint64) (next []byte, deleted int,
 			}
 			read++
 			if item.Version() < d {
-				dead = append(dead, item.KeyCopy(nil))
+				dead = append(dead, arena.copy(k))
 			}
 		}
 	}()
@@ -375,8 +381,8 @@ type PurgeStats struct {
 	PurgedKeys uint64
 }
 
-// Purge returns the state of the purge of dropped slots.
-func (s *Store) Purge() (PurgeStats, error) {
+// PurgeState returns the state of the purge of dropped slots.
+func (s *Store) PurgeState() (PurgeStats, error) {
 	st := PurgeStats{PurgedKeys: s.drops.purged.Load()}
 	var pending [slot.Count]bool
 	err := s.eachDropRecord(func(rec dropRecord) bool {
